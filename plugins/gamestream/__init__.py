@@ -1,0 +1,1 @@
+"""punktfunk gamestream plugin."""

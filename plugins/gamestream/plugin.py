@@ -1,0 +1,1 @@
+"""Entry point of the gamestream plugin (placeholder until the plugin lands)."""

@@ -1,0 +1,1 @@
+"""punktfunk native plugin."""

@@ -1,0 +1,1 @@
+"""Entry point of the native plugin (placeholder until the plugin lands)."""

@@ -1,0 +1,1 @@
+"""punktfunk stats plugin."""

@@ -1,0 +1,1 @@
+"""Entry point of the stats plugin (placeholder until the plugin lands)."""

@@ -1,0 +1,235 @@
+"""The ``punktfunk`` command line. Plugins add sub-commands through ``cli_commands``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from punktfunk_core import __version__
+from punktfunk_core import config as configmod
+from punktfunk_core.ipc import IpcClient, IpcError
+from punktfunk_core.paths import Paths
+from punktfunk_core.plugins import PluginManager, load_plugin_manager
+
+log = logging.getLogger("punktfunk")
+
+EXIT_CONFIG = 2
+
+
+def setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
+    )
+
+
+def ipc_client(timeout: float = 2.0) -> IpcClient:
+    """An IPC client for the host of this user (PUNKTFUNK_IPC overrides the endpoint)."""
+    endpoint = os.environ.get("PUNKTFUNK_IPC") or Paths.from_env().ipc_endpoint
+    return IpcClient(endpoint, timeout=timeout)
+
+
+def call_host(cmd: str, **args: Any) -> Any:
+    """Call a host IPC command from a CLI command; prints the error and exits 1 on failure."""
+    try:
+        return ipc_client().call(cmd, **args)
+    except IpcError as exc:
+        print(f"punktfunk: {exc.message}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _load_config_or_exit(path: str | None, pm: PluginManager) -> dict[str, Any]:
+    try:
+        return configmod.load(path, pm)
+    except configmod.ConfigError as exc:
+        for p in exc.problems:
+            print(f"{exc.source}: {p}" if exc.source != "defaults" else p, file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+# -- built-in commands -------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from punktfunk_core.host import Host
+
+    pm: PluginManager = args.pm
+    cfg = _load_config_or_exit(args.config, pm)
+    if args.gamestream:
+        cfg.setdefault("gamestream", {})["enabled"] = True
+    if args.console_workers is not None:
+        cfg["console"]["workers"] = args.console_workers
+    if args.console_port is not None:
+        cfg["console"]["port"] = args.console_port
+    if args.no_console:
+        cfg["console"]["enabled"] = False
+    setup_logging(cfg["host"]["log_level"] if not args.verbose else "debug")
+    for info in pm.failed:
+        log.warning("plugin %s failed to load: %s", info.name, info.error)
+    paths = Paths.from_env().ensure()
+    host = Host(cfg, pm, paths)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        host.start()
+    except Exception as exc:  # noqa: BLE001
+        log.error("host failed to start: %s", exc)
+        host.stop()
+        return 1
+    console = None
+    if cfg["console"]["enabled"]:
+        try:
+            from punktfunk_webui.server import start_console
+
+            console = start_console(cfg, paths)
+            print(f"punktfunk console: {console.url}  (admin token in {paths.mgmt_token})", flush=True)
+        except Exception as exc:  # noqa: BLE001 - the host streams without a console
+            log.error("console failed to start: %s", exc)
+    print(f"punktfunk host running (IPC {paths.ipc_endpoint}); Ctrl-C stops it", flush=True)
+    while not stop.wait(0.5):
+        if host.stopped:
+            break
+    log.info("stopping")
+    if console is not None:
+        console.stop()
+    host.stop()
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    pm: PluginManager = args.pm
+    rows = pm.plugin_table()
+    if args.json:
+        print(json.dumps([{"name": i.name, "distribution": i.distribution, "version": i.version,
+                           "module": i.module, "hooks": i.hooks, "error": i.error} for i in rows], indent=2))
+        return 0
+    print(f"{'plugin':<14} {'distribution':<24} {'version':<10} hooks")
+    for i in rows:
+        hooks = ", ".join(i.hooks) if not i.error else f"FAILED TO LOAD: {i.error}"
+        print(f"{i.name:<14} {i.distribution:<24} {i.version:<10} {hooks}")
+    print()
+    print(f"{'stage kind':<14} {'name':<16} {'plugin':<14} notes")
+    for e in pm.stages.entries():
+        note = e.description
+        if e.available is not None:
+            reason = e.available()
+            note = (note + "; " if note else "") + ("available" if not reason else f"unavailable: {reason}")
+        print(f"{e.kind:<14} {e.name:<16} {e.plugin:<14} {note}")
+    if pm.protocols.names():
+        print()
+        print("protocols: " + ", ".join(f"{n} ({pm.protocols.plugin_of(n)})" for n in pm.protocols.names()))
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    _load_config_or_exit(args.file, args.pm)
+    print(f"{args.file}: ok")
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(configmod.build_schema(args.pm), indent=2))
+    return 0
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from punktfunk_webui.server import run_console_foreground
+
+    cfg = _load_config_or_exit(args.config, args.pm)
+    if args.workers is not None:
+        cfg["console"]["workers"] = args.workers
+    if args.port is not None:
+        cfg["console"]["port"] = args.port
+    setup_logging(cfg["host"]["log_level"])
+    return run_console_foreground(cfg, Paths.from_env().ensure())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st = call_host("host.status")
+    sessions = call_host("sessions.list")
+    if args.json:
+        print(json.dumps({"host": st, "sessions": sessions}, indent=2))
+        return 0
+    print(f"host {st['hostname']} (pid {st['pid']}, punktfunk {st['version']}), up {st['uptime_ms'] / 1000:.0f} s, "
+          f"measuring={'yes' if st['measuring'] else 'no'}")
+    for name, p in st["protocols"].items():
+        print(f"  protocol {name}: {json.dumps(p)}")
+    for s in sessions:
+        print(f"  session {s['id']}: {s['kind']} {s['client']} {s['width']}x{s['height']}@{s['fps']} "
+              f"{s['codec']} via {s['encoder_backend']}")
+    return 0
+
+
+def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="punktfunk", description="Low-latency game and desktop streaming host.")
+    parser.add_argument("--version", action="version", version=f"punktfunk {__version__}")
+    parser.set_defaults(pm=pm, func=None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the host (and its web console)")
+    p.add_argument("-c", "--config", metavar="FILE", help="TOML config file (default: built-in defaults)")
+    p.add_argument("--gamestream", action="store_true", help="enable GameStream/Moonlight compatibility (opt-in)")
+    p.add_argument("--console-workers", type=int, metavar="N", help="gunicorn workers for the console (default 2)")
+    p.add_argument("--console-port", type=int, metavar="PORT", help="console port (default 47990)")
+    p.add_argument("--no-console", action="store_true", help="do not start the web console")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("plugins", help="list plugins, their hooks and stages")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("status", help="show the running host and its sessions")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("config", help="check a config file or print the schema")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    c = csub.add_parser("check", help="validate FILE; one line per problem, exit 2 when invalid")
+    c.add_argument("file", metavar="FILE")
+    c.set_defaults(func=cmd_config_check)
+    c = csub.add_parser("schema", help="print the whole JSON Schema (for editors)")
+    c.set_defaults(func=cmd_config_schema)
+
+    p = sub.add_parser("console", help="run the web console alone against a running host")
+    p.add_argument("-c", "--config", metavar="FILE")
+    p.add_argument("--workers", type=int, metavar="N")
+    p.add_argument("--port", type=int, metavar="PORT")
+    p.set_defaults(func=cmd_console)
+
+    pm.hook.cli_commands(subparsers=sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    if not logging.getLogger().handlers:
+        setup_logging(os.environ.get("PUNKTFUNK_LOG_LEVEL", "warning"))
+    try:
+        pm = load_plugin_manager()
+    except Exception as exc:  # noqa: BLE001 - e.g. two plugins registering one stage name
+        print(f"punktfunk: {exc}", file=sys.stderr)
+        return 1
+    parser = build_parser(pm)
+    args = parser.parse_args(argv)
+    if args.func is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The whole public plugin surface of punktfunk.
+
+Every hook here is called by the core; plugins implement the ones they need
+with ``@punktfunk_core.hookimpl``. Hooks that add things receive a
+``register`` callback (or a registry) instead of returning lists, so that a
+bad registration fails at the point where it is made, naming the plugin.
+
+No hook is ever called per frame. Stage objects are resolved once when a
+session starts and the pipeline runner calls them directly; the only hook on
+the streaming threads is :func:`stats_window`, once per aggregation window.
+
+``docs/plugins.md`` documents each hook with its exact signature; a test fails
+when the two disagree.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
+    import argparse
+
+    from punktfunk_core.host import Host
+    from punktfunk_core.registry import ProtocolRegistry, StageRegistry
+    from punktfunk_core.session import Session
+    from punktfunk_core.stats import StatsSample
+
+PROJECT = "punktfunk"
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+@hookspec
+def register_stages(registry: StageRegistry) -> None:
+    """Add stage factories to the registry.
+
+    Called once per process, right after plugins are loaded (in the host, in
+    the CLI and in the console). Call ``registry.add(kind, name, factory)`` for
+    each stage the plugin provides; ``kind`` is one of ``"capture"``,
+    ``"encoder"``, ``"packetizer"``, ``"sender"``, ``"audio_source"``,
+    ``"audio_encoder"``. A (kind, name) pair that another plugin already
+    registered raises :class:`punktfunk_core.registry.DuplicateStageError`
+    naming both plugins. The factory is called with ``(spec, options)`` when a
+    session starts (see ``docs/plugins.md``). Returns nothing.
+    """
+
+
+@hookspec
+def register_protocols(registry: ProtocolRegistry) -> None:
+    """Add protocol planes (a control plane plus the way it builds sessions).
+
+    Called once in the host process after :func:`register_stages`. Call
+    ``registry.add(name, factory)`` where ``factory(host)`` returns a
+    :class:`punktfunk_core.protocol.ProtocolPlane`. The host starts the planes
+    whose config section says ``enabled``. Returns nothing.
+    """
+
+
+@hookspec
+def config_schema(register: Callable[[str, dict[str, Any]], None]) -> None:
+    """Contribute the JSON Schema of the plugin's config section.
+
+    Called once whenever the config is loaded or the schema printed. Call
+    ``register(section, schema)`` with the top-level TOML table name and a
+    JSON-Schema object (``"type": "object"``, every property with a
+    ``"default"``). Unknown keys in the section are reported as errors when the
+    schema says ``"additionalProperties": false``. Returns nothing.
+    """
+
+
+@hookspec
+def cli_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add sub-commands to the ``punktfunk`` command line.
+
+    Called once when the CLI starts, with the ``add_parser`` factory of the
+    top-level parser. Each parser must ``set_defaults(func=callable)``; the
+    callable receives the parsed ``argparse.Namespace`` and returns the exit
+    code. Returns nothing.
+    """
+
+
+@hookspec
+def host_started(host: Host) -> None:
+    """The host process is up: config loaded, IPC serving, planes started.
+
+    Called once in the host process. ``host`` gives access to ``config``,
+    ``paths``, ``gate`` (the measurement gate), ``sessions`` and ``pm``.
+    Returns nothing.
+    """
+
+
+@hookspec
+def host_stopping(host: Host) -> None:
+    """The host is shutting down (Ctrl-C, SIGTERM or ``host.stop()``).
+
+    Called once, before sessions are stopped and planes closed. Save state that
+    must survive here; keep it short, the host stops within 2 s. Returns
+    nothing.
+    """
+
+
+@hookspec
+def ipc_commands(host: Host, register: Callable[..., None]) -> None:
+    """Add commands to the host's IPC channel.
+
+    Called once in the host process. Call ``register(name, handler)``; names
+    are dotted (``"stats.start"``). ``handler(args: dict)`` runs on the IPC
+    thread, must return a JSON-serialisable value and may raise
+    :class:`punktfunk_core.ipc.IpcError` (``code`` is an HTTP-like status, the
+    message is shown to the user). Any other exception is logged and answered
+    with code 500. A duplicate name raises an error naming both plugins.
+    Returns nothing.
+    """
+
+
+@hookspec
+def console_routes(register: Callable[..., None], ipc: Any) -> None:
+    """Add routes to the web console (called in each console worker).
+
+    Call ``register(rule, view, methods=..., lane=...)``; ``lane`` is
+    ``"admin"`` (admin or plugin token), ``"device"`` (read-only lane for paired
+    devices, an explicit allow-list) or ``"public"``. ``ipc`` is an
+    :class:`punktfunk_core.ipc.IpcClient` connected to the host; views never
+    hold host state. Returns nothing.
+    """
+
+
+@hookspec
+def session_started(session: Session) -> None:
+    """A session's pipeline has been built and is about to run its first frame.
+
+    Called once per session on the thread that started it. ``session`` carries
+    ``id``, ``kind`` (protocol), ``client``, ``spec`` (width, height, fps,
+    codec, bitrate), ``encoder_backend`` and ``gpu``. Returns nothing.
+    """
+
+
+@hookspec
+def session_ended(session: Session, error: BaseException | None) -> None:
+    """A session has stopped and released its stages.
+
+    Called once per session. ``error`` is the exception that ended it, or None
+    for a clean stop. Returns nothing.
+    """
+
+
+@hookspec
+def stats_window(session: Session, sample: StatsSample) -> None:
+    """One aggregation window of a measured session has closed.
+
+    Called by the pipeline runner once per window (2 s for punktfunk/1, 1 s
+    for GameStream, as the protocol says) while measurement is on, on the
+    session's send thread, with a complete
+    :class:`punktfunk_core.stats.StatsSample` (``t_ms`` and ``session_id`` are
+    0: consumers stamp their own). Must return quickly and must not keep a
+    reference to mutate the sample. Exceptions are logged and never stop the
+    stream. Returns nothing.
+    """

@@ -1,0 +1,241 @@
+"""The host process: plugins, protocol planes, sessions and the IPC channel."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from punktfunk_core import __version__
+from punktfunk_core.gate import MeasurementGate
+from punktfunk_core.ipc import IpcError, IpcServer
+from punktfunk_core.paths import Paths
+from punktfunk_core.pipeline import Pipeline, close_quietly
+from punktfunk_core.plugins import PluginManager
+from punktfunk_core.protocol import ProtocolPlane
+from punktfunk_core.registry import UnknownStageError
+from punktfunk_core.session import Session
+from punktfunk_core.stages import CaptureSource, Encoder, Packetizer, Sender, StreamSpec
+from punktfunk_core.window import StageLayout
+
+log = logging.getLogger("punktfunk.host")
+
+#: CPU encoder used for each codec when ``stream.encoder = "auto"`` finds no GPU
+CPU_ENCODER_FOR_CODEC = {"h264": "x264", "hevc": "hevc", "av1": "av1"}
+
+
+class HostBusy(IpcError):
+    def __init__(self, message: str) -> None:
+        super().__init__(409, message)
+
+
+class Host:
+    def __init__(self, config: dict[str, Any], pm: PluginManager, paths: Paths | None = None,
+                 gate: MeasurementGate | None = None) -> None:
+        self.config = config
+        self.pm = pm
+        self.paths = paths or Paths.from_env()
+        self.gate = gate or MeasurementGate()
+        self.sessions: dict[int, Session] = {}
+        self.planes: dict[str, ProtocolPlane] = {}
+        self.ipc: IpcServer | None = None
+        self.started_ns = time.monotonic_ns()
+        self.hostname = config.get("host", {}).get("name") or socket.gethostname()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self) -> None:
+        self.paths.ensure()
+        handlers = {name: fn for name, (fn, _plugin) in self._core_commands().items()}
+        for name, (fn, _plugin) in self.pm.collect_named("ipc_commands", host=self).items():
+            if name in handlers:
+                raise ValueError(f"IPC command {name!r} is reserved by the core")
+            handlers[name] = fn
+        self.ipc = IpcServer(self.paths.ipc_endpoint, handlers)
+        self.ipc.start()
+        for name in self.pm.protocols.names():
+            section = self.config.get(name, {})
+            if not section.get("enabled", False):
+                log.info("protocol %s is disabled (set %s.enabled = true to turn it on)", name, name)
+                continue
+            try:
+                plane = self.pm.protocols.factory(name)(self)
+                plane.start()
+            except Exception as exc:  # noqa: BLE001 - one protocol failing must not stop the host
+                log.error("protocol %s failed to start: %s", name, exc, exc_info=exc)
+                continue
+            self.planes[name] = plane
+            log.info("protocol %s started %s", name, plane.status())
+        self.pm.hook.host_started(host=self)
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        try:
+            self.pm.hook.host_stopping(host=self)
+        except Exception:  # noqa: BLE001
+            log.exception("host_stopping hook failed")
+        for s in list(self.sessions.values()):
+            s.stop("host stopping")
+        for plane in self.planes.values():
+            try:
+                plane.stop()
+            except Exception:  # noqa: BLE001
+                log.exception("stopping protocol %s failed", plane.name)
+        deadline = time.monotonic() + 1.0
+        for s in list(self.sessions.values()):
+            s.wait(max(0.0, deadline - time.monotonic()))
+        if self.ipc is not None:
+            self.ipc.stop()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    # -- stage selection ---------------------------------------------------------------
+    def stream_spec(self, **overrides: Any) -> StreamSpec:
+        s = self.config.get("stream", {})
+        kw = {k: s[k] for k in ("width", "height", "fps", "codec", "bitrate_kbps", "keyframe_interval") if k in s}
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return StreamSpec(**kw)
+
+    def encoder_name(self, spec: StreamSpec) -> str:
+        """Resolve ``stream.encoder``; ``auto`` picks nvenc when usable, else the CPU encoder."""
+        name = self.config.get("stream", {}).get("encoder", "auto")
+        if name != "auto":
+            return name
+        if ("encoder", "nvenc") in self.pm.stages:
+            probe = self.pm.stages.get("encoder", "nvenc").available
+            reason = probe() if probe else ""
+            if not reason:
+                return "nvenc"
+            log.debug("nvenc not used: %s", reason)
+        return CPU_ENCODER_FOR_CODEC[spec.codec]
+
+    def create_capture(self, spec: StreamSpec, name: str | None = None, options: dict | None = None) -> CaptureSource:
+        s = self.config.get("stream", {})
+        stage = self.pm.stages.create("capture", name or s.get("capture", "testpattern"), spec,
+                                      options if options is not None else s.get("capture_options", {}))
+        assert isinstance(stage, CaptureSource)
+        return stage
+
+    def create_encoder(self, spec: StreamSpec, name: str | None = None, options: dict | None = None) -> Encoder:
+        s = self.config.get("stream", {})
+        stage = self.pm.stages.create("encoder", name or self.encoder_name(spec), spec,
+                                      options if options is not None else s.get("encoder_options", {}))
+        assert isinstance(stage, Encoder)
+        return stage
+
+    # -- sessions ---------------------------------------------------------------------
+    def start_session(
+        self,
+        kind: str,
+        client: str,
+        spec: StreamSpec,
+        packetizer: Packetizer,
+        sender: Sender,
+        layout: StageLayout,
+        *,
+        capture: CaptureSource | None = None,
+        encoder: Encoder | None = None,
+        paced: bool = True,
+    ) -> Session:
+        """Build and start a session's pipeline. Stages passed in are owned by
+        the session from here on (closed when it ends, also on failure here)."""
+        owned: list[Any] = [packetizer, sender, capture, encoder]
+        try:
+            with self._lock:
+                limit = self.config.get("host", {}).get("max_sessions", 4)
+                if len(self.sessions) >= limit:
+                    raise HostBusy(f"the host already runs {len(self.sessions)} sessions (host.max_sessions = {limit})")
+            session = Session(kind, client, spec)
+            if capture is None:
+                capture = self.create_capture(spec)
+                owned[2] = capture
+            if encoder is None:
+                encoder = self.create_encoder(spec)
+                owned[3] = encoder
+            pipeline = Pipeline(
+                session, capture, encoder, packetizer, sender, layout, self.gate,
+                emit_window=self._emit_window, on_end=self._session_ended, paced=paced,
+            )
+        except BaseException:
+            for stage in owned:
+                close_quietly(stage)
+            raise
+        with self._lock:
+            self.sessions[session.id] = session
+        log.info("session %s started: %s client=%s %dx%d@%d %s via %s", session.id, kind, client,
+                 spec.width, spec.height, spec.fps, spec.codec, session.encoder_backend)
+        try:
+            self.pm.hook.session_started(session=session)
+        except Exception:  # noqa: BLE001
+            log.exception("session_started hook failed")
+        pipeline.start()
+        return session
+
+    def _emit_window(self, session: Session, sample: Any) -> None:
+        self.pm.hook.stats_window(session=session, sample=sample)
+
+    def _session_ended(self, session: Session, error: BaseException | None) -> None:
+        with self._lock:
+            self.sessions.pop(session.id, None)
+        reason = session.pipeline.stop_reason if session.pipeline else ""
+        if error is None:
+            log.info("session %s ended%s", session.id, f" ({reason})" if reason else "")
+        try:
+            self.pm.hook.session_ended(session=session, error=error)
+        except Exception:  # noqa: BLE001
+            log.exception("session_ended hook failed")
+
+    # -- core IPC commands ---------------------------------------------------------------
+    def _core_commands(self) -> dict[str, tuple[Any, str]]:
+        def status(_args: dict) -> dict:
+            return {
+                "version": __version__,
+                "pid": os.getpid(),
+                "hostname": self.hostname,
+                "uptime_ms": (time.monotonic_ns() - self.started_ns) // 1_000_000,
+                "measuring": self.gate.measuring,
+                "protocols": {n: p.status() for n, p in self.planes.items()},
+                "sessions": len(self.sessions),
+            }
+
+        def sessions_list(_args: dict) -> list:
+            return [s.info() for s in list(self.sessions.values())]
+
+        def sessions_stop(args: dict) -> dict:
+            try:
+                sid = int(args.get("id"))
+            except (TypeError, ValueError):
+                raise IpcError(400, "session id must be an integer") from None
+            s = self.sessions.get(sid)
+            if s is None:
+                raise IpcError(404, f"no session {sid}")
+            s.stop("ended by operator")
+            return {"id": sid, "stopping": True}
+
+        def plugins_list(_args: dict) -> list:
+            return [
+                {"name": i.name, "distribution": i.distribution, "version": i.version,
+                 "hooks": i.hooks, "error": i.error}
+                for i in self.pm.plugin_table()
+            ]
+
+        return {
+            "host.status": (status, "core"),
+            "sessions.list": (sessions_list, "core"),
+            "sessions.stop": (sessions_stop, "core"),
+            "plugins.list": (plugins_list, "core"),
+        }
+
+
+__all__ = ["Host", "HostBusy", "UnknownStageError"]

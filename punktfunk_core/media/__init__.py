@@ -1,0 +1,1 @@
+"""Builtin protocol-neutral media stages: capture sources, encoders, audio, loopback packetizer/sender."""

@@ -1,0 +1,269 @@
+"""The pipeline runner: capture → encode on one thread, packetize → send on another.
+
+Per frame there is no pluggy call and no lock of ours: the encode thread hands
+access units to the send thread through a ``SimpleQueue`` whose bound is
+enforced with two single-writer counters. Measurement is one attribute read
+(``gate.measuring``) per frame; when it is false no timestamp is taken.
+
+While measuring, each step is timed with ``perf_counter_ns`` and the send
+thread aggregates windows (:mod:`punktfunk_core.window`); at the end of each
+window it calls the ``stats_window`` hook once.
+
+A stage that raises ends the session: the error is logged, both threads stop,
+every stage is closed exactly once and ``session_ended`` is called.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+from punktfunk_core.gate import MeasurementGate
+from punktfunk_core.session import Session
+from punktfunk_core.stages import CaptureSource, Encoder, Packetizer, Sender, Stage
+from punktfunk_core.stats import StatsSample
+from punktfunk_core.window import N_STEPS, StageLayout, WindowAggregator
+
+log = logging.getLogger("punktfunk.pipeline")
+
+perf_counter_ns = time.perf_counter_ns
+_STOP = object()
+
+
+class Pipeline:
+    """Runs one session's stages.
+
+    ``emit_window(session, sample)`` is called once per closed window (the host
+    passes the ``stats_window`` hook caller); ``on_end(session, error)`` once
+    when the pipeline has stopped and closed its stages.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        capture: CaptureSource,
+        encoder: Encoder,
+        packetizer: Packetizer,
+        sender: Sender,
+        layout: StageLayout,
+        gate: MeasurementGate,
+        *,
+        emit_window: Callable[[Session, StatsSample], Any] | None = None,
+        on_end: Callable[[Session, BaseException | None], Any] | None = None,
+        paced: bool = True,
+        max_frames: int = 0,
+        queue_depth: int = 4,
+    ) -> None:
+        self.session = session
+        self.capture = capture
+        self.encoder = encoder
+        self.packetizer = packetizer
+        self.sender = sender
+        self.layout = layout
+        self.gate = gate
+        self.emit_window = emit_window
+        self.on_end = on_end
+        self.paced = paced
+        self.max_frames = max_frames
+        self.queue_depth = max(1, queue_depth)
+        self.running = False
+        self.stop_reason = ""
+        self.frames_captured = 0
+        self.frames_sent = 0
+        #: written by the encode thread only
+        self.frames_dropped = 0
+        self._queued = 0  # written by the encode thread only
+        self._dequeued = 0  # written by the send thread only
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._end_lock = threading.Lock()
+        self._finished = 0
+        self._keyframe_after_drop = False
+        session.pipeline = self
+        session.encoder_backend = encoder.backend or encoder.name
+        session.gpu = encoder.gpu
+
+    # -- control (any thread) -----------------------------------------------
+    @property
+    def bitrate_kbps(self) -> int:
+        try:
+            return int(self.encoder.bitrate_kbps)
+        except Exception:  # noqa: BLE001 - informational only
+            return self.session.spec.bitrate_kbps
+
+    def request_keyframe(self) -> None:
+        self.encoder.request_keyframe()
+
+    def set_bitrate(self, kbps: int) -> None:
+        self.encoder.set_bitrate(int(kbps))
+
+    def start(self) -> None:
+        self.running = True
+        self.session.state = "running"
+        name = f"{self.session.kind}-{self.session.id}"
+        self._threads = [
+            threading.Thread(target=self._encode_loop, name=f"{name}-encode", daemon=True),
+            threading.Thread(target=self._send_loop, name=f"{name}-send", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def stop(self, reason: str = "") -> None:
+        if self.running:
+            self.stop_reason = reason or self.stop_reason
+            self.running = False
+
+    def join(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def run(self) -> None:
+        """Start and block until the pipeline ends (benchmarks, tests)."""
+        self.start()
+        self.join()
+
+    # -- threads ---------------------------------------------------------------
+    def _fail(self, where: str, exc: BaseException) -> None:
+        if self.session.error is None:
+            self.session.error = exc
+            log.error("session %s (%s): %s stage failed, ending the session: %s: %s",
+                      self.session.id, self.session.kind, where, type(exc).__name__, exc,
+                      exc_info=exc)
+        self.running = False
+
+    def _encode_loop(self) -> None:
+        capture, encoder, gate, put = self.capture, self.encoder, self.gate, self._q.put
+        interval = self.session.spec.frame_interval_ns
+        paced = self.paced
+        max_frames = self.max_frames
+        depth = self.queue_depth
+        next_due = time.monotonic_ns()
+        frame_id = 0
+        try:
+            while self.running:
+                if paced:
+                    now = time.monotonic_ns()
+                    if now < next_due:
+                        time.sleep((next_due - now) / 1e9)
+                        next_due += interval
+                    elif now - next_due > interval:
+                        next_due = now + interval  # fell behind: don't burst to catch up
+                    else:
+                        next_due += interval
+                frame_id += 1
+                if gate.measuring:
+                    t0 = perf_counter_ns()
+                    frame = capture.grab(frame_id)
+                    t1 = perf_counter_ns()
+                    encoder.submit(frame)
+                    t2 = perf_counter_ns()
+                    aus = encoder.receive()
+                    t3 = perf_counter_ns()
+                    timing: tuple[int, int, int, int] | None = (t0, t1, t2, t3)
+                else:
+                    frame = capture.grab(frame_id)
+                    encoder.submit(frame)
+                    aus = encoder.receive()
+                    timing = None
+                self.frames_captured = frame_id
+                for au in aus:
+                    if self._queued - self._dequeued >= depth:
+                        # the sender is behind: drop this unit, resync with a keyframe
+                        self.frames_dropped += 1
+                        encoder.request_keyframe()
+                        continue
+                    self._queued += 1
+                    put((au, frame.is_repeat, timing))
+                    timing = None  # a frame's timing goes with its first unit
+                if max_frames and frame_id >= max_frames:
+                    break
+        except BaseException as exc:  # noqa: BLE001 - a failing stage ends the session only
+            self._fail("capture/encode", exc)
+        finally:
+            self.running = False
+            put(_STOP)
+            self._thread_done()
+
+    def _send_loop(self) -> None:
+        packetizer, sender, get = self.packetizer, self.sender, self._q.get
+        agg = WindowAggregator(self.layout)
+        session = self.session
+        steps = [0] * N_STEPS
+        try:
+            while True:
+                item = get()
+                if item is _STOP:
+                    break
+                self._dequeued += 1
+                au, is_repeat, timing = item
+                if timing is None:
+                    batch = packetizer.packetize(au)
+                    sender.send(batch)
+                    self.frames_sent += 1
+                    if agg.open and not self.gate.measuring:
+                        agg.discard()
+                    continue
+                tq = perf_counter_ns()
+                batch = packetizer.packetize(au)
+                tp = perf_counter_ns()
+                sender.send(batch)
+                ts = perf_counter_ns()
+                self.frames_sent += 1
+                t0, t1, t2, t3 = timing
+                if not agg.open:
+                    agg.begin(t0, self.frames_dropped, sender.send_dropped)
+                steps[0] = t1 - t0
+                steps[1] = t2 - t1
+                steps[2] = t3 - t2
+                steps[3] = tq - t3
+                steps[4] = tp - tq
+                steps[5] = ts - tp
+                agg.add(tuple(steps), ts - t0, is_repeat, batch.wire_bytes, batch.extra_ns)
+                if agg.due(ts):
+                    self._close_window(agg, ts)
+        except BaseException as exc:  # noqa: BLE001
+            self._fail("packetize/send", exc)
+        finally:
+            self.running = False
+            self._thread_done()
+
+    def _close_window(self, agg: WindowAggregator, now_ns: int) -> None:
+        sample = agg.close(now_ns, self.bitrate_kbps, self.frames_dropped, self.sender.send_dropped, self.session.feedback)
+        self.session.last_sample = sample
+        if self.emit_window is not None:
+            try:
+                self.emit_window(self.session, sample)
+            except Exception:  # noqa: BLE001 - stats consumers never stop a stream
+                log.exception("stats_window consumer failed (session %s continues)", self.session.id)
+
+    def _thread_done(self) -> None:
+        with self._end_lock:
+            self._finished += 1
+            last = self._finished == len(self._threads)
+        if last:
+            self._finish()
+
+    def _finish(self) -> None:
+        for stage in (self.capture, self.encoder, self.packetizer, self.sender):
+            close_quietly(stage)
+        self.session.state = "ended"
+        if self.on_end is not None:
+            try:
+                self.on_end(self.session, self.session.error)
+            except Exception:  # noqa: BLE001
+                log.exception("session_ended handler failed")
+        self.session._ended.set()
+
+
+def close_quietly(stage: Stage | None) -> None:
+    if stage is None:
+        return
+    try:
+        stage.close()
+    except Exception:  # noqa: BLE001 - closing must not mask the real outcome
+        log.exception("closing %s stage %r failed", type(stage).__name__, getattr(stage, "name", "?"))

@@ -1,0 +1,142 @@
+"""The stats data model shared by the runner, the stats plugin and the console.
+
+JSON field names are part of the contract (``shared/design/stats-capture.md``).
+Optional counters a path cannot measure are ``None`` here and *absent* from
+the JSON, never 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+#: optional StatsSample fields, in the order they are written
+OPTIONAL_FIELDS = (
+    "frames_dropped",
+    "packets_dropped",
+    "send_dropped",
+    "fec_recovered",
+    "host_p50_us",
+    "host_p99_us",
+    "rtt_us",
+    "fec_us",
+    "seal_us",
+    "sock_us",
+)
+#: optional fields that are integer counts (the rest are float µs)
+COUNT_FIELDS = frozenset({"frames_dropped", "packets_dropped", "send_dropped", "fec_recovered"})
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The q-quantile of already sorted values: index = min(floor(n·q), n−1).
+
+    Returns 0.0 for an empty sequence.
+    """
+    n = len(sorted_values)
+    if n == 0:
+        return 0.0
+    return float(sorted_values[min(int(n * q), n - 1)])
+
+
+@dataclass(slots=True)
+class StageTiming:
+    name: str
+    p50_us: float
+    p99_us: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "p50_us": self.p50_us, "p99_us": self.p99_us}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageTiming:
+        return cls(str(d["name"]), float(d["p50_us"]), float(d["p99_us"]))
+
+    @classmethod
+    def from_values_ns(cls, name: str, values_ns: Iterable[int]) -> StageTiming:
+        s = sorted(values_ns)
+        return cls(name, round(percentile(s, 0.50) / 1000.0, 1), round(percentile(s, 0.99) / 1000.0, 1))
+
+
+@dataclass(slots=True)
+class StatsSample:
+    """One aggregation window."""
+
+    stages: list[StageTiming]
+    fps: float
+    repeat_fps: float
+    mbps: float
+    bitrate_kbps: int
+    t_ms: int = 0
+    session_id: int = 0
+    frames_dropped: int | None = None
+    packets_dropped: int | None = None
+    send_dropped: int | None = None
+    fec_recovered: int | None = None
+    host_p50_us: float | None = None
+    host_p99_us: float | None = None
+    rtt_us: float | None = None
+    fec_us: float | None = None
+    seal_us: float | None = None
+    sock_us: float | None = None
+    #: not serialised: window length in seconds and the stage max (for PUNKTFUNK_PERF logs)
+    window_s: float = field(default=0.0, compare=False)
+    stage_max_us: dict[str, float] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "t_ms": self.t_ms,
+            "session_id": self.session_id,
+            "stages": [s.to_dict() for s in self.stages],
+            "fps": self.fps,
+            "repeat_fps": self.repeat_fps,
+            "mbps": self.mbps,
+            "bitrate_kbps": self.bitrate_kbps,
+        }
+        for name in OPTIONAL_FIELDS:
+            v = getattr(self, name)
+            if v is not None:
+                d[name] = v
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StatsSample:
+        """Parse a sample from JSON. Raises ValueError/KeyError/TypeError on bad input."""
+        if not isinstance(d, dict):
+            raise TypeError("sample must be an object")
+        kw: dict[str, Any] = {}
+        for name in OPTIONAL_FIELDS:
+            v = d.get(name)
+            if v is not None:
+                kw[name] = int(v) if name in COUNT_FIELDS else float(v)
+        return cls(
+            stages=[StageTiming.from_dict(s) for s in d.get("stages", [])],
+            fps=float(d.get("fps", 0.0)),
+            repeat_fps=float(d.get("repeat_fps", 0.0)),
+            mbps=float(d.get("mbps", 0.0)),
+            bitrate_kbps=int(d.get("bitrate_kbps", 0)),
+            t_ms=int(d.get("t_ms", 0)),
+            session_id=int(d.get("session_id", 0)),
+            **kw,
+        )
+
+    def stage(self, name: str) -> StageTiming | None:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        return None
+
+    def perf_line(self, kind: str) -> str:
+        """The one-line PUNKTFUNK_PERF log of this window."""
+        parts = []
+        for s in self.stages:
+            mx = self.stage_max_us.get(s.name)
+            mx_s = f"/{mx:.0f}" if mx is not None else ""
+            parts.append(f"{s.name}={s.p50_us:.0f}/{s.p99_us:.0f}{mx_s}")
+        extra = ""
+        if self.host_p50_us is not None:
+            extra += f" host={self.host_p50_us:.0f}/{self.host_p99_us:.0f}"
+        return (
+            f"perf[{kind}] session={self.session_id} {' '.join(parts)} (p50/p99/max µs){extra} "
+            f"fps={self.fps:.1f} repeat={self.repeat_fps:.1f} mbps={self.mbps:.2f} "
+            f"target={self.bitrate_kbps}kbps"
+        )
