@@ -7,10 +7,14 @@ Environment:
   PUNKTFUNK_LOAD_PLUGINS     comma-separated allow-list of plugin names
   PUNKTFUNK_DISABLE_PLUGINS  comma-separated block-list
   PUNKTFUNK_TRACE_PLUGINS=1  log every hook call with its arguments and result
+  PUNKTFUNK_PLUGINS          comma-separated importable modules to load as
+                             plugins in addition to the entry points (like
+                             pytest's -p; handy for local and test plugins)
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as md
 import logging
 import os
@@ -87,6 +91,17 @@ class PluginManager:
                 log.warning("plugin %s (%s) failed to load and is skipped: %s", ep.name, ep.value, info.error)
                 continue
             self.register(module, ep.name, distribution=dist, version=version)
+        for modname in sorted(_env_list("PUNKTFUNK_PLUGINS") or ()):
+            if modname in block or self.pm.has_plugin(modname):
+                continue
+            try:
+                module = importlib.import_module(modname)
+            except Exception as exc:  # noqa: BLE001
+                info = PluginInfo(modname, "-", "-", modname, error=f"{type(exc).__name__}: {exc}")
+                self.failed.append(info)
+                log.warning("plugin module %s (PUNKTFUNK_PLUGINS) failed to load and is skipped: %s", modname, info.error)
+                continue
+            self.register(module, modname, distribution="(PUNKTFUNK_PLUGINS)")
 
     def register(self, plugin: Any, name: str, *, distribution: str = "", version: str = "") -> None:
         """Register a plugin object or module directly (tests, embedding)."""
@@ -108,6 +123,8 @@ class PluginManager:
         caller = getattr(self.hook, hook_name)
         for impl in reversed(caller.get_hookimpls()):
             target.current_plugin = impl.plugin_name
+            if self._undo_trace is not None:
+                logging.getLogger("punktfunk.trace").info("hook %s -> [%s]", hook_name, impl.plugin_name)
             try:
                 impl.function(**{k: kwargs[k] for k in impl.argnames})
             finally:
@@ -141,6 +158,8 @@ class PluginManager:
                 out[name] = (value, _plugin)
 
             args = dict(kwargs, register=register)
+            if self._undo_trace is not None:
+                logging.getLogger("punktfunk.trace").info("hook %s -> [%s]", hook_name, plugin)
             impl.function(**{k: args[k] for k in impl.argnames})
         return out
 
