@@ -171,6 +171,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_loopback(args: argparse.Namespace) -> int:
+    req: dict[str, Any] = {"port": args.port, "seconds": args.seconds}
+    for key in ("capture", "encoder", "width", "height", "fps", "codec", "bitrate_kbps"):
+        if getattr(args, key) is not None:
+            req[key] = getattr(args, key)
+    info = call_host("sessions.loopback", **req)
+    print(json.dumps(info) if args.json else
+          f"loopback session {info['id']} → 127.0.0.1:{args.port}: {info['width']}x{info['height']}@{info['fps']} "
+          f"{info['codec']} via {info['encoder_backend']}")
+    return 0
+
+
 def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="punktfunk", description="Low-latency game and desktop streaming host.")
     parser.add_argument("--version", action="version", version=f"punktfunk {__version__}")
@@ -207,6 +219,19 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, metavar="N")
     p.add_argument("--port", type=int, metavar="PORT")
     p.set_defaults(func=cmd_console)
+
+    p = sub.add_parser("loopback", help="stream a diagnostic session to a local UDP port (no client needed)")
+    p.add_argument("--port", type=int, required=True, help="UDP port on 127.0.0.1 to send to")
+    p.add_argument("--seconds", type=float, default=10.0, help="stop after this long (0 = until stopped)")
+    p.add_argument("--capture", help="capture stage (default: stream.capture)")
+    p.add_argument("--encoder", help="encoder stage (default: stream.encoder)")
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--fps", type=int)
+    p.add_argument("--codec", choices=["h264", "hevc", "av1"])
+    p.add_argument("--bitrate-kbps", dest="bitrate_kbps", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_loopback)
 
     pm.hook.cli_commands(subparsers=sub)
     return parser

@@ -116,9 +116,9 @@ def ipc_commands(host: Host, register: Callable[..., None]) -> None:
 
 @hookspec
 def console_routes(register: Callable[..., None], ipc: Any) -> None:
-    """Add routes to the web console (called in each console worker).
+    """Add routes to the web console.
 
-    Call ``register(rule, view, methods=..., lane=...)``; ``lane`` is
+    Called once in each console worker when its Flask app is created. Call ``register(rule, view, methods=..., lane=...)``; ``lane`` is
     ``"admin"`` (admin or plugin token), ``"device"`` (read-only lane for paired
     devices, an explicit allow-list) or ``"public"``. ``ipc`` is an
     :class:`punktfunk_core.ipc.IpcClient` connected to the host; views never

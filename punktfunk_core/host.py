@@ -19,7 +19,7 @@ from punktfunk_core.protocol import ProtocolPlane
 from punktfunk_core.registry import UnknownStageError
 from punktfunk_core.session import Session
 from punktfunk_core.stages import CaptureSource, Encoder, Packetizer, Sender, StreamSpec
-from punktfunk_core.window import StageLayout
+from punktfunk_core.window import LOOPBACK_LAYOUT, StageLayout
 
 log = logging.getLogger("punktfunk.host")
 
@@ -182,6 +182,46 @@ class Host:
         pipeline.start()
         return session
 
+    def start_loopback(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Start a diagnostic session that streams to a local UDP port.
+
+        Lets operators and stage authors run any capture/encoder pair through
+        the real runner with no client: ``chunk`` packetizer, ``udp`` sender
+        to 127.0.0.1:``port``, stopped after ``seconds`` (0 = until stopped).
+        """
+        try:
+            port = int(args["port"])
+            if not 1 <= port <= 65535:
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise IpcError(400, "port must be an integer 1..65535") from None
+        try:
+            spec = self.stream_spec(
+                width=args.get("width"), height=args.get("height"), fps=args.get("fps"),
+                codec=args.get("codec"), bitrate_kbps=args.get("bitrate_kbps"),
+            )
+        except (TypeError, ValueError) as exc:
+            raise IpcError(400, f"bad stream parameters: {exc}") from None
+        seconds = float(args.get("seconds", 0) or 0)
+        made: list[Any] = []
+        try:
+            made.append(self.pm.stages.create("packetizer", "chunk", spec, {"payload_size": int(args.get("payload_size", 1200))}))
+            made.append(self.pm.stages.create("sender", "udp", spec, {"host": "127.0.0.1", "port": port}))
+            made.append(self.create_capture(spec, args.get("capture"), args.get("capture_options")))
+            made.append(self.create_encoder(spec, args.get("encoder"), args.get("encoder_options")))
+        except (LookupError, ValueError, TypeError) as exc:
+            for stage in made:
+                close_quietly(stage)
+            raise IpcError(400, str(exc)) from None
+        packetizer, sender, capture, encoder = made
+        session = self.start_session("loopback", f"udp://127.0.0.1:{port}", spec, packetizer, sender,  # type: ignore[arg-type]
+                                     LOOPBACK_LAYOUT, capture=capture, encoder=encoder)
+        if seconds > 0:
+            timer = threading.Timer(seconds, session.stop, args=("loopback time is up",))
+            timer.daemon = True
+            timer.start()
+        return session.info()
+
     def _emit_window(self, session: Session, sample: Any) -> None:
         self.pm.hook.stats_window(session=session, sample=sample)
 
@@ -230,7 +270,11 @@ class Host:
                 for i in self.pm.plugin_table()
             ]
 
+        def loopback(args: dict) -> dict:
+            return self.start_loopback(args)
+
         return {
+            "sessions.loopback": (loopback, "core"),
             "host.status": (status, "core"),
             "sessions.list": (sessions_list, "core"),
             "sessions.stop": (sessions_stop, "core"),

@@ -66,6 +66,21 @@ GAMESTREAM_LAYOUT = StageLayout(
 )
 
 
+#: the host's diagnostic loopback sessions (``punktfunk loopback``): every step, 1 s windows
+LOOPBACK_LAYOUT = StageLayout(
+    kind="loopback",
+    window_s=1.0,
+    stages=(
+        ("capture", (STEP_CAPTURE,)),
+        ("submit", (STEP_SUBMIT,)),
+        ("encode", (STEP_ENCODE,)),
+        ("queue", (STEP_QUEUE,)),
+        ("packetize", (STEP_PACKETIZE,)),
+        ("send", (STEP_SEND,)),
+    ),
+)
+
+
 @dataclass(slots=True)
 class _Acc:
     steps: list[list[int]] = field(default_factory=lambda: [[] for _ in range(N_STEPS)])
