@@ -1,0 +1,186 @@
+"""Auth lanes of the console: who may call which route.
+
+Every route is classified into exactly one lane when it is registered:
+
+``public``  the login page, the console shell, static files, ``/healthz``.
+            They carry no host data.
+``admin``   management routes. Need ``Authorization: Bearer <token>`` with the
+            admin token (``<config>/mgmt-token``) or a plugin token
+            (``<config>/plugin-tokens/<name>``), and only from loopback unless
+            ``console.allow_remote_admin`` is set.
+``device``  the read-only lane for paired devices: an explicit allow-list of
+            GET routes that never contains a stats route. Reachable with a
+            device token (``<config>/device-tokens/<name>``) from any address,
+            or with an admin credential as above.
+
+Device certificates (mTLS) are not in place yet; a device token issued at
+pairing (:func:`issue_device_token`) stands in for the certificate, and the
+lane is enforced by the allow-list, not by the token's origin.
+
+Tokens are compared with :func:`hmac.compare_digest` against every known
+token (no early exit that would tell which one nearly matched). Token files
+are re-read when they change, so revoking a device or rotating the admin token
+needs no console restart.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from punktfunk_core.paths import atomic_write, ensure_private_dir, read_or_create_secret
+
+LANES = ("public", "admin", "device")
+ADMIN_TOKEN_FILE = "mgmt-token"
+PLUGIN_TOKEN_DIR = "plugin-tokens"
+DEVICE_TOKEN_DIR = "device-tokens"
+_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# a stats route may never be put on the device lane (stats-capture.md, Auth)
+STATS_PREFIX = "/api/v1/stats"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who made a request: ``role`` is "admin", "plugin" or "device"."""
+
+    role: str
+    name: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role in ("admin", "plugin")
+
+
+def is_loopback(addr: str | None) -> bool:
+    if not addr:
+        return False
+    try:
+        ip = ipaddress.ip_address(addr.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        ip = mapped
+    return ip.is_loopback
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, else None."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _valid_name(name: str) -> bool:
+    return bool(_NAME_RE.match(name)) and name not in (".", "..")
+
+
+class TokenStore:
+    """The tokens of one config dir, re-read when their files change."""
+
+    def __init__(self, config_dir: Path) -> None:
+        self.config_dir = Path(config_dir)
+        self._cache: dict[str, tuple[tuple, dict[str, str]]] = {}
+
+    def ensure_admin_token(self) -> str:
+        """Create ``mgmt-token`` (0600, in a 0700 dir) when missing; return it."""
+        ensure_private_dir(self.config_dir)
+        return read_or_create_secret(self.config_dir / ADMIN_TOKEN_FILE)
+
+    def _dir_tokens(self, sub: str) -> dict[str, str]:
+        d = self.config_dir / sub
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except FileNotFoundError:
+            return {}
+        stamp = tuple((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in entries if e.is_file())
+        cached = self._cache.get(sub)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        tokens: dict[str, str] = {}
+        for name, _m, _s in stamp:
+            if not _valid_name(name) or name.startswith("."):
+                continue
+            try:
+                tok = (d / name).read_text().strip()
+            except OSError:
+                continue
+            if len(tok) >= 16:  # refuse trivially guessable tokens
+                tokens[name] = tok
+        self._cache[sub] = (stamp, tokens)
+        return tokens
+
+    def _admin_token(self) -> str | None:
+        path = self.config_dir / ADMIN_TOKEN_FILE
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = self._cache.get(ADMIN_TOKEN_FILE)
+        if cached is not None and cached[0] == stamp:
+            return cached[1].get("admin")
+        try:
+            tok = path.read_text().strip()
+        except OSError:
+            return None
+        self._cache[ADMIN_TOKEN_FILE] = (stamp, {"admin": tok} if tok else {})
+        return tok or None
+
+    def identify(self, token: str | None) -> Caller | None:
+        """The caller a presented token belongs to, or None."""
+        if not token:
+            return None
+        presented = token.encode()
+        found: Caller | None = None
+        candidates: list[tuple[Caller, str]] = []
+        admin = self._admin_token()
+        if admin:
+            candidates.append((Caller("admin", "admin"), admin))
+        candidates += [(Caller("plugin", n), t) for n, t in self._dir_tokens(PLUGIN_TOKEN_DIR).items()]
+        candidates += [(Caller("device", n), t) for n, t in self._dir_tokens(DEVICE_TOKEN_DIR).items()]
+        for caller, secret in candidates:
+            # compare against all, keep the first match: timing does not depend on which matched
+            if hmac.compare_digest(presented, secret.encode()) and found is None:
+                found = caller
+        return found
+
+
+def _issue(config_dir: Path, sub: str, name: str) -> str:
+    if not _valid_name(name):
+        raise ValueError(f"token name {name!r} must match [A-Za-z0-9._-]{{1,64}}")
+    d = ensure_private_dir(Path(config_dir) / sub)
+    token = secrets.token_urlsafe(32)
+    atomic_write(d / name, (token + "\n").encode(), 0o600)
+    return token
+
+
+def issue_device_token(config_dir: Path, name: str) -> str:
+    """Create (or replace) the device token ``name``; protocol plugins call this at pairing."""
+    return _issue(config_dir, DEVICE_TOKEN_DIR, name)
+
+
+def issue_plugin_token(config_dir: Path, name: str) -> str:
+    """Create (or replace) an admin-lane token for a plugin or tool (e.g. a Prometheus scraper)."""
+    return _issue(config_dir, PLUGIN_TOKEN_DIR, name)
+
+
+def revoke_token(config_dir: Path, kind: str, name: str) -> bool:
+    """Delete a device or plugin token; True if it existed."""
+    sub = {"device": DEVICE_TOKEN_DIR, "plugin": PLUGIN_TOKEN_DIR}[kind]
+    if not _valid_name(name):
+        return False
+    try:
+        (Path(config_dir) / sub / name).unlink()
+        return True
+    except FileNotFoundError:
+        return False
