@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from punktfunk_core import __version__
+from punktfunk_core.counters import Counters
 from punktfunk_core.gate import MeasurementGate
 from punktfunk_core.ipc import IpcError, IpcServer
 from punktfunk_core.paths import Paths
@@ -39,6 +40,8 @@ class Host:
         self.pm = pm
         self.paths = paths or Paths.from_env()
         self.gate = gate or MeasurementGate()
+        #: event counters for dropped bad input etc.; exported by /metrics
+        self.counters = Counters()
         self.sessions: dict[int, Session] = {}
         self.planes: dict[str, ProtocolPlane] = {}
         self.ipc: IpcServer | None = None
@@ -270,6 +273,14 @@ class Host:
                 for i in self.pm.plugin_table()
             ]
 
+        def metrics(_args: dict) -> dict:
+            return {
+                "counters": self.counters.snapshot(),
+                "sessions": len(self.sessions),
+                "measuring": self.gate.measuring,
+                "uptime_ms": (time.monotonic_ns() - self.started_ns) // 1_000_000,
+            }
+
         def loopback(args: dict) -> dict:
             return self.start_loopback(args)
 
@@ -279,6 +290,7 @@ class Host:
             "sessions.list": (sessions_list, "core"),
             "sessions.stop": (sessions_stop, "core"),
             "plugins.list": (plugins_list, "core"),
+            "host.metrics": (metrics, "core"),
         }
 
 

@@ -121,10 +121,12 @@ class PluginManager:
         """Call a registration hook one plugin at a time so that the registry
         knows which plugin is registering (for duplicate-name errors)."""
         caller = getattr(self.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
+        impls = list(reversed(caller.get_hookimpls()))
+        if self._undo_trace is not None:
+            logging.getLogger("punktfunk.trace").info(
+                "hook %s(registry) -> [%s]", hook_name, ",".join(i.plugin_name for i in impls))
+        for impl in impls:
             target.current_plugin = impl.plugin_name
-            if self._undo_trace is not None:
-                logging.getLogger("punktfunk.trace").info("hook %s -> [%s]", hook_name, impl.plugin_name)
             try:
                 impl.function(**{k: kwargs[k] for k in impl.argnames})
             finally:
