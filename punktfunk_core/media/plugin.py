@@ -1,1 +1,60 @@
-"""Entry point of the builtin media stages (placeholder)."""
+"""Entry point of the builtin media stages (``punktfunk_core.media.plugin``).
+
+Registers the protocol-neutral stages: capture sources, encoders, audio, and
+the ``chunk``/``udp``/``null`` stages of the loopback diagnostic session.
+Heavy or optional imports happen inside the factories, so a missing optional
+library only disables its own stage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from punktfunk_core import hookimpl
+from punktfunk_core.stages import StreamSpec
+
+
+def _testpattern(spec: StreamSpec, options: dict[str, Any]) -> Any:
+    from punktfunk_core.media.testpattern import TestPattern
+    return TestPattern(spec, options)
+
+
+def _encoder(cls_name: str):
+    def factory(spec: StreamSpec, options: dict[str, Any]) -> Any:
+        from punktfunk_core.media import swenc
+        return getattr(swenc, cls_name)(spec, options)
+    factory.__name__ = f"make_{cls_name}"
+    return factory
+
+
+def _codec_probe(codec_name: str):
+    def available() -> str:
+        from punktfunk_core.media.swenc import codec_available
+        return codec_available(codec_name)
+    return available
+
+
+def _chunk(spec: StreamSpec, options: dict[str, Any]) -> Any:
+    from punktfunk_core.media.chunk import ChunkPacketizer
+    return ChunkPacketizer(spec, options)
+
+
+def _udp(spec: StreamSpec, options: dict[str, Any]) -> Any:
+    from punktfunk_core.media.chunk import UdpSender
+    return UdpSender(spec, options)
+
+
+def _null(spec: StreamSpec, options: dict[str, Any]) -> Any:
+    from punktfunk_core.media.chunk import NullSender
+    return NullSender(spec, options)
+
+
+@hookimpl
+def register_stages(registry: Any) -> None:
+    registry.add("capture", "testpattern", _testpattern,
+                 description="moving synthetic picture in I420/NV12 with a frame-id/time stamp")
+    registry.add("encoder", "x264", _encoder("X264Encoder"), available=_codec_probe("libx264"),
+                 description="H.264 via PyAV libx264 (zerolatency, CBR-like, no B-frames)")
+    registry.add("packetizer", "chunk", _chunk, description="splits access units into datagrams with a 9-byte header")
+    registry.add("sender", "udp", _udp, description="plain UDP datagrams to host:port")
+    registry.add("sender", "null", _null, description="discards batches, counts bytes")

@@ -1,0 +1,72 @@
+"""4:2:0 picture buffers laid out the way encoders want them.
+
+A picture is one contiguous buffer of ``w*h*3/2`` bytes — Y, then U and V
+(I420) or the interleaved UV plane (NV12) — and the :class:`Frame` planes are
+views into it. An encoder can then hand the whole buffer to PyAV with
+``VideoFrame.from_numpy_buffer`` (zero copy) instead of copying plane by plane.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from punktfunk_core.stages import Frame
+
+#: our pixel format names → PyAV/FFmpeg names
+AV_FORMAT = {"i420": "yuv420p", "nv12": "nv12"}
+
+
+def alloc_planes(width: int, height: int, fmt: str) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """One contiguous 4:2:0 buffer shaped (h*3/2, w) and the plane views into it."""
+    w, h = width, height
+    flat = np.empty(w * h * 3 // 2, dtype=np.uint8)
+    y = flat[: w * h].reshape(h, w)
+    if fmt == "i420":
+        q = (w // 2) * (h // 2)
+        u = flat[w * h : w * h + q].reshape(h // 2, w // 2)
+        v = flat[w * h + q :].reshape(h // 2, w // 2)
+        planes: tuple[np.ndarray, ...] = (y, u, v)
+    elif fmt == "nv12":
+        planes = (y, flat[w * h :].reshape(h // 2, w))
+    else:
+        raise ValueError(f"unsupported pixel format {fmt!r} (i420 or nv12)")
+    return flat.reshape(h * 3 // 2, w), planes
+
+
+def _addr(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def packed_view(frame: Frame) -> np.ndarray | None:
+    """The (h*3/2, w) buffer behind ``frame``'s planes when they are laid out
+    back to back in one contiguous block (as :func:`alloc_planes` makes them),
+    else None."""
+    w, h = frame.width, frame.height
+    planes = frame.planes
+    base = planes[0].base
+    if base is None or not isinstance(base, np.ndarray) or not base.flags.c_contiguous:
+        return None
+    if base.nbytes != w * h * 3 // 2 or _addr(base) != _addr(planes[0]):
+        return None
+    start = _addr(base)
+    off = 0
+    for p in planes:
+        if not p.flags.c_contiguous or _addr(p) != start + off:
+            return None
+        off += p.nbytes
+    if off != base.nbytes:
+        return None
+    return base.reshape(h * 3 // 2, w)
+
+
+def pack_into(frame: Frame, out: np.ndarray) -> np.ndarray:
+    """Copy ``frame``'s planes into the (h*3/2, w) buffer ``out`` (same format)."""
+    flat = out.reshape(-1)
+    off = 0
+    for p in frame.planes:
+        n = p.size
+        flat[off : off + n].reshape(p.shape)[...] = p
+        off += n
+    if off != flat.size:
+        raise ValueError(f"frame planes hold {off} bytes, a {frame.width}x{frame.height} 4:2:0 picture has {flat.size}")
+    return out
