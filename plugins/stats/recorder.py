@@ -1,0 +1,588 @@
+"""The stats recorder: one capture in memory, saved captures as files.
+
+Specification: ``shared/design/stats-capture.md``. The recorder knows nothing
+about hosts, sessions or plugins; the plugin module wires it to the
+``stats_window`` hook, the measurement gate, IPC and the console.
+
+Threads: session send threads call :meth:`Recorder.push_sample` once per
+window; the IPC thread calls everything else. ``is_armed`` is a plain
+attribute (read without a lock on the fast path); state changes take a short
+lock. Saving happens outside that lock so a slow disk never stalls a stream.
+
+File format (``<captures>/<id>.json``, 0600 in a 0700 directory): compact
+JSON ``{"meta": {...}, "samples": [...]}`` with ``meta`` written first, so
+:meth:`Recorder.list` reads only the first few kilobytes of each file (and
+caches the result by mtime/size), never the samples.
+
+Differences from the original, on purpose:
+
+1. a failed save keeps the capture in memory; the next ``stop`` (or
+   :meth:`Recorder.save_pending`) retries it;
+2. ids carry milliseconds and a collision suffix, and a saved file is linked
+   into place with ``link(2)``, which fails instead of replacing an existing
+   file — a capture never overwrites another;
+3. :meth:`Recorder.live` takes ``since`` (t_ms) and returns only newer samples;
+4. ``list`` does not parse samples.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from punktfunk_core.stats import StatsSample
+
+log = logging.getLogger("punktfunk.stats")
+
+#: ≈ 3 h at 2 s windows; on overflow the oldest samples are kept
+MAX_SAMPLES = 5400
+#: ids are file names: letters, digits, dot, underscore, dash (and not "." / "..")
+ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+SUFFIX = ".json"
+#: bytes read from the head of a file by ``list`` (grown when a meta is larger)
+HEADER_PROBE = 4096
+HEADER_MAX = 256 * 1024
+_HEAD_RE = re.compile(r'\s*\{\s*"meta"\s*:\s*')
+
+#: CaptureMeta fields in file order, with the value used when absent
+META_DEFAULTS: dict[str, Any] = {
+    "id": "",
+    "started_unix_ms": 0,
+    "duration_ms": 0,
+    "kind": "",
+    "width": 0,
+    "height": 0,
+    "fps": 0,
+    "codec": "",
+    "client": "",
+    "sample_count": 0,
+    "encoder_backend": "",
+    "gpu": "",
+    "truncated": False,
+}
+_META_TYPES = {k: type(v) for k, v in META_DEFAULTS.items()}
+
+
+class RecorderError(Exception):
+    """An error the caller should see; ``code`` is HTTP-like."""
+
+    code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(RecorderError):
+    code = 404
+
+
+class NotRecording(RecorderError):
+    code = 404
+
+
+class SaveFailed(RecorderError):
+    code = 500
+
+
+def valid_id(capture_id: Any) -> bool:
+    """True for ids that name a file inside the captures directory."""
+    return (
+        isinstance(capture_id, str)
+        and capture_id not in (".", "..")
+        and ID_RE.fullmatch(capture_id) is not None
+    )
+
+
+def normalize_meta(raw: Any, capture_id: str | None = None) -> dict[str, Any]:
+    """A CaptureMeta with every field present and of the right type.
+
+    Raises ValueError/TypeError when ``raw`` is not an object.
+    """
+    if not isinstance(raw, dict):
+        raise TypeError("meta must be an object")
+    meta: dict[str, Any] = {}
+    for key, default in META_DEFAULTS.items():
+        v = raw.get(key, default)
+        t = _META_TYPES[key]
+        if t is bool:
+            v = bool(v)
+        elif t is int:
+            v = int(v) if v is not None else 0
+        else:
+            v = "" if v is None else str(v)
+        meta[key] = v
+    if capture_id is not None:
+        meta["id"] = capture_id
+    return meta
+
+
+@dataclass(slots=True, eq=False)
+class _Capture:
+    meta: dict[str, Any]
+    start_ns: int
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    t_index: list[int] = field(default_factory=list)
+    #: caller's session key → session_id of this capture (1, 2, …)
+    sessions: dict[Any, int] = field(default_factory=dict)
+    warned: bool = False
+
+    def finished_meta(self, now_ns: int | None) -> dict[str, Any]:
+        meta = dict(self.meta)
+        if now_ns is not None:
+            meta["duration_ms"] = max(0, (now_ns - self.start_ns) // 1_000_000)
+        meta["sample_count"] = len(self.samples)
+        return meta
+
+
+class Recorder:
+    """Records StatsSamples while armed; saves, lists, loads and deletes captures."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_samples: int = MAX_SAMPLES,
+        on_arm: Callable[[], None] | None = None,
+        on_disarm: Callable[[], None] | None = None,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.directory = Path(directory)
+        self.max_samples = int(max_samples)
+        self.on_arm = on_arm
+        self.on_disarm = on_disarm
+        self._clock_ns = clock_ns
+        self._wall_ms = wall_ms
+        #: read by stream threads without a lock
+        self.is_armed: bool = False
+        self._lock = threading.Lock()
+        self._save_lock = threading.Lock()
+        self._cur: _Capture | None = None
+        self._pending: list[_Capture] = []
+        #: file name → ((mtime_ns, size, ino), meta or None when unreadable)
+        self._index: dict[str, tuple[tuple[int, int, int], dict[str, Any] | None]] = {}
+        self._index_lock = threading.Lock()
+        #: samples refused because the capture was full (across captures)
+        self.samples_refused = 0
+        self._prepare_dir()
+
+    # -- directory -------------------------------------------------------------
+    def _prepare_dir(self) -> None:
+        """Create the directory 0700 (best effort) and remove temp files of saves
+        that a crash interrupted."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if (self.directory.stat().st_mode & 0o777) != 0o700:
+                os.chmod(self.directory, 0o700)
+        except OSError as exc:
+            log.warning("captures directory %s is not usable yet: %s", self.directory, exc)
+            return
+        try:
+            for entry in os.scandir(self.directory):
+                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                    try:
+                        os.unlink(entry.path)
+                        log.info("removed %s left by an interrupted save", entry.name)
+                    except OSError:
+                        pass
+        except OSError:
+            pass
+
+    def path_of(self, capture_id: str) -> Path:
+        if not valid_id(capture_id):
+            raise NotFound("recording not found")
+        return self.directory / f"{capture_id}{SUFFIX}"
+
+    # -- recording -------------------------------------------------------------
+    def _reserved_ids(self) -> set[str]:
+        ids = {c.meta["id"] for c in self._pending}
+        if self._cur is not None:
+            ids.add(self._cur.meta["id"])
+        return ids
+
+    def _new_id(self, wall_ms: int, taken: set[str]) -> str:
+        base = time.strftime("%Y%m%d-%H%M%S", time.gmtime(wall_ms / 1000)) + f"-{wall_ms % 1000:03d}"
+        n = 1
+        while True:
+            cid = base if n == 1 else f"{base}-{n}"
+            if cid not in taken and not (self.directory / f"{cid}{SUFFIX}").exists():
+                return cid
+            n += 1
+
+    def start(self) -> dict[str, Any]:
+        """Arm a new capture; while armed this changes nothing. Returns the status."""
+        with self._lock:
+            if self._cur is None:
+                wall = self._wall_ms()
+                meta = dict(META_DEFAULTS)
+                meta["id"] = self._new_id(wall, self._reserved_ids())
+                meta["started_unix_ms"] = wall
+                self._cur = _Capture(meta=meta, start_ns=self._clock_ns())
+                self.is_armed = True
+                log.info("stats capture %s armed", meta["id"])
+                newly = True
+            else:
+                newly = False
+        if newly and self.on_arm is not None:
+            self.on_arm()
+        return self.status()
+
+    def register_session(self, key: Any, info: dict[str, Any] | None = None) -> int:
+        """Give a session a session_id in the current capture (0 when idle).
+
+        The first session of a capture fills the meta from ``info`` (kind,
+        width, height, fps, codec, client, encoder_backend, gpu).
+        """
+        if not self.is_armed:
+            return 0
+        with self._lock:
+            cap = self._cur
+            if cap is None:
+                return 0
+            return self._register_locked(cap, key, info)
+
+    def _register_locked(self, cap: _Capture, key: Any, info: dict[str, Any] | None) -> int:
+        sid = cap.sessions.get(key)
+        if sid is not None:
+            return sid
+        sid = len(cap.sessions) + 1
+        cap.sessions[key] = sid
+        if sid == 1 and info:
+            for k in ("kind", "width", "height", "fps", "codec", "client", "encoder_backend", "gpu"):
+                if k in info and info[k] is not None:
+                    cap.meta[k] = _META_TYPES[k](info[k])
+        return sid
+
+    def push_sample(self, sample: StatsSample | dict[str, Any], key: Any = None,
+                    info: dict[str, Any] | None = None) -> bool:
+        """Append one window to the armed capture; False when idle or full.
+
+        ``t_ms`` and ``session_id`` are stamped here; ``key`` identifies the
+        session (registered on first sight with ``info``). The caller's
+        sample is never modified or kept.
+        """
+        if not self.is_armed:
+            return False
+        d = sample.to_dict() if isinstance(sample, StatsSample) else dict(sample)
+        now = self._clock_ns()
+        with self._lock:
+            cap = self._cur
+            if cap is None:
+                return False
+            if len(cap.samples) >= self.max_samples:
+                self.samples_refused += 1
+                if not cap.meta["truncated"]:
+                    cap.meta["truncated"] = True
+                    warn = True
+                else:
+                    warn = False
+                if warn:
+                    log.warning("stats capture %s is full (%d samples); later windows are not recorded",
+                                cap.meta["id"], self.max_samples)
+                return False
+            sid = self._register_locked(cap, key, info)
+            t_ms = max(0, (now - cap.start_ns) // 1_000_000)
+            if cap.t_index and t_ms < cap.t_index[-1]:
+                t_ms = cap.t_index[-1]
+            d["t_ms"] = t_ms
+            d["session_id"] = sid
+            cap.samples.append(d)
+            cap.t_index.append(t_ms)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """StatsStatus: ``{armed, sample_count, started_unix_ms, elapsed_ms, kind}``
+        plus ``id`` of the armed capture and ``unsaved`` (captures whose save failed)."""
+        with self._lock:
+            cap = self._cur
+            unsaved = len(self._pending)
+            if cap is None:
+                return {"armed": False, "sample_count": 0, "started_unix_ms": 0, "elapsed_ms": 0,
+                        "kind": "", "id": "", "unsaved": unsaved}
+            return {
+                "armed": True,
+                "sample_count": len(cap.samples),
+                "started_unix_ms": cap.meta["started_unix_ms"],
+                "elapsed_ms": max(0, (self._clock_ns() - cap.start_ns) // 1_000_000),
+                "kind": cap.meta["kind"],
+                "id": cap.meta["id"],
+                "unsaved": unsaved,
+            }
+
+    def live(self, since: int | float | None = None) -> dict[str, Any]:
+        """The capture so far (``{meta, samples}``); with ``since`` only samples
+        whose ``t_ms`` is greater. Raises NotRecording when idle."""
+        with self._lock:
+            cap = self._cur
+            if cap is None:
+                raise NotRecording("not recording")
+            meta = cap.finished_meta(self._clock_ns())
+            start = 0 if since is None else bisect.bisect_right(cap.t_index, since)
+            samples = cap.samples[start:]
+        return {"meta": meta, "samples": samples}
+
+    def stop(self) -> dict[str, Any] | None:
+        """Disarm, then save. Returns the saved capture's meta, or None when
+        nothing was armed and nothing is waiting to be saved.
+
+        Raises SaveFailed when the save fails; the capture stays in memory and
+        the next ``stop`` (or :meth:`save_pending`) retries it.
+        """
+        stopped: _Capture | None = None
+        with self._lock:
+            if self._cur is not None:
+                cap = self._cur
+                self.is_armed = False
+                self._cur = None
+                cap.meta = cap.finished_meta(self._clock_ns())
+                self._pending.append(cap)
+                stopped = cap
+        if stopped is not None and self.on_disarm is not None:
+            self.on_disarm()
+        return self._save_all(stopped)
+
+    def save_pending(self) -> dict[str, Any] | None:
+        """Retry saving captures whose save failed (None when there are none)."""
+        return self._save_all(None)
+
+    @property
+    def unsaved(self) -> int:
+        return len(self._pending)
+
+    def _save_all(self, stopped: _Capture | None) -> dict[str, Any] | None:
+        with self._save_lock:
+            with self._lock:
+                todo = list(self._pending)
+            if not todo:
+                return None
+            saved: list[_Capture] = []
+            errors: dict[int, str] = {}
+            for cap in todo:
+                try:
+                    self._write(cap)
+                    saved.append(cap)
+                except OSError as exc:
+                    errors[id(cap)] = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+                    log.error("saving stats capture %s failed (kept in memory; stop again to retry): %s",
+                              cap.meta["id"], errors[id(cap)])
+            with self._lock:
+                self._pending = [c for c in self._pending if not any(c is s for s in saved)]
+        target = stopped if stopped is not None else (saved[-1] if saved else todo[-1])
+        if id(target) in errors:
+            raise SaveFailed(f"saving capture {target.meta['id']} failed: {errors[id(target)]}; "
+                             "the capture is kept in memory, stop again to retry")
+        if errors:
+            log.warning("%d older capture(s) are still unsaved", len(errors))
+        return dict(target.meta)
+
+    def _write(self, cap: _Capture) -> None:
+        """Write a capture atomically and without replacing any existing file."""
+        if not self.directory.exists():
+            self.directory.mkdir(parents=True, mode=0o700)
+        body = json.dumps({"meta": cap.meta, "samples": cap.samples}, separators=(",", ":"),
+                          ensure_ascii=False, allow_nan=False).encode()
+        fd, tmp = tempfile.mkstemp(prefix=f".{cap.meta['id']}.", suffix=".tmp", dir=self.directory)
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(body)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            final = self._link_new(cap, tmp, body)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        try:
+            dfd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
+        try:
+            st = final.stat()
+            with self._index_lock:
+                self._index[final.name] = ((st.st_mtime_ns, st.st_size, st.st_ino), dict(cap.meta))
+        except OSError:
+            pass
+        log.info("stats capture %s saved (%d samples) to %s", cap.meta["id"], len(cap.samples), final)
+
+    def _link_new(self, cap: _Capture, tmp: str, body: bytes) -> Path:
+        """Move ``tmp`` to ``<id>.json`` without ever replacing a file; a taken
+        id gets a suffix (and the file is rewritten with the new id)."""
+        for _ in range(1000):
+            final = self.directory / f"{cap.meta['id']}{SUFFIX}"
+            try:
+                os.link(tmp, final)
+                return final
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                    raise
+                # no hard links on this filesystem: rename after an existence check
+                if not final.exists():
+                    os.replace(tmp, final)
+                    return final
+            with self._lock:
+                taken = self._reserved_ids()
+            taken.discard(cap.meta["id"])
+            old = cap.meta["id"]
+            cap.meta["id"] = self._new_id(cap.meta["started_unix_ms"], taken | {old})
+            log.warning("capture id %s is taken on disk; saving as %s", old, cap.meta["id"])
+            new_body = json.dumps({"meta": cap.meta, "samples": cap.samples}, separators=(",", ":"),
+                                  ensure_ascii=False, allow_nan=False).encode()
+            with open(tmp, "r+b") as f:
+                f.truncate(0)
+                f.write(new_body)
+                f.flush()
+                os.fsync(f.fileno())
+        raise OSError(errno.EEXIST, "no free capture id")
+
+    # -- saved captures --------------------------------------------------------------
+    def list(self) -> list[dict[str, Any]]:
+        """Metas of the saved captures, newest first; unreadable files are skipped."""
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return []
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for entry in entries:
+            name = entry.name
+            if not name.endswith(SUFFIX) or name.startswith("."):
+                continue
+            cid = name[: -len(SUFFIX)]
+            if not valid_id(cid):
+                continue
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            if not entry.is_file():
+                continue
+            seen.add(name)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            with self._index_lock:
+                cached = self._index.get(name)
+            if cached is not None and cached[0] == stamp:
+                meta = cached[1]
+            else:
+                meta = read_meta(Path(entry.path), cid)
+                with self._index_lock:
+                    self._index[name] = (stamp, meta)
+            if meta is not None:
+                out.append(dict(meta))
+        with self._index_lock:
+            for name in [n for n in self._index if n not in seen]:
+                del self._index[name]
+        out.sort(key=lambda m: (m["started_unix_ms"], m["id"]), reverse=True)
+        return out
+
+    def load(self, capture_id: Any) -> dict[str, Any]:
+        """The saved capture ``{meta, samples}``; NotFound for unknown, invalid or unreadable ids."""
+        path = self.path_of(capture_id)
+        try:
+            raw = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound("recording not found") from None
+        except OSError as exc:
+            raise NotFound(f"recording {capture_id} cannot be read: {exc.strerror}") from None
+        try:
+            return parse_capture(raw, capture_id)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("recording %s is unreadable: %s", capture_id, exc)
+            raise NotFound(f"recording {capture_id} is unreadable") from None
+
+    def delete(self, capture_id: Any) -> None:
+        path = self.path_of(capture_id)
+        try:
+            if not path.is_file():
+                raise FileNotFoundError
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound("recording not found") from None
+        with self._index_lock:
+            self._index.pop(path.name, None)
+        log.info("stats capture %s deleted", capture_id)
+
+
+def parse_capture(raw: bytes | str, capture_id: str | None = None) -> dict[str, Any]:
+    """Parse a capture file; samples are normalised (optional fields that are
+    absent stay absent, old files with zeros load as they are)."""
+    doc = json.loads(raw)
+    if not isinstance(doc, dict):
+        raise TypeError("capture must be an object")
+    samples_raw = doc.get("samples", [])
+    if not isinstance(samples_raw, list):
+        raise TypeError("samples must be a list")
+    samples = [StatsSample.from_dict(s).to_dict() for s in samples_raw]
+    meta = normalize_meta(doc.get("meta", {}), capture_id)
+    if "sample_count" not in doc.get("meta", {}):
+        meta["sample_count"] = len(samples)
+    return {"meta": meta, "samples": samples}
+
+
+def read_meta(path: Path, capture_id: str) -> dict[str, Any] | None:
+    """The meta at the head of a capture file, or None when the file is unreadable.
+
+    Reads a few KiB from the head and a few bytes from the tail (a file cut
+    short does not end in ``}``); only files whose meta is not first are
+    parsed in full.
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < 2:
+                return None
+            f.seek(max(0, size - 16))
+            if not f.read().rstrip().endswith(b"}"):
+                return None
+            f.seek(0)
+            head = f.read(HEADER_PROBE)
+            while True:
+                text = head.decode("utf-8", "replace")
+                m = _HEAD_RE.match(text)
+                if m is None:
+                    break  # meta not first: parse in full below
+                try:
+                    raw_meta, _end = json.JSONDecoder().raw_decode(text, m.end())
+                    return normalize_meta(raw_meta, capture_id)
+                except json.JSONDecodeError:
+                    if len(head) >= size or len(head) >= HEADER_MAX:
+                        break
+                    head += f.read(min(len(head) * 4, HEADER_MAX) - len(head))
+            f.seek(0)
+            doc = json.loads(f.read())
+        if not isinstance(doc, dict) or not isinstance(doc.get("samples", []), list):
+            return None
+        meta = normalize_meta(doc.get("meta"), capture_id)
+        if "sample_count" not in doc["meta"]:
+            meta["sample_count"] = len(doc.get("samples", []))
+        return meta
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
