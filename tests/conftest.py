@@ -121,3 +121,37 @@ def host_factory(pf_dirs: dict[str, Path]) -> Iterator[Any]:
 def output_dir() -> Path:
     OUTPUT_DIR.mkdir(exist_ok=True)
     return OUTPUT_DIR
+
+
+# -- property-based tests ---------------------------------------------------------
+# The normal suite tries a few hundred cases per parser; the dedicated run
+# (`python -m bench.reliability`, HYPOTHESIS_PROFILE=fuzz) tries 10 000 each.
+# Tests set `deadline=None` at most; the case count comes from the profile.
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("default", max_examples=300, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("fuzz", max_examples=10_000, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+except ImportError:  # pragma: no cover - hypothesis is a test extra
+    pass
+
+
+@pytest.fixture
+def figures(request) -> Any:
+    """``figures(name, value, unit="")`` records a number for docs/reliability.md.
+
+    Written to the JSON-lines file named by PF_FIGURES (set by
+    ``python -m bench.reliability``); a no-op in the normal suite.
+    """
+    import json as _json
+
+    def record(name: str, value: Any, unit: str = "") -> None:
+        path = os.environ.get("PF_FIGURES")
+        if path:
+            with open(path, "a") as f:
+                f.write(_json.dumps({"test": request.node.nodeid, "name": name, "value": value, "unit": unit}) + "\n")
+
+    return record
