@@ -275,7 +275,8 @@ class Host:
 
         def metrics(_args: dict) -> dict:
             return {
-                "counters": self.counters.snapshot(),
+                "counters": {**self.counters.snapshot(),
+                             "ipc.bad_request": self.ipc.bad_requests if self.ipc else 0},
                 "sessions": len(self.sessions),
                 "measuring": self.gate.measuring,
                 "uptime_ms": (time.monotonic_ns() - self.started_ns) // 1_000_000,
