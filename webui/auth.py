@@ -102,7 +102,15 @@ class TokenStore:
             entries = sorted(os.scandir(d), key=lambda e: e.name)
         except FileNotFoundError:
             return {}
-        stamp = tuple((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in entries if e.is_file())
+        stamp_list = []
+        for e in entries:
+            try:
+                if e.is_file():
+                    st = e.stat()
+                    stamp_list.append((e.name, st.st_mtime_ns, st.st_size))
+            except OSError:  # removed while we looked: simply not a token any more
+                continue
+        stamp = tuple(stamp_list)
         cached = self._cache.get(sub)
         if cached is not None and cached[0] == stamp:
             return cached[1]
@@ -118,6 +126,11 @@ class TokenStore:
                 tokens[name] = tok
         self._cache[sub] = (stamp, tokens)
         return tokens
+
+    def names(self) -> dict[str, list[str]]:
+        """The names (never the values) of the device and plugin tokens."""
+        return {"device": sorted(self._dir_tokens(DEVICE_TOKEN_DIR)),
+                "plugin": sorted(self._dir_tokens(PLUGIN_TOKEN_DIR))}
 
     def _admin_token(self) -> str | None:
         path = self.config_dir / ADMIN_TOKEN_FILE

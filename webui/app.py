@@ -1,0 +1,319 @@
+"""The console's Flask app factory.
+
+The app holds no host state: every view reaches the host over the IPC channel
+(:class:`punktfunk_core.ipc.IpcClient`), so any number of gunicorn workers show
+the same host, sessions and recorder. Routes come from two places, both through
+the same ``register(rule, view, methods=None, lane="admin")`` callback:
+
+* the console's own routes (pages, host status, sessions, plugins, /metrics),
+* every plugin's ``console_routes(register, ipc)`` hook (the stats plugin adds
+  ``/api/v1/stats/*``, protocol plugins add their pairing routes).
+
+Each route is put into exactly one auth lane when it is registered (see
+:mod:`punktfunk_webui.auth`); a request is checked against its lane before the
+view runs, so a view never has to remember to check.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from flask import Flask, Response, g, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from punktfunk_core import __version__
+from punktfunk_core.ipc import DEFAULT_TIMEOUT_S, HostUnreachable, IpcClient, IpcError
+from punktfunk_core.paths import Paths
+from punktfunk_webui import auth, metrics
+
+log = logging.getLogger("punktfunk.console")
+
+HERE = Path(__file__).resolve().parent
+CORE_PLUGIN = "console"
+#: pages of the console shell (all the same HTML; the script draws the page)
+PAGES = {
+    "performance": "Performance",
+    "sessions": "Sessions",
+    "pairing": "Pairing",
+    "host": "Host",
+}
+#: methods a device-lane route may answer: the lane is read-only
+DEVICE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    """One registered route and the lane that guards it."""
+
+    rule: str
+    endpoint: str
+    methods: tuple[str, ...]
+    lane: str
+    plugin: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "methods": list(self.methods), "lane": self.lane, "plugin": self.plugin}
+
+
+class RouteTable:
+    """The lane of every endpoint; the single source the request guard reads."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.by_endpoint: dict[str, RouteInfo] = {}
+        self.failed: dict[str, str] = {}  # plugin -> why its routes are (partly) missing
+
+    def register_for(self, plugin: str) -> Callable[..., None]:
+        """The ``register`` callback handed to one plugin."""
+
+        def register(rule: str, view: Callable[..., Any], methods: list[str] | None = None,
+                     lane: str = "admin") -> None:
+            self.add(plugin, rule, view, methods, lane)
+
+        return register
+
+    def add(self, plugin: str, rule: str, view: Callable[..., Any], methods: list[str] | None,
+            lane: str) -> None:
+        if lane not in auth.LANES:
+            raise ValueError(f"{plugin}: route {rule!r} has lane {lane!r}; use one of {', '.join(auth.LANES)}")
+        if not isinstance(rule, str) or not rule.startswith("/"):
+            raise ValueError(f"{plugin}: route {rule!r} must be a path starting with '/'")
+        if not callable(view):
+            raise ValueError(f"{plugin}: view for {rule!r} is not callable")
+        wanted = tuple(sorted({m.upper() for m in (methods or ["GET"])}))
+        if lane == "device":
+            if rule.startswith(auth.STATS_PREFIX):
+                raise ValueError(f"{plugin}: {rule} is a stats route; stats routes may not be on the device lane")
+            if not set(wanted) <= DEVICE_METHODS:
+                raise ValueError(f"{plugin}: device-lane route {rule} must be read-only (GET), not {', '.join(wanted)}")
+        for other in self.app.url_map.iter_rules():
+            if other.rule == rule and set(wanted) & (other.methods or set()) - {"HEAD", "OPTIONS"}:
+                owner = self.by_endpoint.get(other.endpoint)
+                raise ValueError(f"route {' '.join(wanted)} {rule} is registered by both plugin "
+                                 f"{owner.plugin if owner else '?'!r} and plugin {plugin!r}")
+        base = f"{plugin}.{getattr(view, '__name__', 'view')}"
+        endpoint, n = base, 1
+        while endpoint in self.app.view_functions:
+            n += 1
+            endpoint = f"{base}_{n}"
+        self.app.add_url_rule(rule, endpoint, view, methods=list(wanted))
+        self.by_endpoint[endpoint] = RouteInfo(rule, endpoint, wanted, lane, plugin)
+
+    def routes(self) -> list[RouteInfo]:
+        return sorted(self.by_endpoint.values(), key=lambda r: (r.rule, r.methods))
+
+
+def json_error(code: int, message: str, **headers: str) -> Response:
+    resp = jsonify({"error": message})
+    resp.status_code = code
+    for k, v in headers.items():
+        resp.headers[k.replace("_", "-")] = v
+    return resp
+
+
+def ipc_endpoint(paths: Paths) -> str:
+    return os.environ.get("PUNKTFUNK_IPC") or paths.ipc_endpoint
+
+
+def create_app(config: dict[str, Any], paths: Paths, pm: Any = None) -> Flask:
+    """Build one console app. ``pm`` defaults to the standard plugin manager."""
+    console_cfg = dict(config.get("console", {}))
+    app = Flask(
+        "punktfunk_webui",
+        static_folder=str(HERE / "static"),
+        template_folder=str(HERE / "templates"),
+    )
+    app.config.update(
+        PF_CONFIG=config,
+        PF_ALLOW_REMOTE_ADMIN=bool(console_cfg.get("allow_remote_admin", False)),
+        JSON_SORT_KEYS=False,
+        SEND_FILE_MAX_AGE_DEFAULT=300,
+    )
+    ipc = IpcClient(ipc_endpoint(paths), timeout=DEFAULT_TIMEOUT_S)
+    tokens = auth.TokenStore(paths.config)
+    table = RouteTable(app)
+    app.extensions["punktfunk"] = {"ipc": ipc, "tokens": tokens, "routes": table, "paths": paths}
+    # Flask's own static route: public, carries only the shipped files
+    table.by_endpoint["static"] = RouteInfo(app.static_url_path + "/<path:filename>", "static",
+                                            ("GET", "HEAD", "OPTIONS"), "public", CORE_PLUGIN)
+
+    _add_core_routes(table.register_for(CORE_PLUGIN), ipc, table, tokens)
+    if pm is None:
+        from punktfunk_core.plugins import load_plugin_manager
+
+        pm = load_plugin_manager()
+    for impl in reversed(pm.hook.console_routes.get_hookimpls()):
+        args = {"register": table.register_for(impl.plugin_name), "ipc": ipc}
+        try:
+            impl.function(**{k: args[k] for k in impl.argnames})
+        except Exception as exc:  # noqa: BLE001 - one plugin's routes failing must not take the console down
+            table.failed[impl.plugin_name] = f"{type(exc).__name__}: {exc}"
+            log.error("plugin %s: console routes failed: %s", impl.plugin_name, exc)
+
+    _install_guard(app, table, tokens)
+    _install_error_handlers(app)
+    return app
+
+
+# -- the request guard -----------------------------------------------------------------
+def _install_guard(app: Flask, table: RouteTable, tokens: auth.TokenStore) -> None:
+    allow_remote = app.config["PF_ALLOW_REMOTE_ADMIN"]
+
+    @app.before_request
+    def guard() -> Response | None:
+        if request.url_rule is None:
+            return None  # Flask answers 404/405 itself; no route, nothing to protect
+        info = table.by_endpoint.get(request.endpoint or "")
+        lane = info.lane if info is not None else "admin"  # unclassified: fail closed
+        if lane == "public":
+            return None
+        caller = tokens.identify(auth.bearer_token(request.headers.get("Authorization")))
+        if caller is None:
+            return json_error(401, "a bearer token is required (Authorization: Bearer <token>)",
+                              WWW_Authenticate='Bearer realm="punktfunk"')
+        if caller.is_admin:
+            if not allow_remote and not auth.is_loopback(request.remote_addr):
+                return json_error(403, "the admin token is accepted only from loopback "
+                                       "(set console.allow_remote_admin = true to allow other addresses)")
+            g.caller = caller
+            return None
+        if lane == "device" and request.method in DEVICE_METHODS:
+            g.caller = caller
+            return None
+        return json_error(403, "this device token may use only the read-only device routes")
+
+    @app.after_request
+    def headers(resp: Response) -> Response:
+        resp.headers["X-Punktfunk-Worker"] = str(os.getpid())
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        resp.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; form-action 'none'",
+        )
+        if request.path.startswith("/api/") or request.path == "/metrics":
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+
+def _install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(IpcError)
+    def ipc_error(exc: IpcError) -> Response:
+        code = exc.code if 400 <= exc.code <= 599 else 500
+        return json_error(code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        if request.path.startswith("/api/") or request.path == "/metrics":
+            resp = json_error(exc.code or 500, exc.description or exc.name)
+            if exc.code == 405 and exc.valid_methods:
+                resp.headers["Allow"] = ", ".join(exc.valid_methods)
+            return resp
+        return exc.get_response()
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):
+            return http_error(exc)
+        log.exception("console view failed")
+        return json_error(500, f"console error: {type(exc).__name__}: {exc}")
+
+
+# -- the console's own routes --------------------------------------------------------------
+def _add_core_routes(register: Callable[..., None], ipc: IpcClient, table: RouteTable,
+                     tokens: auth.TokenStore) -> None:
+    def page(name: str) -> Callable[[], str]:
+        def view() -> str:
+            return render_template("shell.html", page=name, pages=PAGES, version=__version__)
+
+        view.__name__ = f"page_{name}"
+        return view
+
+    register("/", page("performance"), lane="public")
+    for name in PAGES:
+        register(f"/{name}", page(name), lane="public")
+
+    def healthz() -> Response:
+        try:
+            ipc.call("host.status")
+            host = "up"
+        except IpcError:
+            host = "down"
+        return jsonify({"status": "ok", "host": host})
+
+    register("/healthz", healthz, lane="public")
+
+    # device lane: what a paired device may read (an explicit, short list)
+    def whoami() -> Response:
+        caller: auth.Caller = g.caller
+        return jsonify({"role": caller.role, "name": caller.name, "admin": caller.is_admin})
+
+    def device_info() -> Response:
+        st = ipc.call("host.status")
+        return jsonify({"hostname": st.get("hostname"), "version": st.get("version"),
+                        "protocols": sorted(st.get("protocols", {})), "sessions": st.get("sessions", 0)})
+
+    register("/api/v1/whoami", whoami, lane="device")
+    register("/api/v1/device/info", device_info, lane="device")
+
+    # admin lane
+    def host_status() -> Response:
+        st = ipc.call("host.status")
+        st["console"] = {"worker_pid": os.getpid(), "route_failures": table.failed}
+        return jsonify(st)
+
+    def sessions_list() -> Response:
+        return jsonify(ipc.call("sessions.list"))
+
+    def session_stop(session_id: int) -> Response:
+        return jsonify(ipc.call("sessions.stop", id=session_id))
+
+    def plugins_list() -> Response:
+        return jsonify(ipc.call("plugins.list"))
+
+    def console_routes() -> Response:
+        return jsonify({"routes": [r.to_dict() for r in table.routes()], "failed": table.failed})
+
+    def tokens_list() -> Response:
+        return jsonify(tokens.names())
+
+    def token_issue(kind: str) -> Response:
+        body = request.get_json(silent=True) or {}
+        name = body.get("name") if isinstance(body, dict) else None
+        if kind not in ("device", "plugin"):
+            return json_error(404, f"unknown token kind {kind!r} (device or plugin)")
+        if not isinstance(name, str):
+            return json_error(400, "give the token a name: {\"name\": \"living-room-tv\"}")
+        try:
+            issue = auth.issue_device_token if kind == "device" else auth.issue_plugin_token
+            token = issue(tokens.config_dir, name)
+        except ValueError as exc:
+            return json_error(400, str(exc))
+        return jsonify({"kind": kind, "name": name, "token": token})
+
+    def token_revoke(kind: str, name: str) -> Response:
+        if kind not in ("device", "plugin") or not auth.revoke_token(tokens.config_dir, kind, name):
+            return json_error(404, f"no {kind} token named {name!r}")
+        return Response(status=204)
+
+    def prometheus() -> Response:
+        body = metrics.render(ipc)
+        return Response(body, mimetype=metrics.CONTENT_TYPE)
+
+    register("/api/v1/host", host_status)
+    register("/api/v1/sessions", sessions_list)
+    register("/api/v1/sessions/<int:session_id>/stop", session_stop, methods=["POST"])
+    register("/api/v1/plugins", plugins_list)
+    register("/api/v1/console/routes", console_routes)
+    register("/api/v1/tokens", tokens_list)
+    register("/api/v1/tokens/<kind>", token_issue, methods=["POST"])
+    register("/api/v1/tokens/<kind>/<name>", token_revoke, methods=["DELETE"])
+    register("/metrics", prometheus)
+
+
+__all__ = ["create_app", "RouteInfo", "RouteTable", "HostUnreachable"]

@@ -1,0 +1,239 @@
+/* The console's plumbing: the token, API calls, small DOM helpers, sign-in, boot.
+   The token lives in sessionStorage (this tab only) and travels only in the
+   Authorization header — never in a URL. */
+(function () {
+  "use strict";
+  const TOKEN_KEY = "punktfunk.token";
+  const PF = (window.PF = window.PF || {});
+  PF.pages = PF.pages || {};
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+  PF.ApiError = ApiError;
+
+  PF.token = () => sessionStorage.getItem(TOKEN_KEY);
+  PF.setToken = (t) => (t ? sessionStorage.setItem(TOKEN_KEY, t) : sessionStorage.removeItem(TOKEN_KEY));
+
+  /** fetch() with the bearer token; JSON in and out. Throws ApiError with the server's message. */
+  async function request(method, path, { body, accept = "json", signal } = {}) {
+    const headers = { Accept: accept === "json" ? "application/json" : "*/*" };
+    const token = PF.token();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const init = { method, headers, signal, cache: "no-store", credentials: "omit" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let resp;
+    try {
+      resp = await fetch(path, init);
+    } catch (e) {
+      if (e.name === "AbortError") throw e;
+      throw new ApiError(0, "the console is not reachable");
+    }
+    if (resp.status === 401 && path !== "/api/v1/whoami") {
+      PF.signOut("Your session has ended; sign in again.");
+      throw new ApiError(401, "not signed in");
+    }
+    if (resp.status === 204) return null;
+    const type = resp.headers.get("Content-Type") || "";
+    let data = null;
+    if (accept === "json" || type.includes("application/json")) {
+      data = await resp.json().catch(() => null);
+    } else if (accept === "blob") {
+      data = await resp.blob();
+    } else {
+      data = await resp.text();
+    }
+    if (!resp.ok) {
+      const msg = (data && data.error) || `${resp.status} ${resp.statusText}`;
+      throw new ApiError(resp.status, msg);
+    }
+    return data;
+  }
+  PF.api = {
+    get: (p, o) => request("GET", p, o),
+    post: (p, body, o) => request("POST", p, { ...o, body: body === undefined ? {} : body }),
+    del: (p, o) => request("DELETE", p, o),
+    raw: request,
+  };
+
+  /** el("div", {class: "x", onclick: fn}, child, "text", ...) */
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k.startsWith("on") && typeof v === "function") node.addEventListener(k.slice(2), v);
+      else if (k === "dataset") Object.assign(node.dataset, v);
+      else if (v === true) node.setAttribute(k, "");
+      else node.setAttribute(k, String(v));
+    }
+    for (const c of children.flat()) {
+      if (c === null || c === undefined || c === false) continue;
+      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return node;
+  }
+  PF.el = el;
+  PF.clear = (node) => {
+    while (node.firstChild) node.firstChild.remove();
+    return node;
+  };
+
+  /** A card: <section class="card"><header><h2>title</h2>…actions</header>body</section> */
+  PF.card = (title, { id, actions = [], cls = "" } = {}) => {
+    const body = el("div", { class: "card-body" });
+    const head = el("header", { class: "card-head" }, el("h2", {}, title), el("div", { class: "actions" }, actions));
+    const node = el("section", { class: `card ${cls}`.trim(), id }, head, body);
+    node.body = body;
+    node.head = head;
+    return node;
+  };
+
+  PF.toast = (message, kind = "info") => {
+    const box = document.getElementById("toasts");
+    const t = el("div", { class: `toast ${kind}`, role: kind === "error" ? "alert" : "status" }, message);
+    box.append(t);
+    setTimeout(() => t.remove(), kind === "error" ? 8000 : 4000);
+  };
+
+  /** A confirmation dialog; resolves true when the operator confirms. */
+  PF.confirm = (message, okLabel = "Confirm", danger = true) =>
+    new Promise((resolve) => {
+      const dlg = document.getElementById("confirm");
+      dlg.querySelector(".confirm-message").textContent = message;
+      const ok = dlg.querySelector(".confirm-ok");
+      ok.textContent = okLabel;
+      ok.classList.toggle("danger", danger);
+      const done = (v) => {
+        dlg.close();
+        resolve(v);
+      };
+      ok.onclick = () => done(true);
+      dlg.querySelector(".confirm-cancel").onclick = () => done(false);
+      dlg.oncancel = () => resolve(false);
+      dlg.showModal();
+    });
+
+  PF.download = (filename, blob) => {
+    const url = URL.createObjectURL(blob);
+    const a = el("a", { href: url, download: filename });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  };
+
+  /** Repeats fn every ms while the page is shown; returns a stop function. */
+  PF.every = (ms, fn) => {
+    let timer = null, stopped = false;
+    const tick = async () => {
+      if (stopped) return;
+      try {
+        await fn();
+      } catch (e) {
+        if (!(e instanceof ApiError && e.status === 401)) console.warn(e);
+      }
+      if (!stopped) timer = setTimeout(tick, ms);
+    };
+    tick();
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+    };
+  };
+
+  PF.fmtTime = (unixMs) => {
+    if (!unixMs) return PFUnits.NO_VALUE;
+    const d = new Date(unixMs);
+    const pad = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  };
+
+  PF.errorBox = (e) => el("p", { class: "error", role: "alert" }, e instanceof Error ? e.message : String(e));
+
+  // -- sign-in and boot -------------------------------------------------------------------
+  PF.signOut = (why) => {
+    PF.setToken(null);
+    if (PF.stopPage) PF.stopPage();
+    PF.stopPage = null;
+    showLogin(why || "");
+  };
+
+  function showLogin(message) {
+    document.getElementById("page").hidden = true;
+    document.getElementById("logout").hidden = true;
+    const login = document.getElementById("login");
+    login.hidden = false;
+    document.getElementById("login-error").textContent = message || "";
+    document.getElementById("token-input").focus();
+  }
+
+  async function whoami() {
+    return request("GET", "/api/v1/whoami");
+  }
+
+  async function hostBadge() {
+    const badge = document.getElementById("host-badge");
+    try {
+      const st = await PF.api.get("/api/v1/host");
+      badge.textContent = `${st.hostname} \u00b7 ${st.sessions} session${st.sessions === 1 ? "" : "s"}`;
+      badge.className = "badge ok";
+      badge.title = `punktfunk ${st.version}, pid ${st.pid}`;
+    } catch (e) {
+      badge.textContent = e.status === 503 ? "host unreachable" : "host ?";
+      badge.className = "badge bad";
+      badge.title = e.message;
+    }
+  }
+
+  async function start() {
+    const pageName = document.body.dataset.page;
+    const root = document.getElementById("page");
+    document.getElementById("login").hidden = true;
+    document.getElementById("logout").hidden = false;
+    root.hidden = false;
+    PF.clear(root);
+    const stopBadge = PF.every(5000, hostBadge);
+    const page = PF.pages[pageName];
+    const stopPage = page ? await page(root) : null;
+    PF.stopPage = () => {
+      stopBadge();
+      if (typeof stopPage === "function") stopPage();
+    };
+  }
+
+  async function boot() {
+    document.getElementById("login-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const input = document.getElementById("token-input");
+      const token = input.value.trim();
+      if (!token) return;
+      PF.setToken(token);
+      try {
+        const me = await whoami();
+        input.value = "";
+        PF.me = me;
+        if (!me.admin) PF.toast("Signed in with a device token: read-only.", "info");
+        await start();
+      } catch (e) {
+        PF.setToken(null);
+        showLogin(e.status === 401 ? "That token is not valid." : e.status === 403 ? e.message : `Sign-in failed: ${e.message}`);
+      }
+    });
+    document.getElementById("logout").addEventListener("click", () => PF.signOut("Signed out."));
+    if (!PF.token()) return showLogin("");
+    try {
+      PF.me = await whoami();
+      await start();
+    } catch (e) {
+      PF.setToken(null);
+      showLogin(e.status === 401 ? "" : e.message);
+    }
+  }
+  document.addEventListener("DOMContentLoaded", boot);
+})();

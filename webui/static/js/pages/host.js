@@ -1,0 +1,68 @@
+/* Host: status, protocols, plugins, and the console's routes with their lanes. */
+(function () {
+  "use strict";
+  const { el, api, card, clear } = PF;
+  const U = window.PFUnits;
+
+  const fact = (label, value, id) => el("div", { class: "fact" }, el("dt", {}, label), el("dd", { id }, value));
+
+  PF.pages.host = async function (root) {
+    const status = card("Host", { id: "host-card" });
+    const protocols = card("Protocols", { id: "protocols-card" });
+    const plugins = card("Plugins", { id: "plugins-card" });
+    const routes = card("Console routes", { id: "routes-card" });
+    root.append(status, protocols, plugins, routes);
+
+    async function refreshStatus() {
+      let st;
+      try {
+        st = await api.get("/api/v1/host");
+      } catch (e) {
+        clear(status.body).append(PF.errorBox(e));
+        clear(protocols.body);
+        throw e;
+      }
+      clear(status.body).append(el("dl", { class: "facts" },
+        fact("name", st.hostname, "host-name"), fact("version", st.version), fact("pid", String(st.pid)),
+        fact("up", U.formatDurationMs(st.uptime_ms), "host-uptime"), fact("sessions", String(st.sessions)),
+        fact("measuring", st.measuring ? "yes" : "no"),
+        fact("console worker", String(st.console ? st.console.worker_pid : U.NO_VALUE))));
+      const failed = Object.entries((st.console && st.console.route_failures) || {});
+      if (failed.length) status.body.append(...failed.map(([p, why]) => el("p", { class: "error" }, `plugin ${p}: console routes failed: ${why}`)));
+      const names = Object.keys(st.protocols || {});
+      clear(protocols.body);
+      if (!names.length) protocols.body.append(el("p", { class: "empty" }, "No protocol is enabled. Enable one in the config (e.g. [native] enabled = true) or start with --gamestream."));
+      for (const n of names) {
+        protocols.body.append(el("div", { class: "proto" }, el("h3", {}, n), el("pre", { class: "json" }, JSON.stringify(st.protocols[n], null, 2))));
+      }
+    }
+
+    async function loadPlugins() {
+      try {
+        const list = await api.get("/api/v1/plugins");
+        clear(plugins.body).append(el("div", { class: "table-scroll" }, el("table", { class: "data", id: "plugins-table" },
+          el("thead", {}, el("tr", {}, ["plugin", "distribution", "version", "hooks"].map((h) => el("th", {}, h)))),
+          el("tbody", {}, list.map((p) => el("tr", { class: p.error ? "failed" : "" },
+            el("td", {}, p.name), el("td", {}, p.distribution), el("td", {}, p.version),
+            el("td", { class: "hooks" }, p.error ? el("span", { class: "error" }, `failed to load: ${p.error}`) : p.hooks.join(", "))))))));
+      } catch (e) {
+        clear(plugins.body).append(PF.errorBox(e));
+      }
+      try {
+        const r = await api.get("/api/v1/console/routes");
+        clear(routes.body).append(
+          el("p", { class: "hint" }, "Every route is in exactly one lane: public (no token), device (read-only, device or admin token), admin (admin or plugin token, loopback only by default)."),
+          el("div", { class: "table-scroll" }, el("table", { class: "data", id: "routes-table" },
+            el("thead", {}, el("tr", {}, ["rule", "methods", "lane", "plugin"].map((h) => el("th", {}, h)))),
+            el("tbody", {}, r.routes.map((x) => el("tr", {}, el("td", { class: "mono" }, x.rule),
+              el("td", {}, x.methods.filter((m) => m !== "HEAD" && m !== "OPTIONS").join(" ")),
+              el("td", {}, el("span", { class: `lane ${x.lane}` }, x.lane)), el("td", {}, x.plugin)))))));
+      } catch (e) {
+        clear(routes.body).append(PF.errorBox(e));
+      }
+    }
+
+    loadPlugins();
+    return PF.every(3000, refreshStatus);
+  };
+})();

@@ -1,0 +1,420 @@
+/* The Performance page: capture card, live card, recordings, detail, compare.
+   Spec: shared/design/stats-capture.md, "Performance page". */
+(function () {
+  "use strict";
+  const { el, api, card, clear, toast } = PF;
+  const U = window.PFUnits;
+  const C = window.PFCharts;
+  const STATS = "/api/v1/stats";
+  const LIVE_WINDOW_S = 120; // the live card plots this much recent history
+
+  const modeText = (m) => (m && m.width ? `${m.width}\u00d7${m.height}@${m.fps}` : U.NO_VALUE);
+  const pathText = (kind) => kind || U.NO_VALUE;
+
+  function fact(label, id, value = U.NO_VALUE) {
+    return el("div", { class: "fact" }, el("dt", {}, label), el("dd", { id }, value));
+  }
+
+  function destroyCharts(node) {
+    node.querySelectorAll(".chart").forEach((c) => c.pfChart && c.pfChart.pfDestroy());
+  }
+
+  function chartBlock(title, id) {
+    const box = el("div", { class: "chart", id });
+    return { node: el("div", { class: "chart-block" }, el("h3", {}, title), box), box };
+  }
+
+  function quantileSwitch(current, onChange) {
+    const group = el("div", { class: "segmented", role: "group", "aria-label": "latency quantile" });
+    for (const q of ["p50", "p99"]) {
+      group.append(el("button", {
+        type: "button", class: "seg", "data-q": q, "aria-pressed": String(q === current),
+        onclick: () => {
+          group.querySelectorAll("button").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.q === q)));
+          onChange(q);
+        },
+      }, q));
+    }
+    return group;
+  }
+
+  // -- summary tables ---------------------------------------------------------------------
+  function summaryTable(sum) {
+    const head = el("tr", {}, ["stage", "p50", "p95", "p99", "max p99"].map((h, i) => el("th", { class: i ? "num" : "" }, h)));
+    const rows = sum.stages.map((st) =>
+      el("tr", { "data-stage": st.name },
+        el("th", { scope: "row" }, el("span", { class: "swatch", style: `background:${C.stageColor(st.name, 0)}` }), st.name),
+        ["p50_us", "p95_us", "p99_us", "max_p99_us"].map((k) => el("td", { class: "num", "data-key": k }, U.formatUs(st[k])))));
+    if (sum.host) {
+      rows.push(el("tr", { "data-stage": "host total", class: "total" }, el("th", { scope: "row" }, "host total"),
+        ["p50_us", "p95_us", "p99_us", "max_p99_us"].map((k) => el("td", { class: "num", "data-key": k }, U.formatUs(sum.host[k])))));
+    }
+    const table = el("table", { class: "data summary", id: "summary-table" }, el("thead", {}, head), el("tbody", {}, rows));
+    const counters = Object.entries(sum.counters || {});
+    const facts = el("dl", { class: "facts", id: "summary-facts" },
+      fact("fps min / mean", "sum-fps", `${U.formatFps(sum.fps.min)} / ${U.formatFps(sum.fps.mean)}`),
+      fact("Mb/s mean / max", "sum-mbps", `${U.formatMbps(sum.mbps.mean)} / ${U.formatMbps(sum.mbps.max)}`),
+      fact("sessions", "sum-sessions", String(sum.sessions)),
+      counters.length
+        ? fact("total drops", "sum-drops", U.formatCount(sum.total_drops))
+        : fact("loss counters", "sum-drops", "none on this path"),
+      ...counters.map(([k, v]) => fact(k.replace(/_/g, " "), `sum-${k}`, U.formatCount(v))));
+    return el("div", { class: "summary-wrap" }, el("div", { class: "table-scroll" }, table), facts);
+  }
+
+  function compareTable(sa, sb) {
+    const names = [];
+    for (const s of [...sa.stages, ...sb.stages]) if (!names.includes(s.name)) names.push(s.name);
+    const find = (sum, n) => sum.stages.find((s) => s.name === n) || {};
+    const head = el("tr", {}, el("th", {}, "stage"), el("th", {}, ""), el("th", { class: "num" }, "A"),
+      el("th", { class: "num" }, "B"), el("th", { class: "num" }, "B \u2212 A"));
+    const body = [];
+    const row = (label, q, a, b, fmt, lowerIsBetter = true, first = false) => {
+      const d = (Number.isFinite(a) && Number.isFinite(b)) ? b - a : 0;
+      const cls = d === 0 ? "" : (d > 0) === lowerIsBetter ? "worse" : "better";
+      body.push(el("tr", { "data-stage": label, "data-q": q, class: first ? "group-start" : "" },
+        el("th", { scope: "row" }, first ? label : ""), el("td", { class: "q" }, q),
+        el("td", { class: "num", "data-side": "a" }, fmt(a)), el("td", { class: "num", "data-side": "b" }, fmt(b)),
+        el("td", { class: `num delta ${cls}`, "data-side": "delta" }, U.formatDelta(a, b, fmt))));
+    };
+    for (const n of names) {
+      const a = find(sa, n), b = find(sb, n);
+      [["p50", "p50_us"], ["p95", "p95_us"], ["p99", "p99_us"]].forEach(([q, k], i) => row(n, q, a[k], b[k], U.formatUs, true, i === 0));
+    }
+    row("fps", "mean", sa.fps.mean, sb.fps.mean, U.formatFps, false, true);
+    row("fps", "min", sa.fps.min, sb.fps.min, U.formatFps, false);
+    row("Mb/s", "mean", sa.mbps.mean, sb.mbps.mean, U.formatMbps, true, true);
+    row("drops", "total", sa.total_drops, sb.total_drops, U.formatCount, true, true);
+    return el("div", { class: "table-scroll" }, el("table", { class: "data compare", id: "compare-table" }, el("thead", {}, head), el("tbody", {}, body)));
+  }
+
+  function metaLine(m) {
+    return el("p", { class: "meta-line" },
+      el("strong", {}, PF.fmtTime(m.started_unix_ms)), " \u00b7 ", pathText(m.kind), " \u00b7 ", modeText(m), " \u00b7 ",
+      m.codec || U.NO_VALUE, " \u00b7 ", el("span", { title: m.gpu || "" }, m.encoder_backend || U.NO_VALUE),
+      m.gpu ? ` (${m.gpu})` : "", " \u00b7 client ", m.client || U.NO_VALUE, " \u00b7 ", U.formatDurationMs(m.duration_ms),
+      " \u00b7 ", `${m.sample_count} samples`, m.truncated ? el("span", { class: "badge warn" }, "truncated") : "");
+  }
+
+  // -- the page ------------------------------------------------------------------------------
+  PF.pages.performance = async function (root) {
+    const state = { status: null, live: { id: "", samples: [], lastT: null }, recordings: [], detailId: null, quantile: "p50" };
+
+    // capture card
+    const startBtn = el("button", { type: "button", class: "primary", id: "capture-start", onclick: () => startCapture() }, "Start");
+    const stopBtn = el("button", { type: "button", class: "danger", id: "capture-stop", onclick: () => stopCapture() }, "Stop & save");
+    const badge = el("span", { class: "badge idle", id: "capture-badge" }, "Idle");
+    const capture = card("Capture", { id: "capture-card", actions: [startBtn, stopBtn] });
+    capture.head.querySelector("h2").after(badge);
+    const unsaved = el("p", { class: "warn-line", id: "capture-unsaved", hidden: true });
+    capture.body.append(
+      el("dl", { class: "facts" }, fact("elapsed", "capture-elapsed"), fact("samples", "capture-samples"),
+        fact("path", "capture-path"), fact("capture", "capture-id")),
+      unsaved,
+      el("p", { class: "hint" }, "Start records every session's stats windows until you stop; no restart needed. ",
+        "Captures are saved as files in the host's captures directory."));
+
+    // live card
+    const live = card("Live", { id: "live-card" });
+    live.hidden = true;
+    const liveFacts = el("dl", { class: "facts" }, fact("last window", "live-last"), fact("fps", "live-fps"),
+      fact("Mb/s", "live-mbps"), fact("samples received", "live-count", "0"));
+    const liveLat = chartBlock(`Latency by stage, p50 (last ${LIVE_WINDOW_S} s)`, "live-latency");
+    const liveThr = chartBlock("Throughput", "live-throughput");
+    const liveEmpty = el("p", { class: "empty", id: "live-empty" }, "Armed. Waiting for the first window of a session\u2026");
+    live.body.append(liveFacts, liveEmpty, el("div", { class: "chart-grid" }, liveLat.node, liveThr.node));
+
+    // recordings card
+    const compareBtn = el("button", { type: "button", id: "compare-btn", disabled: true, onclick: () => openCompare() }, "Compare selected");
+    const refreshBtn = el("button", { type: "button", class: "ghost", onclick: () => loadRecordings() }, "Refresh");
+    const recs = card("Recordings", { id: "recordings-card", actions: [compareBtn, refreshBtn] });
+    const recBody = el("tbody", {});
+    recs.body.append(el("div", { class: "table-scroll" }, el("table", { class: "data", id: "recordings-table" },
+      el("thead", {}, el("tr", {}, el("th", { title: "pick two to compare" }, "\u2194"),
+        ["time", "path", "mode", "codec", "encoder", "duration", "samples", ""].map((h) => el("th", { class: ["duration", "samples"].includes(h) ? "num" : "" }, h)))),
+      recBody)));
+
+    const detail = card("Recording", { id: "detail-card" });
+    detail.hidden = true;
+    const cmp = card("Compare", { id: "compare-card" });
+    cmp.hidden = true;
+    root.append(capture, live, recs, detail, cmp);
+
+    // -- capture ---------------------------------------------------------------------------
+    function renderStatus(st) {
+      state.status = st;
+      badge.textContent = st.armed ? "Recording" : "Idle";
+      badge.className = `badge ${st.armed ? "rec" : "idle"}`;
+      document.getElementById("capture-elapsed").textContent = st.armed ? U.formatDurationMs(st.elapsed_ms) : U.NO_VALUE;
+      document.getElementById("capture-samples").textContent = st.armed ? U.formatCount(st.sample_count) : U.NO_VALUE;
+      document.getElementById("capture-path").textContent = st.armed ? pathText(st.kind) : U.NO_VALUE;
+      document.getElementById("capture-id").textContent = st.armed ? st.id || U.NO_VALUE : U.NO_VALUE;
+      startBtn.disabled = !!st.armed;
+      stopBtn.disabled = !st.armed && !st.unsaved;
+      stopBtn.textContent = !st.armed && st.unsaved ? "Retry save" : "Stop & save";
+      unsaved.hidden = !st.unsaved;
+      unsaved.textContent = st.unsaved ? `${st.unsaved} capture(s) could not be saved and are kept in memory; "Retry save" tries again.` : "";
+      live.hidden = !st.armed;
+    }
+
+    async function pollStatus() {
+      try {
+        renderStatus(await api.get(`${STATS}/capture/status`));
+      } catch (e) {
+        badge.textContent = e.status === 503 ? "host unreachable" : "unknown";
+        badge.className = "badge bad";
+        badge.title = e.message;
+        throw e;
+      }
+    }
+
+    async function startCapture() {
+      startBtn.disabled = true;
+      try {
+        renderStatus(await api.post(`${STATS}/capture/start`));
+        toast("Capture started.");
+        pollLive();
+      } catch (e) {
+        toast(`Start failed: ${e.message}`, "error");
+        startBtn.disabled = false;
+      }
+    }
+
+    async function stopCapture() {
+      stopBtn.disabled = true;
+      try {
+        const meta = await api.post(`${STATS}/capture/stop`);
+        if (meta === null) toast("Nothing was recording.");
+        else toast(`Saved capture ${meta.id} (${meta.sample_count} samples).`);
+        await pollStatus();
+        await loadRecordings();
+        if (meta) openDetail(meta.id);
+      } catch (e) {
+        toast(e.status === 500 ? `Saving failed; the capture is kept in memory: ${e.message}` : `Stop failed: ${e.message}`, "error");
+        await pollStatus().catch(() => {});
+      }
+    }
+
+    // -- live --------------------------------------------------------------------------------
+    async function pollLive() {
+      const st = state.status;
+      if (!st || !st.armed) return;
+      const L = state.live;
+      if (L.id !== st.id) Object.assign(L, { id: st.id, samples: [], lastT: null });
+      const q = L.lastT === null ? "" : `?since=${encodeURIComponent(L.lastT)}`;
+      let cap;
+      try {
+        cap = await api.get(`${STATS}/capture/live${q}`);
+      } catch (e) {
+        if (e.status === 404) return; // stopped between the polls
+        throw e;
+      }
+      if (cap.meta && cap.meta.id && cap.meta.id !== L.id) Object.assign(L, { id: cap.meta.id, samples: [], lastT: null });
+      if (cap.samples.length) {
+        L.samples.push(...cap.samples);
+        L.lastT = L.samples[L.samples.length - 1].t_ms;
+      }
+      document.getElementById("live-count").textContent = U.formatCount(L.samples.length);
+      if (!L.samples.length) return;
+      liveEmpty.hidden = true;
+      const last = L.samples[L.samples.length - 1];
+      document.getElementById("live-last").textContent =
+        (last.stages || []).map((s) => `${s.name} ${U.formatUs(s.p50_us)}`).join(" \u00b7 ") || U.NO_VALUE;
+      document.getElementById("live-fps").textContent = U.formatFps(last.fps);
+      document.getElementById("live-mbps").textContent = U.formatMbps(last.mbps);
+      const recent = L.samples.filter((s) => s.t_ms >= last.t_ms - LIVE_WINDOW_S * 1000);
+      destroyCharts(live);
+      C.latency(liveLat.box, recent, { quantile: "p50", fps: cap.meta.fps || null, height: 200 });
+      C.throughput(liveThr.box, recent, { height: 200 });
+    }
+
+    // -- recordings ------------------------------------------------------------------------
+    function selectedIds() {
+      return [...recBody.querySelectorAll("input.pick:checked")].map((i) => i.value);
+    }
+    function updateCompareBtn() {
+      const n = selectedIds().length;
+      compareBtn.disabled = n !== 2;
+      compareBtn.textContent = n === 2 ? "Compare selected" : `Compare selected (${n}/2)`;
+    }
+
+    async function loadRecordings() {
+      let list;
+      try {
+        list = await api.get(`${STATS}/recordings`);
+      } catch (e) {
+        clear(recBody).append(el("tr", {}, el("td", { colspan: 9 }, PF.errorBox(e))));
+        return;
+      }
+      const picked = new Set(selectedIds());
+      state.recordings = list;
+      clear(recBody);
+      if (!list.length) {
+        recBody.append(el("tr", { class: "empty-row" }, el("td", { colspan: 9, class: "empty" },
+          "No recordings yet. Start a capture, stream a session, then Stop & save.")));
+      }
+      for (const m of list) {
+        recBody.append(el("tr", { "data-id": m.id, class: m.id === state.detailId ? "selected" : "" },
+          el("td", {}, el("input", { type: "checkbox", class: "pick", value: m.id, "aria-label": `pick ${m.id} for comparison`,
+            checked: picked.has(m.id), onchange: (ev) => {
+              if (selectedIds().length > 2) ev.target.checked = false;
+              updateCompareBtn();
+            } })),
+          el("td", { title: m.id }, PF.fmtTime(m.started_unix_ms)),
+          el("td", {}, pathText(m.kind)),
+          el("td", {}, modeText(m)),
+          el("td", {}, m.codec || U.NO_VALUE),
+          el("td", { title: m.gpu ? `GPU: ${m.gpu}` : "no GPU", class: "encoder" }, m.encoder_backend || U.NO_VALUE),
+          el("td", { class: "num" }, U.formatDurationMs(m.duration_ms)),
+          el("td", { class: "num" }, U.formatCount(m.sample_count), m.truncated ? el("span", { class: "badge warn", title: "hit the 5400-sample cap" }, "cut") : ""),
+          el("td", { class: "row-actions" },
+            el("button", { type: "button", class: "view", onclick: () => openDetail(m.id) }, "View"),
+            el("button", { type: "button", class: "ghost json", title: "Download JSON", onclick: () => downloadJson(m.id) }, "JSON"),
+            el("button", { type: "button", class: "ghost csv", title: "Download CSV", onclick: () => downloadCsv(m.id) }, "CSV"),
+            el("button", { type: "button", class: "ghost danger delete", onclick: () => deleteRecording(m) }, "Delete"))));
+      }
+      updateCompareBtn();
+    }
+
+    async function downloadJson(id) {
+      try {
+        const cap = await api.get(`${STATS}/recordings/${encodeURIComponent(id)}`);
+        PF.download(`punktfunk-capture-${id}.json`, new Blob([JSON.stringify(cap)], { type: "application/json" }));
+      } catch (e) {
+        toast(`Download failed: ${e.message}`, "error");
+      }
+    }
+    async function downloadCsv(id) {
+      try {
+        const text = await api.raw("GET", `${STATS}/recordings/${encodeURIComponent(id)}.csv`, { accept: "text" });
+        PF.download(`punktfunk-capture-${id}.csv`, new Blob([text], { type: "text/csv" }));
+      } catch (e) {
+        toast(`Download failed: ${e.message}`, "error");
+      }
+    }
+
+    async function deleteRecording(m) {
+      const ok = await PF.confirm(`Delete the recording from ${PF.fmtTime(m.started_unix_ms)} (${m.sample_count} samples)? This removes the file.`, "Delete");
+      if (!ok) return;
+      try {
+        await api.del(`${STATS}/recordings/${encodeURIComponent(m.id)}`);
+        toast("Recording deleted.");
+        if (state.detailId === m.id) closeDetail();
+      } catch (e) {
+        toast(`Delete failed: ${e.message}`, "error");
+      }
+      await loadRecordings();
+    }
+
+    // -- detail ------------------------------------------------------------------------------
+    function closeDetail() {
+      destroyCharts(detail);
+      detail.hidden = true;
+      state.detailId = null;
+      recBody.querySelectorAll("tr.selected").forEach((r) => r.classList.remove("selected"));
+    }
+
+    async function openDetail(id) {
+      state.detailId = id;
+      recBody.querySelectorAll("tr[data-id]").forEach((r) => r.classList.toggle("selected", r.dataset.id === id));
+      destroyCharts(detail);
+      detail.hidden = false;
+      detail.dataset.id = id;
+      clear(detail.body).append(el("p", { class: "empty" }, "Loading\u2026"));
+      let cap, sum;
+      try {
+        [cap, sum] = await Promise.all([
+          api.get(`${STATS}/recordings/${encodeURIComponent(id)}`),
+          api.get(`${STATS}/recordings/${encodeURIComponent(id)}/summary`),
+        ]);
+      } catch (e) {
+        clear(detail.body).append(PF.errorBox(e));
+        return;
+      }
+      if (state.detailId !== id) return;
+      const m = cap.meta;
+      detail.head.querySelector("h2").textContent = `Recording ${PF.fmtTime(m.started_unix_ms)}`;
+      const actions = detail.head.querySelector(".actions");
+      const lat = chartBlock("Latency by stage (stacked)", "detail-latency");
+      const drawLatency = () => {
+        if (lat.box.pfChart) lat.box.pfChart.pfDestroy();
+        C.latency(lat.box, cap.samples, { quantile: state.quantile, fps: m.fps || null });
+      };
+      clear(actions).append(
+        quantileSwitch(state.quantile, (q) => { state.quantile = q; drawLatency(); }),
+        el("button", { type: "button", class: "ghost", onclick: () => downloadJson(id) }, "JSON"),
+        el("button", { type: "button", class: "ghost", onclick: () => downloadCsv(id) }, "CSV"),
+        el("button", { type: "button", class: "ghost", "aria-label": "close", onclick: closeDetail }, "Close"));
+      clear(detail.body);
+      detail.body.append(metaLine(m), el("h3", {}, "Summary"), summaryTable(sum));
+      if (!cap.samples.length) {
+        detail.body.append(el("p", { class: "empty" }, "This recording has no samples (no session ran while it was armed)."));
+        return;
+      }
+      const thr = chartBlock("Throughput", "detail-throughput");
+      const health = chartBlock("Health", "detail-health");
+      detail.body.append(lat.node, thr.node, health.node);
+      drawLatency();
+      C.throughput(thr.box, cap.samples);
+      if (!C.health(health.box, cap.samples)) {
+        health.box.classList.add("no-chart");
+        health.box.append(el("p", { class: "empty", id: "no-loss-counters" }, "This path records no loss counters."));
+      }
+      if (C.has(cap.samples, "rtt_us")) {
+        const rtt = chartBlock("Round trip", "detail-rtt");
+        detail.body.append(rtt.node);
+        C.roundTrip(rtt.box, cap.samples);
+      }
+      if (C.SEALING.some(([f]) => C.has(cap.samples, f))) {
+        const seal = chartBlock("Sealing split (mean per frame)", "detail-sealing");
+        detail.body.append(seal.node);
+        C.sealing(seal.box, cap.samples);
+      }
+      detail.scrollIntoView({ behavior: "smooth", block: "start" });
+    }
+
+    // -- compare -----------------------------------------------------------------------------
+    async function openCompare() {
+      const ids = selectedIds();
+      if (ids.length !== 2) return;
+      destroyCharts(cmp);
+      cmp.hidden = false;
+      clear(cmp.body).append(el("p", { class: "empty" }, "Loading\u2026"));
+      let a, b, sa, sb;
+      try {
+        [a, b, sa, sb] = await Promise.all([
+          ...ids.map((id) => api.get(`${STATS}/recordings/${encodeURIComponent(id)}`)),
+          ...ids.map((id) => api.get(`${STATS}/recordings/${encodeURIComponent(id)}/summary`)),
+        ]);
+      } catch (e) {
+        clear(cmp.body).append(PF.errorBox(e));
+        return;
+      }
+      cmp.dataset.ids = ids.join(",");
+      const chart = chartBlock("Stage latency, A solid / B dashed (seconds from each capture's start)", "compare-latency");
+      let quantile = "p50";
+      const draw = () => {
+        if (chart.box.pfChart) chart.box.pfChart.pfDestroy();
+        C.compare(chart.box, a, b, { quantile });
+      };
+      clear(cmp.head.querySelector(".actions")).append(
+        quantileSwitch(quantile, (q) => { quantile = q; draw(); }),
+        el("button", { type: "button", class: "ghost", onclick: () => { destroyCharts(cmp); cmp.hidden = true; } }, "Close"));
+      clear(cmp.body).append(
+        el("div", { class: "compare-heads" },
+          el("div", {}, el("span", { class: "tag a" }, "A"), metaLine(a.meta)),
+          el("div", {}, el("span", { class: "tag b" }, "B"), metaLine(b.meta))),
+        chart.node, el("h3", {}, "Summaries"), compareTable(sa, sb));
+      draw();
+      cmp.scrollIntoView({ behavior: "smooth", block: "start" });
+    }
+
+    await loadRecordings();
+    const stopStatus = PF.every(1000, pollStatus);
+    const stopLive = PF.every(2000, pollLive);
+    return () => {
+      stopStatus();
+      stopLive();
+    };
+  };
+})();
