@@ -1,0 +1,589 @@
+"""The reference punktfunk/1 client: ``punktfunk client HOST``.
+
+Pairs with a PIN when needed (SPAKE2 inside TLS 1.3, then both sides pin the
+other's certificate), negotiates a session, receives the encrypted FEC'd UDP
+stream, recovers lost shards, decodes with PyAV, reads the test pattern's
+frame stamp to measure end-to-end latency (capture → decoded) and reports
+loss/recovery/decode time to the host once per window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import ssl
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from spake2 import SPAKE2_A
+
+from punktfunk_core.paths import Paths, ensure_private_dir
+from punktfunk_core.stats import percentile
+
+from punktfunk_native.datapath import NativeReceiver, ReceivedAU, make_probe
+from punktfunk_native.identity import Identity, KnownHosts, client_context, load_or_create_identity
+from punktfunk_native.wire import (
+    MAX_PACKET,
+    PROTOCOL_VERSION,
+    SPAKE_ID_CLIENT,
+    SPAKE_ID_HOST,
+    SUPPORTED_VERSIONS,
+    MessageReader,
+    ProtocolError,
+    b64d,
+    b64e,
+    encode_message,
+    fingerprint,
+    pairing_confirm_keys,
+    pairing_mac,
+    session_keys,
+)
+
+DEFAULT_PORT = 47992
+AV_CODEC = {"h264": "h264", "hevc": "hevc", "av1": "libdav1d"}
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_PAIRING = 3
+EXIT_CONNECT = 4
+
+
+class ClientError(Exception):
+    """A failure the user can act on; ``exit_code`` is what the CLI returns."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class PairingFailed(ClientError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_PAIRING)
+
+
+class _Ctl:
+    """Client end of a control connection (thread-safe send)."""
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self.sock = sock
+        self.reader = MessageReader()
+        self.pending: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        with self.lock:
+            self.sock.sendall(encode_message(msg))
+
+    def recv(self, timeout: float, expect: str | None = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while not self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ClientError("the host did not answer in time", EXIT_CONNECT)
+            self.sock.settimeout(min(left, 0.25))
+            try:
+                self.pending.extend(self.reader.read(self.sock))
+            except EOFError:
+                raise ClientError("the host closed the connection", EXIT_CONNECT) from None
+        msg = self.pending.pop(0)
+        if msg["type"] == "error":
+            code = str(msg.get("code", "error"))
+            text = str(msg.get("message", "the host refused"))
+            if code in ("wrong_pin", "pairing_closed"):
+                raise PairingFailed(text)
+            raise ClientError(f"host refused ({code}): {text}")
+        if expect is not None and msg["type"] != expect:
+            raise ClientError(f"protocol error: expected {expect}, got {msg['type']}")
+        return msg
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+@dataclass
+class ClientOptions:
+    host: str
+    port: int = DEFAULT_PORT
+    pin: str | None = None
+    seconds: float = 0.0
+    width: int = 1280
+    height: int = 720
+    fps: int = 60
+    codec: str = "h264"
+    bitrate_kbps: int = 10_000
+    fec_percent: int | None = None
+    loss: float = 0.0
+    loss_seed: int | None = None
+    save_frames: str | None = None
+    json: bool = False
+    status: bool = True
+    name: str = ""
+    config_dir: Path | None = None
+
+
+@dataclass
+class Stats:
+    frames_decoded: int = 0
+    frames_undecodable: int = 0
+    skipped_waiting_keyframe: int = 0
+    stamps_unreadable: int = 0
+    ids_in_order: bool = True
+    last_id: int = -1
+    e2e_us: list[int] = field(default_factory=list)
+    decode_us: list[int] = field(default_factory=list)
+    bytes: int = 0
+    injected_loss: int = 0
+    first_packet: float = 0.0
+    last_packet: float = 0.0
+
+
+class NativeClient:
+    def __init__(self, opts: ClientOptions) -> None:
+        self.opts = opts
+        cfg = opts.config_dir or Paths.from_env().config
+        self.dir = Path(cfg) / "native"
+        self.address = f"{opts.host}:{opts.port}"
+        self.name = opts.name or socket.gethostname()
+        self.identity: Identity = load_or_create_identity(self.dir, "client", self.name)
+        self.known = KnownHosts(self.dir / "known-hosts.json")
+        self.stats = Stats()
+        self.receiver: NativeReceiver | None = None
+        self.session_id: int | None = None
+        self.host_bye: str | None = None
+        self.rtt_us: float | None = None
+        self._stop = threading.Event()
+        self._want_keyframe = threading.Event()
+        self._rng = random.Random(opts.loss_seed)
+
+    # -- connecting -------------------------------------------------------------------
+    def _connect(self, with_identity: bool) -> tuple[_Ctl, bytes]:
+        try:
+            raw = socket.create_connection((self.opts.host, self.opts.port), timeout=5.0)
+        except OSError as exc:
+            raise ClientError(f"cannot reach {self.address}: {exc.strerror or exc} "
+                              f"(is `punktfunk serve` running there with native enabled?)", EXIT_CONNECT) from None
+        ctx = client_context(self.identity if with_identity else None)
+        try:
+            tls = ctx.wrap_socket(raw)
+        except ssl.SSLError as exc:
+            raw.close()
+            if "unknown ca" in str(exc).lower() or "certificate" in str(exc).lower():
+                raise ClientError(f"{self.address} does not recognise this client (it was unpaired?); pair again "
+                                  f"with --pin NNNN after `punktfunk native pin NNNN` on the host", EXIT_PAIRING) from None
+            raise ClientError(f"TLS handshake with {self.address} failed: {exc}", EXIT_CONNECT) from None
+        except OSError as exc:
+            raw.close()
+            raise ClientError(f"connection to {self.address} failed: {exc}", EXIT_CONNECT) from None
+        host_der = tls.getpeercert(binary_form=True) or b""
+        ctl = _Ctl(tls)
+        ctl.send({"type": "hello", "versions": list(SUPPORTED_VERSIONS), "name": self.name,
+                  "client_fingerprint": self.identity.fingerprint})
+        return ctl, host_der
+
+    def pair(self, pin: str) -> None:
+        ctl, host_der = self._connect(with_identity=False)
+        try:
+            welcome = ctl.recv(10.0, "welcome")
+            if welcome.get("version") != PROTOCOL_VERSION:
+                raise ClientError(f"host chose unknown version {welcome.get('version')!r}")
+            host_fp = fingerprint(host_der)
+            spake = SPAKE2_A(pin.encode(), idA=SPAKE_ID_CLIENT, idB=SPAKE_ID_HOST)
+            msg_a = spake.start()
+            ctl.send({"type": "pair_start", "spake": b64e(msg_a), "client_cert": b64e(self.identity.cert_der),
+                      "name": self.name})
+            reply = ctl.recv(30.0, "pair_reply")
+            msg_b = b64d(reply.get("spake"), "spake", 256)
+            try:
+                key = spake.finish(msg_b)
+            except Exception as exc:  # noqa: BLE001 - SPAKEError and friends
+                raise PairingFailed(f"bad pairing reply from the host: {exc}") from None
+            kc, kh = pairing_confirm_keys(key, host_fp, self.identity.fingerprint, msg_a, msg_b)
+            ctl.send({"type": "pair_confirm", "mac": b64e(pairing_mac(kc, b"client"))})
+            ok = ctl.recv(30.0, "pair_ok")
+            mac = b64d(ok.get("mac"), "mac", 64)
+            import hmac
+
+            if not hmac.compare_digest(mac, pairing_mac(kh, b"host")):
+                raise PairingFailed("the host could not prove it knows the PIN (man in the middle?); not pairing")
+            self.known.pin(self.address, host_der, str(ok.get("host_name", welcome.get("host_name", ""))))
+        except ProtocolError as exc:
+            raise ClientError(f"protocol error while pairing: {exc}") from None
+        finally:
+            ctl.close()
+
+    def ensure_paired(self) -> None:
+        if self.known.fingerprint_of(self.address) is None:
+            if not self.opts.pin:
+                raise PairingFailed(f"not paired with {self.address}: run `punktfunk native pin NNNN` on the host "
+                                    f"and pass --pin NNNN")
+            self.pair(self.opts.pin)
+
+    # -- streaming -----------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        self.ensure_paired()
+        try:
+            ctl, host_der = self._connect(with_identity=True)
+        except ClientError as exc:
+            if exc.exit_code == EXIT_PAIRING and self.opts.pin:
+                self.known.remove(self.address)
+                self.pair(self.opts.pin)
+                ctl, host_der = self._connect(with_identity=True)
+            else:
+                raise
+        pinned = self.known.fingerprint_of(self.address)
+        if fingerprint(host_der) != pinned:
+            ctl.close()
+            raise ClientError(f"the certificate of {self.address} changed (pinned {pinned[:16]}…, got "
+                              f"{fingerprint(host_der)[:16]}…): refusing to connect. If the host was reinstalled, "
+                              f"remove it from {self.known.path} and pair again.", EXIT_PAIRING)
+        try:
+            return self._stream(ctl, pinned)
+        except ProtocolError as exc:
+            raise ClientError(f"protocol error: {exc}") from None
+        finally:
+            ctl.close()
+
+    def _stream(self, ctl: _Ctl, host_fp: str) -> dict[str, Any]:
+        o = self.opts
+        welcome = ctl.recv(10.0, "welcome")
+        if not welcome.get("paired"):
+            raise ClientError("the host does not list this client as paired; pair again with --pin", EXIT_PAIRING)
+        priv = X25519PrivateKey.generate()
+        nonce = os.urandom(16)
+        req: dict[str, Any] = {"type": "session_request", "width": o.width, "height": o.height, "fps": o.fps,
+                               "codec": o.codec, "bitrate_kbps": o.bitrate_kbps,
+                               "client_pub": b64e(priv.public_key().public_bytes_raw()), "client_nonce": b64e(nonce)}
+        if o.fec_percent is not None:
+            req["fec_percent"] = o.fec_percent
+        ctl.send(req)
+        acc = ctl.recv(15.0, "session_accept")
+        host_pub = b64d(acc.get("host_pub"), "host_pub", 64)
+        host_nonce = b64d(acc.get("host_nonce"), "host_nonce", 64)
+        shared = priv.exchange(X25519PublicKey.from_public_bytes(host_pub))
+        k_h2c, k_c2h = session_keys(shared, nonce, host_nonce, host_fp, self.identity.fingerprint)
+        self.accept = acc
+        self.receiver = NativeReceiver(k_h2c)
+        host_ip = ctl.sock.getpeername()[0]
+        udp = socket.socket(ctl.sock.family, socket.SOCK_DGRAM)
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        udp.bind(("", 0))
+        udp_addr = (host_ip, int(acc["udp_port"]))
+        fps = int(acc.get("fps", o.fps))
+        decoder = _Decoder(acc.get("codec", o.codec), self, o.save_frames)
+        rx = threading.Thread(target=self._rx_loop, args=(udp, udp_addr, k_c2h, decoder), name="native-rx", daemon=True)
+        rx.start()
+        try:
+            started = ctl.recv(20.0, "session_started")
+            self.session_id = started.get("session_id")
+            self._control(ctl, acc, fps)
+        finally:
+            self._stop.set()
+            rx.join(2.0)
+            udp.close()
+            decoder.close()
+        return self.summary()
+
+    def _control(self, ctl: _Ctl, acc: dict[str, Any], fps: int) -> None:
+        o = self.opts
+        t0 = time.monotonic()
+        ping_every = max(0.05, acc.get("keepalive_interval_ms", 500) / 1000)
+        report_every = max(0.2, acc.get("report_interval_ms", 2000) / 1000)
+        next_ping = t0
+        next_report = t0 + report_every
+        next_status = t0 + 0.5
+        last_kf = 0.0
+        pings: dict[int, float] = {}
+        pid = 0
+        last = {"lost": 0, "rec": 0, "bad": 0, "dec": 0}
+        ctl.sock.settimeout(0.05)
+        end = t0 + o.seconds if o.seconds > 0 else float("inf")
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                self._report(ctl, last)
+                ctl.send({"type": "bye", "reason": "done"})
+                break
+            if now >= next_ping:
+                pid += 1
+                pings[pid] = now
+                ctl.send({"type": "ping", "id": pid, "t_us": int(now * 1e6)})
+                next_ping = now + ping_every
+                if len(pings) > 32:
+                    pings.pop(min(pings))
+            if now >= next_report:
+                self._report(ctl, last)
+                next_report = now + report_every
+            if self._want_keyframe.is_set() and now - last_kf > 0.1:
+                self._want_keyframe.clear()
+                last_kf = now
+                ctl.send({"type": "keyframe_request"})
+            if o.status and not o.json and now >= next_status:
+                self._print_status(now - t0)
+                next_status = now + 0.5
+            try:
+                msgs = ctl.reader.read(ctl.sock)
+            except EOFError:
+                self.host_bye = self.host_bye or "connection closed"
+                break
+            done = False
+            for m in msgs:
+                t = m["type"]
+                if t == "ping":
+                    ctl.send({"type": "pong", "id": m.get("id"), "t_us": m.get("t_us")})
+                elif t == "pong":
+                    sent = pings.pop(m.get("id"), None) if isinstance(m.get("id"), int) else None
+                    if sent is not None:
+                        s = (time.monotonic() - sent) * 1e6
+                        self.rtt_us = s if self.rtt_us is None else 0.875 * self.rtt_us + 0.125 * s
+                elif t == "bye":
+                    self.host_bye = str(m.get("reason", ""))
+                    done = True
+                elif t == "error":
+                    raise ClientError(f"host error ({m.get('code')}): {m.get('message')}")
+            if done:
+                break
+        if o.status and not o.json:
+            self._print_status(time.monotonic() - t0, final=True)
+
+    def _report(self, ctl: _Ctl, last: dict[str, int]) -> None:
+        r = self.receiver
+        assert r is not None
+        lost, rec = r.packets_lost, r.reasm.shards_recovered
+        bad = r.reasm.frames_unrecoverable + self.stats.frames_undecodable
+        dec = self.stats.decode_us[last["dec"]:]
+        msg: dict[str, Any] = {"type": "report", "packets_lost": max(0, lost - last["lost"]),
+                               "shards_recovered": rec - last["rec"], "frames_undecodable": max(0, bad - last["bad"]),
+                               "frames_decoded": len(dec)}
+        if dec:
+            msg["decode_us"] = round(sum(dec) / len(dec), 1)
+        last.update(lost=lost, rec=rec, bad=bad, dec=len(self.stats.decode_us))
+        ctl.send(msg)
+
+    # -- receive + decode (one thread) -----------------------------------------------
+    def _rx_loop(self, udp: socket.socket, host: tuple[str, int], k_c2h: bytes, decoder: _Decoder) -> None:
+        r = self.receiver
+        assert r is not None
+        st = self.stats
+        loss = self.opts.loss
+        rnd = self._rng.random
+        buf = bytearray(MAX_PACKET + 64)
+        probe_seq = 0
+        got_data = False
+        next_probe = 0.0
+        udp.settimeout(0.05)
+        unrec = 0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if not got_data and now >= next_probe:
+                try:
+                    udp.sendto(make_probe(k_c2h, probe_seq), host)
+                except OSError:
+                    pass
+                probe_seq += 1
+                next_probe = now + 0.05
+            try:
+                n = udp.recv_into(buf)
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                continue
+            got_data = True
+            if loss and rnd() < loss:
+                st.injected_loss += 1
+                continue
+            t = time.monotonic()
+            if not st.first_packet:
+                st.first_packet = t
+            st.last_packet = t
+            st.bytes += n
+            au = r.push(bytes(buf[:n]))
+            if r.reasm.frames_unrecoverable != unrec:
+                unrec = r.reasm.frames_unrecoverable
+                decoder.need_keyframe = True
+                self._want_keyframe.set()
+            if au is not None:
+                decoder.decode(au)
+
+    # -- output ----------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        st = self.stats
+        r = self.receiver
+        reasm = r.reasm if r else None
+        expected = (reasm.last_delivered - reasm.first_au + 1) if reasm and reasm.first_au >= 0 else 0
+        e2e = sorted(st.e2e_us)
+        span = st.last_packet - st.first_packet
+        return {
+            "frames_decoded": st.frames_decoded,
+            "frames_expected": expected,
+            "ids_in_order": bool(st.ids_in_order and st.frames_decoded > 0),
+            "packets_lost": r.packets_lost if r else 0,
+            "shards_recovered": reasm.shards_recovered if reasm else 0,
+            "frames_unrecoverable": reasm.frames_unrecoverable if reasm else 0,
+            "e2e_p50_ms": round(percentile(e2e, 0.5) / 1000, 2) if e2e else None,
+            "e2e_p99_ms": round(percentile(e2e, 0.99) / 1000, 2) if e2e else None,
+            "mbps": round(st.bytes * 8 / span / 1e6, 3) if span > 0 else 0.0,
+        }
+
+    def details(self) -> dict[str, Any]:
+        """Everything beyond the summary (for --verbose and tests)."""
+        r = self.receiver
+        return {"rejected": dict(r.rejected) if r else {}, "frames_undecodable": self.stats.frames_undecodable,
+                "stamps_unreadable": self.stats.stamps_unreadable, "injected_loss": self.stats.injected_loss,
+                "skipped_waiting_keyframe": self.stats.skipped_waiting_keyframe, "host_bye": self.host_bye,
+                "session_id": self.session_id, "rtt_us": self.rtt_us}
+
+    def _print_status(self, elapsed: float, final: bool = False) -> None:
+        s = self.summary()
+        fps = self.stats.frames_decoded / elapsed if elapsed > 0 else 0.0
+        line = (f"{fps:6.1f} fps  {s['mbps']:7.2f} Mb/s  lost {s['packets_lost']:5d}  recovered "
+                f"{s['shards_recovered']:5d}  unrecoverable {s['frames_unrecoverable']:3d}  e2e p50 "
+                f"{s['e2e_p50_ms'] if s['e2e_p50_ms'] is not None else '-':>6} ms  p99 "
+                f"{s['e2e_p99_ms'] if s['e2e_p99_ms'] is not None else '-':>6} ms")
+        sys.stdout.write("\r" + line + ("\n" if final else ""))
+        sys.stdout.flush()
+
+
+class _Decoder:
+    """PyAV decoder + stamp reader; runs on the receive thread."""
+
+    def __init__(self, codec: str, client: NativeClient, save_dir: str | None) -> None:
+        import av
+
+        self.av = av
+        self.ctx = av.CodecContext.create(AV_CODEC.get(codec, codec), "r")
+        try:
+            self.ctx.thread_count = 1  # frame threading would add a frame of delay per thread
+        except Exception:  # noqa: BLE001
+            pass
+        self.client = client
+        self.stats = client.stats
+        self.need_keyframe = True
+        self.save_dir = Path(save_dir) if save_dir else None
+        if self.save_dir is not None:
+            ensure_private_dir(self.save_dir)
+        from punktfunk_core.media.stamp import latency_us, read_stamp_from_av_frame
+
+        self._read_stamp = read_stamp_from_av_frame
+        self._latency = latency_us
+
+    def decode(self, au: ReceivedAU) -> None:
+        st = self.stats
+        if self.need_keyframe and not au.keyframe:
+            st.skipped_waiting_keyframe += 1
+            self.client._want_keyframe.set()
+            return
+        t0 = time.perf_counter_ns()
+        try:
+            frames = self.ctx.decode(self.av.Packet(au.data))
+        except Exception:  # noqa: BLE001 - InvalidDataError and friends: count, resync on a keyframe
+            st.frames_undecodable += 1
+            self.need_keyframe = True
+            self.client._want_keyframe.set()
+            return
+        if au.keyframe:
+            self.need_keyframe = False
+        dt = (time.perf_counter_ns() - t0) // 1000
+        for frame in frames:
+            st.frames_decoded += 1
+            st.decode_us.append(dt)
+            stamp = self._read_stamp(frame)
+            if stamp is None:
+                st.stamps_unreadable += 1
+                st.ids_in_order = False
+            else:
+                fid, cap_us = stamp
+                st.e2e_us.append(self._latency(cap_us))
+                if fid != au.frame_id or fid <= st.last_id:
+                    st.ids_in_order = False
+                st.last_id = fid
+            if self.save_dir is not None:
+                try:
+                    frame.to_image().save(self.save_dir / f"frame-{au.frame_id:08d}.png")
+                except Exception:  # noqa: BLE001 - saving is best effort
+                    pass
+
+    def close(self) -> None:
+        try:
+            self.ctx.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+# -- command line -------------------------------------------------------------------------
+def add_client_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("host", metavar="HOST", help="host name or address (HOST or HOST:PORT)")
+    p.add_argument("--port", type=int, default=None, help=f"control port (default {DEFAULT_PORT})")
+    p.add_argument("--pin", help="pair with this PIN first if not paired yet")
+    p.add_argument("--seconds", type=float, default=0.0, help="stream this long, then print a summary (0 = until Ctrl-C)")
+    p.add_argument("--json", action="store_true", help="print one JSON summary object at the end, no live status")
+    p.add_argument("--save-frames", metavar="DIR", help="save every decoded frame as PNG into DIR")
+    p.add_argument("--loss", type=float, default=0.0, help="drop this fraction of received datagrams (testing FEC)")
+    p.add_argument("--loss-seed", type=int, default=None, help="seed of the loss injection")
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--fps", type=int, default=60)
+    p.add_argument("--codec", choices=["h264", "hevc", "av1"], default="h264")
+    p.add_argument("--bitrate", type=int, default=10_000, metavar="KBPS", help="bitrate in kbit/s (default 10000)")
+    p.add_argument("--fec", type=int, default=None, metavar="PERCENT", help="FEC parity percent (default: the host's)")
+    p.add_argument("--name", default="", help="name the host shows for this client (default: hostname)")
+    p.add_argument("--config-dir", default=None, help="where the client keeps its identity (default: punktfunk config dir)")
+    p.add_argument("--details", action="store_true", help="with --json: add a 'details' object (rejections, rtt)")
+
+
+def options_from_args(args: argparse.Namespace) -> ClientOptions:
+    host, port = args.host, args.port
+    if port is None and host.count(":") == 1:
+        host, _, p = host.partition(":")
+        port = int(p)
+    if host.startswith("[") and "]" in host:
+        host, _, rest = host[1:].partition("]")
+        if rest.startswith(":") and port is None:
+            port = int(rest[1:])
+    if not 0.0 <= args.loss < 1.0:
+        raise ClientError("--loss must be in 0..1 (e.g. 0.05)")
+    if args.pin is not None and not (args.pin.isdigit() and 4 <= len(args.pin) <= 8):
+        raise ClientError("--pin must be 4 to 8 digits")
+    return ClientOptions(
+        host=host, port=port or DEFAULT_PORT, pin=args.pin, seconds=args.seconds, width=args.width,
+        height=args.height, fps=args.fps, codec=args.codec, bitrate_kbps=args.bitrate, fec_percent=args.fec,
+        loss=args.loss, loss_seed=args.loss_seed, save_frames=args.save_frames, json=args.json,
+        name=args.name, config_dir=Path(args.config_dir) if args.config_dir else None,
+    )
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    try:
+        opts = options_from_args(args)
+        client = NativeClient(opts)
+        try:
+            summary = client.run()
+        except KeyboardInterrupt:
+            client._stop.set()
+            summary = client.summary()
+    except PairingFailed as exc:
+        print(f"punktfunk client: pairing failed: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ClientError as exc:
+        print(f"punktfunk client: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if opts.json:
+        out = dict(summary)
+        if getattr(args, "details", False):
+            out["details"] = client.details()
+        print(json.dumps(out))
+    elif client.host_bye and client.host_bye != "connection closed":
+        print(f"host ended the stream: {client.host_bye}")
+    return EXIT_OK

@@ -1,0 +1,560 @@
+"""The punktfunk/1 protocol plane on the host: TLS control server, pairing,
+session negotiation, keepalive and client feedback.
+
+One thread accepts TCP connections; each connection gets its own thread that
+does the TLS handshake, the hello/welcome exchange and then either pairing or
+one streaming session. The streaming session's pipeline runs on the core's
+threads; the connection thread only handles control messages, keepalive and
+feedback (a handful of messages per second).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from spake2 import SPAKE2_B, SPAKEError
+
+from punktfunk_core.host import HostBusy
+from punktfunk_core.ipc import IpcError
+from punktfunk_core.protocol import ProtocolPlane
+from punktfunk_core.stages import CODECS
+from punktfunk_core.window import NATIVE_LAYOUT
+
+from punktfunk_native.datapath import FecParams, NativePacketizer, NativeSender, PacketOpener
+from punktfunk_native.identity import PairedClients, load_or_create_identity, server_context, validate_cert_der
+from punktfunk_native.wire import (
+    DIR_CLIENT_TO_HOST,
+    MAX_PACKET,
+    PKT_PROBE,
+    PROTOCOL_VERSION,
+    SPAKE_ID_CLIENT,
+    SPAKE_ID_HOST,
+    MessageReader,
+    PacketRejected,
+    ProtocolError,
+    b64d,
+    b64e,
+    encode_message,
+    fingerprint,
+    get_int,
+    pairing_confirm_keys,
+    pairing_mac,
+    session_keys,
+)
+
+log = logging.getLogger("punktfunk.native")
+
+HANDSHAKE_TIMEOUT_S = 10.0
+IDLE_TIMEOUT_S = 30.0  # before a session starts
+PROBE_TIMEOUT_S = 5.0
+
+CONFIG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "The native punktfunk/1 protocol (TLS 1.3 control, encrypted FEC'd UDP video).",
+    "additionalProperties": False,
+    "properties": {
+        "enabled": {"type": "boolean", "default": True},
+        "bind": {"type": "string", "default": "0.0.0.0", "description": "address the control port listens on"},
+        "port": {"type": "integer", "minimum": 0, "maximum": 65535, "default": 47992,
+                 "description": "TCP control port (0 = any free port, shown by `punktfunk status`)"},
+        "data_port": {"type": "integer", "minimum": 0, "maximum": 65535, "default": 0,
+                      "description": "UDP port for video (0 = a free port per session, told to the client)"},
+        "fec_percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 20,
+                        "description": "Reed-Solomon parity shards per access unit, in percent of its data shards"},
+        "fec_min_parity": {"type": "integer", "minimum": 0, "maximum": 64, "default": 2,
+                           "description": "at least this many parity shards per access unit when fec_percent > 0"},
+        "shard_bytes": {"type": "integer", "minimum": 64, "maximum": 1408, "multipleOf": 2, "default": 1200,
+                        "description": "largest shard payload (datagram = shard + 48 bytes)"},
+        "target_shards": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 64,
+                          "description": "split small access units into about this many shards (FEC statistics)"},
+        "min_shard_bytes": {"type": "integer", "minimum": 2, "maximum": 1408, "multipleOf": 2, "default": 64},
+        "gso": {"type": "boolean", "default": True, "description": "batch datagrams with UDP GSO where the kernel supports it"},
+        "pace_percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 50,
+                         "description": "spread each frame's datagrams over this share of the frame interval"},
+        "keepalive_interval_s": {"type": "number", "minimum": 0.05, "maximum": 30, "default": 0.5},
+        "keepalive_timeout_s": {"type": "number", "minimum": 0.2, "maximum": 120, "default": 3.0,
+                                "description": "end a session when the client is silent this long"},
+        "max_bitrate_kbps": {"type": "integer", "minimum": 100, "maximum": 2_000_000, "default": 200_000},
+        "max_connections": {"type": "integer", "minimum": 1, "maximum": 256, "default": 16},
+        "pairing_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5,
+                             "description": "wrong PINs accepted before the pairing window closes"},
+    },
+}
+
+
+class Control:
+    """A TLS control connection: framed JSON messages, one thread at a time."""
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self.sock = sock
+        self.reader = MessageReader()
+        self.pending: list[dict[str, Any]] = []
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.sock.sendall(encode_message(msg))
+
+    def error(self, code: str, message: str) -> None:
+        try:
+            self.send({"type": "error", "code": code, "message": message})
+        except OSError:
+            pass
+
+    def recv(self, timeout: float) -> dict[str, Any]:
+        """The next message; TimeoutError after ``timeout``; EOFError on close."""
+        deadline = time.monotonic() + timeout
+        while not self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no control message in time")
+            self.sock.settimeout(min(left, 0.25))
+            self.pending.extend(self.reader.read(self.sock))
+        return self.pending.pop(0)
+
+    def poll(self, timeout: float) -> list[dict[str, Any]]:
+        if self.pending:
+            out, self.pending = self.pending, []
+            return out
+        self.sock.settimeout(timeout)
+        return self.reader.read(self.sock)
+
+
+class NativePlane(ProtocolPlane):
+    name = "native"
+
+    def __init__(self, host: Any) -> None:
+        super().__init__(host)
+        self.dir = host.paths.config / "native"
+        self.port = 0
+        self.identity = None
+        self.paired: PairedClients | None = None
+        self._ctx: ssl.SSLContext | None = None
+        self._lsock: socket.socket | None = None
+        self._stop = threading.Event()
+        self._accept_thread: threading.Thread | None = None
+        self._conn_lock = threading.Lock()
+        self._conns = 0
+        self._pair_lock = threading.Lock()
+        self._pin: str | None = None
+        self._pin_expires = 0.0
+        self._pin_failures = 0
+        self.counters = {
+            "connections": 0, "tls_failed": 0, "protocol_errors": 0, "pairing_ok": 0, "pairing_failed": 0,
+            "sessions": 0, "sessions_timed_out": 0, "probes_rejected": 0, "refused_busy": 0,
+        }
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        self.identity = load_or_create_identity(self.dir, "host", self.host.hostname)
+        self.paired = PairedClients(self.dir / "paired-clients.json")
+        self._ctx = server_context(self.identity, self.paired)
+        bind = cfg.get("bind", "0.0.0.0")
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((bind, int(cfg.get("port", 47992))))
+        except OSError as exc:
+            s.close()
+            raise RuntimeError(f"cannot listen on {bind}:{cfg.get('port')} ({exc.strerror}); "
+                               f"set native.port to a free port") from None
+        s.listen(16)
+        s.settimeout(0.2)
+        self._lsock = s
+        self.port = s.getsockname()[1]
+        self._accept_thread = threading.Thread(target=self._accept_loop, name="native-accept", daemon=True)
+        self._accept_thread.start()
+        log.info("native protocol listening on %s:%d (certificate %s…)", bind, self.port, self.identity.fingerprint[:16])
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._accept_thread is not None:
+            self._accept_thread.join(0.5)
+        if self._lsock is not None:
+            try:
+                self._lsock.close()
+            except OSError:
+                pass
+
+    def status(self) -> dict[str, Any]:
+        with self._pair_lock:
+            open_ = self._pairing_open_locked()
+            left = max(0.0, self._pin_expires - time.monotonic()) if open_ else 0.0
+        return {
+            "version": PROTOCOL_VERSION,
+            "port": self.port,
+            "bind": self.config.get("bind", "0.0.0.0"),
+            "fingerprint": self.identity.fingerprint if self.identity else "",
+            "pairing_open": open_,
+            "pairing_expires_in_s": round(left, 1),
+            "paired_clients": len(self.paired.data) if self.paired else 0,
+            "counters": dict(self.counters),
+        }
+
+    # -- pairing window ------------------------------------------------------------
+    def _pairing_open_locked(self) -> bool:
+        if self._pin is not None and time.monotonic() >= self._pin_expires:
+            self._pin = None
+        return self._pin is not None
+
+    def open_pairing(self, pin: Any, seconds: Any = 120) -> dict[str, Any]:
+        pin = str(pin).strip() if isinstance(pin, (str, int)) and not isinstance(pin, bool) else ""
+        if not (pin.isdigit() and pin.isascii() and 4 <= len(pin) <= 8):
+            raise IpcError(400, "the PIN must be 4 to 8 digits, e.g. `punktfunk native pin 4821`")
+        try:
+            secs = float(seconds)
+        except (TypeError, ValueError):
+            raise IpcError(400, "seconds must be a number") from None
+        if not 5 <= secs <= 3600:
+            raise IpcError(400, "seconds must be between 5 and 3600")
+        with self._pair_lock:
+            self._pin = pin
+            self._pin_expires = time.monotonic() + secs
+            self._pin_failures = 0
+        log.info("pairing open for %.0f s", secs)
+        return {"pairing_open": True, "expires_in_s": secs, "port": self.port,
+                "host_fingerprint": self.identity.fingerprint if self.identity else ""}
+
+    def paired_list(self) -> list[dict[str, Any]]:
+        assert self.paired is not None
+        return [{"fingerprint": fp, "name": v.get("name", ""), "paired_unix": v.get("paired_unix")}
+                for fp, v in sorted(self.paired.data.items())]
+
+    # -- connections ---------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        assert self._lsock is not None
+        while not self._stop.is_set():
+            try:
+                conn, addr = self._lsock.accept()
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                time.sleep(0.05)
+                continue
+            with self._conn_lock:
+                if self._conns >= int(self.config.get("max_connections", 16)):
+                    self.counters["refused_busy"] += 1
+                    conn.close()
+                    continue
+                self._conns += 1
+            self.counters["connections"] += 1
+            threading.Thread(target=self._serve, args=(conn, addr), name=f"native-conn-{addr[0]}:{addr[1]}",
+                             daemon=True).start()
+
+    def _serve(self, conn: socket.socket, addr: tuple) -> None:
+        try:
+            conn.settimeout(HANDSHAKE_TIMEOUT_S)
+            try:
+                tls = self._ctx.wrap_socket(conn, server_side=True)  # type: ignore[union-attr]
+            except (ssl.SSLError, OSError) as exc:
+                self.counters["tls_failed"] += 1
+                log.info("native: TLS handshake with %s failed: %s", addr[0], exc)
+                conn.close()
+                return
+            try:
+                self._converse(Control(tls), addr)
+            except (ProtocolError, ValueError) as exc:
+                self.counters["protocol_errors"] += 1
+                log.info("native: client %s sent bad data: %s", addr[0], exc)
+                Control(tls).error("protocol_error", str(exc)[:200])
+            except (TimeoutError, EOFError, OSError) as exc:
+                log.debug("native: connection %s closed: %s", addr[0], exc)
+            except Exception:  # noqa: BLE001 - a client must never take the plane down
+                log.exception("native: connection %s failed", addr[0])
+            finally:
+                try:
+                    tls.close()
+                except OSError:
+                    pass
+        finally:
+            with self._conn_lock:
+                self._conns -= 1
+
+    def _converse(self, ctl: Control, addr: tuple) -> None:
+        peer = ctl.sock.getpeercert(binary_form=True)
+        client_fp = fingerprint(peer) if peer else None
+        hello = ctl.recv(IDLE_TIMEOUT_S)
+        if hello["type"] != "hello":
+            raise ProtocolError(f"expected hello, got {hello['type']!r}")
+        versions = hello.get("versions")
+        if not isinstance(versions, list) or PROTOCOL_VERSION not in versions:
+            ctl.error("unsupported_version", f"this host speaks {PROTOCOL_VERSION} only; the client offered {versions!r}")
+            return
+        assert self.paired is not None and self.identity is not None
+        paired = client_fp is not None and self.paired.is_paired(client_fp)
+        with self._pair_lock:
+            pairing_open = self._pairing_open_locked()
+        ctl.send({"type": "welcome", "version": PROTOCOL_VERSION, "host_name": self.host.hostname,
+                  "host_fingerprint": self.identity.fingerprint, "paired": paired, "pairing_open": pairing_open})
+        while not self._stop.is_set():
+            msg = ctl.recv(IDLE_TIMEOUT_S)
+            t = msg["type"]
+            if t == "ping":
+                ctl.send({"type": "pong", "id": msg.get("id"), "t_us": msg.get("t_us")})
+            elif t == "pair_start":
+                self._pair(ctl, msg)
+                return
+            elif t == "session_request":
+                if not paired:
+                    ctl.error("not_paired", "this client is not paired with the host: run `punktfunk native pin NNNN` "
+                                            "on the host and connect with --pin NNNN")
+                    return
+                self._session(ctl, msg, client_fp or "", addr)
+                return
+            elif t == "bye":
+                return
+            else:
+                raise ProtocolError(f"unexpected message {t!r} before a session")
+
+    # -- pairing ----------------------------------------------------------------------
+    def _pair(self, ctl: Control, msg: dict[str, Any]) -> None:
+        with self._pair_lock:
+            pin = self._pin if self._pairing_open_locked() else None
+        if pin is None:
+            self.counters["pairing_failed"] += 1
+            ctl.error("pairing_closed", "pairing is not open on the host: run `punktfunk native pin NNNN` there first")
+            return
+        cert_der = b64d(msg.get("client_cert"), "client_cert")
+        try:
+            validate_cert_der(cert_der)
+        except ValueError as exc:
+            raise ProtocolError(f"client_cert is not a usable certificate: {exc}") from None
+        msg_a = b64d(msg.get("spake"), "spake", 256)
+        name = msg.get("name") if isinstance(msg.get("name"), str) else ""
+        spake = SPAKE2_B(pin.encode(), idA=SPAKE_ID_CLIENT, idB=SPAKE_ID_HOST)
+        msg_b = spake.start()
+        try:
+            key = spake.finish(msg_a)
+        except (SPAKEError, ValueError, AssertionError) as exc:
+            raise ProtocolError(f"bad SPAKE2 message: {exc}") from None
+        ctl.send({"type": "pair_reply", "spake": b64e(msg_b)})
+        confirm = ctl.recv(IDLE_TIMEOUT_S)
+        if confirm["type"] != "pair_confirm":
+            raise ProtocolError(f"expected pair_confirm, got {confirm['type']!r}")
+        mac = b64d(confirm.get("mac"), "mac", 64)
+        assert self.identity is not None and self.paired is not None and self._ctx is not None
+        client_fp = fingerprint(cert_der)
+        kc, kh = pairing_confirm_keys(key, self.identity.fingerprint, client_fp, msg_a, msg_b)
+        if not hmac.compare_digest(mac, pairing_mac(kc, b"client")):
+            self.counters["pairing_failed"] += 1
+            with self._pair_lock:
+                self._pin_failures += 1
+                closed = self._pin_failures >= int(self.config.get("pairing_attempts", 5))
+                if closed:
+                    self._pin = None
+            log.warning("native: pairing attempt with a wrong PIN%s", "; pairing window closed" if closed else "")
+            ctl.error("wrong_pin", "wrong PIN (check the PIN given to `punktfunk native pin` on the host)")
+            return
+        with self._pair_lock:
+            if self._pin != pin:  # window closed or changed meanwhile
+                ctl.error("pairing_closed", "the pairing window closed during pairing; open it again")
+                return
+            self._pin = None  # one device per PIN
+        self.paired.add(cert_der, name)
+        self._ctx.load_verify_locations(cadata=ssl.DER_cert_to_PEM_cert(cert_der))
+        self.counters["pairing_ok"] += 1
+        log.info("native: paired client %r (%s…)", name, client_fp[:16])
+        ctl.send({"type": "pair_ok", "mac": b64e(pairing_mac(kh, b"host")), "host_name": self.host.hostname})
+
+    # -- sessions ---------------------------------------------------------------------
+    def _session(self, ctl: Control, req: dict[str, Any], client_fp: str, addr: tuple) -> None:
+        cfg = self.config
+        codec = req.get("codec", "h264")
+        if codec not in CODECS:
+            ctl.error("bad_request", f"codec must be one of {', '.join(CODECS)}")
+            return
+        try:
+            width = get_int(req, "width", 16, 8192, 1280)
+            height = get_int(req, "height", 16, 8192, 720)
+            fps = get_int(req, "fps", 1, 480, 60)
+            bitrate = min(get_int(req, "bitrate_kbps", 100, 2_000_000, 10_000), int(cfg.get("max_bitrate_kbps", 200_000)))
+            fec_percent = get_int(req, "fec_percent", 0, 100, int(cfg.get("fec_percent", 20)))
+            spec = self.host.stream_spec(width=width, height=height, fps=fps, codec=codec, bitrate_kbps=bitrate)
+        except (ProtocolError, ValueError) as exc:
+            ctl.error("bad_request", f"cannot stream that: {exc}")
+            return
+        client_pub = b64d(req.get("client_pub"), "client_pub", 64)
+        client_nonce = b64d(req.get("client_nonce"), "client_nonce", 64)
+        if len(client_pub) != 32 or len(client_nonce) != 16:
+            raise ProtocolError("client_pub must be 32 bytes and client_nonce 16 bytes")
+        priv = X25519PrivateKey.generate()
+        try:
+            shared = priv.exchange(X25519PublicKey.from_public_bytes(client_pub))
+        except ValueError as exc:
+            raise ProtocolError(f"bad client_pub: {exc}") from None
+        host_nonce = os.urandom(16)
+        assert self.identity is not None
+        k_h2c, k_c2h = session_keys(shared, client_nonce, host_nonce, self.identity.fingerprint, client_fp)
+        fec = FecParams(fec_percent, int(cfg.get("fec_min_parity", 2)), int(cfg.get("shard_bytes", 1200)),
+                        int(cfg.get("target_shards", 64)),
+                        min(int(cfg.get("min_shard_bytes", 64)), int(cfg.get("shard_bytes", 1200))))
+        family = ctl.sock.family
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            udp.bind((ctl.sock.getsockname()[0], int(cfg.get("data_port", 0))))
+        except OSError as exc:
+            udp.close()
+            ctl.error("busy", f"no UDP port for the session: {exc.strerror}")
+            return
+        handed_over = False
+        try:
+            interval = float(cfg.get("keepalive_interval_s", 0.5))
+            timeout = float(cfg.get("keepalive_timeout_s", 3.0))
+            ctl.send({
+                "type": "session_accept", "udp_port": udp.getsockname()[1],
+                "host_pub": b64e(priv.public_key().public_bytes_raw()), "host_nonce": b64e(host_nonce),
+                "width": spec.width, "height": spec.height, "fps": spec.fps, "codec": spec.codec,
+                "bitrate_kbps": spec.bitrate_kbps, "fec_percent": fec.fec_percent, "fec_min_parity": fec.min_parity,
+                "shard_bytes": fec.max_shard, "cipher": "AES-128-GCM",
+                "keepalive_interval_ms": int(interval * 1000), "keepalive_timeout_ms": int(timeout * 1000),
+                "report_interval_ms": int(NATIVE_LAYOUT.window_s * 1000),
+            })
+            client_udp = self._await_probe(udp, k_c2h)
+            if client_udp is None:
+                ctl.error("probe_timeout", f"no valid UDP probe from the client within {PROBE_TIMEOUT_S:.0f} s "
+                                           "(is UDP blocked between client and host?)")
+                return
+            packetizer = NativePacketizer(k_h2c, fec)
+            sender = NativeSender(udp, client_udp, spec.fps, gso=bool(cfg.get("gso", True)),
+                                  pace_percent=int(cfg.get("pace_percent", 50)))
+            handed_over = True  # the session owns packetizer and sender (and the socket) now
+            try:
+                session = self.host.start_session("native", f"{client_udp[0]}:{client_udp[1]}", spec, packetizer,
+                                                  sender, NATIVE_LAYOUT)
+            except HostBusy as exc:
+                self.counters["refused_busy"] += 1
+                ctl.error("busy", exc.message)
+                return
+            except Exception as exc:  # noqa: BLE001 - a stage failing to build refuses this session only
+                log.error("native: session for %s failed to start: %s", addr[0], exc)
+                ctl.error("session_failed", f"the host could not start the stream: {exc}")
+                return
+        finally:
+            if not handed_over:
+                udp.close()
+        self.counters["sessions"] += 1
+        session.details.update({"cipher": "AES-128-GCM", "fec_percent": fec.fec_percent, "gso": sender.gso,
+                                "client_fingerprint": client_fp[:16], "control": f"{addr[0]}:{addr[1]}"})
+        ctl.send({"type": "session_started", "session_id": session.id, "encoder": session.encoder_backend,
+                  "gso": sender.gso})
+        self._control_loop(ctl, session, interval, timeout)
+
+    def _await_probe(self, udp: socket.socket, key: bytes) -> tuple | None:
+        opener = PacketOpener(key, DIR_CLIENT_TO_HOST)
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            udp.settimeout(min(left, 0.2))
+            try:
+                pkt, src = udp.recvfrom(MAX_PACKET + 64)
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError:
+                continue
+            try:
+                hdr, _ = opener.open(pkt)
+            except PacketRejected:
+                self.counters["probes_rejected"] += 1
+                continue
+            if hdr.type == PKT_PROBE:
+                return src
+        return None
+
+    def _control_loop(self, ctl: Control, session: Any, interval: float, timeout: float) -> None:
+        last_rx = time.monotonic()
+        next_ping = last_rx
+        pings: dict[int, float] = {}
+        ping_id = 0
+        rtt_us: float | None = None
+        reason = ""
+        try:
+            while True:
+                now = time.monotonic()
+                if self._stop.is_set():
+                    reason = "host stopping"
+                    break
+                if session.ended:
+                    reason = session.pipeline.stop_reason if session.pipeline else "ended"
+                    if session.error is not None:
+                        reason = f"stream failed: {session.error}"
+                    break
+                if now - last_rx > timeout:
+                    reason = f"client silent for {timeout:g} s (keepalive timeout)"
+                    self.counters["sessions_timed_out"] += 1
+                    log.warning("native: session %s: %s", session.id, reason)
+                    break
+                if now >= next_ping:
+                    ping_id += 1
+                    pings[ping_id] = now
+                    if len(pings) > 64:
+                        pings.pop(min(pings))
+                    ctl.send({"type": "ping", "id": ping_id, "t_us": int(now * 1e6)})
+                    next_ping = now + interval
+                try:
+                    msgs = ctl.poll(0.05)
+                except EOFError:
+                    reason = "client disconnected"
+                    break
+                for msg in msgs:
+                    last_rx = time.monotonic()
+                    t = msg["type"]
+                    if t == "pong":
+                        sent = pings.pop(msg.get("id"), None) if isinstance(msg.get("id"), int) else None
+                        if sent is not None:
+                            sample = (last_rx - sent) * 1e6
+                            rtt_us = sample if rtt_us is None else 0.875 * rtt_us + 0.125 * sample
+                            session.feedback.report(rtt_us=rtt_us)
+                    elif t == "ping":
+                        ctl.send({"type": "pong", "id": msg.get("id"), "t_us": msg.get("t_us")})
+                    elif t == "report":
+                        self._feedback(session, msg)
+                    elif t == "keyframe_request":
+                        session.request_keyframe()
+                    elif t == "set_bitrate":
+                        kbps = min(get_int(msg, "bitrate_kbps", 100, 2_000_000),
+                                   int(self.config.get("max_bitrate_kbps", 200_000)))
+                        session.set_bitrate(kbps)
+                        ctl.send({"type": "bitrate_changed", "bitrate_kbps": kbps})
+                    elif t == "bye":
+                        r = msg.get("reason")
+                        reason = f"client said bye ({r})" if isinstance(r, str) and r else "client said bye"
+                        return
+                    else:
+                        self.counters["protocol_errors"] += 1  # unknown messages are ignored (newer clients)
+        finally:
+            session.stop(reason or "control connection closed")
+            if reason and not reason.startswith("client"):
+                try:
+                    ctl.sock.settimeout(0.5)
+                    ctl.send({"type": "bye", "reason": reason})
+                except OSError:
+                    pass
+            session.wait(1.0)
+
+    @staticmethod
+    def _feedback(session: Any, msg: dict[str, Any]) -> None:
+        big = 1 << 40
+        kw: dict[str, Any] = {}
+        for src, dst in (("packets_lost", "packets_dropped"), ("shards_recovered", "fec_recovered"),
+                         ("frames_undecodable", "frames_undecodable")):
+            if src in msg:
+                kw[dst] = get_int(msg, src, 0, big)
+        if "decode_us" in msg:
+            v = msg["decode_us"]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1e9:
+                raise ProtocolError("decode_us must be a number of microseconds")
+            kw["decode_us"] = float(v)
+        if kw:
+            session.feedback.report(**kw)
