@@ -16,7 +16,7 @@ import math
 from typing import Any, Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from punktfunk_core.ipc import HostUnreachable, IpcClient, IpcError
@@ -37,6 +37,8 @@ _US_FIELDS = {
 }
 
 
+#: host.metrics keys already exported from host.status
+_COVERED_BY_STATUS = frozenset({"uptime_ms", "sessions", "measuring"})
 _OWN_HOST_METRICS = frozenset({"punktfunk_host_up", "punktfunk_host_info", "punktfunk_host_uptime_seconds",
                                "punktfunk_host_sessions", "punktfunk_host_measuring"})
 
@@ -134,7 +136,8 @@ class HostCollector:
         yield from (stage, fps, repeat, wire, target, *counters.values(), *extras.values())
 
     def _extra(self) -> Iterable[Metric]:
-        """Host-wide counters from ``host.metrics`` when the host offers the command."""
+        """Host-wide counters from ``host.metrics`` when the host offers the command:
+        ``{"counters": {name: n}, other numeric keys...}``."""
         try:
             extra = self.ipc.call("host.metrics")
         except IpcError as exc:
@@ -143,11 +146,22 @@ class HostCollector:
             return
         if not isinstance(extra, dict):
             return
+        counters = extra.get("counters")
+        if isinstance(counters, dict):
+            fam = CounterMetricFamily("punktfunk_host_events", "host event counters (e.g. bad IPC requests)",
+                                      labels=["counter"])
+            for key in sorted(counters):
+                v = _num(counters[key])
+                if v is not None:
+                    fam.add_metric([str(key)], v)
+            yield fam
         for key in sorted(extra):
+            if key in _COVERED_BY_STATUS or key == "counters":
+                continue
             v = _num(extra[key])
             name = "punktfunk_host_" + "".join(c if c.isalnum() else "_" for c in str(key)).strip("_").lower()
             if v is not None and name != "punktfunk_host_" and name not in _OWN_HOST_METRICS:
-                yield GaugeMetricFamily(name, f"host counter {key}", value=v)
+                yield GaugeMetricFamily(name, f"host value {key}", value=v)
 
 
 def render(ipc: IpcClient) -> bytes:
