@@ -390,19 +390,15 @@ class Recorder:
         """Write a capture atomically and without replacing any existing file."""
         if not self.directory.exists():
             self.directory.mkdir(parents=True, mode=0o700)
-        body = json.dumps({"meta": cap.meta, "samples": cap.samples}, separators=(",", ":"),
-                          ensure_ascii=False, allow_nan=False).encode()
         fd, tmp = tempfile.mkstemp(prefix=f".{cap.meta['id']}.", suffix=".tmp", dir=self.directory)
         try:
             os.fchmod(fd, 0o600)
-            view = memoryview(body)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            final = self._link_new(cap, tmp, body)
+            with os.fdopen(fd, "wb", closefd=True) as f:
+                fd = -1
+                _serialize(f, cap)
+                f.flush()
+                os.fsync(f.fileno())
+            final = self._link_new(cap, tmp)
         except BaseException:
             if fd >= 0:
                 os.close(fd)
@@ -431,7 +427,7 @@ class Recorder:
             pass
         log.info("stats capture %s saved (%d samples) to %s", cap.meta["id"], len(cap.samples), final)
 
-    def _link_new(self, cap: _Capture, tmp: str, body: bytes) -> Path:
+    def _link_new(self, cap: _Capture, tmp: str) -> Path:
         """Move ``tmp`` to ``<id>.json`` without ever replacing a file; a taken
         id gets a suffix (and the file is rewritten with the new id)."""
         for _ in range(1000):
@@ -454,11 +450,9 @@ class Recorder:
             old = cap.meta["id"]
             cap.meta["id"] = self._new_id(cap.meta["started_unix_ms"], taken | {old})
             log.warning("capture id %s is taken on disk; saving as %s", old, cap.meta["id"])
-            new_body = json.dumps({"meta": cap.meta, "samples": cap.samples}, separators=(",", ":"),
-                                  ensure_ascii=False, allow_nan=False).encode()
             with open(tmp, "r+b") as f:
                 f.truncate(0)
-                f.write(new_body)
+                _serialize(f, cap)
                 f.flush()
                 os.fsync(f.fileno())
         raise OSError(errno.EEXIST, "no free capture id")
@@ -529,6 +523,21 @@ class Recorder:
         with self._index_lock:
             self._index.pop(path.name, None)
         log.info("stats capture %s deleted", capture_id)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _serialize(f: Any, cap: _Capture, chunk: int = 256) -> None:
+    """Compact JSON ``{"meta":…,"samples":[…]}``, meta first, written in chunks
+    (no second copy of a 5400-sample capture in memory)."""
+    f.write(b'{"meta":' + _dumps(cap.meta).encode() + b',"samples":[')
+    samples = cap.samples
+    for i in range(0, len(samples), chunk):
+        part = ",".join(_dumps(s) for s in samples[i:i + chunk])
+        f.write((("," if i else "") + part).encode())
+    f.write(b"]}")
 
 
 def parse_capture(raw: bytes | str, capture_id: str | None = None) -> dict[str, Any]:
