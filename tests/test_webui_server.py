@@ -1,0 +1,162 @@
+"""The console under real gunicorn workers against a real host."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from punktfunk_webui.server import ConsoleError, start_console
+from webui_helpers import UdpSink, admin_token, console_cfg, paths_of, wait_for
+
+
+@pytest.fixture
+def console(pf_dirs: dict[str, Path]) -> Iterator[Any]:
+    handles: list[Any] = []
+
+    def start(workers: int = 2, **extra: Any) -> Any:
+        h = start_console(console_cfg(workers=workers, **extra), paths_of(pf_dirs))
+        handles.append(h)
+        return h
+
+    yield start
+    for h in handles:
+        h.stop()
+
+
+def get(url: str, token: str, **kw: Any) -> requests.Response:
+    # a fresh connection per request, so requests spread over the workers
+    return requests.get(url, headers={"Authorization": f"Bearer {token}", "Connection": "close"}, timeout=5, **kw)
+
+
+def post(url: str, token: str) -> requests.Response:
+    return requests.post(url, headers={"Authorization": f"Bearer {token}", "Connection": "close"}, timeout=5)
+
+
+def test_three_workers_share_one_recorder(host_factory: Any, pf_dirs: dict[str, Path], console: Any) -> None:
+    host = host_factory()
+    c = console(workers=3)
+    token = admin_token(paths_of(pf_dirs))
+    api = c.url + "api/v1/stats/capture/"
+    idle = get(api + "status", token)
+    assert idle.status_code == 200 and idle.json()["armed"] is False
+    started = post(api + "start", token)
+    assert started.status_code == 200 and started.json()["armed"] is True
+    starter = started.headers["X-Punktfunk-Worker"]
+    seen: dict[str, bool] = {}
+    for _ in range(300):
+        r = get(api + "status", token)
+        seen[r.headers["X-Punktfunk-Worker"]] = r.json()["armed"]
+        if len(seen) == 3:
+            break
+    assert len(seen) == 3, f"requests reached only workers {sorted(seen)}"
+    assert all(seen.values()), seen
+    assert any(pid != starter for pid in seen)
+    # the host's own view agrees
+    assert host.call("stats.status")["armed"] is True
+    # stop through whichever worker answers: every worker then sees it idle
+    assert post(api + "stop", token).status_code in (200, 204)
+    for _ in range(20):
+        assert get(api + "status", token).json()["armed"] is False
+
+
+def test_serve_starts_the_console_and_prints_its_url(host_factory: Any, pf_dirs: dict[str, Path]) -> None:
+    host = host_factory(args=["--console-port", "0", "--console-workers", "2"], console=True)
+    m = wait_for(lambda: re.search(r"punktfunk console: (http://127\.0\.0\.1:\d+/)", host.log()), 20, what="console URL")
+    url = m.group(1)
+    assert "mgmt-token" in host.log()
+    token = (pf_dirs["config"] / "mgmt-token").read_text().strip()
+    assert requests.get(url + "healthz", timeout=5).json() == {"status": "ok", "host": "up"}
+    st = get(url + "api/v1/host", token).json()
+    assert st["pid"] == host.proc.pid
+    assert requests.get(url + "api/v1/host", timeout=5).status_code == 401
+    assert host.stop() == 0
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url + "healthz", timeout=2)
+
+
+def test_console_answers_503_within_2_s_once_the_host_is_gone(host_factory: Any, pf_dirs: dict[str, Path],
+                                                              console: Any) -> None:
+    host = host_factory()
+    c = console(workers=2)
+    token = admin_token(paths_of(pf_dirs))
+    assert get(c.url + "api/v1/host", token).status_code == 200
+    host.stop()
+    for url in ("api/v1/host", "api/v1/stats/capture/status", "api/v1/stats/recordings", "api/v1/sessions"):
+        t0 = time.monotonic()
+        r = get(c.url + url, token)
+        assert time.monotonic() - t0 < 2.0
+        assert r.status_code == 503 and "not reachable" in r.json()["error"]
+
+
+def test_console_answers_503_within_2_s_while_the_host_is_frozen(host_factory: Any, pf_dirs: dict[str, Path],
+                                                                console: Any) -> None:
+    host = host_factory()
+    c = console(workers=2)
+    token = admin_token(paths_of(pf_dirs))
+    os.kill(host.proc.pid, signal.SIGSTOP)
+    try:
+        for _ in range(4):  # more requests than workers: none may hang
+            t0 = time.monotonic()
+            r = get(c.url + "api/v1/stats/capture/status", token)
+            assert time.monotonic() - t0 < 2.0
+            assert r.status_code == 503
+    finally:
+        os.kill(host.proc.pid, signal.SIGCONT)
+    assert wait_for(lambda: get(c.url + "api/v1/host", token).status_code == 200, 10, what="host back")
+
+
+def test_metrics_show_a_running_session(host_factory: Any, pf_dirs: dict[str, Path], console: Any) -> None:
+    host = host_factory()
+    c = console(workers=2)
+    token = admin_token(paths_of(pf_dirs))
+    sink = UdpSink()
+    try:
+        host.call("stats.start")  # measuring on: windows carry stage timings
+        info = host.call("sessions.loopback", port=sink.port, seconds=8, width=160, height=96, fps=30)
+
+        def scraped() -> str | None:
+            sink.drain()
+            text = get(c.url + "metrics", token).text
+            return text if "punktfunk_stage_latency_seconds{" in text else None
+
+        text = wait_for(scraped, 10, interval=0.3, what="stage latencies in /metrics")
+    finally:
+        sink.close()
+    assert "punktfunk_host_up 1.0" in text
+    assert f'session="{info["id"]}"' in text
+    assert re.search(r'punktfunk_session_fps\{[^}]*kind="loopback"[^}]*\} (\d+\.\d+)', text)
+    assert 'stage="encode"' in text and 'quantile="0.99"' in text
+    assert re.search(r"punktfunk_session_target_bits_per_second\{[^}]*\} 1(\.0)?e\+07", text)
+    sessions = get(c.url + "api/v1/sessions", token).json()
+    assert [s["id"] for s in sessions] == [info["id"]]
+    # ending the session from the console
+    assert post(c.url + f"api/v1/sessions/{info['id']}/stop", token).json() == {"id": info["id"], "stopping": True}
+    wait_for(lambda: get(c.url + "api/v1/sessions", token).json() == [], 5, what="session gone")
+
+
+def test_busy_port_is_a_clear_error(pf_dirs: dict[str, Path], console: Any) -> None:
+    first = console(workers=1)
+    port = int(first.url.rsplit(":", 1)[1].strip("/"))
+    with pytest.raises(ConsoleError, match=rf"127\.0\.0\.1:{port}.*console\.port"):
+        console(workers=1, port=port)
+
+
+def test_stop_ends_master_and_workers(pf_dirs: dict[str, Path], console: Any) -> None:
+    c = console(workers=2)
+    children = subprocess.run(["pgrep", "-P", str(c.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 2
+    t0 = time.monotonic()
+    c.stop()
+    assert time.monotonic() - t0 < 3.5
+    assert c.proc.poll() is not None
+    for pid in children:
+        wait_for(lambda p=pid: not Path(f"/proc/{p}").exists() or "zombie" in Path(f"/proc/{p}/status").read_text(),
+                 3, what=f"worker {pid} gone")
