@@ -1,1 +1,186 @@
-"""Entry point of the gamestream plugin (placeholder until the plugin lands)."""
+"""Entry point of the gamestream plugin: GameStream / Moonlight compatibility (opt-in).
+
+Hooks: the ``gamestream`` config section, the ``gamestream`` packetizer and
+sender stages, the protocol plane, ``punktfunk gamestream …`` commands, the
+``gamestream.*`` IPC commands and the console's PIN route.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Callable
+
+from punktfunk_core import hookimpl
+from punktfunk_core.ipc import IpcError
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "GameStream/Moonlight compatibility (opt-in; pairing runs over plain HTTP).",
+    "additionalProperties": False,
+    "properties": {
+        "enabled": {"type": "boolean", "default": False, "description": "serve Moonlight clients (also: punktfunk serve --gamestream)"},
+        "bind": {"type": "string", "default": "0.0.0.0", "description": "address the GameStream ports listen on"},
+        "port_base": {"type": "integer", "minimum": 0, "maximum": 65500, "default": 47989,
+                      "description": "HTTP port; the others follow GameStream's offsets (0 = ephemeral ports, see `punktfunk gamestream status`)"},
+        "mdns": {"type": "boolean", "default": True, "description": "advertise _nvstream._tcp via mDNS"},
+        "fec_percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 20, "description": "video FEC parity in percent of data packets"},
+        "pacing": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5, "description": "fraction of a frame interval a frame's packets are spread over"},
+        "pin_timeout_s": {"type": "number", "minimum": 5, "maximum": 600, "default": 60, "description": "how long a pairing client waits for the operator's PIN"},
+        "client_timeout_s": {"type": "number", "minimum": 1, "maximum": 300, "default": 10, "description": "end a stream whose client sent nothing on the control stream for this long"},
+        "require_encryption": {"type": "boolean", "default": False, "description": "ask clients to encrypt video and audio even if they would not"},
+        "audio": {"type": "boolean", "default": True, "description": "stream audio (tone source → Opus)"},
+        "audio_source": {"type": "string", "default": "tone", "description": "audio_source stage name"},
+    },
+}
+
+
+@hookimpl
+def config_schema(register: Callable[[str, dict[str, Any]], None]) -> None:
+    register("gamestream", SCHEMA)
+
+
+def _packetizer(spec: Any, options: dict[str, Any]) -> Any:
+    from punktfunk_gamestream.video import GameStreamPacketizer
+
+    return GameStreamPacketizer(spec, options)
+
+
+def _sender(spec: Any, options: dict[str, Any]) -> Any:
+    from punktfunk_gamestream.video import GameStreamSender
+
+    return GameStreamSender(spec, options)
+
+
+@hookimpl
+def register_stages(registry: Any) -> None:
+    registry.add("packetizer", "gamestream", _packetizer,
+                 description="GameStream RTP video: NV headers, multi-block nanors FEC, optional AES-GCM")
+    registry.add("sender", "gamestream", _sender, description="paced UDP to the endpoint a Moonlight client pinged from")
+
+
+@hookimpl
+def register_protocols(registry: Any) -> None:
+    from punktfunk_gamestream.plane import GameStreamPlane
+
+    registry.add("gamestream", GameStreamPlane)
+
+
+# -- IPC ---------------------------------------------------------------------------
+def _plane(host: Any) -> Any:
+    plane = host.planes.get("gamestream")
+    if plane is None:
+        raise IpcError(409, "GameStream is not enabled (start the host with `punktfunk serve --gamestream`)")
+    return plane
+
+
+@hookimpl
+def ipc_commands(host: Any, register: Callable[..., None]) -> None:
+    def pin(args: dict) -> dict:
+        plane = _plane(host)
+        value = args.get("pin")
+        if not isinstance(value, str):
+            value = str(value) if isinstance(value, int) else ""
+        try:
+            device = plane.pairing.submit_pin(value)
+        except ValueError as exc:
+            raise IpcError(400, str(exc)) from None
+        except LookupError as exc:
+            raise IpcError(409, str(exc)) from None
+        return {"ok": True, "device": device}
+
+    def status(_args: dict) -> dict:
+        return _plane(host).status()
+
+    def unpair(args: dict) -> dict:
+        plane = _plane(host)
+        if args.get("all"):
+            return {"removed": plane.identity.clear_clients()}
+        fp = args.get("fingerprint")
+        if not isinstance(fp, str) or not fp:
+            raise IpcError(400, "give fingerprint=<sha256 hex> or all=true")
+        matches = [f for f in plane.identity.clients if f.startswith(fp.lower())]
+        if len(matches) != 1:
+            raise IpcError(404, f"{len(matches)} paired clients match {fp!r}")
+        plane.identity.remove_client(matches[0])
+        return {"removed": 1}
+
+    register("gamestream.pin", pin)
+    register("gamestream.status", status)
+    register("gamestream.unpair", unpair)
+
+
+# -- CLI -----------------------------------------------------------------------------
+def _cmd_pin(args: argparse.Namespace) -> int:
+    from punktfunk_core.cli import call_host
+
+    res = call_host("gamestream.pin", pin=args.pin)
+    print(f"PIN sent; {res.get('device', 'the client')} is pairing")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from punktfunk_core.cli import call_host
+
+    st = call_host("gamestream.status")
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    print("ports: " + ", ".join(f"{k} {v}" for k, v in st["ports"].items()))
+    if st.get("pairing"):
+        print(f"waiting for a PIN: {st['pairing']['device']} ({st['pairing']['waiting_s']} s)")
+    print(f"paired clients: {len(st['paired_clients'])}")
+    for c in st["paired_clients"]:
+        print(f"  {c['name']}  {c['fingerprint'][:16]}…")
+    print(f"app running: {'yes' if st['app_running'] else 'no'}; streaming: {'yes' if st['streaming'] else 'no'}")
+    return 0
+
+
+def _cmd_unpair(args: argparse.Namespace) -> int:
+    from punktfunk_core.cli import call_host
+
+    res = call_host("gamestream.unpair", **({"all": True} if args.all else {"fingerprint": args.fingerprint or ""}))
+    print(f"removed {res['removed']} paired client(s)")
+    return 0
+
+
+@hookimpl
+def cli_commands(subparsers: Any) -> None:
+    p = subparsers.add_parser("gamestream", help="GameStream/Moonlight: enter a pairing PIN, show status")
+    sub = p.add_subparsers(dest="gamestream_command", metavar="ACTION", required=True)
+    c = sub.add_parser("pin", help="enter the 4-digit PIN a Moonlight client shows while pairing")
+    c.add_argument("pin", metavar="PIN")
+    c.set_defaults(func=_cmd_pin)
+    c = sub.add_parser("status", help="ports, pairing state, paired clients")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_cmd_status)
+    c = sub.add_parser("unpair", help="forget a paired client (by fingerprint prefix) or all of them")
+    c.add_argument("fingerprint", nargs="?")
+    c.add_argument("--all", action="store_true")
+    c.set_defaults(func=_cmd_unpair)
+
+
+# -- console -----------------------------------------------------------------------------
+@hookimpl
+def console_routes(register: Callable[..., None], ipc: Any) -> None:
+    from flask import jsonify, request
+
+    def pin_view() -> Any:
+        body = request.get_json(silent=True) or {}
+        pin = body.get("pin") if isinstance(body, dict) else None
+        if pin is None:
+            pin = request.form.get("pin")
+        try:
+            return jsonify(ipc.call("gamestream.pin", pin=str(pin or "")))
+        except IpcError as exc:
+            return jsonify({"error": exc.message}), exc.code
+
+    def status_view() -> Any:
+        try:
+            return jsonify(ipc.call("gamestream.status"))
+        except IpcError as exc:
+            return jsonify({"error": exc.message}), exc.code
+
+    register("/api/v1/gamestream/pin", pin_view, methods=["POST"], lane="admin")
+    register("/api/v1/gamestream/status", status_view, methods=["GET"], lane="admin")
+

@@ -1,0 +1,183 @@
+"""The GameStream control stream: ENet (pyenet) with AES-128-GCM messages both ways.
+
+One thread owns the ENet host (ENet is not thread-safe): it services the
+socket, decrypts client messages (IDR requests, FEC status, pings), sends
+queued host messages (termination) and ends a session whose client went
+silent. Undecryptable or malformed messages are counted and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import enet
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from punktfunk_gamestream import wire
+from punktfunk_gamestream.wire import BadInput
+
+if TYPE_CHECKING:
+    from punktfunk_gamestream.plane import GameStreamPlane, Launch
+
+log = logging.getLogger("punktfunk.gamestream.control")
+
+CHANNELS = 0x30  # moonlight asks for CTRL_CHANNEL_COUNT channels
+
+
+@dataclass
+class _Conn:
+    peer: Any
+    launch: Launch
+    generation: int
+    aead: AESGCM
+    last_rx: float
+    seq_out: int = 0
+    last_seq_in: int = -1
+    closing: bool = False
+
+
+class ControlServer:
+    def __init__(self, plane: GameStreamPlane, bind: str, port: int) -> None:
+        self.plane = plane
+        self.host = enet.Host(enet.Address(bind.encode(), port), 8, CHANNELS, 0, 0)
+        self.port = self.host.address.port
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._conns: dict[tuple[str, int], _Conn] = {}
+        self._thread = threading.Thread(target=self._loop, name="gamestream-control", daemon=True)
+        self.timeout_s = float(plane.config.get("client_timeout_s", 10.0))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+
+    def terminate(self, launch: Launch, reason: str) -> None:
+        """Tell the client of ``launch`` that the stream ended (from any thread)."""
+        self._q.put(("terminate", launch, reason))
+
+    # -- the ENet thread -------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ev = self.host.service(5)
+            except OSError as exc:
+                log.warning("control socket error: %s", exc)
+                time.sleep(0.05)
+                continue
+            try:
+                if ev is not None and ev.type != enet.EVENT_TYPE_NONE:
+                    self._event(ev)
+                self._drain_queue()
+                self._check_timeouts()
+            except Exception:  # noqa: BLE001 - the control thread must survive anything
+                self.plane.count("control_errors")
+                log.exception("control stream error")
+        for c in list(self._conns.values()):
+            try:
+                c.peer.disconnect_now(0)
+            except Exception:  # noqa: BLE001
+                pass
+
+    @staticmethod
+    def _key(peer: Any) -> tuple[str, int]:
+        return (str(peer.address.host), int(peer.address.port))
+
+    def _event(self, ev: Any) -> None:
+        plane = self.plane
+        peer = ev.peer
+        key = self._key(peer)
+        if ev.type == enet.EVENT_TYPE_CONNECT:
+            launch = plane.launch
+            data = int(ev.data or 0) & 0xFFFFFFFF
+            if launch is None or data != launch.connect_data:
+                plane.count("control_rejected")
+                log.info("control connection with unknown connect data %#x refused", data)
+                peer.disconnect_now(0)
+                return
+            old = [k for k, c in self._conns.items() if c.launch is launch]
+            for k in old:
+                self._conns.pop(k).peer.disconnect_now(0)
+            self._conns[key] = _Conn(peer, launch, launch.generation, plane.aead_for(launch), time.monotonic())
+            log.info("control stream connected from %s", peer.address)
+            return
+        conn = self._conns.get(key)
+        if ev.type == enet.EVENT_TYPE_DISCONNECT:
+            if conn is not None:
+                self._conns.pop(key, None)
+                if not conn.closing:
+                    log.info("control stream disconnected by the client")
+                    plane.stream_ended(conn.launch, "the client disconnected")
+            return
+        if ev.type != enet.EVENT_TYPE_RECEIVE:
+            return
+        if conn is None:
+            plane.count("control_bad")
+            return
+        try:
+            seq, msg_type, payload = wire.open_control(conn.aead, ev.packet.data)
+        except BadInput as exc:
+            plane.count("control_bad")
+            log.debug("control message dropped: %s", exc)
+            return
+        conn.last_rx = time.monotonic()
+        self.handle_message(conn, msg_type, payload)
+
+    def handle_message(self, conn: _Conn, msg_type: int, payload: bytes) -> None:
+        plane = self.plane
+        plane.count("control_messages")
+        if msg_type in (wire.CTRL_REQUEST_IDR, wire.CTRL_INVALIDATE_REF):
+            log.info("client requests an IDR frame (%#06x)", msg_type)
+            plane.on_idr_request(conn.launch)
+        elif msg_type == wire.CTRL_FEC_STATUS:
+            try:
+                st = wire.parse_fec_status(payload)
+            except BadInput:
+                plane.count("control_bad")
+                return
+            plane.count("fec_reports")
+            plane.on_fec_status(conn.launch, st)
+        # pings (0x0200), start B, input, frame/loss stats: nothing to do
+
+    def _send(self, conn: _Conn, msg_type: int, payload: bytes) -> None:
+        data = wire.seal_control(conn.aead, conn.seq_out, msg_type, payload)
+        conn.seq_out += 1
+        conn.peer.send(0, enet.Packet(data, enet.PACKET_FLAG_RELIABLE))
+        self.host.flush()
+
+    def _drain_queue(self) -> None:
+        while True:
+            try:
+                op, launch, reason = self._q.get_nowait()
+            except queue.Empty:
+                return
+            if op == "terminate":
+                for key, c in list(self._conns.items()):
+                    if c.launch is launch and not c.closing:
+                        log.info("sending termination to the client: %s", reason)
+                        self._send(c, wire.CTRL_TERMINATION, struct.pack(">I", wire.TERMINATION_GRACEFUL))
+                        c.closing = True
+                        c.peer.disconnect_later(0)
+                        self._conns.pop(key, None)
+
+    def _check_timeouts(self) -> None:
+        now = time.monotonic()
+        for key, c in list(self._conns.items()):
+            if now - c.last_rx > self.timeout_s:
+                log.warning("GameStream client silent for %.0f s: ending its stream", now - c.last_rx)
+                self.plane.count("client_timeouts")
+                self._conns.pop(key, None)
+                c.closing = True
+                try:
+                    c.peer.disconnect_now(0)
+                except Exception:  # noqa: BLE001
+                    pass
+                self.plane.stream_ended(c.launch, "client timed out")

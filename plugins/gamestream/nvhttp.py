@@ -1,0 +1,285 @@
+"""nvhttp: the GameStream HTTP (pairing, server info) and HTTPS (apps, launch) API.
+
+HTTPS requires a client certificate from the paired list: the TLS trust store
+holds exactly the paired client certificates, so an unpaired (or absent)
+certificate fails the handshake and gets nothing. Every request is parsed
+strictly; bad input is counted and answered with an error, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from punktfunk_gamestream import wire
+from punktfunk_gamestream.pairing import PairedClient, PairingError
+from punktfunk_gamestream.wire import BadInput, xml_response
+
+if TYPE_CHECKING:
+    from punktfunk_gamestream.plane import GameStreamPlane
+
+log = logging.getLogger("punktfunk.gamestream.nvhttp")
+
+DESKTOP_APP_ID = 1
+REQUEST_TIMEOUT_S = 100.0  # the first pairing request waits for the operator's PIN
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 32
+
+    def __init__(self, addr: tuple[str, int], handler: type, plane: GameStreamPlane, tls: bool) -> None:
+        self.plane = plane
+        self.tls = tls
+        self._ctx: ssl.SSLContext | None = None
+        self._ctx_version = -1
+        super().__init__(addr, handler)
+
+    def context(self) -> ssl.SSLContext:
+        ident = self.plane.identity
+        version = len(ident.clients), hash(tuple(sorted(ident.clients)))
+        if self._ctx is None or self._ctx_version != version:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(str(ident.cert_path), str(ident.key_path))
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            trust = ident.trust_pem()
+            if trust:
+                ctx.load_verify_locations(cadata=trust)
+            self._ctx = ctx
+            self._ctx_version = version
+        return self._ctx
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls:
+            request.settimeout(10.0)
+            try:
+                request = self.context().wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                self.plane.count("tls_rejected")
+                log.info("HTTPS from %s refused: %s", client_address[0], exc)
+                try:
+                    request.close()
+                except OSError:
+                    pass
+                return
+            request.settimeout(REQUEST_TIMEOUT_S)
+        else:
+            request.settimeout(REQUEST_TIMEOUT_S)
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            try:
+                request.close()
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        self.plane.count("http_errors")
+        log.debug("nvhttp request from %s failed", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    server_version = "punktfunk-gamestream"
+    sys_version = ""
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        log.debug("%s %s", self.client_address[0], fmt % args)
+
+    # -- plumbing ---------------------------------------------------------------
+    def _send(self, body: bytes, status: int = 200, ctype: str = "application/xml") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+    def _xml(self, fields: dict[str, Any] | list[tuple[str, Any]], status: int = 200, message: str = "OK",
+             inner: str = "") -> None:
+        self._send(xml_response(fields, status, message, inner))
+
+    def _error(self, status: int, message: str) -> None:
+        self._xml({}, status, message)
+
+    def _paired_client(self) -> PairedClient | None:
+        if not self.server.tls:
+            return None
+        der = self.connection.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+        return self.server.plane.identity.client_for_der(der)
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.do_GET()
+
+    def do_GET(self) -> None:  # noqa: N802
+        plane = self.server.plane
+        try:
+            parts = urlsplit(self.path)
+            args = wire.parse_query(parts.query)
+            route = parts.path.rstrip("/") or "/"
+        except BadInput as exc:
+            plane.count("http_bad")
+            return self._error(400, str(exc))
+        client = self._paired_client()
+        if self.server.tls and client is None:
+            # the handshake already required a trusted cert; a cert removed
+            # since (unpaired) lands here
+            plane.count("http_unauthorized")
+            return self._error(401, "the client is not paired")
+        try:
+            handler = ROUTES.get(route)
+            if handler is None:
+                return self._error(404, f"no such command {route}")
+            handler(self, plane, args, client)
+        except BadInput as exc:
+            plane.count("http_bad")
+            self._error(400, str(exc))
+
+    # -- commands ------------------------------------------------------------------
+    def serverinfo(self, plane: GameStreamPlane, args: dict[str, str], client: PairedClient | None) -> None:
+        local_ip = self.connection.getsockname()[0]
+        launch = plane.launch
+        busy = launch is not None
+        codecs = plane.codec_support()
+        fields = [
+            ("hostname", plane.host.hostname),
+            ("appversion", wire.APP_VERSION),
+            ("GfeVersion", wire.GFE_VERSION),
+            ("uniqueid", plane.identity.unique_id),
+            ("HttpsPort", plane.ports["https"]),
+            ("ExternalPort", plane.ports["http"]),
+            ("MaxLumaPixelsHEVC", 1869449984 if codecs & wire.SCM_HEVC else 0),
+            ("mac", "00:00:00:00:00:00"),
+            ("LocalIP", local_ip),
+            ("ServerCodecModeSupport", codecs),
+            ("PairStatus", 1 if client is not None else 0),
+            ("currentgame", DESKTOP_APP_ID if busy else 0),
+            ("state", "SUNSHINE_SERVER_BUSY" if busy else "SUNSHINE_SERVER_FREE"),
+        ]
+        self._xml(fields)
+
+    def pair(self, plane: GameStreamPlane, args: dict[str, str], client: PairedClient | None) -> None:
+        uid = args.get("uniqueid", "")[:64]
+        pairing = plane.pairing
+        phrase = args.get("phrase")
+        try:
+            if phrase == "getservercert":
+                pem = pairing.get_server_cert(uid, args.get("devicename", ""), args.get("salt"), args.get("clientcert"))
+                return self._xml([("paired", 1), ("plaincert", pem.hex())])
+            if "clientchallenge" in args:
+                resp = pairing.client_challenge(uid, args["clientchallenge"])
+                return self._xml([("paired", 1), ("challengeresponse", resp.hex())])
+            if "serverchallengeresp" in args:
+                secret = pairing.server_challenge_resp(uid, args["serverchallengeresp"])
+                return self._xml([("paired", 1), ("pairingsecret", secret.hex())])
+            if "clientpairingsecret" in args:
+                pairing.client_pairing_secret(uid, args["clientpairingsecret"])
+                return self._xml([("paired", 1)])
+            if phrase == "pairchallenge":
+                if client is None:
+                    return self._xml([("paired", 0)])
+                return self._xml([("paired", 1)])
+        except PairingError:
+            return self._xml([("paired", 0)])
+        plane.count("http_bad")
+        self._error(400, "unknown pairing step")
+
+    def unpair(self, plane: GameStreamPlane, args: dict[str, str], client: PairedClient | None) -> None:
+        if client is not None:
+            plane.identity.remove_client(client.fingerprint)
+            log.warning("GameStream client %r unpaired itself", client.name)
+        else:
+            plane.pairing.cancel(args.get("uniqueid"))
+        self._xml({})
+
+    def applist(self, plane: GameStreamPlane, args: dict[str, str], client: PairedClient | None) -> None:
+        app = (f"<App><IsHdrSupported>0</IsHdrSupported><AppTitle>Desktop</AppTitle>"
+               f"<ID>{DESKTOP_APP_ID}</ID></App>")
+        self._xml({}, inner=app)
+
+    def launch(self, plane: GameStreamPlane, args: dict[str, str], client: PairedClient | None) -> None:
+        assert client is not None
+        appid = wire.parse_int(args.get("appid"), name="appid", lo=0)
+        if appid != DESKTOP_APP_ID:
+            return self._error(404, f"no app with id {appid}")
+        mode = wire.parse_mode(args.get("mode"))
+        rikey = wire.parse_hex(args.get("rikey"), name="rikey", exact=16)
+        rikeyid = wire.parse_int(args.get("rikeyid"), name="rikeyid")
+        ok, why = plane.start_launch(client, self.client_address[0], mode, rikey, rikeyid, resume=False)
+        if not ok:
+            return self._error(503, why)
+        self._xml([("sessionUrl0", self._session_url(plane)), ("gamesession", 1)])
+
+    def resume(self, plane: GameStreamPlane, args: dict[str, str], client: PairedClient | None) -> None:
+        assert client is not None
+        rikey = wire.parse_hex(args.get("rikey"), name="rikey", exact=16)
+        rikeyid = wire.parse_int(args.get("rikeyid"), name="rikeyid")
+        ok, why = plane.start_launch(client, self.client_address[0], None, rikey, rikeyid, resume=True)
+        if not ok:
+            return self._error(503, why)
+        self._xml([("sessionUrl0", self._session_url(plane)), ("resume", 1)])
+
+    def cancel(self, plane: GameStreamPlane, args: dict[str, str], client: PairedClient | None) -> None:
+        plane.cancel_launch("cancelled by the client")
+        self._xml([("cancel", 1)])
+
+    def _session_url(self, plane: GameStreamPlane) -> str:
+        ip = self.connection.getsockname()[0]
+        if ":" in ip:
+            ip = f"[{ip}]"
+        return f"rtsp://{ip}:{plane.ports['rtsp']}"
+
+
+ROUTES = {
+    "/serverinfo": _Handler.serverinfo,
+    "/pair": _Handler.pair,
+    "/unpair": _Handler.unpair,
+    "/applist": _Handler.applist,
+    "/launch": _Handler.launch,
+    "/resume": _Handler.resume,
+    "/cancel": _Handler.cancel,
+}
+HTTP_ONLY_OK = {"/serverinfo", "/pair", "/unpair"}
+
+
+class _HttpHandler(_Handler):
+    def do_GET(self) -> None:  # noqa: N802
+        route = urlsplit(self.path).path.rstrip("/")
+        if route not in HTTP_ONLY_OK:
+            self.server.plane.count("http_unauthorized")
+            return self._error(401, "this command needs HTTPS with a paired client certificate")
+        super().do_GET()
+
+
+class NvHttp:
+    """The HTTP and HTTPS listeners."""
+
+    def __init__(self, plane: GameStreamPlane, bind: str, http_port: int, https_port: int) -> None:
+        self.http = _Server((bind, http_port), _HttpHandler, plane, tls=False)
+        self.https = _Server((bind, https_port), _Handler, plane, tls=True)
+        self.https.context()  # fail early on a broken certificate
+        self._threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2},
+                                          name=f"gamestream-{n}", daemon=True)
+                         for n, s in (("http", self.http), ("https", self.https))]
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        return self.http.server_address[1], self.https.server_address[1]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        for s in (self.http, self.https):
+            s.shutdown()
+            s.server_close()
+

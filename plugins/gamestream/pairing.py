@@ -1,0 +1,319 @@
+"""Host identity, paired clients and the GameStream PIN pairing handshake.
+
+State lives in ``<config dir>/gamestream`` (0700): ``host-key.pem`` and
+``host-cert.pem`` (the persistent host certificate clients pin),
+``uniqueid`` and ``paired.json`` (the paired client certificates), each 0600.
+
+Pairing (all over plain HTTP until the last step, which is why the plugin
+warns): the client sends a salt and its certificate; the host waits for the
+operator to type the PIN the client shows; key = SHA-256(salt ‖ PIN)[:16]
+(AES-128-ECB, no padding). Challenge/response then prove both sides know the
+PIN and own their certificates' keys before the client cert is trusted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.x509.oid import NameOID
+
+from punktfunk_core.paths import atomic_write, ensure_private_dir
+
+from punktfunk_gamestream.wire import BadInput, parse_hex
+
+log = logging.getLogger("punktfunk.gamestream.pairing")
+
+PIN_RE = re.compile(r"^\d{4}$")
+
+
+def _ecb(key: bytes, data: bytes, decrypt: bool) -> bytes:
+    if len(data) % 16:
+        raise BadInput("ECB data is not a multiple of 16 bytes")
+    c = Cipher(algorithms.AES(key), modes.ECB())
+    op = c.decryptor() if decrypt else c.encryptor()
+    return op.update(data) + op.finalize()
+
+
+def cert_fingerprint(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+@dataclass
+class PairedClient:
+    name: str
+    cert_pem: str
+    fingerprint: str
+    paired_unix_ms: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "cert": self.cert_pem, "fingerprint": self.fingerprint,
+                "paired_unix_ms": self.paired_unix_ms}
+
+
+class Identity:
+    """The host certificate and the paired-client list, persisted owner-only."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = ensure_private_dir(Path(directory))
+        self._lock = threading.Lock()
+        self.key, self.cert = self._load_or_create_cert()
+        self.cert_pem = self.cert.public_bytes(serialization.Encoding.PEM)
+        self.unique_id = self._load_or_create_uid()
+        self.clients: dict[str, PairedClient] = self._load_clients()
+
+    # -- files -------------------------------------------------------------------
+    @property
+    def key_path(self) -> Path:
+        return self.dir / "host-key.pem"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.dir / "host-cert.pem"
+
+    @property
+    def clients_path(self) -> Path:
+        return self.dir / "paired.json"
+
+    def _load_or_create_cert(self) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+        try:
+            key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+            cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+            os.chmod(self.key_path, 0o600)
+            os.chmod(self.cert_path, 0o600)
+            assert isinstance(key, rsa.RSAPrivateKey)
+            return key, cert
+        except FileNotFoundError:
+            pass
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sunshine Gamestream Host")])
+        now = dt.datetime.now(dt.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+                .not_valid_after(now + dt.timedelta(days=365 * 20)).sign(key, hashes.SHA256()))
+        atomic_write(self.key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()), 0o600)
+        atomic_write(self.cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o600)
+        log.info("created the GameStream host certificate in %s", self.dir)
+        return key, cert
+
+    def _load_or_create_uid(self) -> str:
+        path = self.dir / "uniqueid"
+        try:
+            uid = path.read_text().strip()
+            if uid:
+                return uid
+        except FileNotFoundError:
+            pass
+        uid = str(uuid.uuid4()).upper()
+        atomic_write(path, uid.encode(), 0o600)
+        return uid
+
+    def _load_clients(self) -> dict[str, PairedClient]:
+        try:
+            raw = json.loads(self.clients_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.error("paired client list %s is unreadable (%s); starting with none", self.clients_path, exc)
+            return {}
+        out = {}
+        for item in raw if isinstance(raw, list) else []:
+            try:
+                c = PairedClient(str(item["name"]), str(item["cert"]), str(item["fingerprint"]),
+                                 int(item.get("paired_unix_ms", 0)))
+            except (KeyError, TypeError, ValueError):
+                continue
+            out[c.fingerprint] = c
+        return out
+
+    def _save_clients(self) -> None:
+        data = json.dumps([c.to_dict() for c in self.clients.values()], indent=1).encode()
+        atomic_write(self.clients_path, data, 0o600)
+
+    # -- paired clients ---------------------------------------------------------
+    def add_client(self, name: str, cert: x509.Certificate) -> PairedClient:
+        der = cert.public_bytes(serialization.Encoding.DER)
+        c = PairedClient(name[:64], cert.public_bytes(serialization.Encoding.PEM).decode(), cert_fingerprint(der),
+                         int(time.time() * 1000))
+        with self._lock:
+            self.clients[c.fingerprint] = c
+            self._save_clients()
+        return c
+
+    def remove_client(self, fingerprint: str) -> bool:
+        with self._lock:
+            gone = self.clients.pop(fingerprint, None) is not None
+            if gone:
+                self._save_clients()
+        return gone
+
+    def clear_clients(self) -> int:
+        with self._lock:
+            n = len(self.clients)
+            self.clients.clear()
+            self._save_clients()
+        return n
+
+    def client_for_der(self, der: bytes | None) -> PairedClient | None:
+        if not der:
+            return None
+        return self.clients.get(cert_fingerprint(der))
+
+    def trust_pem(self) -> str:
+        """All paired client certificates, concatenated (the TLS trust store)."""
+        return "".join(c.cert_pem for c in self.clients.values())
+
+    # -- crypto helpers --------------------------------------------------------------
+    def sign(self, data: bytes) -> bytes:
+        return self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+@dataclass
+class PairingSession:
+    unique_id: str
+    device: str
+    client_cert: x509.Certificate
+    salt: bytes
+    started: float = field(default_factory=time.monotonic)
+    pin_event: threading.Event = field(default_factory=threading.Event)
+    key: bytes | None = None
+    server_secret: bytes = b""
+    server_challenge: bytes = b""
+    client_hash: bytes = b""
+    stage: str = "waiting_for_pin"
+
+
+class PairingError(Exception):
+    """The handshake failed (the reply is ``paired=0``)."""
+
+
+class Pairing:
+    """The host side of the PIN handshake; one pending pairing at a time."""
+
+    def __init__(self, identity: Identity, pin_timeout_s: float = 60.0) -> None:
+        self.identity = identity
+        self.pin_timeout_s = pin_timeout_s
+        self._lock = threading.Lock()
+        self._session: PairingSession | None = None
+        self.failures = 0
+
+    # -- operator side ---------------------------------------------------------------
+    def pending(self) -> dict[str, Any] | None:
+        s = self._session
+        if s is None or s.stage != "waiting_for_pin":
+            return None
+        return {"device": s.device, "waiting_s": round(time.monotonic() - s.started, 1)}
+
+    def submit_pin(self, pin: str) -> str:
+        """Deliver the operator's PIN to the waiting client; returns its device name."""
+        if not isinstance(pin, str) or not PIN_RE.match(pin):
+            raise ValueError("the PIN is 4 digits")
+        with self._lock:
+            s = self._session
+            if s is None or s.stage != "waiting_for_pin":
+                raise LookupError("no client is waiting to pair (start pairing in Moonlight first)")
+            s.key = hashlib.sha256(s.salt + pin.encode()).digest()[:16]
+            s.stage = "pin_entered"
+            s.pin_event.set()
+        return s.device
+
+    def cancel(self, unique_id: str | None = None) -> None:
+        with self._lock:
+            s = self._session
+            if s is not None and (unique_id is None or s.unique_id == unique_id):
+                s.stage = "cancelled"
+                s.pin_event.set()
+                self._session = None
+
+    # -- client side (nvhttp /pair) ------------------------------------------------------
+    def get_server_cert(self, unique_id: str, device: str, salt_hex: str | None, cert_hex: str | None) -> bytes:
+        """Phase 1: blocks until the operator enters the PIN (or times out)."""
+        salt = parse_hex(salt_hex, name="salt", exact=16)
+        pem = parse_hex(cert_hex, name="clientcert", min_len=64, max_len=16384)
+        try:
+            cert = x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            raise BadInput("clientcert is not a PEM certificate") from None
+        s = PairingSession(unique_id, device or "Moonlight", cert, salt)
+        with self._lock:
+            old = self._session
+            if old is not None:
+                old.stage = "cancelled"
+                old.pin_event.set()
+            self._session = s
+        log.warning("GameStream client %r wants to pair: enter the PIN it shows with `punktfunk gamestream pin NNNN`",
+                    s.device)
+        if not s.pin_event.wait(self.pin_timeout_s) or s.stage != "pin_entered":
+            self._fail(s, "no PIN was entered in time" if s.stage == "waiting_for_pin" else "pairing cancelled")
+        s.stage = "cert_sent"
+        return self.identity.cert_pem
+
+    def client_challenge(self, unique_id: str, challenge_hex: str | None) -> bytes:
+        s = self._expect(unique_id, "cert_sent")
+        enc = parse_hex(challenge_hex, name="clientchallenge", exact=16)
+        assert s.key is not None
+        challenge = _ecb(s.key, enc, decrypt=True)
+        s.server_secret = secrets.token_bytes(16)
+        s.server_challenge = secrets.token_bytes(16)
+        digest = hashlib.sha256(challenge + self.identity.cert.signature + s.server_secret).digest()
+        s.stage = "challenged"
+        return _ecb(s.key, digest + s.server_challenge, decrypt=False)
+
+    def server_challenge_resp(self, unique_id: str, resp_hex: str | None) -> bytes:
+        s = self._expect(unique_id, "challenged")
+        enc = parse_hex(resp_hex, name="serverchallengeresp", exact=32)
+        assert s.key is not None
+        s.client_hash = _ecb(s.key, enc, decrypt=True)
+        s.stage = "responded"
+        return s.server_secret + self.identity.sign(s.server_secret)
+
+    def client_pairing_secret(self, unique_id: str, secret_hex: str | None) -> PairedClient:
+        s = self._expect(unique_id, "responded")
+        raw = parse_hex(secret_hex, name="clientpairingsecret", min_len=16 + 64, max_len=16 + 1024)
+        client_secret, signature = raw[:16], raw[16:]
+        expected = hashlib.sha256(s.server_challenge + s.client_cert.signature + client_secret).digest()
+        if not secrets.compare_digest(expected, s.client_hash[:32]):
+            self._fail(s, "the client's PIN proof does not match (wrong PIN?)")
+        try:
+            pub = s.client_cert.public_key()
+            pub.verify(signature, client_secret, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr, call-arg, arg-type]
+        except Exception:  # noqa: BLE001 - any verification problem is a refusal
+            self._fail(s, "the client's pairing secret is not signed by its certificate")
+        client = self.identity.add_client(s.device, s.client_cert)
+        with self._lock:
+            if self._session is s:
+                self._session = None
+        log.warning("GameStream client %r paired (certificate %s…)", s.device, client.fingerprint[:16])
+        return client
+
+    # -- helpers -------------------------------------------------------------------
+    def _expect(self, unique_id: str, stage: str) -> PairingSession:
+        s = self._session
+        if s is None or s.stage != stage:
+            self.failures += 1
+            raise PairingError(f"pairing step out of order (expected {stage})")
+        return s
+
+    def _fail(self, s: PairingSession, why: str) -> None:
+        self.failures += 1
+        with self._lock:
+            if self._session is s:
+                self._session = None
+        log.warning("GameStream pairing with %r failed: %s", s.device, why)
+        raise PairingError(why)

@@ -1,0 +1,301 @@
+"""GameStream video stages: the ``gamestream`` packetizer and sender.
+
+Packetizer: an access unit gets the 8-byte Sunshine frame header (host
+processing latency in 0.1 ms, frame type), is cut into ``packetSize - 16``
+byte payloads and split into up to 4 FEC blocks. Every shard is
+``packetSize + 16`` bytes (RTP + reserved, NV video header, payload); parity
+is nanors-compatible Reed-Solomon over the whole data shards (headers
+included). Parity packets then get their own RTP header, frame index,
+block and FEC fields (the client rewrites exactly those in recovered
+packets). With video encryption each datagram is sealed with AES-128-GCM:
+``[iv 12][LE frame][tag 16][ciphertext]``.
+
+Sender: sends a batch from the plane's shared video socket to the endpoint
+learned from the client's pings, paced so that a frame's packets spread over
+part of the frame interval instead of leaving as one burst.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from punktfunk_core.stages import AccessUnit, Packetizer, PacketBatch, Sender, StreamSpec
+
+from punktfunk_gamestream import fec
+from punktfunk_gamestream.wire import (
+    ENC_VIDEO_HEADER,
+    FRAME_HEADER,
+    MAX_FEC_BLOCKS,
+    NV_HEADER,
+    RTP_HEADER,
+    VIDEO_FLAG_EOF,
+    VIDEO_FLAG_PIC_DATA,
+    VIDEO_FLAG_SOF,
+)
+
+perf_ns = time.perf_counter_ns
+
+
+@dataclass
+class VideoContext:
+    """What the plane negotiated for one session's video (shared by the stages)."""
+
+    packet_size: int = 1392
+    fec_percent: int = 20
+    min_fec_packets: int = 2
+    #: AES-GCM key when video encryption was negotiated
+    key: bytes | None = None
+    sock: socket.socket | None = None
+    peer: tuple[str, int] | None = None
+    #: fraction of the frame interval a frame's packets are spread over
+    pacing: float = 0.5
+    #: frames and packets the sender could not send
+    send_errors: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def fec_layout(n: int, pct: int, min_fec: int) -> tuple[list[tuple[int, int, int]], int]:
+    """Split ``n`` data shards into FEC blocks: [(data, parity, written_pct)], pct.
+
+    Blocks hold at most 255·100/(100+pct) data shards (212 at 20 %), parity is
+    ceil(data·pct/100) but at least ``min_fec``, data + parity ≤ 255, and the
+    written percentage makes the client's (data·pct+99)/100 give the same
+    parity count. Frames too large for 4 FEC blocks go without FEC (up to 4
+    blocks of 1023 data shards)."""
+    if n <= 0:
+        raise ValueError("a frame has at least one data shard")
+    max_k = 255 * 100 // (100 + pct) if pct > 0 else 255
+    if pct > 0 and n <= MAX_FEC_BLOCKS * max_k:
+        nblocks = -(-n // max_k)
+        use_fec = True
+    else:
+        nblocks = -(-n // 1023)
+        if nblocks > MAX_FEC_BLOCKS:
+            raise ValueError(f"frame of {n} packets is too large for GameStream (max {4 * 1023})")
+        use_fec = False
+    base, extra = divmod(n, nblocks)
+    blocks = []
+    for b in range(nblocks):
+        k = base + (1 if b < extra else 0)
+        if not use_fec:
+            blocks.append((k, 0, 0))
+            continue
+        p = max(-(-k * pct // 100), min_fec)
+        p = min(p, 255 - k)
+        w = _written_pct(k, p)
+        while w is None and p > 0:
+            p -= 1
+            w = _written_pct(k, p)
+        blocks.append((k, p, w or 0))
+    return blocks, (pct if use_fec else 0)
+
+
+def _written_pct(k: int, p: int) -> int | None:
+    """Smallest 8-bit percentage with (k·pct + 99) // 100 == p."""
+    if p == 0:
+        return 0
+    lo = max(0, (100 * (p - 1) - 99 + k - 1) // k)  # first candidate
+    for w in range(lo, 256):
+        got = (k * w + 99) // 100
+        if got == p:
+            return w
+        if got > p:
+            return None
+    return None
+
+
+class GameStreamPacketizer(Packetizer):
+    """Access units → RTP/NV video datagrams with nanors FEC (stage ``gamestream``)."""
+
+    def __init__(self, spec: StreamSpec, options: dict[str, Any]) -> None:
+        self.spec = spec
+        ctx = options.get("context")
+        if ctx is None:
+            ctx = VideoContext(
+                packet_size=int(options.get("packet_size", 1392)),
+                fec_percent=int(options.get("fec_percent", 20)),
+                min_fec_packets=int(options.get("min_fec_packets", 2)),
+                key=bytes.fromhex(options["key_hex"]) if options.get("key_hex") else None,
+            )
+        if ctx.packet_size % 16 or not 256 <= ctx.packet_size <= 9000:
+            raise ValueError(f"packet size {ctx.packet_size} must be a multiple of 16 in 256..9000")
+        if not 0 <= ctx.fec_percent <= 255:
+            raise ValueError("fec_percent must be 0..255")
+        self.ctx = ctx
+        kernel = options.get("fec_kernel", "auto")
+        self.kernel = fec.NumpyKernel() if kernel == "numpy" else fec.IsalKernel() if kernel == "isal" else fec.best_kernel()
+        self.shard = ctx.packet_size + RTP_HEADER
+        self.payload = ctx.packet_size - NV_HEADER
+        self.aead = AESGCM(ctx.key) if ctx.key else None
+        self.seq = 0  # 16-bit RTP sequence, continuous over data and parity
+        self.frame_index = 0  # first frame sent is 1
+        self._iv_salt = os.urandom(4)
+        self._iv_counter = 0
+        self.epoch_ns = time.monotonic_ns()
+        self.frames = 0
+
+    def packetize(self, au: AccessUnit) -> PacketBatch:
+        t0 = perf_ns()
+        self.frame_index = (self.frame_index + 1) & 0xFFFFFFFF
+        frame = self.frame_index
+        now = time.monotonic_ns()
+        latency = min(0xFFFF, max(0, (now - au.capture_ns) // 100_000)) if au.capture_ns else 0
+        total = FRAME_HEADER + len(au.data)
+        n = -(-total // self.payload)
+        last_len = total - (n - 1) * self.payload
+        header = struct.pack("<BHBHH", 0x01, latency, 2 if au.keyframe else 1, min(last_len, 0xFFFF), 0)
+        blocks, _ = fec_layout(n, self.ctx.fec_percent, self.ctx.min_fec_packets)
+        rows = sum(k + p for k, p, _ in blocks)
+        S = self.shard
+        buf = np.zeros((rows, S), dtype=np.uint8)
+        # payload matrix: every data shard's payload, the last one zero-padded
+        flat = np.zeros(n * self.payload, dtype=np.uint8)
+        flat[:FRAME_HEADER] = np.frombuffer(header, dtype=np.uint8)
+        flat[FRAME_HEADER:total] = np.frombuffer(au.data, dtype=np.uint8)
+        payload = flat.reshape(n, self.payload)
+        ts = ((au.capture_ns or now) - self.epoch_ns) * 9 // 100_000 & 0xFFFFFFFF
+        nb = len(blocks)
+        seq0 = self.seq
+        fec_ns = 0
+        r0 = 0
+        j0 = 0
+        for b, (k, p, w) in enumerate(blocks):
+            blk = buf[r0:r0 + k + p]
+            seqs = (seq0 + r0 + np.arange(k + p, dtype=np.uint32)) & 0xFFFF
+            blk[:k, RTP_HEADER + NV_HEADER:] = payload[j0:j0 + k]
+            # RTP header + reserved
+            blk[:, 0] = 0x90
+            blk[:, 2] = seqs >> 8
+            blk[:, 3] = seqs & 0xFF
+            blk[:, 4:8] = np.frombuffer(struct.pack(">I", ts), dtype=np.uint8)
+            # NV video header (little-endian fields)
+            blk[:, 16:20].view("<u4")[:, 0] = (seqs & 0xFFFFFF) << 8
+            blk[:, 20:24] = np.frombuffer(struct.pack("<I", frame), dtype=np.uint8)
+            blk[:k, 24] = VIDEO_FLAG_PIC_DATA
+            blk[0, 24] |= VIDEO_FLAG_SOF
+            blk[k - 1, 24] |= VIDEO_FLAG_EOF
+            blk[:, 26] = 0x10
+            blk[:, 27] = (b << 4) | ((nb - 1) << 6)
+            info = (k << 22) | (np.arange(k + p, dtype=np.uint32) << 12) | (w << 4)
+            blk[:k, 28:32].view("<u4")[:, 0] = info[:k]
+            if p:
+                tf = perf_ns()
+                self.kernel.encode(blk, k, p)
+                fec_ns += perf_ns() - tf
+                par = blk[k:]
+                # parity packets carry their own RTP/frame/block/FEC fields;
+                # spi, flags and the payload region stay parity bytes
+                par[:, 0] = 0x90
+                par[:, 1] = 0
+                par[:, 2] = seqs[k:] >> 8
+                par[:, 3] = seqs[k:] & 0xFF
+                par[:, 4:8] = np.frombuffer(struct.pack(">I", ts), dtype=np.uint8)
+                par[:, 8:16] = 0
+                par[:, 20:24] = np.frombuffer(struct.pack("<I", frame), dtype=np.uint8)
+                par[:, 26] = 0x10
+                par[:, 27] = (b << 4) | ((nb - 1) << 6)
+                par[:, 28:32].view("<u4")[:, 0] = info[k:]
+            r0 += k + p
+            j0 += k
+        self.seq = (seq0 + rows) & 0xFFFF
+        seal_ns = 0
+        if self.aead is not None:
+            ts0 = perf_ns()
+            packets: list[Any] = []
+            prefix = struct.pack("<I", frame)
+            aead = self.aead
+            for r in range(rows):
+                self._iv_counter += 1
+                iv = struct.pack("<Q", self._iv_counter) + self._iv_salt
+                ct = aead.encrypt(iv, buf[r].tobytes(), None)
+                packets.append(iv + prefix + ct[-16:] + ct[:-16])
+            seal_ns = perf_ns() - ts0
+            wire = rows * (S + ENC_VIDEO_HEADER)
+        else:
+            packets = [memoryview(buf[r]) for r in range(rows)]
+            wire = rows * S
+        self.frames += 1
+        extra = {"fec": fec_ns}
+        if seal_ns:
+            extra["seal"] = seal_ns
+        return PacketBatch(packets, au.frame_id, au.capture_ns, au.keyframe, wire, extra,
+                           {"frame_index": frame, "blocks": nb, "data": n, "parity": rows - n,
+                            "packetize_ns": perf_ns() - t0, "_buf": buf})
+
+
+class GameStreamSender(Sender):
+    """Paced UDP sender to the endpoint the client's pings revealed (stage ``gamestream``)."""
+
+    send_dropped: int | None = 0
+
+    def __init__(self, spec: StreamSpec, options: dict[str, Any]) -> None:
+        self.spec = spec
+        ctx = options.get("context")
+        if ctx is None:
+            ctx = VideoContext()
+            host, port = options.get("host"), options.get("port")
+            if host and port:
+                ctx.peer = (str(host), int(port))
+            ctx.pacing = float(options.get("pacing", 0.5))
+        self.ctx = ctx
+        self._own_sock = None
+        if ctx.sock is None:
+            self._own_sock = ctx.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            ctx.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self.interval_ns = spec.frame_interval_ns
+        self.send_dropped = 0
+
+    def send(self, batch: PacketBatch) -> None:
+        ctx = self.ctx
+        peer = ctx.peer
+        packets = batch.packets
+        if peer is None or ctx.sock is None:
+            self.send_dropped = (self.send_dropped or 0) + len(packets)
+            return
+        sendto = ctx.sock.sendto
+        n = len(packets)
+        budget = int(self.interval_ns * ctx.pacing)
+        # groups of packets released at even steps over the budget (a step is
+        # never shorter than ~0.5 ms: finer sleeps are not precise)
+        groups = max(1, min(n, budget // 500_000))
+        per = -(-n // groups)
+        start = perf_ns()
+        sock_ns = 0
+        dropped = 0
+        i = 0
+        g = 0
+        while i < n:
+            due = start + g * budget // groups
+            now = perf_ns()
+            if due > now:
+                time.sleep((due - now) / 1e9)
+            t = perf_ns()
+            for pkt in packets[i:i + per]:
+                try:
+                    sendto(pkt, peer)
+                except BlockingIOError:
+                    dropped += 1
+                except OSError:
+                    dropped += 1
+            sock_ns += perf_ns() - t
+            i += per
+            g += 1
+        end = perf_ns()
+        if dropped:
+            self.send_dropped = (self.send_dropped or 0) + dropped
+        batch.extra_ns["sock"] = sock_ns
+        batch.extra_ns["send_spread"] = end - start
+        batch.meta.pop("_buf", None)
+
+    def close(self) -> None:
+        if self._own_sock is not None:
+            self._own_sock.close()
