@@ -1,0 +1,239 @@
+"""punktfunk/1 end to end: a real host (``punktfunk serve``) and the real
+reference client (``python -m punktfunk_core.cli client``) on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from punktfunk_core.ipc import IpcError
+
+TESTS = Path(__file__).resolve().parent
+
+HOST_TOML = """
+[native]
+bind = "127.0.0.1"
+port = 0
+keepalive_interval_s = 0.25
+keepalive_timeout_s = {timeout}
+[stream]
+encoder = "x264"
+"""
+
+
+def start_host(host_factory, tmp_path, timeout: float = 3.0, probe: bool = False):
+    env = {}
+    if probe:
+        env = {"PUNKTFUNK_PLUGINS": "test_native_probe", "PF_NATIVE_PROBE_OUT": str(tmp_path / "samples.jsonl"),
+               "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    h = host_factory(config=HOST_TOML.format(timeout=timeout), env=env)
+    deadline = time.monotonic() + 15  # IPC answers before the planes have started
+    st = h.call("host.status")
+    while "native" not in st["protocols"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+        st = h.call("host.status")
+    assert "native" in st["protocols"], h.log()
+    h.native_port = st["protocols"]["native"]["port"]
+    return h
+
+
+def client_cmd(h, *args: str) -> list[str]:
+    return [sys.executable, "-m", "punktfunk_core.cli", "client", "127.0.0.1", "--port", str(h.native_port), *args]
+
+
+def client_env(tmp_path: Path, name: str = "client") -> dict[str, str]:
+    env = dict(os.environ)
+    env["PUNKTFUNK_CONFIG_DIR"] = str(tmp_path / f"{name}-cfg")
+    env.pop("PUNKTFUNK_IPC", None)
+    return env
+
+
+def run_client(h, tmp_path, *args: str, timeout: float = 60, name: str = "client") -> subprocess.CompletedProcess:
+    return subprocess.run(client_cmd(h, *args), env=client_env(tmp_path, name), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def summary_of(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, f"client failed ({proc.returncode}): {proc.stderr}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+SUMMARY_KEYS = {"frames_decoded", "frames_expected", "ids_in_order", "packets_lost", "shards_recovered",
+                "frames_unrecoverable", "e2e_p50_ms", "e2e_p99_ms", "mbps"}
+
+
+def test_loopback_pair_and_stream_640x360_x264(host_factory, tmp_path):
+    h = start_host(host_factory, tmp_path)
+    h.call("native.pin", pin="4821", seconds=120)
+    proc = run_client(h, tmp_path, "--pin", "4821", "--seconds", "5", "--json", "--width", "640", "--height", "360",
+                      "--fps", "60", "--codec", "h264", "--bitrate", "4000")
+    s = summary_of(proc)
+    assert set(s) == SUMMARY_KEYS
+    # ~300 frames in 5 s at 60 fps; the client must decode >= 95 % of what the host sent
+    assert s["frames_expected"] >= 240, s
+    assert s["frames_decoded"] >= 0.95 * s["frames_expected"], s
+    assert s["ids_in_order"] is True, s
+    assert s["frames_unrecoverable"] == 0 and s["packets_lost"] == 0, s
+    assert 0 < s["e2e_p50_ms"] <= s["e2e_p99_ms"] < 500, s
+    assert s["mbps"] > 0.5
+    # pairing persisted owner-only on both sides, and the pairing window closed after use
+    native_host = h.dirs["config"] / "native"
+    native_client = tmp_path / "client-cfg" / "native"
+    for f in ("host-key.pem", "host-cert.pem", "paired-clients.json"):
+        assert (native_host / f).stat().st_mode & 0o777 == 0o600, f
+    for f in ("client-key.pem", "client-cert.pem", "known-hosts.json"):
+        assert (native_client / f).stat().st_mode & 0o777 == 0o600, f
+    assert native_host.stat().st_mode & 0o777 == 0o700
+    clients = h.call("native.clients")
+    assert len(clients) == 1
+    known = json.loads((native_client / "known-hosts.json").read_text())
+    st = h.call("host.status")["protocols"]["native"]
+    assert known[f"127.0.0.1:{h.native_port}"]["fingerprint"] == st["fingerprint"]
+    assert st["pairing_open"] is False
+    # a second run needs no PIN: both sides pinned each other
+    s2 = summary_of(run_client(h, tmp_path, "--seconds", "1.5", "--json", "--width", "320", "--height", "180"))
+    assert s2["frames_decoded"] > 30 and s2["ids_in_order"]
+
+
+def test_wrong_pin_fails_clearly_and_starts_no_session(host_factory, tmp_path):
+    h = start_host(host_factory, tmp_path)
+    # pairing not open at all
+    p0 = run_client(h, tmp_path, "--pin", "1111", "--seconds", "2", "--json")
+    assert p0.returncode == 3 and "pairing is not open" in p0.stderr, p0.stderr
+    h.call("native.pin", pin="4821")
+    p = run_client(h, tmp_path, "--pin", "1234", "--seconds", "2", "--json")
+    assert p.returncode == 3, (p.returncode, p.stderr)
+    assert "pairing failed: wrong PIN" in p.stderr
+    assert p.stdout.strip() == ""
+    st = h.call("host.status")
+    assert st["protocols"]["native"]["counters"]["sessions"] == 0
+    assert st["protocols"]["native"]["counters"]["pairing_failed"] == 2
+    assert h.call("native.clients") == []
+    assert not (tmp_path / "client-cfg" / "native" / "known-hosts.json").exists()
+    # without a PIN an unpaired client is told what to do
+    p2 = run_client(h, tmp_path, "--seconds", "1", "--json")
+    assert p2.returncode == 3 and "native pin" in p2.stderr
+    assert h.call("sessions.list") == []
+    # the right PIN still works afterwards (the window stays open after one wrong try)
+    s = summary_of(run_client(h, tmp_path, "--pin", "4821", "--seconds", "1.5", "--json", "--width", "320",
+                              "--height", "180"))
+    assert s["frames_decoded"] > 30
+
+
+def test_pin_command_validation(host_factory, tmp_path):
+    h = start_host(host_factory, tmp_path)
+    env = dict(h.env)
+    bad = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "native", "pin", "12ab"], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "4 to 8 digits" in bad.stderr
+    ok = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "native", "pin", "0042", "--seconds", "30"],
+                        env=env, capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and "0042" in ok.stdout
+    st = h.call("host.status")["protocols"]["native"]
+    assert st["pairing_open"] and 0 < st["pairing_expires_in_s"] <= 30
+    with pytest.raises(IpcError) as e:
+        h.call("native.pin", pin="1234", seconds=100000)
+    assert e.value.code == 400
+
+
+def test_loss_5_percent_fec_20_recovers_everything(host_factory, tmp_path):
+    h = start_host(host_factory, tmp_path, probe=True)
+    h.call("native.pin", pin="4821")
+    proc = run_client(h, tmp_path, "--pin", "4821", "--seconds", "7", "--json", "--details", "--width", "640",
+                      "--height", "360", "--bitrate", "4000", "--fec", "20", "--loss", "0.05")
+    s = summary_of(proc)
+    d = s.pop("details")
+    assert d["injected_loss"] > 100, d
+    assert s["packets_lost"] >= d["injected_loss"]
+    assert s["shards_recovered"] > 0
+    assert s["frames_unrecoverable"] == 0, s
+    assert s["frames_decoded"] >= 0.95 * s["frames_expected"] and s["ids_in_order"], s
+    # the host's stats samples (through the real stats_window hook) carry the client's feedback
+    lines = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    native = [x["sample"] for x in lines if x["kind"] == "native"]
+    windows = [x["window_s"] for x in lines if x["kind"] == "native"]
+    assert native, lines
+    assert any(smp.get("fec_recovered", 0) > 0 for smp in native), native
+    assert any(smp.get("packets_dropped", 0) > 0 for smp in native), native
+    assert any(smp.get("rtt_us", 0) > 0 for smp in native), native
+    first = native[0]
+    assert [st["name"] for st in first["stages"]] == ["capture", "submit", "encode", "queue", "send"]
+    assert all(abs(w - 2.0) < 0.5 for w in windows), windows
+    for key in ("fec_us", "seal_us", "sock_us", "host_p50_us", "host_p99_us"):
+        assert first.get(key, 0) > 0, (key, first)
+    assert first["send_dropped"] == 0
+
+
+def _session_info(h) -> list:
+    return [s for s in h.call("sessions.list") if s["kind"] == "native"]
+
+
+def test_forged_datagrams_to_the_client_are_rejected_and_counted(host_factory, tmp_path):
+    h = start_host(host_factory, tmp_path)
+    h.call("native.pin", pin="4821")
+    proc = subprocess.Popen(client_cmd(h, "--pin", "4821", "--seconds", "5", "--json", "--details", "--width", "320",
+                                       "--height", "180"), env=client_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not _session_info(h):
+            assert time.monotonic() < deadline and proc.poll() is None, "session never started"
+            time.sleep(0.1)
+        client_host, client_port = _session_info(h)[0]["client"].rsplit(":", 1)
+        from punktfunk_native.wire import HEADER, PKT_VIDEO
+
+        atk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        forged = HEADER.pack(1, PKT_VIDEO, 0, 0, 10**6, 7, 10**6, 1000, 0, 1, 0, 1000) + os.urandom(1000 + 16)
+        for _ in range(50):
+            atk.sendto(forged, (client_host, int(client_port)))  # right shape, wrong key
+            atk.sendto(b"\x01\x01junk", (client_host, int(client_port)))  # truncated
+            atk.sendto(os.urandom(300), (client_host, int(client_port)))  # garbage
+        atk.close()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    s = json.loads(out.strip().splitlines()[-1])
+    rej = s["details"]["rejected"]
+    assert rej["forged"] >= 50 and rej["truncated"] >= 50, rej
+    assert rej["forged"] + rej["truncated"] + rej["malformed"] >= 150, rej
+    assert s["frames_unrecoverable"] == 0 and s["ids_in_order"] and s["frames_decoded"] > 100, s
+
+
+def test_silent_client_ends_session_within_keepalive_timeout(host_factory, tmp_path):
+    timeout = 1.5
+    h = start_host(host_factory, tmp_path, timeout=timeout)
+    h.call("native.pin", pin="4821")
+    proc = subprocess.Popen(client_cmd(h, "--pin", "4821", "--seconds", "60", "--json", "--width", "320",
+                                       "--height", "180"), env=client_env(tmp_path), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not _session_info(h):
+            assert time.monotonic() < deadline and proc.poll() is None, "session never started"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGSTOP)  # the client vanishes: no FIN, no keepalive, nothing
+        t0 = time.monotonic()
+        while _session_info(h):
+            assert time.monotonic() - t0 < timeout + 1.5, "host kept the session of a silent client"
+            time.sleep(0.05)
+        gone_after = time.monotonic() - t0
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert gone_after >= timeout * 0.6, gone_after  # ended by the keepalive, not by something else
+    assert h.call("host.status")["protocols"]["native"]["counters"]["sessions_timed_out"] == 1
+    assert "keepalive timeout" in h.log()
+    # the host accepts a new client afterwards
+    s = summary_of(run_client(h, tmp_path, "--seconds", "1.5", "--json", "--width", "320", "--height", "180"))
+    assert s["frames_decoded"] > 30 and s["ids_in_order"]
