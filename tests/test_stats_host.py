@@ -272,3 +272,34 @@ def test_stats_window_faults_never_stop_a_stream(host_factory) -> None:
     assert host.log().count(f"stats: window of session {a['id']} dropped") == 3
     meta = host.call("stats.stop")
     assert host.call("stats.load", id=meta["id"])["meta"]["sample_count"] >= 3
+
+
+def test_capture_of_a_real_loopback_session(host_factory, pf_dirs) -> None:
+    """The core's diagnostic session (testpattern → x264 → chunk → udp) through the real runner."""
+    import socket
+
+    host = host_factory()
+    plugins = {p["name"] for p in host.call("plugins.list") if not p["error"]}
+    if "media" not in plugins:
+        pytest.skip("media stages are not available")
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    try:
+        host.call("stats.start")
+        info = host.call("sessions.loopback", port=rx.getsockname()[1], seconds=3.2, width=320, height=240, fps=30)
+        got = len(rx.recv(65536))
+        wait_for(lambda: ended(host, info["id"]), what="loopback session end")
+    finally:
+        rx.close()
+    assert got > 0
+    meta = host.call("stats.stop")
+    assert meta["kind"] == "loopback" and meta["codec"] == "h264" and meta["encoder_backend"] == "x264"
+    assert (meta["width"], meta["height"], meta["fps"]) == (320, 240, 30)
+    cap = host.call("stats.load", id=meta["id"])
+    assert 2 <= len(cap["samples"]) <= 4
+    for s in cap["samples"]:
+        assert [st["name"] for st in s["stages"]] == ["capture", "submit", "encode", "queue", "packetize", "send"]
+        assert s["session_id"] == 1 and s["mbps"] > 0 and s["bitrate_kbps"] > 0
+        assert s["stages"][2]["p50_us"] > 0  # x264 takes time
+    assert cap["samples"][1]["fps"] > 20
