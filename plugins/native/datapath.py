@@ -20,7 +20,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -57,6 +57,7 @@ UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
 GSO_MAX_SEGMENTS = 64
 GSO_MAX_BYTES = 65000
 _NONCE = struct.Struct("!IQ")
+_TRANSIENT = frozenset({errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 
 
 @dataclass(slots=True)
@@ -98,38 +99,35 @@ class NativePacketizer(Packetizer):
         psize = OVERHEAD + slen
         pad = k * slen - n
         padded = bytes(data) + bytes(pad) if pad else bytes(data)
+        shards = [padded[i * slen:(i + 1) * slen] for i in range(k)] if k > 1 else [padded]
         t0 = perf_counter_ns()
-        if m:
-            parity = rs_encode([padded[i * slen:(i + 1) * slen] for i in range(k)], m)
-        else:
-            parity = []
+        parity = rs_encode(shards, m) if m else []
         t1 = perf_counter_ns()
-        buf = bytearray(total * psize)
-        out = memoryview(buf)
-        src = memoryview(padded)
-        seal = self._aead.encrypt_into
-        pack_into = HEADER.pack_into
+        # one bytes object per datagram (header || ciphertext || tag): senders hand
+        # these straight to sendmsg as an iovec list, so nothing is copied again
+        seal = self._aead.encrypt
+        hpack = HEADER.pack
         npack = _NONCE.pack
         direction = self.direction
         flags = FLAG_KEYFRAME if au.keyframe else 0
         frame_id = au.frame_id & 0xFFFFFFFF
         au_seq = self.au_seq & 0xFFFFFFFF
         seq = self.seq
-        off = 0
-        for i in range(total):
-            pack_into(buf, off, WIRE_VERSION, PKT_VIDEO, flags, 0, seq, frame_id, au_seq, n, i, k, m, slen)
-            shard = src[i * slen:(i + 1) * slen] if i < k else parity[i - k]
-            seal(npack(direction, seq), shard, out[off:off + HEADER_BYTES], out[off + HEADER_BYTES:off + psize])
+        packets: list[bytes] = []
+        append = packets.append
+        i = 0
+        for shard in shards + parity if parity else shards:
+            hdr = hpack(WIRE_VERSION, PKT_VIDEO, flags, 0, seq, frame_id, au_seq, n, i, k, m, slen)
+            append(hdr + seal(npack(direction, seq), shard, hdr))
             seq += 1
-            off += psize
+            i += 1
         t2 = perf_counter_ns()
         self.seq = seq
         self.au_seq += 1
-        packets = [out[o:o + psize] for o in range(0, off, psize)]
         return PacketBatch(
             packets=packets, frame_id=au.frame_id, capture_ns=au.capture_ns, keyframe=au.keyframe,
-            wire_bytes=len(buf), extra_ns={"fec": t1 - t0, "seal": t2 - t1},
-            meta={"buf": out, "psize": psize, "count": total, "data_shards": k, "parity_shards": m},
+            wire_bytes=total * psize, extra_ns={"fec": t1 - t0, "seal": t2 - t1},
+            meta={"psize": psize, "count": total, "data_shards": k, "parity_shards": m},
         )
 
 
@@ -170,53 +168,50 @@ class NativeSender(Sender):
         except OSError:
             pass
 
-    def _plain(self, buf: memoryview, start: int, end: int, psize: int) -> int:
+    def _plain(self, packets: Sequence[Any]) -> int:
         sendto, addr = self.sock.sendto, self.addr
         dropped = 0
-        for off in range(start, end, psize):
+        for p in packets:
             try:
-                sendto(buf[off:off + psize], addr)
+                sendto(p, addr)
             except (BlockingIOError, InterruptedError):
                 dropped += 1
             except OSError as exc:
-                if exc.errno in (errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                if exc.errno in _TRANSIENT:
                     dropped += 1
                 else:
                     raise
         return dropped
 
-    def _gso(self, buf: memoryview, start: int, end: int, psize: int) -> int:
-        if end - start == psize:
-            return self._plain(buf, start, end, psize)
+    def _gso(self, packets: Sequence[Any], psize: int) -> int:
+        """One sendmsg: the datagrams are the iovecs, the kernel cuts at ``psize``."""
+        if len(packets) == 1:
+            return self._plain(packets)
         try:
-            self.sock.sendmsg([buf[start:end]], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", psize))], 0, self.addr)
+            self.sock.sendmsg(packets, [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", psize))], 0, self.addr)
             return 0
         except (BlockingIOError, InterruptedError):
-            return (end - start + psize - 1) // psize
+            return len(packets)
         except OSError as exc:
-            if exc.errno in (errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                return (end - start + psize - 1) // psize
+            if exc.errno in _TRANSIENT:
+                return len(packets)
             # the device or kernel refuses GSO (EIO, EINVAL, ENOPROTOOPT…): plain sends from now on
             log.info("UDP GSO refused (%s); falling back to plain sends", exc)
             self.gso = False
-            return self._plain(buf, start, end, psize)
+            return self._plain(packets)
 
     def send(self, batch: PacketBatch) -> None:
-        meta = batch.meta
-        buf = meta.get("buf")
-        if buf is None:  # a batch from another packetizer: send packet by packet
-            buf = memoryview(b"".join(bytes(p) for p in batch.packets))
-            psize = len(batch.packets[0]) if batch.packets else 0
-            if not psize or any(len(p) != psize for p in batch.packets):
-                for p in batch.packets:
-                    self.sock.sendto(p, self.addr)
-                return
-        else:
-            psize = meta["psize"]
-        total = len(buf)
+        packets = batch.packets
+        count = len(packets)
+        if not count:
+            batch.extra_ns["sock"] = 0
+            return
+        psize = batch.meta.get("psize") or len(packets[0])
+        # GSO needs equal datagrams (only the last may be shorter): true for
+        # native batches; anything else goes out datagram by datagram
+        gso = self.gso and "psize" in batch.meta
         per = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // psize))
-        step = per * psize
-        chunks = (total + step - 1) // step
+        chunks = (count + per - 1) // per
         pace = self.pace_ns if chunks > 1 else 0
         sock_ns = 0
         dropped = 0
@@ -227,15 +222,13 @@ class NativeSender(Sender):
                 wait = due - time.monotonic_ns()
                 if wait > 20_000:
                     time.sleep(wait / 1e9)
-            a = c * step
-            b = min(total, a + step)
+            part = packets[c * per:(c + 1) * per]
             t0 = perf_counter_ns()
-            dropped += self._gso(buf, a, b, psize) if self.gso else self._plain(buf, a, b, psize)
+            dropped += self._gso(part, psize) if gso else self._plain(part)
             sock_ns += perf_counter_ns() - t0
-        n = total // psize
         self.send_dropped += dropped
-        self.packets_sent += n - dropped
-        self.bytes_sent += total
+        self.packets_sent += count - dropped
+        self.bytes_sent += batch.wire_bytes
         batch.extra_ns["sock"] = sock_ns
 
     def close(self) -> None:
