@@ -221,7 +221,7 @@ def test_stale_temp_files_are_removed_and_never_listed(capdir: Path) -> None:
     (capdir / f".{meta['id']}.abc123.tmp").write_text('{"meta": {"id": "x", "started')
     assert [m["id"] for m in rec.list()] == [meta["id"]]
     Recorder(capdir)  # a restarted host cleans up after an interrupted save
-    assert os.listdir(capdir) == [f"{meta['id']}.json"]
+    assert sorted(os.listdir(capdir)) == [".index.json", f"{meta['id']}.json"]
 
 
 def _break_dir(capdir: Path) -> Path:
@@ -424,6 +424,30 @@ def test_list_newest_first_and_fast_with_2000_files(capdir: Path) -> None:
     assert cold < 3.0, f"cold list of 2000 captures took {cold:.2f} s"
     assert warm < 0.5, f"warm list of 2000 captures took {warm:.3f} s"
     print(f"list 2000 captures: cold {cold * 1000:.0f} ms, warm {warm * 1000:.0f} ms")
+
+
+def test_list_index_is_persisted_owner_only_and_rebuilt_when_corrupt(capdir: Path) -> None:
+    rec = Recorder(capdir)
+    rec.start()
+    rec.push_sample(sample(), 1, NATIVE_INFO)
+    meta = rec.stop()
+    assert rec.list()[0]["kind"] == "native"
+    index = capdir / ".index.json"
+    assert stat.S_IMODE(index.stat().st_mode) == 0o600
+    # change the file's kind behind the recorder's back, keeping size and mtime:
+    # a new recorder answers from the persisted index, without reading the head
+    path = capdir / f"{meta['id']}.json"
+    st = path.stat()
+    raw = path.read_bytes()
+    with open(path, "r+b") as f:  # same inode
+        f.write(raw.replace(b'"kind":"native"', b'"kind":"nativX"'))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert Recorder(capdir).list()[0]["kind"] == "native"
+    index.write_text("{not json")
+    assert Recorder(capdir).list()[0]["kind"] == "nativX"  # rebuilt from the heads
+    assert json.loads(index.read_text())["version"] == 1
+    rec.delete(meta["id"])
+    assert Recorder(capdir).list() == []
 
 
 def test_list_sees_files_changed_behind_its_back(capdir: Path) -> None:

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import re
+import stat
 import tempfile
 import threading
 import time
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from punktfunk_core.paths import atomic_write
 from punktfunk_core.stats import StatsSample
 
 log = logging.getLogger("punktfunk.stats")
@@ -50,9 +52,13 @@ MAX_SAMPLES = 5400
 ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 SUFFIX = ".json"
 #: bytes read from the head of a file by ``list`` (grown when a meta is larger)
-HEADER_PROBE = 4096
+HEADER_PROBE = 1024
 HEADER_MAX = 256 * 1024
 _HEAD_RE = re.compile(r'\s*\{\s*"meta"\s*:\s*')
+_DECODER = json.JSONDecoder()
+#: the list cache persisted next to the captures (never listed: starts with ".")
+INDEX_NAME = ".index.json"
+INDEX_VERSION = 1
 
 #: CaptureMeta fields in file order, with the value used when absent
 META_DEFAULTS: dict[str, Any] = {
@@ -115,12 +121,13 @@ def normalize_meta(raw: Any, capture_id: str | None = None) -> dict[str, Any]:
     for key, default in META_DEFAULTS.items():
         v = raw.get(key, default)
         t = _META_TYPES[key]
-        if t is bool:
-            v = bool(v)
-        elif t is int:
-            v = int(v) if v is not None else 0
-        else:
-            v = "" if v is None else str(v)
+        if type(v) is not t:
+            if t is bool:
+                v = bool(v)
+            elif t is int:
+                v = int(v) if v is not None else 0
+            else:
+                v = "" if v is None else str(v)
         meta[key] = v
     if capture_id is not None:
         meta["id"] = capture_id
@@ -173,6 +180,8 @@ class Recorder:
         #: file name → ((mtime_ns, size, ino), meta or None when unreadable)
         self._index: dict[str, tuple[tuple[int, int, int], dict[str, Any] | None]] = {}
         self._index_lock = threading.Lock()
+        self._index_dirty = False
+        self._index_loaded = False
         #: samples refused because the capture was full (across captures)
         self.samples_refused = 0
         self._prepare_dir()
@@ -423,6 +432,7 @@ class Recorder:
             st = final.stat()
             with self._index_lock:
                 self._index[final.name] = ((st.st_mtime_ns, st.st_size, st.st_ino), dict(cap.meta))
+                self._index_dirty = True
         except OSError:
             pass
         log.info("stats capture %s saved (%d samples) to %s", cap.meta["id"], len(cap.samples), final)
@@ -459,43 +469,77 @@ class Recorder:
 
     # -- saved captures --------------------------------------------------------------
     def list(self) -> list[dict[str, Any]]:
-        """Metas of the saved captures, newest first; unreadable files are skipped."""
+        """Metas of the saved captures, newest first; unreadable files are skipped.
+
+        A file's meta is read from its head once and then remembered by
+        (mtime, size, inode), in memory and in ``.index.json`` next to the
+        captures (so a restarted host does not re-read thousands of heads).
+        """
         try:
             entries = list(os.scandir(self.directory))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        out: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        for entry in entries:
-            name = entry.name
-            if not name.endswith(SUFFIX) or name.startswith("."):
-                continue
-            cid = name[: -len(SUFFIX)]
-            if not valid_id(cid):
-                continue
-            try:
-                st = entry.stat()
-            except OSError:
-                continue
-            if not entry.is_file():
-                continue
-            seen.add(name)
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-            with self._index_lock:
-                cached = self._index.get(name)
-            if cached is not None and cached[0] == stamp:
-                meta = cached[1]
-            else:
-                meta = read_meta(Path(entry.path), cid)
-                with self._index_lock:
-                    self._index[name] = (stamp, meta)
-            if meta is not None:
-                out.append(dict(meta))
         with self._index_lock:
-            for name in [n for n in self._index if n not in seen]:
-                del self._index[name]
+            if not self._index_loaded:
+                self._load_index()
+            index = self._index
+            out: list[dict[str, Any]] = []
+            seen: set[str] = set()
+            for entry in entries:
+                name = entry.name
+                if not name.endswith(SUFFIX) or name.startswith("."):
+                    continue
+                if not valid_id(name[: -len(SUFFIX)]):
+                    continue
+                try:
+                    st = entry.stat()
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                seen.add(name)
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+                cached = index.get(name)
+                if cached is not None and cached[0] == stamp:
+                    meta = cached[1]
+                else:
+                    meta = read_meta(entry.path, name[: -len(SUFFIX)])
+                    index[name] = (stamp, meta)
+                    self._index_dirty = True
+                if meta is not None:
+                    out.append(meta)
+            for name in [n for n in index if n not in seen]:
+                del index[name]
+                self._index_dirty = True
+            if self._index_dirty:
+                self._store_index()
+        out = [dict(m) for m in out]
         out.sort(key=lambda m: (m["started_unix_ms"], m["id"]), reverse=True)
         return out
+
+    def _load_index(self) -> None:
+        self._index_loaded = True
+        try:
+            doc = json.loads((self.directory / INDEX_NAME).read_bytes())
+            if doc.get("version") != INDEX_VERSION:
+                return
+            for name, (mtime, size, ino, meta) in doc["entries"].items():
+                if meta is not None:
+                    meta = normalize_meta(meta, name[: -len(SUFFIX)])
+                self._index.setdefault(name, ((int(mtime), int(size), int(ino)), meta))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.info("captures index is unreadable (%s); rebuilding it", exc)
+
+    def _store_index(self) -> None:
+        doc = {"version": INDEX_VERSION,
+               "entries": {n: [*stamp, meta] for n, (stamp, meta) in self._index.items()}}
+        try:
+            atomic_write(self.directory / INDEX_NAME, _dumps(doc).encode(), 0o600)
+            self._index_dirty = False
+        except OSError as exc:
+            log.debug("captures index not written: %s", exc)
 
     def load(self, capture_id: Any) -> dict[str, Any]:
         """The saved capture ``{meta, samples}``; NotFound for unknown, invalid or unreadable ids."""
@@ -521,7 +565,8 @@ class Recorder:
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound("recording not found") from None
         with self._index_lock:
-            self._index.pop(path.name, None)
+            if self._index.pop(path.name, None) is not None:
+                self._index_dirty = True
         log.info("stats capture %s deleted", capture_id)
 
 
@@ -556,7 +601,7 @@ def parse_capture(raw: bytes | str, capture_id: str | None = None) -> dict[str, 
     return {"meta": meta, "samples": samples}
 
 
-def read_meta(path: Path, capture_id: str) -> dict[str, Any] | None:
+def read_meta(path: str | os.PathLike[str], capture_id: str) -> dict[str, Any] | None:
     """The meta at the head of a capture file, or None when the file is unreadable.
 
     Reads a few KiB from the head and a few bytes from the tail (a file cut
@@ -564,29 +609,30 @@ def read_meta(path: Path, capture_id: str) -> dict[str, Any] | None:
     parsed in full.
     """
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < 2:
-                return None
-            f.seek(max(0, size - 16))
-            if not f.read().rstrip().endswith(b"}"):
-                return None
-            f.seek(0)
-            head = f.read(HEADER_PROBE)
-            while True:
-                text = head.decode("utf-8", "replace")
-                m = _HEAD_RE.match(text)
-                if m is None:
-                    break  # meta not first: parse in full below
-                try:
-                    raw_meta, _end = json.JSONDecoder().raw_decode(text, m.end())
-                    return normalize_meta(raw_meta, capture_id)
-                except json.JSONDecodeError:
-                    if len(head) >= size or len(head) >= HEADER_MAX:
-                        break
-                    head += f.read(min(len(head) * 4, HEADER_MAX) - len(head))
-            f.seek(0)
-            doc = json.loads(f.read())
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        if size < 2:
+            return None
+        if not os.pread(fd, 16, max(0, size - 16)).rstrip().endswith(b"}"):
+            return None
+        n = HEADER_PROBE
+        while True:
+            head = os.pread(fd, n, 0)
+            text = head.decode("utf-8", "replace")
+            m = _HEAD_RE.match(text)
+            if m is None:
+                break  # meta not first: parse in full below
+            try:
+                raw_meta, _end = _DECODER.raw_decode(text, m.end())
+                return normalize_meta(raw_meta, capture_id)
+            except json.JSONDecodeError:
+                if len(head) >= size or n >= HEADER_MAX:
+                    break
+                n = min(n * 4, HEADER_MAX)
+        doc = json.loads(os.pread(fd, size, 0))
         if not isinstance(doc, dict) or not isinstance(doc.get("samples", []), list):
             return None
         meta = normalize_meta(doc.get("meta"), capture_id)
@@ -595,3 +641,5 @@ def read_meta(path: Path, capture_id: str) -> dict[str, Any] | None:
         return meta
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
+    finally:
+        os.close(fd)
