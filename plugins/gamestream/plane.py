@@ -92,6 +92,7 @@ class GameStreamPlane(ProtocolPlane):
         self.audio_sock: socket.socket | None = None
         self._zeroconf: Any = None
         self.sessions_started = 0
+        self.last_session: dict[str, Any] | None = None
 
     # -- bookkeeping ---------------------------------------------------------------
     def count(self, name: str, n: int = 1) -> None:
@@ -115,6 +116,7 @@ class GameStreamPlane(ProtocolPlane):
             "streaming": bool(launch and launch.session and not launch.session.ended),
             "session_id": launch.session.id if launch and launch.session else None,
             "sessions_started": self.sessions_started,
+            "last_session": self.last_session,
             "counters": dict(self.counters),
         }
 
@@ -456,6 +458,7 @@ class GameStreamPlane(ProtocolPlane):
                 sock=self.video_sock,
                 peer=launch.video_peer,
                 pacing=float(self.config.get("pacing", 0.5)),
+                drop_frames=frozenset(int(x) for x in self.config.get("test_drop_frames", [])),
             )
             opts = {"context": ctx}
             packetizer = host.pm.stages.create("packetizer", "gamestream", spec, opts)
@@ -483,6 +486,8 @@ class GameStreamPlane(ProtocolPlane):
             "fec_percent": ctx.fec_percent,
             "min_fec_packets": ann.min_fec_packets,
         })
+        self.last_session = {"id": session.id, "client": session.client, **session.details,
+                             "codec": spec.codec, "width": spec.width, "height": spec.height, "fps": spec.fps}
         with self._lock:
             launch.video = ctx
             launch.session = session

@@ -31,6 +31,8 @@ SCHEMA: dict[str, Any] = {
         "require_encryption": {"type": "boolean", "default": False, "description": "ask clients to encrypt video and audio even if they would not"},
         "audio": {"type": "boolean", "default": True, "description": "stream audio (tone source → Opus)"},
         "audio_source": {"type": "string", "default": "tone", "description": "audio_source stage name"},
+        "test_drop_frames": {"type": "array", "items": {"type": "integer", "minimum": 1}, "default": [],
+                             "description": "testing only: video frame indices sent with all but their first packet dropped (induced loss)"},
     },
 }
 

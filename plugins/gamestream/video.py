@@ -60,6 +60,9 @@ class VideoContext:
     pacing: float = 0.5
     #: frames and packets the sender could not send
     send_errors: int = 0
+    #: test hook: frame indices whose packets (all but the first) are not sent
+    drop_frames: frozenset[int] = frozenset()
+    dropped_on_purpose: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -261,6 +264,9 @@ class GameStreamSender(Sender):
         if peer is None or ctx.sock is None:
             self.send_dropped = (self.send_dropped or 0) + len(packets)
             return
+        if ctx.drop_frames and batch.meta.get("frame_index") in ctx.drop_frames:
+            ctx.dropped_on_purpose += len(packets) - 1
+            packets = packets[:1]
         sendto = ctx.sock.sendto
         n = len(packets)
         budget = int(self.interval_ns * ctx.pacing)

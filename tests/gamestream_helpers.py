@@ -1,0 +1,252 @@
+"""Helpers for the GameStream tests: host config, and a Moonlight client process.
+
+The client runs in its own process (``python tests/gamestream_helpers.py OP
+...``): moonlight-common-c keeps global state and a crash in it must not take
+pytest down. It prints one JSON object on its last stdout line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+
+
+def gs_config(**gamestream: Any) -> str:
+    """TOML for a test host: GameStream on ephemeral ports, no mDNS."""
+    values = {"enabled": True, "port_base": 0, "mdns": False}
+    values.update(gamestream)
+    lines = ["[gamestream]"]
+    for k, v in values.items():
+        lines.append(f"{k} = {json.dumps(v)}")
+    lines += ["[host]", 'log_level = "info"']
+    return "\n".join(lines) + "\n"
+
+
+def wait_ready(host: Any, timeout: float = 15.0) -> dict[str, Any]:
+    """Wait until the host's GameStream plane answers (IPC is up before planes start)."""
+    from punktfunk_core.ipc import IpcError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return host.call("gamestream.status")
+        except IpcError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"GameStream did not start:\n{host.log()[-3000:]}") from None
+            time.sleep(0.1)
+
+
+def run_client(op: str, host: Any, client_dir: Path, *args: str, timeout: float = 90.0,
+               env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one client operation to completion and return its JSON result."""
+    proc = start_client(op, host, client_dir, *args, env=env)
+    return finish_client(proc, timeout)
+
+
+def start_client(op: str, host: Any, client_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    ports = host.call("gamestream.status")["ports"]
+    cmd = [sys.executable, str(HERE), op, "--dir", str(client_dir), "--http", str(ports["http"]),
+           "--https", str(ports["https"]), "--cert", str(host.dirs["config"] / "gamestream" / "host-cert.pem"), *args]
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+
+
+def finish_client(proc: subprocess.Popen, timeout: float = 90.0) -> dict[str, Any]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"moonlight client timed out\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}") from None
+    lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]
+    if not lines:
+        raise AssertionError(f"moonlight client gave no result (rc {proc.returncode})\nstdout:\n{out[-3000:]}\n"
+                             f"stderr:\n{err[-3000:]}")
+    res = json.loads(lines[-1])
+    res["_stderr"] = err[-4000:]
+    return res
+
+
+def pair(host: Any, client_dir: Path, client_pin: str = "1234", operator_pin: str | None = "1234",
+         timeout: float = 60.0) -> dict[str, Any]:
+    """Pair a client: it shows ``client_pin``; the operator enters ``operator_pin``."""
+    proc = start_client("pair", host, client_dir, "--pin", client_pin)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        st = host.call("gamestream.status")
+        if st["pairing"]:
+            break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        raise AssertionError("the client never started pairing")
+    if operator_pin is not None and proc.poll() is None:
+        res = host.call("gamestream.pin", pin=operator_pin)
+        assert res["ok"] is True
+    return finish_client(proc, timeout)
+
+
+# ---------------------------------------------------------------------------------
+# client side (runs in its own process)
+def _client_main(argv: list[str]) -> dict[str, Any]:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("op")
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--http", type=int, required=True)
+    ap.add_argument("--https", type=int, required=True)
+    ap.add_argument("--cert", required=True)
+    ap.add_argument("--pin", default="1234")
+    ap.add_argument("--codec", default="h264")
+    ap.add_argument("--width", type=int, default=1280)
+    ap.add_argument("--height", type=int, default=720)
+    ap.add_argument("--fps", type=int, default=60)
+    ap.add_argument("--bitrate", type=int, default=8000)
+    ap.add_argument("--packet-size", type=int, default=1392)
+    ap.add_argument("--frames", type=int, default=120)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--encryption", choices=["all", "none"], default="all")
+    ap.add_argument("--idr-at", type=int, default=0)
+    ap.add_argument("--audio", action="store_true")
+    ap.add_argument("--cancel", action="store_true")
+    ap.add_argument("--hold", type=float, default=0.0, help="keep streaming this long after the frames")
+    ap.add_argument("--no-cert", action="store_true")
+    a = ap.parse_args(argv)
+
+    from moonlight_python.exceptions import PairingError, WrongPinError
+    from moonlight_python.http_client import NvHTTP
+    from moonlight_python.identity import Identity
+    from moonlight_python.pairing import pair as ml_pair
+
+    ident = Identity(a.dir)
+    server_pem = Path(a.cert).read_bytes()
+    http = NvHTTP("127.0.0.1", ident, http_port=a.http, https_port=a.https)
+
+    if a.op == "pair":
+        info = http.parse_server_info(http.get_server_info())
+        try:
+            pem = ml_pair(http, ident, a.pin, info, timeout=60)
+        except WrongPinError as exc:
+            return {"ok": False, "error": "wrong_pin", "detail": str(exc)}
+        except PairingError as exc:
+            return {"ok": False, "error": "pairing_failed", "detail": str(exc)}
+        return {"ok": True, "server_cert_matches": pem == server_pem}
+
+    http.server_cert_pem = server_pem
+    if a.op == "applist":
+        try:
+            apps = http.get_app_list()
+        except Exception as exc:  # noqa: BLE001 - the test looks at the error
+            return {"ok": False, "error": type(exc).__name__, "detail": str(exc)[:300]}
+        return {"ok": True, "apps": [x.name for x in apps]}
+    if a.op == "serverinfo":
+        xml = http.get_server_info(use_https=True)
+        info = http.parse_server_info(xml)
+        return {"ok": True, "paired": info.paired, "appversion": info.app_version, "state": info.state,
+                "codecs": info.server_codec_mode_support, "current_game": info.current_game, "xml": xml}
+    if a.op == "stream":
+        return _stream(a, http)
+    raise SystemExit(f"unknown op {a.op}")
+
+
+def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
+    import av
+    import moonlight_python.stream as mstream
+    from moonlight_python.config import CODEC_MAP, StreamConfig
+
+    from punktfunk_core.media.stamp import read_stamp_from_av_frame
+
+    if a.encryption == "none":
+        mstream.ENCFLG_ALL = 0  # the module constant session.start() writes into encryptionFlags
+    info = http.parse_server_info(http.get_server_info(use_https=True))
+    apps = {x.name: x.id for x in http.get_app_list()}
+    fmt = CODEC_MAP[a.codec]
+    config = StreamConfig(width=a.width, height=a.height, fps=a.fps, bitrate_kbps=a.bitrate,
+                          packet_size=a.packet_size, supported_video_formats=fmt, codec=a.codec)
+    key, iv = secrets.token_bytes(16), secrets.token_bytes(16)
+    session = mstream.StreamingSession()
+    params = session.get_launch_query_params()
+    if info.current_game:
+        url = http.resume_app(key, iv, config.surroundaudioinfo, params)
+        launched = "resume"
+    else:
+        url = http.launch_app(apps["Desktop"], a.width, a.height, a.fps, a.bitrate, fmt, key, iv,
+                              config.surroundaudioinfo, config.sops, config.local_audio, params)
+        launched = "launch"
+    t0 = time.monotonic()
+    session.start(address="127.0.0.1", app_version=info.app_version, gfe_version=info.gfe_version,
+                  server_codec_mode_support=info.server_codec_mode_support, rtsp_session_url=url or "",
+                  config=config, ri_aes_key=key, ri_aes_iv=iv, capture_audio=a.audio)
+    connect_s = time.monotonic() - t0
+    ctx = av.CodecContext.create("hevc" if a.codec == "hevc" else "h264", "r")
+    frames: list[dict[str, Any]] = []
+    audio_packets = 0
+    idr_requested_at = None
+    deadline = time.monotonic() + a.seconds
+    shape = None
+    terminated = None
+    while len(frames) < a.frames and time.monotonic() < deadline:
+        raw = session.pull_frame()
+        if a.audio:
+            while session.pull_audio_packet(timeout=0) is not None:
+                audio_packets += 1
+        if raw is None:
+            if session.is_terminated:
+                terminated = session.termination_error
+                break
+            continue
+        ids = []
+        for f in ctx.decode(av.Packet(raw.annex_b_data)):
+            shape = (f.width, f.height)
+            st = read_stamp_from_av_frame(f)
+            ids.append(st[0] if st else None)
+        frames.append({"n": raw.frame_number, "type": raw.frame_type, "lat": raw.host_processing_latency_us,
+                       "ids": ids, "bytes": len(raw.annex_b_data)})
+        if a.idr_at and len(frames) == a.idr_at and idr_requested_at is None:
+            session.request_idr()
+            idr_requested_at = len(frames)
+    hold_until = time.monotonic() + a.hold
+    while time.monotonic() < hold_until and not session.is_terminated:
+        raw = session.pull_frame()
+        if a.audio:
+            while session.pull_audio_packet(timeout=0) is not None:
+                audio_packets += 1
+    if a.audio:
+        t_end = time.monotonic() + 0.5
+        while time.monotonic() < t_end:
+            if session.pull_audio_packet(timeout=0.05) is not None:
+                audio_packets += 1
+    terminated_before_stop = session.is_terminated
+    session.stop()
+    if a.cancel:
+        http.quit_app()
+    return {
+        "ok": True, "launched": launched, "connect_s": round(connect_s, 3), "frames": frames,
+        "decoded_ids": [i for fr in frames for i in fr["ids"]], "shape": shape, "audio_packets": audio_packets,
+        "audio_lost": session.audio_loss_stats["lost"] if a.audio else None,
+        "idr_requested_at": idr_requested_at, "terminated": terminated, "terminated_before_stop": terminated_before_stop,
+    }
+
+
+if __name__ == "__main__":
+    try:
+        result = _client_main(sys.argv[1:])
+    except Exception as exc:  # noqa: BLE001 - reported to the test as data
+        import traceback
+
+        traceback.print_exc()
+        result = {"ok": False, "error": type(exc).__name__, "detail": str(exc)[:500]}
+    print(json.dumps(result), flush=True)
+    sys.stdout.flush()
+    os._exit(0)  # moonlight-common-c threads must not keep the process alive
