@@ -132,7 +132,7 @@ try:
 
     settings.register_profile("default", max_examples=300, deadline=None,
                               suppress_health_check=[HealthCheck.too_slow])
-    settings.register_profile("fuzz", max_examples=10_000, deadline=None,
+    settings.register_profile("fuzz", max_examples=1_000 if os.environ.get("PF_FUZZ_QUICK") else 10_000, deadline=None,
                               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 except ImportError:  # pragma: no cover - hypothesis is a test extra
