@@ -136,7 +136,8 @@ def test_live_since_and_summary_and_csv(host_factory) -> None:
 
 
 def test_perf_log_lines_without_a_capture(host_factory) -> None:
-    host = host_factory(env=plugin_env(PUNKTFUNK_PERF="1"))
+    # shown even when the host logs only warnings
+    host = host_factory(config='[host]\nlog_level = "warning"\n', env=plugin_env(PUNKTFUNK_PERF="1"))
     assert host.call("host.status")["measuring"] is True
     a = host.call("statstest.session", proto="a", seconds=1.0, fps=60)
     b = host.call("statstest.session", proto="b", seconds=1.0, fps=60)
