@@ -1,0 +1,239 @@
+"""punktfunk/1 control plane against a real host: conformance and abuse.
+
+The client side here is written with the wire helpers directly (raw TLS +
+framed JSON), so each message the specification names is exercised on its
+own; pairing uses the reference client's code in-process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import struct
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from punktfunk_native.client import ClientOptions, NativeClient, PairingFailed
+from punktfunk_native.datapath import NativeReceiver, make_probe
+from punktfunk_native.identity import client_context
+from punktfunk_native.wire import (
+    MAX_CONTROL_MESSAGE,
+    MessageReader,
+    b64d,
+    b64e,
+    encode_message,
+    fingerprint,
+    session_keys,
+)
+from test_native_e2e import start_host
+
+
+class Raw:
+    def __init__(self, port: int, identity=None) -> None:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock = client_context(identity).wrap_socket(raw)
+        self.reader = MessageReader()
+        self.pending: list = []
+
+    def send(self, msg: dict) -> None:
+        self.sock.sendall(encode_message(msg))
+
+    def recv(self, timeout: float = 10.0, skip_pings: bool = True) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.pending:
+                m = self.pending.pop(0)
+                if skip_pings and m["type"] == "ping":
+                    self.send({"type": "pong", "id": m["id"], "t_us": m["t_us"]})
+                    continue
+                return m
+            assert time.monotonic() < deadline, "no message in time"
+            self.sock.settimeout(0.2)
+            self.pending.extend(self.reader.read(self.sock))
+
+    def closed(self, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.sock.settimeout(0.2)
+                self.pending.extend(self.reader.read(self.sock))
+            except (EOFError, ConnectionError, ssl.SSLError):
+                return True
+        return False
+
+
+def paired_client(h, tmp_path: Path) -> NativeClient:
+    h.call("native.pin", pin="2468")
+    c = NativeClient(ClientOptions(host="127.0.0.1", port=h.native_port, pin="2468", config_dir=tmp_path / "cli"))
+    c.ensure_paired()
+    return c
+
+
+def open_session(h, c: NativeClient, **req):
+    r = Raw(h.native_port, c.identity)
+    host_fp = fingerprint(r.sock.getpeercert(binary_form=True))
+    r.send({"type": "hello", "versions": ["punktfunk/1"]})
+    w = r.recv()
+    assert w["type"] == "welcome" and w["paired"] is True and w["version"] == "punktfunk/1"
+    priv = X25519PrivateKey.generate()
+    nonce = os.urandom(16)
+    r.send({"type": "session_request", "width": 320, "height": 180, "fps": 30, "codec": "h264", "bitrate_kbps": 1000,
+            "client_pub": b64e(priv.public_key().public_bytes_raw()), "client_nonce": b64e(nonce), **req})
+    acc = r.recv()
+    assert acc["type"] == "session_accept", acc
+    shared = priv.exchange(X25519PublicKey.from_public_bytes(b64d(acc["host_pub"], "host_pub")))
+    k_h2c, k_c2h = session_keys(shared, nonce, b64d(acc["host_nonce"], "n"), host_fp, c.identity.fingerprint)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.sendto(os.urandom(60), ("127.0.0.1", acc["udp_port"]))  # junk probe: ignored and counted
+    udp.sendto(make_probe(k_c2h, 0), ("127.0.0.1", acc["udp_port"]))
+    started = r.recv()
+    assert started["type"] == "session_started", started
+    return r, udp, acc, k_h2c, started
+
+
+def test_console_route_opens_pairing(host_factory, tmp_path):
+    from punktfunk_core.paths import Paths
+    from punktfunk_webui.app import create_app
+    from punktfunk_webui.auth import TokenStore
+
+    h = start_host(host_factory, tmp_path)
+    paths = Paths(config=h.dirs["config"], runtime=h.dirs["runtime"])
+    token = TokenStore(paths.config).ensure_admin_token()
+    app = create_app({"console": {"enabled": True, "bind": "127.0.0.1", "port": 0, "workers": 1}}, paths)
+    web = app.test_client()
+    assert web.post("/api/v1/native/pin", json={"pin": "7777"}).status_code in (401, 403)
+    bad = web.post("/api/v1/native/pin", json={"pin": "77x"}, headers={"Authorization": f"Bearer {token}"})
+    assert bad.status_code == 400 and "digits" in bad.get_json()["error"]
+    ok = web.post("/api/v1/native/pin", json={"pin": "7777", "seconds": 60}, headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 200 and ok.get_json()["pairing_open"] is True
+    assert h.call("host.status")["protocols"]["native"]["pairing_open"] is True
+    # and the PIN opened that way really pairs
+    c = NativeClient(ClientOptions(host="127.0.0.1", port=h.native_port, pin="7777", config_dir=tmp_path / "cli"))
+    c.ensure_paired()
+    assert len(h.call("native.clients")) == 1
+
+
+def test_session_control_messages(host_factory, tmp_path):
+    h = start_host(host_factory, tmp_path, timeout=5.0)
+    c = paired_client(h, tmp_path)
+    r, udp, acc, k_h2c, started = open_session(h, c, fec_percent=50)
+    assert acc["fec_percent"] == 50 and acc["cipher"] == "AES-128-GCM" and acc["report_interval_ms"] == 2000
+    # video arrives and decrypts with the derived key
+    rx = NativeReceiver(k_h2c)
+    udp.settimeout(3)
+    units = []
+    while len(units) < 5:
+        u = rx.push(udp.recv(4096))
+        if u is not None:
+            units.append(u)
+    assert units[0].keyframe and [u.au_seq for u in units] == list(range(5))
+    # bitrate change is applied to the running encoder
+    r.send({"type": "set_bitrate", "bitrate_kbps": 2500})
+    m = r.recv()
+    assert m == {"type": "bitrate_changed", "bitrate_kbps": 2500}
+    sid = started["session_id"]
+    info = [s for s in h.call("sessions.list") if s["id"] == sid][0]
+    assert info["bitrate_kbps"] == 2500 and info["details"]["cipher"] == "AES-128-GCM"
+    # keyframe request: an IDR follows within a few frames
+    seen_key = False
+    r.send({"type": "keyframe_request"})
+    deadline = time.monotonic() + 3
+    while not seen_key and time.monotonic() < deadline:
+        u = rx.push(udp.recv(4096))
+        seen_key = bool(u and u.keyframe)
+    assert seen_key
+    # the host pings us (keepalive) and answers our ping (RTT)
+    r.send({"type": "ping", "id": 99, "t_us": 5})
+    got = []
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and not {"ping", "pong"} <= {m["type"] for m in got}:
+        got.append(r.recv(skip_pings=False))
+        if got[-1]["type"] == "ping":
+            r.send({"type": "pong", "id": got[-1]["id"], "t_us": got[-1]["t_us"]})
+    assert {"type": "pong", "id": 99, "t_us": 5} in got and any(m["type"] == "ping" for m in got)
+    # a bad report value is a protocol error: session ends, host answers error and closes
+    r.send({"type": "report", "packets_lost": -5})
+    m = r.recv()
+    assert m["type"] == "error" and m["code"] == "protocol_error"
+    assert r.closed()
+    deadline = time.monotonic() + 5
+    while any(s["id"] == sid for s in h.call("sessions.list")):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert h.call("host.status")["protocols"]["native"]["counters"]["probes_rejected"] >= 1
+    udp.close()
+
+
+def test_clean_teardown_with_bye(host_factory, tmp_path):
+    h = start_host(host_factory, tmp_path)
+    c = paired_client(h, tmp_path)
+    r, udp, _acc, _k, started = open_session(h, c)
+    r.send({"type": "bye", "reason": "user quit"})
+    assert r.closed()
+    deadline = time.monotonic() + 5
+    while h.call("sessions.list"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert "client said bye (user quit)" in h.log()
+    udp.close()
+
+
+def test_abuse_of_the_control_port_never_hurts_the_host(host_factory, tmp_path):
+    h = start_host(host_factory, tmp_path)
+    port = h.native_port
+    # 1. not TLS at all
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(os.urandom(3000))
+    s.close()
+    # 2. TLS 1.2 is refused
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5))
+    # 3. an oversized length prefix closes the connection before any body is read
+    r = Raw(port)
+    r.sock.sendall(struct.pack("!I", MAX_CONTROL_MESSAGE + 1))
+    m = r.recv()
+    assert m["type"] == "error" and m["code"] == "protocol_error" and r.closed()
+    # 4. unknown version
+    r = Raw(port)
+    r.send({"type": "hello", "versions": ["punktfunk/9"]})
+    m = r.recv()
+    assert m["code"] == "unsupported_version" and "punktfunk/1" in m["message"] and r.closed()
+    # 5. an unpaired client may not stream
+    r = Raw(port)
+    r.send({"type": "hello", "versions": ["punktfunk/1"]})
+    assert r.recv()["paired"] is False
+    r.send({"type": "session_request", "width": 320, "height": 180})
+    assert r.recv()["code"] == "not_paired" and r.closed()
+    # 6. a forged pairing attempt with garbage SPAKE2 data while pairing is open
+    h.call("native.pin", pin="1357")
+    r = Raw(port)
+    r.send({"type": "hello", "versions": ["punktfunk/1"]})
+    r.recv()
+    r.send({"type": "pair_start", "spake": b64e(os.urandom(33)), "client_cert": b64e(b"not a cert")})
+    assert r.recv()["code"] == "protocol_error" and r.closed()
+    # 7. a client certificate the host never paired fails the TLS handshake
+    from punktfunk_native.identity import load_or_create_identity
+
+    stranger = load_or_create_identity(tmp_path / "stranger", "client", "stranger")
+    with pytest.raises((ssl.SSLError, ConnectionError, EOFError)):
+        r = Raw(port, stranger)
+        r.send({"type": "hello", "versions": ["punktfunk/1"]})
+        r.recv()
+    # the host is still fine and still pairs a real client with the open PIN
+    st = h.call("host.status")["protocols"]["native"]
+    assert st["counters"]["protocol_errors"] >= 2 and st["counters"]["tls_failed"] >= 2
+    c = NativeClient(ClientOptions(host="127.0.0.1", port=port, pin="1357", config_dir=tmp_path / "cli"))
+    c.ensure_paired()
+    # and a wrong PIN through the library raises PairingFailed with the host's reason
+    h.call("native.pin", pin="1357")
+    c2 = NativeClient(ClientOptions(host="127.0.0.1", port=port, pin="9999", config_dir=tmp_path / "cli2"))
+    with pytest.raises(PairingFailed, match="wrong PIN"):
+        c2.ensure_paired()
