@@ -1,0 +1,296 @@
+"""GameStream wire formats: our own datagrams parsed back, FEC recovery, parsers under fuzz."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from punktfunk_core.stages import AccessUnit, StreamSpec
+from punktfunk_gamestream import fec, wire
+from punktfunk_gamestream.audio import AudioPacketizer
+from punktfunk_gamestream.video import GameStreamPacketizer, VideoContext, fec_layout
+
+# -- a reference receiver (what moonlight-common-c checks), written from the layout --------
+
+
+def _gf_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve a·x = b over GF(2^8)/0x11D (a: n×n, b: n×S) by Gauss-Jordan."""
+    mul = fec.mul_table()
+    a = a.copy()
+    b = b.copy()
+    n = a.shape[0]
+    for col in range(n):
+        piv = next(r for r in range(col, n) if a[r, col])
+        a[[col, piv]] = a[[piv, col]]
+        b[[col, piv]] = b[[piv, col]]
+        inv = fec.gf_inv(int(a[col, col]))
+        a[col] = mul[inv][a[col]]
+        b[col] = mul[inv][b[col]]
+        for r in range(n):
+            if r != col and a[r, col]:
+                f = int(a[r, col])
+                a[r] ^= mul[f][a[col]]
+                b[r] ^= mul[f][b[col]]
+    return b
+
+
+def _parse(datagrams: list[bytes], packet_size: int, key: bytes | None = None) -> list[dict]:
+    out = []
+    for d in datagrams:
+        d = bytes(d)
+        if key is not None:
+            assert len(d) == packet_size + 16 + 32
+            iv, frame, tag = d[:12], struct.unpack_from("<I", d, 12)[0], d[16:32]
+            plain = AESGCM(key).decrypt(iv, d[32:] + tag, None)
+            assert struct.unpack_from("<I", plain, 20)[0] == frame
+            d = plain
+        assert len(d) == packet_size + 16
+        hdr, pt, seq, ts, ssrc, _ = struct.unpack_from(">BBHIII", d, 0)
+        spi, frame, flags, _res, mflags, mblocks, info = struct.unpack_from("<IIBBBBI", d, 16)
+        out.append({"raw": d, "hdr": hdr, "pt": pt, "seq": seq, "ts": ts, "ssrc": ssrc, "spi": spi, "frame": frame,
+                    "flags": flags, "mflags": mflags, "block": (mblocks >> 4) & 3, "last_block": (mblocks >> 6) & 3,
+                    "k": info >> 22, "index": (info >> 12) & 0x3FF, "pct": (info >> 4) & 0xFF})
+    return out
+
+
+def _check_frame(pkts: list[dict], packet_size: int) -> bytes:
+    """Validate one frame's packets like the client does; return its payload bytes."""
+    seqs = [p["seq"] for p in pkts]
+    assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(len(seqs))], "sequence continuous over data and parity"
+    assert len({p["frame"] for p in pkts}) == 1 and len({p["ts"] for p in pkts}) == 1
+    nblocks = pkts[0]["last_block"] + 1
+    payload = b""
+    pos = 0
+    for b in range(nblocks):
+        k = pkts[pos]["k"]
+        pct = pkts[pos]["pct"]
+        parity = (k * pct + 99) // 100
+        blk = pkts[pos:pos + k + parity]
+        assert len(blk) == k + parity, "the client's parity count matches what was sent"
+        assert all(p["block"] == b and p["k"] == k and p["pct"] == pct for p in blk)
+        assert [p["index"] for p in blk] == list(range(k + parity))
+        low = blk[0]["seq"]
+        for i, p in enumerate(blk):
+            assert p["hdr"] == 0x90 and p["pt"] == 0 and p["ssrc"] == 0 and p["mflags"] == 0x10
+            assert p["seq"] == (low + i) & 0xFFFF
+        data = blk[:k]
+        for i, p in enumerate(data):
+            assert p["spi"] == (p["seq"] & 0xFFFFFF) << 8
+            want = wire.VIDEO_FLAG_PIC_DATA | (wire.VIDEO_FLAG_SOF if i == 0 else 0) | (wire.VIDEO_FLAG_EOF if i == k - 1 else 0)
+            assert p["flags"] == want
+            payload += p["raw"][32:]
+        if parity:
+            rows = np.array([np.frombuffer(p["raw"], dtype=np.uint8) for p in data])
+            buf = np.zeros((k + parity, packet_size + 16), dtype=np.uint8)
+            buf[:k] = rows
+            fec.NumpyKernel().encode(buf, k, parity)
+            for j, p in enumerate(blk[k:]):
+                got = np.frombuffer(p["raw"], dtype=np.uint8)
+                # parity bytes where the client needs recovered values: spi, flags, payload
+                assert np.array_equal(got[32:], buf[k + j, 32:])
+                assert np.array_equal(got[16:20], buf[k + j, 16:20]) and got[24] == buf[k + j, 24]
+        pos += k + parity
+    assert pos == len(pkts)
+    return payload
+
+
+def _frames(pkts: list[dict]) -> dict[int, list[dict]]:
+    by: dict[int, list[dict]] = {}
+    for p in pkts:
+        by.setdefault(p["frame"], []).append(p)
+    return by
+
+
+@pytest.mark.parametrize("packet_size,size,key", [
+    (1392, 100, None), (1392, 5000, None), (1024, 400_000, None), (1392, 1_500_000, None),
+    (1360, 30_000, bytes(range(16))), (992, 1, bytes(range(16))),
+])
+def test_packetizer_datagrams_parse_back(packet_size: int, size: int, key: bytes | None) -> None:
+    ctx = VideoContext(packet_size=packet_size, fec_percent=20, min_fec_packets=2, key=key)
+    pk = GameStreamPacketizer(StreamSpec(), {"context": ctx})
+    rng = np.random.default_rng(size)
+    aus = [AccessUnit(rng.integers(0, 256, size, dtype=np.uint8).tobytes(), i == 0, i + 1, 0) for i in range(3)]
+    last_seq = None
+    for n, au in enumerate(aus, start=1):
+        batch = pk.packetize(au)
+        pkts = _parse(batch.packets, packet_size, key)
+        assert {p["frame"] for p in pkts} == {n}, "frame index starts at 1 and counts frames"
+        if last_seq is not None:
+            assert pkts[0]["seq"] == (last_seq + 1) & 0xFFFF
+        last_seq = pkts[-1]["seq"]
+        payload = _check_frame(pkts, packet_size)
+        ver, lat, ftype, last_len, zero = struct.unpack_from("<BHBHH", payload, 0)
+        assert ver == 1 and zero == 0 and ftype == (2 if au.keyframe else 1)
+        assert payload[8:8 + size] == au.data and not any(payload[8 + size:])
+        total = 8 + size
+        per = packet_size - 16
+        assert last_len == min(0xFFFF, total - (-(-total // per) - 1) * per)
+        assert batch.wire_bytes == len(batch.packets) * (packet_size + 16 + (32 if key else 0))
+        assert pkts[0]["last_block"] + 1 == batch.meta["blocks"] <= 4
+
+
+def test_lost_shards_are_recovered_like_the_client_does() -> None:
+    packet_size = 1392
+    pk = GameStreamPacketizer(StreamSpec(), {"packet_size": packet_size, "fec_percent": 20, "min_fec_packets": 2})
+    data = bytes(range(256)) * 40  # 10240 bytes → 8 data shards, 2 parity
+    batch = pk.packetize(AccessUnit(data, True, 1, 0))
+    pkts = _parse(batch.packets, packet_size)
+    k = pkts[0]["k"]
+    parity = len(pkts) - k
+    assert parity >= 2
+    lost = [1, k - 1]  # a middle shard and the EOF shard
+    have = [i for i in range(k + parity) if i not in lost][:k]
+    mat = fec.cauchy_matrix(k, parity)
+    a = np.zeros((k, k), dtype=np.uint8)
+    b = np.zeros((k, packet_size + 16), dtype=np.uint8)
+    for r, i in enumerate(have):
+        if i < k:
+            a[r, i] = 1
+        else:
+            a[r] = mat[i - k]
+        b[r] = np.frombuffer(pkts[i]["raw"], dtype=np.uint8)
+    rec = _gf_solve(a, b)
+    for i in lost:
+        orig = np.frombuffer(pkts[i]["raw"], dtype=np.uint8)
+        # the fields the client keeps from a recovered packet are exact
+        assert np.array_equal(rec[i, 32:], orig[32:])
+        assert np.array_equal(rec[i, 16:20], orig[16:20])
+        assert rec[i, 24] == orig[24]
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(1, 4 * 1023), pct=st.integers(0, 100), min_fec=st.integers(0, 8))
+def test_fec_layout_rules(n: int, pct: int, min_fec: int) -> None:
+    try:
+        blocks, used = fec_layout(n, pct, min_fec)
+    except ValueError:
+        assert n > 4 * 1023
+        return
+    assert 1 <= len(blocks) <= 4
+    assert sum(k for k, _, _ in blocks) == n
+    for k, p, w in blocks:
+        assert 1 <= k <= 1023 and 0 <= w <= 255
+        assert (k * w + 99) // 100 == p, "the client derives the same parity count"
+        if p:
+            assert k + p <= 255
+            assert p >= min(min_fec, 255 - k, (k * 255 + 99) // 100)
+            assert p >= -(-k * used // 100) or k + p == 255
+
+
+def test_audio_packets_fec_and_cbc() -> None:
+    key = bytes(range(16, 32))
+    rikeyid = -12345
+    ap = AudioPacketizer(5, key, rikeyid, fec.NumpyKernel())
+    opus = [bytes([i]) * 60 for i in range(8)]
+    out = [ap.packets_for(o) for o in opus]
+    assert [len(x) for x in out] == [1, 1, 1, 3, 1, 1, 1, 3]
+    datas = [x[0] for x in out]
+    for seq, (d, o) in enumerate(zip(datas, opus)):
+        v, pt, s, ts, ssrc = struct.unpack_from(">BBHII", d, 0)
+        assert (v, pt, s, ts, ssrc) == (0x80, 97, seq, seq * 5, 0)
+        iv = struct.pack(">I", (rikeyid + seq) & 0xFFFFFFFF) + bytes(12)
+        dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        padded = dec.update(d[12:]) + dec.finalize()
+        unp = padding.PKCS7(128).unpadder()
+        assert unp.update(padded) + unp.finalize() == o
+    fec_pkts = out[3][1:]
+    m = np.array(wire.AUDIO_FEC_MATRIX, dtype=np.uint8)
+    payloads = np.array([np.frombuffer(d[12:], dtype=np.uint8) for d in datas[:4]])
+    for j, f in enumerate(fec_pkts):
+        assert f[1] == 127
+        idx, pt, base, bts, ssrc = struct.unpack_from(">BBHII", f, 12)
+        assert (idx, pt, base, bts, ssrc) == (j, 97, 0, 0, 0)
+        want = np.zeros(payloads.shape[1], dtype=np.uint8)
+        for i in range(4):
+            want ^= fec.mul_table()[m[j, i]][payloads[i]]
+        assert bytes(f[24:]) == want.tobytes()
+    assert struct.unpack_from(">H", out[7][1], 14)[0] == 4  # second block's base sequence
+
+
+def test_control_messages_roundtrip_and_tamper() -> None:
+    aead = AESGCM(bytes(16))
+    msg = wire.seal_control(aead, 7, wire.CTRL_TERMINATION, struct.pack(">I", wire.TERMINATION_GRACEFUL))
+    kind, length, seq = struct.unpack_from("<HHI", msg, 0)
+    assert kind == 1 and seq == 7 and length == len(msg) - 4 == 4 + 16 + 4 + 4
+    # the client decrypts host messages with IV byte 10 = 'H'
+    assert wire.open_control(aead, msg, origin=b"H") == (7, wire.CTRL_TERMINATION, struct.pack(">I", 0x80030023))
+    with pytest.raises(wire.BadInput):
+        wire.open_control(aead, msg, origin=b"C")
+    bad = bytearray(msg)
+    bad[-1] ^= 1
+    with pytest.raises(wire.BadInput):
+        wire.open_control(aead, bytes(bad), origin=b"H")
+
+
+def test_announce_is_parsed() -> None:
+    sdp = (b"v=0\r\na=x-nv-video[0].clientViewportWd:1920 \r\na=x-nv-video[0].clientViewportHt:1080 \r\n"
+           b"a=x-nv-video[0].maxFPS:120 \r\na=x-nv-video[0].packetSize:1360 \r\n"
+           b"a=x-nv-vqos[0].bw.maximumBitrateKbps:16000 \r\na=x-nv-vqos[0].bitStreamFormat:1 \r\n"
+           b"a=x-nv-vqos[0].fec.minRequiredFecPackets:2 \r\na=x-ss-general.encryptionEnabled:3 \r\n"
+           b"a=x-nv-general.featureFlags:167 \r\na=x-nv-aqos.packetDuration:5 \r\n")
+    a = wire.parse_announce(sdp)
+    assert (a.width, a.height, a.fps, a.packet_size, a.bitrate_kbps, a.codec) == (1920, 1080, 120, 1360, 16000, "hevc")
+    assert a.min_fec_packets == 2 and a.video_encrypted and a.audio_encrypted and a.audio_packet_ms == 5
+    with pytest.raises(wire.BadInput):
+        wire.parse_announce(sdp.replace(b"1360", b"1361"))
+    with pytest.raises(wire.BadInput):
+        wire.parse_announce(b"a=x-nv-video[0].maxFPS:60\r\n")
+
+
+# -- fuzz: every parser either parses or raises BadInput -----------------------------------
+def _only_bad_input(fn, *args):
+    try:
+        fn(*args)
+    except wire.BadInput:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_fuzz_query(qs: str) -> None:
+    _only_bad_input(wire.parse_query, qs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=400), st.builds(
+    lambda m, t, h, b: f"{m} {t} RTSP/1.0\r\n{h}\r\n\r\n".encode() + b,
+    st.sampled_from(["OPTIONS", "DESCRIBE", "SETUP", "ANNOUNCE", "PLAY", "X"]), st.text(max_size=20),
+    st.text(max_size=60), st.binary(max_size=80))))
+def test_fuzz_rtsp(data: bytes) -> None:
+    _only_bad_input(wire.parse_rtsp, data)
+    _only_bad_input(wire.parse_announce, data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=120), st.builds(lambda s, b: struct.pack("<HHI", 1, s, 0) + b,
+                                                    st.integers(0, 0xFFFF), st.binary(max_size=80))))
+def test_fuzz_control(data: bytes) -> None:
+    aead = AESGCM(bytes(16))
+    _only_bad_input(wire.open_control, aead, data)
+    _only_bad_input(wire.parse_fec_status, data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_fuzz_ping(data: bytes) -> None:
+    try:
+        payload, seq = wire.parse_ping(data)
+    except wire.BadInput:
+        assert len(data) != 20 and data != b"PING"
+        return
+    assert len(payload) in (4, 16) and 0 <= seq < 2**32
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=24))
+def test_fuzz_mode_and_hex(s: str) -> None:
+    _only_bad_input(wire.parse_mode, s)
+    _only_bad_input(lambda v: wire.parse_hex(v, name="x", exact=16), s)
+    _only_bad_input(lambda v: wire.parse_int(v, name="x"), s)
