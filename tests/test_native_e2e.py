@@ -237,3 +237,25 @@ def test_silent_client_ends_session_within_keepalive_timeout(host_factory, tmp_p
     # the host accepts a new client afterwards
     s = summary_of(run_client(h, tmp_path, "--seconds", "1.5", "--json", "--width", "320", "--height", "180"))
     assert s["frames_decoded"] > 30 and s["ids_in_order"]
+
+
+def test_live_status_line_and_saved_frames(host_factory, tmp_path):
+    h = start_host(host_factory, tmp_path)
+    h.call("native.pin", pin="4821")
+    frames_dir = tmp_path / "frames"
+    proc = run_client(h, tmp_path, "--pin", "4821", "--seconds", "2", "--width", "320", "--height", "180",
+                      "--fps", "30", "--save-frames", str(frames_dir))
+    assert proc.returncode == 0, proc.stderr
+    lines = [x for x in proc.stdout.splitlines() if x.strip()]  # "\r"-updated status line (newlines in text mode)
+    assert len(lines) >= 2 and all("fps" in x and "Mb/s" in x and "e2e p50" in x for x in lines), proc.stdout
+    pngs = sorted(frames_dir.glob("frame-*.png"))
+    assert len(pngs) >= 30
+    assert frames_dir.stat().st_mode & 0o777 == 0o700
+    from punktfunk_core.media.stamp import read_stamp
+
+    import numpy as np
+    from PIL import Image
+
+    img = np.asarray(Image.open(pngs[5]).convert("L"))
+    stamp = read_stamp(img)
+    assert stamp is not None and stamp[0] == int(pngs[5].stem.split("-")[1])

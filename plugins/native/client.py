@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import random
 import socket
 import ssl
@@ -151,8 +152,9 @@ class Stats:
 class NativeClient:
     def __init__(self, opts: ClientOptions) -> None:
         self.opts = opts
-        cfg = opts.config_dir or Paths.from_env().config
-        self.dir = Path(cfg) / "native"
+        cfg = Path(opts.config_dir or Paths.from_env().config)
+        ensure_private_dir(cfg)
+        self.dir = cfg / "native"
         self.address = f"{opts.host}:{opts.port}"
         self.name = opts.name or socket.gethostname()
         self.identity: Identity = load_or_create_identity(self.dir, "client", self.name)
@@ -472,8 +474,14 @@ class _Decoder:
         self.stats = client.stats
         self.need_keyframe = True
         self.save_dir = Path(save_dir) if save_dir else None
+        self._saveq: queue.SimpleQueue | None = None
+        self._saver: threading.Thread | None = None
         if self.save_dir is not None:
             ensure_private_dir(self.save_dir)
+            # PNG writing happens on its own thread so it never delays receiving
+            self._saveq = queue.SimpleQueue()
+            self._saver = threading.Thread(target=self._save_loop, name="native-save", daemon=True)
+            self._saver.start()
         from punktfunk_core.media.stamp import latency_us, read_stamp_from_av_frame
 
         self._read_stamp = read_stamp_from_av_frame
@@ -509,13 +517,25 @@ class _Decoder:
                 if fid != au.frame_id or fid <= st.last_id:
                     st.ids_in_order = False
                 st.last_id = fid
-            if self.save_dir is not None:
-                try:
-                    frame.to_image().save(self.save_dir / f"frame-{au.frame_id:08d}.png")
-                except Exception:  # noqa: BLE001 - saving is best effort
-                    pass
+            if self._saveq is not None:
+                self._saveq.put((au.frame_id, frame))
+
+    def _save_loop(self) -> None:
+        assert self._saveq is not None and self.save_dir is not None
+        while True:
+            item = self._saveq.get()
+            if item is None:
+                return
+            fid, frame = item
+            try:
+                frame.to_image().save(self.save_dir / f"frame-{fid:08d}.png", compress_level=1)
+            except Exception:  # noqa: BLE001 - saving is best effort
+                pass
 
     def close(self) -> None:
+        if self._saveq is not None and self._saver is not None:
+            self._saveq.put(None)
+            self._saver.join(30.0)
         try:
             self.ctx.close()
         except Exception:  # noqa: BLE001
