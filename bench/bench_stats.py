@@ -60,6 +60,11 @@ def bench_push(n: int) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="pf-bench-stats-"))
     try:
         samples = [_sample(i) for i in range(n)]
+        warm = Recorder(tmp / "w", max_samples=n + 1)
+        warm.start()
+        for s in samples:
+            warm.push_sample(s, 1)
+        del warm
         rec = Recorder(tmp / "a", max_samples=n + 1)
         rec.start()
         t0 = time.perf_counter_ns()

@@ -559,3 +559,19 @@ def test_csv_columns_one_per_stage_and_counter() -> None:
     assert rows[1] == ["0", "1", "60.0", "0.0", "10.0", "8000", "1.0", "2.0", "3.0", "4.0", "", "", "", "", ""]
     assert rows[2][-3:] == ["2", "", "900.5"]
     assert rows[3][8:12] == ["", "", "11.0", "12.0"] and rows[3][-2] == "1"
+
+
+def test_non_finite_and_odd_values_are_made_json_safe(capdir: Path) -> None:
+    rec = Recorder(capdir)
+    rec.start()
+    nan, inf = float("nan"), float("inf")
+    rec.push_sample(sample(fps=nan, rtt_us=inf, packets_dropped=3), 1)
+    rec.push_sample({"stages": [{"name": "x", "p50_us": "fast", "p99_us": -inf}, "junk"], "fps": "60",
+                     "repeat_fps": None, "mbps": 1.5, "bitrate_kbps": 100, "seal_us": nan}, 2)
+    rec.push_sample(sample(), 1)
+    json.dumps(rec.live(), allow_nan=False)
+    meta = rec.stop()
+    a, b, c = rec.load(meta["id"])["samples"]
+    assert a["fps"] == 0.0 and "rtt_us" not in a and a["packets_dropped"] == 3
+    assert b["stages"] == [{"name": "x", "p50_us": 0.0, "p99_us": 0.0}] and b["fps"] == 60.0 and "seal_us" not in b
+    assert c["fps"] == 60.0 and c["stages"][1]["p50_us"] == 2000.0

@@ -31,6 +31,7 @@ import bisect
 import errno
 import json
 import logging
+import math
 import os
 import re
 import stat
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from punktfunk_core.paths import atomic_write
-from punktfunk_core.stats import StatsSample
+from punktfunk_core.stats import COUNT_FIELDS, OPTIONAL_FIELDS, StatsSample
 
 log = logging.getLogger("punktfunk.stats")
 
@@ -284,6 +285,7 @@ class Recorder:
         if not self.is_armed:
             return False
         d = sample.to_dict() if isinstance(sample, StatsSample) else dict(sample)
+        d = _finite(d)
         now = self._clock_ns()
         with self._lock:
             cap = self._cur
@@ -381,8 +383,11 @@ class Recorder:
                 try:
                     self._write(cap)
                     saved.append(cap)
-                except OSError as exc:
-                    errors[id(cap)] = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+                except Exception as exc:  # noqa: BLE001 - whatever it is, the capture is kept
+                    if isinstance(exc, OSError):
+                        errors[id(cap)] = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+                    else:
+                        errors[id(cap)] = f"{type(exc).__name__}: {exc}"
                     log.error("saving stats capture %s failed (kept in memory; stop again to retry): %s",
                               cap.meta["id"], errors[id(cap)])
             with self._lock:
@@ -568,6 +573,54 @@ class Recorder:
             if self._index.pop(path.name, None) is not None:
                 self._index_dirty = True
         log.info("stats capture %s deleted", capture_id)
+
+
+_REQUIRED_FLOATS = ("fps", "repeat_fps", "mbps")
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _finite(d: dict[str, Any]) -> dict[str, Any]:
+    """Make a sample JSON-safe: a value that is not a finite number becomes 0
+    (required fields, stage timings) or absent (optional fields). The common
+    case costs one float sum."""
+    try:
+        total = d["fps"] + d["repeat_fps"] + d["mbps"] + d.get("bitrate_kbps", 0)
+        for st in d.get("stages", ()):
+            total += st["p50_us"] + st["p99_us"]
+        for k in OPTIONAL_FIELDS:
+            v = d.get(k)
+            if v is not None:
+                total += v
+        if math.isfinite(total) and isinstance(d.get("stages", []), list):
+            return d
+    except (TypeError, KeyError, AttributeError):
+        pass
+    out = dict(d)
+    for k in _REQUIRED_FLOATS:
+        out[k] = _num(out.get(k)) or 0.0
+    out["bitrate_kbps"] = int(_num(out.get("bitrate_kbps")) or 0)
+    stages = out.get("stages")
+    clean = []
+    for st in stages if isinstance(stages, list) else ():
+        if isinstance(st, dict) and "name" in st:
+            clean.append({"name": str(st["name"]), "p50_us": _num(st.get("p50_us")) or 0.0,
+                          "p99_us": _num(st.get("p99_us")) or 0.0})
+    out["stages"] = clean
+    for k in OPTIONAL_FIELDS:
+        if k in out:
+            v = _num(out[k])
+            if v is None:
+                del out[k]
+            else:
+                out[k] = int(v) if k in COUNT_FIELDS else v
+    return out
 
 
 def _dumps(obj: Any) -> str:
