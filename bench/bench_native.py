@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import socket
 import time
 from typing import Any
@@ -47,6 +48,7 @@ def _run_case(gso: bool, seconds: float, fec_percent: int = 20, shard: int = 120
         sender.send(pk.packetize(au))
     payload = wire = packets = frames = 0
     fec_ns = seal_ns = sock_ns = 0
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     c0, w0 = time.process_time(), time.perf_counter()
     deadline = w0 + seconds
     i = 0
@@ -65,6 +67,7 @@ def _run_case(gso: bool, seconds: float, fec_percent: int = 20, shard: int = 120
         if i % 8 == 0 and time.perf_counter() >= deadline:
             break
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
     gso_used = sender.gso
     sender.close()
     sink.close()
@@ -81,6 +84,8 @@ def _run_case(gso: bool, seconds: float, fec_percent: int = 20, shard: int = 120
         "fec_us_per_frame": fec_ns / frames / 1e3,
         "seal_us_per_frame": seal_ns / frames / 1e3,
         "sock_us_per_frame": sock_ns / frames / 1e3,
+        "user_us_per_frame": (r1.ru_utime - r0.ru_utime) / frames * 1e6,
+        "sys_us_per_frame": (r1.ru_stime - r0.ru_stime) / frames * 1e6,
         "send_dropped": sender.send_dropped,
     }
 
@@ -89,6 +94,7 @@ def run(quick: bool) -> dict[str, Any]:
     from punktfunk_native.datapath import gso_supported
 
     seconds = 1.5 if quick else 5.0
+    load = os.getloadavg()
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     have_gso = gso_supported(probe)
     probe.close()
@@ -125,7 +131,12 @@ def run(quick: bool) -> dict[str, Any]:
                  "labels": ["payload", "wire"],
                  "series": {r[0]: [r[1], r[2]] for r in rows if r[1] is not None},
                  "log": False, "target": TARGET_GBPS_PER_CORE},
-        "notes": [] if have_gso else ["UDP GSO is not supported by this kernel: only the plain-send case ran"],
+        "notes": ([] if have_gso else ["UDP GSO is not supported by this kernel: only the plain-send case ran"]) + [
+            f"load average when the run started: {load[0]:.2f} on {os.cpu_count()} CPUs (other work on the machine "
+            "slows AES-GCM and the interpreter alike; compare the two cases of one run, not runs with each other)",
+            "fec/seal/socket columns are wall-clock µs per frame (perf_counter) and include preemption on a busy "
+            "machine; the Gbit/s columns use process CPU time",
+        ],
         "raw": {"gso_on": on, "gso_off": off, "seconds": seconds},
     }
 
