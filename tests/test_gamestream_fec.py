@@ -118,3 +118,19 @@ def test_bad_shapes_are_rejected() -> None:
     isal = _isal()
     with pytest.raises(ValueError):
         isal.encode(np.zeros((3, 8), dtype=np.uint8), 3, 1)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threaded_isal_matches_vectors_and_numpy(threads: int) -> None:
+    _isal()
+    kernel = fec.IsalKernel(threads=threads)
+    for v in _vectors():
+        data = [bytes.fromhex(d) for d in v["data"]]
+        assert [p.hex() for p in fec.encode_parity(data, v["m"], kernel)] == v["parity"]
+    rng = np.random.default_rng(3)
+    buf = np.zeros((212 + 43, 1408), dtype=np.uint8)
+    buf[:212] = rng.integers(0, 256, (212, 1408), dtype=np.uint8)
+    a, b = buf.copy(), buf.copy()
+    kernel.encode(a, 212, 43)
+    fec.NumpyKernel().encode(b, 212, 43)
+    assert np.array_equal(a, b)

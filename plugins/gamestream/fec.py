@@ -26,6 +26,7 @@ import logging
 import threading
 from collections import OrderedDict
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -144,7 +145,7 @@ class IsalKernel(FecKernel):
 
     name = "isal"
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
         lib = _load_isal()
         if lib is None:
             raise OSError("libisal.so.2 not found (Debian/Ubuntu: apt-get install libisal2)")
@@ -152,6 +153,9 @@ class IsalKernel(FecKernel):
         self._lock = threading.Lock()
         # expanded tables per (k, m): 32·k·m bytes each, kept for the common shapes
         self._tables: OrderedDict[tuple[int, int, bytes | None], np.ndarray] = OrderedDict()
+        #: >1 splits a block's columns over this many threads (ctypes releases the GIL)
+        self.threads = max(1, int(threads))
+        self._pool: Any = None
 
     def _gftbls(self, k: int, m: int, matrix: np.ndarray | None) -> np.ndarray:
         key = (k, m, None if matrix is None else matrix.tobytes())
@@ -180,15 +184,33 @@ class IsalKernel(FecKernel):
         stride = shards.strides[0]
         data_ptrs = base + np.arange(k, dtype=np.uint64) * np.uint64(stride)
         par_ptrs = base + np.arange(k, k + m, dtype=np.uint64) * np.uint64(stride)
-        # optional column striping (``stripe`` > 0): measured no reliable gain
-        # on AVX2 (ISA-L's 6-row dot product is compute bound there), so off
-        chunk = self.stripe if 0 < self.stripe < size else size
         fn = self._lib.ec_encode_data
-        for off in range(0, size, chunk):
-            n = min(chunk, size - off)
-            d = data_ptrs + np.uint64(off)
-            p = par_ptrs + np.uint64(off)
-            fn(n, k, m, tbl.ctypes.data, d.ctypes.data, p.ctypes.data)
+        tp = tbl.ctypes.data
+
+        def run(lo: int, hi: int) -> None:
+            # optional column striping (``stripe`` > 0): measured no reliable
+            # gain on AVX2 (ISA-L's 6-row dot product is compute bound there)
+            chunk = self.stripe if 0 < self.stripe < hi - lo else hi - lo
+            for off in range(lo, hi, chunk):
+                n = min(chunk, hi - off)
+                d = data_ptrs + np.uint64(off)
+                p = par_ptrs + np.uint64(off)
+                fn(n, k, m, tp, d.ctypes.data, p.ctypes.data)
+
+        parts = self.threads if size >= 256 * self.threads else 1
+        if parts == 1:
+            run(0, size)
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(parts - 1, thread_name_prefix="fec")
+        step = ((size + parts - 1) // parts + 63) // 64 * 64  # 64-byte aligned column ranges
+        bounds = [(i * step, min(size, (i + 1) * step)) for i in range(parts) if i * step < size]
+        futures = [self._pool.submit(run, lo, hi) for lo, hi in bounds[1:]]
+        run(*bounds[0])
+        for f in futures:
+            f.result()
 
     #: column stripe width in bytes (0 = whole shards in one call)
     stripe = 0

@@ -460,7 +460,7 @@ class GameStreamPlane(ProtocolPlane):
                 pacing=float(self.config.get("pacing", 0.5)),
                 drop_frames=frozenset(int(x) for x in self.config.get("test_drop_frames", [])),
             )
-            opts = {"context": ctx}
+            opts = {"context": ctx, "fec_threads": int(self.config.get("fec_threads", 1))}
             packetizer = host.pm.stages.create("packetizer", "gamestream", spec, opts)
             sender = host.pm.stages.create("sender", "gamestream", spec, opts)
             client = f"{launch.video_peer[0]}:{launch.video_peer[1]}"

@@ -135,7 +135,13 @@ class GameStreamPacketizer(Packetizer):
             raise ValueError("fec_percent must be 0..255")
         self.ctx = ctx
         kernel = options.get("fec_kernel", "auto")
-        self.kernel = fec.NumpyKernel() if kernel == "numpy" else fec.IsalKernel() if kernel == "isal" else fec.best_kernel()
+        threads = int(options.get("fec_threads", 1))
+        if kernel == "numpy":
+            self.kernel: fec.FecKernel = fec.NumpyKernel()
+        elif kernel == "isal" or (kernel == "auto" and threads > 1 and fec.best_kernel().name == "isal"):
+            self.kernel = fec.IsalKernel(threads=threads)
+        else:
+            self.kernel = fec.best_kernel()
         self.shard = ctx.packet_size + RTP_HEADER
         self.payload = ctx.packet_size - NV_HEADER
         self.aead = AESGCM(ctx.key) if ctx.key else None

@@ -1,0 +1,168 @@
+"""GameStream: FEC encode throughput and packetize + send rate per core.
+
+``run(quick)`` measures, in this process:
+
+* nanors-compatible GF(2^8) parity for a k=212, m=43 block and a k=76, m=16
+  block of 1408-byte shards (MB/s of data): Intel ISA-L ``ec_encode_data``
+  through ctypes (1 and 2 threads), the numpy table fallback, and the nanors
+  numbers the design notes give for this machine type (compiled C, for
+  reference; not measured here);
+* the ``gamestream`` packetizer + sender on synthetic access units to a
+  loopback UDP socket, unpaced: wire Mbit/s per CPU-second, plain and with
+  AES-GCM video encryption.
+
+Importing this module does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+#: compiled nanors (b1e3c22) on this machine type, from shared/design/gamestream.md
+NANORS_MBPS = {"k=212 m=43": 2600.0, "k=76 m=16": 7000.0}
+SHAPES = (("k=212 m=43", 212, 43), ("k=76 m=16", 76, 16))
+SHARD = 1408
+TARGET_MBPS = 1000.0
+
+
+def _fec_rate(kernel: Any, k: int, m: int, seconds: float) -> float:
+    import numpy as np
+
+    rng = np.random.default_rng(k * 1000 + m)
+    buf = np.zeros((k + m, SHARD), dtype=np.uint8)
+    buf[:k] = rng.integers(0, 256, (k, SHARD), dtype=np.uint8)
+    kernel.encode(buf, k, m)  # warm-up (tables, pool)
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    reps = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            kernel.encode(buf, k, m)
+        dt = (time.perf_counter() - t0) / reps
+        best = min(best, dt)
+        if time.perf_counter() > deadline:
+            break
+        reps = max(1, min(200, int(0.05 / max(dt, 1e-6))))
+    return k * SHARD / best / 1e6
+
+
+def _packetize_send(quick: bool, encrypted: bool) -> dict[str, float]:
+    import numpy as np
+
+    from punktfunk_core.stages import AccessUnit, StreamSpec
+    from punktfunk_gamestream.video import GameStreamPacketizer, GameStreamSender, VideoContext
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    spec = StreamSpec(width=1920, height=1080, fps=60)
+    ctx = VideoContext(packet_size=1392 - (32 if encrypted else 0), fec_percent=20, min_fec_packets=2,
+                       key=os.urandom(16) if encrypted else None, peer=sink.getsockname(), pacing=0.0)
+    pk = GameStreamPacketizer(spec, {"context": ctx})
+    sd = GameStreamSender(spec, {"context": ctx})
+    rng = np.random.default_rng(7)
+    # 40 Mbit/s at 60 fps ≈ 83 kB per frame; an IDR every 60 frames at 4x that
+    frames = [rng.integers(0, 256, 83_000, dtype=np.uint8).tobytes(),
+              rng.integers(0, 256, 330_000, dtype=np.uint8).tobytes()]
+    n = 120 if quick else 600
+    wire = 0
+    packets = 0
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    for i in range(n):
+        key = i % 60 == 0
+        au = AccessUnit(frames[1] if key else frames[0], key, i + 1, time.monotonic_ns())
+        batch = pk.packetize(au)
+        sd.send(batch)
+        wire += batch.wire_bytes
+        packets += len(batch.packets)
+    cpu = time.process_time() - cpu0
+    wall = time.perf_counter() - t0
+    sd.close()
+    sink.close()
+    return {"mbit_per_cpu_s": wire * 8 / cpu / 1e6, "mbit_per_s": wire * 8 / wall / 1e6,
+            "packets_per_cpu_s": packets / cpu, "frames": n, "cpu_s": cpu}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    from punktfunk_gamestream import fec
+
+    seconds = 0.4 if quick else 2.0
+    notes: list[str] = []
+    kernels: dict[str, Any] = {"numpy": fec.NumpyKernel()}
+    try:
+        kernels["ISA-L"] = fec.IsalKernel()
+        kernels["ISA-L 2 threads"] = fec.IsalKernel(threads=2)
+    except OSError as exc:
+        notes.append(f"ISA-L not measured: {exc} (Debian/Ubuntu: apt-get install libisal2)")
+    rates: dict[str, dict[str, float]] = {name: {} for name in kernels}
+    for label, k, m in SHAPES:
+        for name, kernel in kernels.items():
+            secs = seconds / 4 if name == "numpy" else seconds
+            rates[name][label] = round(_fec_rate(kernel, k, m, secs), 1)
+    rows = []
+    for label, _k, _m in SHAPES:
+        rows.append([label, *[rates[n][label] for n in kernels], NANORS_MBPS[label]])
+    ratios = []
+    if "ISA-L" in rates:
+        big = SHAPES[0][0]
+        ratios.append({"name": f"ISA-L / numpy ({big})", "value": round(rates["ISA-L"][big] / rates["numpy"][big], 1),
+                       "target": None, "ok": None})
+        ratios.append({"name": f"ISA-L 1 thread vs {TARGET_MBPS:.0f} MB/s target ({big})",
+                       "value": round(rates["ISA-L"][big] / TARGET_MBPS, 2), "target": ">= 1.0",
+                       "ok": rates["ISA-L"][big] >= TARGET_MBPS})
+        ratios.append({"name": f"ISA-L 2 threads vs {TARGET_MBPS:.0f} MB/s target ({big})",
+                       "value": round(rates["ISA-L 2 threads"][big] / TARGET_MBPS, 2), "target": ">= 1.0",
+                       "ok": rates["ISA-L 2 threads"][big] >= TARGET_MBPS})
+        ratios.append({"name": f"ISA-L / compiled nanors reference ({big})",
+                       "value": round(rates["ISA-L"][big] / NANORS_MBPS[big], 2), "target": None, "ok": None})
+    plain = _packetize_send(quick, encrypted=False)
+    sealed = _packetize_send(quick, encrypted=True)
+    send_rows = [
+        ["plain (packet 1392, FEC 20 %)", round(plain["mbit_per_cpu_s"]), round(plain["packets_per_cpu_s"])],
+        ["AES-GCM (packet 1360, FEC 20 %)", round(sealed["mbit_per_cpu_s"]), round(sealed["packets_per_cpu_s"])],
+    ]
+    notes.append(f"CPU: {_cpu_model()}; {os.cpu_count()} cores. The nanors column is the design notes' figure "
+                 "for compiled nanors on this machine type, not measured in this run.")
+    return {
+        "title": "GameStream FEC and packetize + send",
+        "what": ("Reed-Solomon GF(2^8) parity byte-compatible with nanors (what Moonlight decodes) for one "
+                 "FEC block of 1408-byte shards, in MB/s of data; and the gamestream packetizer + sender "
+                 "(NV headers, multi-block FEC, optional AES-GCM, unpaced) to a loopback UDP socket, in wire "
+                 "Mbit/s per CPU-second."),
+        "commands": ["python -m bench --only gamestream"],
+        "tables": [
+            {"title": "FEC encode (MB/s of data)", "headers": ["block", *kernels, "nanors (reference)"], "rows": rows},
+            {"title": "packetize + send per core", "headers": ["case", "Mbit/s per CPU-s", "packets per CPU-s"],
+             "rows": send_rows},
+        ],
+        "ratios": ratios,
+        "plot": {"kind": "bar", "title": "FEC encode throughput", "ylabel": "MB/s",
+                 "labels": [s[0] for s in SHAPES],
+                 "series": {**{n: [rates[n][s[0]] for s in SHAPES] for n in kernels},
+                            "nanors (reference)": [NANORS_MBPS[s[0]] for s in SHAPES]},
+                 "log": True, "target": TARGET_MBPS},
+        "notes": notes,
+        "raw": {"fec_mbps": rates, "packetize_send": {"plain": plain, "aes_gcm": sealed}},
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    import json
+
+    print(json.dumps(run(quick=True), indent=1, default=str))
