@@ -111,11 +111,15 @@ def session_started(session: Any) -> None:
 
 @hookimpl
 def stats_window(session: Any, sample: Any) -> None:
-    try:
-        host = _state.host
-        if host is not None and host.gate.perf:
+    host = _state.host
+    if host is not None and host.gate.perf:
+        try:
             line = dataclasses.replace(sample, session_id=session.id).perf_line(session.kind)
             perf_log.info("%s", line)
+        except Exception:  # noqa: BLE001 - stats never stop a stream
+            _state.errors += 1
+            log.exception("stats: perf line of session %s failed", getattr(session, "id", "?"))
+    try:
         rec = _state.recorder
         if rec is not None and rec.is_armed:
             rec.push_sample(sample, session.id, session_info(session))
