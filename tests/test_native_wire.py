@@ -298,3 +298,49 @@ def test_sender_over_loopback_with_tampering_relay(gso):
     for s in (rx_sock, relay, out):
         s.close()
     sender.close()
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, 200), st.integers(1, 6), st.integers(0, 3), st.integers(0, 9),
+                          st.sampled_from([2, 4, 64]), st.integers(0, 1), st.integers(0, 2**32 - 1)),
+                min_size=1, max_size=150))
+def test_authenticated_but_hostile_headers_never_crash_the_reassembler(items):
+    """Even a peer holding the key (a broken or hostile host) cannot make the
+    client raise: inconsistent shard counts, lengths and ids are counted."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    aead = AESGCM(KEY)
+    rx = NativeReceiver(KEY)
+    for seq, (au_seq, k, m, idx, slen, flags, fid) in enumerate(items):
+        idx = idx % (k + m)
+        au_len = (k - 1) * slen + 1
+        hdr = HEADER.pack(1, PKT_VIDEO, flags, 0, seq, fid, au_seq, au_len, idx, k, m, slen)
+        pkt = hdr + aead.encrypt(nonce(1, seq), os.urandom(slen), hdr)
+        out = rx.push(pkt)
+        if out is not None:
+            assert len(out.data) == au_len
+    c = rx.counters()
+    assert c["packets_accepted"] == len(items)
+    assert len(rx.reasm.slots) <= rx.reasm.max_pending
+
+
+@given(st.dictionaries(st.sampled_from(["packets_lost", "shards_recovered", "frames_undecodable", "decode_us", "x"]),
+                       st.one_of(st.integers(-5, 2**50), st.floats(allow_nan=True), st.text(max_size=3), st.none(),
+                                 st.booleans())))
+def test_feedback_report_parser(msg):
+    from punktfunk_core.session import Session
+    from punktfunk_core.stages import StreamSpec
+    from punktfunk_core.stats import StatsSample
+    from punktfunk_native.server import NativePlane
+
+    session = Session("native", "test", StreamSpec())
+    try:
+        NativePlane._feedback(session, dict(msg, type="report"))
+    except ProtocolError:
+        return
+    sample = StatsSample([], 0.0, 0.0, 0.0, 0)
+    session.feedback.drain_into(sample)
+    if "packets_lost" in msg:
+        assert sample.packets_dropped == msg["packets_lost"] >= 0
+    if "shards_recovered" in msg:
+        assert sample.fec_recovered == msg["shards_recovered"] >= 0

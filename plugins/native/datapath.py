@@ -332,14 +332,13 @@ class Reassembler:
             self.last_delivered = s - 1
         slot = self.slots.get(s)
         if slot is None:
+            if len(self.slots) >= self.max_pending:
+                del self.slots[min(self.slots)]  # bounded memory: the oldest pending unit goes
             slot = _Slot(hdr.frame_id, hdr.au_len, hdr.data_count, hdr.parity_count, hdr.shard_len,
                          bool(hdr.flags & FLAG_KEYFRAME), now_ns)
             self.slots[s] = slot
             if s > self.highest_au:
                 self.highest_au = s
-            if len(self.slots) > self.max_pending:
-                oldest = min(self.slots)
-                del self.slots[oldest]
         elif (slot.k, slot.m, slot.slen, slot.au_len, slot.frame_id) != (
                 hdr.data_count, hdr.parity_count, hdr.shard_len, hdr.au_len, hdr.frame_id):
             self.inconsistent += 1
