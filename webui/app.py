@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -41,6 +42,7 @@ PAGES = {
     "pairing": "Pairing",
     "host": "Host",
 }
+PROTOCOL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 #: methods a device-lane route may answer: the lane is read-only
 DEVICE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -301,6 +303,44 @@ def _add_core_routes(register: Callable[..., None], ipc: IpcClient, table: Route
             return json_error(404, f"no {kind} token named {name!r}")
         return Response(status=204)
 
+    # pairing bridge: paired clients of a protocol through its IPC commands
+    # (<proto>.clients, else <proto>.status["paired_clients"]; <proto>.unpair {fingerprint})
+    def _protocol(name: str) -> str:
+        if not PROTOCOL_NAME.match(name):
+            raise IpcError(404, f"no protocol {name!r}")
+        return name
+
+    def pairing_clients(protocol: str) -> Response:
+        proto = _protocol(protocol)
+        try:
+            clients = ipc.call(f"{proto}.clients")
+        except IpcError as exc:
+            if exc.code != 404 or "unknown command" not in exc.message:
+                raise
+            try:
+                clients = (ipc.call(f"{proto}.status") or {}).get("paired_clients", [])
+            except IpcError as exc2:
+                if exc2.code == 404 and "unknown command" in exc2.message:
+                    raise IpcError(404, f"protocol {proto!r} lists no paired clients") from None
+                raise
+        return jsonify({"protocol": proto, "clients": clients if isinstance(clients, list) else []})
+
+    def pairing_revoke(protocol: str, fingerprint: str) -> Response:
+        proto = _protocol(protocol)
+        if not fingerprint.strip():
+            return json_error(400, "name the client's fingerprint")
+        try:
+            res = ipc.call(f"{proto}.unpair", fingerprint=fingerprint)
+        except IpcError as exc:
+            if exc.code == 404 and "unknown command" in exc.message:
+                return json_error(501, f"protocol {proto!r} cannot revoke clients from the console "
+                                       f"(it has no {proto}.unpair command)")
+            raise
+        removed = res.get("removed", 1) if isinstance(res, dict) else 1
+        if not removed:
+            return json_error(404, f"no paired {proto} client with fingerprint {fingerprint!r}")
+        return jsonify(res if isinstance(res, dict) else {"removed": removed})
+
     def prometheus() -> Response:
         body = metrics.render(ipc)
         return Response(body, mimetype=metrics.CONTENT_TYPE)
@@ -313,6 +353,8 @@ def _add_core_routes(register: Callable[..., None], ipc: IpcClient, table: Route
     register("/api/v1/tokens", tokens_list)
     register("/api/v1/tokens/<kind>", token_issue, methods=["POST"])
     register("/api/v1/tokens/<kind>/<name>", token_revoke, methods=["DELETE"])
+    register("/api/v1/pairing/<protocol>/clients", pairing_clients)
+    register("/api/v1/pairing/<protocol>/clients/<fingerprint>", pairing_revoke, methods=["DELETE"])
     register("/metrics", prometheus)
 
 

@@ -16,7 +16,8 @@ PARENT_ENV = "PUNKTFUNK_CONSOLE_PARENT"
 
 worker_class = "gthread"
 threads = 4
-graceful_timeout = 2
+graceful_timeout = 1  # the host's stop() waits 2 s before killing
+keepalive = 2
 timeout = 30
 accesslog = None
 loglevel = "warning"

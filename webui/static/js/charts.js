@@ -157,7 +157,10 @@
       data.push(rs.map((r) => (r.s && r.s[f] !== undefined && r.s[f] !== null ? r.s[f] : null)));
       series.push({ label, stroke: EXTRA_COLORS[i % EXTRA_COLORS.length], width: 2, value: (u, v) => fmt(v) });
     });
-    const axis = unit === "us" ? usAxis("") : { label: "per window", values: (u, t) => t.map((v) => U.formatCount(v)) };
+    // counts are whole numbers: only integer ticks
+    const axis = unit === "us" ? usAxis("")
+      : { label: "per window", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 1e6],
+        values: (u, t) => t.map((v) => U.formatCount(v)) };
     return mount(el, {
       height, series,
       scales: { x: { time: false }, y: { range: (u, mn, mx) => [0, Math.max(unit === "us" ? 10 : 1, mx * 1.15)] } },
@@ -199,9 +202,11 @@
     }
     // undefined = "no point here" (join across), null = a session break (gap)
     const joined = data.map((col, ci) => (ci === 0 ? col : col.map((v) => (v === undefined ? undefined : v))));
+    // scaled to the data (not to the budget) so that small differences stay visible;
+    // the budget line shows when the stages come near it
     return mount(el, {
       height, series,
-      scales: { x: { time: false }, y: { range: () => [0, U.latencyAxisMaxUs(budget, peak)] } },
+      scales: { x: { time: false }, y: { range: () => [0, peak > 0 ? peak * 1.15 : 1000] } },
       axes: [secondsAxis, usAxis(`${quantile} latency per stage`)],
     }, joined);
   }

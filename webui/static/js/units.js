@@ -62,8 +62,9 @@
     if (!finite(a) || !finite(b)) return NO_VALUE;
     const d = b - a;
     const text = fmt(Math.abs(d));
-    const pct = a !== 0 ? ` (${d >= 0 ? "+" : "\u2212"}${Math.abs((d / a) * 100).toFixed(0)} %)` : "";
-    return `${d > 0 ? "+" : d < 0 ? "\u2212" : "\u00b1"}${text}${pct}`;
+    const zero = text === fmt(0); // too small to show: no sign
+    const pct = a !== 0 && !zero ? ` (${d >= 0 ? "+" : "\u2212"}${Math.abs((d / a) * 100).toFixed(0)} %)` : "";
+    return `${zero ? "\u00b1" : d > 0 ? "+" : "\u2212"}${text}${pct}`;
   }
 
   window.PFUnits = {

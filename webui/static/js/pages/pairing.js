@@ -1,39 +1,46 @@
 /* Pairing: PIN entry and paired clients of each protocol plugin, plus the
-   console's device tokens. Protocol plugins contribute the routes (see
-   docs/console.md, "Routes a protocol plugin contributes"); this page finds
-   them in the console's route table:
-     POST   /api/v1/<protocol>/pin            {"pin": "1234"}
-     GET    /api/v1/<protocol>/clients        [{id, name, ...}]
-     DELETE /api/v1/<protocol>/clients/<id>                              */
+   console's device tokens. A protocol plugin contributes its PIN route
+   (POST /api/v1/<protocol>/pin {"pin": "1234"}); the console finds it in its
+   route table. Paired clients are listed and revoked through the console's
+   pairing bridge (/api/v1/pairing/<protocol>/clients), which calls the
+   protocol's IPC commands (see docs/console.md). */
 (function () {
   "use strict";
   const { el, api, card, clear, toast } = PF;
+  const CORE = ["stats", "sessions", "tokens", "console", "host", "plugins", "device", "pairing"];
 
-  function protocolRoutes(routes) {
+  function pinRoutes(routes) {
     const by = {};
     for (const r of routes) {
-      const m = r.rule.match(/^\/api\/v1\/([A-Za-z0-9_-]+)\/(.+)$/);
-      if (!m || r.lane !== "admin" || ["stats", "sessions", "tokens", "console", "host", "plugins", "device"].includes(m[1])) continue;
-      const p = (by[m[1]] = by[m[1]] || { plugin: r.plugin });
-      const rest = m[2];
-      if (r.methods.includes("POST") && /(^|\/)pin$/.test(rest) && !rest.includes("<")) p.pin = r.rule;
-      if (r.methods.includes("GET") && /(^|\/)clients$/.test(rest)) p.clients = r.rule;
-      if (r.methods.includes("DELETE") && /(^|\/)clients\/<[^>]+>$/.test(rest)) p.revoke = r.rule;
+      const m = r.rule.match(/^\/api\/v1\/([A-Za-z0-9_-]+)\/pin$/);
+      if (m && r.lane === "admin" && !CORE.includes(m[1]) && r.methods.includes("POST")) by[m[1]] = r.rule;
     }
     return by;
   }
-  const fill = (rule, value) => rule.replace(/<[^>]+>$/, encodeURIComponent(value));
+
+  function statusFacts(status) {
+    const scalars = Object.entries(status).filter(([, v]) => v === null || typeof v !== "object");
+    const nested = Object.entries(status).filter(([, v]) => v !== null && typeof v === "object");
+    const box = el("div", { class: "proto-status" },
+      el("dl", { class: "facts" }, scalars.map(([k, v]) => el("div", { class: "fact" }, el("dt", {}, k.replace(/_/g, " ")),
+        el("dd", { class: typeof v === "string" && v.length > 24 ? "mono small" : "" }, v === null ? PFUnits.NO_VALUE : String(v))))));
+    if (nested.length) {
+      box.append(el("details", {}, el("summary", {}, "details"),
+        el("pre", { class: "json" }, JSON.stringify(Object.fromEntries(nested), null, 2))));
+    }
+    return box;
+  }
 
   function clientName(c) {
     return c.name || c.label || c.common_name || c.id;
   }
 
-  async function protocolCard(name, p, status) {
+  async function protocolCard(name, pinRule, status) {
     const c = card(name === "gamestream" ? "GameStream (Moonlight)" : name === "native" ? "punktfunk native" : name,
       { id: `pair-${name}`, cls: "pair-card" });
-    if (status) c.body.append(el("p", { class: "hint" }, Object.entries(status).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(" \u00b7 ")));
-    else c.body.append(el("p", { class: "hint" }, "This protocol is not running on the host."));
-    if (p.pin) {
+    if (status) c.body.append(statusFacts(status));
+    else c.body.append(el("p", { class: "hint" }, "This protocol is not running on the host (enable it in the config)."));
+    if (pinRule) {
       const input = el("input", { type: "text", inputmode: "numeric", pattern: "[0-9]{4,8}", maxlength: 8, required: true,
         placeholder: "1234", name: "pin", autocomplete: "off", "aria-label": `${name} PIN` });
       const form = el("form", { class: "pin-form", method: "post" },
@@ -42,7 +49,7 @@
       form.addEventListener("submit", async (ev) => {
         ev.preventDefault();
         try {
-          const r = await api.post(p.pin, { pin: input.value.trim() });
+          const r = await api.post(pinRule, { pin: input.value.trim() });
           input.value = "";
           toast((r && (r.message || r.status)) || "PIN accepted.");
           loadClients();
@@ -55,27 +62,28 @@
     const list = el("div", { class: "clients" });
     c.body.append(list);
     async function loadClients() {
-      if (!p.clients) return;
+      const base = `/api/v1/pairing/${encodeURIComponent(name)}/clients`;
       try {
-        const data = await api.get(p.clients);
-        const clients = Array.isArray(data) ? data : data.clients || [];
+        const data = await api.get(base);
         clear(list).append(el("h3", {}, "Paired clients"));
-        if (!clients.length) return list.append(el("p", { class: "empty" }, "No paired clients."));
-        list.append(el("table", { class: "data" }, el("tbody", {}, clients.map((cl) => el("tr", {},
-          el("td", {}, clientName(cl)), el("td", { class: "mono" }, cl.fingerprint ? String(cl.fingerprint).slice(0, 16) : cl.id || ""),
+        if (!data.clients.length) return list.append(el("p", { class: "empty" }, "No paired clients."));
+        list.append(el("div", { class: "table-scroll" }, el("table", { class: "data", id: `clients-${name}` }, el("tbody", {}, data.clients.map((cl) => el("tr", { "data-fingerprint": cl.fingerprint || "" },
+          el("td", {}, clientName(cl)),
+          el("td", { class: "mono", title: cl.fingerprint || "" }, cl.fingerprint ? `${String(cl.fingerprint).slice(0, 16)}\u2026` : ""),
           el("td", {}, cl.paired_unix_ms ? PF.fmtTime(cl.paired_unix_ms) : ""),
-          el("td", { class: "row-actions" }, p.revoke ? el("button", { type: "button", class: "ghost danger", onclick: async () => {
+          el("td", { class: "row-actions" }, cl.fingerprint ? el("button", { type: "button", class: "ghost danger revoke", onclick: async () => {
             if (!(await PF.confirm(`Revoke ${clientName(cl)}? It must pair again to stream.`, "Revoke"))) return;
             try {
-              await api.del(fill(p.revoke, cl.id));
+              await api.del(`${base}/${encodeURIComponent(cl.fingerprint)}`);
               toast("Client revoked.");
             } catch (e) {
               toast(`Revoke failed: ${e.message}`, "error");
             }
             loadClients();
-          } }, "Revoke") : ""))))));
+          } }, "Revoke") : "")))))));
       } catch (e) {
-        clear(list).append(PF.errorBox(e));
+        clear(list);
+        if (status) list.append(PF.errorBox(e));
       }
     }
     loadClients();
@@ -125,14 +133,14 @@
     } catch (e) {
       root.append(PF.errorBox(e));
     }
-    const found = protocolRoutes(routes);
+    const found = pinRoutes(routes);
     const names = Array.from(new Set([...Object.keys(protocols), ...Object.keys(found)])).sort();
     if (!names.length) {
       root.append(card("Pairing").body.parentElement);
       root.lastChild.querySelector(".card-body").append(el("p", { class: "empty" },
         "No protocol plugin offers pairing. Enable native or GameStream in the host's config."));
     }
-    for (const n of names) root.append(await protocolCard(n, found[n] || {}, protocols[n]));
+    for (const n of names) root.append(await protocolCard(n, found[n], protocols[n]));
     root.append(await tokensCard());
     return null;
   };

@@ -71,7 +71,7 @@
     const body = [];
     const row = (label, q, a, b, fmt, lowerIsBetter = true, first = false) => {
       const d = (Number.isFinite(a) && Number.isFinite(b)) ? b - a : 0;
-      const cls = d === 0 ? "" : (d > 0) === lowerIsBetter ? "worse" : "better";
+      const cls = d === 0 || lowerIsBetter === null ? "" : (d > 0) === lowerIsBetter ? "worse" : "better";
       body.push(el("tr", { "data-stage": label, "data-q": q, class: first ? "group-start" : "" },
         el("th", { scope: "row" }, first ? label : ""), el("td", { class: "q" }, q),
         el("td", { class: "num", "data-side": "a" }, fmt(a)), el("td", { class: "num", "data-side": "b" }, fmt(b)),
@@ -83,7 +83,7 @@
     }
     row("fps", "mean", sa.fps.mean, sb.fps.mean, U.formatFps, false, true);
     row("fps", "min", sa.fps.min, sb.fps.min, U.formatFps, false);
-    row("Mb/s", "mean", sa.mbps.mean, sb.mbps.mean, U.formatMbps, true, true);
+    row("Mb/s", "mean", sa.mbps.mean, sb.mbps.mean, U.formatMbps, null, true);
     row("drops", "total", sa.total_drops, sb.total_drops, U.formatCount, true, true);
     return el("div", { class: "table-scroll" }, el("table", { class: "data compare", id: "compare-table" }, el("thead", {}, head), el("tbody", {}, body)));
   }
@@ -117,8 +117,9 @@
     // live card
     const live = card("Live", { id: "live-card" });
     live.hidden = true;
-    const liveFacts = el("dl", { class: "facts" }, fact("last window", "live-last"), fact("fps", "live-fps"),
-      fact("Mb/s", "live-mbps"), fact("samples received", "live-count", "0"));
+    const liveFacts = el("dl", { class: "facts" }, fact("fps", "live-fps"),
+      fact("Mb/s", "live-mbps"), fact("samples received", "live-count", "0"),
+      el("div", { class: "fact wide" }, el("dt", {}, "last window, p50 per stage"), el("dd", { id: "live-last" }, U.NO_VALUE)));
     const liveLat = chartBlock(`Latency by stage, p50 (last ${LIVE_WINDOW_S} s)`, "live-latency");
     const liveThr = chartBlock("Throughput", "live-throughput");
     const liveEmpty = el("p", { class: "empty", id: "live-empty" }, "Armed. Waiting for the first window of a session\u2026");
@@ -375,7 +376,9 @@
 
     // -- compare -----------------------------------------------------------------------------
     async function openCompare() {
-      const ids = selectedIds();
+      // A is the older recording, B the newer: "B − A" reads as "what changed since"
+      const started = new Map(state.recordings.map((m) => [m.id, m.started_unix_ms]));
+      const ids = selectedIds().sort((x, y) => (started.get(x) || 0) - (started.get(y) || 0));
       if (ids.length !== 2) return;
       destroyCharts(cmp);
       cmp.hidden = false;

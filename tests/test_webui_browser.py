@@ -1,0 +1,254 @@
+"""The console in a real browser (Playwright driving Debian's chromium) against
+a real host and a real gunicorn console. Screenshots of every page state go to
+test-output/webui/."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from punktfunk_webui import units
+from punktfunk_webui.server import start_console
+from webui_helpers import UdpSink, admin_token, console_cfg, paths_of, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"Debian chromium not installed at {CHROMIUM} (apt-get install chromium)"),
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def shots(output_dir: Path) -> Any:
+    d = output_dir / "webui"
+    d.mkdir(parents=True, exist_ok=True)
+
+    def shot(page: Any, name: str) -> Path:
+        path = d / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return shot
+
+
+@pytest.fixture
+def stack(host_factory: Any, pf_dirs: dict[str, Path]) -> Iterator[dict[str, Any]]:
+    host = host_factory()
+    paths = paths_of(pf_dirs)
+    console = start_console(console_cfg(workers=2), paths)
+    sink = UdpSink()
+    try:
+        yield {"host": host, "console": console, "url": console.url, "token": admin_token(paths), "sink": sink}
+    finally:
+        sink.close()
+        console.stop()
+
+
+def api(stack: dict[str, Any], path: str) -> Any:
+    r = requests.get(stack["url"] + path.lstrip("/"), headers={"Authorization": f"Bearer {stack['token']}"}, timeout=5)
+    r.raise_for_status()
+    return r.json()
+
+
+def sign_in(page: Any, stack: dict[str, Any], path: str = "") -> None:
+    page.goto(stack["url"] + path)
+    page.wait_for_selector("#login-form", state="visible")
+    page.fill("#token-input", stack["token"])
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#page:not([hidden])")
+
+
+def canvas_ink(page: Any, selector: str) -> int:
+    """How many pixels of the chart canvas are not blank."""
+    return page.eval_on_selector(selector + " canvas", """c => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 3; i < d.length; i += 4) if (d[i] !== 0) n++;
+        return n;
+    }""")
+
+
+def stream(stack: dict[str, Any], seconds: float, **kw: Any) -> dict[str, Any]:
+    return stack["host"].call("sessions.loopback", port=stack["sink"].port, seconds=seconds, **kw)
+
+
+def record(page: Any, stack: dict[str, Any], seconds: float, shots: Any = None, **kw: Any) -> str:
+    """Start a capture in the page, stream a session, watch the live card, stop & save."""
+    page.click("#capture-start")
+    page.wait_for_selector("#capture-badge.rec")
+    info = stream(stack, seconds, **kw)
+    page.wait_for_selector("#live-card:not([hidden])")
+    wait_for(lambda: int(page.text_content("#live-count") or 0) >= 1, seconds + 5, interval=0.2, what="live samples")
+    first = int(page.text_content("#live-count"))
+    # the live card keeps updating while the session streams (1 s windows, 2 s polls)
+    wait_for(lambda: int(page.text_content("#live-count") or 0) > first, 8, interval=0.2, what="live card update")
+    page.wait_for_selector("#live-latency canvas")
+    assert canvas_ink(page, "#live-latency") > 500
+    assert page.text_content("#capture-path") == "loopback"
+    if shots:
+        shots(page, "2-live-card")
+    stack["sink"].drain()
+    wait_for(lambda: not stack["host"].call("sessions.list"), seconds + 5, what=f"session {info['id']} to end")
+    page.click("#capture-stop")
+    page.wait_for_selector("#capture-badge.idle")
+    page.wait_for_selector("#detail-card:not([hidden]) #summary-table")
+    return page.get_attribute("#detail-card", "data-id")
+
+
+def test_units_in_the_browser_match_the_python_reference(browser: Any, stack: dict[str, Any]) -> None:
+    page = browser.new_page()
+    page.goto(stack["url"])
+    cases = [[fn, arg, expected] for fn, arg, expected in units.REFERENCE_CASES]
+    got = page.evaluate("cases => cases.map(([fn, arg]) => PFUnits[fn](arg))", cases)
+    assert got == [c[2] for c in cases]
+    assert page.evaluate("PFUnits.frame_budget_us(60)") == pytest.approx(units.frame_budget_us(60))
+
+
+def test_performance_page_end_to_end(browser: Any, stack: dict[str, Any], shots: Any) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    live_urls: list[str] = []
+    page.on("request", lambda r: live_urls.append(r.url) if "/capture/live" in r.url else None)
+
+    # sign in: a wrong token is refused, the right one opens the page; never in a URL
+    page.goto(stack["url"])
+    page.wait_for_selector("#login-form", state="visible")
+    shots(page, "0-login")
+    page.fill("#token-input", "wrong-token-wrong-token")
+    page.click("#login-form button[type=submit]")
+    page.wait_for_function("document.getElementById('login-error').textContent.includes('not valid')")
+    sign_in(page, stack)
+    assert stack["token"] not in page.url
+    page.wait_for_selector("#capture-badge.idle")
+    assert page.text_content("#capture-badge") == "Idle"
+    shots(page, "1-idle")
+
+    # capture 1: a 30 fps session
+    first = record(page, stack, 7, shots, width=320, height=180, fps=30)
+    assert any("since=" in u for u in live_urls), "the live card must poll incrementally with ?since="
+    wait_for(lambda: canvas_ink(page, "#detail-latency") > 2000, 5, what="latency chart drawn")
+    assert canvas_ink(page, "#detail-throughput") > 2000
+    # the loopback path records send drops, so the health chart is drawn
+    assert page.query_selector("#detail-health canvas") is not None
+    # summary numbers in the page are the API's, formatted per the spec
+    summary = api(stack, f"/api/v1/stats/recordings/{first}/summary")
+    assert summary["stages"]
+    for st in summary["stages"]:
+        for key in ("p50_us", "p95_us", "p99_us", "max_p99_us"):
+            cell = page.text_content(f'#summary-table tr[data-stage="{st["name"]}"] td[data-key="{key}"]')
+            assert cell == units.format_us(st[key]), (st["name"], key, cell, st[key])
+    assert page.text_content("#sum-fps") == f"{units.format_fps(summary['fps']['min'])} / {units.format_fps(summary['fps']['mean'])}"
+    # the latency axis reaches at least 1.2 × the 30 fps budget
+    y_max = page.evaluate("document.querySelector('#detail-latency').pfChart.scales.y.max")
+    assert y_max >= 1.2 * 1_000_000 / 30 - 1
+    shots(page, "3-detail-p50")
+    page.click('#detail-card .segmented button[data-q="p99"]')
+    page.wait_for_selector('#detail-card .segmented button[data-q="p99"][aria-pressed="true"]')
+    assert canvas_ink(page, "#detail-latency") > 2000
+    assert "p99" in page.evaluate("document.querySelector('#detail-latency').pfChart.series.map(s => s.label).join(',')")
+    shots(page, "4-detail-p99")
+
+    # capture 2: a different mode, then compare the two
+    second = record(page, stack, 6, width=256, height=144, fps=60)
+    assert second != first
+    rows = page.query_selector_all("#recordings-table tbody tr[data-id]")
+    assert [r.get_attribute("data-id") for r in rows] == [second, first]  # newest first
+    assert "256\u00d7144@60" in rows[0].inner_text() and "x264" in rows[0].inner_text()
+    assert page.get_attribute(f'#recordings-table tr[data-id="{second}"] td.encoder', "title") == "no GPU"
+    page.check(f'#recordings-table tr[data-id="{first}"] input.pick')
+    page.check(f'#recordings-table tr[data-id="{second}"] input.pick')
+    page.click("#compare-btn")
+    page.wait_for_selector("#compare-card:not([hidden]) #compare-table")
+    wait_for(lambda: canvas_ink(page, "#compare-latency") > 2000, 5, what="compare chart drawn")
+    sa = api(stack, f"/api/v1/stats/recordings/{first}/summary")
+    sb = api(stack, f"/api/v1/stats/recordings/{second}/summary")
+    enc_a = next(s for s in sa["stages"] if s["name"] == "encode")
+    enc_b = next(s for s in sb["stages"] if s["name"] == "encode")
+    row = '#compare-table tr[data-stage="encode"][data-q="p50"]'
+    assert page.text_content(f'{row} td[data-side="a"]') == units.format_us(enc_a["p50_us"])
+    assert page.text_content(f'{row} td[data-side="b"]') == units.format_us(enc_b["p50_us"])
+    delta = page.text_content(f'{row} td[data-side="delta"]')
+    assert delta[0] in "+\u2212\u00b1" and units.format_us(abs(enc_b["p50_us"] - enc_a["p50_us"])) in delta
+    fps_row = '#compare-table tr[data-stage="fps"][data-q="mean"]'
+    assert page.text_content(f'{fps_row} td[data-side="b"]') == units.format_fps(sb["fps"]["mean"])
+    page.eval_on_selector("#compare-card", "e => e.scrollIntoView()")
+    shots(page, "5-compare")
+
+    # downloads: JSON and CSV come through the API with the bearer header
+    with page.expect_download() as dl:
+        page.click(f'#recordings-table tr[data-id="{first}"] button.csv')
+    csv_text = Path(dl.value.path()).read_text()
+    assert csv_text.startswith("t_ms,session_id,fps")
+    with page.expect_download() as dl:
+        page.click(f'#recordings-table tr[data-id="{first}"] button.json')
+    assert '"samples"' in Path(dl.value.path()).read_text()
+
+    # delete with confirmation: cancel keeps it, confirm removes it
+    page.click(f'#recordings-table tr[data-id="{second}"] button.delete')
+    page.wait_for_selector("dialog#confirm[open]")
+    shots(page, "6-delete-confirm")
+    page.click("dialog#confirm .confirm-cancel")
+    assert len(api(stack, "/api/v1/stats/recordings")) == 2
+    page.click(f'#recordings-table tr[data-id="{second}"] button.delete')
+    page.wait_for_selector("dialog#confirm[open]")
+    page.click("dialog#confirm .confirm-ok")
+    page.wait_for_selector(f'#recordings-table tr[data-id="{second}"]', state="detached")
+    assert [m["id"] for m in api(stack, "/api/v1/stats/recordings")] == [first]
+    shots(page, "7-after-delete")
+    assert errors == []
+
+
+def test_sessions_host_and_pairing_pages(browser: Any, stack: dict[str, Any], shots: Any) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    info = stream(stack, 20, width=320, height=180, fps=30)
+    sign_in(page, stack, "sessions")
+    page.wait_for_selector(f'#sessions-table tr[data-id="{info["id"]}"]')
+    row = page.inner_text(f'#sessions-table tr[data-id="{info["id"]}"]')
+    assert "loopback" in row and "320\u00d7180@30" in row and "h264" in row
+    shots(page, "8-sessions")
+    page.click(f'#sessions-table tr[data-id="{info["id"]}"] button.end')
+    page.click("dialog#confirm .confirm-ok")
+    page.wait_for_selector(f'#sessions-table tr[data-id="{info["id"]}"]', state="detached", timeout=8000)
+    assert stack["host"].call("sessions.list") == []
+
+    # the token stays in this tab's session storage across pages
+    page.click('nav a[href="/host"]')
+    page.wait_for_selector("#plugins-table")
+    page.wait_for_selector("#routes-table")
+    assert "stats" in page.inner_text("#plugins-table")
+    assert "/api/v1/stats/capture/start" in page.inner_text("#routes-table")
+    shots(page, "9-host")
+
+    page.click('nav a[href="/pairing"]')
+    page.wait_for_selector("#tokens-card")
+    page.fill('#tokens-card input[name="name"]', "tablet")
+    page.click('#tokens-card button[type="submit"]')
+    page.wait_for_selector("#tokens-card code.token")
+    device_token = page.text_content("#tokens-card code.token").strip()
+    who = requests.get(stack["url"] + "api/v1/whoami", headers={"Authorization": f"Bearer {device_token}"}, timeout=5)
+    assert who.json()["role"] == "device"
+    shots(page, "10-pairing")
+
+    # signing out forgets the token
+    page.click("#logout")
+    page.wait_for_selector("#login-form", state="visible")
+    assert page.evaluate("sessionStorage.length") == 0
+    assert errors == []
