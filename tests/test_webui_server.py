@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -160,3 +161,34 @@ def test_stop_ends_master_and_workers(pf_dirs: dict[str, Path], console: Any) ->
     for pid in children:
         wait_for(lambda p=pid: not Path(f"/proc/{p}").exists() or "zombie" in Path(f"/proc/{p}/status").read_text(),
                  3, what=f"worker {pid} gone")
+
+
+def test_punktfunk_console_runs_alone_against_a_running_host(host_factory: Any, pf_dirs: dict[str, Path]) -> None:
+    host = host_factory()
+    proc = subprocess.Popen([sys.executable, "-m", "punktfunk_core.cli", "console", "--port", "0", "--workers", "2"],
+                            env=host.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"punktfunk console: (http://127\.0\.0\.1:\d+/)", line)
+        assert m, line
+        url = m.group(1)
+        token = (pf_dirs["config"] / "mgmt-token").read_text().strip()
+        r = wait_for(lambda: _try_get(url + "api/v1/host", token), 20, interval=0.2, what="console answering")
+        assert r.json()["pid"] == host.proc.pid
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            assert proc.wait(6) == 0 or proc.returncode in (-signal.SIGINT, 130)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url + "healthz", timeout=2)
+
+
+def _try_get(url: str, token: str) -> requests.Response | None:
+    try:
+        r = get(url, token)
+    except requests.ConnectionError:
+        return None
+    return r if r.status_code == 200 else None
