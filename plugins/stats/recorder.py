@@ -240,12 +240,10 @@ class Recorder:
                 meta["started_unix_ms"] = wall
                 self._cur = _Capture(meta=meta, start_ns=self._clock_ns())
                 self.is_armed = True
+                # under the lock, so a racing stop cannot disarm the gate after this arms it
+                if self.on_arm is not None:
+                    self.on_arm()
                 log.info("stats capture %s armed", meta["id"])
-                newly = True
-            else:
-                newly = False
-        if newly and self.on_arm is not None:
-            self.on_arm()
         return self.status()
 
     def register_session(self, key: Any, info: dict[str, Any] | None = None) -> int:
@@ -359,8 +357,8 @@ class Recorder:
                 cap.meta = cap.finished_meta(self._clock_ns())
                 self._pending.append(cap)
                 stopped = cap
-        if stopped is not None and self.on_disarm is not None:
-            self.on_disarm()
+                if self.on_disarm is not None:
+                    self.on_disarm()
         return self._save_all(stopped)
 
     def save_pending(self) -> dict[str, Any] | None:
