@@ -636,6 +636,15 @@ def _serialize(f: Any, cap: _Capture, chunk: int = 256) -> None:
     f.write(b"]}")
 
 
+def _load_sample(s: Any) -> dict[str, Any]:
+    """A sample from a file: ours are taken as they are (after a cheap check),
+    anything else goes through the core's model (which raises on garbage)."""
+    if (isinstance(s, dict) and type(s.get("t_ms")) is int and type(s.get("session_id")) is int
+            and isinstance(s.get("stages"), list) and "bitrate_kbps" in s):
+        return _finite(s)
+    return _finite(StatsSample.from_dict(s).to_dict())
+
+
 def parse_capture(raw: bytes | str, capture_id: str | None = None) -> dict[str, Any]:
     """Parse a capture file; samples are normalised (optional fields that are
     absent stay absent, old files with zeros load as they are)."""
@@ -645,7 +654,7 @@ def parse_capture(raw: bytes | str, capture_id: str | None = None) -> dict[str, 
     samples_raw = doc.get("samples", [])
     if not isinstance(samples_raw, list):
         raise TypeError("samples must be a list")
-    samples = [StatsSample.from_dict(s).to_dict() for s in samples_raw]
+    samples = [_load_sample(s) for s in samples_raw]
     meta = normalize_meta(doc.get("meta", {}), capture_id)
     if "sample_count" not in doc.get("meta", {}):
         meta["sample_count"] = len(samples)
