@@ -211,6 +211,14 @@ def test_performance_page_end_to_end(browser: Any, stack: dict[str, Any], shots:
     page.wait_for_selector(f'#recordings-table tr[data-id="{second}"]', state="detached")
     assert [m["id"] for m in api(stack, "/api/v1/stats/recordings")] == [first]
     shots(page, "7-after-delete")
+    # a phone-sized window: the page reflows and the charts follow their container
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.click(f'#recordings-table tr[data-id="{first}"] button.view')
+    page.wait_for_selector("#detail-latency canvas")
+    wait_for(lambda: page.evaluate("document.querySelector('#detail-latency').pfChart.width") <= 390, 5,
+             what="chart resized to the phone width")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    shots(page, "11-phone")
     assert errors == []
 
 
