@@ -167,6 +167,8 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
 
     from punktfunk_core.media.stamp import read_stamp_from_av_frame
 
+    if os.environ.get("PF_MOONLIGHT_LOG"):
+        _install_c_log(mstream)
     if a.encryption == "none":
         mstream.ENCFLG_ALL = 0  # the module constant session.start() writes into encryptionFlags
     info = http.parse_server_info(http.get_server_info(use_https=True))
@@ -189,6 +191,18 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
                   server_codec_mode_support=info.server_codec_mode_support, rtsp_session_url=url or "",
                   config=config, ri_aes_key=key, ri_aes_iv=iv, capture_audio=a.audio)
     connect_s = time.monotonic() - t0
+    import threading
+
+    done = threading.Event()
+
+    def wake_on_termination() -> None:
+        # LiWaitForNextVideoFrame does not return when the host terminates the
+        # stream while no frame is in flight: wake it (what a real client's UI does)
+        while not done.wait(0.05):
+            if session.is_terminated:
+                session.wake()
+
+    threading.Thread(target=wake_on_termination, daemon=True).start()
     ctx = av.CodecContext.create("hevc" if a.codec == "hevc" else "h264", "r")
     frames: list[dict[str, Any]] = []
     audio_packets = 0
@@ -228,6 +242,7 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
             if session.pull_audio_packet(timeout=0.05) is not None:
                 audio_packets += 1
     terminated_before_stop = session.is_terminated
+    done.set()
     session.stop()
     if a.cancel:
         http.quit_app()
@@ -239,6 +254,27 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
     }
 
 
+_LIBC: Any = None
+
+
+def _install_c_log(mstream: Any) -> None:
+    """Debug aid: route moonlight-common-c's log lines to C stdout (printf)."""
+    global _LIBC
+    import cffi
+
+    ffi = cffi.FFI()
+    ffi.cdef("int printf(const char *fmt, ...); int fflush(void *stream);")
+    _LIBC = ffi.dlopen(None)
+    orig = mstream.StreamingSession._make_connection_callbacks
+
+    def patched(self: Any) -> Any:
+        cl = orig(self)
+        cl.logMessage = self._ffi.cast("void(*)(const char*, ...)", ffi.cast("uintptr_t", ffi.addressof(_LIBC, "printf")))
+        return cl
+
+    mstream.StreamingSession._make_connection_callbacks = patched
+
+
 if __name__ == "__main__":
     try:
         result = _client_main(sys.argv[1:])
@@ -247,6 +283,8 @@ if __name__ == "__main__":
 
         traceback.print_exc()
         result = {"ok": False, "error": type(exc).__name__, "detail": str(exc)[:500]}
+    if _LIBC is not None:
+        _LIBC.fflush(__import__("cffi").FFI().NULL)
     print(json.dumps(result), flush=True)
     sys.stdout.flush()
     os._exit(0)  # moonlight-common-c threads must not keep the process alive

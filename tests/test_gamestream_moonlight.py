@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gamestream_helpers import gs_config, pair, run_client, start_client, wait_ready
+from gamestream_helpers import finish_client, gs_config, pair, run_client, start_client, wait_ready
 
 pytest.importorskip("moonlight_python")
 pytestmark = pytest.mark.moonlight
@@ -203,11 +203,7 @@ def test_silent_client_times_out(paired_host) -> None:
     host, client = paired_host()
     proc = start_client("stream", host, client, "--frames", "100000", "--seconds", "60")
     try:
-        deadline = time.monotonic() + 20
-        while not host.call("sessions.list") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert host.call("sessions.list"), "the session started"
-        time.sleep(1.0)
+        _wait_session(host)
         os.kill(proc.pid, signal.SIGKILL)  # no ENet disconnect: the client just goes silent
         proc.wait(5)
         t0 = time.monotonic()
@@ -251,3 +247,50 @@ def test_audio_reaches_the_client(paired_host) -> None:
     # 2.5 s of 5 ms packets: far more than 100 must have been delivered
     assert res["audio_packets"] >= 100, res["audio_packets"]
 
+
+
+def _wait_session(host, frames: int = 30, timeout: float = 30.0) -> dict:
+    """Wait until a GameStream session has sent ``frames`` frames."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sessions = host.call("sessions.list")
+        if sessions and host.call("gamestream.status")["frames_sent"] >= frames:
+            return sessions[0]
+        time.sleep(0.1)
+    raise AssertionError("no GameStream session started")
+
+
+def test_operator_cancel_terminates_the_client_gracefully(paired_host) -> None:
+    host, client = paired_host()
+    proc = start_client("stream", host, client, "--frames", "100000", "--seconds", "25")
+    try:
+        _wait_session(host)
+        t0 = time.monotonic()
+        assert host.call("gamestream.cancel") == {"cancelled": True}
+        res = finish_client(proc, 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert res["ok"], res
+    assert res["terminated"] == 0, "graceful termination (0x80030023 after frames) reaches the client"
+    assert time.monotonic() - t0 < 10
+    assert len(res["frames"]) > 10
+    st = host.call("gamestream.status")
+    assert st["app_running"] is False and host.call("sessions.list") == []
+
+
+def test_host_side_session_stop_terminates_and_the_client_can_resume(paired_host) -> None:
+    host, client = paired_host()
+    proc = start_client("stream", host, client, "--frames", "100000", "--seconds", "25")
+    try:
+        sid = _wait_session(host)["id"]
+        host.call("sessions.stop", id=sid)
+        res = finish_client(proc, 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert res["terminated"] == 0, res
+    assert host.call("gamestream.status")["app_running"] is True
+    res2 = run_client("stream", host, client, "--frames", "60", "--cancel")
+    assert res2["launched"] == "resume"
+    _assert_stream_ok(res2, frames=60)

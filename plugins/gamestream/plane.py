@@ -17,6 +17,7 @@ import socket
 import string
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from punktfunk_core.session import Session
 
 log = logging.getLogger("punktfunk.gamestream")
+
+#: running planes (the session_ended hook tells them about their sessions)
+PLANES: weakref.WeakSet = weakref.WeakSet()
 
 # port offsets from the base (47989) that Moonlight clients assume
 PORT_OFFSETS = {"http": 0, "https": -5, "rtsp": 21, "video": 9, "control": 10, "audio": 11}
@@ -68,6 +72,8 @@ class Launch:
     audio: Any = None
     starting: bool = False
     audio_failed: bool = False
+    #: the client left (disconnect/timeout): nobody to tell that the stream ended
+    client_gone: bool = False
     play_time: float = 0.0
     generation: int = 0
 
@@ -115,6 +121,8 @@ class GameStreamPlane(ProtocolPlane):
             "app_running": launch is not None,
             "streaming": bool(launch and launch.session and not launch.session.ended),
             "session_id": launch.session.id if launch and launch.session else None,
+            "frames_sent": (launch.session.pipeline.frames_sent
+                            if launch and launch.session and launch.session.pipeline else 0),
             "sessions_started": self.sessions_started,
             "last_session": self.last_session,
             "counters": dict(self.counters),
@@ -123,6 +131,8 @@ class GameStreamPlane(ProtocolPlane):
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
         from punktfunk_gamestream.control import ControlServer
+
+        PLANES.add(self)
         from punktfunk_gamestream.nvhttp import NvHttp
 
         cfg = self.config
@@ -171,6 +181,7 @@ class GameStreamPlane(ProtocolPlane):
 
     def stop(self) -> None:
         self._stop.set()
+        PLANES.discard(self)
         self.cancel_launch("host stopping")
         if self._zeroconf is not None:
             try:
@@ -239,6 +250,7 @@ class GameStreamPlane(ProtocolPlane):
         launch.video = None
         launch.audio = None
         launch.audio_failed = False
+        launch.client_gone = False
         launch.starting = False
 
     def cancel_launch(self, reason: str) -> None:
@@ -264,8 +276,19 @@ class GameStreamPlane(ProtocolPlane):
     def stream_ended(self, launch: Launch, reason: str) -> None:
         """The client left (control disconnect / timeout): stop streaming, keep the app."""
         with self._lock:
+            launch.client_gone = True
             if self.launch is launch:
                 self._end_stream(launch, reason)
+
+    def on_session_ended(self, session: Session, error: BaseException | None) -> None:
+        """A session ended on the host side (operator, failure): tell its client."""
+        launch = self.launch
+        if launch is None or launch.session is not session or launch.client_gone:
+            return
+        reason = f"stream failed: {error}" if error else (session.pipeline.stop_reason if session.pipeline else "")
+        self._end_stream(launch, reason or "ended on the host")
+        if self.control is not None:
+            self.control.terminate(launch, reason or "ended on the host")
 
     # -- RTSP ---------------------------------------------------------------------------------
     def _rtsp_loop(self) -> None:

@@ -109,9 +109,26 @@ def ipc_commands(host: Any, register: Callable[..., None]) -> None:
         plane.identity.remove_client(matches[0])
         return {"removed": 1}
 
+    def cancel(_args: dict) -> dict:
+        plane = _plane(host)
+        running = plane.launch is not None
+        plane.cancel_launch("ended by the operator")
+        return {"cancelled": running}
+
     register("gamestream.pin", pin)
+    register("gamestream.cancel", cancel)
     register("gamestream.status", status)
     register("gamestream.unpair", unpair)
+
+
+@hookimpl
+def session_ended(session: Any, error: BaseException | None) -> None:
+    if getattr(session, "kind", "") != "gamestream":
+        return
+    from punktfunk_gamestream.plane import PLANES
+
+    for plane in list(PLANES):
+        plane.on_session_ended(session, error)
 
 
 # -- CLI -----------------------------------------------------------------------------
@@ -140,6 +157,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    from punktfunk_core.cli import call_host
+
+    res = call_host("gamestream.cancel")
+    print("app ended" if res["cancelled"] else "no app was running")
+    return 0
+
+
 def _cmd_unpair(args: argparse.Namespace) -> int:
     from punktfunk_core.cli import call_host
 
@@ -158,6 +183,8 @@ def cli_commands(subparsers: Any) -> None:
     c = sub.add_parser("status", help="ports, pairing state, paired clients")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_cmd_status)
+    c = sub.add_parser("cancel", help="end the running app (its client is told the stream ended)")
+    c.set_defaults(func=_cmd_cancel)
     c = sub.add_parser("unpair", help="forget a paired client (by fingerprint prefix) or all of them")
     c.add_argument("fingerprint", nargs="?")
     c.add_argument("--all", action="store_true")
