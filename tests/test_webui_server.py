@@ -192,3 +192,20 @@ def _try_get(url: str, token: str) -> requests.Response | None:
     except requests.ConnectionError:
         return None
     return r if r.status_code == 200 else None
+
+
+def test_console_exits_when_its_host_is_killed(host_factory: Any, pf_dirs: dict[str, Path]) -> None:
+    host = host_factory(args=["--console-port", "0"], console=True)
+    m = wait_for(lambda: re.search(r"punktfunk console: (http://127\.0\.0\.1:\d+/)", host.log()), 20, what="console URL")
+    url = m.group(1)
+    assert requests.get(url + "healthz", timeout=5).status_code == 200
+    host.kill()  # SIGKILL: the host cannot stop its console
+
+    def gone() -> bool:
+        try:
+            requests.get(url + "healthz", timeout=3)  # /healthz waits up to 1.5 s for the dead host
+            return False
+        except requests.ConnectionError:
+            return True
+
+    wait_for(gone, 15, interval=0.2, what="console to notice its host is gone")

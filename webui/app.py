@@ -132,7 +132,6 @@ def create_app(config: dict[str, Any], paths: Paths, pm: Any = None) -> Flask:
     app.config.update(
         PF_CONFIG=config,
         PF_ALLOW_REMOTE_ADMIN=bool(console_cfg.get("allow_remote_admin", False)),
-        JSON_SORT_KEYS=False,
         SEND_FILE_MAX_AGE_DEFAULT=300,
     )
     ipc = IpcClient(ipc_endpoint(paths), timeout=DEFAULT_TIMEOUT_S)

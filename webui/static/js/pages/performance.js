@@ -143,7 +143,10 @@
 
     // -- capture ---------------------------------------------------------------------------
     function renderStatus(st) {
+      const was = state.status;
       state.status = st;
+      // a capture stopped elsewhere (CLI, another tab): show the new recording
+      if (was && was.armed && !st.armed) loadRecordings();
       badge.textContent = st.armed ? "Recording" : "Idle";
       badge.className = `badge ${st.armed ? "rec" : "idle"}`;
       document.getElementById("capture-elapsed").textContent = st.armed ? U.formatDurationMs(st.elapsed_ms) : U.NO_VALUE;
@@ -201,7 +204,13 @@
       const st = state.status;
       if (!st || !st.armed) return;
       const L = state.live;
-      if (L.id !== st.id) Object.assign(L, { id: st.id, samples: [], lastT: null });
+      const reset = (id) => {
+        Object.assign(L, { id, samples: [], lastT: null });
+        destroyCharts(live);
+        liveEmpty.hidden = false;
+        for (const f of ["live-last", "live-fps", "live-mbps"]) document.getElementById(f).textContent = U.NO_VALUE;
+      };
+      if (L.id !== st.id) reset(st.id);
       const q = L.lastT === null ? "" : `?since=${encodeURIComponent(L.lastT)}`;
       let cap;
       try {
@@ -210,7 +219,7 @@
         if (e.status === 404) return; // stopped between the polls
         throw e;
       }
-      if (cap.meta && cap.meta.id && cap.meta.id !== L.id) Object.assign(L, { id: cap.meta.id, samples: [], lastT: null });
+      if (cap.meta && cap.meta.id && cap.meta.id !== L.id) reset(cap.meta.id);
       if (cap.samples.length) {
         L.samples.push(...cap.samples);
         L.lastT = L.samples[L.samples.length - 1].t_ms;
