@@ -55,6 +55,10 @@ def register_stages(registry: Any) -> None:
                  description="moving synthetic picture in I420/NV12 with a frame-id/time stamp")
     registry.add("encoder", "x264", _encoder("X264Encoder"), available=_codec_probe("libx264"),
                  description="H.264 via PyAV libx264 (zerolatency, CBR-like, no B-frames)")
+    registry.add("encoder", "hevc", _encoder("HevcEncoder"), available=_codec_probe("libx265"),
+                 description="HEVC via PyAV libx265 (zerolatency, CBR-like, no B-frames)")
+    registry.add("encoder", "av1", _encoder("Av1Encoder"), available=_codec_probe("libsvtav1"),
+                 description="AV1 via PyAV libsvtav1 (RTC low-delay, CBR)")
     registry.add("packetizer", "chunk", _chunk, description="splits access units into datagrams with a 9-byte header")
     registry.add("sender", "udp", _udp, description="plain UDP datagrams to host:port")
     registry.add("sender", "null", _null, description="discards batches, counts bytes")
