@@ -209,3 +209,21 @@ def test_console_exits_when_its_host_is_killed(host_factory: Any, pf_dirs: dict[
             return True
 
     wait_for(gone, 15, interval=0.2, what="console to notice its host is gone")
+
+
+def test_pairing_bridge_lists_clients_through_protocol_ipc(host_factory: Any, pf_dirs: dict[str, Path],
+                                                          console: Any) -> None:
+    host = host_factory()
+    c = console(workers=1)
+    token = admin_token(paths_of(pf_dirs))
+    protocols = host.call("host.status")["protocols"]
+    if "native" in protocols:
+        r = get(c.url + "api/v1/pairing/native/clients", token)
+        assert r.status_code == 200 and r.json() == {"protocol": "native", "clients": []}
+    unknown = get(c.url + "api/v1/pairing/nosuchproto/clients", token)
+    assert unknown.status_code == 404 and "nosuchproto" in unknown.json()["error"]
+    bad = get(c.url + "api/v1/pairing/Bad.Name/clients", token)
+    assert bad.status_code == 404
+    r = requests.delete(c.url + "api/v1/pairing/nosuchproto/clients/abcd",
+                        headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    assert r.status_code == 501 and "unpair" in r.json()["error"]
