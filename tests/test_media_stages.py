@@ -320,3 +320,29 @@ def test_null_sender_counts_bytes():
     batch = ChunkPacketizer(StreamSpec(), {}).packetize(AccessUnit(b"x" * 3000, False, 1, 0))
     ns.send(batch)
     assert ns.bytes_sent == batch.wire_bytes and ns.packets_sent == 3 and ns.send_dropped == 0
+
+
+# -- in a real host ------------------------------------------------------------------------------
+def test_loopback_session_in_a_real_host_delivers_stamped_pictures(host_factory):
+    """testpattern → x264 → chunk → udp through `punktfunk serve`, received and decoded here."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    host = host_factory()
+    info = host.call("sessions.loopback", port=rx.getsockname()[1], seconds=1.5, width=320, height=180,
+                     fps=30, encoder="x264", capture="testpattern")
+    assert info["id"]
+    asm = ChunkAssembler()
+    dec = av.CodecContext.create("h264", "r")
+    stamps = []
+    try:
+        while len(stamps) < 30:
+            got = asm.feed(rx.recv(65536))
+            if got:
+                for fr in dec.decode(av.Packet(got[2])):
+                    stamps.append((got[0], read_stamp_from_av_frame(fr)))
+    finally:
+        rx.close()
+    assert asm.malformed == 0
+    assert all(st is not None and st[0] == fid for fid, st in stamps)
+    assert [fid for fid, _ in stamps] == list(range(stamps[0][0], stamps[0][0] + len(stamps)))
