@@ -184,8 +184,29 @@ def test_idr_request_is_answered(paired_host) -> None:
     assert host.call("gamestream.status")["counters"].get("idr_requests", 0) >= 2  # start + explicit
 
 
+def _capture_samples(host) -> list[dict]:
+    meta = host.call("stats.stop")
+    assert meta and meta["id"]
+    return host.call("stats.load", id=meta["id"])["samples"]
+
+
+def test_fec_repairs_a_lost_packet_in_the_client(paired_host) -> None:
+    # frames 20..29 each lose their second packet: the real client must rebuild
+    # it from our parity (nanors decoder) and report the recovery
+    host, client = paired_host(test_drop_one_packet_frames=list(range(20, 30)))
+    host.call("stats.start")
+    res = run_client("stream", host, client, "--frames", "120", "--cancel")
+    ids = _assert_stream_ok(res)
+    assert ids[:60] == list(range(ids[0], ids[0] + 60)), "no frame was lost: FEC repaired them"
+    assert not [f for f in res["frames"][1:80] if f["type"] == 1], "no IDR was needed"
+    samples = _capture_samples(host)
+    assert sum(s.get("fec_recovered") or 0 for s in samples) >= 10
+    assert host.call("gamestream.status")["counters"].get("fec_reports", 0) >= 10
+
+
 def test_loss_beyond_fec_budget_makes_the_client_ask_for_an_idr(paired_host) -> None:
     host, client = paired_host(test_drop_frames=[45])
+    host.call("stats.start")
     res = run_client("stream", host, client, "--frames", "110", "--cancel")
     assert res["ok"], res
     ids = [i for i in res["decoded_ids"] if i is not None]
@@ -197,6 +218,7 @@ def test_loss_beyond_fec_budget_makes_the_client_ask_for_an_idr(paired_host) -> 
     counters = host.call("gamestream.status")["counters"]
     assert counters.get("idr_requests", 0) >= 2
     assert counters.get("fec_reports", 0) >= 1, counters
+    assert sum(s.get("packets_dropped") or 0 for s in _capture_samples(host)) >= 1
 
 
 def test_silent_client_times_out(paired_host) -> None:

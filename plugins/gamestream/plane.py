@@ -482,6 +482,7 @@ class GameStreamPlane(ProtocolPlane):
                 peer=launch.video_peer,
                 pacing=float(self.config.get("pacing", 0.5)),
                 drop_frames=frozenset(int(x) for x in self.config.get("test_drop_frames", [])),
+                drop_one_frames=frozenset(int(x) for x in self.config.get("test_drop_one_packet_frames", [])),
             )
             opts = {"context": ctx, "fec_threads": int(self.config.get("fec_threads", 1))}
             packetizer = host.pm.stages.create("packetizer", "gamestream", spec, opts)

@@ -62,6 +62,8 @@ class VideoContext:
     send_errors: int = 0
     #: test hook: frame indices whose packets (all but the first) are not sent
     drop_frames: frozenset[int] = frozenset()
+    #: test hook: frame indices whose second packet is not sent (FEC must repair it)
+    drop_one_frames: frozenset[int] = frozenset()
     dropped_on_purpose: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -273,6 +275,9 @@ class GameStreamSender(Sender):
         if ctx.drop_frames and batch.meta.get("frame_index") in ctx.drop_frames:
             ctx.dropped_on_purpose += len(packets) - 1
             packets = packets[:1]
+        elif ctx.drop_one_frames and batch.meta.get("frame_index") in ctx.drop_one_frames and len(packets) > 2:
+            ctx.dropped_on_purpose += 1
+            packets = [packets[0], *packets[2:]]
         sendto = ctx.sock.sendto
         n = len(packets)
         budget = int(self.interval_ns * ctx.pacing)
