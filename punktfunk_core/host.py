@@ -69,7 +69,8 @@ class Host:
                 plane = self.pm.protocols.factory(name)(self)
                 plane.start()
             except Exception as exc:  # noqa: BLE001 - one protocol failing must not stop the host
-                log.error("protocol %s failed to start: %s", name, exc, exc_info=exc)
+                log.error("protocol %s failed to start: %s", name, exc)
+                log.debug("protocol %s start failure", name, exc_info=exc)
                 continue
             self.planes[name] = plane
             log.info("protocol %s started %s", name, plane.status())
