@@ -29,12 +29,12 @@ encoder = "x264"
 """
 
 
-def start_host(host_factory, tmp_path, timeout: float = 3.0, probe: bool = False):
+def start_host(host_factory, tmp_path, timeout: float = 3.0, probe: bool = False, extra: str = ""):
     env = {}
     if probe:
         env = {"PUNKTFUNK_PLUGINS": "test_native_probe", "PF_NATIVE_PROBE_OUT": str(tmp_path / "samples.jsonl"),
                "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    h = host_factory(config=HOST_TOML.format(timeout=timeout), env=env)
+    h = host_factory(config=HOST_TOML.format(timeout=timeout).replace("[stream]", extra + "\n[stream]"), env=env)
     deadline = time.monotonic() + 15  # IPC answers before the planes have started
     st = h.call("host.status")
     while "native" not in st["protocols"] and time.monotonic() < deadline:
@@ -240,12 +240,20 @@ def test_silent_client_ends_session_within_keepalive_timeout(host_factory, tmp_p
     assert s["frames_decoded"] > 30 and s["ids_in_order"]
 
 
-def test_live_status_line_and_saved_frames(host_factory, tmp_path):
-    h = start_host(host_factory, tmp_path)
+def test_live_status_line_and_saved_frames_with_gso_forced_off(host_factory, tmp_path):
+    h = start_host(host_factory, tmp_path, extra="gso = false\npace_percent = 0")
     h.call("native.pin", pin="4821")
     frames_dir = tmp_path / "frames"
-    proc = run_client(h, tmp_path, "--pin", "4821", "--seconds", "2", "--width", "320", "--height", "180",
-                      "--fps", "30", "--save-frames", str(frames_dir))
+    proc = subprocess.Popen(client_cmd(h, "--pin", "4821", "--seconds", "2", "--width", "320", "--height", "180",
+                                       "--fps", "30", "--save-frames", str(frames_dir)),
+                            env=client_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not _session_info(h):
+        assert time.monotonic() < deadline and proc.poll() is None, "session never started"
+        time.sleep(0.05)
+    assert _session_info(h)[0]["details"]["gso"] is False  # native.gso = false forces plain sends
+    out, err = proc.communicate(timeout=60)
+    proc = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     assert proc.returncode == 0, proc.stderr
     lines = [x for x in proc.stdout.splitlines() if x.strip()]  # "\r"-updated status line (newlines in text mode)
     assert len(lines) >= 2 and all("fps" in x and "Mb/s" in x and "e2e p50" in x for x in lines), proc.stdout
