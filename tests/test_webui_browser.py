@@ -226,9 +226,15 @@ def test_sessions_host_and_pairing_pages(browser: Any, stack: dict[str, Any], sh
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    stack["host"].call("stats.start")  # measurement windows carry the session's fps and Mb/s
     info = stream(stack, 20, width=320, height=180, fps=30)
     sign_in(page, stack, "sessions")
     page.wait_for_selector(f'#sessions-table tr[data-id="{info["id"]}"]')
+    # the fps / Mb/s cells fill in from the session's first window
+    wait_for(lambda: page.text_content(f'#sessions-table tr[data-id="{info["id"]}"] td.fps') != units.NO_VALUE, 8,
+             interval=0.2, what="measured fps in the sessions table")
+    assert 20 < float(page.text_content(f'#sessions-table tr[data-id="{info["id"]}"] td.fps')) < 40
+    assert page.text_content(f'#sessions-table tr[data-id="{info["id"]}"] td.mbps').endswith("Mb/s")
     row = page.inner_text(f'#sessions-table tr[data-id="{info["id"]}"]')
     assert "loopback" in row and "320\u00d7180@30" in row and "h264" in row
     shots(page, "8-sessions")

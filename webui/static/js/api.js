@@ -154,6 +154,20 @@
     return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
   };
 
+/** A protocol status object as facts; nested objects go into a "details" box. */
+  PF.statusFacts = function (status) {
+    const scalars = Object.entries(status).filter(([, v]) => v === null || typeof v !== "object");
+    const nested = Object.entries(status).filter(([, v]) => v !== null && typeof v === "object");
+    const box = el("div", { class: "proto-status" },
+      el("dl", { class: "facts" }, scalars.map(([k, v]) => el("div", { class: "fact" }, el("dt", {}, k.replace(/_/g, " ")),
+        el("dd", { class: typeof v === "string" && v.length > 24 ? "mono small" : "" }, v === null ? PFUnits.NO_VALUE : String(v))))));
+    if (nested.length) {
+      box.append(el("details", {}, el("summary", {}, "details"),
+        el("pre", { class: "json" }, JSON.stringify(Object.fromEntries(nested), null, 2))));
+    }
+    return box;
+  };
+
   PF.errorBox = (e) => el("p", { class: "error", role: "alert" }, e instanceof Error ? e.message : String(e));
 
   // -- sign-in and boot -------------------------------------------------------------------

@@ -33,7 +33,7 @@
       clear(protocols.body);
       if (!names.length) protocols.body.append(el("p", { class: "empty" }, "No protocol is enabled. Enable one in the config (e.g. [native] enabled = true) or start with --gamestream."));
       for (const n of names) {
-        protocols.body.append(el("div", { class: "proto" }, el("h3", {}, n), el("pre", { class: "json" }, JSON.stringify(st.protocols[n], null, 2))));
+        protocols.body.append(el("div", { class: "proto", id: `proto-${n}` }, el("h3", {}, n), PF.statusFacts(st.protocols[n])));
       }
     }
 

@@ -18,19 +18,6 @@
     return by;
   }
 
-  function statusFacts(status) {
-    const scalars = Object.entries(status).filter(([, v]) => v === null || typeof v !== "object");
-    const nested = Object.entries(status).filter(([, v]) => v !== null && typeof v === "object");
-    const box = el("div", { class: "proto-status" },
-      el("dl", { class: "facts" }, scalars.map(([k, v]) => el("div", { class: "fact" }, el("dt", {}, k.replace(/_/g, " ")),
-        el("dd", { class: typeof v === "string" && v.length > 24 ? "mono small" : "" }, v === null ? PFUnits.NO_VALUE : String(v))))));
-    if (nested.length) {
-      box.append(el("details", {}, el("summary", {}, "details"),
-        el("pre", { class: "json" }, JSON.stringify(Object.fromEntries(nested), null, 2))));
-    }
-    return box;
-  }
-
   function clientName(c) {
     return c.name || c.label || c.common_name || c.id;
   }
@@ -38,7 +25,7 @@
   async function protocolCard(name, pinRule, status) {
     const c = card(name === "gamestream" ? "GameStream (Moonlight)" : name === "native" ? "punktfunk native" : name,
       { id: `pair-${name}`, cls: "pair-card" });
-    if (status) c.body.append(statusFacts(status));
+    if (status) c.body.append(PF.statusFacts(status));
     else c.body.append(el("p", { class: "hint" }, "This protocol is not running on the host (enable it in the config)."));
     if (pinRule) {
       const input = el("input", { type: "text", inputmode: "numeric", pattern: "[0-9]{4,8}", maxlength: 8, required: true,
