@@ -37,8 +37,27 @@ class _Server(ThreadingHTTPServer):
         self.plane = plane
         self.tls = tls
         self._ctx: ssl.SSLContext | None = None
-        self._ctx_version = -1
+        self._ctx_version: object = None
+        self._active = 0
+        self._active_lock = threading.Lock()
         super().__init__(addr, handler)
+
+    #: concurrent connections per listener; more are closed at once (counted)
+    max_connections = 64
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._active_lock:
+            if self._active >= self.max_connections:
+                self.plane.count("http_refused_busy")
+                self.shutdown_request(request)
+                return
+            self._active += 1
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            with self._active_lock:
+                self._active -= 1
+            raise
 
     def context(self) -> ssl.SSLContext:
         ident = self.plane.identity
@@ -56,6 +75,13 @@ class _Server(ThreadingHTTPServer):
         return self._ctx
 
     def finish_request(self, request: Any, client_address: Any) -> None:
+        try:
+            self._finish(request, client_address)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
+    def _finish(self, request: Any, client_address: Any) -> None:
         if self.tls:
             request.settimeout(10.0)
             try:

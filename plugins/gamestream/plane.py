@@ -99,6 +99,7 @@ class GameStreamPlane(ProtocolPlane):
         self._zeroconf: Any = None
         self.sessions_started = 0
         self.last_session: dict[str, Any] | None = None
+        self._rtsp_slots = threading.BoundedSemaphore(16)
 
     # -- bookkeeping ---------------------------------------------------------------
     def count(self, name: str, n: int = 1) -> None:
@@ -302,6 +303,10 @@ class GameStreamPlane(ProtocolPlane):
                 if self._stop.is_set():
                     return
                 continue
+            if not self._rtsp_slots.acquire(blocking=False):
+                self.count("rtsp_refused_busy")
+                conn.close()
+                continue
             threading.Thread(target=self._rtsp_conn, args=(conn, addr), name="gamestream-rtsp-conn",
                              daemon=True).start()
 
@@ -336,6 +341,7 @@ class GameStreamPlane(ProtocolPlane):
             except OSError:
                 pass
             conn.close()
+            self._rtsp_slots.release()
 
     def _rtsp_handle(self, req: wire.RtspRequest, ip: str, local_ip: str) -> bytes:
         launch = self.launch
