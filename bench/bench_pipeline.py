@@ -1,0 +1,166 @@
+"""Pipeline vs GStreamer: the same raw clip, the same x264 settings, the same packet size, to a loopback UDP sink.
+
+One raw I420 clip with motion (the test pattern, 60 fps) is written once per
+resolution, as `.yuv` for GStreamer's rawvideoparse and as `.y4m` (the same
+bytes with frame headers) for punktfunk's `file` capture. Both sides encode
+with x264 ultrafast + zerolatency, 1 thread, CBR at the same bitrate, a
+one-frame VBV, keyframe interval 120, no B-frames, and send ~1200-byte
+payloads to a UDP socket on 127.0.0.1, with no rate limit.
+
+- punktfunk, FEC + encryption on: file → x264 → native packetizer (20 % Reed–
+  Solomon parity over GF(2^16), AES-128-GCM per datagram) → native sender (GSO).
+- punktfunk, both off: file → x264 → chunk packetizer → native sender (GSO).
+- GStreamer: `filesrc ! rawvideoparse ! x264enc ! rtph264pay ! udpsink`.
+
+CPU is process CPU time (all threads). GStreamer's start-up is taken out by
+running it twice (full clip and 30 frames) and using the difference, so both
+sides are compared per frame in steady state.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BITRATE = {720: 6000, 1080: 12000}
+KEYINT = 120
+PAYLOAD = 1200
+
+
+def write_clip(dirpath: Path, w: int, h: int, frames: int) -> tuple[Path, Path]:
+    from punktfunk_core.media.testpattern import TestPattern
+    from punktfunk_core.stages import StreamSpec
+
+    tp = TestPattern(StreamSpec(width=w, height=h, fps=60), {})
+    yuv, y4m = dirpath / f"clip-{h}p.yuv", dirpath / f"clip-{h}p.y4m"
+    with open(yuv, "wb") as fy, open(y4m, "wb") as f4:
+        f4.write(f"YUV4MPEG2 W{w} H{h} F60:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(1, frames + 1):
+            fr = tp.grab(i)
+            data = b"".join(p.tobytes() for p in fr.planes)
+            fy.write(data)
+            f4.write(b"FRAME\n")
+            f4.write(data)
+    tp.close()
+    return yuv, y4m
+
+
+def _sink() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def gst_run(yuv: Path, w: int, h: int, frames: int, port: int) -> tuple[float, float, str]:
+    frame_bytes = w * h * 3 // 2
+    cmd = ["gst-launch-1.0", "-q", "filesrc", f"location={yuv}", f"blocksize={frame_bytes}", f"num-buffers={frames}", "!",
+           "rawvideoparse", f"width={w}", f"height={h}", "format=i420", "framerate=60/1", "!",
+           "x264enc", "speed-preset=ultrafast", "tune=zerolatency", f"bitrate={BITRATE[h]}", "threads=1",
+           f"key-int-max={KEYINT}", "bframes=0", "vbv-buf-capacity=17", "!",
+           "rtph264pay", f"mtu={PAYLOAD + 12}", "config-interval=-1", "!",
+           "udpsink", "host=127.0.0.1", f"port={port}", "sync=false", "async=false"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, ru = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"gst-launch failed: {proc.stderr.read().decode()[-400:]}")
+    return ru.ru_utime + ru.ru_stime, wall, " ".join(cmd)
+
+
+def punktfunk_run(y4m: Path, w: int, h: int, frames: int, port: int, protected: bool) -> tuple[float, float]:
+    from punktfunk_core.gate import MeasurementGate
+    from punktfunk_core.pipeline import Pipeline
+    from punktfunk_core.plugins import load_plugin_manager
+    from punktfunk_core.session import Session
+    from punktfunk_core.stages import StreamSpec
+    from punktfunk_core.window import NATIVE_LAYOUT
+    from punktfunk_native.datapath import FecParams, NativePacketizer, NativeSender
+
+    pm = load_plugin_manager()
+    spec = StreamSpec(width=w, height=h, fps=60, bitrate_kbps=BITRATE[h], keyframe_interval=KEYINT)
+    capture = pm.stages.create("capture", "file", spec, {"path": str(y4m), "stamp": False, "loop": False})
+    encoder = pm.stages.create("encoder", "x264", spec, {"preset": "ultrafast", "threads": 1, "vbv_frames": 1.0})
+    if protected:
+        packetizer = NativePacketizer(os.urandom(16), FecParams(fec_percent=20, max_shard=PAYLOAD))
+    else:
+        packetizer = pm.stages.create("packetizer", "chunk", spec, {"payload_size": PAYLOAD})
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = NativeSender(tx, ("127.0.0.1", port), 60, gso=True, pace_percent=0)
+    p = Pipeline(Session("bench", "-", spec), capture, encoder, packetizer, sender, NATIVE_LAYOUT,
+                 MeasurementGate(perf=False), paced=False, max_frames=frames, queue_depth=frames + 1)
+    c0, t0 = time.process_time(), time.perf_counter()
+    p.run()
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    if p.frames_sent != frames or p.session.error:
+        raise RuntimeError(f"punktfunk sent {p.frames_sent}/{frames} frames: {p.session.error}")
+    return cpu, wall
+
+
+def run(quick: bool) -> dict[str, Any]:
+    if not shutil.which("gst-launch-1.0"):
+        return {"not_run": "GStreamer is missing: apt-get install gstreamer1.0-tools gstreamer1.0-plugins-base "
+                           "gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly"}
+    check = subprocess.run(["gst-inspect-1.0", "x264enc"], capture_output=True)
+    if check.returncode != 0:
+        return {"not_run": "GStreamer's x264enc is missing: apt-get install gstreamer1.0-plugins-ugly"}
+    sizes = [(1280, 720)] if quick else [(1280, 720), (1920, 1080)]
+    frames = 120 if quick else 600
+    warm = 30
+    reps = 1 if quick else 3
+    tmp = Path(tempfile.mkdtemp(prefix="pf-clip-"))
+    sink = _sink()
+    port = sink.getsockname()[1]
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    rows, ratios, plot = [], [], {"gst": [], "off": [], "on": []}
+    command = ""
+    try:
+        for w, h in sizes:
+            yuv, y4m = write_clip(tmp, w, h, frames)
+            best: dict[str, tuple[float, float]] = {}
+            for _ in range(reps):  # interleaved; keep each side's best (least disturbed) run
+                c_full, w_full, command = gst_run(yuv, w, h, frames, port)
+                c_warm, w_warm, _ = gst_run(yuv, w, h, warm, port)
+                g = ((c_full - c_warm) / (frames - warm), (w_full - w_warm) / (frames - warm))
+                off = punktfunk_run(y4m, w, h, frames, port, False)
+                on = punktfunk_run(y4m, w, h, frames, port, True)
+                for key, (cpu_f, wall_f) in (("gst", g), ("off", (off[0] / frames, off[1] / frames)),
+                                             ("on", (on[0] / frames, on[1] / frames))):
+                    if key not in best or cpu_f < best[key][0]:
+                        best[key] = (cpu_f, wall_f)
+            label = f"{w}×{h}"
+            for key, name in (("gst", "GStreamer"), ("off", "punktfunk, FEC+AEAD off"), ("on", "punktfunk, FEC+AEAD on")):
+                cpu_f, wall_f = best[key]
+                rows.append([label, name, cpu_f * 1e3, 1 / wall_f])
+                plot[key].append(cpu_f * 1e3)
+            r_off = best["off"][0] / best["gst"][0]
+            r_on = best["on"][0] / best["gst"][0]
+            ratios += [
+                {"name": f"{label} CPU/frame, punktfunk off / GStreamer", "value": r_off, "target": "<= 1.0", "ok": r_off <= 1.0},
+                {"name": f"{label} CPU/frame, punktfunk on / GStreamer", "value": r_on, "target": "<= 1.15", "ok": r_on <= 1.15},
+                {"name": f"{label} fps, punktfunk off / GStreamer", "value": best["gst"][1] / best["off"][1], "target": None, "ok": None},
+            ]
+            yuv.unlink()
+            y4m.unlink()
+    finally:
+        sink.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "title": "Pipeline vs GStreamer (x264 ultrafast, loopback UDP)",
+        "what": __doc__.split("\n\n", 1)[1].strip(),
+        "commands": [command.replace(str(tmp), "$CLIP_DIR")],
+        "tables": [{"title": f"{frames} frames per run, best of {reps} interleaved runs",
+                    "headers": ["resolution", "pipeline", "CPU ms / frame", "frames / s (unpaced)"], "rows": rows}],
+        "ratios": ratios,
+        "plot": {"kind": "bar", "title": "CPU per frame (lower is better)", "ylabel": "ms CPU / frame",
+                 "labels": [f"{w}×{h}" for w, h in sizes],
+                 "series": {"GStreamer": plot["gst"], "punktfunk off": plot["off"], "punktfunk on": plot["on"]}},
+    }
