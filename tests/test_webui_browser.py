@@ -273,4 +273,10 @@ def test_sessions_host_and_pairing_pages(browser: Any, stack: dict[str, Any], sh
     page.click("#logout")
     page.wait_for_selector("#login-form", state="visible")
     assert page.evaluate("sessionStorage.length") == 0
+    # the device token gets in, read-only: no console page, only the device facts
+    page.fill("#token-input", device_token)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#device-card .proto-status")
+    assert "tablet" in page.inner_text("#device-card")
+    assert page.query_selector("#tokens-card") is None
     assert errors == []

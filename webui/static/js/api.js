@@ -212,6 +212,7 @@
     document.getElementById("logout").hidden = false;
     root.hidden = false;
     PF.clear(root);
+    if (PF.me && !PF.me.admin) return startDevice(root);
     const stopBadge = PF.every(5000, hostBadge);
     const page = PF.pages[pageName];
     const stopPage = page ? await page(root) : null;
@@ -219,6 +220,21 @@
       stopBadge();
       if (typeof stopPage === "function") stopPage();
     };
+  }
+
+  /** A device token reads only the device lane: show what it may see. */
+  async function startDevice(root) {
+    const c = PF.card("Read-only device access", { id: "device-card" });
+    root.append(c);
+    c.body.append(el("p", {}, `Signed in as device "${PF.me.name}". Device tokens read only the device routes; `,
+      "the console's pages need the admin token."));
+    try {
+      const info = await PF.api.get("/api/v1/device/info");
+      c.body.append(PF.statusFacts(info));
+    } catch (e) {
+      c.body.append(PF.errorBox(e));
+    }
+    PF.stopPage = null;
   }
 
   async function boot() {
