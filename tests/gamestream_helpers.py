@@ -203,7 +203,7 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
                 session.wake()
 
     threading.Thread(target=wake_on_termination, daemon=True).start()
-    ctx = av.CodecContext.create("hevc" if a.codec == "hevc" else "h264", "r")
+    ctx = av.CodecContext.create({"hevc": "hevc", "av1": "libdav1d"}.get(a.codec, "h264"), "r")
     frames: list[dict[str, Any]] = []
     audio_packets = 0
     idr_requested_at = None

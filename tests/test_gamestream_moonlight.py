@@ -175,6 +175,16 @@ def test_hevc(paired_host) -> None:
     assert host.call("gamestream.status")["last_session"]["codec"] == "hevc"
 
 
+def test_av1(paired_host) -> None:
+    host, client = paired_host()
+    info = run_client("serverinfo", host, client)
+    if not info["codecs"] & 0x10000:
+        pytest.skip("no AV1 encoder stage on this host (media plugin without `av1`)")
+    res = run_client("stream", host, client, "--frames", "90", "--codec", "av1", "--cancel")
+    _assert_stream_ok(res, frames=90)
+    assert host.call("gamestream.status")["last_session"]["codec"] == "av1"
+
+
 def test_idr_request_is_answered(paired_host) -> None:
     host, client = paired_host()
     res = run_client("stream", host, client, "--frames", "100", "--idr-at", "40", "--cancel")

@@ -110,6 +110,8 @@ class GameStreamPlane(ProtocolPlane):
         scm = wire.SCM_H264
         if ("encoder", "hevc") in stages or ("encoder", "nvenc") in stages:
             scm |= wire.SCM_HEVC
+        if ("encoder", "av1") in stages:
+            scm |= wire.SCM_AV1_MAIN8
         return scm
 
     def status(self) -> dict[str, Any]:
@@ -402,8 +404,11 @@ class GameStreamPlane(ProtocolPlane):
             f"a=x-ss-general.encryptionSupported:{supported}",
             f"a=x-ss-general.encryptionRequested:{requested}",
         ]
-        if self.codec_support() & wire.SCM_HEVC:
+        scm = self.codec_support()
+        if scm & wire.SCM_HEVC:
             lines.append("a=fmtp:96 sprop-parameter-sets=AAAAAU")
+        if scm & wire.SCM_AV1_MAIN8:
+            lines.append("a=rtpmap:98 AV1/90000")
         lines.append("m=video 0 RTP/AVP 96")
         lines.append("m=audio 0 RTP/AVP 97")
         return ("\r\n".join(lines) + "\r\n").encode()
