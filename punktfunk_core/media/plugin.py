@@ -19,6 +19,21 @@ def _testpattern(spec: StreamSpec, options: dict[str, Any]) -> Any:
     return TestPattern(spec, options)
 
 
+def _file(spec: StreamSpec, options: dict[str, Any]) -> Any:
+    from punktfunk_core.media.filecap import FileCapture
+    return FileCapture(spec, options)
+
+
+def _x11(spec: StreamSpec, options: dict[str, Any]) -> Any:
+    from punktfunk_core.media.x11 import X11Capture
+    return X11Capture(spec, options)
+
+
+def _x11_available() -> str:
+    from punktfunk_core.media.x11 import available
+    return available()
+
+
 def _encoder(cls_name: str):
     def factory(spec: StreamSpec, options: dict[str, Any]) -> Any:
         from punktfunk_core.media import swenc
@@ -53,6 +68,9 @@ def _null(spec: StreamSpec, options: dict[str, Any]) -> Any:
 def register_stages(registry: Any) -> None:
     registry.add("capture", "testpattern", _testpattern,
                  description="moving synthetic picture in I420/NV12 with a frame-id/time stamp")
+    registry.add("capture", "file", _file, description="loops a video file through PyAV (option path)")
+    registry.add("capture", "x11", _x11, available=_x11_available,
+                 description="X11 screen capture through mss (optional extra)")
     registry.add("encoder", "x264", _encoder("X264Encoder"), available=_codec_probe("libx264"),
                  description="H.264 via PyAV libx264 (zerolatency, CBR-like, no B-frames)")
     registry.add("encoder", "hevc", _encoder("HevcEncoder"), available=_codec_probe("libx265"),

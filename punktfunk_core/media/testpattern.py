@@ -7,6 +7,10 @@ frame (diagonally), copied into one of a few reused output buffers, and the
 frame id + capture time are drawn with :func:`stamp.draw_stamp`. Per frame
 that is one strided copy of the picture and one small store: no per-pixel
 Python, no colour conversion.
+
+Like every builtin capture source, the planes of a returned frame are reused
+buffers: they stay valid for the next two grabs (the encoder consumes a frame
+inside ``submit``); copy them to keep a picture longer.
 """
 
 from __future__ import annotations

@@ -70,3 +70,12 @@ def pack_into(frame: Frame, out: np.ndarray) -> np.ndarray:
     if off != flat.size:
         raise ValueError(f"frame planes hold {off} bytes, a {frame.width}x{frame.height} 4:2:0 picture has {flat.size}")
     return out
+
+
+def copy_av_frame(vf, planes: tuple[np.ndarray, ...]) -> None:
+    """Copy a decoded/reformatted ``av.VideoFrame`` (yuv420p or nv12, same size)
+    into our plane arrays, dropping PyAV's line padding."""
+    for src, dst in zip(vf.planes, planes):
+        rows, cols = dst.shape
+        buf = np.frombuffer(memoryview(src), dtype=np.uint8).reshape(-1, src.line_size)
+        np.copyto(dst, buf[:rows, :cols])

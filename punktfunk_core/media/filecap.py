@@ -1,0 +1,139 @@
+"""The ``file`` capture source: replays a video file, looping, through PyAV.
+
+Every decoded picture is scaled/converted by PyAV's ``reformat`` (swscale) to
+the stream's size and the encoder's input format, copied into a reused 4:2:0
+buffer and (by default) stamped with the frame id and capture time like the
+test pattern, so end-to-end latency can be measured on real content.
+
+The source paces nothing: the runner calls ``grab`` on its own clock and gets
+the file's next picture. Packets that fail to decode are counted in
+``decode_errors`` and skipped; a file that stops producing pictures is
+reopened from the start (``loop``, default true) or its last picture is
+repeated with ``is_repeat=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Iterator
+
+import av
+import numpy as np
+
+from punktfunk_core.media import stamp
+from punktfunk_core.media.options import one_of, take_options
+from punktfunk_core.media.yuv import AV_FORMAT, alloc_planes, copy_av_frame
+from punktfunk_core.stages import PIXEL_FORMATS, CaptureSource, Frame, StreamSpec
+
+log = logging.getLogger("punktfunk.media.file")
+
+RING = 3
+#: consecutive bad packets after which the file is treated as ended
+MAX_BAD_RUN = 50
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise ValueError(f"{value!r} is not a file path")
+    return os.fspath(value)
+
+
+class FileCapture(CaptureSource):
+    """Loops a video file. Options: ``path`` (required), ``loop`` (default
+    true), ``stamp`` (draw the frame stamp, default true), ``pixel_format``
+    (default the spec's)."""
+
+    def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
+        opts = take_options("file", options, {"path": "", "loop": True, "stamp": True,
+                                              "pixel_format": spec.pixel_format},
+                            {"path": _path, "pixel_format": one_of(*PIXEL_FORMATS)})
+        if not opts["path"]:
+            raise ValueError("file: option 'path' is required")
+        self.path = opts["path"]
+        self.loop = opts["loop"]
+        self.stamp = opts["stamp"]
+        self.format = opts["pixel_format"]
+        self.width, self.height = spec.width, spec.height
+        if self.stamp:
+            stamp.cell_size(self.width, self.height)
+        self.decode_errors = 0
+        self.loops = 0
+        self._container: Any = None
+        self._frames: Iterator[Any] | None = None
+        self._open()  # fail now with a clear message when the file is unusable
+        self._ring = [alloc_planes(self.width, self.height, self.format)[1] for _ in range(RING)]
+        self._next = 0
+        self._last: tuple[np.ndarray, ...] | None = None
+        self._ended = False
+
+    def _open(self) -> None:
+        self._close_container()
+        try:
+            container = av.open(self.path)
+        except (OSError, av.error.FFmpegError) as exc:
+            raise ValueError(f"file: cannot open {self.path!r}: {exc}") from None
+        if not container.streams.video:
+            container.close()
+            raise ValueError(f"file: {self.path!r} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        self._container = container
+        self._frames = self._decode(container, stream)
+
+    def _decode(self, container: Any, stream: Any) -> Iterator[Any]:
+        bad_run = 0
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    self.decode_errors += 1
+                    bad_run += 1
+                    if bad_run >= MAX_BAD_RUN:
+                        return
+                    continue
+                bad_run = 0
+                yield from frames
+        except av.error.FFmpegError:  # demuxer gave up (truncated or corrupt file)
+            self.decode_errors += 1
+
+    def _next_picture(self) -> Any | None:
+        for attempt in range(2):
+            frame = next(self._frames, None) if self._frames is not None else None
+            if frame is not None:
+                return frame
+            if not self.loop or attempt:
+                return None
+            self.loops += 1
+            self._open()
+        return None
+
+    def grab(self, frame_id: int) -> Frame:
+        vf = None if self._ended else self._next_picture()
+        if vf is None:
+            self._ended = True
+            if self._last is None:
+                raise RuntimeError(f"file: {self.path!r} has no decodable picture")
+            planes, repeat = self._last, True
+        else:
+            vf = vf.reformat(width=self.width, height=self.height, format=AV_FORMAT[self.format])
+            planes = self._ring[self._next]
+            self._next = (self._next + 1) % RING
+            copy_av_frame(vf, planes)
+            self._last, repeat = planes, False
+        capture_ns = time.monotonic_ns()
+        if self.stamp:
+            chroma = planes[1:] if self.format == "i420" else planes[1]
+            stamp.draw_stamp(planes[0], frame_id, (capture_ns // 1000) & 0xFFFFFFFF, chroma)
+        return Frame(planes, self.format, self.width, self.height, frame_id, capture_ns, is_repeat=repeat)
+
+    def _close_container(self) -> None:
+        if self._container is not None:
+            self._frames = None
+            self._container.close()
+            self._container = None
+
+    def close(self) -> None:
+        self._close_container()

@@ -1,0 +1,163 @@
+"""Capture sources that read real input: ``file`` (PyAV) and ``x11`` (mss)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from punktfunk_core.media.filecap import FileCapture
+from punktfunk_core.media.stamp import read_stamp
+from punktfunk_core.media.x11 import X11Capture, available
+from punktfunk_core.plugins import load_plugin_manager
+from punktfunk_core.stages import StreamSpec
+
+LEVELS = [40, 60, 80, 100, 120, 140, 160, 180, 200, 220]  # luma of each frame in the file
+
+
+def write_clip(path: Path, w: int = 320, h: int = 240, n: int = 10) -> Path:
+    """A short H.264 MP4 whose frame i is a flat grey of LEVELS[i]."""
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("libx264", rate=30)
+        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+        st.options = {"preset": "ultrafast", "qp": "0"}
+        for i in range(n):
+            buf = np.full((h * 3 // 2, w), 128, np.uint8)
+            buf[:h] = LEVELS[i]
+            vf = av.VideoFrame.from_ndarray(buf, format="yuv420p")
+            vf.pts = i
+            for pkt in st.encode(vf):
+                out.mux(pkt)
+        for pkt in st.encode(None):
+            out.mux(pkt)
+    return path
+
+
+def level(frame) -> int:
+    return int(round(float(frame.planes[0][frame.height // 2 :].mean())))
+
+
+@pytest.fixture
+def clip(tmp_path) -> Path:
+    return write_clip(tmp_path / "clip.mp4")
+
+
+@pytest.mark.parametrize("fmt", ["i420", "nv12"])
+def test_file_capture_scales_converts_stamps_and_loops(clip, fmt):
+    w, h = 160, 120
+    cap = FileCapture(StreamSpec(w, h), {"path": str(clip), "pixel_format": fmt})
+    frames = []
+    for i in range(1, 26):
+        f = cap.grab(i)
+        assert f.format == fmt and not f.is_repeat
+        assert f.planes[0].shape == (h, w)
+        assert f.planes[1].shape == ((h // 2, w // 2) if fmt == "i420" else (h // 2, w))
+        assert read_stamp(f.planes[0]) == (i, (f.capture_ns // 1000) & 0xFFFFFFFF)
+        frames.append(level(f))
+    # the file's pictures in order, then again from the start
+    expected = [LEVELS[i % 10] for i in range(25)]
+    assert all(abs(a - b) <= 2 for a, b in zip(frames, expected)), frames
+    assert cap.loops == 2
+    cap.close()
+
+
+def test_file_capture_without_loop_repeats_the_last_picture(clip):
+    cap = FileCapture(StreamSpec(160, 120), {"path": str(clip), "loop": False, "stamp": False})
+    got = [cap.grab(i) for i in range(1, 14)]
+    assert [f.is_repeat for f in got] == [False] * 10 + [True] * 3
+    assert abs(level(got[-1]) - LEVELS[-1]) <= 2
+    assert read_stamp(got[-1].planes[0]) is None  # stamp off
+    cap.close()
+
+
+def test_file_capture_rejects_missing_and_garbage_files_with_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="cannot open"):
+        FileCapture(StreamSpec(160, 120), {"path": str(tmp_path / "nope.mp4")})
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00garbage" * 1000)
+    with pytest.raises(ValueError, match="junk.mp4"):
+        FileCapture(StreamSpec(160, 120), {"path": str(junk)})
+    with pytest.raises(ValueError, match="path"):
+        FileCapture(StreamSpec(160, 120), {})
+    with pytest.raises(ValueError, match="known: "):
+        FileCapture(StreamSpec(160, 120), {"path": "x", "speed": 3})
+
+
+def test_file_capture_survives_a_truncated_file(tmp_path):
+    # a raw H.264 stream cut mid-picture and with garbage appended: decodable
+    # pictures come out, bad data is counted, grab never raises
+    src = write_clip(tmp_path / "c.mp4", n=10)
+    es = tmp_path / "c.h264"
+    with av.open(str(src)) as inp, open(es, "wb") as out:
+        inp_stream = inp.streams.video[0]
+        bsf = av.BitStreamFilterContext("h264_mp4toannexb", inp_stream)
+        for pkt in inp.demux(inp_stream):
+            for p in bsf.filter(pkt):
+                out.write(bytes(p))
+    data = es.read_bytes()
+    cut = tmp_path / "cut.h264"
+    cut.write_bytes(data[: len(data) * 2 // 3] + b"\x00\x00\x01\x65" + bytes(range(256)) * 20)
+    cap = FileCapture(StreamSpec(160, 120), {"path": str(cut)})
+    frames = [cap.grab(i) for i in range(1, 31)]
+    assert sum(not f.is_repeat for f in frames) == 30
+    assert cap.loops >= 2
+    assert abs(level(cap.grab(31)) - level(cap.grab(32))) > 5  # still moving on
+    cap.close()
+
+
+def test_file_capture_counts_and_skips_pictures_that_fail_to_decode(tmp_path):
+    w, h = 320, 240
+    path = tmp_path / "m.mkv"
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("mjpeg", rate=30)
+        st.width, st.height, st.pix_fmt = w, h, "yuvj420p"
+        for i in range(10):
+            buf = np.full((h * 3 // 2, w), 128, np.uint8)
+            buf[:h] = LEVELS[i]
+            vf = av.VideoFrame.from_ndarray(buf, format="yuv420p").reformat(format="yuvj420p")
+            vf.pts = i
+            for pkt in st.encode(vf):
+                out.mux(pkt)
+    data = bytearray(path.read_bytes())
+    soi = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+    assert len(soi) == 10
+    for k in (3, 6):  # pictures 3 and 6: a run of broken SOF markers instead of the JPEG
+        data[soi[k] + 2 : soi[k] + 1500] = b"\xff\xc0\x00\x05\x08" * 299 + b"\xff\xc0\x00"
+    bad = tmp_path / "bad.mkv"
+    bad.write_bytes(bytes(data))
+    cap = FileCapture(StreamSpec(160, 120), {"path": str(bad), "stamp": False})
+    frames = [cap.grab(i) for i in range(1, 17)]
+    assert cap.decode_errors >= 2 and not any(f.is_repeat for f in frames)
+    # (planes are reused buffers: look at each picture right after its grab)
+    levels = [level(cap.grab(i)) for i in range(17, 37)]
+    assert len(set(levels)) == 8  # the two broken pictures never show
+    cap.close()
+
+
+def test_file_capture_is_registered(clip):
+    pm = load_plugin_manager()
+    cap = pm.stages.create("capture", "file", StreamSpec(160, 120), {"path": str(clip)})
+    assert cap.grab(1).width == 160
+    cap.close()
+
+
+def test_x11_availability_is_explained():
+    reason = available()
+    pm = load_plugin_manager()
+    assert pm.stages.get("capture", "x11").available() == reason
+    if reason:
+        assert "mss" in reason or "DISPLAY" in reason
+        with pytest.raises(RuntimeError, match="not available"):
+            X11Capture(StreamSpec(320, 180), {})
+    with pytest.raises(ValueError, match="known: "):
+        X11Capture(StreamSpec(320, 180), {"bogus": 1})
+
+
+@pytest.mark.skipif(bool(available()), reason=f"x11 capture: {available() or 'available'}")
+def test_x11_capture_grabs_the_screen():
+    cap = X11Capture(StreamSpec(320, 180), {})
+    f1, f2 = cap.grab(1), cap.grab(2)
+    assert f1.planes[0].shape == (180, 320) and f2.capture_ns > f1.capture_ns
+    cap.close()
