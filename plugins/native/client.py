@@ -362,7 +362,8 @@ class NativeClient:
         r = self.receiver
         assert r is not None
         lost, rec = r.packets_lost, r.reasm.shards_recovered
-        bad = r.reasm.frames_unrecoverable + self.stats.frames_undecodable
+        # units lost for good, units the decoder rejected, and units skipped while waiting for a keyframe
+        bad = r.reasm.frames_unrecoverable + self.stats.frames_undecodable + self.stats.skipped_waiting_keyframe
         dec = self.stats.decode_us[last["dec"]:]
         msg: dict[str, Any] = {"type": "report", "packets_lost": max(0, lost - last["lost"]),
                                "shards_recovered": rec - last["rec"], "frames_undecodable": max(0, bad - last["bad"]),
