@@ -280,3 +280,70 @@ def test_sessions_host_and_pairing_pages(browser: Any, stack: dict[str, Any], sh
     assert "tablet" in page.inner_text("#device-card")
     assert page.query_selector("#tokens-card") is None
     assert errors == []
+
+
+def _native_like_capture(cid: str, started: int, counters: bool) -> dict[str, Any]:
+    """A saved capture of a path that measures round trip, the sealing split and
+    loss counters, with a second session starting half-way."""
+    samples = []
+    for i in range(12):
+        s: dict[str, Any] = {
+            "t_ms": 2000 * (i + 1), "session_id": 1 if i < 6 else 2,
+            "stages": [{"name": n, "p50_us": p, "p99_us": p * 2.5} for n, p in
+                       (("capture", 900.0 + 10 * i), ("submit", 300.0), ("encode", 4200.0 + 40 * i), ("send", 650.0))],
+            "fps": 59.9, "repeat_fps": 0.5, "mbps": 19.5 + i / 10, "bitrate_kbps": 20000,
+            "host_p50_us": 6100.0, "host_p99_us": 9800.0,
+            "rtt_us": 1800.0 + 50 * i, "fec_us": 120.0, "seal_us": 80.0, "sock_us": 210.0,
+        }
+        if counters:
+            s.update(frames_dropped=0, packets_dropped=i % 3, send_dropped=0, fec_recovered=2 * (i % 2))
+        samples.append(s)
+    meta = {"id": cid, "started_unix_ms": started, "duration_ms": 24000, "kind": "native", "width": 1920,
+            "height": 1080, "fps": 60, "codec": "hevc", "client": "ab12cd34", "sample_count": len(samples),
+            "encoder_backend": "nvenc", "gpu": "NVIDIA RTX 4070", "truncated": False}
+    return {"meta": meta, "samples": samples}
+
+
+def test_detail_of_a_native_capture_shows_every_chart(browser: Any, host_factory: Any, pf_dirs: dict[str, Path],
+                                                       shots: Any) -> None:
+    import json
+
+    captures = pf_dirs["config"] / "captures"
+    captures.mkdir(parents=True, mode=0o700, exist_ok=True)
+    now = int(time.time() * 1000)
+    for cid, started, counters in (("native-a", now - 60_000, True), ("native-b", now - 30_000, False)):
+        (captures / f"{cid}.json").write_text(json.dumps(_native_like_capture(cid, started, counters)))
+        os.chmod(captures / f"{cid}.json", 0o600)
+    host = host_factory()
+    paths = paths_of(pf_dirs)
+    console = start_console(console_cfg(workers=1), paths)
+    try:
+        stack = {"host": host, "url": console.url, "token": admin_token(paths)}
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        sign_in(page, stack)
+        page.wait_for_selector('#recordings-table tr[data-id="native-a"]')
+        assert page.get_attribute('#recordings-table tr[data-id="native-a"] td.encoder', "title") == "GPU: NVIDIA RTX 4070"
+        assert "1920\u00d71080@60" in page.inner_text('#recordings-table tr[data-id="native-a"]')
+        page.click('#recordings-table tr[data-id="native-a"] button.view')
+        page.wait_for_selector("#detail-card:not([hidden]) #summary-table")
+        for chart in ("#detail-latency", "#detail-throughput", "#detail-health", "#detail-rtt", "#detail-sealing"):
+            wait_for(lambda c=chart: page.query_selector(c + " canvas") and canvas_ink(page, c) > 1000, 5, what=chart)
+        # one break between the two sessions: a null row in the latency data
+        xs = page.evaluate("document.querySelector('#detail-latency').pfChart.data[1].filter(v => v === null).length")
+        assert xs == 1
+        labels = page.evaluate("document.querySelector('#detail-health').pfChart.series.map(s => s.label)")
+        assert "packets lost (client)" in labels and "FEC shards recovered" in labels
+        assert page.text_content('#summary-table tr[data-stage="host total"] td[data-key="p50_us"]') == "6.1 ms"
+        # the budget line at 1000/60 ms, axis at least 1.2 × budget
+        assert "16.7 ms" in page.inner_text("#detail-latency")
+        shots(page, "12-native-detail")
+        page.click('#recordings-table tr[data-id="native-b"] button.view')
+        page.wait_for_selector("#no-loss-counters")
+        assert page.text_content("#no-loss-counters") == "This path records no loss counters."
+        assert page.text_content("#sum-drops") == "none on this path"
+        shots(page, "13-no-loss-counters")
+        assert errors == []
+    finally:
+        console.stop()
