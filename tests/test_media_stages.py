@@ -8,6 +8,7 @@ import av
 import numpy as np
 import pytest
 
+from punktfunk_core.media.bitstream import is_keyframe
 from punktfunk_core.media.chunk import ChunkAssembler, ChunkPacketizer, NullSender, UdpSender
 from punktfunk_core.media.stamp import read_stamp, read_stamp_from_av_frame
 from punktfunk_core.media.swenc import Av1Encoder, HevcEncoder, X264Encoder
@@ -195,6 +196,8 @@ def test_request_keyframe_makes_the_next_access_unit_a_keyframe(name):
     aus = encode_frames(enc, cap, 40, on_frame=lambda i: enc.request_keyframe() if i == 25 else None)
     keys = [au.frame_id for au in aus if au.keyframe]
     assert keys == [1, 25]  # keyframe_interval 0: only the first and the requested one
+    # the bitstream agrees with the flag
+    assert [is_keyframe(codec, au.data) for au in aus] == [au.keyframe for au in aus]
     # a decoder that joins at the requested keyframe decodes from there on
     decoded = decode_all(decoder, aus[24:])
     assert [read_stamp_from_av_frame(fr)[0] for fr in decoded] == list(range(25, 41))
@@ -253,7 +256,7 @@ def test_set_bitrate_reopens_hevc_and_av1_with_a_keyframe(name):
     enc.close()
 
 
-def test_x264_accepts_nv12_input_and_frames_not_back_to_back():
+def test_x264_takes_nv12_input_unpacked_planes_and_converts_i420():
     spec = StreamSpec(320, 180, 30, "h264", 1000, pixel_format="nv12")
     cap, enc = TestPattern(spec, {}), X264Encoder(spec, {})
     assert enc.input_format == "nv12"
@@ -266,8 +269,13 @@ def test_x264_accepts_nv12_input_and_frames_not_back_to_back():
     aus = enc.receive()
     assert [au.frame_id for au in aus] == [1, 2]
     assert [read_stamp_from_av_frame(fr) for fr in decode_all("h264", aus)] == [stamp_of(f), stamp_of(g)]
-    with pytest.raises(ValueError, match="nv12"):
-        enc.submit(TestPattern(StreamSpec(320, 180), {}).grab(3))
+    # an I420 frame into the NV12 encoder is converted, not refused
+    h = TestPattern(StreamSpec(320, 180), {}).grab(3)
+    enc.submit(h)
+    more = enc.receive()
+    assert [read_stamp_from_av_frame(fr) for fr in decode_all("h264", aus + more)][-1] == stamp_of(h)
+    with pytest.raises(ValueError, match="640x360"):
+        enc.submit(TestPattern(StreamSpec(640, 360), {}).grab(4))
     enc.close()
 
 
@@ -313,6 +321,12 @@ def test_udp_sender_delivers_batches_over_real_loopback_and_counts_refusals():
     assert tx.send_dropped > 0
     tx.close()
     enc.close()
+
+
+def test_keyframe_detection_never_raises_on_garbage():
+    for codec in ("h264", "hevc", "av1"):
+        for data in (b"", b"\x00\x00\x01", b"\xff" * 50, bytes(range(256))):
+            assert is_keyframe(codec, data) in (True, False)
 
 
 def test_null_sender_counts_bytes():

@@ -58,6 +58,7 @@ GSO_MAX_SEGMENTS = 64
 GSO_MAX_BYTES = 65000
 _NONCE = struct.Struct("!IQ")
 _TRANSIENT = frozenset({errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+_GSO_REFUSED = frozenset({errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.ENOTSUP})
 
 
 @dataclass(slots=True)
@@ -165,6 +166,8 @@ class NativeSender(Sender):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         except OSError:
             pass
+        # never block the send thread: a full socket buffer is counted in send_dropped
+        sock.setblocking(False)
 
     def _plain(self, packets: Sequence[Any]) -> int:
         sendto, addr = self.sock.sendto, self.addr
@@ -193,7 +196,9 @@ class NativeSender(Sender):
         except OSError as exc:
             if exc.errno in _TRANSIENT:
                 return len(packets)
-            # the device or kernel refuses GSO (EIO, EINVAL, ENOPROTOOPT…): plain sends from now on
+            if exc.errno not in _GSO_REFUSED:
+                raise
+            # the device or kernel refuses GSO: plain sends from now on
             log.info("UDP GSO refused (%s); falling back to plain sends", exc)
             self.gso = False
             return self._plain(packets)

@@ -29,7 +29,7 @@ import av
 import numpy as np
 
 from punktfunk_core.media.options import int_range, one_of, take_options
-from punktfunk_core.media.yuv import AV_FORMAT, alloc_planes, pack_into, packed_view
+from punktfunk_core.media.yuv import AV_FORMAT, alloc_planes, convert_into, packed_view
 from punktfunk_core.stages import PIXEL_FORMATS, AccessUnit, Encoder, Frame, StreamSpec
 
 log = logging.getLogger("punktfunk.media.encoder")
@@ -61,6 +61,27 @@ def _params(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a 'key=value:key=value' string or a table")
     return value
+
+
+def input_buffer(enc: Any, frame: Frame) -> np.ndarray:
+    """The (h*3/2, w) buffer in ``enc.input_format`` holding ``frame``: the
+    frame's own buffer when its planes are packed and in that format (zero
+    copy), else a copy/conversion into ``enc._scratch`` (logged once)."""
+    if (frame.width, frame.height) != (enc.spec.width, enc.spec.height):
+        raise ValueError(f"{enc.backend}: got a {frame.width}x{frame.height} frame, the encoder was opened "
+                         f"for {enc.spec.width}x{enc.spec.height}")
+    if frame.format == enc.input_format:
+        buf = packed_view(frame)
+        if buf is not None:
+            return buf
+    elif not enc._warned_format:
+        enc._warned_format = True
+        log.warning("%s: capture delivers %s, the encoder wants %s: converting every frame "
+                    "(set the capture's pixel_format to %s)", enc.backend, frame.format,
+                    enc.input_format, enc.input_format)
+    if enc._scratch is None:
+        enc._scratch = alloc_planes(frame.width, frame.height, enc.input_format)[0]
+    return convert_into(frame, enc.input_format, enc._scratch)
 
 
 class PyAVEncoder(Encoder):
@@ -108,6 +129,7 @@ class PyAVEncoder(Encoder):
         self._out: list[AccessUnit] = []
         self._inflight: dict[int, tuple[int, int]] = {}
         self._scratch: np.ndarray | None = None
+        self._warned_format = False
         #: how often a bitrate change had to reopen the codec (each starts with an IDR)
         self.reopened = 0
         self._cap_kbps = self._kbps
@@ -174,15 +196,7 @@ class PyAVEncoder(Encoder):
         self._kbps = kbps
 
     def _av_frame(self, frame: Frame) -> Any:
-        if frame.format != self.input_format:
-            raise ValueError(f"{self.backend}: got a {frame.format} frame, the encoder was opened for "
-                             f"{self.input_format} (set the capture's pixel_format)")
-        buf = packed_view(frame)
-        if buf is None:  # planes not back to back: pack them once into our scratch buffer
-            if self._scratch is None:
-                self._scratch = alloc_planes(frame.width, frame.height, self.input_format)[0]
-            buf = pack_into(frame, self._scratch)
-        return av.VideoFrame.from_numpy_buffer(buf, format=AV_FORMAT[self.input_format])
+        return av.VideoFrame.from_numpy_buffer(input_buffer(self, frame), format=AV_FORMAT[self.input_format])
 
     def submit(self, frame: Frame) -> None:
         pending = self._pending_kbps

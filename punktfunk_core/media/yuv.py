@@ -79,3 +79,26 @@ def copy_av_frame(vf, planes: tuple[np.ndarray, ...]) -> None:
         rows, cols = dst.shape
         buf = np.frombuffer(memoryview(src), dtype=np.uint8).reshape(-1, src.line_size)
         np.copyto(dst, buf[:rows, :cols])
+
+
+def convert_into(frame: Frame, fmt: str, out: np.ndarray) -> np.ndarray:
+    """Write ``frame`` (i420 or nv12) into the (h*3/2, w) buffer ``out`` in
+    format ``fmt``: a plain copy, or an I420↔NV12 chroma (de)interleave."""
+    w, h = frame.width, frame.height
+    flat = out.reshape(-1)
+    if frame.format == fmt:
+        return pack_into(frame, out)
+    y = flat[: w * h].reshape(h, w)
+    np.copyto(y, frame.planes[0])
+    q = (w // 2) * (h // 2)
+    if frame.format == "i420" and fmt == "nv12":
+        uv = flat[w * h :].reshape(h // 2, w // 2, 2)
+        uv[:, :, 0] = frame.planes[1]
+        uv[:, :, 1] = frame.planes[2]
+    elif frame.format == "nv12" and fmt == "i420":
+        src = frame.planes[1].reshape(h // 2, w // 2, 2)
+        flat[w * h : w * h + q].reshape(h // 2, w // 2)[...] = src[:, :, 0]
+        flat[w * h + q :].reshape(h // 2, w // 2)[...] = src[:, :, 1]
+    else:
+        raise ValueError(f"cannot convert {frame.format} to {fmt}")
+    return out
