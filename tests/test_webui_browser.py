@@ -123,8 +123,9 @@ def test_performance_page_end_to_end(browser: Any, stack: dict[str, Any], shots:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    live_urls: list[str] = []
-    page.on("request", lambda r: live_urls.append(r.url) if "/capture/live" in r.url else None)
+    all_urls: list[str] = []
+    page.on("request", lambda r: all_urls.append(r.url))
+    live_urls = all_urls  # filtered below
 
     # sign in: a wrong token is refused, the right one opens the page; never in a URL
     page.goto(stack["url"])
@@ -141,7 +142,7 @@ def test_performance_page_end_to_end(browser: Any, stack: dict[str, Any], shots:
 
     # capture 1: a 30 fps session
     first = record(page, stack, 7, shots, width=320, height=180, fps=30)
-    assert any("since=" in u for u in live_urls), "the live card must poll incrementally with ?since="
+    assert any("/capture/live?since=" in u for u in live_urls), "the live card must poll incrementally with ?since="
     wait_for(lambda: canvas_ink(page, "#detail-latency") > 2000, 5, what="latency chart drawn")
     assert canvas_ink(page, "#detail-throughput") > 2000
     # the loopback path records send drops, so the health chart is drawn
@@ -220,6 +221,9 @@ def test_performance_page_end_to_end(browser: Any, stack: dict[str, Any], shots:
     assert page.evaluate("document.documentElement.scrollWidth") <= 400
     shots(page, "11-phone")
     assert errors == []
+    # the token travelled only in headers: never in any URL the page requested
+    assert len(all_urls) > 50
+    assert not [u for u in all_urls if stack["token"] in u]
 
 
 def test_sessions_host_and_pairing_pages(browser: Any, stack: dict[str, Any], shots: Any) -> None:
