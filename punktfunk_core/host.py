@@ -275,9 +275,18 @@ class Host:
             ]
 
         def metrics(_args: dict) -> dict:
+            counters = {**self.counters.snapshot(), "ipc.bad_request": self.ipc.bad_requests if self.ipc else 0}
+            for pname, plane in list(self.planes.items()):
+                try:  # a plane's status() may carry its own "counters" (bad input dropped, ...)
+                    own = plane.status().get("counters") or {}
+                except Exception:  # noqa: BLE001 - metrics must not fail because one plane does
+                    log.exception("status of protocol %s failed", pname)
+                    continue
+                for key, value in own.items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        counters[f"{pname}.{key}"] = value
             return {
-                "counters": {**self.counters.snapshot(),
-                             "ipc.bad_request": self.ipc.bad_requests if self.ipc else 0},
+                "counters": counters,
                 "sessions": len(self.sessions),
                 "measuring": self.gate.measuring,
                 "uptime_ms": (time.monotonic_ns() - self.started_ns) // 1_000_000,
