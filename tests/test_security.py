@@ -191,3 +191,29 @@ def test_no_secret_in_logs_or_urls(host_factory, pf_dirs):
     assert not re.search(r"(?<!\d)830592(?!\d)", logs), "the pairing PIN was logged"
     for line in logs.splitlines():
         assert "token=" not in line.lower() and "access_token" not in line.lower(), line
+
+
+def test_bad_network_input_is_counted_in_metrics(host_factory, pf_dirs):
+    requests = pytest.importorskip("requests")
+    port = free_port()
+    host = host_factory(config=f'[console]\nport = {port}\n[native]\nbind = "127.0.0.1"\nport = 0\n', console=True)
+    wait_console(host)
+    native_port = host.call("host.status")["protocols"]["native"]["port"]
+    for payload in (b"GET / HTTP/1.0\r\n\r\n", b"\x16\x03\x01\xff\xff" + b"\x00" * 64, b"\xff" * 4096):
+        with socket.create_connection(("127.0.0.1", native_port), timeout=5) as s:
+            s.sendall(payload)
+            try:
+                s.recv(100)
+            except OSError:
+                pass
+    token = (pf_dirs["config"] / "mgmt-token").read_text().strip()
+    deadline = time.monotonic() + 10
+    while True:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=5).text
+        m = re.search(r'punktfunk_host_events_total\{counter="native\.tls_failed"\} (\d+)', text)
+        if (m and int(m.group(1)) >= 3) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert m and int(m.group(1)) >= 3, text
+    assert requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 401
+    assert host.proc.poll() is None
