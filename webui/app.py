@@ -35,6 +35,7 @@ log = logging.getLogger("punktfunk.console")
 
 HERE = Path(__file__).resolve().parent
 CORE_PLUGIN = "console"
+HEALTH_TIMEOUT_S = 0.5
 #: pages of the console shell (all the same HTML; the script draws the page)
 PAGES = {
     "performance": "Performance",
@@ -239,9 +240,12 @@ def _add_core_routes(register: Callable[..., None], ipc: IpcClient, table: Route
     for name in PAGES:
         register(f"/{name}", page(name), lane="public")
 
+    # public: a short timeout, so unauthenticated callers cannot hold workers for long
+    health_ipc = IpcClient(ipc.endpoint, timeout=HEALTH_TIMEOUT_S)
+
     def healthz() -> Response:
         try:
-            ipc.call("host.status")
+            health_ipc.call("host.status")
             host = "up"
         except IpcError:
             host = "down"
