@@ -49,6 +49,16 @@ def _codec_probe(codec_name: str):
     return available
 
 
+def _nvenc(spec: StreamSpec, options: dict[str, Any]) -> Any:
+    from punktfunk_core.media.nvenc import NvencEncoder
+    return NvencEncoder(spec, options)
+
+
+def _nvenc_available() -> str:
+    from punktfunk_core.media.nvenc import available
+    return available()
+
+
 def _chunk(spec: StreamSpec, options: dict[str, Any]) -> Any:
     from punktfunk_core.media.chunk import ChunkPacketizer
     return ChunkPacketizer(spec, options)
@@ -77,6 +87,8 @@ def register_stages(registry: Any) -> None:
                  description="HEVC via PyAV libx265 (zerolatency, CBR-like, no B-frames)")
     registry.add("encoder", "av1", _encoder("Av1Encoder"), available=_codec_probe("libsvtav1"),
                  description="AV1 via PyAV libsvtav1 (RTC low-delay, CBR)")
+    registry.add("encoder", "nvenc", _nvenc, available=_nvenc_available,
+                 description="H.264/HEVC/AV1 on NVIDIA NVENC via PyNvVideoCodec (ultra-low-latency, CBR)")
     registry.add("packetizer", "chunk", _chunk, description="splits access units into datagrams with a 9-byte header")
     registry.add("sender", "udp", _udp, description="plain UDP datagrams to host:port")
     registry.add("sender", "null", _null, description="discards batches, counts bytes")
