@@ -59,6 +59,16 @@ def _nvenc_available() -> str:
     return available()
 
 
+def _tone(spec: StreamSpec, options: dict[str, Any]) -> Any:
+    from punktfunk_core.media.audio import ToneSource
+    return ToneSource(spec, options)
+
+
+def _opus(spec: StreamSpec, options: dict[str, Any]) -> Any:
+    from punktfunk_core.media.audio import OpusEncoder
+    return OpusEncoder(spec, options)
+
+
 def _chunk(spec: StreamSpec, options: dict[str, Any]) -> Any:
     from punktfunk_core.media.chunk import ChunkPacketizer
     return ChunkPacketizer(spec, options)
@@ -89,6 +99,9 @@ def register_stages(registry: Any) -> None:
                  description="AV1 via PyAV libsvtav1 (RTC low-delay, CBR)")
     registry.add("encoder", "nvenc", _nvenc, available=_nvenc_available,
                  description="H.264/HEVC/AV1 on NVIDIA NVENC via PyNvVideoCodec (ultra-low-latency, CBR)")
+    registry.add("audio_source", "tone", _tone, description="phase-continuous sine, 48 kHz stereo s16")
+    registry.add("audio_encoder", "opus", _opus, available=_codec_probe("libopus"),
+                 description="Opus via PyAV libopus (low delay, 5 ms frames by default)")
     registry.add("packetizer", "chunk", _chunk, description="splits access units into datagrams with a 9-byte header")
     registry.add("sender", "udp", _udp, description="plain UDP datagrams to host:port")
     registry.add("sender", "null", _null, description="discards batches, counts bytes")

@@ -1,0 +1,93 @@
+"""Audio stages: ``tone`` source and ``opus`` encoder, checked by decoding with PyAV."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from punktfunk_core.media.audio import OpusEncoder, ToneSource
+from punktfunk_core.plugins import load_plugin_manager
+from punktfunk_core.stages import StreamSpec
+
+
+def decode_opus(packets: list[bytes]) -> np.ndarray:
+    dec = av.CodecContext.create("opus", "r")
+    dec.sample_rate = 48_000
+    dec.layout = "stereo"
+    chunks = []
+    for p in packets:
+        for f in dec.decode(av.Packet(p)):
+            a = f.to_ndarray()  # planar float (2, n) or packed (1, 2n)
+            chunks.append(a.reshape(2, -1) if a.shape[0] == 2 else a.reshape(-1, 2).T)
+    return np.concatenate(chunks, axis=1)
+
+
+def peak_hz(mono: np.ndarray, rate: int = 48_000) -> float:
+    spectrum = np.abs(np.fft.rfft(mono * np.hanning(mono.size)))
+    return float(np.argmax(spectrum) * rate / mono.size)
+
+
+def test_tone_is_phase_continuous_across_reads():
+    a = ToneSource(StreamSpec(), {"frequency": 997})
+    b = ToneSource(StreamSpec(), {"frequency": 997})
+    pieces = np.concatenate([a.read(n) for n in (240, 100, 7, 653)])
+    whole = b.read(1000)
+    assert pieces.shape == whole.shape == (1000, 2) and pieces.dtype == np.int16
+    assert np.abs(pieces.astype(int) - whole.astype(int)).max() <= 1
+    assert abs(int(whole.max()) - int(0.25 * 32767)) < 50  # default amplitude
+    assert np.array_equal(whole[:, 0], whole[:, 1])
+
+
+@pytest.mark.parametrize("freq", [440.0, 1000.0, 3150.0])
+def test_opus_200_frames_decode_to_the_right_length_and_pitch(freq):
+    tone = ToneSource(StreamSpec(), {"frequency": freq, "amplitude": 0.5})
+    enc = OpusEncoder(StreamSpec(), {})
+    assert enc.frame_samples == 240
+    packets = []
+    for _ in range(200):
+        out = enc.encode(tone.read(240))
+        assert len(out) == 1  # one packet per 5 ms frame, no buffering
+        packets.extend(out)
+    assert all(isinstance(p, bytes) and 0 < len(p) < 1276 for p in packets)
+    # 128 kbps CBR at 5 ms is 80 bytes a packet
+    assert abs(sum(map(len, packets)) * 8 / 1.0 / 1000 - 128) < 8
+    pcm = decode_opus(packets)
+    assert pcm.shape[0] == 2
+    assert abs(pcm.shape[1] - 200 * 240) <= 480  # decoder may trim the encoder's pre-skip
+    steady = pcm[0, 4800:]
+    assert abs(peak_hz(steady) - freq) < 10
+    assert 0.3 < np.abs(steady).max() < 0.7  # the level survives
+    enc.close()
+
+
+def test_opus_frame_size_and_bitrate_options():
+    enc = OpusEncoder(StreamSpec(), {"frame_samples": 960, "bitrate_kbps": 64})
+    tone = ToneSource(StreamSpec(), {"frequency": 600})
+    packets = [p for _ in range(50) for p in enc.encode(tone.read(960))]
+    assert len(packets) == 50
+    assert abs(sum(map(len, packets)) * 8 / 1.0 / 1000 - 64) < 6  # 50 × 20 ms = 1 s
+    with pytest.raises(ValueError, match="expected int16"):
+        enc.encode(tone.read(240))
+    enc.close()
+
+
+def test_audio_options_are_validated():
+    with pytest.raises(ValueError, match="frame_samples"):
+        OpusEncoder(StreamSpec(), {"frame_samples": 300})
+    with pytest.raises(ValueError, match=r"unknown option.*known: "):
+        OpusEncoder(StreamSpec(), {"bitrate": 64})
+    with pytest.raises(ValueError, match="frequency"):
+        ToneSource(StreamSpec(), {"frequency": 30_000})
+    with pytest.raises(ValueError, match=r"known: amplitude, frequency"):
+        ToneSource(StreamSpec(), {"volume": 1})
+
+
+def test_audio_stages_are_registered():
+    pm = load_plugin_manager()
+    src = pm.stages.create("audio_source", "tone", StreamSpec(), {})
+    enc = pm.stages.create("audio_encoder", "opus", StreamSpec(), {})
+    assert pm.stages.get("audio_encoder", "opus").available() == ""
+    assert len(enc.encode(src.read(enc.frame_samples))) == 1
+    enc.close()
+    src.close()
