@@ -130,6 +130,8 @@ def create_app(config: dict[str, Any], paths: Paths, pm: Any = None) -> Flask:
         static_folder=str(HERE / "static"),
         template_folder=str(HERE / "templates"),
     )
+    # '//' in a path is a 404 like any unknown path, not a redirect served before auth runs
+    app.url_map.merge_slashes = False
     app.config.update(
         PF_CONFIG=config,
         PF_ALLOW_REMOTE_ADMIN=bool(console_cfg.get("allow_remote_admin", False)),
