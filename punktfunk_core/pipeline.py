@@ -73,6 +73,8 @@ class Pipeline:
         self.stop_reason = ""
         self.frames_captured = 0
         self.frames_sent = 0
+        #: wire bytes handed to the sender (written by the send thread only)
+        self.bytes_sent = 0
         #: written by the encode thread only
         self.frames_dropped = 0
         self._queued = 0  # written by the encode thread only
@@ -205,6 +207,7 @@ class Pipeline:
                     batch = packetizer.packetize(au)
                     sender.send(batch)
                     self.frames_sent += 1
+                    self.bytes_sent += batch.wire_bytes
                     if agg.open and not self.gate.measuring:
                         agg.discard()
                     continue
@@ -214,6 +217,7 @@ class Pipeline:
                 sender.send(batch)
                 ts = perf_counter_ns()
                 self.frames_sent += 1
+                self.bytes_sent += batch.wire_bytes
                 t0, t1, t2, t3 = timing
                 if not agg.open:
                     agg.begin(t0, self.frames_dropped, sender.send_dropped)

@@ -107,6 +107,10 @@ class Session:
         #: free-form protocol data shown in the console (e.g. encryption on/off)
         self.details: dict[str, Any] = {}
         self._ended = threading.Event()
+        #: (monotonic_ns, frames_sent, bytes_sent) seen by info() calls, for rates
+        #: that need no per-frame clock (kept short; guarded by a lock taken per call)
+        self._rate_snaps: list[tuple[int, int, int]] = []
+        self._rate_lock = threading.Lock()
 
     # control, called from protocol threads ------------------------------
     def stop(self, reason: str = "") -> None:
@@ -139,6 +143,27 @@ class Session:
         )
         out = {f: getattr(info, f) for f in SessionInfo.__slots__}
         out["details"] = dict(self.details)
+        p = self.pipeline
+        if p is not None:
+            out["frames_sent"], out["bytes_sent"], out["frames_dropped"] = p.frames_sent, p.bytes_sent, p.frames_dropped
+            out["fps_recent"], out["mbps_recent"] = self._recent_rates(p.frames_sent, p.bytes_sent)
         if s is not None:
             out["last_sample"] = s.to_dict()
         return out
+
+    def _recent_rates(self, frames: int, nbytes: int) -> tuple[float | None, float | None]:
+        """fps and wire Mb/s over the last few seconds, from the counters seen by
+        earlier info() calls (the console polls them); the session average until
+        a second has passed between two calls."""
+        now = time.monotonic_ns()
+        with self._rate_lock:
+            snaps = self._rate_snaps
+            snaps.append((now, frames, nbytes))
+            while len(snaps) > 2 and now - snaps[1][0] >= 1_000_000_000 and now - snaps[0][0] > 10_000_000_000:
+                snaps.pop(0)
+            older = [s for s in snaps if now - s[0] >= 1_000_000_000]
+            t0, f0, b0 = older[-1] if older else (self.started_ns, 0, 0)
+        dt = (now - t0) / 1e9
+        if dt <= 0:
+            return None, None
+        return round((frames - f0) / dt, 2), round((nbytes - b0) * 8 / dt / 1e6, 3)

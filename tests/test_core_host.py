@@ -122,14 +122,21 @@ def test_measurement_off_takes_no_samples(host_factory, pf_dirs):
     host = host_factory(env=plugin_env(samples, PUNKTFUNK_PERF="0"))
     sink = UdpSink()
     try:
-        host.call("sessions.loopback", port=sink.port, seconds=2.5, width=320, height=180, fps=60,
+        host.call("sessions.loopback", port=sink.port, seconds=3.5, width=320, height=180, fps=60,
                   capture="flat", encoder="sleepy", encoder_options={"encode_ms": 1.0})
-        packets, _ = sink.drain(2.8)
+        packets, _ = sink.drain(1.3)
+        host.call("sessions.list")
+        packets += sink.drain(1.2)[0]
+        (info,) = host.call("sessions.list")  # rates from counters, no per-frame clock needed
+        packets += sink.drain(1.3)[0]
         wait_no_sessions(host)
     finally:
         sink.close()
     assert packets > 100  # it streamed ...
     assert read_samples(samples) == []  # ... and nothing was measured
+    assert info["fps_measured"] is None and "last_sample" not in info
+    assert abs(info["fps_recent"] - 60) <= 4, info
+    assert info["frames_sent"] >= 100 and info["bytes_sent"] >= 100 * 1000 and info["mbps_recent"] > 0.3
 
 
 def test_failing_stage_ends_only_its_session(host_factory, pf_dirs):

@@ -11,8 +11,8 @@
       el("thead", {}, el("tr", {}, ["id", "protocol", "client", "mode", "codec", "encoder", "fps", "Mb/s", "target", "state", "since", ""]
         .map((h) => el("th", { class: ["fps", "Mb/s", "target"].includes(h) ? "num" : "" }, h)))),
       body)));
-    c.body.append(el("p", { class: "hint" }, "fps and Mb/s come from the host's measurement windows: they show while a capture is ",
-      "armed (Performance page) or the host runs with PUNKTFUNK_PERF=1."));
+    c.body.append(el("p", { class: "hint" }, "fps and Mb/s: from the last measurement window while a capture is armed ",
+      "(Performance page) or the host runs with PUNKTFUNK_PERF=1; otherwise from the frame and byte counters over the last seconds."));
     root.append(c);
 
     async function end(s) {
@@ -46,8 +46,8 @@
           el("td", {}, `${s.width}\u00d7${s.height}@${s.fps}`),
           el("td", {}, s.codec),
           el("td", { title: s.gpu ? `GPU: ${s.gpu}` : "no GPU" }, s.encoder_backend || U.NO_VALUE),
-          el("td", { class: "num fps" }, U.formatFps(s.fps_measured)),
-          el("td", { class: "num mbps" }, U.formatMbps(s.mbps_measured)),
+          el("td", { class: "num fps" }, U.formatFps(s.fps_measured ?? s.fps_recent)),
+          el("td", { class: "num mbps" }, U.formatMbps(s.mbps_measured ?? s.mbps_recent)),
           el("td", { class: "num" }, U.formatMbps(s.bitrate_kbps / 1000)),
           el("td", {}, s.state),
           el("td", {}, PF.fmtTime(s.started_unix_ms)),
