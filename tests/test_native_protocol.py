@@ -237,3 +237,59 @@ def test_abuse_of_the_control_port_never_hurts_the_host(host_factory, tmp_path):
     c2 = NativeClient(ClientOptions(host="127.0.0.1", port=port, pin="9999", config_dir=tmp_path / "cli2"))
     with pytest.raises(PairingFailed, match="wrong PIN"):
         c2.ensure_paired()
+
+
+def test_unpair_revokes_the_client(host_factory, tmp_path):
+    import subprocess
+    import sys
+
+    h = start_host(host_factory, tmp_path)
+    c = paired_client(h, tmp_path)
+    r, udp, _acc, _k, _started = open_session(h, c)
+    r.send({"type": "bye"})
+    udp.close()
+    fp = c.identity.fingerprint
+    out = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "native", "unpair", fp[:12]], env=h.env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and fp[:16] in out.stdout, out.stderr
+    assert h.call("native.clients") == []
+    # the revoked certificate no longer gets through the TLS handshake
+    env = dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(tmp_path / "cli"))
+    p = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "client", "127.0.0.1", "--port", str(h.native_port),
+                        "--seconds", "1", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 3 and "does not recognise this client" in p.stderr, p.stderr
+    from punktfunk_core.ipc import IpcError
+
+    with pytest.raises(IpcError) as e:
+        h.call("native.unpair", fingerprint=fp[:12])
+    assert e.value.code == 404
+    # with a PIN the client pairs again by itself
+    h.call("native.pin", pin="1122")
+    p = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "client", "127.0.0.1", "--port", str(h.native_port),
+                        "--pin", "1122", "--seconds", "1", "--json", "--width", "320", "--height", "180"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert len(h.call("native.clients")) == 1
+
+
+def test_client_refuses_a_host_whose_certificate_changed(host_factory, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    h = start_host(host_factory, tmp_path)
+    paired_client(h, tmp_path)
+    known_path = tmp_path / "cli" / "native" / "known-hosts.json"
+    known = json.loads(known_path.read_text())
+    entry = known[f"127.0.0.1:{h.native_port}"]
+    entry["fingerprint"] = "00" * 32  # as if a different machine answered on that address
+    known_path.write_text(json.dumps(known))
+    conns = h.call("host.status")["protocols"]["native"]["counters"]["connections"]
+    env = dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(tmp_path / "cli"))
+    p = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "client", "127.0.0.1", "--port", str(h.native_port),
+                        "--pin", "2468", "--seconds", "1", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 3 and "certificate of 127.0.0.1" in p.stderr and "changed" in p.stderr, p.stderr
+    assert p.stdout == ""
+    time.sleep(0.3)
+    st = h.call("host.status")["protocols"]["native"]
+    assert st["counters"]["connections"] == conns + 1 and st["counters"]["sessions"] == 0

@@ -57,6 +57,10 @@ EXIT_PAIRING = 3
 EXIT_CONNECT = 4
 
 
+UNKNOWN_CLIENT = ("the host does not recognise this client (it was unpaired?); pair again with --pin NNNN "
+                  "after `punktfunk native pin NNNN` on the host")
+
+
 class ClientError(Exception):
     """A failure the user can act on; ``exit_code`` is what the CLI returns."""
 
@@ -94,6 +98,14 @@ class _Ctl:
                 self.pending.extend(self.reader.read(self.sock))
             except EOFError:
                 raise ClientError("the host closed the connection", EXIT_CONNECT) from None
+            except ssl.SSLError as exc:
+                # TLS 1.3: the host checks our certificate after our side of the
+                # handshake, so its verdict arrives with the first read
+                if "unknown ca" in str(exc).lower() or "certificate" in str(exc).lower():
+                    raise ClientError(UNKNOWN_CLIENT, EXIT_PAIRING) from None
+                raise ClientError(f"TLS error: {exc}", EXIT_CONNECT) from None
+            except OSError as exc:
+                raise ClientError(f"control connection failed: {exc}", EXIT_CONNECT) from None
         msg = self.pending.pop(0)
         if msg["type"] == "error":
             code = str(msg.get("code", "error"))
@@ -181,24 +193,44 @@ class NativeClient:
         except ssl.SSLError as exc:
             raw.close()
             if "unknown ca" in str(exc).lower() or "certificate" in str(exc).lower():
-                raise ClientError(f"{self.address} does not recognise this client (it was unpaired?); pair again "
-                                  f"with --pin NNNN after `punktfunk native pin NNNN` on the host", EXIT_PAIRING) from None
+                raise ClientError(UNKNOWN_CLIENT, EXIT_PAIRING) from None
             raise ClientError(f"TLS handshake with {self.address} failed: {exc}", EXIT_CONNECT) from None
         except OSError as exc:
             raw.close()
             raise ClientError(f"connection to {self.address} failed: {exc}", EXIT_CONNECT) from None
         host_der = tls.getpeercert(binary_form=True) or b""
-        ctl = _Ctl(tls)
+        return _Ctl(tls), host_der
+
+    def _hello(self, ctl: _Ctl) -> dict[str, Any]:
         ctl.send({"type": "hello", "versions": list(SUPPORTED_VERSIONS), "name": self.name,
                   "client_fingerprint": self.identity.fingerprint})
-        return ctl, host_der
+        welcome = ctl.recv(10.0, "welcome")
+        if welcome.get("version") != PROTOCOL_VERSION:
+            raise ClientError(f"host chose unknown version {welcome.get('version')!r}")
+        return welcome
+
+    def _open_stream(self) -> tuple[_Ctl, str, dict[str, Any]]:
+        """Connect with our certificate, check the pinned host certificate before
+        sending anything, then hello/welcome."""
+        ctl, host_der = self._connect(with_identity=True)
+        try:
+            pinned = self.known.fingerprint_of(self.address) or ""
+            if fingerprint(host_der) != pinned:
+                raise ClientError(f"the certificate of {self.address} changed (pinned {pinned[:16]}…, got "
+                                  f"{fingerprint(host_der)[:16]}…): refusing to connect. If the host was reinstalled, "
+                                  f"remove it from {self.known.path} and pair again.", EXIT_PAIRING)
+            welcome = self._hello(ctl)
+            if not welcome.get("paired"):
+                raise ClientError(UNKNOWN_CLIENT, EXIT_PAIRING)
+        except BaseException:
+            ctl.close()
+            raise
+        return ctl, pinned, welcome
 
     def pair(self, pin: str) -> None:
         ctl, host_der = self._connect(with_identity=False)
         try:
-            welcome = ctl.recv(10.0, "welcome")
-            if welcome.get("version") != PROTOCOL_VERSION:
-                raise ClientError(f"host chose unknown version {welcome.get('version')!r}")
+            welcome = self._hello(ctl)
             host_fp = fingerprint(host_der)
             spake = SPAKE2_A(pin.encode(), idA=SPAKE_ID_CLIENT, idB=SPAKE_ID_HOST)
             msg_a = spake.start()
@@ -235,20 +267,14 @@ class NativeClient:
     def run(self) -> dict[str, Any]:
         self.ensure_paired()
         try:
-            ctl, host_der = self._connect(with_identity=True)
+            ctl, pinned, _welcome = self._open_stream()
         except ClientError as exc:
-            if exc.exit_code == EXIT_PAIRING and self.opts.pin:
-                self.known.remove(self.address)
+            if exc.exit_code == EXIT_PAIRING and str(exc) == UNKNOWN_CLIENT and self.opts.pin:
+                self.known.remove(self.address)  # the host forgot us: pair again with the PIN we were given
                 self.pair(self.opts.pin)
-                ctl, host_der = self._connect(with_identity=True)
+                ctl, pinned, _welcome = self._open_stream()
             else:
                 raise
-        pinned = self.known.fingerprint_of(self.address)
-        if fingerprint(host_der) != pinned:
-            ctl.close()
-            raise ClientError(f"the certificate of {self.address} changed (pinned {pinned[:16]}…, got "
-                              f"{fingerprint(host_der)[:16]}…): refusing to connect. If the host was reinstalled, "
-                              f"remove it from {self.known.path} and pair again.", EXIT_PAIRING)
         try:
             return self._stream(ctl, pinned)
         except ProtocolError as exc:
@@ -258,9 +284,6 @@ class NativeClient:
 
     def _stream(self, ctl: _Ctl, host_fp: str) -> dict[str, Any]:
         o = self.opts
-        welcome = ctl.recv(10.0, "welcome")
-        if not welcome.get("paired"):
-            raise ClientError("the host does not list this client as paired; pair again with --pin", EXIT_PAIRING)
         priv = X25519PrivateKey.generate()
         nonce = os.urandom(16)
         req: dict[str, Any] = {"type": "session_request", "width": o.width, "height": o.height, "fps": o.fps,
@@ -335,7 +358,7 @@ class NativeClient:
                 next_status = now + 0.5
             try:
                 msgs = ctl.reader.read(ctl.sock)
-            except EOFError:
+            except (EOFError, ssl.SSLError, ConnectionError):
                 self.host_bye = self.host_bye or "connection closed"
                 break
             done = False
@@ -478,6 +501,10 @@ class _Decoder:
         self._saveq: queue.SimpleQueue | None = None
         self._saver: threading.Thread | None = None
         if self.save_dir is not None:
+            try:
+                import PIL.Image  # noqa: F401 - PyAV's to_image() needs Pillow
+            except ImportError:
+                raise ClientError("--save-frames needs Pillow (pip install pillow)") from None
             ensure_private_dir(self.save_dir)
             # PNG writing happens on its own thread so it never delays receiving
             self._saveq = queue.SimpleQueue()

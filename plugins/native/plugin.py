@@ -2,7 +2,7 @@
 
 Contributes: the ``native`` protocol plane (on by default), the ``native``
 packetizer and sender stages, the ``native`` config section, the IPC commands
-``native.pin`` / ``native.clients``, the CLI commands ``punktfunk native pin``
+``native.pin`` / ``native.clients`` / ``native.unpair``, the CLI commands ``punktfunk native pin``
 and ``punktfunk client HOST``, and the admin console route
 ``POST /api/v1/native/pin``.
 """
@@ -89,8 +89,12 @@ def ipc_commands(host: Any, register: Any) -> None:
     def clients(_args: dict[str, Any]) -> Any:
         return _plane(host).paired_list()
 
+    def unpair(args: dict[str, Any]) -> Any:
+        return _plane(host).unpair(args.get("fingerprint"))
+
     register("native.pin", pin)
     register("native.clients", clients)
+    register("native.unpair", unpair)
 
 
 def _cmd_pin(args: argparse.Namespace) -> int:
@@ -118,6 +122,14 @@ def _cmd_clients(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_unpair(args: argparse.Namespace) -> int:
+    from punktfunk_core.cli import call_host
+
+    res = call_host("native.unpair", fingerprint=args.fingerprint)
+    print(f"unpaired {res['unpaired'][:16]}…; that client must pair again with a PIN")
+    return 0
+
+
 def _cmd_client(args: argparse.Namespace) -> int:
     from punktfunk_native.client import main_from_args
 
@@ -135,6 +147,9 @@ def cli_commands(subparsers: Any) -> None:
     c = sub.add_parser("clients", help="list paired clients")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_cmd_clients)
+    c = sub.add_parser("unpair", help="forget a paired client (it must pair again)")
+    c.add_argument("fingerprint", help="the client's certificate fingerprint, or its first 8+ hex digits")
+    c.set_defaults(func=_cmd_unpair)
 
     from punktfunk_native.client import add_client_arguments
 

@@ -223,6 +223,22 @@ class NativePlane(ProtocolPlane):
         return {"pairing_open": True, "expires_in_s": secs, "port": self.port,
                 "host_fingerprint": self.identity.fingerprint if self.identity else ""}
 
+    def unpair(self, prefix: Any) -> dict[str, Any]:
+        """Forget a paired client (by fingerprint or a unique prefix of at least 8 hex digits)."""
+        assert self.paired is not None and self.identity is not None
+        if not isinstance(prefix, str) or len(prefix) < 8:
+            raise IpcError(400, "give at least 8 hex digits of the client's fingerprint (see `punktfunk native clients`)")
+        matches = [fp for fp in self.paired.data if fp.startswith(prefix.lower())]
+        if not matches:
+            raise IpcError(404, f"no paired client with fingerprint {prefix}…")
+        if len(matches) > 1:
+            raise IpcError(409, f"{prefix}… matches {len(matches)} clients; give more digits")
+        self.paired.remove(matches[0])
+        # the TLS trust store cannot drop a certificate: new connections get a fresh context
+        self._ctx = server_context(self.identity, self.paired)
+        log.info("native: unpaired client %s…", matches[0][:16])
+        return {"unpaired": matches[0]}
+
     def paired_list(self) -> list[dict[str, Any]]:
         assert self.paired is not None
         return [{"fingerprint": fp, "name": v.get("name", ""), "paired_unix": v.get("paired_unix")}
