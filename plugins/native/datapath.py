@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from reed_solomon_leopard import decode as rs_decode
 from reed_solomon_leopard import encode as rs_encode
 
-from punktfunk_core.stages import AccessUnit, Packetizer, PacketBatch, Sender, StreamSpec
+from punktfunk_core.stages import AccessUnit, Packetizer, PacketBatch, Sender
 
 from punktfunk_native.wire import (
     DIR_CLIENT_TO_HOST,
@@ -38,7 +38,6 @@ from punktfunk_native.wire import (
     OVERHEAD,
     PKT_PROBE,
     PKT_VIDEO,
-    TAG_BYTES,
     WIRE_VERSION,
     PacketHeader,
     PacketRejected,
