@@ -27,6 +27,7 @@ import functools
 import logging
 import shutil
 import subprocess
+import threading
 from typing import Any
 
 import numpy as np
@@ -128,6 +129,7 @@ class NvencEncoder(Encoder):
         if self._kbps <= 0:
             raise ValueError(f"nvenc: bitrate must be positive, not {self._kbps}")
         self._pending_kbps: int | None = None
+        self._rate_lock = threading.Lock()
         self._force_key = False  # the first picture is an IDR anyway
         self._scratch: np.ndarray | None = None
         self._warned_format = False
@@ -169,7 +171,8 @@ class NvencEncoder(Encoder):
         kbps = int(kbps)
         if kbps <= 0:
             raise ValueError(f"nvenc: bitrate must be positive, not {kbps}")
-        self._pending_kbps = kbps
+        with self._rate_lock:
+            self._pending_kbps = kbps
 
     def _apply_bitrate(self, kbps: int) -> None:
         if kbps == self._kbps:
@@ -191,10 +194,11 @@ class NvencEncoder(Encoder):
         self._kbps = kbps
 
     def submit(self, frame: Frame) -> None:
-        pending = self._pending_kbps
-        if pending is not None:
-            self._pending_kbps = None
-            self._apply_bitrate(pending)
+        if self._pending_kbps is not None:  # rare: take it under the lock set_bitrate uses
+            with self._rate_lock:
+                pending, self._pending_kbps = self._pending_kbps, None
+            if pending is not None:
+                self._apply_bitrate(pending)
         buf = input_buffer(self, frame).reshape(-1)
         self._inflight.append((frame.frame_id, frame.capture_ns))
         self.output_delay = max(self.output_delay, len(self._inflight) - 1)

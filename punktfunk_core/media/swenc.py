@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from fractions import Fraction
 from typing import Any
 
@@ -124,6 +125,7 @@ class PyAVEncoder(Encoder):
         if self._kbps <= 0:
             raise ValueError(f"{self.backend}: bitrate must be positive, not {self._kbps}")
         self._pending_kbps: int | None = None
+        self._rate_lock = threading.Lock()
         self._force_key = True  # the first picture is a keyframe anyway; say so
         self._pts = 0
         self._out: list[AccessUnit] = []
@@ -179,7 +181,8 @@ class PyAVEncoder(Encoder):
         kbps = int(kbps)
         if kbps <= 0:
             raise ValueError(f"{self.backend}: bitrate must be positive, not {kbps}")
-        self._pending_kbps = kbps
+        with self._rate_lock:
+            self._pending_kbps = kbps
 
     def _apply_bitrate(self, kbps: int) -> None:
         if kbps == self._kbps:
@@ -199,10 +202,11 @@ class PyAVEncoder(Encoder):
         return av.VideoFrame.from_numpy_buffer(input_buffer(self, frame), format=AV_FORMAT[self.input_format])
 
     def submit(self, frame: Frame) -> None:
-        pending = self._pending_kbps
-        if pending is not None:
-            self._pending_kbps = None
-            self._apply_bitrate(pending)
+        if self._pending_kbps is not None:  # rare: take it under the lock set_bitrate uses
+            with self._rate_lock:
+                pending, self._pending_kbps = self._pending_kbps, None
+            if pending is not None:
+                self._apply_bitrate(pending)
         vf = self._av_frame(frame)
         pts = self._pts
         self._pts += 1
