@@ -142,7 +142,9 @@ class NativeSender(Sender):
     """Sends a batch paced over part of the frame interval, with UDP GSO when possible.
 
     ``pace_percent`` of the frame interval is the budget over which the
-    chunks of one frame are spread (0 = send back to back). A chunk is one
+    chunks of one frame are spread (0 = send back to back); frames of at most
+    ``burst_bytes`` on the wire are not paced (pacing them would only add
+    latency). A chunk is one
     GSO ``sendmsg`` (up to 64 equal datagrams, ≤ 65000 bytes) or, without
     GSO, the same number of plain ``sendto`` calls. ``send_dropped`` counts
     datagrams the kernel refused (ENOBUFS/EAGAIN and the like).
@@ -151,11 +153,12 @@ class NativeSender(Sender):
     name = "native"
 
     def __init__(self, sock: socket.socket, addr: tuple[str, int], fps: int, *, gso: bool = True,
-                 pace_percent: int = 50, close_socket: bool = True) -> None:
+                 pace_percent: int = 50, burst_bytes: int = 64 * 1024, close_socket: bool = True) -> None:
         self.sock = sock
         self.addr = addr
         self.interval_ns = 1_000_000_000 // max(1, fps)
         self.pace_ns = self.interval_ns * max(0, min(100, pace_percent)) // 100
+        self.burst_bytes = burst_bytes
         self.gso = bool(gso) and gso_supported(sock)
         self.close_socket = close_socket
         self.send_dropped = 0
@@ -214,7 +217,8 @@ class NativeSender(Sender):
         gso = self.gso and "psize" in batch.meta
         per = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // psize))
         chunks = (count + per - 1) // per
-        pace = self.pace_ns if chunks > 1 else 0
+        # a frame that fits one burst goes out at once; larger ones (keyframes) are spread
+        pace = self.pace_ns if chunks > 1 and batch.wire_bytes > self.burst_bytes else 0
         sock_ns = 0
         dropped = 0
         start = time.monotonic_ns()
