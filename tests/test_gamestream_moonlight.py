@@ -180,8 +180,11 @@ def test_av1(paired_host) -> None:
     info = run_client("serverinfo", host, client)
     if not info["codecs"] & 0x10000:
         pytest.skip("no AV1 encoder stage on this host (media plugin without `av1`)")
-    res = run_client("stream", host, client, "--frames", "90", "--codec", "av1", "--cancel")
-    _assert_stream_ok(res, frames=90)
+    res = run_client("stream", host, client, "--frames", "60", "--seconds", "60", "--codec", "av1", "--cancel")
+    assert res["ok"] and len(res["frames"]) >= 60, res
+    assert res["frames"][0]["type"] == 1
+    ids = [i for i in res["decoded_ids"] if i is not None]
+    assert len(ids) >= 40 and all(b > a for a, b in zip(ids, ids[1:])), res["decoded_ids"]
     assert host.call("gamestream.status")["last_session"]["codec"] == "av1"
 
 

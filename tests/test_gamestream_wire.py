@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from punktfunk_core.stages import AccessUnit, StreamSpec
 from punktfunk_gamestream import fec, wire
 from punktfunk_gamestream.audio import AudioPacketizer
+from punktfunk_gamestream import video as video_mod
 from punktfunk_gamestream.video import GameStreamPacketizer, VideoContext, fec_layout
 
 # -- a reference receiver (what moonlight-common-c checks), written from the layout --------
@@ -114,7 +115,7 @@ def _frames(pkts: list[dict]) -> dict[int, list[dict]]:
 ])
 def test_packetizer_datagrams_parse_back(packet_size: int, size: int, key: bytes | None) -> None:
     ctx = VideoContext(packet_size=packet_size, fec_percent=20, min_fec_packets=2, key=key)
-    pk = GameStreamPacketizer(StreamSpec(), {"context": ctx})
+    pk = GameStreamPacketizer(StreamSpec(), {"context": ctx, "strip_sei": False})
     rng = np.random.default_rng(size)
     aus = [AccessUnit(rng.integers(0, 256, size, dtype=np.uint8).tobytes(), i == 0, i + 1, 0) for i in range(3)]
     last_seq = None
@@ -138,7 +139,8 @@ def test_packetizer_datagrams_parse_back(packet_size: int, size: int, key: bytes
 
 def test_lost_shards_are_recovered_like_the_client_does() -> None:
     packet_size = 1392
-    pk = GameStreamPacketizer(StreamSpec(), {"packet_size": packet_size, "fec_percent": 20, "min_fec_packets": 2})
+    pk = GameStreamPacketizer(StreamSpec(), {"packet_size": packet_size, "fec_percent": 20, "min_fec_packets": 2,
+                                             "strip_sei": False})
     data = bytes(range(256)) * 40  # 10240 bytes → 8 data shards, 2 parity
     batch = pk.packetize(AccessUnit(data, True, 1, 0))
     pkts = _parse(batch.packets, packet_size)
@@ -163,6 +165,21 @@ def test_lost_shards_are_recovered_like_the_client_does() -> None:
         assert np.array_equal(rec[i, 32:], orig[32:])
         assert np.array_equal(rec[i, 16:20], orig[16:20])
         assert rec[i, 24] == orig[24]
+
+
+def test_leading_sei_and_aud_are_stripped_before_the_first_slice() -> None:
+    sc3, sc4 = b"\x00\x00\x01", b"\x00\x00\x00\x01"
+    vps, sps, pps = sc4 + b"\x40\x01\x0c", sc3 + b"\x42\x01\x01", sc3 + b"\x44\x01\xc1"
+    sei = sc3 + b"\x4e\x01\x05" + b"\x11" * 3000
+    aud = sc4 + b"\x46\x01\x50"
+    idr = sc3 + b"\x28\x01\xaf" + b"\x22" * 5000 + sc3 + b"\x4e\x01\x05\x33"  # slice + trailing SEI kept
+    assert video_mod.strip_leading_sei(aud + vps + sps + pps + sei + idr, "hevc") == vps + sps + pps + idr
+    p_frame = sc4 + b"\x02\x01\xd0" + b"\x44" * 100
+    assert video_mod.strip_leading_sei(p_frame, "hevc") is p_frame
+    h264 = sc4 + b"\x67\x42" + sc4 + b"\x68\xce" + sc3 + b"\x06\x05\x10" + b"\x55" * 700 + sc3 + b"\x65\x88\x84"
+    assert video_mod.strip_leading_sei(h264, "h264") == sc4 + b"\x67\x42" + sc4 + b"\x68\xce" + sc3 + b"\x65\x88\x84"
+    assert video_mod.strip_leading_sei(b"\x12\x00\x0a", "av1") == b"\x12\x00\x0a"
+    assert video_mod.strip_leading_sei(sc3 + b"\x06", "h264") == sc3 + b"\x06"  # no slice: untouched
 
 
 @settings(max_examples=300, deadline=None)

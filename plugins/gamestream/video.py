@@ -68,6 +68,45 @@ class VideoContext:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+_SKIP_NALS = {"h264": (6, 9), "hevc": (39, 35)}  # SEI, access unit delimiter
+
+
+def strip_leading_sei(data: bytes, codec: str) -> bytes:
+    """Drop SEI and AUD NAL units that come before the first slice.
+
+    Moonlight looks for the IDR slice while parsing the *first packet* of a
+    keyframe; encoders put large SEIs (x265's settings string is ~2 kB) between
+    the parameter sets and the slice, which pushes the slice out of that packet
+    and the keyframe is never recognised. Only the non-VCL prefix is scanned
+    (start codes cannot occur inside NAL payloads), so the cost is a few
+    ``bytes.find`` calls per frame."""
+    skip = _SKIP_NALS.get(codec)
+    if skip is None:
+        return data
+    hevc = codec == "hevc"
+    parts: list[bytes] = []
+    dropped = False
+    pos = data.find(b"\x00\x00\x01")
+    while pos >= 0 and pos + 3 < len(data):
+        start = pos - 1 if pos > 0 and data[pos - 1] == 0 else pos
+        header = data[pos + 3]
+        nal = (header >> 1) & 0x3F if hevc else header & 0x1F
+        vcl = nal < 32 if hevc else 1 <= nal <= 5
+        if vcl:
+            if not dropped:
+                return data
+            parts.append(data[start:])
+            return b"".join(parts)
+        nxt = data.find(b"\x00\x00\x01", pos + 3)
+        end = len(data) if nxt < 0 else (nxt - 1 if data[nxt - 1] == 0 else nxt)
+        if nal in skip:
+            dropped = True
+        else:
+            parts.append(data[start:end])
+        pos = nxt
+    return data
+
+
 def fec_layout(n: int, pct: int, min_fec: int) -> tuple[list[tuple[int, int, int]], int]:
     """Split ``n`` data shards into FEC blocks: [(data, parity, written_pct)], pct.
 
@@ -153,6 +192,7 @@ class GameStreamPacketizer(Packetizer):
         self._iv_counter = 0
         self.epoch_ns = time.monotonic_ns()
         self.frames = 0
+        self.strip_sei = bool(options.get("strip_sei", True))
 
     def packetize(self, au: AccessUnit) -> PacketBatch:
         t0 = perf_ns()
@@ -160,7 +200,8 @@ class GameStreamPacketizer(Packetizer):
         frame = self.frame_index
         now = time.monotonic_ns()
         latency = min(0xFFFF, max(0, (now - au.capture_ns) // 100_000)) if au.capture_ns else 0
-        total = FRAME_HEADER + len(au.data)
+        data = strip_leading_sei(au.data, au.codec) if self.strip_sei else au.data
+        total = FRAME_HEADER + len(data)
         n = -(-total // self.payload)
         last_len = total - (n - 1) * self.payload
         header = struct.pack("<BHBHH", 0x01, latency, 2 if au.keyframe else 1, min(last_len, 0xFFFF), 0)
@@ -171,7 +212,7 @@ class GameStreamPacketizer(Packetizer):
         # payload matrix: every data shard's payload, the last one zero-padded
         flat = np.zeros(n * self.payload, dtype=np.uint8)
         flat[:FRAME_HEADER] = np.frombuffer(header, dtype=np.uint8)
-        flat[FRAME_HEADER:total] = np.frombuffer(au.data, dtype=np.uint8)
+        flat[FRAME_HEADER:total] = np.frombuffer(data, dtype=np.uint8)
         payload = flat.reshape(n, self.payload)
         ts = ((au.capture_ns or now) - self.epoch_ns) * 9 // 100_000 & 0xFFFFFFFF
         nb = len(blocks)
