@@ -70,6 +70,10 @@ def test_opus_frame_size_and_bitrate_options():
     with pytest.raises(ValueError, match="expected int16"):
         enc.encode(tone.read(240))
     enc.close()
+    assert OpusEncoder(StreamSpec(), {"frame_ms": 10}).frame_samples == 480
+    assert OpusEncoder(StreamSpec(), {"frame_ms": 2.5}).frame_samples == 120
+    with pytest.raises(ValueError, match="frame_ms"):
+        OpusEncoder(StreamSpec(), {"frame_ms": 7})
 
 
 def test_audio_options_are_validated():

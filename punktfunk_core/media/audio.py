@@ -38,6 +38,13 @@ def _frequency(value: Any) -> float:
     return v
 
 
+def _frame_ms(value: Any) -> float:
+    v = float(value)
+    if v and round(v * SAMPLE_RATE / 1000) not in OPUS_FRAME_SAMPLES:
+        raise ValueError(f"{v} ms is not an Opus frame duration (2.5, 5, 10, 20, 40, 60)")
+    return v
+
+
 class ToneSource(AudioSource):
     """A sine tone. Options: ``frequency`` (Hz, default 440), ``amplitude``
     (0..1 of full scale, default 0.25). Consecutive reads continue the wave
@@ -70,19 +77,23 @@ class ToneSource(AudioSource):
 class OpusEncoder(AudioEncoder):
     """Opus through PyAV libopus: 48 kHz stereo, low-delay application, CBR.
 
-    Options: ``frame_samples`` (120/240/480/960/1920/2880, default 240 = 5 ms),
-    ``bitrate_kbps`` (default 128), ``application`` (lowdelay/audio/voip,
+    Options: ``frame_samples`` (120/240/480/960/1920/2880, default 240 = 5 ms)
+    or ``frame_ms`` (2.5/5/10/20/40/60, wins when set), ``bitrate_kbps`` (default 128), ``application`` (lowdelay/audio/voip,
     default lowdelay). ``encode(pcm)`` takes exactly ``frame_samples`` frames
     of int16 shaped (n, 2) and returns the Opus packets produced (one per
     call in steady state).
     """
 
     def __init__(self, spec: StreamSpec | None = None, options: dict[str, Any] | None = None) -> None:
-        opts = take_options("opus", options, {"frame_samples": 240, "bitrate_kbps": 128, "application": "lowdelay"},
+        opts = take_options("opus", options, {"frame_samples": 240, "frame_ms": 0.0, "bitrate_kbps": 128,
+                                              "application": "lowdelay"},
                             {"frame_samples": lambda v: int(one_of(*map(str, OPUS_FRAME_SAMPLES))(str(v))),
+                             "frame_ms": _frame_ms,
                              "bitrate_kbps": int_range(6, 510),
                              "application": one_of("lowdelay", "audio", "voip")})
         self.frame_samples = opts["frame_samples"]
+        if opts["frame_ms"]:
+            self.frame_samples = round(opts["frame_ms"] * SAMPLE_RATE / 1000)
         self.bitrate_kbps = opts["bitrate_kbps"]
         ctx = av.CodecContext.create("libopus", "w")
         ctx.sample_rate = SAMPLE_RATE
