@@ -1,0 +1,62 @@
+"""The [native] config section: defaults, validation, and the plane honouring it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from punktfunk_core import config as configmod
+from punktfunk_core.plugins import load_plugin_manager
+
+
+def test_defaults_enable_native_with_documented_values():
+    cfg = configmod.load(None, load_plugin_manager())
+    n = cfg["native"]
+    assert n["enabled"] is True and n["port"] == 47992 and n["fec_percent"] == 20
+    assert n["keepalive_timeout_s"] == 3.0 and n["gso"] is True and n["data_port"] == 0
+    doc = (configmod.Path(__file__).resolve().parent.parent / "docs" / "protocol-native.md").read_text()
+    for key, value in n.items():  # every key is documented in the protocol doc's config table
+        assert f"| {key} |" in doc, key
+
+
+def test_bad_native_values_are_one_line_each(tmp_path):
+    f = tmp_path / "host.toml"
+    f.write_text("[native]\nfec_percent = 400\nshard_bytes = 1201\nbogus = 1\n")
+    r = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "config", "check", str(f)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert any("native.fec_percent" in x and "400" in x for x in lines), lines
+    assert any("native.shard_bytes" in x for x in lines), lines
+    assert any("native.bogus" in x and "unknown key" in x for x in lines), lines
+
+
+def test_disabled_native_is_not_started_and_pin_says_so(host_factory):
+    h = host_factory(config="[native]\nenabled = false\n")
+    import time
+
+    time.sleep(0.5)
+    assert "native" not in h.call("host.status")["protocols"]
+    r = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "native", "pin", "1234"], env=h.env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "not running" in r.stderr
+
+
+def test_busy_port_is_a_clear_error_and_the_host_keeps_running(host_factory):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    port = s.getsockname()[1]
+    try:
+        h = host_factory(config=f"[native]\nbind = \"127.0.0.1\"\nport = {port}\n")
+        import time
+
+        deadline = time.monotonic() + 10
+        while "set native.port to a free port" not in h.log():
+            assert time.monotonic() < deadline, h.log()
+            time.sleep(0.1)
+        assert h.call("host.status")["pid"] > 0
+    finally:
+        s.close()
