@@ -81,6 +81,8 @@ def test_bad_option_value_is_rejected():
         ChunkPacketizer(StreamSpec(320, 180), {"payload_size": "big"})
     with pytest.raises(ValueError, match="port"):
         UdpSender(StreamSpec(320, 180), {})
+    with pytest.raises(ValueError, match="x264: libx264 refused its settings"):
+        X264Encoder(StreamSpec(320, 180), {"preset": "bogus"})
 
 
 # -- testpattern -------------------------------------------------------------------------

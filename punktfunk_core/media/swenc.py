@@ -166,7 +166,11 @@ class PyAVEncoder(Encoder):
             key = self.params_option
             opts[key] = f"{opts[key]}:{self.opts['params']}" if opts.get(key) else self.opts["params"]
         ctx.options = opts
-        ctx.open()
+        try:
+            ctx.open()
+        except av.error.FFmpegError as exc:
+            raise ValueError(f"{self.backend}: {self.codec_name} refused its settings (check the options "
+                             f"'preset' and 'params'): {exc}") from None
         return ctx
 
     # -- Encoder ----------------------------------------------------------------------------
