@@ -77,8 +77,6 @@ def _probe(codec: str) -> str:
         return "PyNvVideoCodec is not installed (pip install 'punktfunk[nvenc]')"
     except Exception as exc:  # noqa: BLE001 - a broken install (missing libcuda) lands here
         return f"PyNvVideoCodec cannot be loaded: {exc}"
-    if not gpu_name() and not shutil.which("nvidia-smi"):
-        return "no NVIDIA GPU found (nvidia-smi is missing)"
     caps_fn = getattr(nvc, "GetEncoderCaps", None)
     try:
         if caps_fn is not None:
@@ -88,8 +86,9 @@ def _probe(codec: str) -> str:
         else:  # older PyNvVideoCodec: open and close a tiny session
             nvc.CreateEncoder(256, 256, "NV12", True, codec=codec)
     except Exception as exc:  # noqa: BLE001 - the library raises plain RuntimeErrors
-        name = gpu_name() or "the GPU"
-        return f"NVENC {codec} is not usable on {name}: {exc}"
+        name = gpu_name()
+        where = f"on {name}" if name else "(no NVIDIA GPU found by nvidia-smi)"
+        return f"NVENC {codec} is not usable {where}: {exc}"
     return ""
 
 
