@@ -206,6 +206,17 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
     ctx = av.CodecContext.create({"hevc": "hevc", "av1": "libdav1d"}.get(a.codec, "h264"), "r")
     frames: list[dict[str, Any]] = []
     audio_packets = 0
+    opus: list[bytes] = []
+
+    def take_audio(timeout: float = 0.0) -> bool:
+        nonlocal audio_packets
+        pkt = session.pull_audio_packet(timeout=timeout)
+        if pkt is None:
+            return False
+        audio_packets += 1
+        if len(opus) < 400:
+            opus.append(pkt.opus_data)
+        return True
     idr_requested_at = None
     deadline = time.monotonic() + a.seconds
     shape = None
@@ -213,8 +224,8 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
     while len(frames) < a.frames and time.monotonic() < deadline:
         raw = session.pull_frame()
         if a.audio:
-            while session.pull_audio_packet(timeout=0) is not None:
-                audio_packets += 1
+            while take_audio():
+                pass
         if raw is None:
             if session.is_terminated:
                 terminated = session.termination_error
@@ -234,24 +245,51 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
     while time.monotonic() < hold_until and not session.is_terminated:
         raw = session.pull_frame()
         if a.audio:
-            while session.pull_audio_packet(timeout=0) is not None:
-                audio_packets += 1
+            while take_audio():
+                pass
     if a.audio:
         t_end = time.monotonic() + 0.5
         while time.monotonic() < t_end:
-            if session.pull_audio_packet(timeout=0.05) is not None:
-                audio_packets += 1
+            take_audio(0.05)
     terminated_before_stop = session.is_terminated
     done.set()
     session.stop()
     if a.cancel:
         http.quit_app()
+    tone_hz, rms = _analyse_opus(opus) if opus else (None, None)
     return {
-        "ok": True, "launched": launched, "connect_s": round(connect_s, 3), "frames": frames,
+        "ok": True, "launched": launched, "tone_hz": tone_hz, "audio_rms": rms, "connect_s": round(connect_s, 3), "frames": frames,
         "decoded_ids": [i for fr in frames for i in fr["ids"]], "shape": shape, "audio_packets": audio_packets,
         "audio_lost": session.audio_loss_stats["lost"] if a.audio else None,
         "idr_requested_at": idr_requested_at, "terminated": terminated, "terminated_before_stop": terminated_before_stop,
     }
+
+
+def _analyse_opus(packets: list[bytes]) -> tuple[float | None, float | None]:
+    """Decode the Opus packets; the dominant frequency and RMS (full scale = 1)."""
+    import av
+    import numpy as np
+
+    ctx = av.CodecContext.create("opus", "r")
+    ctx.sample_rate = 48000
+    ctx.layout = "stereo"
+    pcm = []
+    for p in packets:
+        try:
+            for fr in ctx.decode(av.Packet(p)):
+                arr = fr.to_ndarray()
+                pcm.append(arr[0] if arr.ndim == 2 and arr.shape[0] <= 2 else arr.reshape(-1))
+        except av.error.InvalidDataError:
+            continue
+    if not pcm:
+        return None, None
+    x = np.concatenate(pcm).astype(np.float64)
+    x = x[len(x) // 4:]  # skip the codec's start-up
+    if x.dtype.kind != "f" or np.abs(x).max() > 2:
+        x = x / 32768.0
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    hz = float(np.argmax(spec[1:]) + 1) * 48000 / len(x)
+    return round(hz, 1), round(float(np.sqrt(np.mean(x ** 2))), 4)
 
 
 _LIBC: Any = None

@@ -272,16 +272,19 @@ def test_stats_capture_records_gamestream_windows(paired_host) -> None:
         assert 0.9 <= s.get("window_s", 1.0) <= 1.6
 
 
-def test_audio_reaches_the_client(paired_host) -> None:
+@pytest.mark.parametrize("encryption", ["all", "none"])
+def test_audio_tone_reaches_the_client(paired_host, encryption: str) -> None:
     host, client = paired_host()
-    res = run_client("stream", host, client, "--frames", "150", "--audio", "--cancel")
+    res = run_client("stream", host, client, "--frames", "150", "--audio", "--encryption", encryption, "--cancel")
     _assert_stream_ok(res, frames=150)
     counters = host.call("gamestream.status")["counters"]
     if counters.get("audio_start_failed"):
         pytest.skip("tone/opus media stages are not available on this host")
-    # 2.5 s of 5 ms packets: far more than 100 must have been delivered
+    assert host.call("gamestream.status")["last_session"]["audio_encryption"] is (encryption == "all")
+    # 2.5 s of 5 ms packets: far more than 100 must have been delivered and decoded
     assert res["audio_packets"] >= 100, res["audio_packets"]
-
+    assert res["tone_hz"] is not None and abs(res["tone_hz"] - 440) < 15, res["tone_hz"]
+    assert res["audio_rms"] > 0.05
 
 
 def _wait_session(host, frames: int = 30, timeout: float = 30.0) -> dict:

@@ -162,7 +162,7 @@ class AudioStreamer:
 def _create_opus(stages: Any, spec: StreamSpec, packet_ms: int) -> Any:
     """The ``opus`` stage at ``packet_ms`` frames (option names differ between versions)."""
     last: Exception | None = None
-    for opts in ({"frame_ms": packet_ms}, {"frame_duration_ms": packet_ms}, {}):
+    for opts in ({"frame_samples": 48 * packet_ms}, {}):
         try:
             return stages.create("audio_encoder", "opus", spec, opts)
         except ValueError as exc:
