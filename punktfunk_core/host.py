@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -118,7 +119,10 @@ class Host:
             return name
         if ("encoder", "nvenc") in self.pm.stages:
             probe = self.pm.stages.get("encoder", "nvenc").available
-            reason = probe() if probe else ""
+            try:  # an availability probe may take the codec (NVENC AV1 needs a newer GPU than H.264)
+                reason = probe(spec.codec) if probe else ""
+            except TypeError:
+                reason = probe() if probe else ""
             if not reason:
                 return "nvenc"
             log.debug("nvenc not used: %s", reason)
@@ -161,12 +165,12 @@ class Host:
                 if len(self.sessions) >= limit:
                     raise HostBusy(f"the host already runs {len(self.sessions)} sessions (host.max_sessions = {limit})")
             session = Session(kind, client, spec)
-            if capture is None:
-                capture = self.create_capture(spec)
-                owned[2] = capture
             if encoder is None:
                 encoder = self.create_encoder(spec)
                 owned[3] = encoder
+            if capture is None:  # captured straight in the encoder's input format: no conversion per frame
+                capture = self.create_capture(dataclasses.replace(spec, pixel_format=encoder.input_format))
+                owned[2] = capture
             pipeline = Pipeline(
                 session, capture, encoder, packetizer, sender, layout, self.gate,
                 emit_window=self._emit_window, on_end=self._session_ended, paced=paced,
@@ -211,13 +215,14 @@ class Host:
         try:
             made.append(self.pm.stages.create("packetizer", "chunk", spec, {"payload_size": int(args.get("payload_size", 1200))}))
             made.append(self.pm.stages.create("sender", "udp", spec, {"host": "127.0.0.1", "port": port}))
-            made.append(self.create_capture(spec, args.get("capture"), args.get("capture_options")))
             made.append(self.create_encoder(spec, args.get("encoder"), args.get("encoder_options")))
-        except (LookupError, ValueError, TypeError) as exc:
+            made.append(self.create_capture(dataclasses.replace(spec, pixel_format=made[-1].input_format),
+                                            args.get("capture"), args.get("capture_options")))
+        except (LookupError, ValueError, TypeError, RuntimeError) as exc:
             for stage in made:
                 close_quietly(stage)
             raise IpcError(400, str(exc)) from None
-        packetizer, sender, capture, encoder = made
+        packetizer, sender, encoder, capture = made
         session = self.start_session("loopback", f"udp://127.0.0.1:{port}", spec, packetizer, sender,  # type: ignore[arg-type]
                                      LOOPBACK_LAYOUT, capture=capture, encoder=encoder)
         if seconds > 0:

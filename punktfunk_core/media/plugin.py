@@ -54,9 +54,9 @@ def _nvenc(spec: StreamSpec, options: dict[str, Any]) -> Any:
     return NvencEncoder(spec, options)
 
 
-def _nvenc_available() -> str:
+def _nvenc_available(codec: str = "h264") -> str:
     from punktfunk_core.media.nvenc import available
-    return available()
+    return available(codec)
 
 
 def _tone(spec: StreamSpec, options: dict[str, Any]) -> Any:
