@@ -256,16 +256,16 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
     session.stop()
     if a.cancel:
         http.quit_app()
-    tone_hz, rms = _analyse_opus(opus) if opus else (None, None)
+    tone_hz, rms, purity = _analyse_opus(opus) if opus else (None, None, None)
     return {
-        "ok": True, "launched": launched, "tone_hz": tone_hz, "audio_rms": rms, "connect_s": round(connect_s, 3), "frames": frames,
+        "ok": True, "launched": launched, "tone_hz": tone_hz, "audio_rms": rms, "tone_purity": purity, "connect_s": round(connect_s, 3), "frames": frames,
         "decoded_ids": [i for fr in frames for i in fr["ids"]], "shape": shape, "audio_packets": audio_packets,
         "audio_lost": session.audio_loss_stats["lost"] if a.audio else None,
         "idr_requested_at": idr_requested_at, "terminated": terminated, "terminated_before_stop": terminated_before_stop,
     }
 
 
-def _analyse_opus(packets: list[bytes]) -> tuple[float | None, float | None]:
+def _analyse_opus(packets: list[bytes]) -> tuple[float | None, float | None, float | None]:
     """Decode the Opus packets; the dominant frequency and RMS (full scale = 1)."""
     import av
     import numpy as np
@@ -282,14 +282,18 @@ def _analyse_opus(packets: list[bytes]) -> tuple[float | None, float | None]:
         except av.error.InvalidDataError:
             continue
     if not pcm:
-        return None, None
+        return None, None, None
     x = np.concatenate(pcm).astype(np.float64)
     x = x[len(x) // 4:]  # skip the codec's start-up
     if x.dtype.kind != "f" or np.abs(x).max() > 2:
         x = x / 32768.0
     spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    hz = float(np.argmax(spec[1:]) + 1) * 48000 / len(x)
-    return round(hz, 1), round(float(np.sqrt(np.mean(x ** 2))), 4)
+    peak = int(np.argmax(spec[1:]) + 1)
+    hz = peak * 48000 / len(x)
+    power = spec ** 2
+    width = max(2, int(20 * len(x) / 48000))  # ±20 Hz around the peak
+    purity = float(power[max(0, peak - width):peak + width + 1].sum() / power.sum())
+    return round(hz, 1), round(float(np.sqrt(np.mean(x ** 2))), 4), round(purity, 4)
 
 
 _LIBC: Any = None

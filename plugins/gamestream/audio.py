@@ -116,6 +116,9 @@ class AudioStreamer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gamestream-audio", daemon=True)
         self.sent = 0
+        #: test hook: drop the data packet with sequence % N == 1 (FEC must repair it)
+        self.drop_every = int(cfg.get("test_drop_audio_every", 0))
+        self.dropped_on_purpose = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -142,6 +145,10 @@ class AudioStreamer:
                     for pkt in self.packetizer.packets_for(opus):
                         peer = self.peer
                         if peer is None or sock is None:
+                            continue
+                        if (self.drop_every and pkt[1] == AUDIO_PT
+                                and int.from_bytes(pkt[2:4], "big") % self.drop_every == 1):
+                            self.dropped_on_purpose += 1
                             continue
                         try:
                             sock.sendto(pkt, peer)
