@@ -43,6 +43,7 @@ from punktfunk_native.wire import (
     b64e,
     encode_message,
     fingerprint,
+    get_int,
     pairing_confirm_keys,
     pairing_mac,
     session_keys,
@@ -85,7 +86,23 @@ class _Ctl:
 
     def send(self, msg: dict[str, Any]) -> None:
         with self.lock:
-            self.sock.sendall(encode_message(msg))
+            try:
+                self.sock.sendall(encode_message(msg))
+            except (ssl.SSLError, OSError) as exc:
+                self._explain(exc)
+
+    def _explain(self, exc: BaseException) -> None:
+        """Turn a failed write into the host's verdict when it sent one (TLS 1.3: a
+        rejected client certificate surfaces on the first write or read)."""
+        try:
+            self.sock.settimeout(1.0)
+            self.sock.recv(1)
+        except ssl.SSLError as alert:
+            if "unknown ca" in str(alert).lower() or "certificate" in str(alert).lower():
+                raise ClientError(UNKNOWN_CLIENT, EXIT_PAIRING) from None
+        except (OSError, ValueError):
+            pass
+        raise ClientError(f"control connection failed: {exc}", EXIT_CONNECT) from None
 
     def recv(self, timeout: float, expect: str | None = None) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -295,7 +312,15 @@ class NativeClient:
         acc = ctl.recv(15.0, "session_accept")
         host_pub = b64d(acc.get("host_pub"), "host_pub", 64)
         host_nonce = b64d(acc.get("host_nonce"), "host_nonce", 64)
-        shared = priv.exchange(X25519PublicKey.from_public_bytes(host_pub))
+        udp_port = get_int(acc, "udp_port", 1, 65535)
+        fps = get_int(acc, "fps", 1, 1000, o.fps)
+        codec = acc.get("codec", o.codec)
+        if codec not in AV_CODEC:
+            raise ProtocolError(f"host chose unknown codec {codec!r}")
+        try:
+            shared = priv.exchange(X25519PublicKey.from_public_bytes(host_pub))
+        except ValueError as exc:
+            raise ProtocolError(f"bad host_pub: {exc}") from None
         k_h2c, k_c2h = session_keys(shared, nonce, host_nonce, host_fp, self.identity.fingerprint)
         self.accept = acc
         self.receiver = NativeReceiver(k_h2c)
@@ -303,9 +328,15 @@ class NativeClient:
         udp = socket.socket(ctl.sock.family, socket.SOCK_DGRAM)
         udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         udp.bind(("", 0))
-        udp_addr = (host_ip, int(acc["udp_port"]))
-        fps = int(acc.get("fps", o.fps))
-        decoder = _Decoder(acc.get("codec", o.codec), self, o.save_frames)
+        udp_addr = (host_ip, udp_port)
+        try:
+            decoder = _Decoder(codec, self, o.save_frames)
+        except ClientError:
+            udp.close()
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. this PyAV build lacks the decoder
+            udp.close()
+            raise ClientError(f"cannot decode {codec} here: {exc}") from None
         rx = threading.Thread(target=self._rx_loop, args=(udp, udp_addr, k_c2h, decoder), name="native-rx", daemon=True)
         rx.start()
         try:
@@ -322,8 +353,8 @@ class NativeClient:
     def _control(self, ctl: _Ctl, acc: dict[str, Any], fps: int) -> None:
         o = self.opts
         t0 = time.monotonic()
-        ping_every = max(0.05, acc.get("keepalive_interval_ms", 500) / 1000)
-        report_every = max(0.2, acc.get("report_interval_ms", 2000) / 1000)
+        ping_every = get_int(acc, "keepalive_interval_ms", 50, 60_000, 500) / 1000
+        report_every = get_int(acc, "report_interval_ms", 200, 60_000, 2000) / 1000
         next_ping = t0
         next_report = t0 + report_every
         next_status = t0 + 0.5
@@ -336,8 +367,11 @@ class NativeClient:
         while True:
             now = time.monotonic()
             if now >= end:
-                self._report(ctl, last)
-                ctl.send({"type": "bye", "reason": "done"})
+                try:  # best effort: the stream itself is over either way
+                    self._report(ctl, last)
+                    ctl.send({"type": "bye", "reason": "done"})
+                except ClientError:
+                    pass
                 break
             if now >= next_ping:
                 pid += 1
