@@ -23,7 +23,7 @@ class StageEntry:
     factory: Callable[[StreamSpec, dict[str, Any]], Stage]
     plugin: str
     #: optional probe: returns "" when usable here, else the reason it is not
-    available: Callable[[], str] | None = None
+    available: Callable[..., str] | None = None  # () or (codec) -> "" when usable, else why not
     description: str = ""
 
 
@@ -39,7 +39,7 @@ class StageRegistry:
         name: str,
         factory: Callable[[StreamSpec, dict[str, Any]], Stage],
         *,
-        available: Callable[[], str] | None = None,
+        available: Callable[..., str] | None = None,
         description: str = "",
     ) -> None:
         """Register ``factory(spec, options) -> Stage`` as stage (kind, name)."""
