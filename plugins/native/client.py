@@ -174,6 +174,7 @@ class Stats:
     decode_us: list[int] = field(default_factory=list)
     bytes: int = 0
     injected_loss: int = 0
+    datagrams: int = 0
     first_packet: float = 0.0
     last_packet: float = 0.0
 
@@ -461,6 +462,7 @@ class NativeClient:
                     return
                 continue
             got_data = True
+            st.datagrams += 1
             if loss and rnd() < loss:
                 st.injected_loss += 1
                 continue
@@ -502,6 +504,7 @@ class NativeClient:
         r = self.receiver
         return {"rejected": dict(r.rejected) if r else {}, "frames_undecodable": self.stats.frames_undecodable,
                 "stamps_unreadable": self.stats.stamps_unreadable, "injected_loss": self.stats.injected_loss,
+                "datagrams_received": self.stats.datagrams,
                 "skipped_waiting_keyframe": self.stats.skipped_waiting_keyframe, "host_bye": self.host_bye,
                 "session_id": self.session_id, "rtt_us": self.rtt_us}
 
