@@ -148,6 +148,7 @@ def test_pin_command_validation(host_factory, tmp_path):
 def test_loss_5_percent_fec_20_recovers_everything(host_factory, tmp_path):
     h = start_host(host_factory, tmp_path, probe=True)
     h.call("native.pin", pin="4821")
+    h.call("stats.start")  # and the stats plugin's capture records the same windows
     # Independent 5 % loss against 64+13-shard blocks loses a block with p ≈ 3e-5
     # (docs/protocol-native.md, "FEC parameters"); a fixed seed makes the run
     # reproducible: with seed 3 no 77-datagram window of the first 77 000 draws
@@ -177,6 +178,10 @@ def test_loss_5_percent_fec_20_recovers_everything(host_factory, tmp_path):
     for key in ("fec_us", "seal_us", "sock_us", "host_p50_us", "host_p99_us"):
         assert first.get(key, 0) > 0, (key, first)
     assert first["send_dropped"] == 0
+    meta = h.call("stats.stop")
+    cap = h.call("stats.load", id=meta["id"])
+    assert meta["kind"] == "native" and cap["samples"]
+    assert any(smp.get("fec_recovered", 0) > 0 for smp in cap["samples"]), cap["samples"]
 
 
 def _session_info(h) -> list:
