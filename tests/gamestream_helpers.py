@@ -8,6 +8,7 @@ pytest down. It prints one JSON object on its last stdout line.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import secrets
@@ -237,7 +238,9 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
             st = read_stamp_from_av_frame(f)
             ids.append(st[0] if st else None)
         frames.append({"n": raw.frame_number, "type": raw.frame_type, "lat": raw.host_processing_latency_us,
-                       "ids": ids, "bytes": len(raw.annex_b_data)})
+                       "ids": ids, "bytes": len(raw.annex_b_data),
+                       # FEC padding trails the last packet; NAL units never end in 0x00
+                       "sha": hashlib.sha1(raw.annex_b_data.rstrip(b"\0")).hexdigest()[:16]})
         if a.idr_at and len(frames) == a.idr_at and idr_requested_at is None:
             session.request_idr()
             idr_requested_at = len(frames)

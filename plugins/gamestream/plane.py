@@ -128,6 +128,8 @@ class GameStreamPlane(ProtocolPlane):
                             if launch and launch.session and launch.session.pipeline else 0),
             "sessions_started": self.sessions_started,
             "last_session": self.last_session,
+            "test_frame_hashes": ({str(k): v for k, v in launch.video.hashes.items()}
+                                  if launch and launch.video and launch.video.hashes else {}),
             "counters": dict(self.counters),
         }
 
@@ -494,6 +496,7 @@ class GameStreamPlane(ProtocolPlane):
                 pacing=float(self.config.get("pacing", 0.5)),
                 drop_frames=frozenset(int(x) for x in self.config.get("test_drop_frames", [])),
                 drop_one_frames=frozenset(int(x) for x in self.config.get("test_drop_one_packet_frames", [])),
+                hash_frames=frozenset(int(x) for x in self.config.get("test_drop_one_packet_frames", [])),
             )
             opts = {"context": ctx, "fec_threads": int(self.config.get("fec_threads", 1))}
             packetizer = host.pm.stages.create("packetizer", "gamestream", spec, opts)

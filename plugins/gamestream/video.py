@@ -17,6 +17,7 @@ part of the frame interval instead of leaving as one burst.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import struct
@@ -65,6 +66,9 @@ class VideoContext:
     #: test hook: frame indices whose second packet is not sent (FEC must repair it)
     drop_one_frames: frozenset[int] = frozenset()
     dropped_on_purpose: int = 0
+    #: test hook: SHA-1 (hex, 16 chars) of the access units of these frame indices
+    hash_frames: frozenset[int] = frozenset()
+    hashes: dict[int, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -201,6 +205,8 @@ class GameStreamPacketizer(Packetizer):
         now = time.monotonic_ns()
         latency = min(0xFFFF, max(0, (now - au.capture_ns) // 100_000)) if au.capture_ns else 0
         data = strip_leading_sei(au.data, au.codec) if self.strip_sei else au.data
+        if self.ctx.hash_frames and frame in self.ctx.hash_frames:
+            self.ctx.hashes[frame] = hashlib.sha1(data).hexdigest()[:16]
         total = FRAME_HEADER + len(data)
         n = -(-total // self.payload)
         last_len = total - (n - 1) * self.payload
