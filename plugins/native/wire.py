@@ -194,7 +194,7 @@ MAX_DATA_SHARDS = 32768
 MAX_PACKET = HEADER_BYTES + MAX_SHARD_BYTES + TAG_BYTES
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class PacketHeader:
     type: int
     flags: int
@@ -290,25 +290,26 @@ class ReplayWindow:
     than the window (``"old"``) or was already accepted (``"replayed"``); call
     ``accept(seq)`` only after the packet authenticated, so forged packets
     cannot move the window.
+
+    The window is a ring of ``size`` slots: slot ``seq % size`` holds
+    ``seq + 1`` once ``seq`` was accepted. A slot can only be overwritten by a
+    later sequence number ``seq + j·size``, which moves ``highest`` so far that
+    ``seq`` is "old" by then, so the ring answers exactly like a bitmap.
     """
 
     def __init__(self, size: int = 8192) -> None:
         self.size = size
         self.highest = -1
-        self._bits = 0  # bit i set = (highest - i) was accepted
+        self._ring = [0] * size
 
     def check(self, seq: int) -> str:
         if seq > self.highest:
             return "ok"
-        off = self.highest - seq
-        if off >= self.size:
+        if self.highest - seq >= self.size:
             return "old"
-        return "replayed" if (self._bits >> off) & 1 else "ok"
+        return "replayed" if self._ring[seq % self.size] == seq + 1 else "ok"
 
     def accept(self, seq: int) -> None:
+        self._ring[seq % self.size] = seq + 1
         if seq > self.highest:
-            shift = seq - self.highest
-            self._bits = ((self._bits << shift) | 1) & ((1 << self.size) - 1) if shift < self.size else 1
             self.highest = seq
-        else:
-            self._bits |= 1 << (self.highest - seq)
