@@ -279,3 +279,24 @@ def test_live_status_line_and_saved_frames_with_gso_forced_off(host_factory, tmp
     img = np.asarray(Image.open(pngs[5]).convert("L"))
     stamp = read_stamp(img)
     assert stamp is not None and stamp[0] == int(pngs[5].stem.split("-")[1])
+
+
+def test_ipv6_loopback(host_factory, tmp_path):
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.bind(("::1", 0))
+        s.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    h = host_factory(config='[native]\nbind = "::1"\nport = 0\n[stream]\nencoder = "x264"\n')
+    deadline = time.monotonic() + 15
+    while "native" not in h.call("host.status")["protocols"]:
+        assert time.monotonic() < deadline, h.log()
+        time.sleep(0.05)
+    port = h.call("host.status")["protocols"]["native"]["port"]
+    h.call("native.pin", pin="4821")
+    p = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "client", f"[::1]:{port}", "--pin", "4821",
+                        "--seconds", "1.5", "--json", "--width", "320", "--height", "180"],
+                       env=client_env(tmp_path), capture_output=True, text=True, timeout=60)
+    s = summary_of(p)
+    assert s["frames_decoded"] > 30 and s["ids_in_order"], s
