@@ -87,6 +87,7 @@ class _Ctl:
     def send(self, msg: dict[str, Any]) -> None:
         with self.lock:
             try:
+                self.sock.settimeout(5.0)  # reads poll with short timeouts; a write may take longer
                 self.sock.sendall(encode_message(msg))
             except (ssl.SSLError, OSError) as exc:
                 self._explain(exc)
@@ -392,6 +393,7 @@ class NativeClient:
                 self._print_status(now - t0)
                 next_status = now + 0.5
             try:
+                ctl.sock.settimeout(0.05)
                 msgs = ctl.reader.read(ctl.sock)
             except (EOFError, ssl.SSLError, ConnectionError):
                 self.host_bye = self.host_bye or "connection closed"

@@ -55,6 +55,7 @@ log = logging.getLogger("punktfunk.native")
 HANDSHAKE_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 30.0  # before a session starts
 PROBE_TIMEOUT_S = 5.0
+SEND_TIMEOUT_S = 5.0
 
 CONFIG_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -99,6 +100,7 @@ class Control:
         self.pending: list[dict[str, Any]] = []
 
     def send(self, msg: dict[str, Any]) -> None:
+        self.sock.settimeout(SEND_TIMEOUT_S)  # reads poll with short timeouts; a write may take longer
         self.sock.sendall(encode_message(msg))
 
     def error(self, code: str, message: str) -> None:
