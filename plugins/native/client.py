@@ -50,6 +50,7 @@ from punktfunk_native.wire import (
 )
 
 DEFAULT_PORT = 47992
+NO_VIDEO_TIMEOUT_S = 5.0
 AV_CODEC = {"h264": "h264", "hevc": "hevc", "av1": "libdav1d"}
 
 EXIT_OK = 0
@@ -368,6 +369,13 @@ class NativeClient:
         end = t0 + o.seconds if o.seconds > 0 else float("inf")
         while True:
             now = time.monotonic()
+            if not self.stats.datagrams and now - t0 > NO_VIDEO_TIMEOUT_S:
+                try:
+                    ctl.send({"type": "bye", "reason": "no video arrived"})
+                except ClientError:
+                    pass
+                raise ClientError(f"no video arrived within {NO_VIDEO_TIMEOUT_S:.0f} s of the session start "
+                                  f"(is UDP from the host blocked on the way here?)", EXIT_CONNECT)
             if now >= end:
                 try:  # best effort: the stream itself is over either way
                     self._report(ctl, last)
