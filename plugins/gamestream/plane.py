@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from punktfunk_core.protocol import ProtocolPlane
-from punktfunk_core.stages import StreamSpec
 from punktfunk_core.window import GAMESTREAM_LAYOUT
 
 from punktfunk_gamestream import wire

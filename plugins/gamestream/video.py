@@ -21,7 +21,6 @@ import hashlib
 import os
 import socket
 import struct
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,8 +58,6 @@ class VideoContext:
     peer: tuple[str, int] | None = None
     #: fraction of the frame interval a frame's packets are spread over
     pacing: float = 0.5
-    #: frames and packets the sender could not send
-    send_errors: int = 0
     #: test hook: frame indices whose packets (all but the first) are not sent
     drop_frames: frozenset[int] = frozenset()
     #: test hook: frame indices whose second packet is not sent (FEC must repair it)
@@ -69,7 +66,6 @@ class VideoContext:
     #: test hook: SHA-1 (hex, 16 chars) of the access units of these frame indices
     hash_frames: frozenset[int] = frozenset()
     hashes: dict[int, str] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _SKIP_NALS = {"h264": (6, 9), "hevc": (39, 35)}  # SEI, access unit delimiter
