@@ -7,6 +7,9 @@
   through ctypes (1 and 2 threads), the numpy table fallback, and the nanors
   numbers the design notes give for this machine type (compiled C, for
   reference; not measured here);
+* Leopard GF(2^16) (the punktfunk/1 FEC, ``reed-solomon-leopard``) at the
+  same block shapes, for comparison (a different code: not what Moonlight
+  decodes);
 * the ``gamestream`` packetizer + sender on synthetic access units to a
   loopback UDP socket, unpaced: wire Mbit/s per CPU-second, plain and with
   AES-GCM video encryption.
@@ -47,6 +50,25 @@ def _fec_rate(kernel: Any, k: int, m: int, seconds: float) -> float:
         if time.perf_counter() > deadline:
             break
         reps = max(1, min(200, int(0.05 / max(dt, 1e-6))))
+    return k * SHARD / best / 1e6
+
+
+def _leopard_rate(k: int, m: int, seconds: float) -> float | None:
+    """Leopard GF(2^16) (punktfunk/1's FEC) at the same block shape, for comparison."""
+    try:
+        from reed_solomon_leopard import encode
+    except ImportError:
+        return None
+    data = [os.urandom(SHARD) for _ in range(k)]
+    encode(data, m)
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    while True:
+        t0 = time.perf_counter()
+        encode(data, m)
+        best = min(best, time.perf_counter() - t0)
+        if time.perf_counter() > deadline:
+            break
     return k * SHARD / best / 1e6
 
 
@@ -104,9 +126,12 @@ def run(quick: bool = False) -> dict[str, Any]:
         for name, kernel in kernels.items():
             secs = seconds / 4 if name == "numpy" else seconds
             rates[name][label] = round(_fec_rate(kernel, k, m, secs), 1)
+    leopard = {label: _leopard_rate(k, m, seconds) for label, k, m in SHAPES}
     rows = []
     for label, _k, _m in SHAPES:
-        rows.append([label, *[rates[n][label] for n in kernels], NANORS_MBPS[label]])
+        lp = leopard[label]
+        rows.append([label, *[rates[n][label] for n in kernels], NANORS_MBPS[label],
+                     round(lp, 1) if lp is not None else None])
     ratios = []
     if "ISA-L" in rates:
         big = SHAPES[0][0]
@@ -134,9 +159,10 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "FEC block of 1408-byte shards, in MB/s of data; and the gamestream packetizer + sender "
                  "(NV headers, multi-block FEC, optional AES-GCM, unpaced) to a loopback UDP socket, in wire "
                  "Mbit/s per CPU-second."),
-        "commands": ["python -m bench --only gamestream"],
+        "commands": ["python -m bench --only fec"],
         "tables": [
-            {"title": "FEC encode (MB/s of data)", "headers": ["block", *kernels, "nanors (reference)"], "rows": rows},
+            {"title": "FEC encode (MB/s of data)",
+             "headers": ["block", *kernels, "nanors (reference)", "Leopard GF(2^16)"], "rows": rows},
             {"title": "packetize + send per core", "headers": ["case", "Mbit/s per CPU-s", "packets per CPU-s"],
              "rows": send_rows},
         ],
@@ -147,7 +173,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                             "nanors (reference)": [NANORS_MBPS[s[0]] for s in SHAPES]},
                  "log": True, "target": TARGET_MBPS},
         "notes": notes,
-        "raw": {"fec_mbps": rates, "packetize_send": {"plain": plain, "aes_gcm": sealed}},
+        "raw": {"fec_mbps": rates, "leopard_mbps": leopard, "packetize_send": {"plain": plain, "aes_gcm": sealed}},
     }
 
 
