@@ -300,3 +300,30 @@ def test_ipv6_loopback(host_factory, tmp_path):
                        env=client_env(tmp_path), capture_output=True, text=True, timeout=60)
     s = summary_of(p)
     assert s["frames_decoded"] > 30 and s["ids_in_order"], s
+
+
+def test_client_gives_up_on_a_frozen_host(host_factory, tmp_path):
+    h = start_host(host_factory, tmp_path, timeout=1.5)
+    h.call("native.pin", pin="4821")
+    proc = subprocess.Popen(client_cmd(h, "--pin", "4821", "--seconds", "60", "--json", "--width", "320",
+                                       "--height", "180"), env=client_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not _session_info(h):
+            assert time.monotonic() < deadline and proc.poll() is None, "session never started"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        h.proc.send_signal(signal.SIGSTOP)  # the host hangs: no pings, no video, no FIN
+        try:
+            t0 = time.monotonic()
+            out, err = proc.communicate(timeout=15)
+            took = time.monotonic() - t0
+        finally:
+            h.proc.send_signal(signal.SIGCONT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 4 and "keepalive timeout" in err, (proc.returncode, err)
+    assert took < 1.5 + 2.0, took

@@ -362,6 +362,8 @@ class NativeClient:
         next_report = t0 + report_every
         next_status = t0 + 0.5
         last_kf = 0.0
+        host_timeout = get_int(acc, "keepalive_timeout_ms", 200, 600_000, 3000) / 1000
+        last_rx = t0
         pings: dict[int, float] = {}
         pid = 0
         last = {"lost": 0, "rec": 0, "bad": 0, "dec": 0}
@@ -407,6 +409,10 @@ class NativeClient:
                 self.host_bye = self.host_bye or "connection closed"
                 break
             done = False
+            if msgs:
+                last_rx = time.monotonic()
+            elif time.monotonic() - last_rx > host_timeout:
+                raise ClientError(f"the host went silent for {host_timeout:g} s (keepalive timeout)", EXIT_CONNECT)
             for m in msgs:
                 t = m["type"]
                 if t == "ping":
