@@ -293,3 +293,24 @@ def test_client_refuses_a_host_whose_certificate_changed(host_factory, tmp_path)
     time.sleep(0.3)
     st = h.call("host.status")["protocols"]["native"]
     assert st["counters"]["connections"] == conns + 1 and st["counters"]["sessions"] == 0
+
+
+def test_busy_host_refuses_clearly(host_factory, tmp_path):
+    import subprocess
+    import sys
+
+    h = host_factory(config='[host]\nmax_sessions = 1\n[native]\nbind = "127.0.0.1"\nport = 0\n[stream]\nencoder = "x264"\n')
+    deadline = time.monotonic() + 15
+    while "native" not in h.call("host.status")["protocols"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    h.native_port = h.call("host.status")["protocols"]["native"]["port"]
+    c = paired_client(h, tmp_path)
+    r, udp, _acc, _k, _started = open_session(h, c)
+    env = dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(tmp_path / "cli"))
+    p = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "client", "127.0.0.1", "--port", str(h.native_port),
+                        "--seconds", "1", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "busy" in p.stderr and "max_sessions" in p.stderr, p.stderr
+    assert h.call("host.status")["protocols"]["native"]["counters"]["refused_busy"] == 1
+    r.send({"type": "bye"})
+    udp.close()

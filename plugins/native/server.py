@@ -387,6 +387,11 @@ class NativePlane(ProtocolPlane):
     # -- sessions ---------------------------------------------------------------------
     def _session(self, ctl: Control, req: dict[str, Any], client_fp: str, addr: tuple) -> None:
         cfg = self.config
+        limit = int(self.host.config.get("host", {}).get("max_sessions", 4))
+        if len(self.host.sessions) >= limit:  # refuse before any key exchange or UDP port
+            self.counters["refused_busy"] += 1
+            ctl.error("busy", f"the host already runs {len(self.host.sessions)} sessions (host.max_sessions = {limit})")
+            return
         codec = req.get("codec", "h264")
         if codec not in CODECS:
             ctl.error("bad_request", f"codec must be one of {', '.join(CODECS)}")
