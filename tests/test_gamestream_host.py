@@ -250,3 +250,64 @@ def test_idle_connections_are_bounded(host_factory) -> None:
     time.sleep(0.5)
     body = urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/serverinfo?uniqueid=1", timeout=10).read()
     assert b"SUNSHINE_SERVER_FREE" in body
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pings=st.lists(st.binary(max_size=40), min_size=1, max_size=8),
+       rtsp=st.one_of(st.binary(min_size=1, max_size=200), st.builds(
+           lambda m, h, b: f"{m} rtsp://x RTSP/1.0\r\n{h}\r\n\r\n".encode(errors="replace") + b,
+           st.sampled_from(["OPTIONS", "DESCRIBE", "SETUP", "ANNOUNCE", "PLAY", "TEARDOWN", "get"]),
+           st.text(max_size=40), st.binary(max_size=40))),
+       query=st.text(max_size=80))
+def test_fuzzed_input_on_live_ports_is_counted_and_dropped(host_factory, pings, rtsp, query) -> None:
+    host = _fuzz_host(host_factory)
+    ports = host.gs_ports
+    before = host.call("gamestream.status")["counters"]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for p in pings:
+        u.sendto(p, ("127.0.0.1", ports["video"]))
+    u.close()
+    with socket.create_connection(("127.0.0.1", ports["rtsp"]), timeout=5) as s:
+        s.sendall(rtsp)
+        s.shutdown(socket.SHUT_WR)
+        try:
+            s.recv(4096)
+        except OSError:
+            pass
+    url = f"http://127.0.0.1:{ports['http']}/serverinfo?{urllib.request.quote(query, safe='=&%')}"
+    try:
+        body = urllib.request.urlopen(url, timeout=10).read()
+        assert b"<root status_code=" in body
+    except urllib.error.HTTPError as e:
+        assert e.code in (400, 414)
+    # every datagram ends up counted as a bad or an unexpected ping (no app is running)
+    want = sum(1 for p in pings)
+    deadline = time.monotonic() + 5
+    while True:
+        after = host.call("gamestream.status")["counters"]
+        got = sum(after.get(k, 0) - before.get(k, 0) for k in ("ping_bad", "ping_unexpected"))
+        if got >= want or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert got == want
+    rt = sum(after.get(k, 0) - before.get(k, 0) for k in ("rtsp_bad", "rtsp_unexpected", "rtsp_io_errors"))
+    assert rt == 1, (rtsp[:80], after)
+    assert host.proc.poll() is None
+
+
+_FUZZ: dict = {}
+
+
+def _fuzz_host(host_factory):
+    # one host for all examples of the test (the fixture is per test function)
+    key = id(host_factory)
+    if key not in _FUZZ:
+        _FUZZ.clear()
+        h = host_factory(config=gs_config())
+        h.gs_ports = wait_ready(h)["ports"]
+        _FUZZ[key] = h
+    return _FUZZ[key]
