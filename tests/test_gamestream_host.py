@@ -311,3 +311,22 @@ def _fuzz_host(host_factory):
         h.gs_ports = wait_ready(h)["ports"]
         _FUZZ[key] = h
     return _FUZZ[key]
+
+
+def test_host_stops_promptly_while_a_client_waits_for_its_pin(host_factory, tmp_path) -> None:
+    host = host_factory(config=gs_config())
+    wait_ready(host)
+    proc = start_client("pair", host, tmp_path / "client")
+    try:
+        deadline = time.monotonic() + 30
+        while not host.call("gamestream.status")["pairing"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert host.call("gamestream.status")["pairing"]
+        t0 = time.monotonic()
+        assert host.stop(timeout=10) == 0
+        assert time.monotonic() - t0 < 5
+        out, _ = proc.communicate(timeout=30)
+        assert json.loads(out.strip().splitlines()[-1])["ok"] is False
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -30,6 +30,7 @@ REQUEST_TIMEOUT_S = 100.0  # the first pairing request waits for the operator's 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    block_on_close = False  # a pairing request may wait a minute for its PIN
     allow_reuse_address = True
     request_queue_size = 32
 

@@ -187,6 +187,9 @@ class GameStreamPlane(ProtocolPlane):
         self._stop.set()
         PLANES.discard(self)
         self.cancel_launch("host stopping")
+        pairing = getattr(self, "pairing", None)
+        if pairing is not None:
+            pairing.cancel()
         if self._zeroconf is not None:
             try:
                 self._zeroconf.unregister_all_services()
