@@ -300,14 +300,15 @@ def _analyse_opus(packets: list[bytes]) -> tuple[float | None, float | None, flo
 
 
 _LIBC: Any = None
+_FFI: Any = None
 
 
 def _install_c_log(mstream: Any) -> None:
-    """Debug aid: route moonlight-common-c's log lines to C stdout (printf)."""
-    global _LIBC
+    """Debug aid (PF_MOONLIGHT_LOG=1): moonlight-common-c's log lines to C stdout."""
+    global _LIBC, _FFI
     import cffi
 
-    ffi = cffi.FFI()
+    ffi = _FFI = cffi.FFI()
     ffi.cdef("int printf(const char *fmt, ...); int fflush(void *stream);")
     _LIBC = ffi.dlopen(None)
     orig = mstream.StreamingSession._make_connection_callbacks
@@ -329,7 +330,7 @@ if __name__ == "__main__":
         traceback.print_exc()
         result = {"ok": False, "error": type(exc).__name__, "detail": str(exc)[:500]}
     if _LIBC is not None:
-        _LIBC.fflush(__import__("cffi").FFI().NULL)
+        _LIBC.fflush(_FFI.NULL)
     print(json.dumps(result), flush=True)
     sys.stdout.flush()
     os._exit(0)  # moonlight-common-c threads must not keep the process alive
