@@ -279,7 +279,9 @@ def test_stats_capture_records_gamestream_windows(paired_host) -> None:
         assert names[:4] == ["capture", "encode", "packetize", "send"], names
         assert "send_spread" in names
         assert s["fps"] > 0 and s["mbps"] > 0
-        assert 0.9 <= s.get("window_s", 1.0) <= 1.6
+    # 1 s windows (punktfunk/1 uses 2 s): the recorder stamps each on arrival
+    gaps = sorted(b["t_ms"] - a["t_ms"] for a, b in zip(samples, samples[1:]))
+    assert 700 <= gaps[len(gaps) // 2] <= 1500, gaps
 
 
 @pytest.mark.parametrize("encryption", ["all", "none"])
