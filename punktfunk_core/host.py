@@ -60,7 +60,6 @@ class Host:
                 raise ValueError(f"IPC command {name!r} is reserved by the core")
             handlers[name] = fn
         self.ipc = IpcServer(self.paths.ipc_endpoint, handlers)
-        self.ipc.start()
         for name in self.pm.protocols.names():
             section = self.config.get(name, {})
             if not section.get("enabled", False):
@@ -75,6 +74,8 @@ class Host:
                 continue
             self.planes[name] = plane
             log.info("protocol %s started %s", name, plane.status())
+        # IPC last: a host that answers has its protocols up (scripts and tests rely on it)
+        self.ipc.start()
         self.pm.hook.host_started(host=self)
 
     def stop(self) -> None:
