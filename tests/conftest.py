@@ -45,6 +45,9 @@ class HostProcess:
                  env: dict[str, str] | None = None, console: bool = False) -> None:
         self.dirs = dirs
         self.config_path = dirs["base"] / "host.toml"
+        if "[native]" not in config:
+            # test hosts never take the fixed default port (a real host may run beside the suite)
+            config += "\n[native]\nport = 0\n"
         self.config_path.write_text(config)
         self.args = list(args or [])
         if not console:
