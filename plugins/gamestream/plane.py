@@ -496,6 +496,7 @@ class GameStreamPlane(ProtocolPlane):
                 sock=self.video_sock,
                 peer=launch.video_peer,
                 pacing=float(self.config.get("pacing", 0.5)),
+                gso=bool(self.config.get("gso", True)),
                 drop_frames=frozenset(int(x) for x in self.config.get("test_drop_frames", [])),
                 drop_one_frames=frozenset(int(x) for x in self.config.get("test_drop_one_packet_frames", [])),
                 hash_frames=frozenset(int(x) for x in self.config.get("test_drop_one_packet_frames", [])),

@@ -17,6 +17,7 @@ part of the frame interval instead of leaving as one burst.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import socket
@@ -58,6 +59,8 @@ class VideoContext:
     peer: tuple[str, int] | None = None
     #: fraction of the frame interval a frame's packets are spread over
     pacing: float = 0.5
+    #: hand the kernel up to 64 equal datagrams per sendmsg (UDP GSO) when it can
+    gso: bool = True
     #: test hook: frame indices whose packets (all but the first) are not sent
     drop_frames: frozenset[int] = frozenset()
     #: test hook: frame indices whose second packet is not sent (FEC must repair it)
@@ -307,6 +310,10 @@ class GameStreamSender(Sender):
             ctx.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         self.interval_ns = spec.frame_interval_ns
         self.send_dropped = 0
+        if "gso" in options:
+            ctx.gso = bool(options["gso"])
+        self.gso = ctx.gso and _gso_supported(ctx.sock)
+        self.gso_sends = 0
 
     def send(self, batch: PacketBatch) -> None:
         ctx = self.ctx
@@ -339,13 +346,15 @@ class GameStreamSender(Sender):
             if due > now:
                 time.sleep((due - now) / 1e9)
             t = perf_ns()
-            for pkt in packets[i:i + per]:
-                try:
-                    sendto(pkt, peer)
-                except BlockingIOError:
-                    dropped += 1
-                except OSError:
-                    dropped += 1
+            group = packets[i:i + per]
+            if self.gso and len(group) > 1:
+                dropped += self._send_gso(group, peer)
+            else:
+                for pkt in group:
+                    try:
+                        sendto(pkt, peer)
+                    except OSError:
+                        dropped += 1
             sock_ns += perf_ns() - t
             i += per
             g += 1
@@ -356,6 +365,56 @@ class GameStreamSender(Sender):
         batch.extra_ns["send_spread"] = end - start
         batch.meta.pop("_buf", None)
 
+    def _send_gso(self, group: Any, peer: tuple[str, int]) -> int:
+        """Send equal-size datagrams in UDP_SEGMENT batches; returns how many failed."""
+        size = len(group[0])
+        if any(len(p) != size for p in group):
+            return self._send_each(group, peer)
+        per_call = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // size))
+        cmsg = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+        failed = 0
+        sock = self.ctx.sock
+        assert sock is not None
+        for j in range(0, len(group), per_call):
+            chunk = group[j:j + per_call]
+            try:
+                sock.sendmsg(chunk, cmsg, 0, peer)
+                self.gso_sends += 1
+            except OSError as exc:
+                if exc.errno in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP) and not self.gso_sends:
+                    self.gso = False  # the path cannot segment: plain datagrams from now on
+                    return failed + self._send_each(group[j:], peer)
+                failed += len(chunk)
+        return failed
+
+    def _send_each(self, group: Any, peer: tuple[str, int]) -> int:
+        failed = 0
+        sock = self.ctx.sock
+        assert sock is not None
+        for pkt in group:
+            try:
+                sock.sendto(pkt, peer)
+            except OSError:
+                failed += 1
+        return failed
+
     def close(self) -> None:
         if self._own_sock is not None:
             self._own_sock.close()
+
+
+SOL_UDP = 17
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65000
+
+
+def _gso_supported(sock: socket.socket | None) -> bool:
+    """Whether the kernel accepts UDP_SEGMENT on this socket (Linux ≥ 4.18)."""
+    if sock is None or not hasattr(sock, "sendmsg"):
+        return False
+    try:
+        sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+        return True
+    except OSError:
+        return False
