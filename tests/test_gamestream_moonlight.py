@@ -227,6 +227,24 @@ def test_fec_repairs_a_lost_packet_in_the_client(paired_host) -> None:
     assert host.call("gamestream.status")["counters"].get("fec_reports", 0) >= 10
 
 
+def test_multi_block_frames_with_repairs(paired_host) -> None:
+    # every frame of > 3 packets is split into up to 4 FEC blocks; frames 20..29
+    # lose their second packet (in block 0): the client reassembles the blocks
+    # and repairs them; the repaired frames match what was sent byte for byte
+    host, client = paired_host(test_block_data_shards=3, test_drop_one_packet_frames=list(range(20, 30)))
+    proc = start_client("stream", host, client, "--frames", "100")
+    sent: dict = {}
+    while proc.poll() is None:
+        sent = host.call("gamestream.status")["test_frame_hashes"] or sent
+        time.sleep(0.2)
+    res = finish_client(proc)
+    _assert_stream_ok(res, frames=100)
+    assert [f["n"] for f in res["frames"][:60]] == list(range(1, 61))
+    got = {str(f["n"]): f["sha"] for f in res["frames"] if 20 <= f["n"] < 30}
+    assert len(sent) == 10 and got == sent
+    assert host.call("gamestream.status")["counters"].get("idr_requests", 0) == 1
+
+
 def test_loss_beyond_fec_budget_makes_the_client_ask_for_an_idr(paired_host) -> None:
     host, client = paired_host(test_drop_frames=[45])
     host.call("stats.start")

@@ -183,10 +183,10 @@ def test_leading_sei_and_aud_are_stripped_before_the_first_slice() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(n=st.integers(1, 4 * 1023), pct=st.integers(0, 100), min_fec=st.integers(0, 8))
-def test_fec_layout_rules(n: int, pct: int, min_fec: int) -> None:
+@given(n=st.integers(1, 4 * 1023), pct=st.integers(0, 100), min_fec=st.integers(0, 8), limit=st.sampled_from([0, 0, 1, 3, 50]))
+def test_fec_layout_rules(n: int, pct: int, min_fec: int, limit: int) -> None:
     try:
-        blocks, used = fec_layout(n, pct, min_fec)
+        blocks, used = fec_layout(n, pct, min_fec, limit)
     except ValueError:
         assert n > 4 * 1023
         return

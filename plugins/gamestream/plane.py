@@ -497,6 +497,7 @@ class GameStreamPlane(ProtocolPlane):
                 peer=launch.video_peer,
                 pacing=float(self.config.get("pacing", 0.5)),
                 gso=bool(self.config.get("gso", True)),
+                block_limit=int(self.config.get("test_block_data_shards", 0)),
                 drop_frames=frozenset(int(x) for x in self.config.get("test_drop_frames", [])),
                 drop_one_frames=frozenset(int(x) for x in self.config.get("test_drop_one_packet_frames", [])),
                 hash_frames=frozenset(int(x) for x in self.config.get("test_drop_one_packet_frames", [])),

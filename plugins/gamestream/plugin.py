@@ -36,6 +36,8 @@ SCHEMA: dict[str, Any] = {
         "audio_source": {"type": "string", "default": "tone", "description": "audio_source stage name"},
         "test_drop_frames": {"type": "array", "items": {"type": "integer", "minimum": 1}, "default": [],
                              "description": "testing only: video frame indices sent with all but their first packet dropped (induced loss)"},
+        "test_block_data_shards": {"type": "integer", "minimum": 0, "maximum": 255, "default": 0,
+                                   "description": "testing only: split video frames into FEC blocks of at most this many data shards (up to 4 blocks)"},
         "test_drop_audio_every": {"type": "integer", "minimum": 0, "default": 0,
                                   "description": "testing only: drop the audio data packet whose sequence % N == 1 (FEC repairs it)"},
         "test_drop_one_packet_frames": {"type": "array", "items": {"type": "integer", "minimum": 1}, "default": [],

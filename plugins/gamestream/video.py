@@ -66,6 +66,8 @@ class VideoContext:
     #: test hook: frame indices whose second packet is not sent (FEC must repair it)
     drop_one_frames: frozenset[int] = frozenset()
     dropped_on_purpose: int = 0
+    #: test hook: at most this many data shards per FEC block (0 = the rule)
+    block_limit: int = 0
     #: test hook: SHA-1 (hex, 16 chars) of the access units of these frame indices
     hash_frames: frozenset[int] = frozenset()
     hashes: dict[int, str] = field(default_factory=dict)
@@ -110,19 +112,22 @@ def strip_leading_sei(data: bytes, codec: str) -> bytes:
     return data
 
 
-def fec_layout(n: int, pct: int, min_fec: int) -> tuple[list[tuple[int, int, int]], int]:
+def fec_layout(n: int, pct: int, min_fec: int, block_limit: int = 0) -> tuple[list[tuple[int, int, int]], int]:
     """Split ``n`` data shards into FEC blocks: [(data, parity, written_pct)], pct.
 
     Blocks hold at most 255·100/(100+pct) data shards (212 at 20 %), parity is
     ceil(data·pct/100) but at least ``min_fec``, data + parity ≤ 255, and the
     written percentage makes the client's (data·pct+99)/100 give the same
     parity count. Frames too large for 4 FEC blocks go without FEC (up to 4
-    blocks of 1023 data shards)."""
+    blocks of 1023 data shards). ``block_limit`` (testing) makes blocks smaller
+    than needed so that small frames use several blocks too."""
     if n <= 0:
         raise ValueError("a frame has at least one data shard")
     max_k = 255 * 100 // (100 + pct) if pct > 0 else 255
     if pct > 0 and n <= MAX_FEC_BLOCKS * max_k:
         nblocks = -(-n // max_k)
+        if block_limit > 0:
+            nblocks = max(nblocks, min(MAX_FEC_BLOCKS, n, -(-n // block_limit)))
         use_fec = True
     else:
         nblocks = -(-n // 1023)
@@ -210,7 +215,7 @@ class GameStreamPacketizer(Packetizer):
         n = -(-total // self.payload)
         last_len = total - (n - 1) * self.payload
         header = struct.pack("<BHBHH", 0x01, latency, 2 if au.keyframe else 1, min(last_len, 0xFFFF), 0)
-        blocks, _ = fec_layout(n, self.ctx.fec_percent, self.ctx.min_fec_packets)
+        blocks, _ = fec_layout(n, self.ctx.fec_percent, self.ctx.min_fec_packets, self.ctx.block_limit)
         rows = sum(k + p for k, p, _ in blocks)
         S = self.shard
         buf = np.zeros((rows, S), dtype=np.uint8)
