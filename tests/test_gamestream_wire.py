@@ -109,12 +109,12 @@ def _frames(pkts: list[dict]) -> dict[int, list[dict]]:
     return by
 
 
-@pytest.mark.parametrize("packet_size,size,key", [
-    (1392, 100, None), (1392, 5000, None), (1024, 400_000, None), (1392, 1_500_000, None),
-    (1360, 30_000, bytes(range(16))), (992, 1, bytes(range(16))),
+@pytest.mark.parametrize("packet_size,size,key,limit", [
+    (1392, 100, None, 0), (1392, 5000, None, 0), (1024, 400_000, None, 0), (1392, 1_500_000, None, 0),
+    (1360, 30_000, bytes(range(16)), 0), (992, 1, bytes(range(16)), 0), (1392, 12_000, None, 3),
 ])
-def test_packetizer_datagrams_parse_back(packet_size: int, size: int, key: bytes | None) -> None:
-    ctx = VideoContext(packet_size=packet_size, fec_percent=20, min_fec_packets=2, key=key)
+def test_packetizer_datagrams_parse_back(packet_size: int, size: int, key: bytes | None, limit: int) -> None:
+    ctx = VideoContext(packet_size=packet_size, fec_percent=20, min_fec_packets=2, key=key, block_limit=limit)
     pk = GameStreamPacketizer(StreamSpec(), {"context": ctx, "strip_sei": False})
     rng = np.random.default_rng(size)
     aus = [AccessUnit(rng.integers(0, 256, size, dtype=np.uint8).tobytes(), i == 0, i + 1, 0) for i in range(3)]
@@ -135,6 +135,8 @@ def test_packetizer_datagrams_parse_back(packet_size: int, size: int, key: bytes
         assert last_len == min(0xFFFF, total - (-(-total // per) - 1) * per)
         assert batch.wire_bytes == len(batch.packets) * (packet_size + 16 + (32 if key else 0))
         assert pkts[0]["last_block"] + 1 == batch.meta["blocks"] <= 4
+        if limit:
+            assert batch.meta["blocks"] == 4
 
 
 def test_lost_shards_are_recovered_like_the_client_does() -> None:
