@@ -111,7 +111,7 @@ def _frames(pkts: list[dict]) -> dict[int, list[dict]]:
 
 @pytest.mark.parametrize("packet_size,size,key,limit", [
     (1392, 100, None, 0), (1392, 5000, None, 0), (1024, 400_000, None, 0), (1392, 1_500_000, None, 0),
-    (1360, 30_000, bytes(range(16)), 0), (992, 1, bytes(range(16)), 0), (1392, 12_000, None, 3),
+    (1360, 30_000, bytes(range(16)), 0), (992, 1, bytes(range(16)), 0), (1392, 14_000, None, 3),
 ])
 def test_packetizer_datagrams_parse_back(packet_size: int, size: int, key: bytes | None, limit: int) -> None:
     ctx = VideoContext(packet_size=packet_size, fec_percent=20, min_fec_packets=2, key=key, block_limit=limit)
