@@ -356,11 +356,15 @@ def test_operator_cancel_terminates_the_client_gracefully(paired_host) -> None:
         if proc.poll() is None:
             proc.kill()
     assert res["ok"], res
-    assert res["terminated"] == 0, "graceful termination (0x80030023 after frames) reaches the client"
-    assert time.monotonic() - t0 < 10
+    assert res["terminated"] == 0, ("graceful termination (0x80030023 after frames) reaches the client", res)
+    assert time.monotonic() - t0 < 15
     assert len(res["frames"]) > 10
     st = host.call("gamestream.status")
-    assert st["app_running"] is False and host.call("sessions.list") == []
+    assert st["app_running"] is False
+    deadline = time.monotonic() + 10  # the pipeline finishes its current frame, then ends
+    while host.call("sessions.list") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert host.call("sessions.list") == []
 
 
 def test_host_side_session_stop_terminates_and_the_client_can_resume(paired_host) -> None:
