@@ -215,6 +215,12 @@ class IsalKernel(FecKernel):
     #: column stripe width in bytes (0 = whole shards in one call)
     stripe = 0
 
+    def close(self) -> None:
+        """Stop the helper threads of a multi-threaded kernel."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
 
 _best: FecKernel | None = None
 

@@ -293,6 +293,10 @@ class GameStreamPacketizer(Packetizer):
                            {"frame_index": frame, "blocks": nb, "data": n, "parity": rows - n,
                             "packetize_ns": perf_ns() - t0, "_buf": buf})
 
+    def close(self) -> None:
+        if isinstance(self.kernel, fec.IsalKernel) and self.kernel is not fec.best_kernel():
+            self.kernel.close()
+
 
 class GameStreamSender(Sender):
     """Paced UDP sender to the endpoint the client's pings revealed (stage ``gamestream``)."""
