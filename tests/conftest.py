@@ -38,6 +38,15 @@ def pf_env(dirs: dict[str, Path], **extra: str) -> dict[str, str]:
     return env
 
 
+def _plugin_enabled(name: str, env: dict[str, str]) -> bool:
+    def names(var: str) -> set[str] | None:
+        raw = env.get(var)
+        return None if raw is None else {p.strip() for p in raw.split(",") if p.strip()}
+
+    allow, block = names("PUNKTFUNK_LOAD_PLUGINS"), names("PUNKTFUNK_DISABLE_PLUGINS") or set()
+    return name not in block and (allow is None or name in allow)
+
+
 class HostProcess:
     """A real ``punktfunk serve`` process."""
 
@@ -45,14 +54,14 @@ class HostProcess:
                  env: dict[str, str] | None = None, console: bool = False) -> None:
         self.dirs = dirs
         self.config_path = dirs["base"] / "host.toml"
-        if "[native]" not in config:
+        self.env = pf_env(dirs, **(env or {}))
+        if "[native]" not in config and _plugin_enabled("native", self.env):
             # test hosts never take the fixed default port (a real host may run beside the suite)
             config += "\n[native]\nport = 0\n"
         self.config_path.write_text(config)
         self.args = list(args or [])
         if not console:
             self.args.append("--no-console")
-        self.env = pf_env(dirs, **(env or {}))
         self.log_path = dirs["base"] / f"host-{int(time.time() * 1000)}.log"
         self.proc: subprocess.Popen | None = None
         self.ipc = IpcClient(f"ipc://{dirs['runtime'] / 'host.sock'}", timeout=2.0)
