@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import select
 import struct
 import threading
 import time
@@ -66,21 +67,31 @@ class ControlServer:
 
     # -- the ENet thread -------------------------------------------------------------
     def _loop(self) -> None:
+        # pyenet holds the GIL while service(timeout) waits, which stalls every other
+        # thread of the host (the encoder, the pacer) for up to the timeout. So the
+        # wait happens in select(), which releases it, and service() never blocks.
+        fd = self.host.socket.fileno()
         while not self._stop.is_set():
             try:
-                ev = self.host.service(5)
+                ev = self.host.service(0)
             except OSError as exc:
                 log.warning("control socket error: %s", exc)
                 time.sleep(0.05)
                 continue
+            busy = ev is not None and ev.type != enet.EVENT_TYPE_NONE
             try:
-                if ev is not None and ev.type != enet.EVENT_TYPE_NONE:
+                if busy:
                     self._event(ev)
                 self._drain_queue()
                 self._check_timeouts()
             except Exception:  # noqa: BLE001 - the control thread must survive anything
                 self.plane.count("control_errors")
                 log.exception("control stream error")
+            if not busy:
+                try:  # wake on a datagram, or after 5 ms for ENet's timers and our queue
+                    select.select([fd], [], [], 0.005)
+                except (OSError, ValueError):
+                    time.sleep(0.005)
         for c in list(self._conns.values()):
             try:
                 c.peer.disconnect_now(0)
