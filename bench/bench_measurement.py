@@ -43,10 +43,12 @@ def one_run(pm: Any, spec: StreamSpec, frames: int, armed: bool, recorder: Any) 
 
 
 def run(quick: bool) -> dict[str, Any]:
+    from bench.bench_runner import measure as runner_measure
+
     pm = load_plugin_manager()
     spec = StreamSpec(width=1920, height=1080, fps=60, bitrate_kbps=12_000)
-    frames = 90 if quick else 600
-    reps = 2 if quick else 7
+    frames = 90 if quick else 300
+    pairs = 2 if quick else 15
     samples: list[Any] = []
 
     def recorder(session: Any, sample: Any) -> None:  # what the stats plugin keeps per window
@@ -55,24 +57,46 @@ def run(quick: bool) -> dict[str, Any]:
     one_run(pm, spec, 30, False, recorder)  # warm-up
     off: list[float] = []
     on: list[float] = []
-    for _ in range(reps):
-        off.append(one_run(pm, spec, frames, False, recorder))
-        on.append(one_run(pm, spec, frames, True, recorder))
+    for i in range(pairs):  # alternate which side goes first, so drift cancels
+        if i % 2:
+            on.append(one_run(pm, spec, frames, True, recorder))
+            off.append(one_run(pm, spec, frames, False, recorder))
+        else:
+            off.append(one_run(pm, spec, frames, False, recorder))
+            on.append(one_run(pm, spec, frames, True, recorder))
+    ratios = sorted(b / a for a, b in zip(off, on))
+    ratio = statistics.median(ratios)
+    q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
     off_m, on_m = statistics.median(off), statistics.median(on)
-    ratio = on_m / off_m
+    # the gate's own cost, measured without codec noise: runner with no-op stages
+    n = 20_000 if quick else 100_000
+    delta_us = statistics.median(runner_measure(n, True)["cpu_us"] for _ in range(3)) - \
+        statistics.median(runner_measure(n, False)["cpu_us"] for _ in range(3))
+    gate_share = delta_us / off_m
     return {
         "title": "Measurement cost on a real pipeline (1080p x264)",
         "what": __doc__.split("\n\n", 1)[1].strip(),
         "tables": [{
-            "title": f"median of {reps} alternating runs × {frames} frames",
-            "headers": ["measurement", "CPU µs/frame", "runs (µs/frame)"],
+            "title": f"{pairs} alternating off/armed pairs × {frames} frames",
+            "headers": ["measurement", "median CPU µs/frame", "runs (µs/frame)"],
             "rows": [["off", off_m, ", ".join(f"{v:.0f}" for v in off)],
                      ["capture armed", on_m, ", ".join(f"{v:.0f}" for v in on)]],
+        }, {
+            "title": "the gate's own cost",
+            "headers": ["runner CPU µs/frame, on − off (no-op stages)", "x264 1080p CPU µs/frame", "share of frame time"],
+            "rows": [[delta_us, off_m, f"{gate_share:.4%}"]],
         }],
-        "ratios": [{"name": "CPU per frame, armed / off", "value": ratio, "target": "<= 1.01", "ok": ratio <= 1.01}],
+        "ratios": [
+            {"name": "gate cost / frame time at 1080p x264", "value": gate_share, "target": "< 0.01",
+             "ok": gate_share < 0.01},
+            {"name": f"CPU per frame, armed / off (median of paired ratios; IQR {q1:.3f}–{q3:.3f})", "value": ratio,
+             "target": "<= 1.01", "ok": ratio <= 1.01},
+        ],
         "plot": {"kind": "bar", "title": "CPU per frame, 1080p x264 ultrafast", "ylabel": "µs / frame",
                  "labels": ["measurement off", "capture armed"], "series": {"punktfunk": [off_m, on_m]}},
         "notes": [f"{len(samples)} windows were recorded while armed",
-                  "the runner's own cost of measuring is isolated in the runner comparison (no-op stages)"],
-        "raw": {"off": off, "on": on},
+                  "x264's CPU time for the same frames varies by about ±10 % from run to run on this VM "
+                  "(see the runs above), ten times the effect being measured: the paired median is the "
+                  "estimate and the IQR its noise; the runner's on − off cost isolates the gate exactly"],
+        "raw": {"off": off, "on": on, "paired_ratios": ratios, "gate_delta_us": delta_us},
     }

@@ -20,7 +20,7 @@ sides are compared per frame in steady state.
 from __future__ import annotations
 
 import os
-import resource
+import statistics
 import shutil
 import socket
 import subprocess
@@ -115,7 +115,7 @@ def run(quick: bool) -> dict[str, Any]:
     sizes = [(1280, 720)] if quick else [(1280, 720), (1920, 1080)]
     frames = 120 if quick else 600
     warm = 30
-    reps = 1 if quick else 3
+    reps = 1 if quick else 5
     tmp = Path(tempfile.mkdtemp(prefix="pf-clip-"))
     sink = _sink()
     port = sink.getsockname()[1]
@@ -125,24 +125,28 @@ def run(quick: bool) -> dict[str, Any]:
     try:
         for w, h in sizes:
             yuv, y4m = write_clip(tmp, w, h, frames)
-            best: dict[str, tuple[float, float]] = {}
-            for _ in range(reps):  # interleaved; keep each side's best (least disturbed) run
+            per: dict[str, list[tuple[float, float]]] = {"gst": [], "off": [], "on": []}
+            r_offs: list[float] = []
+            r_ons: list[float] = []
+            for _ in range(reps):  # interleaved: each rep compares runs made next to each other in time
                 c_full, w_full, command = gst_run(yuv, w, h, frames, port)
                 c_warm, w_warm, _ = gst_run(yuv, w, h, warm, port)
                 g = ((c_full - c_warm) / (frames - warm), (w_full - w_warm) / (frames - warm))
                 off = punktfunk_run(y4m, w, h, frames, port, False)
                 on = punktfunk_run(y4m, w, h, frames, port, True)
-                for key, (cpu_f, wall_f) in (("gst", g), ("off", (off[0] / frames, off[1] / frames)),
-                                             ("on", (on[0] / frames, on[1] / frames))):
-                    if key not in best or cpu_f < best[key][0]:
-                        best[key] = (cpu_f, wall_f)
+                per["gst"].append(g)
+                per["off"].append((off[0] / frames, off[1] / frames))
+                per["on"].append((on[0] / frames, on[1] / frames))
+                r_offs.append(per["off"][-1][0] / g[0])
+                r_ons.append(per["on"][-1][0] / g[0])
+            best = {k: (statistics.median(c for c, _ in v), statistics.median(x for _, x in v)) for k, v in per.items()}
             label = f"{w}×{h}"
             for key, name in (("gst", "GStreamer"), ("off", "punktfunk, FEC+AEAD off"), ("on", "punktfunk, FEC+AEAD on")):
                 cpu_f, wall_f = best[key]
                 rows.append([label, name, cpu_f * 1e3, 1 / wall_f])
                 plot[key].append(cpu_f * 1e3)
-            r_off = best["off"][0] / best["gst"][0]
-            r_on = best["on"][0] / best["gst"][0]
+            r_off = statistics.median(r_offs)
+            r_on = statistics.median(r_ons)
             ratios += [
                 {"name": f"{label} CPU/frame, punktfunk off / GStreamer", "value": r_off, "target": "<= 1.0", "ok": r_off <= 1.0},
                 {"name": f"{label} CPU/frame, punktfunk on / GStreamer", "value": r_on, "target": "<= 1.15", "ok": r_on <= 1.15},
@@ -157,7 +161,7 @@ def run(quick: bool) -> dict[str, Any]:
         "title": "Pipeline vs GStreamer (x264 ultrafast, loopback UDP)",
         "what": __doc__.split("\n\n", 1)[1].strip(),
         "commands": [command.replace(str(tmp), "$CLIP_DIR")],
-        "tables": [{"title": f"{frames} frames per run, best of {reps} interleaved runs",
+        "tables": [{"title": f"{frames} frames per run, median of {reps} interleaved runs (ratios: median of per-run ratios)",
                     "headers": ["resolution", "pipeline", "CPU ms / frame", "frames / s (unpaced)"], "rows": rows}],
         "ratios": ratios,
         "plot": {"kind": "bar", "title": "CPU per frame (lower is better)", "ylabel": "ms CPU / frame",
