@@ -34,6 +34,7 @@ import numpy as np
 
 from punktfunk_core.media.bitstream import is_keyframe
 from punktfunk_core.media.options import int_range, one_of, take_options
+from punktfunk_core.media.ratecontrol import PendingRequests
 from punktfunk_core.media.swenc import ENDLESS_GOP, input_buffer
 from punktfunk_core.stages import PIXEL_FORMATS, AccessUnit, Encoder, Frame, StreamSpec
 
@@ -97,7 +98,7 @@ def available(codec: str = "h264") -> str:
     return _probe(codec)
 
 
-class NvencEncoder(Encoder):
+class NvencEncoder(PendingRequests, Encoder):
     """H.264/HEVC/AV1 on NVENC (codec from the stream spec).
 
     Options: ``preset`` (P1..P7, default P1), ``tuning`` (default
@@ -159,20 +160,6 @@ class NvencEncoder(Encoder):
                                       **{k: str(v) for k, v in config.items()})
 
     # -- Encoder -------------------------------------------------------------------------
-    @property
-    def bitrate_kbps(self) -> int:
-        return self._pending_kbps or self._kbps
-
-    def request_keyframe(self) -> None:
-        self._force_key = True
-
-    def set_bitrate(self, kbps: int) -> None:
-        kbps = int(kbps)
-        if kbps <= 0:
-            raise ValueError(f"nvenc: bitrate must be positive, not {kbps}")
-        with self._rate_lock:
-            self._pending_kbps = kbps
-
     def _apply_bitrate(self, kbps: int) -> None:
         if kbps == self._kbps:
             return

@@ -29,6 +29,7 @@ from typing import Any
 import av
 import numpy as np
 
+from punktfunk_core.media.ratecontrol import PendingRequests
 from punktfunk_core.media.options import int_range, one_of, take_options
 from punktfunk_core.media.yuv import AV_FORMAT, alloc_planes, convert_into, packed_view
 from punktfunk_core.stages import PIXEL_FORMATS, AccessUnit, Encoder, Frame, StreamSpec
@@ -85,7 +86,7 @@ def input_buffer(enc: Any, frame: Frame) -> np.ndarray:
     return convert_into(frame, enc.input_format, enc._scratch)
 
 
-class PyAVEncoder(Encoder):
+class PyAVEncoder(PendingRequests, Encoder):
     """Base of the PyAV encoders; subclasses fill in the codec specifics.
 
     Common options: ``preset``, ``threads`` (0 = the codec's choice),
@@ -174,20 +175,6 @@ class PyAVEncoder(Encoder):
         return ctx
 
     # -- Encoder ----------------------------------------------------------------------------
-    @property
-    def bitrate_kbps(self) -> int:
-        return self._pending_kbps or self._kbps
-
-    def request_keyframe(self) -> None:
-        self._force_key = True
-
-    def set_bitrate(self, kbps: int) -> None:
-        kbps = int(kbps)
-        if kbps <= 0:
-            raise ValueError(f"{self.backend}: bitrate must be positive, not {kbps}")
-        with self._rate_lock:
-            self._pending_kbps = kbps
-
     def _apply_bitrate(self, kbps: int) -> None:
         if kbps == self._kbps:
             return
