@@ -96,10 +96,14 @@ class Identity:
             cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
             os.chmod(self.key_path, 0o600)
             os.chmod(self.cert_path, 0o600)
-            assert isinstance(key, rsa.RSAPrivateKey)
+            if not isinstance(key, rsa.RSAPrivateKey):
+                raise ValueError("the key is not an RSA key")
             return key, cert
         except FileNotFoundError:
             pass
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"the GameStream host identity {self.key_path} / {self.cert_path} is unreadable "
+                             f"({exc}); move both away to create a new one (clients then pair again)") from None
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sunshine Gamestream Host")])
         now = dt.datetime.now(dt.timezone.utc)
@@ -116,10 +120,14 @@ class Identity:
         path = self.dir / "uniqueid"
         try:
             uid = path.read_text().strip()
-            if uid:
+            if uid and len(uid) <= 64 and uid.isprintable():
                 return uid
+            if uid:
+                raise ValueError("not a printable id of at most 64 characters")
         except FileNotFoundError:
             pass
+        except ValueError as exc:
+            raise ValueError(f"{path} is unreadable ({exc}); remove it to create a new host id") from None
         uid = str(uuid.uuid4()).upper()
         atomic_write(path, uid.encode(), 0o600)
         return uid

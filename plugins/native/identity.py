@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import ssl
 import threading
 import time
@@ -56,7 +57,12 @@ def load_or_create_identity(directory: Path, role: str, common_name: str) -> Ide
         for p in (cert_path, key_path):
             if p.stat().st_mode & 0o077:
                 p.chmod(0o600)
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        try:
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"the {role} identity {cert_path} / {key_path} is unreadable ({exc}); "
+                             "move both away to create a new one (paired peers then pair again)") from None
         return Identity(cert_path, key_path, cert.public_bytes(serialization.Encoding.DER))
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (common_name or role)[:64])])
@@ -135,7 +141,7 @@ class PairedClients(JsonStore):
         return fp in self.data
 
     def pem_bundle(self) -> str:
-        return "".join(v.get("cert", "") for v in self.data.values() if isinstance(v, dict))
+        return "".join(c for v in self.data.values() if isinstance(v, dict) and isinstance(c := v.get("cert"), str))
 
 
 class KnownHosts(JsonStore):
@@ -157,9 +163,15 @@ def server_context(identity: Identity, paired: PairedClients) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_cert_chain(identity.cert_path, identity.key_path)
     ctx.verify_mode = ssl.CERT_OPTIONAL
-    bundle = paired.pem_bundle()
-    if bundle:
-        ctx.load_verify_locations(cadata=bundle)
+    for fp, entry in list(paired.data.items()):
+        pem = entry.get("cert") if isinstance(entry, dict) else None
+        try:
+            if not isinstance(pem, str):
+                raise ValueError("no certificate")
+            ctx.load_verify_locations(cadata=pem)
+        except (ssl.SSLError, ValueError) as exc:  # one damaged entry must not lock every client out
+            logging.getLogger("punktfunk.native").warning(
+                "paired client %s in %s is unusable (%s); skipped", str(fp)[:16], paired.path, exc)
     return ctx
 
 
