@@ -184,7 +184,7 @@ def test_leading_sei_and_aud_are_stripped_before_the_first_slice() -> None:
     assert video_mod.strip_leading_sei(sc3 + b"\x06", "h264") == sc3 + b"\x06"  # no slice: untouched
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)  # case count from the hypothesis profile (suite 300, fuzz run 10 000)
 @given(n=st.integers(1, 4 * 1023), pct=st.integers(0, 100), min_fec=st.integers(0, 8), limit=st.sampled_from([0, 0, 1, 3, 50]))
 def test_fec_layout_rules(n: int, pct: int, min_fec: int, limit: int) -> None:
     try:
@@ -271,13 +271,13 @@ def _only_bad_input(fn, *args):
         pass
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)  # case count from the hypothesis profile (suite 300, fuzz run 10 000)
 @given(st.text(max_size=300))
 def test_fuzz_query(qs: str) -> None:
     _only_bad_input(wire.parse_query, qs)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)  # case count from the hypothesis profile (suite 300, fuzz run 10 000)
 @given(st.one_of(st.binary(max_size=400), st.builds(
     lambda m, t, h, b: f"{m} {t} RTSP/1.0\r\n{h}\r\n\r\n".encode() + b,
     st.sampled_from(["OPTIONS", "DESCRIBE", "SETUP", "ANNOUNCE", "PLAY", "X"]), st.text(max_size=20),
@@ -287,7 +287,7 @@ def test_fuzz_rtsp(data: bytes) -> None:
     _only_bad_input(wire.parse_announce, data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)  # case count from the hypothesis profile (suite 300, fuzz run 10 000)
 @given(st.one_of(st.binary(max_size=120), st.builds(lambda s, b: struct.pack("<HHI", 1, s, 0) + b,
                                                     st.integers(0, 0xFFFF), st.binary(max_size=80))))
 def test_fuzz_control(data: bytes) -> None:
@@ -296,7 +296,7 @@ def test_fuzz_control(data: bytes) -> None:
     _only_bad_input(wire.parse_fec_status, data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)  # case count from the hypothesis profile (suite 300, fuzz run 10 000)
 @given(st.binary(max_size=64))
 def test_fuzz_ping(data: bytes) -> None:
     try:
@@ -307,7 +307,7 @@ def test_fuzz_ping(data: bytes) -> None:
     assert len(payload) in (4, 16) and 0 <= seq < 2**32
 
 
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)  # case count from the hypothesis profile (suite 300, fuzz run 10 000)
 @given(st.text(max_size=24))
 def test_fuzz_mode_and_hex(s: str) -> None:
     _only_bad_input(wire.parse_mode, s)

@@ -300,7 +300,7 @@ def test_sender_over_loopback_with_tampering_relay(gso):
     sender.close()
 
 
-@settings(max_examples=300)
+@settings()  # case count from the hypothesis profile
 @given(st.lists(st.tuples(st.integers(0, 200), st.integers(1, 6), st.integers(0, 3), st.integers(0, 9),
                           st.sampled_from([2, 4, 64]), st.integers(0, 1), st.integers(0, 2**32 - 1)),
                 min_size=1, max_size=150))
