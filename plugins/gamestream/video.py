@@ -141,12 +141,19 @@ def fec_layout(n: int, pct: int, min_fec: int, block_limit: int = 0) -> tuple[li
         if not use_fec:
             blocks.append((k, 0, 0))
             continue
-        p = max(-(-k * pct // 100), min_fec)
-        p = min(p, 255 - k)
-        w = _written_pct(k, p)
-        while w is None and p > 0:
-            p -= 1
+        want = min(max(-(-k * pct // 100), min_fec), 255 - k)
+        # the header carries a percentage, not a count: take the nearest parity count
+        # the client derives from some percentage, upwards first (never below the
+        # client's minimum), downwards only at the 255-shard ceiling
+        p, w = want, _written_pct(k, want)
+        while w is None and k + p < 255:
+            p += 1
             w = _written_pct(k, p)
+        if w is None:
+            p = want
+            while w is None and p > 0:
+                p -= 1
+                w = _written_pct(k, p)
         blocks.append((k, p, w or 0))
     return blocks, (pct if use_fec else 0)
 
