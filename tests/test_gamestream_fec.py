@@ -12,14 +12,13 @@ from hypothesis import strategies as st
 
 from punktfunk_gamestream import fec
 
-VECTORS = Path(__file__).resolve().parent.parent.parent / "shared" / "gamestream" / "nanors-fec-vectors.json"
-if not VECTORS.exists():  # CI checkout layout: shared/ beside the repo root or inside it
-    VECTORS = Path(__file__).resolve().parent.parent / "shared" / "gamestream" / "nanors-fec-vectors.json"
+# the reference implementation's vectors, kept with the tests (design/gamestream.md names their source)
+VECTORS = Path(__file__).resolve().parent / "data" / "nanors-fec-vectors.json"
 
 
 def _vectors() -> list[dict]:
     if not VECTORS.exists():
-        pytest.skip(f"nanors vectors not found at {VECTORS}")
+        pytest.fail(f"nanors vectors missing at {VECTORS}")
     return json.loads(VECTORS.read_text())
 
 
