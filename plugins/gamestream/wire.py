@@ -9,6 +9,7 @@ sources).
 from __future__ import annotations
 
 import re
+from xml.sax.saxutils import escape as _sax_escape
 import struct
 from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
@@ -126,11 +127,11 @@ def parse_mode(mode: str | None) -> tuple[int, int, int]:
     return w, h, fps
 
 
-def parse_int(value: str | None, *, name: str, lo: int = -(2**31), hi: int = 2**32 - 1) -> int:
+def parse_int(value: str | None, *, name: str, lo: int = -(2**31), hi: int = 2**32 - 1, base: int = 10) -> int:
     if value is None:
         raise BadInput(f"{name} is missing")
     try:
-        n = int(value, 10)
+        n = int(value, base)
     except ValueError:
         raise BadInput(f"{name} is not an integer") from None
     if not lo <= n <= hi:
@@ -139,7 +140,7 @@ def parse_int(value: str | None, *, name: str, lo: int = -(2**31), hi: int = 2**
 
 
 def xml_escape(s: str) -> str:
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    return _sax_escape(s, {'"': "&quot;"})
 
 
 def xml_response(fields: dict[str, object] | list[tuple[str, object]], status: int = 200, message: str = "OK",
@@ -260,13 +261,7 @@ def _attr_int(attrs: dict[str, str], name: str, default: int | None, lo: int, hi
         if default is None:
             raise BadInput(f"ANNOUNCE lacks {name}")
         return default
-    try:
-        v = int(raw, 0)
-    except ValueError:
-        raise BadInput(f"{name} is not an integer") from None
-    if not lo <= v <= hi:
-        raise BadInput(f"{name} = {v} out of range {lo}..{hi}")
-    return v
+    return parse_int(raw, name=name, lo=lo, hi=hi, base=0)  # SDP values may be hex (0x...)
 
 
 def parse_announce(body: bytes) -> AnnouncedStream:
