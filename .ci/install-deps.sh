@@ -3,12 +3,13 @@
 #   chromium                 the real browser for the console tests (Playwright drives it)
 #   xvfb                     a private X display for the x11 capture test
 #   libisal2                 Intel ISA-L: the compiled GF(2^8) kernel for GameStream FEC
+#   gcc libssl-dev           build the optional batch sealer of the native data plane (setup.py)
 #   gstreamer1.0-*           the peer in the pipeline benchmark (x264enc lives in -ugly)
 #   iproute2                 tc netem for loss injection in a network namespace
 #   wrk                      load generator for the console benchmark
 # Safe to run again; uses sudo only when not root.
 set -eu
-PKGS="chromium xvfb libisal2 gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 wrk"
+PKGS="chromium xvfb libisal2 gcc libssl-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 wrk"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=""

@@ -20,7 +20,8 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -28,6 +29,11 @@ from reed_solomon_leopard import decode as rs_decode
 from reed_solomon_leopard import encode as rs_encode
 
 from punktfunk_core.stages import AccessUnit, Packetizer, PacketBatch, Sender
+
+try:  # optional C helper (setup.py): one call seals a whole access unit
+    from punktfunk_native._seal import Sealer as _CSealer
+except ImportError:  # pragma: no cover - depends on the build
+    _CSealer = None
 
 from punktfunk_native.wire import (
     DIR_CLIENT_TO_HOST,
@@ -56,6 +62,7 @@ UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
 GSO_MAX_SEGMENTS = 64
 GSO_MAX_BYTES = 65000
 _NONCE = struct.Struct("!IQ")
+_SEGMENT = struct.Struct("=H")
 _TRANSIENT = frozenset({errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 _GSO_REFUSED = frozenset({errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.ENOTSUP})
 
@@ -77,13 +84,58 @@ class FecParams:
             raise ValueError("min_shard must be even and 2..max_shard")
 
 
+def batch_sealer_available() -> bool:
+    """Whether the compiled batch sealer (``punktfunk_native._seal``) was built."""
+    return _CSealer is not None
+
+
+class Datagrams(Sequence[memoryview]):
+    """The sealed datagrams of one access unit, back to back in one buffer.
+
+    Behaves as a sequence of per-datagram memoryviews; senders that know it
+    (``NativeSender``) hand whole runs of it to the kernel as one buffer.
+    """
+
+    __slots__ = ("buffer", "psize", "count")
+
+    def __init__(self, buffer: memoryview, psize: int, count: int) -> None:
+        self.buffer = buffer
+        self.psize = psize
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.count))]
+        if i < 0:
+            i += self.count
+        if not 0 <= i < self.count:
+            raise IndexError("datagram index out of range")
+        return self.buffer[i * self.psize:(i + 1) * self.psize]
+
+    def run(self, start: int, stop: int) -> memoryview:
+        """Datagrams ``start..stop-1`` as one contiguous buffer."""
+        stop = min(stop, self.count)
+        return self.buffer[start * self.psize:stop * self.psize]
+
+
 class NativePacketizer(Packetizer):
-    """AU → data shards → RS parity → AES-GCM sealed datagrams in one buffer."""
+    """AU → data shards → RS parity → AES-GCM sealed datagrams in one buffer.
+
+    Sealing uses the compiled batch sealer when it was built (one C call per
+    access unit, GIL released) and cryptography's AESGCM per datagram
+    otherwise; both write the same bytes. ``batch_seal=False`` forces the
+    Python path.
+    """
 
     name = "native"
 
-    def __init__(self, key: bytes, fec: FecParams, direction: int = DIR_HOST_TO_CLIENT) -> None:
+    def __init__(self, key: bytes, fec: FecParams, direction: int = DIR_HOST_TO_CLIENT,
+                 *, batch_seal: bool = True) -> None:
         self._aead = AESGCM(key)
+        self._sealer = _CSealer(key, direction) if batch_seal and _CSealer is not None else None
         self.fec = fec
         self.direction = direction
         self.seq = 0  # next packet sequence number = nonce counter; never reused
@@ -98,35 +150,45 @@ class NativePacketizer(Packetizer):
         total = k + m
         psize = OVERHEAD + slen
         pad = k * slen - n
-        padded = bytes(data) + bytes(pad) if pad else bytes(data)
-        shards = [padded[i * slen:(i + 1) * slen] for i in range(k)] if k > 1 else [padded]
+        data = bytes(data)  # no copy when it already is bytes
+        # whole shards are slices; only the last one is zero-padded
+        shards = [data[i * slen:(i + 1) * slen] for i in range(k - 1)]
+        shards.append(data[(k - 1) * slen:] + bytes(pad) if pad else data[(k - 1) * slen:])
         t0 = perf_counter_ns()
         parity = rs_encode(shards, m) if m else []
         t1 = perf_counter_ns()
-        # one bytes object per datagram (header || ciphertext || tag): senders hand
-        # these straight to sendmsg as an iovec list, so nothing is copied again
-        seal = self._aead.encrypt
-        hpack = HEADER.pack
-        npack = _NONCE.pack
-        direction = self.direction
         flags = FLAG_KEYFRAME if au.keyframe else 0
-        frame_id = au.frame_id & 0xFFFFFFFF
-        au_seq = self.au_seq & 0xFFFFFFFF
         seq = self.seq
-        # list comprehensions: ~20 % less interpreter overhead per datagram than a loop
-        headers = [hpack(WIRE_VERSION, PKT_VIDEO, flags, 0, seq + i, frame_id, au_seq, n, i, k, m, slen)
-                   for i in range(total)]
-        packets = [h + seal(npack(direction, seq + i), shard, h)
-                   for i, (h, shard) in enumerate(zip(headers, shards + parity if parity else shards))]
-        seq += total
+        if self._sealer is not None:
+            buf = self._sealer.seal_frame(shards + parity if parity else shards, seq, WIRE_VERSION, PKT_VIDEO,
+                                          flags, au.frame_id & 0xFFFFFFFF, self.au_seq & 0xFFFFFFFF, n, k, m, slen)
+            packets: Any = Datagrams(memoryview(buf), psize, total)
+        else:
+            packets = self._seal_each(shards + parity if parity else shards, seq, flags, au.frame_id, n, k, m, slen)
         t2 = perf_counter_ns()
-        self.seq = seq
+        self.seq = seq + total
         self.au_seq += 1
         return PacketBatch(
             packets=packets, frame_id=au.frame_id, capture_ns=au.capture_ns, keyframe=au.keyframe,
             wire_bytes=total * psize, extra_ns={"fec": t1 - t0, "seal": t2 - t1},
             meta={"psize": psize, "count": total, "data_shards": k, "parity_shards": m},
         )
+
+    def _seal_each(self, shards: list[bytes], seq: int, flags: int, frame_id: int, n: int, k: int, m: int,
+                   slen: int) -> list[bytes]:
+        """The portable path: one cryptography AESGCM call per datagram."""
+        # one bytes object per datagram (header || ciphertext || tag): senders hand
+        # these straight to sendmsg as an iovec list, so nothing is copied again
+        seal = self._aead.encrypt
+        hpack = HEADER.pack
+        npack = _NONCE.pack
+        direction = self.direction
+        frame_id &= 0xFFFFFFFF
+        au_seq = self.au_seq & 0xFFFFFFFF
+        # list comprehensions: ~20 % less interpreter overhead per datagram than a loop
+        headers = [hpack(WIRE_VERSION, PKT_VIDEO, flags, 0, seq + i, frame_id, au_seq, n, i, k, m, slen)
+                   for i in range(len(shards))]
+        return [h + seal(npack(direction, seq + i), shard, h) for i, (h, shard) in enumerate(zip(headers, shards))]
 
 
 def gso_supported(sock: socket.socket) -> bool:
@@ -186,24 +248,25 @@ class NativeSender(Sender):
                     raise
         return dropped
 
-    def _gso(self, packets: Sequence[Any], psize: int) -> int:
-        """One sendmsg: the datagrams are the iovecs, the kernel cuts at ``psize``."""
-        if len(packets) == 1:
-            return self._plain(packets)
+    def _gso(self, buffers: Sequence[Any], psize: int, count: int) -> int:
+        """One sendmsg of ``count`` datagrams: ``buffers`` are the iovecs (one
+        per datagram, or one run of whole datagrams), the kernel cuts at ``psize``."""
+        if count == 1:
+            return self._plain(buffers)
         try:
-            self.sock.sendmsg(packets, [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", psize))], 0, self.addr)
+            self.sock.sendmsg(buffers, [(SOL_UDP, UDP_SEGMENT, _SEGMENT.pack(psize))], 0, self.addr)
             return 0
         except (BlockingIOError, InterruptedError):
-            return len(packets)
+            return count
         except OSError as exc:
             if exc.errno in _TRANSIENT:
-                return len(packets)
+                return count
             if exc.errno not in _GSO_REFUSED:
                 raise
             # the device or kernel refuses GSO: plain sends from now on
             log.info("UDP GSO refused (%s); falling back to plain sends", exc)
             self.gso = False
-            return self._plain(packets)
+            return self._plain([b[i:i + psize] for b in buffers for i in range(0, len(b), psize)])
 
     def send(self, batch: PacketBatch) -> None:
         packets = batch.packets
@@ -215,6 +278,7 @@ class NativeSender(Sender):
         # GSO needs equal datagrams (only the last may be shorter): true for
         # native batches; anything else goes out datagram by datagram
         gso = self.gso and "psize" in batch.meta
+        contiguous = isinstance(packets, Datagrams)
         per = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // psize))
         chunks = (count + per - 1) // per
         # a frame that fits one burst goes out at once; larger ones (keyframes) are spread
@@ -228,9 +292,14 @@ class NativeSender(Sender):
                 wait = due - time.monotonic_ns()
                 if wait > 20_000:
                     time.sleep(wait / 1e9)
-            part = packets[c * per:(c + 1) * per]
             t0 = perf_counter_ns()
-            dropped += self._gso(part, psize) if gso else self._plain(part)
+            if gso and contiguous:
+                # a run of whole datagrams in one buffer: one iovec, the kernel cuts it
+                n = min(per, count - c * per)
+                dropped += self._gso([packets.run(c * per, c * per + n)], psize, n)
+            else:
+                part = packets[c * per:(c + 1) * per]
+                dropped += self._gso(part, psize, len(part)) if gso else self._plain(part)
             sock_ns += perf_counter_ns() - t0
         self.send_dropped += dropped
         self.packets_sent += count - dropped
