@@ -7,9 +7,10 @@
 #   gstreamer1.0-*           the peer in the pipeline benchmark (x264enc lives in -ugly)
 #   iproute2                 tc netem for loss injection in a network namespace
 #   wrk                      load generator for the console benchmark
+#   valgrind                 callgrind instruction counts in the full benchmark run
 # Safe to run again; uses sudo only when not root.
 set -eu
-PKGS="chromium xvfb libisal2 gcc libssl-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 wrk"
+PKGS="chromium xvfb libisal2 gcc libssl-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 wrk valgrind"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=""

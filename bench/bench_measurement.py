@@ -21,6 +21,11 @@ from punktfunk_core.session import Session
 from punktfunk_core.stages import StreamSpec
 from punktfunk_core.window import NATIVE_LAYOUT
 
+from bench import instructions
+
+#: frame counts of the long and the short callgrind run (the difference is measured)
+INSTR_FRAMES = (75, 25)
+
 
 def one_run(pm: Any, spec: StreamSpec, frames: int, armed: bool, recorder: Any) -> float:
     gate = MeasurementGate(perf=False)
@@ -73,6 +78,29 @@ def run(quick: bool) -> dict[str, Any]:
     delta_us = statistics.median(runner_measure(n, True)["cpu_us"] for _ in range(3)) - \
         statistics.median(runner_measure(n, False)["cpu_us"] for _ in range(3))
     gate_share = delta_us / off_m
+    instr: dict[str, float] = {}
+    if not quick and instructions.available():
+        n, wn = INSTR_FRAMES
+        for mode in ("off", "armed"):
+            instr[mode] = instructions.per_frame(
+                lambda k, mode=mode: instructions.python_cmd("bench.bench_measurement", "child", k, mode), n, wn)
+    tables_extra = []
+    ratios_extra = []
+    notes_extra = []
+    if instr:
+        r_i = instr["armed"] / instr["off"]
+        tables_extra.append({
+            "title": f"instructions per frame (callgrind, frames {INSTR_FRAMES[1] + 1}–{INSTR_FRAMES[0]}, "
+                     "start-up subtracted)",
+            "headers": ["measurement", "instructions / frame", "armed − off"],
+            "rows": [["off", round(instr["off"]), None],
+                     ["capture armed", round(instr["armed"]), round(instr["armed"] - instr["off"])]]})
+        ratios_extra.append({"name": "instructions per frame, armed / off (callgrind)", "value": r_i,
+                             "target": "<= 1.01", "ok": r_i <= 1.01})
+        notes_extra.append("the callgrind counts are the same for the same input on any load; they count user-space "
+                           "instructions of all threads, which is where the gate and the recorder run")
+    elif not quick:
+        notes_extra.append(f"valgrind is missing, so there are no instruction counts: {instructions.INSTALL}")
     return {
         "title": "Measurement cost on a real pipeline (1080p x264)",
         "what": __doc__.split("\n\n", 1)[1].strip(),
@@ -85,18 +113,38 @@ def run(quick: bool) -> dict[str, Any]:
             "title": "the gate's own cost",
             "headers": ["runner CPU µs/frame, on − off (no-op stages)", "x264 1080p CPU µs/frame", "share of frame time"],
             "rows": [[delta_us, off_m, f"{gate_share:.4%}"]],
-        }],
+        }, *tables_extra],
         "ratios": [
             {"name": "gate cost / frame time at 1080p x264", "value": gate_share, "target": "< 0.01",
              "ok": gate_share < 0.01},
             {"name": f"CPU per frame, armed / off (median of paired ratios; IQR {q1:.3f}–{q3:.3f})", "value": ratio,
              "target": "<= 1.01", "ok": ratio <= 1.01},
+            *ratios_extra,
         ],
         "plot": {"kind": "bar", "title": "CPU per frame, 1080p x264 ultrafast", "ylabel": "µs / frame",
                  "labels": ["measurement off", "capture armed"], "series": {"punktfunk": [off_m, on_m]}},
         "notes": [f"{len(samples)} windows were recorded while armed",
                   "x264's CPU time for the same frames varies by about ±10 % from run to run on this VM "
                   "(see the runs above), ten times the effect being measured: the paired median is the "
-                  "estimate and the IQR its noise; the runner's on − off cost isolates the gate exactly"],
-        "raw": {"off": off, "on": on, "paired_ratios": ratios, "gate_delta_us": delta_us},
+                  "estimate and the IQR its noise; the runner's on − off cost isolates the gate exactly",
+                  *notes_extra],
+        "raw": {"off": off, "on": on, "paired_ratios": ratios, "gate_delta_us": delta_us,
+                "instructions_per_frame": instr},
     }
+
+
+def _child(frames: int, mode: str) -> None:
+    """``python -m bench.bench_measurement child FRAMES off|armed``: one run (what callgrind counts)."""
+    pm = load_plugin_manager()
+    spec = StreamSpec(width=1920, height=1080, fps=60, bitrate_kbps=12_000)
+    kept: list[Any] = []
+    one_run(pm, spec, frames, mode == "armed", lambda session, sample: kept.append(sample.to_dict()))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 4 and sys.argv[1] == "child" and sys.argv[3] in ("off", "armed"):
+        _child(int(sys.argv[2]), sys.argv[3])
+    else:
+        sys.exit("usage: python -m bench.bench_measurement child FRAMES off|armed")

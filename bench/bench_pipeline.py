@@ -29,7 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import instructions
+
 BITRATE = {720: 6000, 1080: 12000}
+#: frame counts of the long and the short callgrind run (the difference is measured)
+INSTR_FRAMES = (90, 30)
+NAMES = (("gst", "GStreamer"), ("off", "punktfunk, FEC+AEAD off"), ("on", "punktfunk, FEC+AEAD on"))
 KEYINT = 120
 PAYLOAD = 1200
 
@@ -58,14 +63,18 @@ def _sink() -> socket.socket:
     return s
 
 
-def gst_run(yuv: Path, w: int, h: int, frames: int, port: int) -> tuple[float, float, str]:
+def gst_cmd(yuv: Path, w: int, h: int, frames: int, port: int) -> list[str]:
     frame_bytes = w * h * 3 // 2
-    cmd = ["gst-launch-1.0", "-q", "filesrc", f"location={yuv}", f"blocksize={frame_bytes}", f"num-buffers={frames}", "!",
+    return ["gst-launch-1.0", "-q", "filesrc", f"location={yuv}", f"blocksize={frame_bytes}", f"num-buffers={frames}", "!",
            "rawvideoparse", f"width={w}", f"height={h}", "format=i420", "framerate=60/1", "!",
            "x264enc", "speed-preset=ultrafast", "tune=zerolatency", f"bitrate={BITRATE[h]}", "threads=1",
            f"key-int-max={KEYINT}", "bframes=0", "vbv-buf-capacity=17", "!",
            "rtph264pay", f"mtu={PAYLOAD + 12}", "config-interval=-1", "!",
            "udpsink", "host=127.0.0.1", f"port={port}", "sync=false", "async=false"]
+
+
+def gst_run(yuv: Path, w: int, h: int, frames: int, port: int) -> tuple[float, float, str]:
+    cmd = gst_cmd(yuv, w, h, frames, port)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, ru = os.wait4(proc.pid, 0)
@@ -121,6 +130,9 @@ def run(quick: bool) -> dict[str, Any]:
     port = sink.getsockname()[1]
     sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
     rows, ratios, plot = [], [], {"gst": [], "off": [], "on": []}
+    instr_rows: list[list[Any]] = []
+    raw_instr: dict[str, Any] = {}
+    use_callgrind = not quick and instructions.available()
     command = ""
     try:
         for w, h in sizes:
@@ -141,30 +153,85 @@ def run(quick: bool) -> dict[str, Any]:
                 r_ons.append(per["on"][-1][0] / g[0])
             best = {k: (statistics.median(c for c, _ in v), statistics.median(x for _, x in v)) for k, v in per.items()}
             label = f"{w}×{h}"
-            for key, name in (("gst", "GStreamer"), ("off", "punktfunk, FEC+AEAD off"), ("on", "punktfunk, FEC+AEAD on")):
+            for key, name in NAMES:
                 cpu_f, wall_f = best[key]
                 rows.append([label, name, cpu_f * 1e3, 1 / wall_f])
                 plot[key].append(cpu_f * 1e3)
             r_off = statistics.median(r_offs)
             r_on = statistics.median(r_ons)
+            spread = lambda rs: f"{min(rs):.2f}–{max(rs):.2f}" if len(rs) > 1 else "one run"  # noqa: E731
             ratios += [
-                {"name": f"{label} CPU/frame, punktfunk off / GStreamer", "value": r_off, "target": "<= 1.0", "ok": r_off <= 1.0},
-                {"name": f"{label} CPU/frame, punktfunk on / GStreamer", "value": r_on, "target": "<= 1.15", "ok": r_on <= 1.15},
+                {"name": f"{label} CPU/frame, punktfunk off / GStreamer (median of paired runs; {spread(r_offs)})",
+                 "value": r_off, "target": "<= 1.0", "ok": r_off <= 1.0},
+                {"name": f"{label} CPU/frame, punktfunk on / GStreamer (median of paired runs; {spread(r_ons)})",
+                 "value": r_on, "target": "<= 1.15", "ok": r_on <= 1.15},
                 {"name": f"{label} fps, punktfunk off / GStreamer", "value": best["gst"][1] / best["off"][1], "target": None, "ok": None},
             ]
+            if use_callgrind:
+                n, wn = INSTR_FRAMES
+                ins = {
+                    "gst": instructions.per_frame(lambda k: gst_cmd(yuv, w, h, k, port), n, wn),
+                    "off": instructions.per_frame(lambda k: instructions.python_cmd(
+                        "bench.bench_pipeline", "child", y4m, w, h, k, "off"), n, wn),
+                    "on": instructions.per_frame(lambda k: instructions.python_cmd(
+                        "bench.bench_pipeline", "child", y4m, w, h, k, "on"), n, wn),
+                }
+                instr_rows += [[label, name, ins[key] / 1e6] for key, name in NAMES]
+                raw_instr[label] = ins
+                ratios += [
+                    {"name": f"{label} instructions/frame, punktfunk off / GStreamer (callgrind)",
+                     "value": ins["off"] / ins["gst"], "target": "<= 1.0", "ok": ins["off"] / ins["gst"] <= 1.0},
+                    {"name": f"{label} instructions/frame, punktfunk on / GStreamer (callgrind)",
+                     "value": ins["on"] / ins["gst"], "target": "<= 1.15", "ok": ins["on"] / ins["gst"] <= 1.15},
+                ]
             yuv.unlink()
             y4m.unlink()
     finally:
         sink.close()
         shutil.rmtree(tmp, ignore_errors=True)
+    tables = [{"title": f"{frames} frames per run, median of {reps} interleaved runs (ratios: median of per-run ratios)",
+               "headers": ["resolution", "pipeline", "CPU ms / frame", "frames / s (unpaced)"], "rows": rows}]
+    notes = []
+    if instr_rows:
+        tables.append({"title": f"instructions per frame (callgrind, frames {INSTR_FRAMES[1] + 1}–{INSTR_FRAMES[0]} "
+                                "of the same clip; start-up subtracted)",
+                       "headers": ["resolution", "pipeline", "M instructions / frame"], "rows": instr_rows})
+        notes.append("instruction counts repeat exactly for the same input, CPU seconds on this VM do not (see the "
+                     "min–max of the paired runs); an interpreted instruction is slower than one of x264's, so the "
+                     "time ratio can sit above the instruction ratio")
+    elif not quick:
+        notes.append(f"valgrind is missing, so there are no instruction counts: {instructions.INSTALL}")
+    else:
+        notes.append("--quick: one run per side and no instruction counts (the full run adds callgrind counts)")
     return {
         "title": "Pipeline vs GStreamer (x264 ultrafast, loopback UDP)",
         "what": __doc__.split("\n\n", 1)[1].strip(),
         "commands": [command.replace(str(tmp), "$CLIP_DIR")],
-        "tables": [{"title": f"{frames} frames per run, median of {reps} interleaved runs (ratios: median of per-run ratios)",
-                    "headers": ["resolution", "pipeline", "CPU ms / frame", "frames / s (unpaced)"], "rows": rows}],
+        "tables": tables,
+        "notes": notes,
+        "raw": {"instructions_per_frame": raw_instr},
         "ratios": ratios,
         "plot": {"kind": "bar", "title": "CPU per frame (lower is better)", "ylabel": "ms CPU / frame",
                  "labels": [f"{w}×{h}" for w, h in sizes],
                  "series": {"GStreamer": plot["gst"], "punktfunk off": plot["off"], "punktfunk on": plot["on"]}},
     }
+
+
+def _child(argv: list[str]) -> None:
+    """``python -m bench.bench_pipeline child Y4M W H FRAMES on|off``: one punktfunk run
+    to a local sink (what the callgrind counts run)."""
+    y4m, w, h, frames, mode = argv
+    sink = _sink()
+    try:
+        punktfunk_run(Path(y4m), int(w), int(h), int(frames), sink.getsockname()[1], mode == "on")
+    finally:
+        sink.close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 7 and sys.argv[1] == "child":
+        _child(sys.argv[2:])
+    else:
+        sys.exit("usage: python -m bench.bench_pipeline child Y4M W H FRAMES on|off")

@@ -33,6 +33,7 @@ COMPARISONS: list[tuple[str, str, str]] = [
 PEERS = {
     "gst-launch-1.0": "apt-get install gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly",
     "wrk": "apt-get install wrk",
+    "valgrind": "apt-get install valgrind",
     "matplotlib": "pip install -e '.[bench]'",
 }
 
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out: Path = args.out or (REPO / "test-output" / "benchmarks-quick.md" if args.quick else REPO / "docs" / "benchmarks.md")
     out.parent.mkdir(parents=True, exist_ok=True)
-    timeout = args.timeout or (60.0 if args.quick else 900.0)
+    timeout = args.timeout or (60.0 if args.quick else 1800.0)
     missing = [f"  {peer}: install with `{how}`" for peer, how in PEERS.items()
                if not (shutil.which(peer) or _importable(peer))]
     if missing:
