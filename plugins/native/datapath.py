@@ -30,11 +30,6 @@ from reed_solomon_leopard import encode as rs_encode
 
 from punktfunk_core.stages import AccessUnit, Packetizer, PacketBatch, Sender
 
-try:  # optional C helper (setup.py): one call seals a whole access unit
-    from punktfunk_native._seal import Sealer as _CSealer
-except ImportError:  # pragma: no cover - depends on the build
-    _CSealer = None
-
 from punktfunk_native.wire import (
     DIR_CLIENT_TO_HOST,
     DIR_HOST_TO_CLIENT,
@@ -52,6 +47,11 @@ from punktfunk_native.wire import (
     parse_header,
     shard_plan,
 )
+
+try:  # optional C helper (setup.py): one call seals a whole access unit
+    from punktfunk_native._seal import Sealer as _CSealer
+except ImportError:  # pragma: no cover - depends on the build
+    _CSealer = None
 
 log = logging.getLogger("punktfunk.native.data")
 
