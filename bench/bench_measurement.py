@@ -27,13 +27,16 @@ from bench import instructions
 INSTR_FRAMES = (75, 25)
 
 
-def one_run(pm: Any, spec: StreamSpec, frames: int, armed: bool, recorder: Any) -> float:
+def one_run(pm: Any, spec: StreamSpec, frames: int, armed: bool, recorder: Any, clip: str | None = None) -> float:
+    """CPU µs per frame of one run; ``clip`` (a .y4m) replaces the test pattern, whose
+    time stamp makes every run's pictures, and so x264's work, slightly different."""
     gate = MeasurementGate(perf=False)
     if armed:
         gate.arm("stats")
     session = Session("bench", "-", spec)
     stages = (
-        pm.stages.create("capture", "testpattern", spec, {}),
+        (pm.stages.create("capture", "file", spec, {"path": clip, "stamp": False, "loop": False}) if clip
+         else pm.stages.create("capture", "testpattern", spec, {})),
         pm.stages.create("encoder", "x264", spec, {"preset": "ultrafast", "threads": 1}),
         pm.stages.create("packetizer", "chunk", spec, {"payload_size": 1400}),
         pm.stages.create("sender", "null", spec, {}),
@@ -80,10 +83,21 @@ def run(quick: bool) -> dict[str, Any]:
     gate_share = delta_us / off_m
     instr: dict[str, float] = {}
     if not quick and instructions.available():
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from bench.bench_pipeline import write_clip
+
         n, wn = INSTR_FRAMES
-        for mode in ("off", "armed"):
-            instr[mode] = instructions.per_frame(
-                lambda k, mode=mode: instructions.python_cmd("bench.bench_measurement", "child", k, mode), n, wn)
+        tmp = Path(tempfile.mkdtemp(prefix="pf-clip-"))
+        try:
+            _yuv, y4m = write_clip(tmp, spec.width, spec.height, n)
+            for mode in ("off", "armed"):
+                instr[mode] = instructions.per_frame(lambda k, mode=mode: instructions.python_cmd(
+                    "bench.bench_measurement", "child", k, mode, y4m), n, wn)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     tables_extra = []
     ratios_extra = []
     notes_extra = []
@@ -133,18 +147,18 @@ def run(quick: bool) -> dict[str, Any]:
     }
 
 
-def _child(frames: int, mode: str) -> None:
-    """``python -m bench.bench_measurement child FRAMES off|armed``: one run (what callgrind counts)."""
+def _child(frames: int, mode: str, clip: str) -> None:
+    """``python -m bench.bench_measurement child FRAMES off|armed CLIP.y4m``: one run (what callgrind counts)."""
     pm = load_plugin_manager()
     spec = StreamSpec(width=1920, height=1080, fps=60, bitrate_kbps=12_000)
     kept: list[Any] = []
-    one_run(pm, spec, frames, mode == "armed", lambda session, sample: kept.append(sample.to_dict()))
+    one_run(pm, spec, frames, mode == "armed", lambda session, sample: kept.append(sample.to_dict()), clip)
 
 
 if __name__ == "__main__":
     import sys
 
-    if len(sys.argv) == 4 and sys.argv[1] == "child" and sys.argv[3] in ("off", "armed"):
-        _child(int(sys.argv[2]), sys.argv[3])
+    if len(sys.argv) == 5 and sys.argv[1] == "child" and sys.argv[3] in ("off", "armed"):
+        _child(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     else:
-        sys.exit("usage: python -m bench.bench_measurement child FRAMES off|armed")
+        sys.exit("usage: python -m bench.bench_measurement child FRAMES off|armed CLIP.y4m")

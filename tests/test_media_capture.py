@@ -140,6 +140,83 @@ def test_file_capture_counts_and_skips_pictures_that_fail_to_decode(tmp_path):
     cap.close()
 
 
+def write_y4m(path: Path, w: int, h: int, pictures: list[np.ndarray], colour: str = "C420jpeg") -> Path:
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F60:1 Ip A1:1 {colour}\n".encode())
+        for p in pictures:
+            f.write(b"FRAME\n")
+            f.write(p.tobytes())
+    return path
+
+
+def random_pictures(w: int, h: int, n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(5)
+    return [rng.integers(0, 256, (h * 3 // 2, w), dtype=np.uint8) for _ in range(n)]
+
+
+def test_y4m_of_the_stream_size_is_read_straight_into_the_buffers_and_matches_pyav(tmp_path):
+    w, h = 64, 48
+    pics = random_pictures(w, h, 4)
+    path = write_y4m(tmp_path / "c.y4m", w, h, pics)
+    cap = FileCapture(StreamSpec(w, h), {"path": str(path), "stamp": False})
+    assert cap._y4m is not None  # the fast path, no decoder
+    with av.open(str(path)) as c:  # what the PyAV path would have produced
+        ref = [vf.to_ndarray(format="yuv420p") for vf in c.decode(video=0)]
+    assert all(np.array_equal(r, p) for r, p in zip(ref, pics))
+    for i in range(1, 10):  # loops back to the first picture
+        f = cap.grab(i)
+        got = np.concatenate([f.planes[0].ravel(), f.planes[1].ravel(), f.planes[2].ravel()])
+        assert np.array_equal(got, pics[(i - 1) % 4].ravel()), i
+        assert not f.is_repeat
+    assert cap.loops == 2
+    cap.close()
+
+
+def test_y4m_end_truncation_and_a_damaged_marker(tmp_path):
+    w, h = 64, 48
+    pics = random_pictures(w, h, 3)
+    path = write_y4m(tmp_path / "c.y4m", w, h, pics)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.y4m"
+    cut.write_bytes(data[:-100])  # the last picture is incomplete
+    cap = FileCapture(StreamSpec(w, h), {"path": str(cut), "loop": False, "stamp": False})
+    got = [cap.grab(i) for i in range(1, 6)]
+    assert [f.is_repeat for f in got] == [False, False, True, True, True]
+    assert np.array_equal(got[-1].planes[0], pics[1][:h])  # the last whole picture repeats
+    cap.close()
+    w = 96  # wide enough for the frame stamp
+    data = write_y4m(tmp_path / "s.y4m", w, h, random_pictures(w, h, 3)).read_bytes()
+    second = data.index(b"FRAME", data.index(b"FRAME") + 5)
+    bad = tmp_path / "bad.y4m"
+    bad.write_bytes(data[:second] + b"XRAME" + data[second + 5:])
+    cap = FileCapture(StreamSpec(w, h), {"path": str(bad), "stamp": True})
+    frames = [cap.grab(i) for i in range(1, 8)]  # picture 1, then back to the start each time
+    assert cap.decode_errors >= 3 and not any(f.is_repeat for f in frames)
+    assert read_stamp(frames[-1].planes[0]) == (7, (frames[-1].capture_ns // 1000) & 0xFFFFFFFF)
+    cap.close()
+
+
+@pytest.mark.parametrize("case", ["other size", "nv12 wanted", "4:4:4"])
+def test_y4m_that_needs_scaling_or_conversion_goes_through_pyav(tmp_path, case):
+    w, h = 64, 48
+    if case == "4:4:4":
+        rng = np.random.default_rng(1)
+        path = tmp_path / "c444.y4m"
+        with open(path, "wb") as f:
+            f.write(f"YUV4MPEG2 W{w} H{h} F60:1 Ip C444\n".encode())
+            for _ in range(2):
+                f.write(b"FRAME\n" + rng.integers(0, 256, w * h * 3, dtype=np.uint8).tobytes())
+    else:
+        path = write_y4m(tmp_path / "c.y4m", w, h, random_pictures(w, h, 2))
+    spec = StreamSpec(32, 24) if case == "other size" else StreamSpec(w, h)
+    fmt = "nv12" if case == "nv12 wanted" else "i420"
+    cap = FileCapture(spec, {"path": str(path), "stamp": False, "pixel_format": fmt})
+    assert cap._y4m is None
+    f = cap.grab(1)
+    assert f.format == fmt and f.planes[0].shape == (spec.height, spec.width)
+    cap.close()
+
+
 def test_file_capture_is_registered(clip):
     pm = load_plugin_manager()
     cap = pm.stages.create("capture", "file", StreamSpec(160, 120), {"path": str(clip)})

@@ -5,6 +5,12 @@ the stream's size and the encoder's input format, copied into a reused 4:2:0
 buffer and (by default) stamped with the frame id and capture time like the
 test pattern, so end-to-end latency can be measured on real content.
 
+Uncompressed YUV4MPEG2 (``.y4m``) files whose size and 4:2:0 layout already
+match the stream take a shorter road: each picture is read straight into the
+buffer the encoder gets (one ``readinto``, no decoder, no copy in user space),
+as GStreamer's ``filesrc ! rawvideoparse`` does. Anything else goes through
+PyAV.
+
 The source paces nothing: the runner calls ``grab`` on its own clock and gets
 the file's next picture. Packets that fail to decode are counted in
 ``decode_errors`` and skipped; a file that stops producing pictures is
@@ -40,6 +46,56 @@ def _path(value: Any) -> str:
     return os.fspath(value)
 
 
+#: YUV4MPEG2 colour spaces that are 8-bit 4:2:0 planar (the chroma siting differs, the bytes do not)
+Y4M_420 = {b"420", b"420jpeg", b"420paldv", b"420mpeg2"}
+
+
+class Y4MReader:
+    """Reads the pictures of an 8-bit 4:2:0 YUV4MPEG2 file straight into caller buffers."""
+
+    def __init__(self, path: str, width: int, height: int, header: bytes) -> None:
+        self.path = path
+        self.frame_bytes = width * height * 3 // 2
+        self._f = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._f.seek(len(header))
+        self._first = len(header)
+
+    @staticmethod
+    def probe(path: str, width: int, height: int) -> bytes | None:
+        """The header line when ``path`` is a Y4M file of exactly this size in 8-bit
+        4:2:0 progressive, else None (the caller then uses PyAV)."""
+        try:
+            with open(path, "rb") as f:
+                header = f.readline(1024)
+        except OSError:
+            return None
+        if not header.startswith(b"YUV4MPEG2 ") or not header.endswith(b"\n"):
+            return None
+        fields = {t[:1]: t[1:] for t in header.split()[1:] if t}
+        if fields.get(b"W") != str(width).encode() or fields.get(b"H") != str(height).encode():
+            return None
+        if fields.get(b"C", b"420jpeg") not in Y4M_420 or fields.get(b"I", b"p") not in (b"p", b"?"):
+            return None
+        return header
+
+    def read_into(self, flat: np.ndarray) -> bool | None:
+        """Fill ``flat`` (frame_bytes, contiguous) with the next picture: True;
+        False at the end of the file; None for a damaged FRAME marker."""
+        line = self._f.readline(256)
+        if not line:
+            return False
+        if not line.startswith(b"FRAME"):
+            return None
+        got = self._f.readinto(memoryview(flat).cast("B"))
+        return True if got == self.frame_bytes else False
+
+    def rewind(self) -> None:
+        self._f.seek(self._first)
+
+    def close(self) -> None:
+        self._f.close()
+
+
 class FileCapture(CaptureSource):
     """Loops a video file. Options: ``path`` (required), ``loop`` (default
     true), ``stamp`` (draw the frame stamp, default true), ``pixel_format``
@@ -62,8 +118,13 @@ class FileCapture(CaptureSource):
         self.loops = 0
         self._container: Any = None
         self._frames: Iterator[Any] | None = None
-        self._open()  # fail now with a clear message when the file is unusable
-        self._ring = [alloc_planes(self.width, self.height, self.format)[1] for _ in range(RING)]
+        self._y4m: Y4MReader | None = None
+        header = Y4MReader.probe(self.path, self.width, self.height) if self.format == "i420" else None
+        if header is not None:
+            self._y4m = Y4MReader(self.path, self.width, self.height, header)
+        else:
+            self._open()  # fail now with a clear message when the file is unusable
+        self._ring = [alloc_planes(self.width, self.height, self.format) for _ in range(RING)]
         self._next = 0
         self._last: tuple[np.ndarray, ...] | None = None
         self._ended = False
@@ -110,18 +171,40 @@ class FileCapture(CaptureSource):
             self._open()
         return None
 
+    def _read_y4m(self, flat: np.ndarray) -> bool:
+        """The next Y4M picture into ``flat``, rewinding once at the end when looping."""
+        assert self._y4m is not None
+        for attempt in range(2):
+            ok = self._y4m.read_into(flat)
+            if ok:
+                return True
+            if ok is None:  # not a FRAME marker: the rest of the file is unusable
+                self.decode_errors += 1
+            if not self.loop or attempt:
+                return False
+            self.loops += 1
+            self._y4m.rewind()
+        return False
+
     def grab(self, frame_id: int) -> Frame:
-        vf = None if self._ended else self._next_picture()
-        if vf is None:
+        flat, planes = self._ring[self._next]
+        if self._ended:
+            got = False
+        elif self._y4m is not None:
+            got = self._read_y4m(flat)
+        else:
+            vf = self._next_picture()
+            got = vf is not None
+            if got:
+                copy_av_frame(vf.reformat(width=self.width, height=self.height, format=AV_FORMAT[self.format]),
+                              planes)
+        if not got:
             self._ended = True
             if self._last is None:
                 raise RuntimeError(f"file: {self.path!r} has no decodable picture")
             planes, repeat = self._last, True
         else:
-            vf = vf.reformat(width=self.width, height=self.height, format=AV_FORMAT[self.format])
-            planes = self._ring[self._next]
             self._next = (self._next + 1) % RING
-            copy_av_frame(vf, planes)
             self._last, repeat = planes, False
         capture_ns = time.monotonic_ns()
         if self.stamp:
@@ -137,3 +220,5 @@ class FileCapture(CaptureSource):
 
     def close(self) -> None:
         self._close_container()
+        if self._y4m is not None:
+            self._y4m.close()
