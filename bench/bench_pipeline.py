@@ -124,7 +124,7 @@ def run(quick: bool) -> dict[str, Any]:
     sizes = [(1280, 720)] if quick else [(1280, 720), (1920, 1080)]
     frames = 120 if quick else 600
     warm = 30
-    reps = 1 if quick else 5
+    reps = 1 if quick else 7
     tmp = Path(tempfile.mkdtemp(prefix="pf-clip-"))
     sink = _sink()
     port = sink.getsockname()[1]

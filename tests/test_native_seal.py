@@ -88,6 +88,17 @@ def test_sealer_rejects_bad_input():
     assert len(s.seal_frame([b"abcd"], 0, 1, 1, 0, 0, 0, 4, 1, 0, 4)) == 4 + 48
 
 
+@needs_sealer
+def test_split_pads_only_the_last_shard_and_refuses_impossible_layouts():
+    from punktfunk_native._seal import split
+
+    assert split(b"abcdefg", 3, 3) == [b"abc", b"def", b"g\0\0"]
+    assert split(memoryview(b"abcdef"), 2, 3) == [b"abc", b"def"]
+    for k, slen in ((2, 2), (4, 3), (0, 3), (3, 0)):  # too few, one too many, nonsense
+        with pytest.raises(ValueError, match="do not make"):
+            split(b"abcdefg", k, slen)
+
+
 @pytest.mark.parametrize("batch_seal", [True, False])
 @pytest.mark.parametrize("gso", [True, False])
 def test_sender_puts_every_datagram_on_the_wire(batch_seal, gso):

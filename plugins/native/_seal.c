@@ -151,6 +151,38 @@ done:
     return result;
 }
 
+/* split(data, k, slen) -> list of k bytes objects of slen bytes; the last one zero-padded */
+static PyObject *seal_split(PyObject *mod, PyObject *args) {
+    Py_buffer data;
+    Py_ssize_t k, slen;
+    if (!PyArg_ParseTuple(args, "y*nn", &data, &k, &slen))
+        return NULL;
+    PyObject *out = NULL;
+    if (k < 1 || slen < 1 || data.len > k * slen || data.len <= (k - 1) * slen) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes do not make %zd shards of %zd", data.len, k, slen);
+        goto done;
+    }
+    out = PyList_New(k);
+    if (out == NULL)
+        goto done;
+    const char *src = (const char *)data.buf;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        Py_ssize_t off = i * slen, n = data.len - off < slen ? data.len - off : slen;
+        PyObject *b = PyBytes_FromStringAndSize(NULL, slen);
+        if (b == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        memcpy(PyBytes_AS_STRING(b), src + off, (size_t)n);
+        if (n < slen)
+            memset(PyBytes_AS_STRING(b) + n, 0, (size_t)(slen - n));
+        PyList_SET_ITEM(out, i, b);
+    }
+done:
+    PyBuffer_Release(&data);
+    return out;
+}
+
 static PyMethodDef Sealer_methods[] = {
     {"seal_frame", (PyCFunction)Sealer_seal_frame, METH_VARARGS,
      "seal_frame(shards, seq, version, ptype, flags, frame_id, au_seq, au_len, k, m, slen) -> bytes\n\n"
@@ -171,8 +203,15 @@ static PyTypeObject SealerType = {
     .tp_methods = Sealer_methods,
 };
 
+static PyMethodDef module_methods[] = {
+    {"split", seal_split, METH_VARARGS,
+     "split(data, k, slen) -> list[bytes]\n\n"
+     "The k shards of an access unit, slen bytes each, the last one zero-padded."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef sealmodule = {
-    PyModuleDef_HEAD_INIT, "_seal", "Batch AES-GCM sealing of punktfunk/1 datagrams (OpenSSL).", -1, NULL,
+    PyModuleDef_HEAD_INIT, "_seal", "Batch AES-GCM sealing of punktfunk/1 datagrams (OpenSSL).", -1, module_methods,
 };
 
 PyMODINIT_FUNC PyInit__seal(void) {

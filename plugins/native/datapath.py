@@ -50,8 +50,9 @@ from punktfunk_native.wire import (
 
 try:  # optional C helper (setup.py): one call seals a whole access unit
     from punktfunk_native._seal import Sealer as _CSealer
+    from punktfunk_native._seal import split as _csplit
 except ImportError:  # pragma: no cover - depends on the build
-    _CSealer = None
+    _CSealer = _csplit = None
 
 log = logging.getLogger("punktfunk.native.data")
 
@@ -150,10 +151,13 @@ class NativePacketizer(Packetizer):
         total = k + m
         psize = OVERHEAD + slen
         pad = k * slen - n
-        data = bytes(data)  # no copy when it already is bytes
-        # whole shards are slices; only the last one is zero-padded
-        shards = [data[i * slen:(i + 1) * slen] for i in range(k - 1)]
-        shards.append(data[(k - 1) * slen:] + bytes(pad) if pad else data[(k - 1) * slen:])
+        if self._sealer is not None:
+            shards = _csplit(data, k, slen)
+        else:
+            data = bytes(data)  # no copy when it already is bytes
+            # whole shards are slices; only the last one is zero-padded
+            shards = [data[i * slen:(i + 1) * slen] for i in range(k - 1)]
+            shards.append(data[(k - 1) * slen:] + bytes(pad) if pad else data[(k - 1) * slen:])
         t0 = perf_counter_ns()
         parity = rs_encode(shards, m) if m else []
         t1 = perf_counter_ns()
