@@ -6,6 +6,11 @@ the Markdown file (PNG plots are written next to it). Nothing is installed by
 the harness: missing peers are reported with the command that installs them
 and the comparison that needs them is skipped with that reason.
 
+Where CPU seconds drift more than the effect being measured (pipeline vs
+GStreamer, armed vs off), the full run also counts instructions per frame
+with valgrind's callgrind (``bench/instructions.py``): the same input gives
+the same count whatever else the machine is doing.
+
 Each comparison is a module ``bench.<module>`` with ``run(quick: bool) -> dict``
 and is run in its own child process (a hang or crash costs only that section).
 
