@@ -140,12 +140,22 @@ def run(quick: bool) -> dict[str, Any]:
             per: dict[str, list[tuple[float, float]]] = {"gst": [], "off": [], "on": []}
             r_offs: list[float] = []
             r_ons: list[float] = []
-            for _ in range(reps):  # interleaved: each rep compares runs made next to each other in time
-                c_full, w_full, command = gst_run(yuv, w, h, frames, port)
-                c_warm, w_warm, _ = gst_run(yuv, w, h, warm, port)
-                g = ((c_full - c_warm) / (frames - warm), (w_full - w_warm) / (frames - warm))
-                off = punktfunk_run(y4m, w, h, frames, port, False)
-                on = punktfunk_run(y4m, w, h, frames, port, True)
+            for rep in range(reps):  # interleaved: each rep compares runs made next to each other in time
+                out: dict[str, Any] = {}
+
+                def gst_side() -> None:
+                    c_full, w_full, out["command"] = gst_run(yuv, w, h, frames, port)
+                    c_warm, w_warm, _ = gst_run(yuv, w, h, warm, port)
+                    out["gst"] = ((c_full - c_warm) / (frames - warm), (w_full - w_warm) / (frames - warm))
+
+                def pf_side() -> None:
+                    out["off"] = punktfunk_run(y4m, w, h, frames, port, False)
+                    out["on"] = punktfunk_run(y4m, w, h, frames, port, True)
+
+                # who goes first alternates, so a drift within a rep favours neither side
+                for side in ((gst_side, pf_side) if rep % 2 == 0 else (pf_side, gst_side)):
+                    side()
+                g, off, on, command = out["gst"], out["off"], out["on"], out["command"]
                 per["gst"].append(g)
                 per["off"].append((off[0] / frames, off[1] / frames))
                 per["on"].append((on[0] / frames, on[1] / frames))
