@@ -92,7 +92,9 @@ def test_watch_refreshes_in_place_until_ctrl_c(host_factory) -> None:
     host.call("statstest.session", proto="a", seconds=3, fps=60)
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "punktfunk_core.cli", "stats", "--interval", "0.2"],
-                            env=host.env, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+                            env=host.env, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+                            # a suite started in the background inherits SIGINT ignored; Ctrl-C is the point here
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(slave)
     buf = b""
     deadline = time.monotonic() + 15

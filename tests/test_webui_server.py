@@ -171,7 +171,9 @@ def test_stop_ends_master_and_workers(pf_dirs: dict[str, Path], console: Any) ->
 def test_punktfunk_console_runs_alone_against_a_running_host(host_factory: Any, pf_dirs: dict[str, Path]) -> None:
     host = host_factory()
     proc = subprocess.Popen([sys.executable, "-m", "punktfunk_core.cli", "console", "--port", "0", "--workers", "2"],
-                            env=host.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=host.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            # a suite started in the background inherits SIGINT ignored; Ctrl-C is the point here
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         m = re.search(r"punktfunk console: (http://127\.0\.0\.1:\d+/)", line)
