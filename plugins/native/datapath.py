@@ -150,10 +150,10 @@ class NativePacketizer(Packetizer):
         m = parity_count(k, fec.fec_percent, fec.min_parity)
         total = k + m
         psize = OVERHEAD + slen
-        pad = k * slen - n
         if self._sealer is not None:
             shards = _csplit(data, k, slen)
         else:
+            pad = k * slen - n
             data = bytes(data)  # no copy when it already is bytes
             # whole shards are slices; only the last one is zero-padded
             shards = [data[i * slen:(i + 1) * slen] for i in range(k - 1)]

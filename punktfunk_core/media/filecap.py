@@ -86,8 +86,7 @@ class Y4MReader:
             return False
         if not line.startswith(b"FRAME"):
             return None
-        got = self._f.readinto(memoryview(flat).cast("B"))
-        return True if got == self.frame_bytes else False
+        return self._f.readinto(memoryview(flat).cast("B")) == self.frame_bytes
 
     def rewind(self) -> None:
         self._f.seek(self._first)
