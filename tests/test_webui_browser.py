@@ -104,9 +104,14 @@ def record(page: Any, stack: dict[str, Any], seconds: float, shots: Any = None, 
         shots(page, "2-live-card")
     stack["sink"].drain()
     wait_for(lambda: not stack["host"].call("sessions.list"), seconds + 5, what=f"session {info['id']} to end")
+    shown = page.get_attribute("#detail-card", "data-id")  # the previous capture, if one is on screen
     page.click("#capture-stop")
     page.wait_for_selector("#capture-badge.idle")
-    page.wait_for_selector("#detail-card:not([hidden]) #summary-table")
+    # the detail card switches to the capture just saved (until then it may still show the last one)
+    page.wait_for_function(
+        """prev => { const c = document.getElementById('detail-card');
+                     return !c.hidden && c.dataset.id && c.dataset.id !== prev && c.querySelector('#summary-table'); }""",
+        arg=shown)
     return page.get_attribute("#detail-card", "data-id")
 
 
