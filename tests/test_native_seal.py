@@ -22,6 +22,7 @@ from punktfunk_native.datapath import (
     NativeReceiver,
     NativeSender,
     batch_sealer_available,
+    split_shards,
 )
 
 KEY = bytes(range(16))
@@ -92,8 +93,8 @@ def test_sealer_rejects_bad_input():
 def test_split_pads_only_the_last_shard_and_refuses_impossible_layouts():
     from punktfunk_native._seal import split
 
-    assert split(b"abcdefg", 3, 3) == [b"abc", b"def", b"g\0\0"]
-    assert split(memoryview(b"abcdef"), 2, 3) == [b"abc", b"def"]
+    assert split(b"abcdefg", 3, 3) == [b"abc", b"def", b"g\0\0"] == split_shards(b"abcdefg", 3, 3)
+    assert split(memoryview(b"abcdef"), 2, 3) == [b"abc", b"def"] == split_shards(memoryview(b"abcdef"), 2, 3)
     for k, slen in ((2, 2), (4, 3), (0, 3), (3, 0)):  # too few, one too many, nonsense
         with pytest.raises(ValueError, match="do not make"):
             split(b"abcdefg", k, slen)

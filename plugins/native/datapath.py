@@ -85,6 +85,14 @@ class FecParams:
             raise ValueError("min_shard must be even and 2..max_shard")
 
 
+def split_shards(data: bytes | bytearray | memoryview, k: int, slen: int) -> list[bytes]:
+    """The ``k`` shards of an access unit, ``slen`` bytes each, the last one zero-padded
+    (the compiled ``_seal.split`` does the same in one call)."""
+    data = bytes(data)  # no copy when it already is bytes
+    last = data[(k - 1) * slen:]
+    return [data[i * slen:(i + 1) * slen] for i in range(k - 1)] + [last + bytes(slen - len(last))]
+
+
 def batch_sealer_available() -> bool:
     """Whether the compiled batch sealer (``punktfunk_native._seal``) was built."""
     return _CSealer is not None
@@ -150,25 +158,18 @@ class NativePacketizer(Packetizer):
         m = parity_count(k, fec.fec_percent, fec.min_parity)
         total = k + m
         psize = OVERHEAD + slen
-        if self._sealer is not None:
-            shards = _csplit(data, k, slen)
-        else:
-            pad = k * slen - n
-            data = bytes(data)  # no copy when it already is bytes
-            # whole shards are slices; only the last one is zero-padded
-            shards = [data[i * slen:(i + 1) * slen] for i in range(k - 1)]
-            shards.append(data[(k - 1) * slen:] + bytes(pad) if pad else data[(k - 1) * slen:])
+        shards = (_csplit if self._sealer is not None else split_shards)(data, k, slen)
         t0 = perf_counter_ns()
-        parity = rs_encode(shards, m) if m else []
+        every = shards + rs_encode(shards, m) if m else shards
         t1 = perf_counter_ns()
         flags = FLAG_KEYFRAME if au.keyframe else 0
         seq = self.seq
         if self._sealer is not None:
-            buf = self._sealer.seal_frame(shards + parity if parity else shards, seq, WIRE_VERSION, PKT_VIDEO,
-                                          flags, au.frame_id & 0xFFFFFFFF, self.au_seq & 0xFFFFFFFF, n, k, m, slen)
+            buf = self._sealer.seal_frame(every, seq, WIRE_VERSION, PKT_VIDEO, flags, au.frame_id & 0xFFFFFFFF,
+                                          self.au_seq & 0xFFFFFFFF, n, k, m, slen)
             packets: Any = Datagrams(memoryview(buf), psize, total)
         else:
-            packets = self._seal_each(shards + parity if parity else shards, seq, flags, au.frame_id, n, k, m, slen)
+            packets = self._seal_each(every, seq, flags, au.frame_id, n, k, m, slen)
         t2 = perf_counter_ns()
         self.seq = seq + total
         self.au_seq += 1
