@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import av
 import numpy as np
@@ -54,7 +54,6 @@ class Y4MReader:
     """Reads the pictures of an 8-bit 4:2:0 YUV4MPEG2 file straight into caller buffers."""
 
     def __init__(self, path: str, width: int, height: int, header: bytes) -> None:
-        self.path = path
         self.frame_bytes = width * height * 3 // 2
         self._f = open(path, "rb")  # noqa: SIM115 - closed in close()
         self._f.seek(len(header))
@@ -159,40 +158,37 @@ class FileCapture(CaptureSource):
         except av.error.FFmpegError:  # demuxer gave up (truncated or corrupt file)
             self.decode_errors += 1
 
-    def _next_picture(self) -> Any | None:
+    def _next_picture(self, read: Callable[[], Any], rewind: Callable[[], None]) -> Any | None:
+        """``read()``'s next picture; at the end of the file rewind once and read
+        again when looping, else None."""
         for attempt in range(2):
-            frame = next(self._frames, None) if self._frames is not None else None
-            if frame is not None:
-                return frame
+            picture = read()
+            if picture is not None:
+                return picture
             if not self.loop or attempt:
                 return None
             self.loops += 1
-            self._open()
+            rewind()
         return None
 
-    def _read_y4m(self, flat: np.ndarray) -> bool:
-        """The next Y4M picture into ``flat``, rewinding once at the end when looping."""
+    def _decoded(self) -> Any | None:
+        return next(self._frames, None) if self._frames is not None else None
+
+    def _y4m_into(self, flat: np.ndarray) -> np.ndarray | None:
         assert self._y4m is not None
-        for attempt in range(2):
-            ok = self._y4m.read_into(flat)
-            if ok:
-                return True
-            if ok is None:  # not a FRAME marker: the rest of the file is unusable
-                self.decode_errors += 1
-            if not self.loop or attempt:
-                return False
-            self.loops += 1
-            self._y4m.rewind()
-        return False
+        ok = self._y4m.read_into(flat)
+        if ok is None:  # not a FRAME marker: the rest of the file is unusable
+            self.decode_errors += 1
+        return flat if ok else None
 
     def grab(self, frame_id: int) -> Frame:
         flat, planes = self._ring[self._next]
         if self._ended:
             got = False
         elif self._y4m is not None:
-            got = self._read_y4m(flat)
+            got = self._next_picture(lambda: self._y4m_into(flat), self._y4m.rewind) is not None
         else:
-            vf = self._next_picture()
+            vf = self._next_picture(self._decoded, self._open)
             got = vf is not None
             if got:
                 copy_av_frame(vf.reformat(width=self.width, height=self.height, format=AV_FORMAT[self.format]),
