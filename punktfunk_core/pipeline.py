@@ -2,7 +2,10 @@
 
 Per frame there is no pluggy call and no lock of ours: the encode thread hands
 access units to the send thread through a ``SimpleQueue`` whose bound is
-enforced with two single-writer counters. Measurement is one attribute read
+enforced with two single-writer counters. A sender that never waits
+(``Sender.waits`` false: no pacing, non-blocking writes) gets no thread of
+its own: the encode thread packetizes and sends each unit itself, which saves
+the hand-off (a wake-up, a GIL exchange and a second core busy per frame). Measurement is one attribute read
 (``gate.measuring``) per frame; when it is false no timestamp is taken.
 
 While measuring, each step is timed with ``perf_counter_ns`` and the send
@@ -84,6 +87,11 @@ class Pipeline:
         self._end_lock = threading.Lock()
         self._finished = 0
         self._keyframe_after_drop = False
+        #: packetize + send on the encode thread (the sender never waits)
+        self.inline_send = not getattr(sender, "waits", True)
+        # send-side state: touched only by whichever thread sends
+        self._agg = WindowAggregator(layout)
+        self._steps = [0] * N_STEPS
         session.pipeline = self
         session.encoder_backend = encoder.backend or encoder.name
         session.gpu = encoder.gpu
@@ -106,10 +114,9 @@ class Pipeline:
         self.running = True
         self.session.state = "running"
         name = f"{self.session.kind}-{self.session.id}"
-        self._threads = [
-            threading.Thread(target=self._encode_loop, name=f"{name}-encode", daemon=True),
-            threading.Thread(target=self._send_loop, name=f"{name}-send", daemon=True),
-        ]
+        self._threads = [threading.Thread(target=self._encode_loop, name=f"{name}-encode", daemon=True)]
+        if not self.inline_send:
+            self._threads.append(threading.Thread(target=self._send_loop, name=f"{name}-send", daemon=True))
         for t in self._threads:
             t.start()
 
@@ -139,7 +146,10 @@ class Pipeline:
         self.running = False
 
     def _encode_loop(self) -> None:
-        capture, encoder, gate, put = self.capture, self.encoder, self.gate, self._q.put
+        capture, encoder, gate = self.capture, self.encoder, self.gate
+        inline = self.inline_send
+        put = self._q.put
+        deliver = self._deliver
         interval = self.session.spec.frame_interval_ns
         paced = self.paced
         max_frames = self.max_frames
@@ -173,68 +183,82 @@ class Pipeline:
                     aus = encoder.receive()
                     timing = None
                 self.frames_captured = frame_id
-                for au in aus:
-                    if self._queued - self._dequeued >= depth:
-                        # the sender is behind: drop this unit, resync with a keyframe
-                        self.frames_dropped += 1
-                        encoder.request_keyframe()
-                        continue
-                    self._queued += 1
-                    put((au, frame.is_repeat, timing))
-                    timing = None  # a frame's timing goes with its first unit
+                if inline:
+                    try:
+                        for au in aus:
+                            deliver(au, frame.is_repeat, timing)
+                            timing = None  # a frame's timing goes with its first unit
+                    except BaseException as exc:  # noqa: BLE001
+                        self._fail("packetize/send", exc)
+                        break
+                else:
+                    for au in aus:
+                        if self._queued - self._dequeued >= depth:
+                            # the sender is behind: drop this unit, resync with a keyframe
+                            self.frames_dropped += 1
+                            encoder.request_keyframe()
+                            continue
+                        self._queued += 1
+                        put((au, frame.is_repeat, timing))
+                        timing = None
                 if max_frames and frame_id >= max_frames:
                     break
         except BaseException as exc:  # noqa: BLE001 - a failing stage ends the session only
             self._fail("capture/encode", exc)
         finally:
             self.running = False
-            put(_STOP)
+            if not inline:
+                put(_STOP)
             self._thread_done()
 
     def _send_loop(self) -> None:
-        packetizer, sender, get = self.packetizer, self.sender, self._q.get
-        agg = WindowAggregator(self.layout)
-        session = self.session
-        steps = [0] * N_STEPS
+        get, deliver = self._q.get, self._deliver
         try:
             while True:
                 item = get()
                 if item is _STOP:
                     break
                 self._dequeued += 1
-                au, is_repeat, timing = item
-                if timing is None:
-                    batch = packetizer.packetize(au)
-                    sender.send(batch)
-                    self.frames_sent += 1
-                    self.bytes_sent += batch.wire_bytes
-                    if agg.open and not self.gate.measuring:
-                        agg.discard()
-                    continue
-                tq = perf_counter_ns()
-                batch = packetizer.packetize(au)
-                tp = perf_counter_ns()
-                sender.send(batch)
-                ts = perf_counter_ns()
-                self.frames_sent += 1
-                self.bytes_sent += batch.wire_bytes
-                t0, t1, t2, t3 = timing
-                if not agg.open:
-                    agg.begin(t0, self.frames_dropped, sender.send_dropped)
-                steps[0] = t1 - t0
-                steps[1] = t2 - t1
-                steps[2] = t3 - t2
-                steps[3] = tq - t3
-                steps[4] = tp - tq
-                steps[5] = ts - tp
-                agg.add(tuple(steps), ts - t0, is_repeat, batch.wire_bytes, batch.extra_ns)
-                if agg.due(ts):
-                    self._close_window(agg, ts)
+                deliver(*item)
         except BaseException as exc:  # noqa: BLE001
             self._fail("packetize/send", exc)
         finally:
             self.running = False
             self._thread_done()
+
+    def _deliver(self, au: Any, is_repeat: bool, timing: tuple[int, int, int, int] | None) -> None:
+        """Packetize and send one access unit; with ``timing`` (measuring) also
+        time both steps and add the frame to the window. Runs on the send
+        thread, or on the encode thread when ``inline_send``."""
+        agg = self._agg
+        if timing is None:
+            batch = self.packetizer.packetize(au)
+            self.sender.send(batch)
+            self.frames_sent += 1
+            self.bytes_sent += batch.wire_bytes
+            if agg.open and not self.gate.measuring:
+                agg.discard()
+            return
+        tq = perf_counter_ns()
+        batch = self.packetizer.packetize(au)
+        tp = perf_counter_ns()
+        self.sender.send(batch)
+        ts = perf_counter_ns()
+        self.frames_sent += 1
+        self.bytes_sent += batch.wire_bytes
+        t0, t1, t2, t3 = timing
+        if not agg.open:
+            agg.begin(t0, self.frames_dropped, self.sender.send_dropped)
+        steps = self._steps
+        steps[0] = t1 - t0
+        steps[1] = t2 - t1
+        steps[2] = t3 - t2
+        steps[3] = tq - t3
+        steps[4] = tp - tq
+        steps[5] = ts - tp
+        agg.add(tuple(steps), ts - t0, is_repeat, batch.wire_bytes, batch.extra_ns)
+        if agg.due(ts):
+            self._close_window(agg, ts)
 
     def _close_window(self, agg: WindowAggregator, now_ns: int) -> None:
         sample = agg.close(now_ns, self.bitrate_kbps, self.frames_dropped, self.sender.send_dropped, self.session.feedback)

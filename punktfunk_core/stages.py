@@ -167,6 +167,11 @@ class Sender(Stage):
 
     #: optional counters the sender can measure; None means "cannot measure"
     send_dropped: int | None = None
+    #: may ``send`` sleep (pacing) or block? Then the runner gives the sender
+    #: a thread of its own behind a bounded queue. A sender that returns at
+    #: once (unpaced, non-blocking socket writes) may say False: it then runs
+    #: on the encode thread, with no hand-off per frame.
+    waits: bool = True
 
     @abc.abstractmethod
     def send(self, batch: PacketBatch) -> None:

@@ -211,7 +211,8 @@ class NativeSender(Sender):
     ``pace_percent`` of the frame interval is the budget over which the
     chunks of one frame are spread (0 = send back to back); frames of at most
     ``burst_bytes`` on the wire are not paced (pacing them would only add
-    latency). A chunk is one
+    latency); with ``pace_percent = 0`` the sender never waits and the
+    runner calls it on the encode thread. A chunk is one
     GSO ``sendmsg`` (up to 64 equal datagrams, ≤ 65000 bytes) or, without
     GSO, the same number of plain ``sendto`` calls. ``send_dropped`` counts
     datagrams the kernel refused (ENOBUFS/EAGAIN and the like).
@@ -225,6 +226,8 @@ class NativeSender(Sender):
         self.addr = addr
         self.interval_ns = 1_000_000_000 // max(1, fps)
         self.pace_ns = self.interval_ns * max(0, min(100, pace_percent)) // 100
+        #: only a pacing sender sleeps; an unpaced one runs on the encode thread
+        self.waits = self.pace_ns > 0
         self.burst_bytes = burst_bytes
         self.gso = bool(gso) and gso_supported(sock)
         self.close_socket = close_socket

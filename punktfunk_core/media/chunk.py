@@ -92,6 +92,7 @@ class UdpSender(Sender):
     socket buffer, no listener) are counted in ``send_dropped``."""
 
     _DROP_ERRNOS = {errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ECONNREFUSED}
+    waits = False  # no pacing, non-blocking socket
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
         opts = take_options("udp", options, {"host": "127.0.0.1", "port": 0, "sndbuf": 0},
@@ -130,6 +131,8 @@ class UdpSender(Sender):
 
 class NullSender(Sender):
     """Discards every batch, counting packets and bytes (benchmarks)."""
+
+    waits = False
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
         take_options("null", options, {})

@@ -1,0 +1,139 @@
+"""The pipeline runner's two thread models, with real stages and real loopback sockets.
+
+A sender that may wait (pacing, blocking writes) gets its own thread behind a
+bounded queue; one that never waits (``Sender.waits`` false) is called on the
+encode thread. Both must deliver every frame in order, time the same steps
+when measuring, and end the session cleanly when a stage fails.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from punktfunk_core.gate import MeasurementGate
+from punktfunk_core.media.chunk import ChunkAssembler, ChunkPacketizer, UdpSender
+from punktfunk_core.media.swenc import X264Encoder
+from punktfunk_core.media.testpattern import TestPattern
+from punktfunk_core.pipeline import Pipeline
+from punktfunk_core.session import Session
+from punktfunk_core.stages import PacketBatch, StreamSpec
+from punktfunk_core.window import NATIVE_LAYOUT
+
+SPEC = StreamSpec(320, 180, 60, "h264", 1000)
+
+
+class ThreadNotingSender(UdpSender):
+    """The built-in UDP sender, noting which thread calls it; ``waits`` and an
+    optional delay per batch (a slow network) are set per test."""
+
+    def __init__(self, port: int, waits: bool, delay_s: float = 0.0, fail_at: int = 0) -> None:
+        super().__init__(SPEC, {"host": "127.0.0.1", "port": port})
+        self.waits = waits
+        self.delay_s = delay_s
+        self.fail_at = fail_at
+        self.threads: set[str] = set()
+        self.batches = 0
+        self.closed = 0
+
+    def send(self, batch: PacketBatch) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.batches += 1
+        if self.fail_at and self.batches == self.fail_at:
+            raise OSError("network unreachable (test)")
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        super().send(batch)
+
+    def close(self) -> None:
+        self.closed += 1
+        super().close()
+
+
+@pytest.fixture
+def rx():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(2)
+    yield s
+    s.close()
+
+
+def _pipeline(sender: ThreadNotingSender, gate: MeasurementGate, frames: int, **kw):
+    windows, ended = [], []
+    p = Pipeline(Session("test", "-", SPEC), TestPattern(SPEC, {}), X264Encoder(SPEC, {"preset": "ultrafast"}),
+                 ChunkPacketizer(SPEC, {"payload_size": 1000}), sender, NATIVE_LAYOUT, gate,
+                 emit_window=lambda s, w: windows.append(w), on_end=lambda s, e: ended.append(e),
+                 max_frames=frames, **kw)
+    return p, windows, ended
+
+
+def _received_frames(rx: socket.socket) -> list[int]:
+    asm, ids = ChunkAssembler(), []
+    rx.settimeout(0.5)
+    try:
+        while True:
+            got = asm.feed(rx.recv(65536))
+            if got:
+                ids.append(got[0])
+    except socket.timeout:
+        pass
+    return ids
+
+
+@pytest.mark.parametrize("waits", [False, True], ids=["inline", "send-thread"])
+def test_every_frame_arrives_in_order_on_the_thread_the_sender_asks_for(rx, waits):
+    sender = ThreadNotingSender(rx.getsockname()[1], waits)
+    gate = MeasurementGate(perf=False)
+    p, _, ended = _pipeline(sender, gate, 40, paced=False, queue_depth=64)
+    assert p.inline_send is (not waits)
+    p.run()
+    assert ended == [None] and p.session.state == "ended"
+    assert p.frames_sent == 40 and p.frames_dropped == 0
+    assert _received_frames(rx) == list(range(1, 41))
+    (name,) = sender.threads
+    assert name.endswith("-send" if waits else "-encode")
+    assert sender.closed == 1
+
+
+@pytest.mark.parametrize("waits", [False, True], ids=["inline", "send-thread"])
+def test_measuring_times_every_step_either_way(rx, waits):
+    sender = ThreadNotingSender(rx.getsockname()[1], waits)
+    gate = MeasurementGate(perf=False)
+    gate.arm("test")
+    p, windows, _ = _pipeline(sender, gate, 150, paced=True)  # 60 fps: 2.5 s, one whole 2 s window
+    p.run()
+    assert windows
+    w = windows[0]
+    names = [s.name for s in w.stages]
+    assert names == ["capture", "submit", "encode", "queue", "send"], names
+    by = {s.name: s for s in w.stages}
+    assert by["submit"].p50_us > 0 and by["send"].p50_us > 0
+    assert 50 <= w.fps <= 65
+    if not waits:
+        # no hand-off: the "queue" step is the few statements between receive and packetize
+        assert by["queue"].p99_us < 1000
+
+
+def test_a_slow_waiting_sender_makes_the_encode_thread_drop_and_ask_for_a_keyframe(rx):
+    sender = ThreadNotingSender(rx.getsockname()[1], waits=True, delay_s=0.05)
+    p, _, ended = _pipeline(sender, MeasurementGate(perf=False), 60, paced=False, queue_depth=1)
+    p.run()
+    assert ended == [None]
+    assert p.frames_dropped > 0
+    assert p.frames_sent + p.frames_dropped == 60
+
+
+@pytest.mark.parametrize("waits", [False, True], ids=["inline", "send-thread"])
+def test_a_failing_sender_ends_the_session_once_and_closes_every_stage(rx, waits, caplog):
+    sender = ThreadNotingSender(rx.getsockname()[1], waits, fail_at=5)
+    p, _, ended = _pipeline(sender, MeasurementGate(perf=False), 0, paced=True)  # endless until the failure
+    p.start()
+    assert p.join(timeout=10), "the pipeline did not stop after its sender failed"
+    assert len(ended) == 1 and isinstance(ended[0], OSError)
+    assert p.session.state == "ended" and sender.closed == 1
+    assert "packetize/send stage failed" in caplog.text
