@@ -133,3 +133,26 @@ def test_threaded_isal_matches_vectors_and_numpy(threads: int) -> None:
     kernel.encode(a, 212, 43)
     fec.NumpyKernel().encode(b, 212, 43)
     assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("k,m,size", [(1, 1, 1408), (4, 2, 100), (10, 3, 1392), (76, 16, 1408), (212, 43, 1408),
+                                      (200, 55, 777)])
+def test_compiled_nanors_from_moonlight_writes_the_same_parity(k: int, m: int, size: int) -> None:
+    """Beyond the stored vectors: the nanors that Moonlight clients link (inside
+    moonlight-python's libmoonlight-common-c) encodes random blocks of many
+    shapes, and both of our kernels write the same parity bytes."""
+    from bench.bench_gamestream import NanorsKernel
+
+    nanors = NanorsKernel()  # moonlight-python is a test dependency: missing means a broken install
+    rng = np.random.default_rng(k * 7919 + m * 31 + size)
+    data = rng.integers(0, 256, (k, size), dtype=np.uint8)
+    parity = {}
+    for name, kern in (("nanors", nanors), *((kern.name, kern) for kern in _kernels())):
+        buf = np.zeros((k + m, size), dtype=np.uint8)
+        buf[:k] = data
+        kern.encode(buf, k, m)
+        parity[name] = buf[k:].copy()
+    nanors.close()
+    assert parity["nanors"].any()
+    for name, got in parity.items():
+        assert np.array_equal(got, parity["nanors"]), f"{name} differs from compiled nanors for k={k} m={m}"
