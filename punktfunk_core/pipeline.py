@@ -5,14 +5,15 @@ access units to the send thread through a ``SimpleQueue`` whose bound is
 enforced with two single-writer counters. A sender that never waits
 (``Sender.waits`` false: no pacing, non-blocking writes) gets no thread of
 its own: the encode thread packetizes and sends each unit itself, which saves
-the hand-off (a wake-up, a GIL exchange and a second core busy per frame). Measurement is one attribute read
-(``gate.measuring``) per frame; when it is false no timestamp is taken.
+the hand-off (a wake-up, a GIL exchange and a second core busy per frame).
 
-While measuring, each step is timed with ``perf_counter_ns`` and the send
-thread aggregates windows (:mod:`punktfunk_core.window`); at the end of each
-window it calls the ``stats_window`` hook once.
+Measurement is one attribute read (``gate.measuring``) per frame; when it is
+false no timestamp is taken. While measuring, each step is timed with
+``perf_counter_ns`` and the sending thread aggregates windows
+(:mod:`punktfunk_core.window`); at the end of each window it calls the
+``stats_window`` hook once.
 
-A stage that raises ends the session: the error is logged, both threads stop,
+A stage that raises ends the session: the error is logged, the threads stop,
 every stage is closed exactly once and ``session_ended`` is called.
 """
 
