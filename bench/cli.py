@@ -145,7 +145,8 @@ def render_plot(plot: dict[str, Any], path: Path) -> bool:
         return False
     labels = plot.get("labels", [])
     series: dict[str, list] = plot.get("series", {})
-    fig, ax = plt.subplots(figsize=(7.5, 4.0), dpi=110)
+    many = len(series) > 3  # then the legend goes beside the plot, where it hides no bar
+    fig, ax = plt.subplots(figsize=(9.0 if many else 7.5, 4.0), dpi=110)
     n = max(1, len(series))
     width = 0.8 / n
     for i, (name, values) in enumerate(series.items()):
@@ -160,7 +161,10 @@ def render_plot(plot: dict[str, Any], path: Path) -> bool:
         ax.set_yscale("log")
     if plot.get("target") is not None:
         ax.axhline(plot["target"], color="crimson", linestyle="--", linewidth=1, label="target")
-    ax.legend(fontsize=8)
+    if many:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
