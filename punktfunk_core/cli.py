@@ -164,11 +164,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"host {st['hostname']} (pid {st['pid']}, punktfunk {st['version']}), up {st['uptime_ms'] / 1000:.0f} s, "
           f"measuring={'yes' if st['measuring'] else 'no'}")
     for name, p in st["protocols"].items():
-        print(f"  protocol {name}: {json.dumps(p)}")
+        print(f"  protocol {name}: {' '.join(_fields(p)) if isinstance(p, dict) else p}")
     for s in sessions:
         print(f"  session {s['id']}: {s['kind']} {s['client']} {s['width']}x{s['height']}@{s['fps']} "
               f"{s['codec']} via {s['encoder_backend']}")
     return 0
+
+
+def _fields(d: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key=value`` words for a protocol's status: nested tables as
+    ``table.key=value``, lists and large tables by their size, empty values
+    left out (``--json`` shows everything)."""
+    out: list[str] = []
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and len(value) <= 12:
+            out += _fields(value, name + ".")
+        elif isinstance(value, (dict, list, tuple)):
+            out.append(f"{name}=[{len(value)}]")
+        elif value is None or value == "":
+            continue
+        elif isinstance(value, bool):
+            out.append(f"{name}={'yes' if value else 'no'}")
+        else:
+            out.append(f"{name}={value}")
+    return out
 
 
 def cmd_loopback(args: argparse.Namespace) -> int:

@@ -206,3 +206,36 @@ def test_bad_ipc_requests_get_errors_not_crashes(host_factory):
         assert reply["ok"] is False and reply["error"], (raw, reply)
     s.close()
     assert host.call("host.status")["pid"] == host.proc.pid
+
+
+def test_status_command_names_protocols_and_sessions_in_words(host_factory):
+    import subprocess
+    import sys
+
+    from conftest import pf_env
+
+    host = host_factory()
+    sink = UdpSink()
+    try:
+        info = host.call("sessions.loopback", port=sink.port, seconds=30, width=320, height=180, fps=30)
+
+        def status(*extra: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "status", *extra],
+                                  capture_output=True, text=True, env=pf_env(host.dirs), timeout=60)
+
+        r = status()
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0].startswith("host ") and f"pid {host.proc.pid}" in lines[0]
+        protocols = host.call("host.status")["protocols"]
+        assert protocols, "the default host runs at least one protocol"
+        for name in protocols:
+            (line,) = [ln for ln in lines if ln.startswith(f"  protocol {name}: ")]
+            assert "{" not in line and "=" in line, line  # words, not a JSON dump
+        assert f"  session {info['id']}: loopback" in r.stdout and "320x180@30" in r.stdout
+        full = json.loads(status("--json").stdout)
+        assert set(full["host"]["protocols"]) == set(protocols)
+        assert [s["id"] for s in full["sessions"]] == [info["id"]]
+    finally:
+        host.call("sessions.stop", id=info["id"])
+        sink.close()
