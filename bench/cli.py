@@ -35,6 +35,8 @@ PEERS = {
     "wrk": "apt-get install wrk",
     "valgrind": "apt-get install valgrind",
     "matplotlib": "pip install -e '.[bench]'",
+    # the Moonlight client (latency) and compiled nanors (FEC) come from it
+    "moonlight_python": "pip install -e '.[test]'",
 }
 
 
