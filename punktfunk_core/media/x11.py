@@ -48,7 +48,8 @@ class X11Capture(CaptureSource):
 
         kwargs = {"display": opts["display"]} if opts["display"] else {}
         try:
-            self._mss = mss.mss(**kwargs)
+            # mss ≥ 10.2 names the class MSS and deprecates the mss() factory
+            self._mss = getattr(mss, "MSS", mss.mss)(**kwargs)
         except Exception as exc:  # noqa: BLE001 - mss raises its own ScreenShotError and others
             raise RuntimeError(f"x11 capture: cannot open display {opts['display'] or os.environ.get('DISPLAY')!r}: {exc}") from None
         monitors = self._mss.monitors
