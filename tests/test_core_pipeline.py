@@ -116,7 +116,8 @@ def test_measuring_times_every_step_either_way(rx, waits):
     assert 50 <= w.fps <= 65
     if not waits:
         # no hand-off: the "queue" step is the few statements between receive and packetize
-        assert by["queue"].p99_us < 1000
+        # (the median, so one preemption on a busy CI machine does not decide it)
+        assert by["queue"].p50_us < 500
 
 
 def test_a_slow_waiting_sender_makes_the_encode_thread_drop_and_ask_for_a_keyframe(rx):
