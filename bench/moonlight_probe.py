@@ -243,41 +243,64 @@ def _client_main(argv: list[str]) -> dict[str, Any]:
     return _client_stream(a, http)
 
 
-def _client_stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
-    import threading
-
-    import av
+def start_stream(http: Any, info: Any, *, codec: str, width: int, height: int, fps: int, bitrate: int,
+                 packet_size: int, audio: bool = False, resume: bool = False) -> tuple[Any, str, float]:
+    """Launch "Desktop" and start moonlight-common-c's stream on it, as a
+    Moonlight client does: ``(session, "launch" | "resume", seconds to
+    connect)``. An app already running is resumed with ``resume``, else quit
+    first. Shared with the test client (tests/gamestream_helpers.py)."""
     import moonlight_python.stream as mstream
     from moonlight_python.config import CODEC_MAP, StreamConfig
 
-    from punktfunk_core.media.stamp import capture_us_now, latency_us, read_stamp_from_av_frame
-
-    info = http.parse_server_info(http.get_server_info(use_https=True))
     apps = {x.name: x.id for x in http.get_app_list()}
-    fmt = CODEC_MAP["h264"]
-    config = StreamConfig(width=a.width, height=a.height, fps=a.fps, bitrate_kbps=a.bitrate, packet_size=1392,
-                          supported_video_formats=fmt, codec="h264")
+    fmt = CODEC_MAP[codec]
+    config = StreamConfig(width=width, height=height, fps=fps, bitrate_kbps=bitrate, packet_size=packet_size,
+                          supported_video_formats=fmt, codec=codec)
     key, iv = secrets.token_bytes(16), secrets.token_bytes(16)
     session = mstream.StreamingSession()
     params = session.get_launch_query_params()
-    if info.current_game:
-        http.quit_app()
-    url = http.launch_app(apps["Desktop"], a.width, a.height, a.fps, a.bitrate, fmt, key, iv,
-                          config.surroundaudioinfo, config.sops, config.local_audio, params)
+    if info.current_game and resume:
+        url = http.resume_app(key, iv, config.surroundaudioinfo, params)
+        launched = "resume"
+    else:
+        if info.current_game:
+            http.quit_app()
+        url = http.launch_app(apps["Desktop"], width, height, fps, bitrate, fmt, key, iv,
+                              config.surroundaudioinfo, config.sops, config.local_audio, params)
+        launched = "launch"
     t0 = time.monotonic()
     session.start(address="127.0.0.1", app_version=info.app_version, gfe_version=info.gfe_version,
                   server_codec_mode_support=info.server_codec_mode_support, rtsp_session_url=url or "",
-                  config=config, ri_aes_key=key, ri_aes_iv=iv, capture_audio=False)
-    connect_s = time.monotonic() - t0
+                  config=config, ri_aes_key=key, ri_aes_iv=iv, capture_audio=audio)
+    return session, launched, time.monotonic() - t0
+
+
+def wake_when_terminated(session: Any) -> Any:
+    """LiWaitForNextVideoFrame does not return when the host ends the stream
+    while no frame is in flight: wake it then (what a real client's UI does).
+    Returns the event that stops the watcher."""
+    import threading
+
     done = threading.Event()
 
-    def wake_on_termination() -> None:
-        # LiWaitForNextVideoFrame does not return when the stream ends with no frame in flight
+    def watch() -> None:
         while not done.wait(0.05):
             if session.is_terminated:
                 session.wake()
 
-    threading.Thread(target=wake_on_termination, daemon=True).start()
+    threading.Thread(target=watch, daemon=True).start()
+    return done
+
+
+def _client_stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
+    import av
+
+    from punktfunk_core.media.stamp import capture_us_now, latency_us, read_stamp_from_av_frame
+
+    info = http.parse_server_info(http.get_server_info(use_https=True))
+    session, _, connect_s = start_stream(http, info, codec="h264", width=a.width, height=a.height, fps=a.fps,
+                                         bitrate=a.bitrate, packet_size=1392)
+    done = wake_when_terminated(session)
     ctx = av.CodecContext.create("h264", "r")
     frames: list[dict[str, Any]] = []
     decode_s = 0.0

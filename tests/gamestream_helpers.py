@@ -11,7 +11,6 @@ import argparse
 import hashlib
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -164,8 +163,8 @@ def _client_main(argv: list[str]) -> dict[str, Any]:
 def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
     import av
     import moonlight_python.stream as mstream
-    from moonlight_python.config import CODEC_MAP, StreamConfig
 
+    from bench.moonlight_probe import start_stream, wake_when_terminated
     from punktfunk_core.media.stamp import read_stamp_from_av_frame
 
     if os.environ.get("PF_MOONLIGHT_LOG"):
@@ -173,37 +172,10 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
     if a.encryption == "none":
         mstream.ENCFLG_ALL = 0  # the module constant session.start() writes into encryptionFlags
     info = http.parse_server_info(http.get_server_info(use_https=True))
-    apps = {x.name: x.id for x in http.get_app_list()}
-    fmt = CODEC_MAP[a.codec]
-    config = StreamConfig(width=a.width, height=a.height, fps=a.fps, bitrate_kbps=a.bitrate,
-                          packet_size=a.packet_size, supported_video_formats=fmt, codec=a.codec)
-    key, iv = secrets.token_bytes(16), secrets.token_bytes(16)
-    session = mstream.StreamingSession()
-    params = session.get_launch_query_params()
-    if info.current_game:
-        url = http.resume_app(key, iv, config.surroundaudioinfo, params)
-        launched = "resume"
-    else:
-        url = http.launch_app(apps["Desktop"], a.width, a.height, a.fps, a.bitrate, fmt, key, iv,
-                              config.surroundaudioinfo, config.sops, config.local_audio, params)
-        launched = "launch"
-    t0 = time.monotonic()
-    session.start(address="127.0.0.1", app_version=info.app_version, gfe_version=info.gfe_version,
-                  server_codec_mode_support=info.server_codec_mode_support, rtsp_session_url=url or "",
-                  config=config, ri_aes_key=key, ri_aes_iv=iv, capture_audio=a.audio)
-    connect_s = time.monotonic() - t0
-    import threading
-
-    done = threading.Event()
-
-    def wake_on_termination() -> None:
-        # LiWaitForNextVideoFrame does not return when the host terminates the
-        # stream while no frame is in flight: wake it (what a real client's UI does)
-        while not done.wait(0.05):
-            if session.is_terminated:
-                session.wake()
-
-    threading.Thread(target=wake_on_termination, daemon=True).start()
+    session, launched, connect_s = start_stream(
+        http, info, codec=a.codec, width=a.width, height=a.height, fps=a.fps, bitrate=a.bitrate,
+        packet_size=a.packet_size, audio=a.audio, resume=True)
+    done = wake_when_terminated(session)
     ctx = av.CodecContext.create({"hevc": "hevc", "av1": "libdav1d"}.get(a.codec, "h264"), "r")
     frames: list[dict[str, Any]] = []
     audio_packets = 0
@@ -322,6 +294,7 @@ def _install_c_log(mstream: Any) -> None:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(HERE.parent.parent))  # the repository root: bench.moonlight_probe
     try:
         result = _client_main(sys.argv[1:])
     except Exception as exc:  # noqa: BLE001 - reported to the test as data
