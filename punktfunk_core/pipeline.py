@@ -29,7 +29,7 @@ from punktfunk_core.gate import MeasurementGate
 from punktfunk_core.session import Session
 from punktfunk_core.stages import CaptureSource, Encoder, Packetizer, Sender, Stage
 from punktfunk_core.stats import StatsSample
-from punktfunk_core.window import N_STEPS, StageLayout, WindowAggregator
+from punktfunk_core.window import StageLayout, WindowAggregator
 
 log = logging.getLogger("punktfunk.pipeline")
 
@@ -87,12 +87,10 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._end_lock = threading.Lock()
         self._finished = 0
-        self._keyframe_after_drop = False
         #: packetize + send on the encode thread (the sender never waits)
         self.inline_send = not getattr(sender, "waits", True)
         # send-side state: touched only by whichever thread sends
         self._agg = WindowAggregator(layout)
-        self._steps = [0] * N_STEPS
         session.pipeline = self
         session.encoder_backend = encoder.backend or encoder.name
         session.gpu = encoder.gpu
@@ -250,14 +248,9 @@ class Pipeline:
         t0, t1, t2, t3 = timing
         if not agg.open:
             agg.begin(t0, self.frames_dropped, self.sender.send_dropped)
-        steps = self._steps
-        steps[0] = t1 - t0
-        steps[1] = t2 - t1
-        steps[2] = t3 - t2
-        steps[3] = tq - t3
-        steps[4] = tp - tq
-        steps[5] = ts - tp
-        agg.add(tuple(steps), ts - t0, is_repeat, batch.wire_bytes, batch.extra_ns)
+        # the runner steps (window.STEP_NAMES): capture, submit, encode, queue, packetize, send
+        agg.add((t1 - t0, t2 - t1, t3 - t2, tq - t3, tp - tq, ts - tp), ts - t0, is_repeat,
+                batch.wire_bytes, batch.extra_ns)
         if agg.due(ts):
             self._close_window(agg, ts)
 
