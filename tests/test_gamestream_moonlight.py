@@ -6,6 +6,7 @@ its own process (see gamestream_helpers.py).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import stat
@@ -109,6 +110,49 @@ def test_pin_needs_a_waiting_client_and_four_digits(host_factory) -> None:
     with pytest.raises(IpcError) as e:
         host.call("gamestream.pin", pin="12a4")
     assert e.value.code == 400
+
+
+def _fingerprint(device: Path) -> str:
+    """SHA-256 of a Moonlight identity's certificate (moonlight-python keeps it in ``cert.pem``)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return hashlib.sha256(x509.load_pem_x509_certificate((device / "cert.pem").read_bytes())
+                          .public_bytes(Encoding.DER)).hexdigest()
+
+
+def test_three_devices_with_one_certificate_subject_pair_and_each_streams(host_factory, tmp_path: Path) -> None:
+    """Every Moonlight client's certificate is self-signed as ``CN=NVIDIA GameStream Client``; the
+    host tells devices apart by fingerprint, so each pairs, each streams while the others stay
+    paired, and forgetting one leaves the others working."""
+    from cryptography import x509
+
+    host = _host(host_factory, client_timeout_s=3)
+    devices = [tmp_path / name for name in ("phone", "tv", "laptop")]
+    for i, device in enumerate(devices):
+        res = pair(host, device)
+        assert res["ok"], (device.name, res)
+        for earlier in devices[: i + 1]:  # a new pairing keeps every earlier one working
+            apps = run_client("applist", host, earlier)
+            assert apps["ok"] and apps["apps"] == ["Desktop"], (earlier.name, apps)
+    subjects = {x509.load_pem_x509_certificate((d / "cert.pem").read_bytes()).subject.rfc4514_string()
+                for d in devices}
+    assert subjects == {"CN=NVIDIA GameStream Client"}
+    paired = {c["fingerprint"] for c in host.call("gamestream.status")["paired_clients"]}
+    assert paired == {_fingerprint(d) for d in devices}
+    small = ("--frames", "30", "--width", "640", "--height", "360", "--cancel")
+    for device in devices:
+        _assert_stream_ok(run_client("stream", host, device, *small), frames=30, size=(640, 360))
+    # the operator forgets the tv: it gets nothing over HTTPS, the others carry on
+    host.call("gamestream.unpair", fingerprint=_fingerprint(devices[1]))
+    gone = run_client("applist", host, devices[1])
+    assert gone["ok"] is False and "App" not in str(gone.get("apps")), gone
+    # Moonlight falls back to plain HTTP when HTTPS refuses it, and sees that it is no longer paired
+    assert run_client("serverinfo", host, devices[1])["paired"] is False
+    for device in (devices[0], devices[2]):
+        assert run_client("serverinfo", host, device)["paired"] is True
+        _assert_stream_ok(run_client("stream", host, device, *small), frames=30, size=(640, 360))
+    assert host.call("gamestream.status")["sessions_started"] == 5
 
 
 # -- streaming ----------------------------------------------------------------------------
