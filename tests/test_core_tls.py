@@ -19,20 +19,32 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from punktfunk_core.tls import HandshakeFailed, TlsConnection, TlsServer, cert_fingerprint
 
 
-def self_signed(directory: Path, name: str, cn: str = "NVIDIA GameStream Client", kind: str = "ec") -> tuple[Path, Path, str]:
-    """A self-signed certificate and key in ``directory``; returns (cert, key, fingerprint)."""
-    key: Any = ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else rsa.generate_private_key(65537, 2048)
+def self_signed(directory: Path, name: str, cn: str = "NVIDIA GameStream Client", kind: str = "ec",
+                days: int = 30, ca: bool = False, names: int = 0) -> tuple[Path, Path, str]:
+    """A self-signed certificate and key in ``directory``; returns (cert, key, fingerprint).
+
+    ``kind``: ec, rsa, rsa1024 or ed25519; ``days`` < 0 makes it expired; ``names`` adds that
+    many DNS names (a large certificate)."""
+    key: Any = {"ec": lambda: ec.generate_private_key(ec.SECP256R1()), "rsa": lambda: rsa.generate_private_key(65537, 2048),
+                "rsa1024": lambda: rsa.generate_private_key(65537, 1024), "ed25519": ed25519.Ed25519PrivateKey.generate}[kind]()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
+    start, end = (now - datetime.timedelta(days=1), now + datetime.timedelta(days=days)) if days > 0 else \
+        (now + datetime.timedelta(days=days - 1), now + datetime.timedelta(days=days))
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end))
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName(f"device-{i}.example") for i in range(names)]), critical=False)
+    cert = builder.sign(key, None if kind == "ed25519" else hashes.SHA256())
     directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -41,10 +53,13 @@ def self_signed(directory: Path, name: str, cn: str = "NVIDIA GameStream Client"
     return cert_path, key_path, hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-def client_ctx(cert: tuple[Path, Path, str] | None = None, max_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+def client_ctx(cert: tuple[Path, Path, str] | None = None, max_version: ssl.TLSVersion | None = None,
+               weak_keys: bool = False) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    if weak_keys:
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # lets this client present an RSA-1024 certificate
     if max_version is not None:
         ctx.maximum_version = max_version
     if cert is not None:
