@@ -67,6 +67,27 @@ def client_ctx(cert: tuple[Path, Path, str] | None = None, max_version: ssl.TLSV
     return ctx
 
 
+def client_hello() -> bytes:
+    """The first flight of a real TLS client (Python's ssl)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_ctx().wrap_bio(incoming, outgoing)
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    return outgoing.read()
+
+
+def send_and_hang_up(port: int, data: bytes) -> None:
+    """Send ``data`` to a loopback port, close our side, read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        try:
+            while s.recv(4096):
+                pass
+        except OSError:
+            pass
+
+
 class Listener:
     """Accepts connections on loopback and runs ``handle(conn)`` for each on its own thread;
     what each handshake gave (a TlsConnection's fingerprint or the HandshakeFailed) is queued."""
@@ -161,13 +182,7 @@ def test_optional_certificate_absent_gives_a_connection_without_fingerprint(cert
 @pytest.mark.parametrize("garbage", [b"", b"GET / HTTP/1.0\r\n\r\n", b"\x16\x03\x01\xff\xff" + b"\0" * 64, b"\xff" * 4096])
 def test_garbage_instead_of_a_client_hello_fails_the_handshake(certs, garbage: bytes) -> None:
     lst = Listener(server(certs))
-    with socket.create_connection(("127.0.0.1", lst.port), timeout=5) as s:
-        s.sendall(garbage)
-        s.shutdown(socket.SHUT_WR)
-        try:
-            s.recv(100)
-        except OSError:
-            pass
+    send_and_hang_up(lst.port, garbage)
     (res, _), = lst.wait(1)
     assert isinstance(res, HandshakeFailed), res
     lst.close()
@@ -175,11 +190,7 @@ def test_garbage_instead_of_a_client_hello_fails_the_handshake(certs, garbage: b
 
 def test_a_client_that_trickles_its_hello_cannot_hold_the_handshake_past_the_timeout(certs) -> None:
     lst = Listener(server(certs), timeout=1.0)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = client_ctx().wrap_bio(incoming, outgoing)
-    with pytest.raises(ssl.SSLWantReadError):
-        client.do_handshake()
-    hello = outgoing.read()  # a real ClientHello, sent a byte every 0.1 s: each read gets data in time
+    hello = client_hello()  # sent a byte every 0.1 s: each read gets data in time
     s = socket.create_connection(("127.0.0.1", lst.port), timeout=5)
     try:
         for b in hello[:40]:  # 4 s of trickle unless the host hangs up first

@@ -17,7 +17,7 @@ import pytest
 from gamestream_helpers import gs_config, pair, run_client, wait_ready
 from punktfunk_native.client import ClientOptions, NativeClient
 from punktfunk_native.wire import MessageReader, encode_message
-from test_core_tls import client_ctx, self_signed
+from test_core_tls import client_ctx, client_hello, self_signed, send_and_hang_up
 from test_native_protocol import open_session
 
 pytest.importorskip("moonlight_python")
@@ -40,25 +40,6 @@ def _garbage(hello: bytes) -> list[bytes]:
     rnd = [os.urandom(n) for n in (1, 5, 300, 4096)]
     return [*rnd, b"GET /applist HTTP/1.1\r\nHost: x\r\n\r\n", hello[:20], hello[:-8],
             hello[:5] + os.urandom(len(hello) - 5), b"\x16\x03\x01\xff\xff" + b"\0" * 64]
-
-
-def _client_hello() -> bytes:
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = client_ctx().wrap_bio(incoming, outgoing)
-    with pytest.raises(ssl.SSLWantReadError):
-        client.do_handshake()
-    return outgoing.read()
-
-
-def _send_garbage(port: int, data: bytes) -> None:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        try:
-            while s.recv(4096):
-                pass
-        except OSError:
-            pass
 
 
 def _native_attempt(port: int, ctx: ssl.SSLContext) -> dict:
@@ -106,11 +87,11 @@ def test_unpaired_and_garbage_certificates_are_refused_counted_and_the_host_keep
             res = _native_attempt(native_port, ctx)
             assert res["welcome"]["paired"] is False and res["answer"]["code"] == "not_paired", (label, res)
             unpaired += 1
-    hello = _client_hello()
+    hello = client_hello()
     garbage = _garbage(hello) * ROUNDS
     for data in garbage:
-        _send_garbage(gs_ports["https"], data)
-        _send_garbage(native_port, data)
+        send_and_hang_up(gs_ports["https"], data)
+        send_and_hang_up(native_port, data)
     # GameStream requires a certificate: none is a failed handshake too
     no_cert = 0
     for _ in range(ROUNDS):
