@@ -31,8 +31,10 @@ def self_signed(directory: Path, name: str, cn: str = "NVIDIA GameStream Client"
 
     ``kind``: ec, rsa, rsa1024 or ed25519; ``days`` < 0 makes it expired; ``names`` adds that
     many DNS names (a large certificate)."""
-    key: Any = {"ec": lambda: ec.generate_private_key(ec.SECP256R1()), "rsa": lambda: rsa.generate_private_key(65537, 2048),
-                "rsa1024": lambda: rsa.generate_private_key(65537, 1024), "ed25519": ed25519.Ed25519PrivateKey.generate}[kind]()
+    key: Any = {"ec": lambda: ec.generate_private_key(ec.SECP256R1()),
+                "rsa": lambda: rsa.generate_private_key(65537, 2048),
+                "rsa1024": lambda: rsa.generate_private_key(65537, 1024),
+                "ed25519": ed25519.Ed25519PrivateKey.generate}[kind]()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = datetime.datetime.now(datetime.timezone.utc)
     start, end = (now - datetime.timedelta(days=1), now + datetime.timedelta(days=days)) if days > 0 else \
@@ -179,7 +181,8 @@ def test_optional_certificate_absent_gives_a_connection_without_fingerprint(cert
     lst.close()
 
 
-@pytest.mark.parametrize("garbage", [b"", b"GET / HTTP/1.0\r\n\r\n", b"\x16\x03\x01\xff\xff" + b"\0" * 64, b"\xff" * 4096])
+@pytest.mark.parametrize("garbage", [b"", b"GET / HTTP/1.0\r\n\r\n", b"\x16\x03\x01\xff\xff" + b"\0" * 64,
+                                     b"\xff" * 4096])
 def test_garbage_instead_of_a_client_hello_fails_the_handshake(certs, garbage: bytes) -> None:
     lst = Listener(server(certs))
     send_and_hang_up(lst.port, garbage)

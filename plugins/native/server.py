@@ -148,8 +148,8 @@ class NativePlane(ProtocolPlane):
         self._pin_expires = 0.0
         self._pin_failures = 0
         self.counters = {
-            "connections": 0, "tls_failed": 0, "tls_unpaired": 0, "protocol_errors": 0, "pairing_ok": 0, "pairing_failed": 0,
-            "sessions": 0, "sessions_timed_out": 0, "probes_rejected": 0, "refused_busy": 0,
+            "connections": 0, "tls_failed": 0, "tls_unpaired": 0, "protocol_errors": 0, "pairing_ok": 0,
+            "pairing_failed": 0, "sessions": 0, "sessions_timed_out": 0, "probes_rejected": 0, "refused_busy": 0,
         }
 
     # -- lifecycle -----------------------------------------------------------------
