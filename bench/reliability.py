@@ -30,6 +30,7 @@ FAULT_SELECT = [
     "tests/test_reliability_load.py",
     "tests/test_reliability_loss.py",
     "tests/test_reliability_oversize.py",
+    "tests/test_reliability_handshakes.py",
     "tests/test_security.py",
     "tests/test_native_e2e.py::test_silent_client_ends_session_within_keepalive_timeout",
     "tests/test_gamestream_moonlight.py::test_silent_client_times_out",

@@ -6,6 +6,7 @@ its own process (see gamestream_helpers.py).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import stat
@@ -78,25 +79,41 @@ def test_wrong_pin_fails_and_trusts_nothing(host_factory, tmp_path: Path) -> Non
 def test_unpaired_certificate_gets_nothing_over_https(host_factory, tmp_path: Path) -> None:
     import ssl
     import urllib.request
+    from xml.etree import ElementTree
 
     host = _host(host_factory)
     assert pair(host, tmp_path / "paired")["ok"]
-    before = host.call("gamestream.status")["counters"].get("tls_rejected", 0)
+    before = host.call("gamestream.status")["counters"]
+    # a Moonlight identity that never paired (its certificate has the paired one's subject)
     res = run_client("applist", host, tmp_path / "stranger")
-    assert res["ok"] is False and "SSL" in res["error"] + res["detail"], res
+    assert res["ok"] is False and res["detail"].startswith("HTTP 401"), res
     ports = host.call("gamestream.status")["ports"]
-    # no client certificate at all
+    https = f"https://127.0.0.1:{ports['https']}"
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    stranger = ssl.create_default_context()
+    stranger.check_hostname = False
+    stranger.verify_mode = ssl.CERT_NONE
+    stranger.load_cert_chain(tmp_path / "stranger" / "cert.pem", tmp_path / "stranger" / "key.pem")
+    launch = "appid=1&mode=1280x720x60&rikey=" + "00" * 16 + "&rikeyid=1"
+    for cmd in ("serverinfo", "applist", f"launch?{launch}", f"resume?{launch}", "cancel", "pair?phrase=pairchallenge"):
+        body = urllib.request.urlopen(f"{https}/{cmd}", context=stranger, timeout=5).read()
+        root = ElementTree.fromstring(body)
+        assert root.get("status_code") == "401" and len(root) == 0, (cmd, body)  # nothing but the refusal
+    assert host.call("gamestream.status")["app_running"] is False
+    # no client certificate at all: the handshake fails
     with pytest.raises(Exception):
-        urllib.request.urlopen(f"https://127.0.0.1:{ports['https']}/applist?uniqueid=0", context=ctx, timeout=5).read()
+        urllib.request.urlopen(f"{https}/applist?uniqueid=0", context=ctx, timeout=5).read()
     # plain HTTP never serves the HTTPS commands
     body = urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/applist?uniqueid=0", timeout=5).read()
     assert b'status_code="401"' in body and b"<App>" not in body
     after = host.call("gamestream.status")["counters"]
-    assert after.get("tls_rejected", 0) >= before + 2
+    assert after.get("tls_unpaired", 0) == before.get("tls_unpaired", 0) + 7
+    assert after.get("tls_rejected", 0) == before.get("tls_rejected", 0) + 1
     assert after.get("http_unauthorized", 0) >= 1
+    # the paired device is still served
+    assert run_client("applist", host, tmp_path / "paired")["apps"] == ["Desktop"]
 
 
 def test_pin_needs_a_waiting_client_and_four_digits(host_factory) -> None:
@@ -109,6 +126,49 @@ def test_pin_needs_a_waiting_client_and_four_digits(host_factory) -> None:
     with pytest.raises(IpcError) as e:
         host.call("gamestream.pin", pin="12a4")
     assert e.value.code == 400
+
+
+def _fingerprint(device: Path) -> str:
+    """SHA-256 of a Moonlight identity's certificate (moonlight-python keeps it in ``cert.pem``)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return hashlib.sha256(x509.load_pem_x509_certificate((device / "cert.pem").read_bytes())
+                          .public_bytes(Encoding.DER)).hexdigest()
+
+
+def test_three_devices_with_one_certificate_subject_pair_and_each_streams(host_factory, tmp_path: Path) -> None:
+    """Every Moonlight client's certificate is self-signed as ``CN=NVIDIA GameStream Client``; the
+    host tells devices apart by fingerprint, so each pairs, each streams while the others stay
+    paired, and forgetting one leaves the others working."""
+    from cryptography import x509
+
+    host = _host(host_factory, client_timeout_s=3)
+    devices = [tmp_path / name for name in ("phone", "tv", "laptop")]
+    for i, device in enumerate(devices):
+        res = pair(host, device)
+        assert res["ok"], (device.name, res)
+        for earlier in devices[: i + 1]:  # a new pairing keeps every earlier one working
+            apps = run_client("applist", host, earlier)
+            assert apps["ok"] and apps["apps"] == ["Desktop"], (earlier.name, apps)
+    subjects = {x509.load_pem_x509_certificate((d / "cert.pem").read_bytes()).subject.rfc4514_string()
+                for d in devices}
+    assert subjects == {"CN=NVIDIA GameStream Client"}
+    paired = {c["fingerprint"] for c in host.call("gamestream.status")["paired_clients"]}
+    assert paired == {_fingerprint(d) for d in devices}
+    small = ("--frames", "30", "--width", "640", "--height", "360", "--cancel")
+    for device in devices:
+        _assert_stream_ok(run_client("stream", host, device, *small), frames=30, size=(640, 360))
+    # the operator forgets the tv: it gets nothing over HTTPS, the others carry on
+    host.call("gamestream.unpair", fingerprint=_fingerprint(devices[1]))
+    gone = run_client("applist", host, devices[1])
+    assert gone["ok"] is False and gone["detail"].startswith("HTTP 401"), gone  # as Sunshine answers
+    # Moonlight falls back to plain HTTP when HTTPS refuses it, and sees that it is no longer paired
+    assert run_client("serverinfo", host, devices[1])["paired"] is False
+    for device in (devices[0], devices[2]):
+        assert run_client("serverinfo", host, device)["paired"] is True
+        _assert_stream_ok(run_client("stream", host, device, *small), frames=30, size=(640, 360))
+    assert host.call("gamestream.status")["sessions_started"] == 5
 
 
 # -- streaming ----------------------------------------------------------------------------

@@ -327,3 +327,42 @@ def test_client_gives_up_on_a_frozen_host(host_factory, tmp_path):
             proc.communicate()
     assert proc.returncode == 4 and "keepalive timeout" in err, (proc.returncode, err)
     assert took < 1.5 + 2.0, took
+
+
+def test_two_clients_with_the_same_name_pair_and_stream_side_by_side(host_factory, tmp_path):
+    """Every reference client on one machine has the same certificate subject (CN = the hostname);
+    the host tells them apart by fingerprint alone, so both pair, both stream, and unpairing one
+    leaves the other working."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from punktfunk_native.wire import fingerprint
+
+    h = start_host(host_factory, tmp_path)
+    small = ("--json", "--width", "320", "--height", "180")
+    for device, pin in (("laptop", "4821"), ("tablet", "4822")):
+        h.call("native.pin", pin=pin, seconds=120)
+        s = summary_of(run_client(h, tmp_path, "--pin", pin, "--seconds", "1.5", *small, name=device))
+        assert s["frames_decoded"] > 30 and s["ids_in_order"], (device, s)
+    certs = {d: x509.load_pem_x509_certificate((tmp_path / f"{d}-cfg" / "native" / "client-cert.pem").read_bytes())
+             for d in ("laptop", "tablet")}
+    assert certs["laptop"].subject == certs["tablet"].subject  # one name, two devices
+    paired = {c["fingerprint"] for c in h.call("native.clients")}
+    assert len(paired) == 2
+    # both again, at the same time and without a PIN: each is recognised by its own certificate
+    procs = {d: subprocess.Popen(client_cmd(h, "--seconds", "2", *small), env=client_env(tmp_path, d),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for d in ("laptop", "tablet")}
+    for d, p in procs.items():
+        out, err = p.communicate(timeout=60)
+        s = summary_of(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+        assert s["frames_decoded"] > 30 and s["ids_in_order"], (d, s)
+    # the operator forgets the laptop: it gets nothing, the tablet keeps streaming
+    laptop_fp = fingerprint(certs["laptop"].public_bytes(Encoding.DER))
+    assert laptop_fp in paired
+    h.call("native.unpair", fingerprint=laptop_fp[:12])
+    p = run_client(h, tmp_path, "--seconds", "1", *small, name="laptop")
+    assert p.returncode == 3 and "does not recognise this client" in p.stderr, p.stderr
+    s = summary_of(run_client(h, tmp_path, "--seconds", "1.5", *small, name="tablet"))
+    assert s["frames_decoded"] > 30 and s["ids_in_order"], s
+    assert [c["fingerprint"] for c in h.call("native.clients")] == [fp for fp in paired if fp != laptop_fp]

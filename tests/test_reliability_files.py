@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from punktfunk_gamestream.pairing import Identity as GsIdentity
-from punktfunk_native.identity import KnownHosts, PairedClients, load_or_create_identity, server_context
+from punktfunk_native.identity import KnownHosts, PairedClients, load_or_create_identity
 from punktfunk_stats.recorder import NotFound, Recorder
 
 json_values = st.recursive(
@@ -74,10 +74,6 @@ def test_bad_native_paired_clients_file_is_refused_clearly_or_loaded(body):
             assert str(path) in str(exc)
             return
         paired.is_paired("00" * 32)
-        try:
-            server_context(_IDENTITY, paired)
-        except ValueError as exc:
-            assert "paired" in str(exc)
         hosts = KnownHosts(path)
         hosts.fingerprint_of("127.0.0.1:47992")
 
@@ -112,8 +108,9 @@ def test_bad_native_identity_files_are_refused_clearly(cert, key):
 
 def test_one_damaged_paired_client_does_not_lock_the_others_out(tmp_path):
     path = tmp_path / "paired-clients.json"
-    good = _IDENTITY.cert_pem
+    good = _IDENTITY.fingerprint
     path.write_text(json.dumps({"aa": {"cert": "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"},
-                                "bb": {"cert": 5}, "cc": {"cert": good}}))
-    ctx = server_context(_IDENTITY, PairedClients(path))
-    assert ctx.cert_store_stats()["x509"] == 1  # the good one is trusted, the damaged ones skipped
+                                "bb": 5, good: {"cert": _IDENTITY.cert_pem}}))
+    paired = PairedClients(path)
+    assert paired.is_paired(good)  # devices are looked up by fingerprint; a damaged entry is not consulted
+    assert not paired.is_paired("bb")  # an entry that is not an object pairs nothing

@@ -1,20 +1,23 @@
 """nvhttp: the GameStream HTTP (pairing, server info) and HTTPS (apps, launch) API.
 
-HTTPS requires a client certificate from the paired list: the TLS trust store
-holds exactly the paired client certificates, so an unpaired (or absent)
-certificate fails the handshake and gets nothing. Every request is parsed
-strictly; bad input is counted and answered with an error, never raised.
+HTTPS requires a client certificate: the handshake (punktfunk_core.tls) accepts
+any, and each request is served only when that certificate's SHA-256
+fingerprint is on the paired list (Moonlight certificates all share one subject,
+so they cannot be told apart any other way). An unpaired certificate gets 401 on
+every command, as from Sunshine; Moonlight then asks serverinfo over plain HTTP
+and sees it is not paired. No certificate fails the handshake. Every request is
+parsed strictly; bad input is counted and answered with an error, never raised.
 """
 
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from punktfunk_core.tls import HandshakeFailed, TlsConnection, TlsServer
 from punktfunk_gamestream import wire
 from punktfunk_gamestream.pairing import PairedClient, PairingError
 from punktfunk_gamestream.wire import BadInput, xml_response
@@ -26,6 +29,7 @@ log = logging.getLogger("punktfunk.gamestream.nvhttp")
 
 DESKTOP_APP_ID = 1
 REQUEST_TIMEOUT_S = 100.0  # the first pairing request waits for the operator's PIN
+HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class _Server(ThreadingHTTPServer):
@@ -36,9 +40,11 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, addr: tuple[str, int], handler: type, plane: GameStreamPlane, tls: bool) -> None:
         self.plane = plane
-        self.tls = tls
-        self._ctx: ssl.SSLContext | None = None
-        self._ctx_version: object = None
+        self.tls: TlsServer | None = None
+        if tls:  # fails early on a broken host certificate
+            ident = plane.identity
+            self.tls = TlsServer(ident.cert_path, ident.key_path, min_version="1.2", require_client_cert=True,
+                                 session_id=b"punktfunk-gamestream")
         self._active = 0
         self._active_lock = threading.Lock()
         super().__init__(addr, handler)
@@ -60,21 +66,6 @@ class _Server(ThreadingHTTPServer):
                 self._active -= 1
             raise
 
-    def context(self) -> ssl.SSLContext:
-        ident = self.plane.identity
-        version = len(ident.clients), hash(tuple(sorted(ident.clients)))
-        if self._ctx is None or self._ctx_version != version:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            ctx.load_cert_chain(str(ident.cert_path), str(ident.key_path))
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            trust = ident.trust_pem()
-            if trust:
-                ctx.load_verify_locations(cadata=trust)
-            self._ctx = ctx
-            self._ctx_version = version
-        return self._ctx
-
     def finish_request(self, request: Any, client_address: Any) -> None:
         try:
             self._finish(request, client_address)
@@ -83,11 +74,10 @@ class _Server(ThreadingHTTPServer):
                 self._active -= 1
 
     def _finish(self, request: Any, client_address: Any) -> None:
-        if self.tls:
-            request.settimeout(10.0)
+        if self.tls is not None:
             try:
-                request = self.context().wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError) as exc:
+                request = self.tls.accept(request, HANDSHAKE_TIMEOUT_S)
+            except HandshakeFailed as exc:
                 self.plane.count("tls_rejected")
                 log.info("HTTPS from %s refused: %s", client_address[0], exc)
                 try:
@@ -95,9 +85,7 @@ class _Server(ThreadingHTTPServer):
                 except OSError:
                     pass
                 return
-            request.settimeout(REQUEST_TIMEOUT_S)
-        else:
-            request.settimeout(REQUEST_TIMEOUT_S)
+        request.settimeout(REQUEST_TIMEOUT_S)
         try:
             super().finish_request(request, client_address)
         finally:
@@ -138,10 +126,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._xml({}, status, message)
 
     def _paired_client(self) -> PairedClient | None:
-        if not self.server.tls:
+        """The paired client whose certificate this HTTPS connection presented (looked up per
+        request, so an unpairing counts at once)."""
+        if not isinstance(self.connection, TlsConnection):
             return None
-        der = self.connection.getpeercert(binary_form=True)  # type: ignore[attr-defined]
-        return self.server.plane.identity.client_for_der(der)
+        return self.server.plane.identity.client_for_der(self.connection.peer_cert_der)
 
     def do_POST(self) -> None:  # noqa: N802
         self.do_GET()
@@ -156,10 +145,9 @@ class _Handler(BaseHTTPRequestHandler):
             plane.count("http_bad")
             return self._error(400, str(exc))
         client = self._paired_client()
-        if self.server.tls and client is None:
-            # the handshake already required a trusted cert; a cert removed
-            # since (unpaired) lands here
-            plane.count("http_unauthorized")
+        if self.server.tls is not None and client is None:
+            plane.count("tls_unpaired")
+            log.info("HTTPS %.60r from %s refused: its certificate is not paired", route, self.client_address[0])
             return self._error(401, "the client is not paired")
         try:
             handler = ROUTES.get(route)
@@ -292,7 +280,6 @@ class NvHttp:
     def __init__(self, plane: GameStreamPlane, bind: str, http_port: int, https_port: int) -> None:
         self.http = _Server((bind, http_port), _HttpHandler, plane, tls=False)
         self.https = _Server((bind, https_port), _Handler, plane, tls=True)
-        self.https.context()  # fail early on a broken certificate
         self._threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2},
                                           name=f"gamestream-{n}", daemon=True)
                          for n, s in (("http", self.http), ("https", self.https))]

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.x509.oid import NameOID
 
 from punktfunk_core.paths import atomic_write, ensure_private_dir
+from punktfunk_core.tls import cert_fingerprint
 
 from punktfunk_gamestream.wire import BadInput, parse_hex
 
@@ -48,10 +49,6 @@ def _ecb(key: bytes, data: bytes, decrypt: bool) -> bytes:
     c = Cipher(algorithms.AES(key), modes.ECB())
     op = c.decryptor() if decrypt else c.encryptor()
     return op.update(data) + op.finalize()
-
-
-def cert_fingerprint(der: bytes) -> str:
-    return hashlib.sha256(der).hexdigest()
 
 
 @dataclass
@@ -182,10 +179,6 @@ class Identity:
         if not der:
             return None
         return self.clients.get(cert_fingerprint(der))
-
-    def trust_pem(self) -> str:
-        """All paired client certificates, concatenated (the TLS trust store)."""
-        return "".join(c.cert_pem for c in self.clients.values())
 
     # -- crypto helpers --------------------------------------------------------------
     def sign(self, data: bytes) -> bytes:

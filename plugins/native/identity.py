@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import logging
 import ssl
 import threading
 import time
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from punktfunk_core.paths import atomic_write, ensure_private_dir
+from punktfunk_core.tls import TlsServer
 
 from punktfunk_native.wire import fingerprint
 
@@ -138,10 +138,7 @@ class PairedClients(JsonStore):
         return fp
 
     def is_paired(self, fp: str) -> bool:
-        return fp in self.data
-
-    def pem_bundle(self) -> str:
-        return "".join(c for v in self.data.values() if isinstance(v, dict) and isinstance(c := v.get("cert"), str))
+        return self.get(fp) is not None
 
 
 class KnownHosts(JsonStore):
@@ -156,23 +153,12 @@ class KnownHosts(JsonStore):
         return entry.get("fingerprint") if entry else None
 
 
-def server_context(identity: Identity, paired: PairedClients) -> ssl.SSLContext:
-    """TLS 1.3 only; a client certificate is optional at the TLS layer but must
-    be one of the paired ones (they are the trust store) when presented."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.load_cert_chain(identity.cert_path, identity.key_path)
-    ctx.verify_mode = ssl.CERT_OPTIONAL
-    for fp, entry in list(paired.data.items()):
-        pem = entry.get("cert") if isinstance(entry, dict) else None
-        try:
-            if not isinstance(pem, str):
-                raise ValueError("no certificate")
-            ctx.load_verify_locations(cadata=pem)
-        except (ssl.SSLError, ValueError) as exc:  # one damaged entry must not lock every client out
-            logging.getLogger("punktfunk.native").warning(
-                "paired client %s in %s is unusable (%s); skipped", str(fp)[:16], paired.path, exc)
-    return ctx
+def control_tls(identity: Identity) -> TlsServer:
+    """TLS 1.3 only. A client certificate is optional (a device without one may only pair)
+    and any is accepted in the handshake: the plane looks its fingerprint up in the paired
+    list on each connection (several clients may share a subject, e.g. one hostname)."""
+    return TlsServer(identity.cert_path, identity.key_path, min_version="1.3", require_client_cert=False,
+                     session_id=b"punktfunk/1")
 
 
 def client_context(identity: Identity | None) -> ssl.SSLContext:

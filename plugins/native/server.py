@@ -14,7 +14,6 @@ import hmac
 import logging
 import os
 import socket
-import ssl
 import threading
 import time
 from typing import Any
@@ -26,10 +25,11 @@ from punktfunk_core.host import HostBusy
 from punktfunk_core.ipc import IpcError
 from punktfunk_core.protocol import ProtocolPlane
 from punktfunk_core.stages import CODECS
+from punktfunk_core.tls import HandshakeFailed, TlsConnection, TlsServer
 from punktfunk_core.window import NATIVE_LAYOUT
 
 from punktfunk_native.datapath import FecParams, NativePacketizer, NativeSender, PacketOpener
-from punktfunk_native.identity import PairedClients, load_or_create_identity, server_context, validate_cert_der
+from punktfunk_native.identity import PairedClients, control_tls, load_or_create_identity, validate_cert_der
 from punktfunk_native.wire import (
     DIR_CLIENT_TO_HOST,
     MAX_PACKET,
@@ -94,7 +94,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
 class Control:
     """A TLS control connection: framed JSON messages, one thread at a time."""
 
-    def __init__(self, sock: ssl.SSLSocket) -> None:
+    def __init__(self, sock: TlsConnection) -> None:
         self.sock = sock
         self.reader = MessageReader()
         self.pending: list[dict[str, Any]] = []
@@ -137,7 +137,7 @@ class NativePlane(ProtocolPlane):
         self.port = 0
         self.identity = None
         self.paired: PairedClients | None = None
-        self._ctx: ssl.SSLContext | None = None
+        self._tls: TlsServer | None = None
         self._lsock: socket.socket | None = None
         self._stop = threading.Event()
         self._accept_thread: threading.Thread | None = None
@@ -148,8 +148,8 @@ class NativePlane(ProtocolPlane):
         self._pin_expires = 0.0
         self._pin_failures = 0
         self.counters = {
-            "connections": 0, "tls_failed": 0, "protocol_errors": 0, "pairing_ok": 0, "pairing_failed": 0,
-            "sessions": 0, "sessions_timed_out": 0, "probes_rejected": 0, "refused_busy": 0,
+            "connections": 0, "tls_failed": 0, "tls_unpaired": 0, "protocol_errors": 0, "pairing_ok": 0,
+            "pairing_failed": 0, "sessions": 0, "sessions_timed_out": 0, "probes_rejected": 0, "refused_busy": 0,
         }
 
     # -- lifecycle -----------------------------------------------------------------
@@ -157,7 +157,7 @@ class NativePlane(ProtocolPlane):
         cfg = self.config
         self.identity = load_or_create_identity(self.dir, "host", self.host.hostname)
         self.paired = PairedClients(self.dir / "paired-clients.json")
-        self._ctx = server_context(self.identity, self.paired)
+        self._tls = control_tls(self.identity)
         bind = cfg.get("bind", "0.0.0.0")
         family = socket.AF_INET6 if ":" in bind else socket.AF_INET
         s = socket.socket(family, socket.SOCK_STREAM)
@@ -235,9 +235,7 @@ class NativePlane(ProtocolPlane):
             raise IpcError(404, f"no paired client with fingerprint {prefix}…")
         if len(matches) > 1:
             raise IpcError(409, f"{prefix}… matches {len(matches)} clients; give more digits")
-        self.paired.remove(matches[0])
-        # the TLS trust store cannot drop a certificate: new connections get a fresh context
-        self._ctx = server_context(self.identity, self.paired)
+        self.paired.remove(matches[0])  # looked up per connection: from the next one on
         log.info("native: unpaired client %s…", matches[0][:16])
         return {"unpaired": matches[0]}
 
@@ -271,10 +269,10 @@ class NativePlane(ProtocolPlane):
 
     def _serve(self, conn: socket.socket, addr: tuple) -> None:
         try:
-            conn.settimeout(HANDSHAKE_TIMEOUT_S)
+            assert self._tls is not None
             try:
-                tls = self._ctx.wrap_socket(conn, server_side=True)  # type: ignore[union-attr]
-            except (ssl.SSLError, OSError) as exc:
+                tls = self._tls.accept(conn, HANDSHAKE_TIMEOUT_S)
+            except HandshakeFailed as exc:
                 self.counters["tls_failed"] += 1
                 log.info("native: TLS handshake with %s failed: %s", addr[0], exc)
                 conn.close()
@@ -299,8 +297,7 @@ class NativePlane(ProtocolPlane):
                 self._conns -= 1
 
     def _converse(self, ctl: Control, addr: tuple) -> None:
-        peer = ctl.sock.getpeercert(binary_form=True)
-        client_fp = fingerprint(peer) if peer else None
+        client_fp = ctl.sock.peer_fingerprint
         hello = ctl.recv(IDLE_TIMEOUT_S)
         if hello["type"] != "hello":
             raise ProtocolError(f"expected hello, got {hello['type']!r}")
@@ -310,6 +307,8 @@ class NativePlane(ProtocolPlane):
             return
         assert self.paired is not None and self.identity is not None
         paired = client_fp is not None and self.paired.is_paired(client_fp)
+        if client_fp is not None and not paired:  # unknown or unpaired: treated like no certificate
+            self.counters["tls_unpaired"] += 1
         with self._pair_lock:
             pairing_open = self._pairing_open_locked()
         ctl.send({"type": "welcome", "version": PROTOCOL_VERSION, "host_name": self.host.hostname,
@@ -360,7 +359,7 @@ class NativePlane(ProtocolPlane):
         if confirm["type"] != "pair_confirm":
             raise ProtocolError(f"expected pair_confirm, got {confirm['type']!r}")
         mac = b64d(confirm.get("mac"), "mac", 64)
-        assert self.identity is not None and self.paired is not None and self._ctx is not None
+        assert self.identity is not None and self.paired is not None
         client_fp = fingerprint(cert_der)
         kc, kh = pairing_confirm_keys(key, self.identity.fingerprint, client_fp, msg_a, msg_b)
         if not hmac.compare_digest(mac, pairing_mac(kc, b"client")):
@@ -379,7 +378,6 @@ class NativePlane(ProtocolPlane):
                 return
             self._pin = None  # one device per PIN
         self.paired.add(cert_der, name)
-        self._ctx.load_verify_locations(cadata=ssl.DER_cert_to_PEM_cert(cert_der))
         self.counters["pairing_ok"] += 1
         log.info("native: paired client %r (%s…)", name, client_fp[:16])
         ctl.send({"type": "pair_ok", "mac": b64e(pairing_mac(kh, b"host")), "host_name": self.host.hostname})

@@ -23,6 +23,8 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from punktfunk_core.tls import cert_fingerprint
+
 PROTOCOL_VERSION = "punktfunk/1"
 #: versions this implementation speaks, best first
 SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
@@ -134,9 +136,8 @@ def get_int(msg: dict[str, Any], key: str, lo: int, hi: int, default: int | None
     return v
 
 
-def fingerprint(cert_der: bytes) -> str:
-    """SHA-256 of a DER certificate as lowercase hex: how peers name each other."""
-    return hashlib.sha256(cert_der).hexdigest()
+#: SHA-256 of a DER certificate as lowercase hex: how peers name each other
+fingerprint = cert_fingerprint
 
 
 # -- pairing (SPAKE2 confirmation) ------------------------------------------------------
