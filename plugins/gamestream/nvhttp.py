@@ -322,7 +322,12 @@ class NvHttp:
 
     def __init__(self, plane: GameStreamPlane, bind: str, http_port: int, https_port: int) -> None:
         self.http = _Server((bind, http_port), _HttpHandler, plane, tls=False)
-        self.https = _Server((bind, https_port), _Handler, plane, tls=True)
+        try:
+            self.https = _Server((bind, https_port), _Handler, plane, tls=True)
+        except Exception:
+            self.http.gate.close()
+            self.http.server_close()
+            raise
         self.https.context()  # fail early on a broken certificate
         self._threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2},
                                           name=f"gamestream-{n}", daemon=True)
