@@ -37,6 +37,14 @@ FAULT_SELECT = [
     "tests/test_stats_host.py::test_sigkill_while_saving_never_leaves_a_partial_file",
     "tests/test_webui_server.py::test_console_answers_503_within_2_s_while_the_host_is_frozen",
 ]
+#: pairing and connection-admission attacks on both protocols: PIN guessing, pre-authentication
+#: floods, strangers in a GameStream pairing, cancel from another client, idle-connection floods
+PAIRING_ATTACKS = [
+    "tests/test_native_pairing_attacks.py",
+    "tests/test_gamestream_attacks.py",
+    "tests/test_gamestream_moonlight.py::test_wrong_pin_fails_and_trusts_nothing",
+]
+FAULT_SELECT += PAIRING_ATTACKS
 
 
 def property_files() -> list[str]:

@@ -99,6 +99,124 @@ def pair(host: Any, client_dir: Path, client_pin: str = "1234", operator_pin: st
 
 
 # ---------------------------------------------------------------------------------
+# a hand-driven client for the HTTP side (in the test process)
+MOONLIGHT_UID = "0123456789ABCDEF"  # every Moonlight client sends this uniqueid
+
+
+def http_get(port: int, path: str, source: str = "127.0.0.1", timeout: float = 10.0, tls: Any = None) -> str:
+    """One request from ``source`` (any 127.0.0.0/8 address is this machine);
+    HTTPS when ``tls`` (an ``ssl.SSLContext``) is given."""
+    import http.client
+
+    if tls is None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=(source, 0))
+    else:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, source_address=(source, 0),
+                                           context=tls)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
+def xml_field(xml: str, tag: str) -> str | None:
+    import xml.etree.ElementTree as ET
+
+    node = ET.fromstring(xml).find(tag)
+    return node.text if node is not None else None
+
+
+def client_cert(common_name: str = "NVIDIA GameStream Client") -> tuple[Any, Any]:
+    """A Moonlight-like client key and self-signed certificate (RSA 2048); every
+    Moonlight client uses the default common name."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=3650))
+            .sign(key, hashes.SHA256()))
+    return key, cert
+
+
+def ecb(key: bytes, data: bytes, decrypt: bool = False) -> bytes:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    c = Cipher(algorithms.AES(key), modes.ECB())
+    op = c.decryptor() if decrypt else c.encryptor()
+    return op.update(data) + op.finalize()
+
+
+class HandPairing:
+    """The client side of GameStream PIN pairing over real HTTP, one step per
+    call, so a test can put an attacker's requests between the steps. Its
+    certificate's common name is ``name``: two paired certificates with one
+    subject do not both pass the host's TLS trust store (OpenSSL 3.0 finds only
+    the first), so tests that need two paired clients on HTTPS name them apart."""
+
+    def __init__(self, port: int, pin: str, source: str = "127.0.0.1", uid: str = MOONLIGHT_UID,
+                 name: str = "hand") -> None:
+        from cryptography.hazmat.primitives import serialization
+
+        self.port, self.source, self.uid, self.name = port, source, uid, name
+        self.key, self.cert = client_cert(name)
+        self.salt = os.urandom(16)
+        self.aes = hashlib.sha256(self.salt + pin.encode()).digest()[:16]
+        self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def _pair(self, query: str, timeout: float = 10.0) -> str:
+        from urllib.parse import quote
+
+        return http_get(self.port, f"/pair?uniqueid={self.uid}&devicename={quote(self.name)}&updateState=1&{query}",
+                        self.source, timeout)
+
+    def get_server_cert(self, timeout: float = 90.0) -> str:
+        return self._pair(f"phrase=getservercert&salt={self.salt.hex()}&clientcert={self.pem.hex()}", timeout)
+
+    def finish(self) -> bool:
+        """Steps 2–4 after the host sent its certificate; True when the host says paired."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        self.challenge = os.urandom(16)
+        xml = self._pair(f"clientchallenge={ecb(self.aes, self.challenge).hex()}")
+        if xml_field(xml, "paired") != "1":
+            return False
+        resp = ecb(self.aes, bytes.fromhex(xml_field(xml, "challengeresponse") or ""), decrypt=True)
+        secret = os.urandom(16)
+        digest = hashlib.sha256(resp[32:48] + self.cert.signature + secret).digest()
+        xml = self._pair(f"serverchallengeresp={ecb(self.aes, digest).hex()}")
+        if xml_field(xml, "paired") != "1":
+            return False
+        signed = self.key.sign(secret, padding.PKCS1v15(), hashes.SHA256())
+        xml = self._pair(f"clientpairingsecret={(secret + signed).hex()}")
+        return xml_field(xml, "paired") == "1"
+
+    def tls_context(self, directory: Path) -> Any:
+        """A TLS client context that presents this client's certificate (for HTTPS once paired)."""
+        import ssl
+
+        from cryptography.hazmat.primitives import serialization
+
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "cert.pem").write_bytes(self.pem)
+        (directory / "key.pem").write_bytes(self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+        return ctx
+
+
+# ---------------------------------------------------------------------------------
 # client side (runs in its own process)
 def _client_main(argv: list[str]) -> dict[str, Any]:
     ap = argparse.ArgumentParser()
@@ -155,6 +273,21 @@ def _client_main(argv: list[str]) -> dict[str, Any]:
         info = http.parse_server_info(xml)
         return {"ok": True, "paired": info.paired, "appversion": info.app_version, "state": info.state,
                 "codecs": info.server_codec_mode_support, "current_game": info.current_game, "xml": xml}
+    if a.op == "launch":  # launch "Desktop" without streaming it
+        import secrets
+
+        from moonlight_python.config import CODEC_MAP, StreamConfig
+
+        cfg = StreamConfig(width=a.width, height=a.height, fps=a.fps, bitrate_kbps=a.bitrate,
+                           packet_size=a.packet_size, supported_video_formats=CODEC_MAP[a.codec], codec=a.codec)
+        try:
+            http.launch_app(1, a.width, a.height, a.fps, a.bitrate, CODEC_MAP[a.codec], secrets.token_bytes(16),
+                            secrets.token_bytes(16), cfg.surroundaudioinfo)
+        except Exception as exc:  # noqa: BLE001 - the test looks at the error
+            return {"ok": False, "error": type(exc).__name__, "detail": str(exc)[:300]}
+        return {"ok": True}
+    if a.op == "quit":  # what Moonlight's "quit app" sends; the test reads the answer
+        return {"ok": True, "xml": http.open_https("cancel", timeout=30)}
     if a.op == "stream":
         return _stream(a, http)
     raise SystemExit(f"unknown op {a.op}")

@@ -72,6 +72,9 @@ def test_wrong_pin_fails_and_trusts_nothing(host_factory, tmp_path: Path) -> Non
     assert res["ok"] is False and res["error"] == "wrong_pin"
     st = host.call("gamestream.status")
     assert st["paired_clients"] == []
+    # the client finds the mismatch and says so with /unpair: the host counts and logs the failure
+    assert st["pairing_failures"] == 1 and st["pairing"] is None
+    assert "GameStream pairing with 'roth' failed" in host.log() and "wrong PIN" in host.log()
     apps = run_client("applist", host, tmp_path / "client")
     assert apps["ok"] is False
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
 import stat
@@ -12,33 +11,19 @@ import time
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import padding
 
+from gamestream_helpers import client_cert, ecb
 from punktfunk_gamestream.pairing import Identity, Pairing, PairingError
 from punktfunk_gamestream.wire import BadInput
 
 
-def _client_cert() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "NVIDIA GameStream Client")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=3650))
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
-def _ecb(key: bytes, data: bytes, decrypt: bool = False) -> bytes:
-    c = Cipher(algorithms.AES(key), modes.ECB())
-    op = c.decryptor() if decrypt else c.encryptor()
-    return op.update(data) + op.finalize()
+CLIENT_IP = "192.168.1.20"
 
 
 @pytest.fixture(scope="module")
 def client_keys():
-    return _client_cert()
+    return client_cert()
 
 
 def _run(identity: Identity, client_keys, client_pin: str, operator_pin: str, tamper: str = "") -> Pairing:
@@ -50,7 +35,7 @@ def _run(identity: Identity, client_keys, client_pin: str, operator_pin: str, ta
 
     def phase1() -> None:
         try:
-            result["cert"] = pairing.get_server_cert("uid", "tester", salt.hex(), pem.hex())
+            result["cert"] = pairing.get_server_cert("uid", CLIENT_IP, "tester", salt.hex(), pem.hex())
         except Exception as exc:  # noqa: BLE001 - inspected below
             result["error"] = exc
 
@@ -65,11 +50,11 @@ def _run(identity: Identity, client_keys, client_pin: str, operator_pin: str, ta
     server_cert = x509.load_pem_x509_certificate(result["cert"])
     k = hashlib.sha256(salt + client_pin.encode()).digest()[:16]
     challenge = os.urandom(16)
-    resp = _ecb(k, pairing.client_challenge("uid", _ecb(k, challenge).hex()), decrypt=True)
+    resp = ecb(k, pairing.client_challenge("uid", CLIENT_IP, ecb(k, challenge).hex()), decrypt=True)
     server_hash, server_challenge = resp[:32], resp[32:48]
     client_secret = os.urandom(16)
     h = hashlib.sha256(server_challenge + cert.signature + client_secret).digest()
-    secret = pairing.server_challenge_resp("uid", _ecb(k, h).hex())
+    secret = pairing.server_challenge_resp("uid", CLIENT_IP, ecb(k, h).hex())
     server_secret, sig = secret[:16], secret[16:]
     server_cert.public_key().verify(sig, server_secret, padding.PKCS1v15(), hashes.SHA256())
     if client_pin == operator_pin:
@@ -77,7 +62,7 @@ def _run(identity: Identity, client_keys, client_pin: str, operator_pin: str, ta
     signed = key.sign(client_secret, padding.PKCS1v15(), hashes.SHA256())
     if tamper == "signature":
         signed = bytes([signed[0] ^ 1]) + signed[1:]
-    pairing.client_pairing_secret("uid", (client_secret + signed).hex())
+    pairing.client_pairing_secret("uid", CLIENT_IP, (client_secret + signed).hex())
     return pairing
 
 
@@ -110,22 +95,53 @@ def test_steps_out_of_order_and_bad_input(tmp_path) -> None:
     ident = Identity(tmp_path / "gs")
     pairing = Pairing(ident, pin_timeout_s=0.2)
     with pytest.raises(PairingError):
-        pairing.client_challenge("uid", "00" * 16)
+        pairing.client_challenge("uid", CLIENT_IP, "00" * 16)
     with pytest.raises(PairingError):
-        pairing.client_pairing_secret("uid", "00" * 300)
+        pairing.client_pairing_secret("uid", CLIENT_IP, "00" * 300)
     with pytest.raises(BadInput):
-        pairing.get_server_cert("uid", "x", "zz", "00")
+        pairing.get_server_cert("uid", CLIENT_IP, "x", "zz", "00")
     with pytest.raises(BadInput):
-        pairing.get_server_cert("uid", "x", "00" * 16, "00" * 100)  # not a certificate
+        pairing.get_server_cert("uid", CLIENT_IP, "x", "00" * 16, "00" * 100)  # not a certificate
     with pytest.raises(LookupError):
         pairing.submit_pin("1234")
     with pytest.raises(ValueError):
         pairing.submit_pin("12345")
     # nobody enters the PIN: the waiting request fails after the timeout
-    _key, cert = _client_cert()
+    _key, cert = client_cert()
     pem = cert.public_bytes(serialization.Encoding.PEM).hex()
     t0 = time.monotonic()
     with pytest.raises(PairingError, match="in time"):
-        pairing.get_server_cert("uid", "x", "00" * 16, pem)
+        pairing.get_server_cert("uid", CLIENT_IP, "x", "00" * 16, pem)
     assert 0.15 < time.monotonic() - t0 < 3
     assert pairing.failures >= 3
+
+
+def test_the_pairing_belongs_to_the_client_that_started_it(tmp_path, client_keys) -> None:
+    """Every Moonlight client sends the same uniqueid: the source address tells
+    them apart. Another address can neither step in, start over, nor cancel."""
+    from punktfunk_gamestream.pairing import PairingRefused
+
+    ident = Identity(tmp_path / "gs")
+    pairing = Pairing(ident, pin_timeout_s=10)
+    _key, cert = client_keys
+    pem = cert.public_bytes(serialization.Encoding.PEM).hex()
+    t = threading.Thread(target=pairing.get_server_cert, args=("uid", CLIENT_IP, "tv", "00" * 16, pem), daemon=True)
+    t.start()
+    deadline = time.monotonic() + 5
+    while pairing.pending() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(PairingRefused):
+        pairing.get_server_cert("uid", "192.168.1.66", "tv", "00" * 16, pem)
+    with pytest.raises(PairingRefused):
+        pairing.client_gave_up("uid", "192.168.1.66")
+    assert pairing.pending()["device"] == "tv"
+    pairing.submit_pin("1234")
+    t.join(5)
+    with pytest.raises(PairingRefused):
+        pairing.client_challenge("uid", "192.168.1.66", "00" * 16)
+    failures = pairing.failures
+    pairing.client_challenge("uid", CLIENT_IP, "00" * 16)  # the owner's step still works
+    # the owner gives up after the PIN was entered (what Moonlight does on a PIN mismatch): counted
+    pairing.client_gave_up("uid", CLIENT_IP)
+    assert pairing.failures == failures + 1
+    pairing.client_gave_up("uid", "192.168.1.66")  # nothing in progress: nothing to refuse

@@ -32,8 +32,8 @@ from test_native_e2e import start_host
 
 
 class Raw:
-    def __init__(self, port: int, identity=None) -> None:
-        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    def __init__(self, port: int, identity=None, source: str = "127.0.0.1") -> None:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
         self.sock = client_context(identity).wrap_socket(raw)
         self.reader = MessageReader()
         self.pending: list = []

@@ -7,6 +7,11 @@ so they cannot be told apart any other way). An unpaired certificate gets 401 on
 every command, as from Sunshine; Moonlight then asks serverinfo over plain HTTP
 and sees it is not paired. No certificate fails the handshake. Every request is
 parsed strictly; bad input is counted and answered with an error, never raised.
+
+Each listener admits connections through a ``ConnectionGate``: until its
+request has arrived a connection is pending (few per source address, closed
+at ``request_timeout_s``); the answer must go out within that time again,
+except while a pairing request waits for the operator's PIN.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from punktfunk_core.admission import ConnectionGate
 from punktfunk_core.tls import HandshakeFailed, TlsConnection, TlsServer
+
 from punktfunk_gamestream import wire
-from punktfunk_gamestream.pairing import PairedClient, PairingError
+from punktfunk_gamestream.pairing import PairedClient, PairingError, PairingRefused
 from punktfunk_gamestream.wire import BadInput, xml_response
 
 if TYPE_CHECKING:
@@ -38,6 +45,10 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 32
 
+    #: connections per listener still sending their request / being answered
+    max_pending = 32
+    max_answering = 32
+
     def __init__(self, addr: tuple[str, int], handler: type, plane: GameStreamPlane, tls: bool) -> None:
         self.plane = plane
         self.tls: TlsServer | None = None
@@ -45,33 +56,28 @@ class _Server(ThreadingHTTPServer):
             ident = plane.identity
             self.tls = TlsServer(ident.cert_path, ident.key_path, min_version="1.2", require_client_cert=True,
                                  session_id=b"punktfunk-gamestream")
-        self._active = 0
-        self._active_lock = threading.Lock()
         super().__init__(addr, handler)
-
-    #: concurrent connections per listener; more are closed at once (counted)
-    max_connections = 64
+        self.request_timeout_s = float(plane.config.get("request_timeout_s", 5.0))
+        self.gate = ConnectionGate("https" if tls else "http", max_pending=self.max_pending,
+                                   max_pending_per_source=int(plane.config.get("connections_per_source", 8)),
+                                   pending_timeout_s=self.request_timeout_s, max_established=self.max_answering,
+                                   count=plane.count)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        with self._active_lock:
-            if self._active >= self.max_connections:
-                self.plane.count("http_refused_busy")
-                self.shutdown_request(request)
-                return
-            self._active += 1
+        if not self.gate.admit(request, client_address):
+            self.shutdown_request(request)
+            return
         try:
             super().process_request(request, client_address)
         except Exception:
-            with self._active_lock:
-                self._active -= 1
+            self.gate.release(client_address)
             raise
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         try:
             self._finish(request, client_address)
         finally:
-            with self._active_lock:
-                self._active -= 1
+            self.gate.release(client_address)
 
     def _finish(self, request: Any, client_address: Any) -> None:
         if self.tls is not None:
@@ -107,6 +113,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("%s %s", self.client_address[0], fmt % args)
+
+    def parse_request(self) -> bool:
+        """The request line and headers are in: the connection is no longer idle."""
+        if not super().parse_request():
+            return False
+        if not self.server.gate.establish(self.client_address, self.server.request_timeout_s):
+            self.server.plane.count(f"{self.server.gate.name}_refused_busy")
+            self.close_connection = True
+            return False
+        return True
 
     # -- plumbing ---------------------------------------------------------------
     def _send(self, body: bytes, status: int = 200, ctype: str = "application/xml") -> None:
@@ -183,25 +199,35 @@ class _Handler(BaseHTTPRequestHandler):
 
     def pair(self, plane: GameStreamPlane, args: dict[str, str], client: PairedClient | None) -> None:
         uid = args.get("uniqueid", "")[:64]
+        ip = self.client_address[0]
         pairing = plane.pairing
         phrase = args.get("phrase")
         try:
             if phrase == "getservercert":
-                pem = pairing.get_server_cert(uid, args.get("devicename", ""), args.get("salt"), args.get("clientcert"))
+                gate = self.server.gate
+                gate.set_deadline(self.client_address, None)  # waiting for the operator's PIN is not idling
+                try:
+                    pem = pairing.get_server_cert(uid, ip, args.get("devicename", ""), args.get("salt"),
+                                                  args.get("clientcert"))
+                finally:
+                    gate.set_deadline(self.client_address, self.server.request_timeout_s)
                 return self._xml([("paired", 1), ("plaincert", pem.hex())])
             if "clientchallenge" in args:
-                resp = pairing.client_challenge(uid, args["clientchallenge"])
+                resp = pairing.client_challenge(uid, ip, args["clientchallenge"])
                 return self._xml([("paired", 1), ("challengeresponse", resp.hex())])
             if "serverchallengeresp" in args:
-                secret = pairing.server_challenge_resp(uid, args["serverchallengeresp"])
+                secret = pairing.server_challenge_resp(uid, ip, args["serverchallengeresp"])
                 return self._xml([("paired", 1), ("pairingsecret", secret.hex())])
             if "clientpairingsecret" in args:
-                pairing.client_pairing_secret(uid, args["clientpairingsecret"])
+                pairing.client_pairing_secret(uid, ip, args["clientpairingsecret"])
                 return self._xml([("paired", 1)])
             if phrase == "pairchallenge":
                 if client is None:
                     return self._xml([("paired", 0)])
                 return self._xml([("paired", 1)])
+        except PairingRefused:
+            plane.count("pairing_refused")
+            return self._xml([("paired", 0)])
         except PairingError:
             return self._xml([("paired", 0)])
         plane.count("http_bad")
@@ -212,7 +238,10 @@ class _Handler(BaseHTTPRequestHandler):
             plane.identity.remove_client(client.fingerprint)
             log.warning("GameStream client %r unpaired itself", client.name)
         else:
-            plane.pairing.cancel(args.get("uniqueid"))
+            try:
+                plane.pairing.client_gave_up(args.get("uniqueid", "")[:64], self.client_address[0])
+            except PairingRefused:
+                plane.count("pairing_refused")
         self._xml({})
 
     def applist(self, plane: GameStreamPlane, args: dict[str, str], client: PairedClient | None) -> None:
@@ -243,8 +272,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._xml([("sessionUrl0", self._session_url(plane)), ("resume", 1)])
 
     def cancel(self, plane: GameStreamPlane, args: dict[str, str], client: PairedClient | None) -> None:
-        plane.cancel_launch("cancelled by the client")
-        self._xml([("cancel", 1)])
+        assert client is not None
+        # like GFE: 200 either way, "cancel" says whether it happened (Moonlight then tells its user that
+        # another device launched the app)
+        self._xml([("cancel", 1 if plane.cancel_launch_of(client) else 0)])
 
     def _session_url(self, plane: GameStreamPlane) -> str:
         ip = self.connection.getsockname()[0]
@@ -279,7 +310,12 @@ class NvHttp:
 
     def __init__(self, plane: GameStreamPlane, bind: str, http_port: int, https_port: int) -> None:
         self.http = _Server((bind, http_port), _HttpHandler, plane, tls=False)
-        self.https = _Server((bind, https_port), _Handler, plane, tls=True)
+        try:  # the TLS server loads the host certificate here: a broken one fails early
+            self.https = _Server((bind, https_port), _Handler, plane, tls=True)
+        except Exception:
+            self.http.gate.close()
+            self.http.server_close()
+            raise
         self._threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2},
                                           name=f"gamestream-{n}", daemon=True)
                          for n, s in (("http", self.http), ("https", self.https))]
@@ -295,5 +331,6 @@ class NvHttp:
     def stop(self) -> None:
         for s in (self.http, self.https):
             s.shutdown()
+            s.gate.close()
             s.server_close()
 

@@ -9,6 +9,10 @@ warns): the client sends a salt and its certificate; the host waits for the
 operator to type the PIN the client shows; key = SHA-256(salt ‖ PIN)[:16]
 (AES-128-ECB, no padding). Challenge/response then prove both sides know the
 PIN and own their certificates' keys before the client cert is trusted.
+
+One pairing at a time, owned by the client that started it (its uniqueid and
+source address): steps, a second start or an ``/unpair`` from anyone else are
+refused and leave it alone.
 """
 
 from __future__ import annotations
@@ -185,13 +189,22 @@ class Identity:
         return self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
 
+#: a pairing whose client took no step for this long (after the PIN) may be taken over by another client
+STALE_AFTER_S = 30.0
+
+
 @dataclass
 class PairingSession:
+    """One client's pairing: bound to its uniqueid *and* source address (every
+    Moonlight client sends the same uniqueid, so the address tells them apart)."""
+
     unique_id: str
+    address: str
     device: str
     client_cert: x509.Certificate
     salt: bytes
     started: float = field(default_factory=time.monotonic)
+    last_step: float = field(default_factory=time.monotonic)
     pin_event: threading.Event = field(default_factory=threading.Event)
     key: bytes | None = None
     server_secret: bytes = b""
@@ -202,6 +215,10 @@ class PairingSession:
 
 class PairingError(Exception):
     """The handshake failed (the reply is ``paired=0``)."""
+
+
+class PairingRefused(PairingError):
+    """A pairing request from a client other than the one pairing (the reply is ``paired=0``)."""
 
 
 class Pairing:
@@ -234,16 +251,39 @@ class Pairing:
             s.pin_event.set()
         return s.device
 
-    def cancel(self, unique_id: str | None = None) -> None:
+    def cancel(self) -> None:
+        """The host ends whatever pairing is under way (shutdown)."""
         with self._lock:
             s = self._session
-            if s is not None and (unique_id is None or s.unique_id == unique_id):
+            if s is not None:
                 s.stage = "cancelled"
                 s.pin_event.set()
                 self._session = None
 
+    def client_gave_up(self, unique_id: str, address: str) -> None:
+        """``/unpair`` over HTTP: only the client that is pairing can end its
+        pairing. After the PIN was entered this is how Moonlight reports that
+        the host's proof did not match its PIN, so it counts as a failure."""
+        with self._lock:
+            s = self._session
+            if s is None:
+                return
+            if (s.unique_id, s.address) != (unique_id, address):
+                log.warning("GameStream unpair from %s refused: not the client that started the pairing "
+                            "(%r at %s)", address, s.device, s.address)
+                raise PairingRefused("unpair from a client that is not pairing")
+            self._session = None
+            pin_entered = s.stage not in ("waiting_for_pin", "cancelled")
+            s.stage = "cancelled"
+            s.pin_event.set()
+        if pin_entered:
+            self.failures += 1
+            log.warning("GameStream pairing with %r failed: the client gave up after the PIN was entered "
+                        "(a wrong PIN, most likely)", s.device)
+
     # -- client side (nvhttp /pair) ------------------------------------------------------
-    def get_server_cert(self, unique_id: str, device: str, salt_hex: str | None, cert_hex: str | None) -> bytes:
+    def get_server_cert(self, unique_id: str, address: str, device: str, salt_hex: str | None,
+                        cert_hex: str | None) -> bytes:
         """Phase 1: blocks until the operator enters the PIN (or times out)."""
         salt = parse_hex(salt_hex, name="salt", exact=16)
         pem = parse_hex(cert_hex, name="clientcert", min_len=64, max_len=16384)
@@ -251,10 +291,14 @@ class Pairing:
             cert = x509.load_pem_x509_certificate(pem)
         except ValueError:
             raise BadInput("clientcert is not a PEM certificate") from None
-        s = PairingSession(unique_id, device or "Moonlight", cert, salt)
+        s = PairingSession(unique_id, address, device or "Moonlight", cert, salt)
         with self._lock:
             old = self._session
-            if old is not None:
+            if old is not None and (old.unique_id, old.address) != (unique_id, address) and not self._stale(old):
+                log.warning("GameStream client %r at %s wants to pair while %r at %s is pairing; refused",
+                            s.device, address, old.device, old.address)
+                raise PairingRefused("another client is pairing")
+            if old is not None:  # the same client starting over, or an abandoned pairing
                 old.stage = "cancelled"
                 old.pin_event.set()
             self._session = s
@@ -263,10 +307,11 @@ class Pairing:
         if not s.pin_event.wait(self.pin_timeout_s) or s.stage != "pin_entered":
             self._fail(s, "no PIN was entered in time" if s.stage == "waiting_for_pin" else "pairing cancelled")
         s.stage = "cert_sent"
+        s.last_step = time.monotonic()
         return self.identity.cert_pem
 
-    def client_challenge(self, unique_id: str, challenge_hex: str | None) -> bytes:
-        s = self._expect(unique_id, "cert_sent")
+    def client_challenge(self, unique_id: str, address: str, challenge_hex: str | None) -> bytes:
+        s = self._expect(unique_id, address, "cert_sent")
         enc = parse_hex(challenge_hex, name="clientchallenge", exact=16)
         assert s.key is not None
         challenge = _ecb(s.key, enc, decrypt=True)
@@ -276,16 +321,16 @@ class Pairing:
         s.stage = "challenged"
         return _ecb(s.key, digest + s.server_challenge, decrypt=False)
 
-    def server_challenge_resp(self, unique_id: str, resp_hex: str | None) -> bytes:
-        s = self._expect(unique_id, "challenged")
+    def server_challenge_resp(self, unique_id: str, address: str, resp_hex: str | None) -> bytes:
+        s = self._expect(unique_id, address, "challenged")
         enc = parse_hex(resp_hex, name="serverchallengeresp", exact=32)
         assert s.key is not None
         s.client_hash = _ecb(s.key, enc, decrypt=True)
         s.stage = "responded"
         return s.server_secret + self.identity.sign(s.server_secret)
 
-    def client_pairing_secret(self, unique_id: str, secret_hex: str | None) -> PairedClient:
-        s = self._expect(unique_id, "responded")
+    def client_pairing_secret(self, unique_id: str, address: str, secret_hex: str | None) -> PairedClient:
+        s = self._expect(unique_id, address, "responded")
         raw = parse_hex(secret_hex, name="clientpairingsecret", min_len=16 + 64, max_len=16 + 1024)
         client_secret, signature = raw[:16], raw[16:]
         expected = hashlib.sha256(s.server_challenge + s.client_cert.signature + client_secret).digest()
@@ -304,12 +349,21 @@ class Pairing:
         return client
 
     # -- helpers -------------------------------------------------------------------
-    def _expect(self, unique_id: str, stage: str) -> PairingSession:
+    def _expect(self, unique_id: str, address: str, stage: str) -> PairingSession:
         s = self._session
+        if s is not None and (s.unique_id, s.address) != (unique_id, address):
+            log.warning("GameStream pairing step from %s refused: not the client that started it (%r at %s)",
+                        address, s.device, s.address)
+            raise PairingRefused("a pairing step from a client that is not pairing")
         if s is None or s.stage != stage:
             self.failures += 1
             raise PairingError(f"pairing step out of order (expected {stage})")
+        s.last_step = time.monotonic()
         return s
+
+    def _stale(self, s: PairingSession) -> bool:
+        """Waiting for the PIN ends by itself (pin_timeout_s); after it, a client gone silent lets go."""
+        return s.stage != "waiting_for_pin" and time.monotonic() - s.last_step > STALE_AFTER_S
 
     def _fail(self, s: PairingSession, why: str) -> None:
         self.failures += 1

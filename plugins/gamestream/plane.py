@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from punktfunk_core.admission import ConnectionGate
 from punktfunk_core.protocol import ProtocolPlane
 from punktfunk_core.window import GAMESTREAM_LAYOUT
 
@@ -98,7 +99,7 @@ class GameStreamPlane(ProtocolPlane):
         self._zeroconf: Any = None
         self.sessions_started = 0
         self.last_session: dict[str, Any] | None = None
-        self._rtsp_slots = threading.BoundedSemaphore(16)
+        self._rtsp_gate: ConnectionGate | None = None
 
     # -- bookkeeping ---------------------------------------------------------------
     def count(self, name: str, n: int = 1) -> None:
@@ -156,6 +157,11 @@ class GameStreamPlane(ProtocolPlane):
             self._rtsp_sock = socket.create_server((bind, port("rtsp")), reuse_port=False)
             self._rtsp_sock.settimeout(0.5)
             self.ports["rtsp"] = self._rtsp_sock.getsockname()[1]
+            # one request per connection: pending until it has arrived, then answered within the same time
+            self._rtsp_gate = ConnectionGate("rtsp", max_pending=16,
+                                             max_pending_per_source=int(cfg.get("connections_per_source", 8)),
+                                             pending_timeout_s=float(cfg.get("request_timeout_s", 5.0)),
+                                             max_established=16, count=self.count)
             self.video_sock = self._udp(bind, port("video"))
             self.ports["video"] = self.video_sock.getsockname()[1]
             self.audio_sock = self._udp(bind, port("audio"))
@@ -203,6 +209,8 @@ class GameStreamPlane(ProtocolPlane):
             self.control.stop()
         for t in self._threads:
             t.join(1.0)
+        if self._rtsp_gate is not None:
+            self._rtsp_gate.close()
         for s in (self._rtsp_sock, self.video_sock, self.audio_sock):
             if s is not None:
                 s.close()
@@ -260,10 +268,27 @@ class GameStreamPlane(ProtocolPlane):
         launch.client_gone = False
         launch.starting = False
 
+    def cancel_launch_of(self, client: PairedClient) -> bool:
+        """``/cancel`` from a paired client: it may end the app it launched, not
+        another client's (the operator can end any: ``cancel_launch``)."""
+        with self._lock:
+            launch = self.launch
+            if launch is not None and launch.client.fingerprint != client.fingerprint:
+                self.count("cancel_refused")
+                log.warning("GameStream client %r asked to end the app %r launched; refused (only the launching "
+                            "client or the operator may end it)", client.name, launch.client.name)
+                return False
+            self.launch = None
+        self._end_launch(launch, "cancelled by the client")
+        return True
+
     def cancel_launch(self, reason: str) -> None:
         with self._lock:
             launch = self.launch
             self.launch = None
+        self._end_launch(launch, reason)
+
+    def _end_launch(self, launch: Launch | None, reason: str) -> None:
         if launch is not None:
             if self.control is not None:
                 self.control.terminate(launch, reason)
@@ -309,8 +334,8 @@ class GameStreamPlane(ProtocolPlane):
                 if self._stop.is_set():
                     return
                 continue
-            if not self._rtsp_slots.acquire(blocking=False):
-                self.count("rtsp_refused_busy")
+            assert self._rtsp_gate is not None
+            if not self._rtsp_gate.admit(conn, addr):
                 conn.close()
                 continue
             threading.Thread(target=self._rtsp_conn, args=(conn, addr), name="gamestream-rtsp-conn",
@@ -337,6 +362,10 @@ class GameStreamPlane(ProtocolPlane):
                     return
                 buf += chunk
             req, _used = parsed
+            assert self._rtsp_gate is not None
+            if not self._rtsp_gate.establish(addr, float(self.config.get("request_timeout_s", 5.0))):
+                self.count("rtsp_refused_busy")
+                return
             reply = self._rtsp_handle(req, addr[0], conn.getsockname()[0])
             conn.sendall(reply)
         except OSError:
@@ -347,7 +376,7 @@ class GameStreamPlane(ProtocolPlane):
             except OSError:
                 pass
             conn.close()
-            self._rtsp_slots.release()
+            self._rtsp_gate.release(addr)  # type: ignore[union-attr]
 
     def _rtsp_handle(self, req: wire.RtspRequest, ip: str, local_ip: str) -> bytes:
         launch = self.launch

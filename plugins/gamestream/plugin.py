@@ -30,6 +30,13 @@ SCHEMA: dict[str, Any] = {
         "gso": {"type": "boolean", "default": True, "description": "batch each paced group of video datagrams into UDP GSO sends where the kernel supports it"},
         "pacing": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5, "description": "fraction of a frame interval a frame's packets are spread over"},
         "pin_timeout_s": {"type": "number", "minimum": 5, "maximum": 600, "default": 60, "description": "how long a pairing client waits for the operator's PIN"},
+        "request_timeout_s": {"type": "number", "minimum": 0.5, "maximum": 120, "default": 5,
+                              "description": "an HTTP, HTTPS or RTSP connection is closed when its request has not "
+                                             "arrived this long after accept, or its answer not gone out this long "
+                                             "after that (a pairing request waiting for the PIN is exempt)"},
+        "connections_per_source": {"type": "integer", "minimum": 1, "maximum": 64, "default": 8,
+                                   "description": "connections per client address still sending their request, per "
+                                                  "port (HTTP, HTTPS, RTSP); a new one beyond this closes the oldest"},
         "client_timeout_s": {"type": "number", "minimum": 1, "maximum": 300, "default": 10, "description": "end a stream whose client sent nothing on the control stream for this long"},
         "require_encryption": {"type": "boolean", "default": False, "description": "ask clients to encrypt video and audio even if they would not"},
         "audio": {"type": "boolean", "default": True, "description": "stream audio (tone source → Opus)"},

@@ -16,11 +16,13 @@ import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from spake2 import SPAKE2_B, SPAKEError
 
+from punktfunk_core.admission import ConnectionGate
 from punktfunk_core.host import HostBusy
 from punktfunk_core.ipc import IpcError
 from punktfunk_core.protocol import ProtocolPlane
@@ -56,6 +58,9 @@ HANDSHAKE_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 30.0  # before a session starts
 PROBE_TIMEOUT_S = 5.0
 SEND_TIMEOUT_S = 5.0
+#: the one answer to every failed pairing confirmation: which failure it was would tell a guesser about the PIN
+PAIRING_FAILED = ("wrong PIN, or the pairing window closed before pairing finished "
+                  "(check the PIN given to `punktfunk native pin` on the host)")
 
 CONFIG_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -84,11 +89,30 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "keepalive_timeout_s": {"type": "number", "minimum": 0.2, "maximum": 120, "default": 3.0,
                                 "description": "end a session when the client is silent this long"},
         "max_bitrate_kbps": {"type": "integer", "minimum": 100, "maximum": 2_000_000, "default": 200_000},
-        "max_connections": {"type": "integer", "minimum": 1, "maximum": 256, "default": 16},
+        "max_connections": {"type": "integer", "minimum": 1, "maximum": 256, "default": 16,
+                            "description": "control connections of paired clients at once"},
+        "max_unauthenticated": {"type": "integer", "minimum": 1, "maximum": 256, "default": 16,
+                                "description": "connections without a paired certificate at once (TLS handshake, "
+                                               "pairing); a new one beyond this closes the oldest"},
+        "unauthenticated_per_source": {"type": "integer", "minimum": 1, "maximum": 64, "default": 4,
+                                       "description": "of those, from one source address; a new one beyond this "
+                                                      "closes that address's oldest"},
+        "unauthenticated_timeout_s": {"type": "number", "minimum": 1, "maximum": 120, "default": 10,
+                                      "description": "a connection without a paired certificate is closed this long "
+                                                     "after it was accepted, whatever it sends (pings included)"},
         "pairing_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5,
-                             "description": "wrong PINs accepted before the pairing window closes"},
+                             "description": "PIN guesses (pairing attempts started) per pairing window"},
     },
 }
+
+
+@dataclass(eq=False, slots=True)
+class PairingWindow:
+    """One `punktfunk native pin` window: its PIN, when it ends, the attempts started in it."""
+
+    pin: str
+    expires: float
+    attempts: int = 0
 
 
 class Control:
@@ -141,15 +165,13 @@ class NativePlane(ProtocolPlane):
         self._lsock: socket.socket | None = None
         self._stop = threading.Event()
         self._accept_thread: threading.Thread | None = None
-        self._conn_lock = threading.Lock()
-        self._conns = 0
+        self._gate: ConnectionGate | None = None
         self._pair_lock = threading.Lock()
-        self._pin: str | None = None
-        self._pin_expires = 0.0
-        self._pin_failures = 0
+        self._window: PairingWindow | None = None
         self.counters = {
             "connections": 0, "tls_failed": 0, "tls_unpaired": 0, "protocol_errors": 0, "pairing_ok": 0,
             "pairing_failed": 0, "sessions": 0, "sessions_timed_out": 0, "probes_rejected": 0, "refused_busy": 0,
+            "unauthenticated_evicted": 0, "unauthenticated_timed_out": 0,
         }
 
     # -- lifecycle -----------------------------------------------------------------
@@ -171,6 +193,11 @@ class NativePlane(ProtocolPlane):
         s.listen(16)
         s.settimeout(0.2)
         self._lsock = s
+        self._gate = ConnectionGate(
+            "unauthenticated", max_pending=int(cfg.get("max_unauthenticated", 16)),
+            max_pending_per_source=int(cfg.get("unauthenticated_per_source", 4)),
+            pending_timeout_s=float(cfg.get("unauthenticated_timeout_s", 10.0)),
+            max_established=int(cfg.get("max_connections", 16)), count=self._count)
         self.port = s.getsockname()[1]
         self._accept_thread = threading.Thread(target=self._accept_loop, name="native-accept", daemon=True)
         self._accept_thread.start()
@@ -180,6 +207,8 @@ class NativePlane(ProtocolPlane):
         self._stop.set()
         if self._accept_thread is not None:
             self._accept_thread.join(0.5)
+        if self._gate is not None:
+            self._gate.close()
         if self._lsock is not None:
             try:
                 self._lsock.close()
@@ -189,7 +218,7 @@ class NativePlane(ProtocolPlane):
     def status(self) -> dict[str, Any]:
         with self._pair_lock:
             open_ = self._pairing_open_locked()
-            left = max(0.0, self._pin_expires - time.monotonic()) if open_ else 0.0
+            left = max(0.0, self._window.expires - time.monotonic()) if open_ and self._window else 0.0
         return {
             "version": PROTOCOL_VERSION,
             "port": self.port,
@@ -198,14 +227,20 @@ class NativePlane(ProtocolPlane):
             "pairing_open": open_,
             "pairing_expires_in_s": round(left, 1),
             "paired_clients": len(self.paired.data) if self.paired else 0,
+            "connections": self._gate.snapshot() if self._gate else {},
             "counters": dict(self.counters),
         }
 
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
     # -- pairing window ------------------------------------------------------------
     def _pairing_open_locked(self) -> bool:
-        if self._pin is not None and time.monotonic() >= self._pin_expires:
-            self._pin = None
-        return self._pin is not None
+        """A window is open while it lasts and has attempts left (attempts still in flight may finish)."""
+        w = self._window
+        if w is not None and time.monotonic() >= w.expires:
+            self._window = w = None
+        return w is not None and w.attempts < int(self.config.get("pairing_attempts", 5))
 
     def open_pairing(self, pin: Any, seconds: Any = 120) -> dict[str, Any]:
         pin = str(pin).strip() if isinstance(pin, (str, int)) and not isinstance(pin, bool) else ""
@@ -218,9 +253,7 @@ class NativePlane(ProtocolPlane):
         if not 5 <= secs <= 3600:
             raise IpcError(400, "seconds must be between 5 and 3600")
         with self._pair_lock:
-            self._pin = pin
-            self._pin_expires = time.monotonic() + secs
-            self._pin_failures = 0
+            self._window = PairingWindow(pin, time.monotonic() + secs)
         log.info("pairing open for %.0f s", secs)
         return {"pairing_open": True, "expires_in_s": secs, "port": self.port,
                 "host_fingerprint": self.identity.fingerprint if self.identity else ""}
@@ -257,12 +290,10 @@ class NativePlane(ProtocolPlane):
                     return
                 time.sleep(0.05)
                 continue
-            with self._conn_lock:
-                if self._conns >= int(self.config.get("max_connections", 16)):
-                    self.counters["refused_busy"] += 1
-                    conn.close()
-                    continue
-                self._conns += 1
+            assert self._gate is not None
+            if not self._gate.admit(conn, addr):  # pending until a paired certificate shows (see _converse)
+                conn.close()
+                continue
             self.counters["connections"] += 1
             threading.Thread(target=self._serve, args=(conn, addr), name=f"native-conn-{addr[0]}:{addr[1]}",
                              daemon=True).start()
@@ -293,8 +324,7 @@ class NativePlane(ProtocolPlane):
                 except OSError:
                     pass
         finally:
-            with self._conn_lock:
-                self._conns -= 1
+            self._gate.release(addr)  # type: ignore[union-attr]
 
     def _converse(self, ctl: Control, addr: tuple) -> None:
         client_fp = ctl.sock.peer_fingerprint
@@ -309,6 +339,11 @@ class NativePlane(ProtocolPlane):
         paired = client_fp is not None and self.paired.is_paired(client_fp)
         if client_fp is not None and not paired:  # unknown or unpaired: treated like no certificate
             self.counters["tls_unpaired"] += 1
+        if paired and not self._gate.establish(addr):  # type: ignore[union-attr]  # leaves the unauthenticated limits
+            self.counters["refused_busy"] += 1
+            ctl.error("busy", f"the host already serves {self.config.get('max_connections', 16)} paired connections "
+                              "(native.max_connections)")
+            return
         with self._pair_lock:
             pairing_open = self._pairing_open_locked()
         ctl.send({"type": "welcome", "version": PROTOCOL_VERSION, "host_name": self.host.hostname,
@@ -335,12 +370,17 @@ class NativePlane(ProtocolPlane):
 
     # -- pairing ----------------------------------------------------------------------
     def _pair(self, ctl: Control, msg: dict[str, Any]) -> None:
+        limit = int(self.config.get("pairing_attempts", 5))
         with self._pair_lock:
-            pin = self._pin if self._pairing_open_locked() else None
-        if pin is None:
+            window = self._window if self._pairing_open_locked() else None
+            if window is not None:
+                window.attempts += 1  # counted as it starts, so parallel attempts share the limit
+        if window is None:
             self.counters["pairing_failed"] += 1
             ctl.error("pairing_closed", "pairing is not open on the host: run `punktfunk native pin NNNN` there first")
             return
+        if window.attempts == limit:
+            log.warning("native: %d pairing attempts started; the pairing window takes no more", limit)
         cert_der = b64d(msg.get("client_cert"), "client_cert")
         try:
             validate_cert_der(cert_der)
@@ -348,7 +388,7 @@ class NativePlane(ProtocolPlane):
             raise ProtocolError(f"client_cert is not a usable certificate: {exc}") from None
         msg_a = b64d(msg.get("spake"), "spake", 256)
         name = msg.get("name") if isinstance(msg.get("name"), str) else ""
-        spake = SPAKE2_B(pin.encode(), idA=SPAKE_ID_CLIENT, idB=SPAKE_ID_HOST)
+        spake = SPAKE2_B(window.pin.encode(), idA=SPAKE_ID_CLIENT, idB=SPAKE_ID_HOST)
         msg_b = spake.start()
         try:
             key = spake.finish(msg_a)
@@ -362,21 +402,18 @@ class NativePlane(ProtocolPlane):
         assert self.identity is not None and self.paired is not None
         client_fp = fingerprint(cert_der)
         kc, kh = pairing_confirm_keys(key, self.identity.fingerprint, client_fp, msg_a, msg_b)
-        if not hmac.compare_digest(mac, pairing_mac(kc, b"client")):
-            self.counters["pairing_failed"] += 1
-            with self._pair_lock:
-                self._pin_failures += 1
-                closed = self._pin_failures >= int(self.config.get("pairing_attempts", 5))
-                if closed:
-                    self._pin = None
-            log.warning("native: pairing attempt with a wrong PIN%s", "; pairing window closed" if closed else "")
-            ctl.error("wrong_pin", "wrong PIN (check the PIN given to `punktfunk native pin` on the host)")
-            return
+        pin_ok = hmac.compare_digest(mac, pairing_mac(kc, b"client"))
         with self._pair_lock:
-            if self._pin != pin:  # window closed or changed meanwhile
-                ctl.error("pairing_closed", "the pairing window closed during pairing; open it again")
-                return
-            self._pin = None  # one device per PIN
+            current = self._window is window and time.monotonic() < window.expires
+            if pin_ok and current:
+                self._window = None  # one device per PIN
+        if not (pin_ok and current):
+            # the same answer whatever failed: "window gone" for a right PIN would confirm the guess
+            self.counters["pairing_failed"] += 1
+            log.warning("native: pairing attempt failed: %s",
+                        "wrong PIN" if not pin_ok else "its pairing window closed or was replaced meanwhile")
+            ctl.error("wrong_pin", PAIRING_FAILED)
+            return
         self.paired.add(cert_der, name)
         self.counters["pairing_ok"] += 1
         log.info("native: paired client %r (%s…)", name, client_fp[:16])
