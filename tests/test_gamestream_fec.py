@@ -335,3 +335,28 @@ def test_compiled_nanors_from_moonlight_writes_the_same_parity(k: int, m: int, s
     assert parity["nanors"].any()
     for name, got in parity.items():
         assert np.array_equal(got, parity["nanors"]), f"{name} differs from compiled nanors for k={k} m={m}"
+
+
+def test_the_host_reports_its_fec_kernel_in_status_and_plugins(host_factory) -> None:
+    """`punktfunk gamestream status` and `punktfunk plugins` say which ISA-L
+    (library, version) and which kernel variant the host encodes parity with."""
+    from conftest import pf_env
+    from gamestream_helpers import gs_config, wait_ready
+
+    host = host_factory(config=gs_config())
+    st = wait_ready(host)["fec"]
+    best = fec.best_kernel()
+    assert st["summary"] == fec.describe()
+    if isinstance(best, fec.IsalKernel):
+        assert st["kernel"] == "isal" and st["version"] == best.library.version_text
+        assert st["variant"] == best.variant and st["library"] == best.library.path
+        assert st["calls"] == ("one compiled call per frame" if fec._cfec is not None else "one ctypes call per block")
+    else:
+        assert st == {"kernel": "numpy", "summary": fec.describe()}
+    cli = [sys.executable, "-m", "punktfunk_core.cli"]
+    out = subprocess.run([*cli, "gamestream", "status"], capture_output=True, text=True, env=pf_env(host.dirs),
+                         timeout=60)
+    assert out.returncode == 0 and f"FEC: {fec.describe()}" in out.stdout
+    plugins = subprocess.run([*cli, "plugins"], capture_output=True, text=True, timeout=60)
+    row = next(ln for ln in plugins.stdout.splitlines() if ln.startswith("packetizer") and " gamestream " in ln)
+    assert fec.describe() in row

@@ -65,8 +65,11 @@ def _sender(spec: Any, options: dict[str, Any]) -> Any:
 
 @hookimpl
 def register_stages(registry: Any) -> None:
+    from punktfunk_gamestream import fec
+
     registry.add("packetizer", "gamestream", _packetizer,
-                 description="GameStream RTP video: NV headers, multi-block nanors FEC, optional AES-GCM")
+                 description=f"GameStream RTP video: NV headers, multi-block nanors FEC ({fec.describe()}), "
+                             "optional AES-GCM")
     registry.add("sender", "gamestream", _sender, description="paced UDP to the endpoint a Moonlight client pinged from")
 
 
@@ -101,7 +104,9 @@ def ipc_commands(host: Any, register: Callable[..., None]) -> None:
         return {"ok": True, "device": device}
 
     def status(_args: dict) -> dict:
-        return _plane(host).status()
+        from punktfunk_gamestream import fec
+
+        return {**_plane(host).status(), "fec": {**fec.best_kernel().describe(), "summary": fec.describe()}}
 
     def unpair(args: dict) -> dict:
         plane = _plane(host)
@@ -161,6 +166,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for c in st["paired_clients"]:
         print(f"  {c['name']}  {c['fingerprint'][:16]}…")
     print(f"app running: {'yes' if st['app_running'] else 'no'}; streaming: {'yes' if st['streaming'] else 'no'}")
+    if st.get("fec"):
+        print(f"FEC: {st['fec']['summary']}")
     return 0
 
 
