@@ -263,14 +263,17 @@ def test_threaded_isal_matches_vectors_and_numpy(threads: int, batch: bool) -> N
         data = [bytes.fromhex(d) for d in v["data"]]
         assert [p.hex() for p in fec.encode_parity(data, v["m"], kernel)] == v["parity"]
     rng = np.random.default_rng(3)
-    buf = np.zeros((212 + 43 + 30 + 6, 1408), dtype=np.uint8)
-    buf[:212] = rng.integers(0, 256, (212, 1408), dtype=np.uint8)
-    buf[255:285] = rng.integers(0, 256, (30, 1408), dtype=np.uint8)
-    a, b = buf.copy(), buf.copy()
-    kernel.encode_blocks(a, [(0, 212, 43), (255, 30, 6)])
-    fec.NumpyKernel().encode_blocks(b, [(0, 212, 43), (255, 30, 6)])
+    for size in (1408, 777, 1409):  # large enough to be split over the threads, odd widths included
+        assert 212 * 43 * size >= fec.SPLIT_MIN_WORK
+        buf = np.zeros((212 + 43 + 30 + 6, size), dtype=np.uint8)
+        buf[:212] = rng.integers(0, 256, (212, size), dtype=np.uint8)
+        buf[255:285] = rng.integers(0, 256, (30, size), dtype=np.uint8)
+        a, b = buf.copy(), buf.copy()
+        kernel.encode_blocks(a, [(0, 212, 43), (255, 30, 6)])
+        fec.NumpyKernel().encode_blocks(b, [(0, 212, 43), (255, 30, 6)])
+        assert np.array_equal(a, b), size
+    assert kernel._pool is not None  # the columns did go to helper threads
     kernel.close()
-    assert np.array_equal(a, b)
 
 
 def test_a_changed_wheel_layout_falls_back_with_one_log_line(tmp_path: Path) -> None:
