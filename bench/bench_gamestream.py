@@ -153,13 +153,16 @@ def _fec_rates(kernels: dict[str, Any], rounds: int, seconds: float) -> dict[str
     """MB/s of data per kernel and shape: the kernels take turns, each keeps its best round."""
     import numpy as np
 
+    from punktfunk_gamestream import fec
+
     best: dict[str, dict[str, float]] = {name: {} for name in kernels}
     for label, k, m in SHAPES:
         rng = np.random.default_rng(k * 1000 + m)
         bufs = {}
+        data = rng.integers(0, 256, (k, SHARD), dtype=np.uint8)
         for name, kernel in kernels.items():
-            buf = np.zeros((k + m, SHARD), dtype=np.uint8)
-            buf[:k] = rng.integers(0, 256, (k, SHARD), dtype=np.uint8)
+            buf = fec.shard_buffer(k + m, SHARD)  # 64-byte aligned for every kernel, as the packetizer's
+            buf[:k] = data
             kernel.encode(buf, k, m)  # warm-up (tables, pool, pointer arrays)
             bufs[name] = buf
         for _ in range(rounds):

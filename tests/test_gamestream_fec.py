@@ -363,3 +363,10 @@ def test_the_host_reports_its_fec_kernel_in_status_and_plugins(host_factory) -> 
     plugins = subprocess.run([*cli, "plugins"], capture_output=True, text=True, timeout=60)
     row = next(ln for ln in plugins.stdout.splitlines() if ln.startswith("packetizer") and " gamestream " in ln)
     assert fec.describe() in row
+
+
+def test_shard_buffers_are_cache_line_aligned() -> None:
+    for rows, width in ((1, 1), (255, 1408), (7, 100)):
+        buf = fec.shard_buffer(rows, width)
+        assert buf.shape == (rows, width) and buf.dtype == np.uint8 and buf.flags.c_contiguous
+        assert buf.ctypes.data % fec.ALIGN == 0 and not buf.any()
