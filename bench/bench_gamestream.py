@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.cli import cpuinfo
+
 NANORS_INSTALL = "pip install moonlight-python (in the test extra: pip install -e '.[test]')"
 #: the goal for the largest block where the CPU has GFNI (one instruction per GF multiply)
 GFNI_TARGET_MBPS = 1500.0
@@ -346,10 +348,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         [f"AES-GCM (packet 1360, FEC 20 %, GSO {'on' if sealed['gso'] else 'unavailable'})",
          round(sealed["mbit_per_cpu_s"]), round(sealed["packets_per_cpu_s"])],
     ]
-    libs = "; ".join(f"{lib.label} at {lib.path}, variants here: {', '.join(lib.variants)}"
+    libs = "; ".join(f"{lib.label} at {lib.path.split('site-packages/')[-1]}, variants here: {', '.join(lib.variants)}"
                      for lib in fec.isal_libraries()) or "none"
     notes[:0] = [
-        f"CPU: {_cpu_model()}; {os.cpu_count()} cores; SIMD flags: {' '.join(flags) or 'none'}"
+        f"CPU: {cpuinfo('model name') or 'unknown'}; {os.cpu_count()} cores; SIMD flags: {' '.join(flags) or 'none'}"
         f"{'' if gfni else ' (no GFNI, no AVX-512)' if 'avx512f' not in flags else ' (no GFNI)'}.",
         f"ISA-L found: {libs}.",
         f"load average when the run started: {load[0]:.2f} on {os.cpu_count()} CPUs; {rounds} rounds, the kernels "
@@ -378,17 +380,6 @@ def run(quick: bool = False) -> dict[str, Any]:
         "raw": {"fec_mbps": rates, "leopard_mbps": leopard, "cpu_flags": flags, "load_average": load,
                 "packetize_send": {"plain": plain, "plain_no_gso": no_gso, "aes_gcm": sealed}},
     }
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use

@@ -42,18 +42,22 @@ PEERS = {
 }
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
+def cpuinfo(field: str) -> str | None:
+    """The first ``field`` line of /proc/cpuinfo ("model name", "flags"), or None."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            if line.split(":", 1)[0].strip() == field:
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = cpuinfo("model name") or platform.processor() or "unknown"
     libs = {}
     for dist in ("punktfunk", "av", "numpy", "pyzmq", "flask", "gunicorn", "cryptography",
-                 "reed-solomon-leopard", "pyenet", "moonlight-python", "matplotlib"):
+                 "reed-solomon-leopard", "pyenet", "moonlight-python", "pyeclib", "mss", "matplotlib"):
         try:
             libs[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -69,18 +73,10 @@ def machine_info() -> dict[str, Any]:
         out = subprocess.run([gst, "--version"], capture_output=True, text=True).stdout
         m = re.search(r"GStreamer (\S+)", out)
         libs["GStreamer"] = m.group(1) if m else "present"
-    flags: list[str] = []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                break
-    except OSError:
-        pass
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "cpu_flags": flags,
+        "cpu_flags": (cpuinfo("flags") or "").split(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",

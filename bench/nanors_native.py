@@ -26,6 +26,8 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from bench.cli import cpuinfo
+
 CACHE = Path(__file__).resolve().parent / ".cache" / "nanors-native"
 SDIST = "moonlight-python"
 DEFAULT_VERSION = "0.3.0"
@@ -51,16 +53,6 @@ def _compiler() -> str:
     return cc
 
 
-def _cpu_flags_line() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
-    except OSError:
-        pass
-    return ""
-
-
 def compile_command(cc: str, src: Path, out: Path) -> list[str]:
     obl = src / "deps" / "obl"
     return [cc, *CFLAGS, "-include", str(obl / "autoshim.h"), "-I", str(obl), "-I", str(src),
@@ -72,7 +64,7 @@ def build() -> Path:
     cc = _compiler()
     version = _version()
     cc_id = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
-    key = hashlib.sha256("\n".join([version, *cc_id, _cpu_flags_line()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\n".join([version, *cc_id, cpuinfo("flags") or ""]).encode()).hexdigest()[:16]
     home = CACHE / f"{version}-{key}"
     lib = home / "libnanors-native.so"
     if lib.exists():
