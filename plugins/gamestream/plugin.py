@@ -26,7 +26,7 @@ SCHEMA: dict[str, Any] = {
         "mdns": {"type": "boolean", "default": True, "description": "advertise _nvstream._tcp via mDNS"},
         "fec_percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 20, "description": "video FEC parity in percent of data packets"},
         "fec_threads": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1,
-                        "description": "threads the ISA-L FEC encoder splits a large block over"},
+                        "description": "threads the ISA-L FEC encoder splits a large frame over (small frames stay on one)"},
         "gso": {"type": "boolean", "default": True, "description": "batch each paced group of video datagrams into UDP GSO sends where the kernel supports it"},
         "pacing": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5, "description": "fraction of a frame interval a frame's packets are spread over"},
         "pin_timeout_s": {"type": "number", "minimum": 5, "maximum": 600, "default": 60, "description": "how long a pairing client waits for the operator's PIN"},
