@@ -245,7 +245,10 @@ def x_display(monkeypatch):
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
         pytest.skip("x11 capture: no DISPLAY and no Xvfb to start one (apt-get install xvfb)")
-    num = 90 + os.getpid() % 500
+    # a number no other X server (another test run, a benchmark) holds: its socket
+    # would otherwise make a failed start look like ours
+    num = next(n for n in range(90 + os.getpid() % 500, 2000)
+               if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists())
     # -retro: the classic root weave, so a capture has detail to compare
     proc = subprocess.Popen([xvfb, f":{num}", "-screen", "0", "640x360x24", "-nolisten", "tcp", "-retro"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -253,7 +256,7 @@ def x_display(monkeypatch):
     deadline = time.monotonic() + 10
     while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    if not sock.exists():
+    if not sock.exists() or proc.poll() is not None:
         proc.kill()
         pytest.skip(f"x11 capture: Xvfb :{num} did not start")
     monkeypatch.setenv("DISPLAY", f":{num}")
@@ -315,12 +318,15 @@ def test_x11_capture_converts_with_libyuv_when_it_can(x_display):
         pytest.skip(f"x11 capture: {reason}")
     from punktfunk_core.media import libyuv
 
-    full = StreamSpec(640, 360)  # the fixture's screen size
+    probe = X11Capture(StreamSpec(320, 180), {"converter": "swscale"})
+    w, h = probe.monitor["width"] // 2 * 2, probe.monitor["height"] // 2 * 2  # the display's own size
+    probe.close()
+    full = StreamSpec(w, h)
     with pytest.raises(ValueError, match="converter"):
         X11Capture(full, {"converter": "opencv"})
     slow = X11Capture(full, {"converter": "swscale"})
     assert slow.converter == "swscale"
-    scaled = X11Capture(StreamSpec(320, 180), {})
+    scaled = X11Capture(StreamSpec(w // 2 // 2 * 2, h // 2 // 2 * 2), {})
     assert scaled.converter == "swscale"  # libyuv does not scale
     scaled.close()
     if libyuv.converter() is None:
@@ -329,14 +335,17 @@ def test_x11_capture_converts_with_libyuv_when_it_can(x_display):
         slow.close()
         pytest.skip(NO_LIBYUV)
     with pytest.raises(ValueError, match="does not scale"):
-        X11Capture(StreamSpec(320, 180), {"converter": "libyuv"})
+        X11Capture(StreamSpec(w // 2 // 2 * 2, h // 2 // 2 * 2), {"converter": "libyuv"})
     fast = X11Capture(full, {})
-    assert fast.converter == "libyuv"
-    a, b = fast.grab(1), slow.grab(1)
+    assert fast.converter == "libyuv" or (w, h) != (probe.monitor["width"], probe.monitor["height"])
+    b0 = slow.grab(1).planes[0].copy()
+    a, b = fast.grab(1), slow.grab(2)
     fast.close()
     slow.close()
+    assert a.planes[0].shape == (h, w)
+    if not np.array_equal(b0, b.planes[0]):
+        pytest.skip("the display changed between two grabs, so the converters cannot be compared on it")
     # the same screen: luma is per pixel in both converters, so equal within rounding
-    assert a.planes[0].shape == (360, 640)
     assert np.abs(a.planes[0].astype(int) - b.planes[0].astype(int)).max() <= 1
     if not a.planes[0].std():
         pytest.skip("this display shows a flat picture, so the luma comparison proved little")
