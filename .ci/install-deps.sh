@@ -2,7 +2,10 @@
 # System packages the test suite and the benchmarks need (Debian/Ubuntu).
 #   chromium                 the real browser for the console tests (Playwright drives it)
 #   xvfb                     a private X display for the x11 capture test
-#   libisal2                 Intel ISA-L: the compiled GF(2^8) kernel for GameStream FEC
+#   libisal2                 Intel ISA-L 2.30: a second GF(2^8) kernel the FEC tests check (the host
+#                            prefers the newer ISA-L the pyeclib wheel ships)
+#   libyuv0                  libyuv: BGRA -> I420/NV12 for x11 capture (~0.4 ms per 1080p frame, swscale ~7 ms)
+#   gstreamer1.0-x           ximagesink: the moving content on the desktop benchmark's private Xvfb
 #   gcc libssl-dev           build the optional batch sealer of the native data plane (setup.py)
 #   gstreamer1.0-*           the peer in the pipeline benchmark (x264enc lives in -ugly)
 #   iproute2                 tc netem for loss injection in a network namespace
@@ -10,7 +13,7 @@
 #   valgrind                 callgrind instruction counts in the full benchmark run
 # Safe to run again; uses sudo only when not root.
 set -eu
-PKGS="chromium xvfb libisal2 gcc libssl-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 wrk valgrind"
+PKGS="chromium xvfb libisal2 libyuv0 gstreamer1.0-x gcc libssl-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 wrk valgrind"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=""

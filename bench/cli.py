@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 COMPARISONS: list[tuple[str, str, str]] = [
     ("runner", "bench.bench_runner", "pipeline runner overhead per frame, measurement off / on"),
     ("pipeline", "bench.bench_pipeline", "punktfunk pipeline vs GStreamer (x264, loopback UDP)"),
+    ("desktop", "bench.bench_desktop", "x11 desktop capture → x264 → UDP vs GStreamer ximagesrc"),
     ("measurement", "bench.bench_measurement", "cost of an armed capture on a real x264 pipeline"),
     ("fec", "bench.bench_gamestream", "GameStream GF(2^8) FEC and packetize+send"),
     ("native", "bench.bench_native", "punktfunk/1 data plane: sealed + FEC'd send rate, GSO on/off"),
@@ -33,6 +34,7 @@ COMPARISONS: list[tuple[str, str, str]] = [
 PEERS = {
     "gst-launch-1.0": "apt-get install gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly",
     "wrk": "apt-get install wrk",
+    "Xvfb": "apt-get install xvfb gstreamer1.0-x",
     "valgrind": "apt-get install valgrind",
     "matplotlib": "pip install -e '.[bench]'",
     # the Moonlight client (latency) and compiled nanors (FEC) come from it
@@ -40,18 +42,22 @@ PEERS = {
 }
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
+def cpuinfo(field: str) -> str | None:
+    """The first ``field`` line of /proc/cpuinfo ("model name", "flags"), or None."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            if line.split(":", 1)[0].strip() == field:
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = cpuinfo("model name") or platform.processor() or "unknown"
     libs = {}
     for dist in ("punktfunk", "av", "numpy", "pyzmq", "flask", "gunicorn", "cryptography",
-                 "reed-solomon-leopard", "pyenet", "moonlight-python", "matplotlib"):
+                 "reed-solomon-leopard", "pyenet", "moonlight-python", "pyeclib", "mss", "matplotlib"):
         try:
             libs[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -70,6 +76,8 @@ def machine_info() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "cpu_flags": (cpuinfo("flags") or "").split(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
         "libraries": libs,
@@ -185,12 +193,19 @@ def render_markdown(results: list[tuple[str, str, dict]], machine: dict, argv: l
         " ".join(["python -m bench", *argv]),
         "```",
         "",
-        f"Run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {elapsed_s:.0f} s. Every ratio compares two",
+        f"Run on {_now()} in {elapsed_s:.0f} s. Every ratio compares two",
         "things measured side by side in this same run on this machine.",
         "",
+    ]
+    if any(res.get("measured", {}).get("date") not in (None, _now()) for _, _, res in results):
+        lines += ["This run measured only some sections (`--only`); the others keep the figures of the run",
+                  "named under their heading.", ""]
+    lines += [
         "## Machine",
         "",
         f"- CPU: {machine['cpu']} ({machine['cores']} cores)",
+        f"- CPU flags: {' '.join(machine.get('cpu_flags') or ['unknown'])}",
+        f"- Load average when the run started: {' '.join(map(str, machine.get('load_average', [])))}",
         f"- OS: {machine['os']}, Python {machine['python']}",
         "- Libraries: " + ", ".join(f"{k} {v}" for k, v in machine["libraries"].items()),
         "",
@@ -203,7 +218,9 @@ def render_markdown(results: list[tuple[str, str, dict]], machine: dict, argv: l
     if len(summary) > 1:
         lines += ["## Summary of ratios", "", *_table(summary[0], summary[1:]), ""]
     for name, desc, res in results:
-        lines += [f"## {res.get('title') or name}", "", f"*{desc}* (`--only {name}`)", ""]
+        when = res.get("measured", {})
+        stamp = f"; measured {when['date']} by `{when['command']}`" if when.get("date") else ""
+        lines += [f"## {res.get('title') or name}", "", f"*{desc}* (`--only {name}`{stamp})", ""]
         if res.get("not_run"):
             lines += [f"Not run: {res['not_run']}", ""]
             continue
@@ -262,14 +279,48 @@ def main(argv: list[str] | None = None) -> int:
         res = _normalise(run_one(module, args.quick, timeout))
         state = f"not run ({res['not_run']})" if res.get("not_run") else "done"
         print(f" {state} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        res["measured"] = {"date": _now(), "command": " ".join(["python -m bench", *argv])}
         results.append((name, desc, res))
-    text = render_markdown(results, machine, argv, out, time.monotonic() - t_start)
+    if args.only:
+        results = _with_previous(out, results)
+    elapsed = time.monotonic() - t_start
+    text = render_markdown(results, machine, argv, out, elapsed)
     out.write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"machine": machine, "results": {n: r for n, _, r in results}},
+    out.with_suffix(".json").write_text(json.dumps({"machine": machine, "run": {"date": _now(), "argv": argv},
+                                                    "results": {n: r for n, _, r in results}},
                                                    indent=1, default=str))
     print(f"wrote {out}", file=sys.stderr)
     failed = [n for n, _, r in results if str(r.get("not_run", "")).startswith(("failed", "timed out"))]
     return 1 if failed else 0
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def _with_previous(out: Path, results: list[tuple[str, str, dict]]) -> list[tuple[str, str, dict]]:
+    """An ``--only`` run keeps the other sections of the report it rewrites
+    (from its JSON), each still marked with the run that measured it."""
+    try:
+        previous = json.loads(out.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return results
+    run = previous.get("run") or {}
+    when = run.get("date")
+    if when is None:  # a report from before runs were dated in the JSON: its Markdown says when
+        m = re.search(r"^Run on (.+?) in \d+ s\.", out.read_text() if out.exists() else "", re.M)
+        when = m.group(1) if m else "an earlier run"
+    command = " ".join(["python -m bench", *run.get("argv", [])])
+    fresh = {name: (name, desc, res) for name, desc, res in results}
+    merged = []
+    for name, _module, desc in COMPARISONS:
+        if name in fresh:
+            merged.append(fresh[name])
+        elif name in previous.get("results", {}):
+            res = previous["results"][name]
+            res.setdefault("measured", {"date": when, "command": command})
+            merged.append((name, desc, res))
+    return merged
 
 
 def _importable(name: str) -> bool:

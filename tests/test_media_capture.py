@@ -245,14 +245,18 @@ def x_display(monkeypatch):
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
         pytest.skip("x11 capture: no DISPLAY and no Xvfb to start one (apt-get install xvfb)")
-    num = 90 + os.getpid() % 500
-    proc = subprocess.Popen([xvfb, f":{num}", "-screen", "0", "640x360x24", "-nolisten", "tcp"],
+    # a number no other X server (another test run, a benchmark) holds: its socket
+    # would otherwise make a failed start look like ours
+    num = next(n for n in range(90 + os.getpid() % 500, 2000)
+               if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists())
+    # -retro: the classic root weave, so a capture has detail to compare
+    proc = subprocess.Popen([xvfb, f":{num}", "-screen", "0", "640x360x24", "-nolisten", "tcp", "-retro"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sock = Path(f"/tmp/.X11-unix/X{num}")
     deadline = time.monotonic() + 10
     while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    if not sock.exists():
+    if not sock.exists() or proc.poll() is not None:
         proc.kill()
         pytest.skip(f"x11 capture: Xvfb :{num} did not start")
     monkeypatch.setenv("DISPLAY", f":{num}")
@@ -270,3 +274,78 @@ def test_x11_capture_grabs_the_screen(x_display):
     assert f1.planes[0].shape == (180, 320) and f1.planes[0].dtype == np.uint8
     assert f2.capture_ns > f1.capture_ns and f2.frame_id == 2
     cap.close()
+
+
+NO_LIBYUV = "libyuv is not installed (Debian/Ubuntu: apt-get install libyuv0): x11 capture uses swscale"
+
+
+def _gradient(w: int, h: int) -> np.ndarray:
+    """BGRA with smooth ramps in every channel (no detail finer than the chroma grid)."""
+    x = np.linspace(0, 255, w, dtype=np.float32)[None, :].repeat(h, 0)
+    y = np.linspace(0, 255, h, dtype=np.float32)[:, None].repeat(w, 1)
+    return np.dstack([x, y, (x + y) / 2, np.full((h, w), 255.0)]).astype(np.uint8)
+
+
+@pytest.mark.parametrize("fmt", ["i420", "nv12"])
+def test_libyuv_converts_bgra_like_swscale(fmt):
+    from punktfunk_core.media import libyuv
+    from punktfunk_core.media.yuv import AV_FORMAT, alloc_planes, copy_av_frame
+
+    conv = libyuv.converter()
+    if conv is None:
+        pytest.skip(NO_LIBYUV)
+    w, h = 160, 90
+    img = _gradient(w, h)
+    ours, ref = alloc_planes(w, h, fmt)[1], alloc_planes(w, h, fmt)[1]
+    conv.convert(img, fmt, ours)
+    copy_av_frame(av.VideoFrame.from_numpy_buffer(img, format="bgra").reformat(format=AV_FORMAT[fmt]), ref)
+    for a, b in zip(ours, ref):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+    # BT.601 limited range, as swscale's default: white, black and pure red
+    for bgr, yuv in (((255, 255, 255), (235, 128, 128)), ((0, 0, 0), (16, 128, 128)), ((0, 0, 255), (82, 90, 240))):
+        px = np.zeros((2, 2, 4), np.uint8)
+        px[..., :3] = bgr
+        planes = alloc_planes(2, 2, "i420")[1]
+        conv.convert(px, "i420", planes)
+        assert all(abs(int(p[0, 0]) - want) <= 1 for p, want in zip(planes, yuv)), (bgr, [p[0, 0] for p in planes])
+    with pytest.raises(ValueError):
+        conv.convert(img, fmt, alloc_planes(w + 2, h, fmt)[1])
+
+
+def test_x11_capture_converts_with_libyuv_when_it_can(x_display):
+    reason = available()
+    if reason:
+        pytest.skip(f"x11 capture: {reason}")
+    from punktfunk_core.media import libyuv
+
+    probe = X11Capture(StreamSpec(320, 180), {"converter": "swscale"})
+    w, h = probe.monitor["width"] // 2 * 2, probe.monitor["height"] // 2 * 2  # the display's own size
+    probe.close()
+    full = StreamSpec(w, h)
+    with pytest.raises(ValueError, match="converter"):
+        X11Capture(full, {"converter": "opencv"})
+    slow = X11Capture(full, {"converter": "swscale"})
+    assert slow.converter == "swscale"
+    scaled = X11Capture(StreamSpec(w // 2 // 2 * 2, h // 2 // 2 * 2), {})
+    assert scaled.converter == "swscale"  # libyuv does not scale
+    scaled.close()
+    if libyuv.converter() is None:
+        with pytest.raises(RuntimeError, match="libyuv0"):
+            X11Capture(full, {"converter": "libyuv"})
+        slow.close()
+        pytest.skip(NO_LIBYUV)
+    with pytest.raises(ValueError, match="does not scale"):
+        X11Capture(StreamSpec(w // 2 // 2 * 2, h // 2 // 2 * 2), {"converter": "libyuv"})
+    fast = X11Capture(full, {})
+    assert fast.converter == "libyuv" or (w, h) != (probe.monitor["width"], probe.monitor["height"])
+    b0 = slow.grab(1).planes[0].copy()
+    a, b = fast.grab(1), slow.grab(2)
+    fast.close()
+    slow.close()
+    assert a.planes[0].shape == (h, w)
+    if not np.array_equal(b0, b.planes[0]):
+        pytest.skip("the display changed between two grabs, so the converters cannot be compared on it")
+    # the same screen: luma is per pixel in both converters, so equal within rounding
+    assert np.abs(a.planes[0].astype(int) - b.planes[0].astype(int)).max() <= 1
+    if not a.planes[0].std():
+        pytest.skip("this display shows a flat picture, so the luma comparison proved little")

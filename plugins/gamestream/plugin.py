@@ -26,7 +26,7 @@ SCHEMA: dict[str, Any] = {
         "mdns": {"type": "boolean", "default": True, "description": "advertise _nvstream._tcp via mDNS"},
         "fec_percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 20, "description": "video FEC parity in percent of data packets"},
         "fec_threads": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1,
-                        "description": "threads the ISA-L FEC encoder splits a large block over"},
+                        "description": "threads the ISA-L FEC encoder splits a large frame over (small frames stay on one)"},
         "gso": {"type": "boolean", "default": True, "description": "batch each paced group of video datagrams into UDP GSO sends where the kernel supports it"},
         "pacing": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5, "description": "fraction of a frame interval a frame's packets are spread over"},
         "pin_timeout_s": {"type": "number", "minimum": 5, "maximum": 600, "default": 60, "description": "how long a pairing client waits for the operator's PIN"},
@@ -72,8 +72,11 @@ def _sender(spec: Any, options: dict[str, Any]) -> Any:
 
 @hookimpl
 def register_stages(registry: Any) -> None:
+    from punktfunk_gamestream import fec
+
     registry.add("packetizer", "gamestream", _packetizer,
-                 description="GameStream RTP video: NV headers, multi-block nanors FEC, optional AES-GCM")
+                 description=f"GameStream RTP video: NV headers, multi-block nanors FEC ({fec.describe()}), "
+                             "optional AES-GCM")
     registry.add("sender", "gamestream", _sender, description="paced UDP to the endpoint a Moonlight client pinged from")
 
 
@@ -108,7 +111,9 @@ def ipc_commands(host: Any, register: Callable[..., None]) -> None:
         return {"ok": True, "device": device}
 
     def status(_args: dict) -> dict:
-        return _plane(host).status()
+        from punktfunk_gamestream import fec
+
+        return {**_plane(host).status(), "fec": {**fec.best_kernel().describe(), "summary": fec.describe()}}
 
     def unpair(args: dict) -> dict:
         plane = _plane(host)
@@ -168,6 +173,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for c in st["paired_clients"]:
         print(f"  {c['name']}  {c['fingerprint'][:16]}…")
     print(f"app running: {'yes' if st['app_running'] else 'no'}; streaming: {'yes' if st['streaming'] else 'no'}")
+    if st.get("fec"):
+        print(f"FEC: {st['fec']['summary']}")
     return 0
 
 
