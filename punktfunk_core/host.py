@@ -25,6 +25,10 @@ from punktfunk_core.window import LOOPBACK_LAYOUT, StageLayout
 
 log = logging.getLogger("punktfunk.host")
 
+#: how long stop() waits for sessions to end (a session's last window waits up to
+#: pipeline.LAST_REPORT_WAIT_S for its client's last report)
+SESSION_STOP_WAIT_S = 3.0
+
 #: CPU encoder used for each codec when ``stream.encoder = "auto"`` finds no GPU
 CPU_ENCODER_FOR_CODEC = {"h264": "x264", "hevc": "hevc", "av1": "av1"}
 
@@ -79,23 +83,25 @@ class Host:
         self.pm.hook.host_started(host=self)
 
     def stop(self) -> None:
+        """Stop the sessions, wait for them (their last stats windows), then tell
+        the plugins (``host_stopping``) and close the planes and IPC."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        for s in list(self.sessions.values()):
+            s.stop("host stopping")
+        deadline = time.monotonic() + SESSION_STOP_WAIT_S
+        for s in list(self.sessions.values()):
+            s.wait(max(0.0, deadline - time.monotonic()))
         try:
             self.pm.hook.host_stopping(host=self)
         except Exception:  # noqa: BLE001
             log.exception("host_stopping hook failed")
-        for s in list(self.sessions.values()):
-            s.stop("host stopping")
         for plane in self.planes.values():
             try:
                 plane.stop()
             except Exception:  # noqa: BLE001
                 log.exception("stopping protocol %s failed", plane.name)
-        deadline = time.monotonic() + 1.0
-        for s in list(self.sessions.values()):
-            s.wait(max(0.0, deadline - time.monotonic()))
         if self.ipc is not None:
             self.ipc.stop()
 
