@@ -117,6 +117,7 @@ class Pipeline:
     def start(self) -> None:
         self.running = True
         self.session.state = "running"
+        self.session.started_ns = time.monotonic_ns()  # streaming starts now (the stages are built)
         name = f"{self.session.kind}-{self.session.id}"
         self._threads = [threading.Thread(target=self._encode_loop, name=f"{name}-encode", daemon=True)]
         if not self.inline_send:
@@ -277,6 +278,7 @@ class Pipeline:
             self._finish()
 
     def _finish(self) -> None:
+        self.session.stopped_ns = time.monotonic_ns()
         agg = self._agg
         # the counters of the session's last window, read before the stages close
         last = ((perf_counter_ns(), self.bitrate_kbps, self.frames_dropped, self.sender.send_dropped)

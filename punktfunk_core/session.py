@@ -145,6 +145,8 @@ class Session:
         self.gpu = ""
         self.started_unix_ms = int(time.time() * 1000)
         self.started_ns = time.monotonic_ns()
+        #: when its pipeline stopped streaming (0 while it runs)
+        self.stopped_ns = 0
         self.feedback = ClientFeedback()
         self.last_sample: StatsSample | None = None
         self.error: BaseException | None = None
@@ -195,10 +197,15 @@ class Session:
             self.state, s.fps if s else None, s.mbps if s else None,
         )
         out = {f: getattr(info, f) for f in SessionInfo.__slots__}
+        out["duration_ms"] = ((self.stopped_ns or time.monotonic_ns()) - self.started_ns) // 1_000_000
         out["details"] = dict(self.details)
         p = self.pipeline
         if p is not None:
             out["frames_sent"], out["bytes_sent"], out["frames_dropped"] = p.frames_sent, p.bytes_sent, p.frames_dropped
+            for counter in ("packets_sent", "send_dropped"):  # where the sender counts them
+                value = getattr(p.sender, counter, None)
+                if isinstance(value, int):
+                    out[counter] = value
             out["fps_recent"], out["mbps_recent"] = self._recent_rates(p.frames_sent, p.bytes_sent)
         if s is not None:
             out["last_sample"] = s.to_dict()

@@ -229,16 +229,26 @@ def test_status_command_names_protocols_and_sessions_in_words(host_factory):
             return subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "status", *extra],
                                   capture_output=True, text=True, env=pf_env(host.dirs), timeout=60)
 
+        # the session's rates come from its counters (no capture armed): wait until a second has passed
+        wait_for_rates = time.monotonic() + 10
+        while host.call("sessions.get", id=info["id"]).get("fps_recent") is None and time.monotonic() < wait_for_rates:
+            time.sleep(0.2)
+        time.sleep(1.2)
         r = status()
         assert r.returncode == 0, r.stderr
         lines = r.stdout.splitlines()
         assert lines[0].startswith("host ") and f"pid {host.proc.pid}" in lines[0]
+        assert max(len(ln) for ln in lines) <= 120, r.stdout  # lines a terminal shows, not one long line
         protocols = host.call("host.status")["protocols"]
         assert protocols, "the default host runs at least one protocol"
+        assert lines[1] == "protocols:"
         for name in protocols:
-            (line,) = [ln for ln in lines if ln.startswith(f"  protocol {name}: ")]
+            (line,) = [ln for ln in lines if ln.startswith(f"  {name} ")]
             assert "{" not in line and "=" in line, line  # words, not a JSON dump
-        assert f"  session {info['id']}: loopback" in r.stdout and "320x180@30" in r.stdout
+        (row,) = [ln for ln in lines if ln.split()[:2] == [str(info["id"]), "loopback"]]
+        assert "320x180@30" in row and " fps " in row and " Mb/s " in row and "running" in row, row
+        fps = float(row.split(" fps")[0].split()[-1])
+        assert 20 <= fps <= 35, row  # the session's fps, next to its Mb/s
         full = json.loads(status("--json").stdout)
         assert set(full["host"]["protocols"]) == set(protocols)
         assert [s["id"] for s in full["sessions"]] == [info["id"]]

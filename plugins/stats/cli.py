@@ -247,16 +247,16 @@ def add_commands(subparsers: Any) -> None:
 
     r = sub.add_parser("record", help="start or stop (and save) a capture")
     r.add_argument("action", choices=["start", "stop"])
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="print the status (start) or the saved capture's meta (stop) as JSON")
     r.set_defaults(func=_run(cmd_record))
 
     r = sub.add_parser("list", help="saved captures, newest first")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="print the captures' metas as JSON")
     r.set_defaults(func=_run(cmd_list))
 
     r = sub.add_parser("show", help="summary table of a capture")
     r.add_argument("id", metavar="ID")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="print the summary as JSON")
     r.set_defaults(func=_run(cmd_show))
 
     r = sub.add_parser("export", help="print a capture as JSON (default) or CSV")
