@@ -105,6 +105,16 @@ def test_loopback_pair_and_stream_640x360_x264(host_factory, tmp_path):
     assert s2["frames_decoded"] > 30 and s2["ids_in_order"]
 
 
+def test_a_host_that_is_not_there_is_unreachable_not_unpaired(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "client", "127.0.0.1", "--port", str(port),
+                        "--seconds", "1"], env=client_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 4, (p.returncode, p.stderr)
+    assert f"cannot reach 127.0.0.1:{port}" in p.stderr and "not paired" not in p.stderr, p.stderr
+
+
 def test_wrong_pin_fails_clearly_and_starts_no_session(host_factory, tmp_path):
     h = start_host(host_factory, tmp_path)
     # pairing not open at all
@@ -139,6 +149,8 @@ def test_pin_command_validation(host_factory, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "native", "pin", "0042", "--seconds", "30"],
                         env=env, capture_output=True, text=True, timeout=30)
     assert ok.returncode == 0 and "0042" in ok.stdout
+    # the test host listens on a free port, not the default: the client command it prints must say which
+    assert f"punktfunk client <this host> --port {h.native_port} --pin 0042" in ok.stdout, ok.stdout
     st = h.call("host.status")["protocols"]["native"]
     assert st["pairing_open"] and 0 < st["pairing_expires_in_s"] <= 30
     with pytest.raises(IpcError) as e:
@@ -158,6 +170,7 @@ def test_loss_5_percent_fec_20_recovers_everything(host_factory, tmp_path):
                       "--height", "360", "--bitrate", "4000", "--fec", "20", "--loss", "0.05", "--loss-seed", "3")
     s = summary_of(proc)
     d = s.pop("details")
+    assert d["rtt_us"] == round(d["rtt_us"], 1), d  # rounded like every other figure
     assert d["injected_loss"] > 100, d
     assert 0.04 <= d["injected_loss"] / d["datagrams_received"] <= 0.06, d
     # the sequence-number gaps account for the injected loss (give or take the last unit's tail)
