@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -152,3 +153,45 @@ def test_what_a_path_cannot_measure_is_absent(probe_host, tmp_path):
     loop = h.call("stats.load", id=h.call("stats.stop")["id"])
     assert loop["samples"] and all(s["session_id"] == info["id"] for s in loop["samples"])
     assert not any(CLIENT_FIELDS & s.keys() for s in loop["samples"]), loop["samples"]
+
+
+@pytest.mark.parametrize("how", ["operator ends it", "client Ctrl-C", "host stops"])
+def test_every_way_a_session_ends_keeps_its_last_window(probe_host, tmp_path, how):
+    h = probe_host
+    h.call("stats.start")
+    env = dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(tmp_path / "client-cfg"))
+    env.pop("PUNKTFUNK_IPC", None)
+    client = subprocess.Popen([sys.executable, "-m", "punktfunk_core.cli", "client", "127.0.0.1", "--port",
+                               str(h.native_port), "--pin", "4821", "--seconds", "60", "--json", "--width", "320",
+                               "--height", "180", "--fps", "30", "--loss", "0.05", "--loss-seed", "11"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not h.call("sessions.list"):
+            assert time.monotonic() < deadline and client.poll() is None, client.stderr.read() if client.poll() else ""
+            time.sleep(0.1)
+        time.sleep(3.1)  # one whole 2 s window and a part of the next
+        (session,) = h.call("sessions.list")
+        if how == "operator ends it":
+            h.call("sessions.stop", id=session["id"])
+        elif how == "client Ctrl-C":
+            client.send_signal(signal.SIGINT)
+        else:
+            h.stop()
+        out, err = client.communicate(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.communicate()
+    assert client.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    if how == "host stops":  # the host saved the armed capture on its way out
+        (path,) = (h.dirs["config"] / "captures").glob("*.json")
+        samples = json.loads(path.read_text())["samples"]
+    else:
+        samples = h.call("stats.load", id=h.call("stats.stop")["id"])["samples"]
+    assert len(samples) == 2 and samples[1]["window_ms"] < 2000, samples  # the cut-short last window is there
+    assert summary["packets_lost"] > 0, summary
+    total = {k: sum(s.get(k, 0) for s in samples) for k in ("packets_dropped", "fec_recovered", "frames_unrecoverable")}
+    assert total == {"packets_dropped": summary["packets_lost"], "fec_recovered": summary["shards_recovered"],
+                     "frames_unrecoverable": summary["frames_unrecoverable"]}, (how, total, summary)
