@@ -244,6 +244,10 @@ class Pipeline:
             if agg.open and not self.gate.measuring:
                 agg.discard()
             return
+        t0, t1, t2, t3 = timing
+        if not agg.open:  # before this unit is sent: what its send drops belongs to the new window
+            self.session.feedback.forget()  # reports from before measuring belong to no window
+            agg.begin(t0, self.frames_dropped, self.sender.send_dropped)
         tq = perf_counter_ns()
         batch = self.packetizer.packetize(au)
         tp = perf_counter_ns()
@@ -251,10 +255,6 @@ class Pipeline:
         ts = perf_counter_ns()
         self.frames_sent += 1
         self.bytes_sent += batch.wire_bytes
-        t0, t1, t2, t3 = timing
-        if not agg.open:
-            self.session.feedback.forget()  # reports from before measuring belong to no window
-            agg.begin(t0, self.frames_dropped, self.sender.send_dropped)
         # the runner steps (window.STEP_NAMES): capture, submit, receive, queue, packetize, send
         agg.add((t1 - t0, t2 - t1, t3 - t2, tq - t3, tp - tq, ts - tp), ts - t0, is_repeat,
                 batch.wire_bytes, batch.extra_ns)

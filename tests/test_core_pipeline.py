@@ -127,6 +127,21 @@ def test_measuring_times_every_step_either_way(rx, waits):
         assert by["queue"].p50_us < 500
 
 
+def test_the_windows_add_up_to_the_session_counters(rx):
+    # nobody listens: the kernel refuses datagrams from the first unit (a keyframe of many) to the last
+    port = rx.getsockname()[1]
+    rx.close()
+    sender = UdpSender(SPEC, {"host": "127.0.0.1", "port": port})
+    gate = MeasurementGate(perf=False)
+    gate.arm("test")
+    p, windows, _ = _pipeline(sender, gate, 100, paced=True)
+    p.run()
+    assert sender.send_dropped > 0
+    assert sum(w.send_dropped for w in windows) == sender.send_dropped
+    assert sum(w.frames_dropped for w in windows) == p.frames_dropped
+    assert sum(round(w.fps * w.window_s) for w in windows) == p.frames_sent == 100
+
+
 def test_a_slow_waiting_sender_makes_the_encode_thread_drop_and_ask_for_a_keyframe(rx):
     sender = ThreadNotingSender(rx.getsockname()[1], waits=True, delay_s=0.05)
     p, _, ended = _pipeline(sender, MeasurementGate(perf=False), 60, paced=False, queue_depth=1)
