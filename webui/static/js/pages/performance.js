@@ -262,7 +262,8 @@
       document.getElementById("live-last").textContent =
         (last.stages || []).map((s) => `${s.name} ${U.formatUs(s.p50_us)}`).join(" \u00b7 ") || U.NO_VALUE;
       document.getElementById("live-fps").textContent = U.formatFps(last.fps);
-      document.getElementById("live-delivered").textContent = U.formatFps(last.delivered_fps);  // "–": the client does not report it
+      document.getElementById("live-delivered").textContent =
+        last.delivered_fps === undefined ? "not reported" : U.formatFps(last.delivered_fps);
       document.getElementById("live-mbps").textContent = U.formatMbps(last.mbps);
       const recent = L.samples.filter((s) => s.t_ms >= last.t_ms - LIVE_WINDOW_S * 1000);
       destroyCharts(live);
