@@ -56,8 +56,6 @@ HANDSHAKE_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 30.0  # before a session starts
 PROBE_TIMEOUT_S = 5.0
 SEND_TIMEOUT_S = 5.0
-#: after the host's bye, how long it waits for the client's last report
-LAST_REPORT_GRACE_S = 1.0
 
 CONFIG_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -573,10 +571,13 @@ class NativePlane(ProtocolPlane):
             session.feedback.last_report_in()  # in, or never coming
             session.wait(1.0)
 
+    #: after the host's bye, how long it waits for the client's last report
+    LAST_REPORT_GRACE_S = 1.0
+
     def _await_last_report(self, ctl: Control, session: Any) -> None:
         """After the host's bye: take the client's reports until its last one
         (or its bye, or LAST_REPORT_GRACE_S)."""
-        deadline = time.monotonic() + LAST_REPORT_GRACE_S
+        deadline = time.monotonic() + self.LAST_REPORT_GRACE_S
         while time.monotonic() < deadline:
             for msg in ctl.poll(0.05):
                 if msg["type"] == "report":
