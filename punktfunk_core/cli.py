@@ -7,8 +7,11 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
+import textwrap
 import threading
+import time
 from typing import Any
 
 from punktfunk_core import __version__
@@ -162,13 +165,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps({"host": st, "sessions": sessions}, indent=2))
         return 0
     print(f"host {st['hostname']} (pid {st['pid']}, punktfunk {st['version']}), up {st['uptime_ms'] / 1000:.0f} s, "
-          f"measuring={'yes' if st['measuring'] else 'no'}")
+          f"measuring {'yes' if st['measuring'] else 'no'}")
+    print("protocols:" if st["protocols"] else "protocols: none enabled")
+    width = max((len(n) for n in st["protocols"]), default=0)
     for name, p in st["protocols"].items():
-        print(f"  protocol {name}: {' '.join(_fields(p)) if isinstance(p, dict) else p}")
+        words = _fields(p) if isinstance(p, dict) else [str(p)]
+        print(textwrap.fill(" ".join(words), 100, initial_indent=f"  {name:<{width}}  ",
+                            subsequent_indent=" " * (width + 4), break_on_hyphens=False))
+    print(f"sessions: {len(sessions) or 'none'}")
     for s in sessions:
-        print(f"  session {s['id']}: {s['kind']} {s['client']} {s['width']}x{s['height']}@{s['fps']} "
-              f"{s['codec']} via {s['encoder_backend']}")
+        print(f"  {s['id']:>3}  {s['kind']:<10} {s['client']:<22} {s['width']}x{s['height']}@{s['fps']} {s['codec']} "
+              f"via {s['encoder_backend'] or '-'}  {_rate(s, 'fps'):>5} fps  {_rate(s, 'mbps'):>6} Mb/s "
+              f"(target {s['bitrate_kbps'] / 1000:.1f})  {s['state']}")
     return 0
+
+
+def _rate(session: dict[str, Any], what: str) -> str:
+    """fps or Mb/s of a session: its last stats window, else its counters over the last seconds."""
+    v = session.get(f"{what}_measured")
+    if v is None:
+        v = session.get(f"{what}_recent")
+    return "-" if v is None else f"{v:.1f}"
 
 
 def _fields(d: dict[str, Any], prefix: str = "") -> list[str]:
@@ -191,16 +208,60 @@ def _fields(d: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
+def _free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that nobody listens on (just released by us)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def cmd_loopback(args: argparse.Namespace) -> int:
-    req: dict[str, Any] = {"port": args.port, "seconds": args.seconds}
+    port = args.port or _free_udp_port()
+    req: dict[str, Any] = {"port": port, "seconds": args.seconds}
     for key in ("capture", "encoder", "width", "height", "fps", "codec", "bitrate_kbps"):
         if getattr(args, key) is not None:
             req[key] = getattr(args, key)
     info = call_host("sessions.loopback", **req)
-    print(json.dumps(info) if args.json else
-          f"loopback session {info['id']} → 127.0.0.1:{args.port}: {info['width']}x{info['height']}@{info['fps']} "
-          f"{info['codec']} via {info['encoder_backend']}")
+    if not args.json:
+        print(f"loopback session {info['id']} → 127.0.0.1:{port}: {info['width']}x{info['height']}@{info['fps']} "
+              f"{info['codec']} via {info['encoder_backend']}, "
+              + (f"{args.seconds:g} s" if args.seconds > 0 else "until Ctrl-C"), flush=True)
+    final = _wait_for_end(info["id"])
+    if args.json:
+        print(json.dumps(final))
+        return 0
+    seconds = max(1e-3, final["duration_ms"] / 1000)
+    print(f"sent {final.get('frames_sent', 0)} frames"
+          + (f" in {final['packets_sent']} datagrams" if "packets_sent" in final else "")
+          + f", {final.get('bytes_sent', 0) / 1e6:.2f} MB in {seconds:.1f} s "
+          f"({final.get('frames_sent', 0) / seconds:.1f} fps, {final.get('bytes_sent', 0) * 8 / seconds / 1e6:.2f} Mb/s)"
+          + (f"; {final['frames_dropped']} frames dropped by the host" if final.get("frames_dropped") else ""))
+    refused = final.get("send_dropped") or 0
+    if refused:
+        note = ("expected: nobody listens on that port, and each ICMP port-unreachable makes the kernel refuse "
+                "the next datagram" if not args.port else "is something listening on that port?")
+        print(f"{refused} datagrams refused by the kernel ({note})")
     return 0
+
+
+def _wait_for_end(session_id: int) -> dict[str, Any]:
+    """Block until the session ended (Ctrl-C ends it first); its final info."""
+    client = ipc_client()
+    stopping = False
+    while True:
+        try:
+            info = client.call("sessions.get", id=session_id)
+            if info.get("state") == "ended":
+                return info
+            time.sleep(0.2)
+        except KeyboardInterrupt:
+            if stopping:
+                raise
+            stopping = True
+            client.call("sessions.stop", id=session_id)
+        except IpcError as exc:
+            print(f"punktfunk: {exc.message}", file=sys.stderr)
+            raise SystemExit(1) from None
 
 
 def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
@@ -219,11 +280,11 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("plugins", help="list plugins, their hooks and stages")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the plugin table as JSON")
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("status", help="show the running host and its sessions")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print host.status and sessions.list as JSON")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("config", help="check a config file or print the schema")
@@ -240,17 +301,21 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, metavar="PORT")
     p.set_defaults(func=cmd_console)
 
-    p = sub.add_parser("loopback", help="stream a diagnostic session to a local UDP port (no client needed)")
-    p.add_argument("--port", type=int, required=True, help="UDP port on 127.0.0.1 to send to")
-    p.add_argument("--seconds", type=float, default=10.0, help="stop after this long (0 = until stopped)")
+    p = sub.add_parser("loopback", help="stream a diagnostic session to a local UDP port (no client needed)",
+                       description="Runs capture → encoder → UDP to 127.0.0.1 through the host's real runner, "
+                                   "waits until it ends and says what was sent. Without --port it sends to a "
+                                   "port nobody listens on: the kernel then refuses some datagrams, as expected.")
+    p.add_argument("--port", type=int, help="UDP port on 127.0.0.1 to send to (default: a free port nobody listens on)")
+    p.add_argument("--seconds", type=float, default=10.0, help="stop after this long (default 10; 0 = until Ctrl-C)")
     p.add_argument("--capture", help="capture stage (default: stream.capture)")
     p.add_argument("--encoder", help="encoder stage (default: stream.encoder)")
-    p.add_argument("--width", type=int)
-    p.add_argument("--height", type=int)
-    p.add_argument("--fps", type=int)
-    p.add_argument("--codec", choices=["h264", "hevc", "av1"])
-    p.add_argument("--bitrate-kbps", dest="bitrate_kbps", type=int)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--width", type=int, metavar="PX", help="picture width (default: stream.width)")
+    p.add_argument("--height", type=int, metavar="PX", help="picture height (default: stream.height)")
+    p.add_argument("--fps", type=int, help="frames per second (default: stream.fps)")
+    p.add_argument("--codec", choices=["h264", "hevc", "av1"], help="codec (default: stream.codec)")
+    p.add_argument("--bitrate-kbps", dest="bitrate_kbps", type=int, metavar="KBPS",
+                   help="encoder target bitrate (default: stream.bitrate_kbps)")
+    p.add_argument("--json", action="store_true", help="print the session's final counters as JSON")
     p.set_defaults(func=cmd_loopback)
 
     pm.hook.cli_commands(subparsers=sub)
@@ -274,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`punktfunk plugins | head -2`): stop quietly, and keep
+        # the interpreter's final flush from failing on the closed pipe too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -94,8 +94,9 @@ def host_started(host: Host) -> None:
 def host_stopping(host: Host) -> None:
     """The host is shutting down (Ctrl-C, SIGTERM or ``host.stop()``).
 
-    Called once, before sessions are stopped and planes closed. Save state that
-    must survive here; keep it short, the host stops within 2 s. Returns
+    Called once, after the sessions have ended (their last stats windows are
+    in; the host waits at most 3 s for them) and before the protocol planes and
+    IPC close. Save state that must survive here; keep it short. Returns
     nothing.
     """
 

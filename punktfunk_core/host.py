@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
@@ -25,6 +26,10 @@ from punktfunk_core.window import LOOPBACK_LAYOUT, StageLayout
 
 log = logging.getLogger("punktfunk.host")
 
+#: how long stop() waits for sessions to end (a session's last window waits up to
+#: pipeline.LAST_REPORT_WAIT_S for its client's last report)
+SESSION_STOP_WAIT_S = 3.0
+
 #: CPU encoder used for each codec when ``stream.encoder = "auto"`` finds no GPU
 CPU_ENCODER_FOR_CODEC = {"h264": "x264", "hevc": "hevc", "av1": "av1"}
 
@@ -44,6 +49,8 @@ class Host:
         #: event counters for dropped bad input etc.; exported by /metrics
         self.counters = Counters()
         self.sessions: dict[int, Session] = {}
+        #: the final info of recently ended sessions (``sessions.get`` answers from here)
+        self.ended_sessions: collections.deque[dict[str, Any]] = collections.deque(maxlen=32)
         self.planes: dict[str, ProtocolPlane] = {}
         self.ipc: IpcServer | None = None
         self.started_ns = time.monotonic_ns()
@@ -79,23 +86,25 @@ class Host:
         self.pm.hook.host_started(host=self)
 
     def stop(self) -> None:
+        """Stop the sessions, wait for them (their last stats windows), then tell
+        the plugins (``host_stopping``) and close the planes and IPC."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        for s in list(self.sessions.values()):
+            s.stop("host stopping")
+        deadline = time.monotonic() + SESSION_STOP_WAIT_S
+        for s in list(self.sessions.values()):
+            s.wait(max(0.0, deadline - time.monotonic()))
         try:
             self.pm.hook.host_stopping(host=self)
         except Exception:  # noqa: BLE001
             log.exception("host_stopping hook failed")
-        for s in list(self.sessions.values()):
-            s.stop("host stopping")
         for plane in self.planes.values():
             try:
                 plane.stop()
             except Exception:  # noqa: BLE001
                 log.exception("stopping protocol %s failed", plane.name)
-        deadline = time.monotonic() + 1.0
-        for s in list(self.sessions.values()):
-            s.wait(max(0.0, deadline - time.monotonic()))
         if self.ipc is not None:
             self.ipc.stop()
 
@@ -236,8 +245,10 @@ class Host:
         self.pm.hook.stats_window(session=session, sample=sample)
 
     def _session_ended(self, session: Session, error: BaseException | None) -> None:
+        final = session.info()
         with self._lock:
             self.sessions.pop(session.id, None)
+            self.ended_sessions.append(final)
         reason = session.pipeline.stop_reason if session.pipeline else ""
         if error is None:
             log.info("session %s ended%s", session.id, f" ({reason})" if reason else "")
@@ -262,11 +273,26 @@ class Host:
         def sessions_list(_args: dict) -> list:
             return [s.info() for s in list(self.sessions.values())]
 
-        def sessions_stop(args: dict) -> dict:
+        def session_id(args: dict) -> int:
             try:
-                sid = int(args.get("id"))
+                return int(args.get("id"))
             except (TypeError, ValueError):
                 raise IpcError(400, "session id must be an integer") from None
+
+        def sessions_get(args: dict) -> dict:
+            """One session, running or recently ended (its final counters)."""
+            sid = session_id(args)
+            s = self.sessions.get(sid)
+            if s is not None:
+                return s.info()
+            with self._lock:
+                for info in reversed(self.ended_sessions):
+                    if info["id"] == sid:
+                        return dict(info)
+            raise IpcError(404, f"no session {sid}")
+
+        def sessions_stop(args: dict) -> dict:
+            sid = session_id(args)
             s = self.sessions.get(sid)
             if s is None:
                 raise IpcError(404, f"no session {sid}")
@@ -305,6 +331,7 @@ class Host:
             "sessions.loopback": (loopback, "core"),
             "host.status": (status, "core"),
             "sessions.list": (sessions_list, "core"),
+            "sessions.get": (sessions_get, "core"),
             "sessions.stop": (sessions_stop, "core"),
             "plugins.list": (plugins_list, "core"),
             "host.metrics": (metrics, "core"),

@@ -11,7 +11,10 @@ Measurement is one attribute read (``gate.measuring``) per frame; when it is
 false no timestamp is taken. While measuring, each step is timed with
 ``perf_counter_ns`` and the sending thread aggregates windows
 (:mod:`punktfunk_core.window`); at the end of each window it calls the
-``stats_window`` hook once.
+``stats_window`` hook once. When the session ends, the window still open is
+closed and emitted too (after the client's last report is in, see
+:class:`punktfunk_core.session.ClientFeedback`), so a capture's totals are the
+session's totals.
 
 A stage that raises ends the session: the error is logged, the threads stop,
 every stage is closed exactly once and ``session_ended`` is called.
@@ -35,6 +38,8 @@ log = logging.getLogger("punktfunk.pipeline")
 
 perf_counter_ns = time.perf_counter_ns
 _STOP = object()
+#: how long a session's last window waits for the client's last report
+LAST_REPORT_WAIT_S = 2.0
 
 
 class Pipeline:
@@ -112,6 +117,7 @@ class Pipeline:
     def start(self) -> None:
         self.running = True
         self.session.state = "running"
+        self.session.started_ns = time.monotonic_ns()  # streaming starts now (the stages are built)
         name = f"{self.session.kind}-{self.session.id}"
         self._threads = [threading.Thread(target=self._encode_loop, name=f"{name}-encode", daemon=True)]
         if not self.inline_send:
@@ -238,6 +244,10 @@ class Pipeline:
             if agg.open and not self.gate.measuring:
                 agg.discard()
             return
+        t0, t1, t2, t3 = timing
+        if not agg.open:  # before this unit is sent: what its send drops belongs to the new window
+            self.session.feedback.forget()  # reports from before measuring belong to no window
+            agg.begin(t0, self.frames_dropped, self.sender.send_dropped)
         tq = perf_counter_ns()
         batch = self.packetizer.packetize(au)
         tp = perf_counter_ns()
@@ -245,17 +255,14 @@ class Pipeline:
         ts = perf_counter_ns()
         self.frames_sent += 1
         self.bytes_sent += batch.wire_bytes
-        t0, t1, t2, t3 = timing
-        if not agg.open:
-            agg.begin(t0, self.frames_dropped, self.sender.send_dropped)
-        # the runner steps (window.STEP_NAMES): capture, submit, encode, queue, packetize, send
+        # the runner steps (window.STEP_NAMES): capture, submit, receive, queue, packetize, send
         agg.add((t1 - t0, t2 - t1, t3 - t2, tq - t3, tp - tq, ts - tp), ts - t0, is_repeat,
                 batch.wire_bytes, batch.extra_ns)
         if agg.due(ts):
-            self._close_window(agg, ts)
+            self._close_window(agg.close(ts, self.bitrate_kbps, self.frames_dropped, self.sender.send_dropped,
+                                         self.session.feedback))
 
-    def _close_window(self, agg: WindowAggregator, now_ns: int) -> None:
-        sample = agg.close(now_ns, self.bitrate_kbps, self.frames_dropped, self.sender.send_dropped, self.session.feedback)
+    def _close_window(self, sample: StatsSample) -> None:
         self.session.last_sample = sample
         if self.emit_window is not None:
             try:
@@ -271,8 +278,20 @@ class Pipeline:
             self._finish()
 
     def _finish(self) -> None:
+        self.session.stopped_ns = time.monotonic_ns()
+        agg = self._agg
+        # the counters of the session's last window, read before the stages close
+        last = ((perf_counter_ns(), self.bitrate_kbps, self.frames_dropped, self.sender.send_dropped)
+                if agg.open and self.gate.measuring else None)
         for stage in (self.capture, self.encoder, self.packetizer, self.sender):
             close_quietly(stage)
+        self.session.state = "stopping"
+        if last is not None:
+            feedback = self.session.feedback
+            if not feedback.wait_last_report(LAST_REPORT_WAIT_S):
+                log.info("session %s: the client's last report did not come within %.0f s",
+                         self.session.id, LAST_REPORT_WAIT_S)
+            self._close_window(agg.close(*last, feedback, last=True))
         self.session.state = "ended"
         if self.on_end is not None:
             try:

@@ -25,35 +25,52 @@ class ClientFeedback:
     the client has reported it at least once (a path that cannot measure it
     never reports it). A small lock guards the handful of reports per window;
     it is never taken per frame.
+
+    The last window of a session must hold the client's last report too. A
+    protocol whose client sends one when the session ends calls
+    :meth:`expect_last_report` and, when it has arrived (or never will),
+    :meth:`last_report_in`; the runner waits for that (bounded) before it
+    closes the session's last window.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._packets_dropped: int | None = None
         self._fec_recovered: int | None = None
+        self._frames_unrecoverable: int | None = None
+        #: frames the client decoded and the span (µs) its reports covered, since the last drain
+        self._frames_delivered = 0
+        self._delivered_span_us = 0.0
         self._rtt_us: float | None = None
-        self.frames_undecodable: int | None = None
         self.decode_us: float | None = None
+        self._expects_last = False
+        self._last_in = threading.Event()
 
     def report(
         self,
         *,
         packets_dropped: int | None = None,
         fec_recovered: int | None = None,
+        frames_unrecoverable: int | None = None,
+        frames_delivered: int | None = None,
+        span_us: float | None = None,
         rtt_us: float | None = None,
-        frames_undecodable: int | None = None,
         decode_us: float | None = None,
     ) -> None:
-        """Add counts (deltas) and set the latest smoothed values."""
+        """Add counts (deltas) and set the latest smoothed values. ``frames_delivered``
+        counts only together with ``span_us``, the client time its report covers."""
         with self._lock:
             if packets_dropped is not None:
                 self._packets_dropped = (self._packets_dropped or 0) + int(packets_dropped)
             if fec_recovered is not None:
                 self._fec_recovered = (self._fec_recovered or 0) + int(fec_recovered)
+            if frames_unrecoverable is not None:
+                self._frames_unrecoverable = (self._frames_unrecoverable or 0) + int(frames_unrecoverable)
+            if frames_delivered is not None and span_us is not None and span_us > 0:
+                self._frames_delivered += int(frames_delivered)
+                self._delivered_span_us += float(span_us)
             if rtt_us is not None:
                 self._rtt_us = float(rtt_us)
-            if frames_undecodable is not None:
-                self.frames_undecodable = (self.frames_undecodable or 0) + int(frames_undecodable)
             if decode_us is not None:
                 self.decode_us = float(decode_us)
 
@@ -61,12 +78,41 @@ class ClientFeedback:
         with self._lock:
             if self._packets_dropped is not None:
                 sample.packets_dropped = self._packets_dropped
-                self._packets_dropped = 0
             if self._fec_recovered is not None:
                 sample.fec_recovered = self._fec_recovered
-                self._fec_recovered = 0
+            if self._frames_unrecoverable is not None:
+                sample.frames_unrecoverable = self._frames_unrecoverable
+            if self._delivered_span_us > 0:
+                sample.delivered_fps = round(self._frames_delivered / (self._delivered_span_us / 1e6), 2)
             if self._rtt_us is not None:
                 sample.rtt_us = round(self._rtt_us, 1)
+            self._zero_locked()
+
+    def forget(self) -> None:
+        """Drop counts of a stretch no window covers (measurement was off)."""
+        with self._lock:
+            self._zero_locked()
+
+    def _zero_locked(self) -> None:
+        # a field once reported stays present (0 = measured, nothing happened)
+        for name in ("_packets_dropped", "_fec_recovered", "_frames_unrecoverable"):
+            if getattr(self, name) is not None:
+                setattr(self, name, 0)
+        self._frames_delivered = 0
+        self._delivered_span_us = 0.0
+
+    # -- the client's last report ---------------------------------------------------
+    def expect_last_report(self) -> None:
+        """This session's client reports once more when the session ends."""
+        self._expects_last = True
+
+    def last_report_in(self) -> None:
+        """The client's last report has arrived, or none will (it left)."""
+        self._last_in.set()
+
+    def wait_last_report(self, timeout: float) -> bool:
+        """Wait until the last report is in (at once when none is expected)."""
+        return not self._expects_last or self._last_in.wait(timeout)
 
 
 @dataclass(slots=True)
@@ -99,6 +145,8 @@ class Session:
         self.gpu = ""
         self.started_unix_ms = int(time.time() * 1000)
         self.started_ns = time.monotonic_ns()
+        #: when its pipeline stopped streaming (0 while it runs)
+        self.stopped_ns = 0
         self.feedback = ClientFeedback()
         self.last_sample: StatsSample | None = None
         self.error: BaseException | None = None
@@ -133,6 +181,13 @@ class Session:
     def ended(self) -> bool:
         return self._ended.is_set()
 
+    @property
+    def ending(self) -> bool:
+        """The stream stopped or is stopping: its pipeline no longer runs (the
+        last stats window may still wait for the client's last report)."""
+        p = self.pipeline
+        return self.ended or (p is not None and self.state != "starting" and not p.running)
+
     def info(self) -> dict[str, Any]:
         s = self.last_sample
         bitrate = self.pipeline.bitrate_kbps if self.pipeline is not None else self.spec.bitrate_kbps
@@ -142,10 +197,15 @@ class Session:
             self.state, s.fps if s else None, s.mbps if s else None,
         )
         out = {f: getattr(info, f) for f in SessionInfo.__slots__}
+        out["duration_ms"] = ((self.stopped_ns or time.monotonic_ns()) - self.started_ns) // 1_000_000
         out["details"] = dict(self.details)
         p = self.pipeline
         if p is not None:
             out["frames_sent"], out["bytes_sent"], out["frames_dropped"] = p.frames_sent, p.bytes_sent, p.frames_dropped
+            for counter in ("packets_sent", "send_dropped"):  # where the sender counts them
+                value = getattr(p.sender, counter, None)
+                if isinstance(value, int):
+                    out[counter] = value
             out["fps_recent"], out["mbps_recent"] = self._recent_rates(p.frames_sent, p.bytes_sent)
         if s is not None:
             out["last_sample"] = s.to_dict()

@@ -1,8 +1,8 @@
 """The stats data model shared by the runner, the stats plugin and the console.
 
-JSON field names are part of the contract (``shared/design/stats-capture.md``).
-Optional counters a path cannot measure are ``None`` here and *absent* from
-the JSON, never 0.
+JSON field names are part of the contract (``docs/stats.md``, "What is
+recorded"). Optional counters a path cannot measure are ``None`` here and
+*absent* from the JSON, never 0.
 """
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ from typing import Any, Iterable, Sequence
 
 #: optional StatsSample fields, in the order they are written
 OPTIONAL_FIELDS = (
+    "window_ms",
     "frames_dropped",
     "packets_dropped",
     "send_dropped",
     "fec_recovered",
+    "frames_unrecoverable",
+    "delivered_fps",
     "host_p50_us",
     "host_p99_us",
     "rtt_us",
@@ -23,8 +26,10 @@ OPTIONAL_FIELDS = (
     "seal_us",
     "sock_us",
 )
-#: optional fields that are integer counts (the rest are float µs)
-COUNT_FIELDS = frozenset({"frames_dropped", "packets_dropped", "send_dropped", "fec_recovered"})
+#: optional fields that are integer counts of events in the window
+COUNT_FIELDS = frozenset({"frames_dropped", "packets_dropped", "send_dropped", "fec_recovered", "frames_unrecoverable"})
+#: optional fields that are integers but not counts (summed over a capture they mean nothing)
+INT_FIELDS = COUNT_FIELDS | {"window_ms"}
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -68,16 +73,25 @@ class StatsSample:
     bitrate_kbps: int
     t_ms: int = 0
     session_id: int = 0
+    #: length of the window in ms (the last window of a session is usually shorter)
+    window_ms: int | None = None
     frames_dropped: int | None = None
     packets_dropped: int | None = None
     send_dropped: int | None = None
     fec_recovered: int | None = None
+    #: access units the client lost for good (could not rebuild, even with FEC)
+    frames_unrecoverable: int | None = None
+    #: frames per second the client decoded (its own count over its own report span)
+    delivered_fps: float | None = None
     host_p50_us: float | None = None
     host_p99_us: float | None = None
     rtt_us: float | None = None
     fec_us: float | None = None
     seal_us: float | None = None
     sock_us: float | None = None
+    #: the finer split: parts of a stage (``encode.submit``) and measurements inside one
+    #: (``send_spread``); never stacked, they do not add up to the host total
+    detail: list[StageTiming] = field(default_factory=list)
     #: not serialised: window length in seconds and the stage max (for PUNKTFUNK_PERF logs)
     window_s: float = field(default=0.0, compare=False)
     stage_max_us: dict[str, float] = field(default_factory=dict, compare=False)
@@ -96,6 +110,8 @@ class StatsSample:
             v = getattr(self, name)
             if v is not None:
                 d[name] = v
+        if self.detail:
+            d["detail"] = [s.to_dict() for s in self.detail]
         return d
 
     @classmethod
@@ -107,9 +123,10 @@ class StatsSample:
         for name in OPTIONAL_FIELDS:
             v = d.get(name)
             if v is not None:
-                kw[name] = int(v) if name in COUNT_FIELDS else float(v)
+                kw[name] = int(v) if name in INT_FIELDS else float(v)
         return cls(
             stages=[StageTiming.from_dict(s) for s in d.get("stages", [])],
+            detail=[StageTiming.from_dict(s) for s in d.get("detail", [])],
             fps=float(d.get("fps", 0.0)),
             repeat_fps=float(d.get("repeat_fps", 0.0)),
             mbps=float(d.get("mbps", 0.0)),
@@ -135,8 +152,15 @@ class StatsSample:
         extra = ""
         if self.host_p50_us is not None:
             extra += f" host={self.host_p50_us:.0f}/{self.host_p99_us:.0f}"
+        if self.detail:
+            extra += " [" + " ".join(f"{s.name}={s.p50_us:.0f}/{s.p99_us:.0f}" for s in self.detail) + "]"
+        client = ""
+        if self.delivered_fps is not None:
+            client += f" delivered={self.delivered_fps:.1f}"
+        if self.frames_unrecoverable is not None:
+            client += f" unrecoverable={self.frames_unrecoverable}"
         return (
             f"perf[{kind}] session={self.session_id} {' '.join(parts)} (p50/p99/max µs){extra} "
             f"fps={self.fps:.1f} repeat={self.repeat_fps:.1f} mbps={self.mbps:.2f} "
-            f"target={self.bitrate_kbps}kbps"
+            f"target={self.bitrate_kbps}kbps{client}"
         )

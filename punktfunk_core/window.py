@@ -16,13 +16,21 @@ from punktfunk_core.stats import StageTiming, StatsSample, percentile
 if TYPE_CHECKING:
     from punktfunk_core.session import ClientFeedback
 
-# Internal steps the runner times for every measured frame.
-STEP_CAPTURE, STEP_SUBMIT, STEP_ENCODE, STEP_QUEUE, STEP_PACKETIZE, STEP_SEND = range(6)
+# The steps the runner times for every measured frame, named after the call they time:
+# capture.grab, encoder.submit, encoder.receive, the wait for the send thread,
+# packetizer.packetize, sender.send. A synchronous encoder (x264) does its work in
+# submit, an asynchronous one (NVENC) mostly while receive waits for the bitstream:
+# protocols therefore report the two together as the stage "encode".
+STEP_CAPTURE, STEP_SUBMIT, STEP_RECEIVE, STEP_QUEUE, STEP_PACKETIZE, STEP_SEND = range(6)
+STEP_ENCODE = STEP_RECEIVE  # the name of the receive step before it was called receive
 N_STEPS = 6
-STEP_NAMES = ("capture", "submit", "encode", "queue", "packetize", "send")
+STEP_NAMES = ("capture", "submit", "receive", "queue", "packetize", "send")
 
 #: optional per-frame means a packetizer/sender may report through ``extra_ns``
 MEAN_FIELDS = {"fec": "fec_us", "seal": "seal_us", "sock": "sock_us"}
+
+#: the encoder's two calls, kept apart in every layout's detail
+ENCODE_SPLIT = (("encode.submit", (STEP_SUBMIT,)), ("encode.receive", (STEP_RECEIVE,)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +38,12 @@ class StageLayout:
     """How a protocol reports the runner's steps as named stages.
 
     ``stages`` maps each reported stage name, in pipeline order, to the steps
-    whose durations it sums. ``extra_stages`` are stage names taken from the
-    batch's ``extra_ns`` (e.g. GameStream's ``send_spread``).
+    whose durations it sums; together they must cover every step, so that a
+    frame's stages add up to its host total. ``detail`` is the finer split
+    (parts of a stage, reported beside the stages and never stacked), and
+    ``extra_stages`` are detail entries a packetizer or sender measures itself
+    and passes in the batch's ``extra_ns`` (e.g. GameStream's ``send_spread``,
+    which lies inside ``send``).
     """
 
     kind: str
@@ -39,6 +51,7 @@ class StageLayout:
     stages: tuple[tuple[str, tuple[int, ...]], ...]
     extra_stages: tuple[str, ...] = ()
     host_latency: bool = True
+    detail: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 NATIVE_LAYOUT = StageLayout(
@@ -46,11 +59,11 @@ NATIVE_LAYOUT = StageLayout(
     window_s=2.0,
     stages=(
         ("capture", (STEP_CAPTURE,)),
-        ("submit", (STEP_SUBMIT,)),
-        ("encode", (STEP_ENCODE,)),
+        ("encode", (STEP_SUBMIT, STEP_RECEIVE)),
         ("queue", (STEP_QUEUE,)),
         ("send", (STEP_PACKETIZE, STEP_SEND)),
     ),
+    detail=(*ENCODE_SPLIT, ("send.packetize", (STEP_PACKETIZE,)), ("send.transmit", (STEP_SEND,))),
 )
 
 GAMESTREAM_LAYOUT = StageLayout(
@@ -58,11 +71,13 @@ GAMESTREAM_LAYOUT = StageLayout(
     window_s=1.0,
     stages=(
         ("capture", (STEP_CAPTURE,)),
-        ("encode", (STEP_SUBMIT, STEP_ENCODE)),
+        ("encode", (STEP_SUBMIT, STEP_RECEIVE)),
+        ("queue", (STEP_QUEUE,)),
         ("packetize", (STEP_PACKETIZE,)),
         ("send", (STEP_SEND,)),
     ),
     extra_stages=("send_spread",),
+    detail=ENCODE_SPLIT,
 )
 
 
@@ -72,12 +87,12 @@ LOOPBACK_LAYOUT = StageLayout(
     window_s=1.0,
     stages=(
         ("capture", (STEP_CAPTURE,)),
-        ("submit", (STEP_SUBMIT,)),
-        ("encode", (STEP_ENCODE,)),
+        ("encode", (STEP_SUBMIT, STEP_RECEIVE)),
         ("queue", (STEP_QUEUE,)),
         ("packetize", (STEP_PACKETIZE,)),
         ("send", (STEP_SEND,)),
     ),
+    detail=ENCODE_SPLIT,
 )
 
 
@@ -144,34 +159,38 @@ class WindowAggregator:
         frames_dropped: int,
         send_dropped: int | None,
         feedback: ClientFeedback | None,
+        *,
+        last: bool = False,
     ) -> StatsSample:
-        """Build the sample for the window ending at ``now_ns`` and open the next."""
+        """Build the sample for the window ending at ``now_ns`` and open the next
+        (``last``: the session ended, open none)."""
         acc = self._acc
         layout = self.layout
         seconds = max((now_ns - self._start_ns) / 1e9, 1e-9)
         stages: list[StageTiming] = []
+        detail: list[StageTiming] = []
         stage_max: dict[str, float] = {}
-        for name, step_ids in layout.stages:
-            if len(step_ids) == 1:
-                values = acc.steps[step_ids[0]]
-            else:
-                cols = [acc.steps[i] for i in step_ids]
-                values = [sum(v) for v in zip(*cols)]
-            values = sorted(values)
-            stages.append(StageTiming(name, round(percentile(values, 0.5) / 1e3, 1), round(percentile(values, 0.99) / 1e3, 1)))
-            stage_max[name] = values[-1] / 1e3 if values else 0.0
-        for name in layout.extra_stages:
-            values = sorted(acc.extra_stage.get(name, ()))
-            if values:
-                stages.append(StageTiming(name, round(percentile(values, 0.5) / 1e3, 1), round(percentile(values, 0.99) / 1e3, 1)))
-                stage_max[name] = values[-1] / 1e3
+        if acc.frames:  # a session's last window may hold no frame, only the client's last report
+            for out, named in ((stages, layout.stages), (detail, layout.detail)):
+                for name, step_ids in named:
+                    if len(step_ids) == 1:
+                        values = acc.steps[step_ids[0]]
+                    else:
+                        values = [sum(v) for v in zip(*(acc.steps[i] for i in step_ids))]
+                    out.append(_timing(name, sorted(values), stage_max))
+            for name in layout.extra_stages:
+                values = sorted(acc.extra_stage.get(name, ()))
+                if values:
+                    detail.append(_timing(name, values, stage_max))
         repeats = acc.repeats
         sample = StatsSample(
             stages=stages,
+            detail=detail,
             fps=round((acc.frames - repeats) / seconds, 2),
             repeat_fps=round(repeats / seconds, 2),
             mbps=round(acc.wire_bytes * 8 / seconds / 1e6, 3),
             bitrate_kbps=int(bitrate_kbps),
+            window_ms=round(seconds * 1000),
             frames_dropped=frames_dropped - self._frames_dropped_base,
             window_s=seconds,
             stage_max_us=stage_max,
@@ -188,5 +207,13 @@ class WindowAggregator:
                     setattr(sample, field_name, round(acc.extra_sum[key] / acc.frames / 1e3, 1))
         if feedback is not None:
             feedback.drain_into(sample)
-        self.begin(now_ns, frames_dropped, send_dropped)
+        if last:
+            self._start_ns = 0
+        else:
+            self.begin(now_ns, frames_dropped, send_dropped)
         return sample
+
+
+def _timing(name: str, sorted_ns: list[int], stage_max: dict[str, float]) -> StageTiming:
+    stage_max[name] = sorted_ns[-1] / 1e3 if sorted_ns else 0.0
+    return StageTiming(name, round(percentile(sorted_ns, 0.5) / 1e3, 1), round(percentile(sorted_ns, 0.99) / 1e3, 1))

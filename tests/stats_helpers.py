@@ -7,8 +7,8 @@ run by the core's real pipeline runner:
 
 ``statsproto_a``  0.2 s windows, stages capture/submit/encode/send (native-like),
                   no send counter
-``statsproto_b``  0.1 s windows, stages capture/encode/packetize/send plus the
-                  ``send_spread`` extra stage (GameStream-like), a send_dropped
+``statsproto_b``  0.1 s windows, stages capture/encode/packetize/send and the
+                  ``send_spread`` detail entry (GameStream-like), a send_dropped
                   counter, FEC mean time
 
 IPC commands: ``statstest.session {proto, seconds, fps, width, height, paced}``
@@ -55,7 +55,8 @@ LAYOUT_B = StageLayout(
     extra_stages=("send_spread",),
 )
 STAGES_A = ["capture", "submit", "encode", "send"]
-STAGES_B = ["capture", "encode", "packetize", "send", "send_spread"]
+STAGES_B = ["capture", "encode", "packetize", "send"]
+DETAIL_B = ["send_spread"]
 
 
 def plugin_env(**extra: str) -> dict[str, str]:

@@ -110,14 +110,36 @@ def test_measuring_times_every_step_either_way(rx, waits):
     assert windows
     w = windows[0]
     names = [s.name for s in w.stages]
-    assert names == ["capture", "submit", "encode", "queue", "send"], names
+    assert names == ["capture", "encode", "queue", "send"], names
     by = {s.name: s for s in w.stages}
-    assert by["submit"].p50_us > 0 and by["send"].p50_us > 0
+    assert by["encode"].p50_us > 0 and by["send"].p50_us > 0
+    # the finer split: x264 encodes in submit; receive only collects its output
+    split = {s.name: s for s in w.detail}
+    assert list(split) == ["encode.submit", "encode.receive", "send.packetize", "send.transmit"]
+    assert split["encode.submit"].p50_us > split["encode.receive"].p50_us
     assert 50 <= w.fps <= 65
+    # the session's last window is emitted too: every frame sent is in exactly one window
+    assert len(windows) == 2 and windows[1].window_ms < 1000
+    assert sum(round(x.fps * x.window_s) for x in windows) == p.frames_sent == 150
     if not waits:
         # no hand-off: the "queue" step is the few statements between receive and packetize
         # (the median, so one preemption on a busy CI machine does not decide it)
         assert by["queue"].p50_us < 500
+
+
+def test_the_windows_add_up_to_the_session_counters(rx):
+    # nobody listens: the kernel refuses datagrams from the first unit (a keyframe of many) to the last
+    port = rx.getsockname()[1]
+    rx.close()
+    sender = UdpSender(SPEC, {"host": "127.0.0.1", "port": port})
+    gate = MeasurementGate(perf=False)
+    gate.arm("test")
+    p, windows, _ = _pipeline(sender, gate, 100, paced=True)
+    p.run()
+    assert sender.send_dropped > 0
+    assert sum(w.send_dropped for w in windows) == sender.send_dropped
+    assert sum(w.frames_dropped for w in windows) == p.frames_dropped
+    assert sum(round(w.fps * w.window_s) for w in windows) == p.frames_sent == 100
 
 
 def test_a_slow_waiting_sender_makes_the_encode_thread_drop_and_ask_for_a_keyframe(rx):

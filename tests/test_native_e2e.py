@@ -66,7 +66,7 @@ def summary_of(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-SUMMARY_KEYS = {"frames_decoded", "frames_expected", "ids_in_order", "packets_lost", "shards_recovered",
+SUMMARY_KEYS = {"frames_decoded", "frames_expected", "fps", "ids_in_order", "packets_lost", "shards_recovered",
                 "frames_unrecoverable", "e2e_p50_ms", "e2e_p99_ms", "mbps"}
 
 
@@ -85,6 +85,7 @@ def test_loopback_pair_and_stream_640x360_x264(host_factory, tmp_path):
     assert s["frames_unrecoverable"] == 0 and s["packets_lost"] == 0, s
     assert 0 < s["e2e_p50_ms"] <= s["e2e_p99_ms"] < 500, s
     assert s["mbps"] > 0.5
+    assert 30 <= s["fps"] <= 61, s  # frames decoded per second (fewer when x264 falls behind on a busy machine)
     # pairing persisted owner-only on both sides, and the pairing window closed after use
     native_host = h.dirs["config"] / "native"
     native_client = tmp_path / "client-cfg" / "native"
@@ -102,6 +103,16 @@ def test_loopback_pair_and_stream_640x360_x264(host_factory, tmp_path):
     # a second run needs no PIN: both sides pinned each other
     s2 = summary_of(run_client(h, tmp_path, "--seconds", "1.5", "--json", "--width", "320", "--height", "180"))
     assert s2["frames_decoded"] > 30 and s2["ids_in_order"]
+
+
+def test_a_host_that_is_not_there_is_unreachable_not_unpaired(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "client", "127.0.0.1", "--port", str(port),
+                        "--seconds", "1"], env=client_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 4, (p.returncode, p.stderr)
+    assert f"cannot reach 127.0.0.1:{port}" in p.stderr and "not paired" not in p.stderr, p.stderr
 
 
 def test_wrong_pin_fails_clearly_and_starts_no_session(host_factory, tmp_path):
@@ -138,6 +149,8 @@ def test_pin_command_validation(host_factory, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "native", "pin", "0042", "--seconds", "30"],
                         env=env, capture_output=True, text=True, timeout=30)
     assert ok.returncode == 0 and "0042" in ok.stdout
+    # the test host listens on a free port, not the default: the client command it prints must say which
+    assert f"punktfunk client <this host> --port {h.native_port} --pin 0042" in ok.stdout, ok.stdout
     st = h.call("host.status")["protocols"]["native"]
     assert st["pairing_open"] and 0 < st["pairing_expires_in_s"] <= 30
     with pytest.raises(IpcError) as e:
@@ -157,6 +170,7 @@ def test_loss_5_percent_fec_20_recovers_everything(host_factory, tmp_path):
                       "--height", "360", "--bitrate", "4000", "--fec", "20", "--loss", "0.05", "--loss-seed", "3")
     s = summary_of(proc)
     d = s.pop("details")
+    assert d["rtt_us"] == round(d["rtt_us"], 1), d  # rounded like every other figure
     assert d["injected_loss"] > 100, d
     assert 0.04 <= d["injected_loss"] / d["datagrams_received"] <= 0.06, d
     # the sequence-number gaps account for the injected loss (give or take the last unit's tail)
@@ -173,8 +187,15 @@ def test_loss_5_percent_fec_20_recovers_everything(host_factory, tmp_path):
     assert any(smp.get("packets_dropped", 0) > 0 for smp in native), native
     assert any(smp.get("rtt_us", 0) > 0 for smp in native), native
     first = native[0]
-    assert [st["name"] for st in first["stages"]] == ["capture", "submit", "encode", "queue", "send"]
-    assert all(abs(w - 2.0) < 0.5 for w in windows), windows
+    assert [st["name"] for st in first["stages"]] == ["capture", "encode", "queue", "send"]
+    assert [st["name"] for st in first["detail"]] == ["encode.submit", "encode.receive", "send.packetize",
+                                                      "send.transmit"]
+    # 2 s windows; the last one, closed when the session ended, is shorter
+    assert all(abs(w - 2.0) < 0.5 for w in windows[:-1]) and 0 < windows[-1] < 2.5, windows
+    # every window is recorded, the last one too: the host's totals are the client's
+    assert sum(smp.get("packets_dropped", 0) for smp in native) == s["packets_lost"], (native, s)
+    assert sum(smp.get("fec_recovered", 0) for smp in native) == s["shards_recovered"], (native, s)
+    assert sum(smp.get("frames_unrecoverable", 0) for smp in native) == s["frames_unrecoverable"] == 0
     for key in ("fec_us", "seal_us", "sock_us", "host_p50_us", "host_p99_us"):
         assert first.get(key, 0) > 0, (key, first)
     assert first["send_dropped"] == 0
@@ -257,17 +278,27 @@ def test_live_status_line_and_saved_frames_with_gso_forced_off(host_factory, tmp
     frames_dir = tmp_path / "frames"
     proc = subprocess.Popen(client_cmd(h, "--pin", "4821", "--seconds", "2", "--width", "320", "--height", "180",
                                        "--fps", "30", "--save-frames", str(frames_dir)),
-                            env=client_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=client_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
     while not _session_info(h):
         assert time.monotonic() < deadline and proc.poll() is None, "session never started"
         time.sleep(0.05)
     assert _session_info(h)[0]["details"]["gso"] is False  # native.gso = false forces plain sends
-    out, err = proc.communicate(timeout=60)
-    proc = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    assert proc.returncode == 0, proc.stderr
-    lines = [x for x in proc.stdout.splitlines() if x.strip()]  # "\r"-updated status line (newlines in text mode)
-    assert len(lines) >= 2 and all("fps" in x and "Mb/s" in x and "e2e p50" in x for x in lines), proc.stdout
+    raw, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    out = raw.decode()
+    head, _, rest = out.partition("\r")
+    # pairing said so, then what streams, then the live line redrawn in place (\r), then the summary
+    assert f"paired with 127.0.0.1:{h.native_port}" in head and "known-hosts.json" in head, out
+    assert "streaming 320x180@30 h264 from" in head, out
+    *status, last = rest.split("\r")
+    status.append(last.split("\n")[0])
+    assert len(status) >= 2 and all("fps" in x and "Mb/s" in x and "e2e p50" in x for x in status), out
+    # the summary starts on a line of its own, and the output ends with a newline (no cursor left on a \r line)
+    summary = last.split("\n", 1)[1]
+    assert summary.startswith("session 1 ended: ") and "frames decoded" in summary and "fps" in summary, out
+    assert "packets lost 0, recovered by FEC 0, frames unrecoverable 0" in summary, out
+    assert out.endswith("\n") and summary.count("\n") == 1, out
     pngs = sorted(frames_dir.glob("frame-*.png"))
     assert len(pngs) >= 30
     assert frames_dir.stat().st_mode & 0o777 == 0o700

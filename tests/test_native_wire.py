@@ -324,7 +324,8 @@ def test_authenticated_but_hostile_headers_never_crash_the_reassembler(items):
     assert len(rx.reasm.slots) <= rx.reasm.max_pending
 
 
-@given(st.dictionaries(st.sampled_from(["packets_lost", "shards_recovered", "frames_undecodable", "decode_us", "x"]),
+@given(st.dictionaries(st.sampled_from(["packets_lost", "shards_recovered", "frames_unrecoverable", "frames_decoded",
+                                        "span_us", "decode_us", "last", "x"]),
                        st.one_of(st.integers(-5, 2**50), st.floats(allow_nan=True), st.text(max_size=3), st.none(),
                                  st.booleans())))
 def test_feedback_report_parser(msg):
@@ -334,6 +335,7 @@ def test_feedback_report_parser(msg):
     from punktfunk_native.server import NativePlane
 
     session = Session("native", "test", StreamSpec())
+    session.feedback.expect_last_report()
     try:
         NativePlane._feedback(session, dict(msg, type="report"))
     except ProtocolError:
@@ -344,3 +346,12 @@ def test_feedback_report_parser(msg):
         assert sample.packets_dropped == msg["packets_lost"] >= 0
     if "shards_recovered" in msg:
         assert sample.fec_recovered == msg["shards_recovered"] >= 0
+    if "frames_unrecoverable" in msg:
+        assert sample.frames_unrecoverable == msg["frames_unrecoverable"] >= 0
+    # a decoded count is a rate only with the span it covers
+    if "frames_decoded" in msg and msg.get("span_us", 0) > 0:
+        assert sample.delivered_fps == round(msg["frames_decoded"] / (msg["span_us"] / 1e6), 2)
+    else:
+        assert sample.delivered_fps is None
+    # only a report marked last (exactly true) lets the session's last window close
+    assert session.feedback.wait_last_report(0) is (msg.get("last") is True)

@@ -15,7 +15,7 @@ import punktfunk_stats.plugin as stats_plugin
 from punktfunk_core.paths import Paths
 from punktfunk_core.plugins import PluginManager
 from punktfunk_stats.routes import register_routes
-from stats_helpers import STAGES_B, plugin_env, wait_for
+from stats_helpers import DETAIL_B, STAGES_B, plugin_env, wait_for
 
 SPEC_ROUTES = {
     ("/api/v1/stats/capture/start", "POST"),
@@ -113,15 +113,16 @@ def test_full_flow_over_http(console: dict[str, Any]) -> None:
     r = c.get(f"{R}/{cid}/summary", headers=h)
     summ = r.get_json()
     assert r.status_code == 200 and [s["name"] for s in summ["stages"]] == STAGES_B
-    assert set(summ["stages"][0]) == {"name", "windows", "p50_us", "p95_us", "p99_us", "max_p99_us"}
-    assert set(summ["fps"]) >= {"min", "mean"} and "total_drops" in summ
+    assert [s["name"] for s in summ["detail"]] == DETAIL_B
+    assert set(summ["stages"][0]) == {"name", "windows", "p50_us", "p95_us", "p99_us", "median_p99_us", "max_p99_us"}
+    assert set(summ["fps"]) >= {"min", "mean"} and summ["counters"]["send_dropped"] == 0
     r = c.get(f"{R}/{cid}.csv", headers=h)
     assert r.status_code == 200 and r.mimetype == "text/csv"
     assert cid in r.headers["Content-Disposition"]
     rows = list(csv.reader(io.StringIO(r.get_data(as_text=True))))
     assert len(rows) == meta["sample_count"] + 1
     assert rows[0][:6] == ["t_ms", "session_id", "fps", "repeat_fps", "mbps", "bitrate_kbps"]
-    assert "send_spread_p50_us" in rows[0] and "send_dropped" in rows[0]
+    assert "capture_frame_p50_us" in rows[0] and "send_spread_frame_p50_us" in rows[0] and "send_dropped" in rows[0]
     r = c.delete(f"{R}/{cid}", headers=h)
     assert r.status_code == 204 and r.data == b""
     r = c.delete(f"{R}/{cid}", headers=h)

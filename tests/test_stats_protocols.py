@@ -68,13 +68,14 @@ def test_capture_over_native_and_gamestream_sessions(host_factory, pf_dirs, tmp_
     by_sid: dict[int, list[dict]] = {}
     for s in cap["samples"]:
         by_sid.setdefault(s["session_id"], []).append(s)
-    assert set(by_sid) == {1, 2}, json.dumps(cap["samples"])[:2000]
-    nat, gs = by_sid[1], by_sid[2]
-    assert all([st["name"] for st in s["stages"]] == ["capture", "submit", "encode", "queue", "send"] for s in nat)
-    assert all([st["name"] for st in s["stages"]][:4] == ["capture", "encode", "packetize", "send"] for s in gs)
-    # window lengths: ≈ 2 s native, ≈ 1 s GameStream
-    dn = [b["t_ms"] - a["t_ms"] for a, b in zip(nat, nat[1:])]
-    dg = [b["t_ms"] - a["t_ms"] for a, b in zip(gs, gs[1:])]
+    assert len(by_sid) == 2, json.dumps(cap["samples"])[:2000]
+    nat, gs = (by_sid[k] for k in sorted(by_sid))  # the host's session ids: native started first
+    assert gs[0]["session_id"] == host.call("gamestream.status")["last_session"]["id"]
+    assert all([st["name"] for st in s["stages"]] == ["capture", "encode", "queue", "send"] for s in nat)
+    assert all([st["name"] for st in s["stages"]] == ["capture", "encode", "queue", "packetize", "send"] for s in gs)
+    # window lengths: ≈ 2 s native, ≈ 1 s GameStream (each session's last window is shorter)
+    dn = [b["t_ms"] - a["t_ms"] for a, b in zip(nat, nat[1:-1])]
+    dg = [b["t_ms"] - a["t_ms"] for a, b in zip(gs, gs[1:-1])]
     assert dn and all(1500 <= d <= 2600 for d in dn), dn
     assert dg and all(700 <= d <= 1600 for d in dg), dg
     assert all("rtt_us" in s or "packets_dropped" in s for s in nat[1:])  # client feedback on punktfunk/1

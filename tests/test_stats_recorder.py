@@ -129,20 +129,33 @@ def test_push_restamps_and_never_touches_callers_sample(capdir: Path) -> None:
 def test_first_session_fills_meta_second_capture_gets_its_own(capdir: Path) -> None:
     rec = Recorder(capdir)
     rec.start()
-    assert rec.register_session(10, NATIVE_INFO) == 1
-    assert rec.register_session(11, GS_INFO) == 2
-    assert rec.register_session(10, GS_INFO) == 1
+    # the host's session ids are the capture's session ids (what `punktfunk status` shows)
+    assert rec.register_session(10, NATIVE_INFO) == 10
+    assert rec.register_session(11, GS_INFO) == 11
+    assert rec.register_session(10, GS_INFO) == 10
     rec.push_sample(sample(), 11, GS_INFO)
     m1 = rec.stop()
     assert (m1["kind"], m1["width"], m1["codec"], m1["client"]) == ("native", 1920, "hevc", "ab12cd34")
+    assert rec.load(m1["id"])["samples"][0]["session_id"] == 11
     rec.start()
-    assert rec.live()["meta"]["kind"] == ""  # before any session
+    # before any session the session fields are absent, not placeholders ("" / 0)
+    assert not {"kind", "width", "height", "fps", "codec", "client", "encoder_backend", "gpu"} & set(rec.live()["meta"])
     rec.push_sample(sample(), 11, GS_INFO)  # seen first in this capture: fills its meta
     m2 = rec.stop()
     assert m2["id"] != m1["id"]
     assert (m2["kind"], m2["width"], m2["fps"], m2["codec"], m2["client"]) == ("gamestream", 1280, 120, "h264", "192.0.2.7:47998")
-    assert rec.load(m2["id"])["samples"][0]["session_id"] == 1
+    assert rec.load(m2["id"])["samples"][0]["session_id"] == 11
     assert rec.register_session(12, NATIVE_INFO) == 0  # idle
+
+
+def test_a_capture_without_a_session_saves_no_placeholders(capdir: Path) -> None:
+    rec = Recorder(capdir)
+    rec.start()
+    meta = rec.stop()
+    assert list(meta) == ["id", "started_unix_ms", "duration_ms", "sample_count", "truncated"]
+    raw = json.loads((capdir / f"{meta['id']}.json").read_text())
+    assert raw["meta"] == meta and raw["samples"] == []
+    assert rec.list()[0] == meta and rec.load(meta["id"])["meta"] == meta
 
 
 def test_cap_keeps_oldest_sets_truncated_and_warns_once(capdir: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -380,17 +393,20 @@ def test_old_files_with_zeros_and_other_key_order_load(capdir: Path) -> None:
                   "fps": 60.0, "repeat_fps": 0.0, "mbps": 5.0, "bitrate_kbps": 8000,
                   "frames_dropped": 0, "packets_dropped": 0, "send_dropped": 0, "fec_recovered": 0,
                   "host_p50_us": 0.0, "host_p99_us": 0.0, "rtt_us": 0.0, "fec_us": 0.0, "seal_us": 0.0, "sock_us": 0.0}
-    meta = dict(META_DEFAULTS, id="old", started_unix_ms=1_700_000_000_000, kind="native", sample_count=1)
+    meta = dict(META_DEFAULTS, id="old", started_unix_ms=1_700_000_000_000, kind="native", sample_count=1,
+                width=0, height=0, fps=0, codec="", client="", encoder_backend="", gpu="")
     _write_capture(capdir / "old.json", meta, [old_sample])
     # samples before meta (another writer's key order): still listed, via a full parse
     (capdir / "reordered.json").write_text(json.dumps({"samples": [old_sample, old_sample],
                                                        "meta": {"started_unix_ms": 1_600_000_000_000}}))
     listed = rec.list()
     assert [m["id"] for m in listed] == ["old", "reordered"]
-    assert listed[1]["sample_count"] == 2 and list(listed[1]) == SPEC_META
+    # an old file's placeholders ("", 0) are read as absent
+    assert listed[1]["sample_count"] == 2 and list(listed[1]) == [k for k in SPEC_META if k in META_DEFAULTS]
+    assert listed[0]["kind"] == "native" and "width" not in listed[0]
     cap = rec.load("old")
     assert cap["samples"][0]["packets_dropped"] == 0 and cap["samples"][0]["rtt_us"] == 0.0
-    assert summarize(cap)["total_drops"] == 0
+    assert summarize(cap)["counters"]["packets_dropped"] == 0
 
 
 def test_list_newest_first_and_fast_with_2000_files(capdir: Path) -> None:
@@ -529,20 +545,31 @@ def test_summary_math() -> None:
     assert cap["p95_us"] == 96.0  # index 95
     assert cap["p99_us"] == 100.0  # index 99
     assert cap["max_p99_us"] == 9999.0
+    # window p99s: 10..1000 and 9999: the median is index 50
+    assert cap["median_p99_us"] == 510.0
     assert by["encode"] == {"name": "encode", "windows": 100, "p50_us": 1000.0, "p95_us": 1000.0,
-                            "p99_us": 1000.0, "max_p99_us": 2000.0}
+                            "p99_us": 1000.0, "median_p99_us": 2000.0, "max_p99_us": 2000.0}
     assert by["send"]["windows"] == 1 and by["send"]["max_p99_us"] == 70.0
     assert summ["fps"]["min"] == 30.0
     expected_mean = (sum(60.0 - (i % 3) for i in range(100)) + 30.0) / 101
     assert summ["fps"]["mean"] == round(expected_mean, 2)
     assert summ["counters"] == {"frames_dropped": 50, "packets_dropped": 7}
-    assert summ["total_drops"] == 57
+    assert "total_drops" not in summ  # lost, recovered and unrecoverable are never added up
     assert summ["sessions"] == 2 and summ["sample_count"] == 101
+
+
+def test_summary_fps_weighs_windows_by_length_and_ignores_a_short_last_window() -> None:
+    samples = [_s(i * 2000, 1, {"capture": (1.0, 2.0)}, fps=60.0, window_ms=2000) for i in range(9)]
+    samples.append(_s(18_100, 1, {"capture": (1.0, 2.0)}, fps=10.0, window_ms=100, delivered_fps=5.0))
+    summ = summarize(_capture(samples))
+    assert summ["fps"]["min"] == 60.0 and summ["fps"]["max"] == 60.0  # the 100 ms last window is partial
+    assert summ["fps"]["mean"] == round((9 * 2000 * 60 + 100 * 10) / 18_100, 2)
+    assert summ["delivered_fps"] == {"min": 5.0, "mean": 5.0, "max": 5.0}
 
 
 def test_summary_of_empty_capture() -> None:
     summ = summarize(_capture([]))
-    assert summ["stages"] == [] and summ["fps"] == {"min": 0.0, "mean": 0.0, "max": 0.0} and summ["total_drops"] == 0
+    assert summ["stages"] == [] and summ["fps"] == {"min": 0.0, "mean": 0.0, "max": 0.0} and summ["counters"] == {}
 
 
 def test_csv_columns_one_per_stage_and_counter() -> None:
@@ -553,8 +580,8 @@ def test_csv_columns_one_per_stage_and_counter() -> None:
     ]
     rows = list(csv.reader(io.StringIO(to_csv(_capture(samples)))))
     assert rows[0] == ["t_ms", "session_id", "fps", "repeat_fps", "mbps", "bitrate_kbps",
-                       "capture_p50_us", "capture_p99_us", "encode_p50_us", "encode_p99_us",
-                       "packetize_p50_us", "packetize_p99_us", "frames_dropped", "send_dropped", "rtt_us"]
+                       "capture_frame_p50_us", "capture_frame_p99_us", "encode_frame_p50_us", "encode_frame_p99_us",
+                       "packetize_frame_p50_us", "packetize_frame_p99_us", "frames_dropped", "send_dropped", "rtt_us"]
     assert len(rows) == 4
     assert rows[1] == ["0", "1", "60.0", "0.0", "10.0", "8000", "1.0", "2.0", "3.0", "4.0", "", "", "", "", ""]
     assert rows[2][-3:] == ["2", "", "900.5"]

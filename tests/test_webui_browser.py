@@ -5,6 +5,7 @@ test-output/webui/."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -57,6 +58,11 @@ def stack(host_factory: Any, pf_dirs: dict[str, Path]) -> Iterator[dict[str, Any
     finally:
         sink.close()
         console.stop()
+
+
+def _rgb(hex_colour: str) -> str:
+    n = int(hex_colour.lstrip("#"), 16)
+    return f"rgb({n >> 16}, {(n >> 8) & 255}, {n & 255})"
 
 
 def api(stack: dict[str, Any], path: str) -> Any:
@@ -138,7 +144,7 @@ def test_performance_page_end_to_end(browser: Any, stack: dict[str, Any], shots:
     shots(page, "0-login")
     page.fill("#token-input", "wrong-token-wrong-token")
     page.click("#login-form button[type=submit]")
-    page.wait_for_function("document.getElementById('login-error').textContent.includes('not valid')")
+    page.wait_for_function("() => document.getElementById('login-error').textContent.includes('not valid')")
     sign_in(page, stack)
     assert stack["token"] not in page.url
     page.wait_for_selector("#capture-badge.idle")
@@ -154,20 +160,53 @@ def test_performance_page_end_to_end(browser: Any, stack: dict[str, Any], shots:
     assert page.query_selector("#detail-health canvas") is not None
     # summary numbers in the page are the API's, formatted per the spec
     summary = api(stack, f"/api/v1/stats/recordings/{first}/summary")
-    assert summary["stages"]
-    for st in summary["stages"]:
-        for key in ("p50_us", "p95_us", "p99_us", "max_p99_us"):
+    assert summary["stages"] and summary["detail"]
+    for st in summary["stages"] + summary["detail"]:
+        for key in ("p50_us", "p95_us", "median_p99_us", "max_p99_us"):
             cell = page.text_content(f'#summary-table tr[data-stage="{st["name"]}"] td[data-key="{key}"]')
             assert cell == units.format_us(st[key]), (st["name"], key, cell, st[key])
+    # the table says what is aggregated over what
+    caption = page.text_content("#summary-table caption")
+    windows = max(st["windows"] for st in summary["stages"])
+    assert f"over {windows} windows" in caption and "p50 and p99 of its frames" in caption, caption
+    heads = page.text_content("#summary-table thead")
+    assert "p50 of the frames, over windows" in heads and "p99 of the frames, over windows" in heads, heads
     assert page.text_content("#sum-fps") == f"{units.format_fps(summary['fps']['min'])} / {units.format_fps(summary['fps']['mean'])}"
+    # durations keep their tenths (a 7 s capture is not cut to "7 s" when it ran 7.4 s)
+    meta = api(stack, "/api/v1/stats/recordings")[0]
+    assert page.text_content(f'#recordings-table tr[data-id="{first}"] td:nth-child(7)') == units.format_duration_ms(meta["duration_ms"])
+    assert re.fullmatch(r"\d+\.\d s", units.format_duration_ms(meta["duration_ms"]))
     # the latency axis reaches at least 1.2 × the 30 fps budget
     y_max = page.evaluate("document.querySelector('#detail-latency').pfChart.scales.y.max")
     assert y_max >= 1.2 * 1_000_000 / 30 - 1
+    assert page.get_attribute("#detail-latency", "data-mode") == "stacked"
+    # an idle legend names the lines, with no time and no dashes in it
+    idle_time = page.eval_on_selector("#detail-latency .u-legend .u-series:first-child", "e => getComputedStyle(e).display")
+    assert idle_time == "none"
+    assert "\u2013" not in page.inner_text("#detail-latency .u-legend"), page.inner_text("#detail-latency .u-legend")
+    # throughput: the encoder target is its own colour and dash, and never sits on the fps line
+    thr = page.evaluate("""(() => { const c = document.querySelector('#detail-throughput').pfChart;
+        const by = Object.fromEntries(c.series.map((s, i) => [s.label, i]));
+        const f = by['fps (host sent)'], t = by['target Mb/s (encoder)'];
+        return {fpsStroke: c.series[f]._stroke, targetStroke: c.series[t]._stroke, dash: c.series[t].dash,
+                fps: c.data[f], target: c.data[t], fpsMax: c.scales.fps.max, mbpsMax: c.scales.mbps.max}; })()""")
+    assert thr["fpsStroke"] != thr["targetStroke"] and thr["dash"], thr
+    heights = [(a / thr["fpsMax"], b / thr["mbpsMax"]) for a, b in zip(thr["fps"], thr["target"]) if a and b]
+    assert heights and all(abs(a - b) > 0.05 for a, b in heights), heights
     shots(page, "3-detail-p50")
     page.click('#detail-card .segmented button[data-q="p99"]')
     page.wait_for_selector('#detail-card .segmented button[data-q="p99"][aria-pressed="true"]')
     assert canvas_ink(page, "#detail-latency") > 2000
-    assert "p99" in page.evaluate("document.querySelector('#detail-latency').pfChart.series.map(s => s.label).join(',')")
+    # p99s do not add up: the p99 view draws each stage and the host total as lines of their own, and says why
+    assert page.get_attribute("#detail-latency", "data-mode") == "lines"
+    assert "p99s do not add up" in page.text_content("#detail-latency-note")
+    lines = page.evaluate("""(() => { const c = document.querySelector('#detail-latency').pfChart;
+        return c.series.map((s, i) => [s.label, c.data[i]]); })()""")
+    labels = [label for label, _ in lines]
+    assert "host total p99 (per frame)" in labels, labels
+    cap1 = api(stack, f"/api/v1/stats/recordings/{first}")
+    encode_p99 = [next(st["p99_us"] for st in x["stages"] if st["name"] == "encode") for x in cap1["samples"]]
+    assert dict(lines)["encode p99"] == encode_p99  # the stage's own p99, not stacked on the ones below
     shots(page, "4-detail-p99")
 
     # capture 2: a different mode, then compare the two
@@ -191,8 +230,25 @@ def test_performance_page_end_to_end(browser: Any, stack: dict[str, Any], shots:
     assert page.text_content(f'{row} td[data-side="b"]') == units.format_us(enc_b["p50_us"])
     delta = page.text_content(f'{row} td[data-side="delta"]')
     assert delta[0] in "+\u2212\u00b1" and units.format_us(abs(enc_b["p50_us"] - enc_a["p50_us"])) in delta
-    fps_row = '#compare-table tr[data-stage="fps"][data-q="mean"]'
+    fps_row = '#compare-table tr[data-stage="fps (host)"][data-q="mean"]'
     assert page.text_content(f'{fps_row} td[data-side="b"]') == units.format_fps(sb["fps"]["mean"])
+    # A and B have colours of their own, the same in the tags and in the chart
+    tag_a = page.eval_on_selector("#compare-card .tag.a", "e => getComputedStyle(e).backgroundColor")
+    tag_b = page.eval_on_selector("#compare-card .tag.b", "e => getComputedStyle(e).backgroundColor")
+    strokes = page.evaluate("document.querySelector('#compare-latency').pfChart.series.slice(1, 3).map(s => s._stroke)")
+    assert tag_a != tag_b and strokes[0] != strokes[1], (tag_a, tag_b, strokes)
+    assert [_rgb(x) for x in strokes] == [tag_a, tag_b]
+    # the frame budget is inside the axis when it is drawn; when it is far above the values, the note says so
+    for stage in page.eval_on_selector_all("#compare-card .stage-pick button", "bs => bs.map(b => b.dataset.stage)"):
+        for q in ("p50", "p99"):
+            page.click(f'#compare-card .stage-pick button[data-stage="{stage}"]')
+            page.click(f'#compare-card .card-head .segmented button[data-q="{q}"]')
+            budget_state = page.get_attribute("#compare-latency", "data-budget")
+            y_max = page.evaluate("document.querySelector('#compare-latency').pfChart.scales.y.max")
+            if budget_state == "drawn":
+                assert y_max >= 1_000_000 / 60, (stage, q, y_max)
+            else:
+                assert budget_state == "far above" and "is far above these values" in page.text_content("#compare-note")
     page.eval_on_selector("#compare-card", "e => e.scrollIntoView()")
     shots(page, "5-compare")
 
@@ -224,7 +280,12 @@ def test_performance_page_end_to_end(browser: Any, stack: dict[str, Any], shots:
     wait_for(lambda: page.evaluate("document.querySelector('#detail-latency').pfChart.width") <= 390, 5,
              what="chart resized to the phone width")
     assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    # and every table fits: nothing is cut off behind a scroll edge
     shots(page, "11-phone")
+    cut = page.evaluate("""[...document.querySelectorAll('#page table.data')].filter(t => t.offsetParent)
+        .filter(t => t.scrollWidth > t.parentElement.clientWidth + 1)
+        .map(t => [t.id || t.className, t.scrollWidth, t.parentElement.clientWidth])""")
+    assert cut == [], cut
     assert errors == []
     # the token travelled only in headers: never in any URL the page requested
     assert len(all_urls) > 50
@@ -270,6 +331,18 @@ def test_sessions_host_and_pairing_pages(browser: Any, stack: dict[str, Any], sh
         wait_for(lambda: stack["host"].call("host.status")["protocols"]["native"]["pairing_open"], 5,
                  what="native pairing open")
         page.wait_for_selector("#pair-native .clients h3")
+        # status facts read as words with their unit: "pairing expires in 1 min 58 s", not "… in s 118.0"
+        page.reload()
+        page.wait_for_selector('#pair-native .fact[data-key="pairing_expires_in_s"]')
+        fact = '#pair-native .fact[data-key="pairing_expires_in_s"]'
+        assert page.text_content(f"{fact} dt") == "pairing expires in"
+        assert re.fullmatch(r"[12] min \d\d s", page.text_content(f"{fact} dd")), page.text_content(f"{fact} dd")
+        assert page.text_content('#pair-native .fact[data-key="pairing_open"] dd') == "yes"
+    # GameStream is off on this host (opt-in): its card says how to turn it on and offers no PIN entry
+    if "gamestream" not in protocols:
+        page.wait_for_selector("#pair-gamestream .protocol-off")
+        assert "--gamestream" in page.text_content("#pair-gamestream .protocol-off")
+        assert page.query_selector('#pair-gamestream input[name="pin"]') is None
     page.fill('#tokens-card input[name="name"]', "tablet")
     page.click('#tokens-card button[type="submit"]')
     page.wait_for_selector("#tokens-card code.token")
@@ -291,21 +364,24 @@ def test_sessions_host_and_pairing_pages(browser: Any, stack: dict[str, Any], sh
     assert errors == []
 
 
-def _native_like_capture(cid: str, started: int, counters: bool) -> dict[str, Any]:
-    """A saved capture of a path that measures round trip, the sealing split and
-    loss counters, with a second session starting half-way."""
+def _native_like_capture(cid: str, started: int, counters: bool, unrecoverable: int = 0) -> dict[str, Any]:
+    """A saved capture of a path that measures round trip, the sealing split, the
+    client's loss counters and decoded rate, with a second session starting half-way."""
     samples = []
     for i in range(12):
         s: dict[str, Any] = {
-            "t_ms": 2000 * (i + 1), "session_id": 1 if i < 6 else 2,
+            "t_ms": 2000 * (i + 1), "session_id": 3 if i < 6 else 4, "window_ms": 2000,
             "stages": [{"name": n, "p50_us": p, "p99_us": p * 2.5} for n, p in
-                       (("capture", 900.0 + 10 * i), ("submit", 300.0), ("encode", 4200.0 + 40 * i), ("send", 650.0))],
+                       (("capture", 900.0 + 10 * i), ("encode", 4500.0 + 40 * i), ("queue", 20.0), ("send", 650.0))],
+            "detail": [{"name": "encode.submit", "p50_us": 300.0, "p99_us": 700.0},
+                       {"name": "encode.receive", "p50_us": 4200.0 + 40 * i, "p99_us": 9000.0}],
             "fps": 59.9, "repeat_fps": 0.5, "mbps": 19.5 + i / 10, "bitrate_kbps": 20000,
             "host_p50_us": 6100.0, "host_p99_us": 9800.0,
             "rtt_us": 1800.0 + 50 * i, "fec_us": 120.0, "seal_us": 80.0, "sock_us": 210.0,
         }
-        if counters:
-            s.update(frames_dropped=0, packets_dropped=i % 3, send_dropped=0, fec_recovered=2 * (i % 2))
+        if counters:  # FEC repairs every lost packet, except where frames are lost for good
+            s.update(frames_dropped=0, packets_dropped=230 * (i % 3), send_dropped=0, fec_recovered=230 * (i % 3),
+                     frames_unrecoverable=unrecoverable if i == 5 else 0, delivered_fps=59.9 - (10 if i == 5 and unrecoverable else 0))
         samples.append(s)
     meta = {"id": cid, "started_unix_ms": started, "duration_ms": 24000, "kind": "native", "width": 1920,
             "height": 1080, "fps": 60, "codec": "hevc", "client": "ab12cd34", "sample_count": len(samples),
@@ -320,8 +396,9 @@ def test_detail_of_a_native_capture_shows_every_chart(browser: Any, host_factory
     captures = pf_dirs["config"] / "captures"
     captures.mkdir(parents=True, mode=0o700, exist_ok=True)
     now = int(time.time() * 1000)
-    for cid, started, counters in (("native-a", now - 60_000, True), ("native-b", now - 30_000, False)):
-        (captures / f"{cid}.json").write_text(json.dumps(_native_like_capture(cid, started, counters)))
+    for cid, started, counters, lost in (("native-a", now - 60_000, True, 0), ("native-b", now - 30_000, False, 0),
+                                         ("native-c", now - 90_000, True, 3)):
+        (captures / f"{cid}.json").write_text(json.dumps(_native_like_capture(cid, started, counters, lost)))
         os.chmod(captures / f"{cid}.json", 0o600)
     host = host_factory()
     paths = paths_of(pf_dirs)
@@ -343,16 +420,56 @@ def test_detail_of_a_native_capture_shows_every_chart(browser: Any, host_factory
         xs = page.evaluate("document.querySelector('#detail-latency').pfChart.data[1].filter(v => v === null).length")
         assert xs == 1
         labels = page.evaluate("document.querySelector('#detail-health').pfChart.series.map(s => s.label)")
-        assert "packets lost (client)" in labels and "FEC shards recovered" in labels
+        assert {"packets lost (client)", "recovered by FEC (client)", "frames unrecoverable (client)"} <= set(labels)
         assert page.text_content('#summary-table tr[data-stage="host total"] td[data-key="p50_us"]') == "6.1 ms"
+        assert page.get_attribute('#summary-table tr[data-stage="encode.receive"]', "class") == "detail"
         # the budget line at 1000/60 ms, axis at least 1.2 × budget
         assert "16.7 ms" in page.inner_text("#detail-latency")
+        # the client's decoded rate is drawn next to the host's, and summed up next to it
+        thr = page.evaluate("document.querySelector('#detail-throughput').pfChart.series.map(s => s.label)")
+        assert "fps (host sent)" in thr and "fps (client decoded)" in thr, thr
+        assert page.text_content("#sum-delivered") == "59.9 / 59.9"
+        # FEC repaired every lost packet: lost, recovered and unrecoverable are shown apart, and nothing is red
+        assert page.text_content("#sum-packets_dropped") == page.text_content("#sum-fec_recovered") == "2,760"
+        assert page.text_content("#sum-frames_unrecoverable") == "0"
+        assert page.query_selector("#summary-facts .fact.bad") is None
+        assert "drops" not in page.inner_text("#summary-facts").lower()
         shots(page, "12-native-detail")
+        # frames lost for good are the number in red
+        page.click('#recordings-table tr[data-id="native-c"] button.view')
+        page.wait_for_function("() => document.getElementById('detail-card').dataset.id === 'native-c'")
+        page.wait_for_selector("#summary-facts .fact.bad")
+        assert page.text_content("#summary-facts .fact.bad dt") == "frames unrecoverable (client)"
+        assert page.text_content("#sum-frames_unrecoverable") == "3"
         page.click('#recordings-table tr[data-id="native-b"] button.view')
         page.wait_for_selector("#no-loss-counters")
         assert page.text_content("#no-loss-counters") == "This path records no loss counters."
-        assert page.text_content("#sum-drops") == "none on this path"
+        assert page.text_content("#sum-loss") == "none on this path"
         shots(page, "13-no-loss-counters")
         assert errors == []
     finally:
         console.stop()
+
+
+def test_a_stopped_host_is_said_plainly_and_the_controls_go_off(browser: Any, stack: dict[str, Any], shots: Any,
+                                                               host_factory: Any) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    sign_in(page, stack)
+    page.wait_for_selector("#capture-badge.idle")
+    assert page.is_enabled("#capture-start") and page.is_hidden("#host-gone")
+    stack["host"].stop()
+    # the console is still up, the host is not: a banner says so and Start is off (no stale page with a small pill)
+    page.wait_for_selector("#host-gone:not([hidden])", timeout=10_000)
+    assert "The host is not running" in page.text_content("#host-gone")
+    assert page.text_content("#host-badge") == "host not running"
+    assert not page.is_enabled("#capture-start") and not page.is_enabled("#recordings-card button")
+    shots(page, "14-host-gone")
+    # the host comes back: the banner goes, the controls come back
+    host_factory()
+    page.wait_for_selector("#host-gone", state="hidden", timeout=10_000)
+    assert page.is_enabled("#capture-start")
+    # the console itself goes away: that is said too
+    stack["console"].stop()
+    page.wait_for_selector("#host-gone:not([hidden])", timeout=10_000)
+    assert "The console does not answer" in page.text_content("#host-gone")
+    assert not page.is_enabled("#capture-start")

@@ -54,8 +54,11 @@ def test_latency_axis_reaches_at_least_1_2_budgets() -> None:
     assert units.latency_axis_max_us(None, 0) == 1000.0
 
 
-def test_durations() -> None:
-    assert units.format_duration_ms(0) == "0 s"
-    assert units.format_duration_ms(59_999) == "59 s"
+def test_durations_are_rounded_never_cut() -> None:
+    assert units.format_duration_ms(0) == "0.0 s"
+    assert units.format_duration_ms(10_800) == "10.8 s"  # was "10 s"
+    assert units.format_duration_ms(59_949) == "59.9 s"
+    assert units.format_duration_ms(59_999) == "1 min 00 s"
     assert units.format_duration_ms(60_000) == "1 min 00 s"
+    assert units.format_duration_ms(3_599_499) == "59 min 59 s"
     assert units.format_duration_ms(3_600_000) == "1 h 00 min"

@@ -40,7 +40,7 @@ ADMIN_TOKEN_FILE = "mgmt-token"
 PLUGIN_TOKEN_DIR = "plugin-tokens"
 DEVICE_TOKEN_DIR = "device-tokens"
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-# a stats route may never be put on the device lane (stats-capture.md, Auth)
+# a stats route may never be put on the device lane (docs/stats.md, "Management API")
 STATS_PREFIX = "/api/v1/stats"
 
 

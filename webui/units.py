@@ -5,10 +5,11 @@ divisions, same half-up rounding with ``floor(x + 0.5)``) so both give the
 same text for the same IEEE double; the browser test checks a table of cases
 against this module.
 
-Rules (``shared/design/stats-capture.md``): a duration of 1000 µs or more is
-shown in ms with one decimal ("8.3 ms"), anything smaller in whole µs
-("450 µs"). The boundary is decided on the *rounded* value, so 999.6 µs reads
-"1.0 ms", never "1000 µs".
+Rules (docs/console.md, "Units"): a duration of 1000 µs or more is shown in
+ms with one decimal ("8.3 ms"), anything smaller in whole µs ("450 µs"). The
+boundary is decided on the *rounded* value, so 999.6 µs reads "1.0 ms", never
+"1000 µs". A capture's length under a minute has one decimal ("10.8 s", never
+cut to "10 s"), longer ones read "3 min 05 s" and "1 h 02 min".
 """
 
 from __future__ import annotations
@@ -66,17 +67,17 @@ def format_fps(fps: float | None) -> str:
 
 
 def format_duration_ms(ms: float | None) -> str:
-    """A capture length: "42 s", "3 min 05 s", "1 h 02 min"."""
+    """A capture length: "10.8 s", "3 min 05 s", "1 h 02 min" (rounded, never cut)."""
     if ms is None or not math.isfinite(ms) or ms < 0:
         return NO_VALUE
-    total_s = int(ms // 1000)
-    if total_s < 60:
-        return f"{total_s} s"
-    minutes, seconds = divmod(total_s, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+    tenths = _half_up(ms / 100)
+    if tenths < 600:
+        return f"{tenths / 10:.1f} s"
+    total_s = _half_up(ms / 1000)
+    if total_s < 3600:
+        return f"{int(total_s // 60)} min {int(total_s % 60):02d} s"
+    total_min = _half_up(ms / 60_000)
+    return f"{int(total_min // 60)} h {int(total_min % 60):02d} min"
 
 
 #: (function name, argument, expected text) — shared with the browser test
@@ -94,7 +95,10 @@ REFERENCE_CASES: list[tuple[str, float | None, str]] = [
     ("format_us", None, NO_VALUE),
     ("format_mbps", 12.44, "12.4 Mb/s"),
     ("format_mbps", 0.05, "0.1 Mb/s"),
-    ("format_duration_ms", 42_900, "42 s"),
+    ("format_duration_ms", 42_900, "42.9 s"),
+    ("format_duration_ms", 10_800, "10.8 s"),
+    ("format_duration_ms", 59_960, "1 min 00 s"),
     ("format_duration_ms", 185_000, "3 min 05 s"),
+    ("format_duration_ms", 185_600, "3 min 06 s"),
     ("format_duration_ms", 3_720_000, "1 h 02 min"),
 ]

@@ -76,6 +76,8 @@ class Launch:
     client_gone: bool = False
     play_time: float = 0.0
     generation: int = 0
+    #: the last frame Moonlight reported unrecoverable (a frame counts once)
+    last_lost_frame: int = -1
 
 
 class GameStreamPlane(ProtocolPlane):
@@ -557,6 +559,9 @@ class GameStreamPlane(ProtocolPlane):
             "fec_percent": ctx.fec_percent,
             "min_fec_packets": ann.min_fec_packets,
         })
+        # what Moonlight reports is measured from the start: no report is no loss (0, not absent)
+        session.feedback.report(packets_dropped=0, frames_unrecoverable=0,
+                                fec_recovered=0 if ctx.fec_percent > 0 else None)
         self.last_session = {"id": session.id, "client": session.client, **session.details,
                              "codec": spec.codec, "width": spec.width, "height": spec.height, "fps": spec.fps}
         with self._lock:
@@ -596,14 +601,24 @@ class GameStreamPlane(ProtocolPlane):
             s.pipeline.request_keyframe()
 
     def on_fec_status(self, launch: Launch, st: wire.FecStatus) -> None:
+        """Moonlight's per-block FEC report (0x5502) into the session's stats.
+
+        Moonlight sends one for each FEC block it had to repair and for each it
+        gave up on (docs/gamestream.md, "What Moonlight reports"): repaired, the
+        packets missing before the repair point are lost and the missing data
+        packets recovered; given up, every packet of the block that did not
+        arrive is lost and the frame is unrecoverable.
+        """
         s = launch.session
         if s is None:
             return
-        missing = st.data_missing
         if st.recovered:
-            s.feedback.report(fec_recovered=missing, packets_dropped=0)
-        else:
-            s.feedback.report(packets_dropped=missing + max(0, st.total_parity - st.received_parity))
+            s.feedback.report(packets_dropped=st.missing_before_highest, fec_recovered=st.data_missing)
+            return
+        lost = st.total_data + st.total_parity - st.received_data - st.received_parity
+        first = st.frame != launch.last_lost_frame
+        launch.last_lost_frame = st.frame
+        s.feedback.report(packets_dropped=max(0, lost), frames_unrecoverable=int(first))
 
     def aead_for(self, launch: Launch) -> AESGCM:
         return AESGCM(launch.rikey)

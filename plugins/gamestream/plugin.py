@@ -202,7 +202,7 @@ def cli_commands(subparsers: Any) -> None:
     c.add_argument("pin", metavar="PIN")
     c.set_defaults(func=_cmd_pin)
     c = sub.add_parser("status", help="ports, pairing state, paired clients")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="print gamestream.status as JSON")
     c.set_defaults(func=_cmd_status)
     c = sub.add_parser("cancel", help="end the running app (its client is told the stream ended)")
     c.set_defaults(func=_cmd_cancel)

@@ -299,7 +299,7 @@ class GameStreamPacketizer(Packetizer):
             packets = [memoryview(buf[r]) for r in range(rows)]
             wire = rows * S
         self.frames += 1
-        extra = {"fec": fec_ns}
+        extra = {"fec": fec_ns} if rows > n else {}  # no parity (fec_percent 0): fec_us stays absent
         if seal_ns:
             extra["seal"] = seal_ns
         return PacketBatch(packets, au.frame_id, au.capture_ns, au.keyframe, wire, extra,

@@ -179,6 +179,15 @@ class Stats:
     datagrams: int = 0
     first_packet: float = 0.0
     last_packet: float = 0.0
+    #: monotonic times of the first and the last decoded frame
+    first_decoded: float = 0.0
+    last_decoded: float = 0.0
+
+    @property
+    def decoded_fps(self) -> float:
+        """Frames decoded per second between the first and the last decoded frame."""
+        span = self.last_decoded - self.first_decoded
+        return (self.frames_decoded - 1) / span if self.frames_decoded > 1 and span > 0 else 0.0
 
 
 class NativeClient:
@@ -199,6 +208,11 @@ class NativeClient:
         self._stop = threading.Event()
         self._want_keyframe = threading.Event()
         self._rng = random.Random(opts.loss_seed)
+        self.fec_on = True
+        #: totals as of the last report (reports carry deltas) and when it went out
+        self._reported: dict[str, int] = {}
+        self._last_report_at = 0.0
+        self._status_open = False  # a live status line without its newline yet
 
     # -- connecting -------------------------------------------------------------------
     def _connect(self, with_identity: bool) -> tuple[_Ctl, bytes]:
@@ -279,9 +293,28 @@ class NativeClient:
     def ensure_paired(self) -> None:
         if self.known.fingerprint_of(self.address) is None:
             if not self.opts.pin:
-                raise PairingFailed(f"not paired with {self.address}: run `punktfunk native pin NNNN` on the host "
-                                    f"and pass --pin NNNN")
-            self.pair(self.opts.pin)
+                # connect first: an unreachable host is "cannot reach", not "not paired"
+                ctl, _host_der = self._connect(with_identity=False)
+                try:
+                    welcome = self._hello(ctl)
+                    ctl.send({"type": "bye", "reason": "not paired"})
+                finally:
+                    ctl.close()
+                how = ("pairing is open on the host: pass the PIN given to `punktfunk native pin` there as --pin NNNN"
+                       if welcome.get("pairing_open")
+                       else "run `punktfunk native pin NNNN` on the host, then pass --pin NNNN")
+                raise PairingFailed(f"not paired with {self.address}: {how}")
+            self._pair_and_say(self.opts.pin)
+
+    def _pair_and_say(self, pin: str) -> None:
+        self.pair(pin)
+        self.say(f"paired with {self.address} (host certificate {self.known.fingerprint_of(self.address)[:16]}…, "
+                 f"pinned in {self.known.path})")
+
+    def say(self, text: str) -> None:
+        """A message for the person at the terminal (stderr under --json: stdout is the summary)."""
+        self._end_status_line()
+        print(text, file=sys.stderr if self.opts.json else sys.stdout, flush=True)
 
     # -- streaming -----------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -291,7 +324,7 @@ class NativeClient:
         except ClientError as exc:
             if exc.exit_code == EXIT_PAIRING and str(exc) == UNKNOWN_CLIENT and self.opts.pin:
                 self.known.remove(self.address)  # the host forgot us: pair again with the PIN we were given
-                self.pair(self.opts.pin)
+                self._pair_and_say(self.opts.pin)
                 ctl, pinned, _welcome = self._open_stream()
             else:
                 raise
@@ -326,6 +359,7 @@ class NativeClient:
             raise ProtocolError(f"bad host_pub: {exc}") from None
         k_h2c, k_c2h = session_keys(shared, nonce, host_nonce, host_fp, self.identity.fingerprint)
         self.accept = acc
+        self.fec_on = get_int(acc, "fec_percent", 0, 100, 0) > 0
         self.receiver = NativeReceiver(k_h2c)
         host_ip = ctl.sock.getpeername()[0]
         udp = socket.socket(ctl.sock.family, socket.SOCK_DGRAM)
@@ -345,15 +379,39 @@ class NativeClient:
         try:
             started = ctl.recv(20.0, "session_started")
             self.session_id = started.get("session_id")
-            self._control(ctl, acc, fps)
+            self.say(f"streaming {acc.get('width', o.width)}x{acc.get('height', o.height)}@{fps} {codec} from "
+                     f"{self.address} (session {self.session_id}, encoder {started.get('encoder', '?')})")
+            try:
+                ended_by = self._control(ctl, acc, fps)
+            except KeyboardInterrupt:
+                ended_by = "interrupted"
+            self._stop_receiving(rx)
+            if ended_by != "closed":
+                self._last_report(ctl, ended_by)
         finally:
-            self._stop.set()
-            rx.join(2.0)
+            self._stop_receiving(rx)
             udp.close()
             decoder.close()
+            self._end_status_line()
         return self.summary()
 
-    def _control(self, ctl: _Ctl, acc: dict[str, Any], fps: int) -> None:
+    def _stop_receiving(self, rx: threading.Thread) -> None:
+        self._stop.set()
+        rx.join(2.0)
+
+    def _last_report(self, ctl: _Ctl, ended_by: str) -> None:
+        """Our counters are final now (nothing is received any more): report them,
+        marked last, so the host's last stats window equals our summary."""
+        try:  # best effort: the stream itself is over either way
+            self._report(ctl, last=True)
+            if ended_by != "host":
+                ctl.send({"type": "bye", "reason": "done" if ended_by == "done" else ended_by})
+        except ClientError:
+            pass
+
+    def _control(self, ctl: _Ctl, acc: dict[str, Any], fps: int) -> str:
+        """Run the stream until it ends; returns how: "done" (--seconds), "host"
+        (the host said bye) or "closed" (the connection went away)."""
         o = self.opts
         t0 = time.monotonic()
         ping_every = get_int(acc, "keepalive_interval_ms", 50, 60_000, 500) / 1000
@@ -366,7 +424,7 @@ class NativeClient:
         last_rx = t0
         pings: dict[int, float] = {}
         pid = 0
-        last = {"lost": 0, "rec": 0, "bad": 0, "dec": 0}
+        self._last_report_at = t0
         ctl.sock.settimeout(0.05)
         end = t0 + o.seconds if o.seconds > 0 else float("inf")
         while True:
@@ -379,12 +437,7 @@ class NativeClient:
                 raise ClientError(f"no video arrived within {NO_VIDEO_TIMEOUT_S:.0f} s of the session start "
                                   f"(is UDP from the host blocked on the way here?)", EXIT_CONNECT)
             if now >= end:
-                try:  # best effort: the stream itself is over either way
-                    self._report(ctl, last)
-                    ctl.send({"type": "bye", "reason": "done"})
-                except ClientError:
-                    pass
-                break
+                return "done"
             if now >= next_ping:
                 pid += 1
                 pings[pid] = now
@@ -393,21 +446,21 @@ class NativeClient:
                 if len(pings) > 32:
                     pings.pop(min(pings))
             if now >= next_report:
-                self._report(ctl, last)
+                self._report(ctl)
                 next_report = now + report_every
             if self._want_keyframe.is_set() and now - last_kf > 0.1:
                 self._want_keyframe.clear()
                 last_kf = now
                 ctl.send({"type": "keyframe_request"})
             if o.status and not o.json and now >= next_status:
-                self._print_status(now - t0)
+                self._print_status()
                 next_status = now + 0.5
             try:
                 ctl.sock.settimeout(0.05)
                 msgs = ctl.reader.read(ctl.sock)
             except (EOFError, ssl.SSLError, ConnectionError):
                 self.host_bye = self.host_bye or "connection closed"
-                break
+                return "closed"
             done = False
             if msgs:
                 last_rx = time.monotonic()
@@ -428,23 +481,29 @@ class NativeClient:
                 elif t == "error":
                     raise ClientError(f"host error ({m.get('code')}): {m.get('message')}")
             if done:
-                break
-        if o.status and not o.json:
-            self._print_status(time.monotonic() - t0, final=True)
+                return "host"
 
-    def _report(self, ctl: _Ctl, last: dict[str, int]) -> None:
+    def _report(self, ctl: _Ctl, *, last: bool = False) -> None:
+        """Counts since the previous report (deltas), and the span they cover."""
         r = self.receiver
         assert r is not None
-        lost, rec = r.packets_lost, r.reasm.shards_recovered
-        # units lost for good, units the decoder rejected, and units skipped while waiting for a keyframe
-        bad = r.reasm.frames_unrecoverable + self.stats.frames_undecodable + self.stats.skipped_waiting_keyframe
-        dec = self.stats.decode_us[last["dec"]:]
-        msg: dict[str, Any] = {"type": "report", "packets_lost": max(0, lost - last["lost"]),
-                               "shards_recovered": rec - last["rec"], "frames_undecodable": max(0, bad - last["bad"]),
-                               "frames_decoded": len(dec)}
+        now = time.monotonic()
+        total = {"packets_lost": r.packets_lost, "frames_unrecoverable": r.reasm.frames_unrecoverable,
+                 "frames_decoded": self.stats.frames_decoded}
+        if self.fec_on:  # without FEC nothing can be recovered: the count stays absent, not 0
+            total["shards_recovered"] = r.reasm.shards_recovered
+        dec = self.stats.decode_us[self._reported.get("decode_samples", 0):]
+        # what the reports summed so far: a count that went down (a late datagram) is never reported twice
+        deltas = {k: max(0, v - self._reported.get(k, 0)) for k, v in total.items()}
+        msg: dict[str, Any] = {"type": "report", **deltas, "span_us": round((now - self._last_report_at) * 1e6)}
         if dec:
             msg["decode_us"] = round(sum(dec) / len(dec), 1)
-        last.update(lost=lost, rec=rec, bad=bad, dec=len(self.stats.decode_us))
+        if last:
+            msg["last"] = True
+        for k, d in deltas.items():
+            self._reported[k] = self._reported.get(k, 0) + d
+        self._reported["decode_samples"] = len(self.stats.decode_us)
+        self._last_report_at = now
         ctl.send(msg)
 
     # -- receive + decode (one thread) -----------------------------------------------
@@ -506,6 +565,7 @@ class NativeClient:
         return {
             "frames_decoded": st.frames_decoded,
             "frames_expected": expected,
+            "fps": round(st.decoded_fps, 2),
             "ids_in_order": bool(st.ids_in_order and st.frames_decoded > 0),
             "packets_lost": r.packets_lost if r else 0,
             "shards_recovered": reasm.shards_recovered if reasm else 0,
@@ -516,23 +576,44 @@ class NativeClient:
         }
 
     def details(self) -> dict[str, Any]:
-        """Everything beyond the summary (for --verbose and tests)."""
+        """Everything beyond the summary (for --details and tests)."""
         r = self.receiver
         return {"rejected": dict(r.rejected) if r else {}, "frames_undecodable": self.stats.frames_undecodable,
                 "stamps_unreadable": self.stats.stamps_unreadable, "injected_loss": self.stats.injected_loss,
                 "datagrams_received": self.stats.datagrams,
                 "skipped_waiting_keyframe": self.stats.skipped_waiting_keyframe, "host_bye": self.host_bye,
-                "session_id": self.session_id, "rtt_us": self.rtt_us}
+                "session_id": self.session_id,
+                "rtt_us": round(self.rtt_us, 1) if self.rtt_us is not None else None}
 
-    def _print_status(self, elapsed: float, final: bool = False) -> None:
+    def _print_status(self) -> None:
         s = self.summary()
-        fps = self.stats.frames_decoded / elapsed if elapsed > 0 else 0.0
-        line = (f"{fps:6.1f} fps  {s['mbps']:7.2f} Mb/s  lost {s['packets_lost']:5d}  recovered "
+        line = (f"{s['fps']:6.1f} fps  {s['mbps']:7.2f} Mb/s  lost {s['packets_lost']:5d}  recovered "
                 f"{s['shards_recovered']:5d}  unrecoverable {s['frames_unrecoverable']:3d}  e2e p50 "
                 f"{s['e2e_p50_ms'] if s['e2e_p50_ms'] is not None else '-':>6} ms  p99 "
                 f"{s['e2e_p99_ms'] if s['e2e_p99_ms'] is not None else '-':>6} ms")
-        sys.stdout.write("\r" + line + ("\n" if final else ""))
+        sys.stdout.write("\r" + line)
         sys.stdout.flush()
+        self._status_open = True
+
+    def _end_status_line(self) -> None:
+        """Move off the live status line (it is redrawn in place with \\r)."""
+        if self._status_open:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            self._status_open = False
+
+    def summary_text(self) -> str:
+        """The closing summary, in words."""
+        s = self.summary()
+        how = {None: "", "connection closed": " (the host closed the connection)"}.get(
+            self.host_bye, f" (the host ended it: {self.host_bye})")
+        e2e = (f", end to end p50 {s['e2e_p50_ms']:.1f} ms / p99 {s['e2e_p99_ms']:.1f} ms"
+               if s["e2e_p50_ms"] is not None else "")
+        rtt = f", round trip {self.rtt_us / 1000:.1f} ms" if self.rtt_us is not None else ""
+        return (f"session {self.session_id if self.session_id is not None else '?'} ended{how}: "
+                f"{s['frames_decoded']} of {s['frames_expected']} frames decoded ({s['fps']:.1f} fps), "
+                f"{s['mbps']:.2f} Mb/s; packets lost {s['packets_lost']}, recovered by FEC {s['shards_recovered']}, "
+                f"frames unrecoverable {s['frames_unrecoverable']}{e2e}{rtt}")
 
 
 class _Decoder:
@@ -587,6 +668,9 @@ class _Decoder:
         dt = (time.perf_counter_ns() - t0) // 1000
         for frame in frames:
             st.frames_decoded += 1
+            st.last_decoded = time.monotonic()
+            if st.frames_decoded == 1:
+                st.first_decoded = st.last_decoded
             st.decode_us.append(dt)
             stamp = self._read_stamp(frame)
             if stamp is None:
@@ -666,25 +750,32 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
 
 
 def main_from_args(args: argparse.Namespace) -> int:
+    client: NativeClient | None = None
     try:
         opts = options_from_args(args)
         client = NativeClient(opts)
         try:
             summary = client.run()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # before the stream started (while pairing or connecting)
             client._stop.set()
             summary = client.summary()
     except PairingFailed as exc:
-        print(f"punktfunk client: pairing failed: {exc}", file=sys.stderr)
+        _fail(client, f"pairing failed: {exc}")
         return exc.exit_code
     except ClientError as exc:
-        print(f"punktfunk client: {exc}", file=sys.stderr)
+        _fail(client, str(exc))
         return exc.exit_code
     if opts.json:
         out = dict(summary)
         if getattr(args, "details", False):
             out["details"] = client.details()
         print(json.dumps(out))
-    elif client.host_bye and client.host_bye != "connection closed":
-        print(f"host ended the stream: {client.host_bye}")
+    elif client.session_id is not None:
+        print(client.summary_text())
     return EXIT_OK
+
+
+def _fail(client: NativeClient | None, message: str) -> None:
+    if client is not None:
+        client._end_status_line()
+    print(f"punktfunk client: {message}", file=sys.stderr)

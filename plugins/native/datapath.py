@@ -173,9 +173,11 @@ class NativePacketizer(Packetizer):
         t2 = perf_counter_ns()
         self.seq = seq + total
         self.au_seq += 1
+        # no parity, no FEC time: fec_us stays absent rather than a measured 0
+        extra = {"fec": t1 - t0, "seal": t2 - t1} if m else {"seal": t2 - t1}
         return PacketBatch(
             packets=packets, frame_id=au.frame_id, capture_ns=au.capture_ns, keyframe=au.keyframe,
-            wire_bytes=total * psize, extra_ns={"fec": t1 - t0, "seal": t2 - t1},
+            wire_bytes=total * psize, extra_ns=extra,
             meta={"psize": psize, "count": total, "data_shards": k, "parity_shards": m},
         )
 

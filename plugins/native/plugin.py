@@ -100,9 +100,12 @@ def ipc_commands(host: Any, register: Any) -> None:
 def _cmd_pin(args: argparse.Namespace) -> int:
     from punktfunk_core.cli import call_host
 
+    from punktfunk_native.client import DEFAULT_PORT
+
     res = call_host("native.pin", pin=args.pin, seconds=args.seconds)
+    port = f" --port {res['port']}" if res["port"] != DEFAULT_PORT else ""  # the client assumes the default
     print(f"pairing open for {res['expires_in_s']:.0f} s with PIN {args.pin} (control port {res['port']}); "
-          f"on the client run: punktfunk client <this host> --pin {args.pin}")
+          f"on the client run: punktfunk client <this host>{port} --pin {args.pin}")
     return 0
 
 
@@ -145,7 +148,7 @@ def cli_commands(subparsers: Any) -> None:
     c.add_argument("--seconds", type=float, default=120.0, help="how long pairing stays open (default 120)")
     c.set_defaults(func=_cmd_pin)
     c = sub.add_parser("clients", help="list paired clients")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="print the paired clients as JSON")
     c.set_defaults(func=_cmd_clients)
     c = sub.add_parser("unpair", help="forget a paired client (it must pair again)")
     c.add_argument("fingerprint", help="the client's certificate fingerprint, or its first 8+ hex digits")

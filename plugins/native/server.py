@@ -537,16 +537,18 @@ class NativePlane(ProtocolPlane):
         ping_id = 0
         rtt_us: float | None = None
         reason = ""
+        session.feedback.expect_last_report()  # our client reports once more when the session ends
         try:
             while True:
                 now = time.monotonic()
                 if self._stop.is_set():
                     reason = "host stopping"
                     break
-                if session.ended:
+                if session.ending:
                     reason = session.pipeline.stop_reason if session.pipeline else "ended"
                     if session.error is not None:
                         reason = f"stream failed: {session.error}"
+                    reason = reason or "ended"
                     break
                 if now - last_rx > timeout:
                     reason = f"client silent for {timeout:g} s (keepalive timeout)"
@@ -594,25 +596,48 @@ class NativePlane(ProtocolPlane):
         finally:
             session.stop(reason or "control connection closed")
             if reason and not reason.startswith("client"):
+                # the host ends it: tell the client, which answers with its last report
                 try:
                     ctl.sock.settimeout(0.5)
                     ctl.send({"type": "bye", "reason": reason})
-                except OSError:
+                    self._await_last_report(ctl, session)
+                except (OSError, EOFError, ProtocolError, ValueError):
                     pass
+            session.feedback.last_report_in()  # in, or never coming
             session.wait(1.0)
+
+    #: after the host's bye, how long it waits for the client's last report
+    LAST_REPORT_GRACE_S = 1.0
+
+    def _await_last_report(self, ctl: Control, session: Any) -> None:
+        """After the host's bye: take the client's reports until its last one
+        (or its bye, or LAST_REPORT_GRACE_S)."""
+        deadline = time.monotonic() + self.LAST_REPORT_GRACE_S
+        while time.monotonic() < deadline:
+            for msg in ctl.poll(0.05):
+                if msg["type"] == "report":
+                    self._feedback(session, msg)
+                    if msg.get("last") is True:
+                        return
+                elif msg["type"] == "bye":
+                    return
 
     @staticmethod
     def _feedback(session: Any, msg: dict[str, Any]) -> None:
+        """A client report into the session's feedback (see docs/protocol-native.md)."""
         big = 1 << 40
         kw: dict[str, Any] = {}
         for src, dst in (("packets_lost", "packets_dropped"), ("shards_recovered", "fec_recovered"),
-                         ("frames_undecodable", "frames_undecodable")):
+                         ("frames_unrecoverable", "frames_unrecoverable"), ("frames_decoded", "frames_delivered")):
             if src in msg:
                 kw[dst] = get_int(msg, src, 0, big)
-        if "decode_us" in msg:
-            v = msg["decode_us"]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1e9:
-                raise ProtocolError("decode_us must be a number of microseconds")
-            kw["decode_us"] = float(v)
+        for src, dst, top in (("decode_us", "decode_us", 1e9), ("span_us", "span_us", 3.6e9)):
+            if src in msg:
+                v = msg[src]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < top:
+                    raise ProtocolError(f"{src} must be a number of microseconds")
+                kw[dst] = float(v)
         if kw:
             session.feedback.report(**kw)
+        if msg.get("last") is True:
+            session.feedback.last_report_in()

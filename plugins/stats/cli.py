@@ -1,7 +1,9 @@
 """``punktfunk stats``: watch, record, list, show, export and delete captures.
 
 Every command talks to the running host over IPC. Reading (``stats``,
-``list``, ``show``, ``export``) never arms a capture.
+``list``, ``show``, ``export``) never arms a capture; ``list``, ``show`` and
+``export`` read the capture files themselves when no host is running
+(captures are plain files in ``<config dir>/captures``).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import sys
 import time
 from typing import Any
 
-from punktfunk_core.ipc import IpcClient, IpcError
+from punktfunk_core.ipc import HostUnreachable, IpcClient, IpcError
 from punktfunk_core.paths import Paths
 
-from punktfunk_stats.summary import fmt_us, summary_table
+from punktfunk_stats.recorder import Recorder, RecorderError
+from punktfunk_stats.summary import LOSS_LABELS, fmt_us, summarize, summary_table, to_csv
 
 
 def _client() -> IpcClient:
@@ -32,6 +35,32 @@ def _call(client: IpcClient, cmd: str, **args: Any) -> Any:
     try:
         return client.call(cmd, **args)
     except IpcError as exc:
+        raise _Fail(exc.message) from None
+
+
+#: reading commands that work on the files when no host runs: IPC command → local reader
+_OFFLINE: dict[str, Any] = {
+    "stats.list": lambda rec, a: rec.list(),
+    "stats.load": lambda rec, a: rec.load(a["id"]),
+    "stats.summary": lambda rec, a: summarize(rec.load(a["id"])),
+    "stats.csv": lambda rec, a: {"id": a["id"], "csv": to_csv(rec.load(a["id"]))},
+}
+
+
+def _read(client: IpcClient, cmd: str, **args: Any) -> Any:
+    """A reading command: from the host, or straight from the capture files when
+    no host is running."""
+    try:
+        return client.call(cmd, **args)
+    except HostUnreachable:
+        pass
+    except IpcError as exc:
+        raise _Fail(exc.message) from None
+    directory = Paths.from_env().captures
+    print(f"punktfunk: no host is running; reading the captures in {directory}", file=sys.stderr)
+    try:
+        return _OFFLINE[cmd](Recorder(directory, prepare=False), args)
+    except RecorderError as exc:
         raise _Fail(exc.message) from None
 
 
@@ -53,7 +82,12 @@ def _sample_line(s: dict[str, Any]) -> str:
     stages = "  ".join(f"{st['name']} {fmt_us(st['p50_us'])}/{fmt_us(st['p99_us'])}" for st in s.get("stages", ()))
     line = (f"fps {s.get('fps', 0):.1f} (repeat {s.get('repeat_fps', 0):.1f})  {s.get('mbps', 0):.2f} Mb/s "
             f"(target {s.get('bitrate_kbps', 0)} kbps)\n    stages p50/p99: {stages}")
-    extra = [f"{k} {s[k]}" for k in ("frames_dropped", "packets_dropped", "send_dropped", "fec_recovered") if k in s]
+    if s.get("detail"):
+        line += "\n    detail p50/p99: " + "  ".join(f"{st['name']} {fmt_us(st['p50_us'])}/{fmt_us(st['p99_us'])}"
+                                                  for st in s["detail"])
+    extra = [f"{LOSS_LABELS[k]} {s[k]}" for k in LOSS_LABELS if k in s]
+    if "delivered_fps" in s:
+        extra.insert(0, f"client decoded {s['delivered_fps']:.1f} fps")
     if "host_p50_us" in s:
         extra.append(f"host {fmt_us(s['host_p50_us'])}/{fmt_us(s.get('host_p99_us', 0))}")
     if "rtt_us" in s:
@@ -152,7 +186,7 @@ def cmd_record(client: IpcClient, args: argparse.Namespace) -> int:
 
 
 def cmd_list(client: IpcClient, args: argparse.Namespace) -> int:
-    metas = _call(client, "stats.list")
+    metas = _read(client, "stats.list")
     if args.json:
         print(json.dumps(metas, indent=2))
         return 0
@@ -162,24 +196,24 @@ def cmd_list(client: IpcClient, args: argparse.Namespace) -> int:
     print(f"{'id':<26} {'started':<19} {'path':<10} {'size':<16} {'codec':<6} {'encoder':<10} {'duration':>9} {'samples':>8}")
     for m in metas:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["started_unix_ms"] / 1000))
-        size = f"{m['width']}x{m['height']}@{m['fps']}"
-        print(f"{m['id']:<26} {started:<19} {m['kind'] or '-':<10} {size:<16} {m['codec'] or '-':<6} "
-              f"{m['encoder_backend'] or '-':<10} {m['duration_ms'] / 1000:>8.1f}s {m['sample_count']:>7}"
+        size = f"{m['width']}x{m['height']}@{m['fps']}" if m.get("width") else "-"
+        print(f"{m['id']:<26} {started:<19} {m.get('kind') or '-':<10} {size:<16} {m.get('codec') or '-':<6} "
+              f"{m.get('encoder_backend') or '-':<10} {m['duration_ms'] / 1000:>8.1f}s {m['sample_count']:>7}"
               + ("+" if m.get("truncated") else ""))
     return 0
 
 
 def cmd_show(client: IpcClient, args: argparse.Namespace) -> int:
-    summary = _call(client, "stats.summary", id=args.id)
+    summary = _read(client, "stats.summary", id=args.id)
     print(json.dumps(summary, indent=2) if args.json else summary_table(summary))
     return 0
 
 
 def cmd_export(client: IpcClient, args: argparse.Namespace) -> int:
     if args.csv:
-        text = _call(client, "stats.csv", id=args.id)["csv"]
+        text = _read(client, "stats.csv", id=args.id)["csv"]
     else:
-        text = json.dumps(_call(client, "stats.load", id=args.id), separators=(",", ":")) + "\n"
+        text = json.dumps(_read(client, "stats.load", id=args.id), separators=(",", ":")) + "\n"
     if args.output and args.output != "-":
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)
@@ -213,16 +247,16 @@ def add_commands(subparsers: Any) -> None:
 
     r = sub.add_parser("record", help="start or stop (and save) a capture")
     r.add_argument("action", choices=["start", "stop"])
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="print the status (start) or the saved capture's meta (stop) as JSON")
     r.set_defaults(func=_run(cmd_record))
 
     r = sub.add_parser("list", help="saved captures, newest first")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="print the captures' metas as JSON")
     r.set_defaults(func=_run(cmd_list))
 
     r = sub.add_parser("show", help="summary table of a capture")
     r.add_argument("id", metavar="ID")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="print the summary as JSON")
     r.set_defaults(func=_run(cmd_show))
 
     r = sub.add_parser("export", help="print a capture as JSON (default) or CSV")

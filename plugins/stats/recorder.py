@@ -1,6 +1,6 @@
 """The stats recorder: one capture in memory, saved captures as files.
 
-Specification: ``shared/design/stats-capture.md``. The recorder knows nothing
+Specification: ``docs/stats.md``. The recorder knows nothing
 about hosts, sessions or plugins; the plugin module wires it to the
 ``stats_window`` hook, the measurement gate, IPC and the console.
 
@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from punktfunk_core.paths import atomic_write
-from punktfunk_core.stats import COUNT_FIELDS, OPTIONAL_FIELDS, StatsSample
+from punktfunk_core.stats import INT_FIELDS, OPTIONAL_FIELDS, StatsSample
 
 log = logging.getLogger("punktfunk.stats")
 
@@ -61,23 +61,34 @@ _DECODER = json.JSONDecoder()
 INDEX_NAME = ".index.json"
 INDEX_VERSION = 1
 
-#: CaptureMeta fields in file order, with the value used when absent
+#: CaptureMeta fields every capture has, in file order, with the value used when absent
 META_DEFAULTS: dict[str, Any] = {
     "id": "",
     "started_unix_ms": 0,
     "duration_ms": 0,
-    "kind": "",
-    "width": 0,
-    "height": 0,
-    "fps": 0,
-    "codec": "",
-    "client": "",
     "sample_count": 0,
-    "encoder_backend": "",
-    "gpu": "",
     "truncated": False,
 }
-_META_TYPES = {k: type(v) for k, v in META_DEFAULTS.items()}
+#: CaptureMeta fields the first session of a capture fills, with their types: absent
+#: while no session ran (never a placeholder such as ``"kind": ""`` or ``"width": 0``)
+SESSION_META: dict[str, type] = {
+    "kind": str,
+    "width": int,
+    "height": int,
+    "fps": int,
+    "codec": str,
+    "client": str,
+    "encoder_backend": str,
+    "gpu": str,
+}
+_META_TYPES = {**{k: type(v) for k, v in META_DEFAULTS.items()}, **SESSION_META}
+#: the order of CaptureMeta fields in files and answers
+META_ORDER = ("id", "started_unix_ms", "duration_ms", "kind", "width", "height", "fps", "codec", "client",
+              "sample_count", "encoder_backend", "gpu", "truncated")
+
+
+def _ordered(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: meta[k] for k in META_ORDER if k in meta}
 
 
 class RecorderError(Exception):
@@ -112,7 +123,9 @@ def valid_id(capture_id: Any) -> bool:
 
 
 def normalize_meta(raw: Any, capture_id: str | None = None) -> dict[str, Any]:
-    """A CaptureMeta with every field present and of the right type.
+    """A CaptureMeta: every always-present field, of the right type, and the
+    session fields that carry a value (older files stored ``""`` / ``0`` as
+    placeholders: those are left out).
 
     Raises ValueError/TypeError when ``raw`` is not an object.
     """
@@ -120,19 +133,26 @@ def normalize_meta(raw: Any, capture_id: str | None = None) -> dict[str, Any]:
         raise TypeError("meta must be an object")
     meta: dict[str, Any] = {}
     for key, default in META_DEFAULTS.items():
-        v = raw.get(key, default)
-        t = _META_TYPES[key]
-        if type(v) is not t:
-            if t is bool:
-                v = bool(v)
-            elif t is int:
-                v = int(v) if v is not None else 0
-            else:
-                v = "" if v is None else str(v)
-        meta[key] = v
+        meta[key] = _typed(raw.get(key, default), _META_TYPES[key])
+    for key, t in SESSION_META.items():
+        v = raw.get(key)
+        if v is not None:
+            v = _typed(v, t)
+            if v:
+                meta[key] = v
     if capture_id is not None:
         meta["id"] = capture_id
-    return meta
+    return _ordered(meta)
+
+
+def _typed(v: Any, t: type) -> Any:
+    if type(v) is t:
+        return v
+    if t is bool:
+        return bool(v)
+    if t is int:
+        return int(v) if v is not None else 0
+    return "" if v is None else str(v)
 
 
 @dataclass(slots=True, eq=False)
@@ -141,7 +161,7 @@ class _Capture:
     start_ns: int
     samples: list[dict[str, Any]] = field(default_factory=list)
     t_index: list[int] = field(default_factory=list)
-    #: caller's session key → session_id of this capture (1, 2, …)
+    #: caller's session key → session_id in this capture (the host's session id)
     sessions: dict[Any, int] = field(default_factory=dict)
     warned: bool = False
 
@@ -150,7 +170,7 @@ class _Capture:
         if now_ns is not None:
             meta["duration_ms"] = max(0, (now_ns - self.start_ns) // 1_000_000)
         meta["sample_count"] = len(self.samples)
-        return meta
+        return _ordered(meta)
 
 
 class Recorder:
@@ -165,7 +185,10 @@ class Recorder:
         on_disarm: Callable[[], None] | None = None,
         clock_ns: Callable[[], int] = time.monotonic_ns,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        prepare: bool = True,
     ) -> None:
+        """``prepare=False``: only read (the CLI without a host): the directory is
+        neither created nor cleaned of the temp files of interrupted saves."""
         self.directory = Path(directory)
         self.max_samples = int(max_samples)
         self.on_arm = on_arm
@@ -185,7 +208,9 @@ class Recorder:
         self._index_loaded = False
         #: samples refused because the capture was full (across captures)
         self.samples_refused = 0
-        self._prepare_dir()
+        self.read_only = not prepare
+        if prepare:
+            self._prepare_dir()
 
     # -- directory -------------------------------------------------------------
     def _prepare_dir(self) -> None:
@@ -247,10 +272,12 @@ class Recorder:
         return self.status()
 
     def register_session(self, key: Any, info: dict[str, Any] | None = None) -> int:
-        """Give a session a session_id in the current capture (0 when idle).
+        """Give a session its session_id in the current capture (0 when idle).
 
-        The first session of a capture fills the meta from ``info`` (kind,
-        width, height, fps, codec, client, encoder_backend, gpu).
+        ``key`` is the host's session id (what ``punktfunk status`` shows) and
+        becomes the session_id as it is; any other key gets the next free
+        number. The first session of a capture fills the meta from ``info``
+        (kind, width, height, fps, codec, client, encoder_backend, gpu).
         """
         if not self.is_armed:
             return 0
@@ -264,12 +291,18 @@ class Recorder:
         sid = cap.sessions.get(key)
         if sid is not None:
             return sid
-        sid = len(cap.sessions) + 1
+        taken = set(cap.sessions.values())
+        if isinstance(key, int) and not isinstance(key, bool) and key > 0 and key not in taken:
+            sid = key
+        else:
+            sid = max(taken, default=0) + 1
+        first = not cap.sessions
         cap.sessions[key] = sid
-        if sid == 1 and info:
-            for k in ("kind", "width", "height", "fps", "codec", "client", "encoder_backend", "gpu"):
-                if k in info and info[k] is not None:
-                    cap.meta[k] = _META_TYPES[k](info[k])
+        if first and info:
+            for k, t in SESSION_META.items():
+                v = info.get(k)
+                if v is not None and _typed(v, t):
+                    cap.meta[k] = _typed(v, t)
         return sid
 
     def push_sample(self, sample: StatsSample | dict[str, Any], key: Any = None,
@@ -324,7 +357,7 @@ class Recorder:
                 "sample_count": len(cap.samples),
                 "started_unix_ms": cap.meta["started_unix_ms"],
                 "elapsed_ms": max(0, (self._clock_ns() - cap.start_ns) // 1_000_000),
-                "kind": cap.meta["kind"],
+                "kind": cap.meta.get("kind", ""),
                 "id": cap.meta["id"],
                 "unsaved": unsaved,
             }
@@ -514,7 +547,7 @@ class Recorder:
             for name in [n for n in index if n not in seen]:
                 del index[name]
                 self._index_dirty = True
-            if self._index_dirty:
+            if self._index_dirty and not self.read_only:
                 self._store_index()
         out = [dict(m) for m in out]
         out.sort(key=lambda m: (m["started_unix_ms"], m["id"]), reverse=True)
@@ -574,6 +607,8 @@ class Recorder:
 
 
 _REQUIRED_FLOATS = ("fps", "repeat_fps", "mbps")
+#: per-window timing lists of a sample: the stacked stages and the finer split
+_TIMING_LISTS = ("stages", "detail")
 
 
 def _num(v: Any) -> float | None:
@@ -590,13 +625,14 @@ def _finite(d: dict[str, Any]) -> dict[str, Any]:
     case costs one float sum."""
     try:
         total = d["fps"] + d["repeat_fps"] + d["mbps"] + d.get("bitrate_kbps", 0)
-        for st in d.get("stages", ()):
-            total += st["p50_us"] + st["p99_us"]
+        for key in _TIMING_LISTS:
+            for st in d.get(key, ()):
+                total += st["p50_us"] + st["p99_us"]
         for k in OPTIONAL_FIELDS:
             v = d.get(k)
             if v is not None:
                 total += v
-        if math.isfinite(total) and isinstance(d.get("stages", []), list):
+        if math.isfinite(total) and all(isinstance(d.get(key, []), list) for key in _TIMING_LISTS):
             return d
     except (TypeError, KeyError, AttributeError):
         pass
@@ -604,20 +640,24 @@ def _finite(d: dict[str, Any]) -> dict[str, Any]:
     for k in _REQUIRED_FLOATS:
         out[k] = _num(out.get(k)) or 0.0
     out["bitrate_kbps"] = int(_num(out.get("bitrate_kbps")) or 0)
-    stages = out.get("stages")
-    clean = []
-    for st in stages if isinstance(stages, list) else ():
-        if isinstance(st, dict) and "name" in st:
-            clean.append({"name": str(st["name"]), "p50_us": _num(st.get("p50_us")) or 0.0,
-                          "p99_us": _num(st.get("p99_us")) or 0.0})
-    out["stages"] = clean
+    for key in _TIMING_LISTS:
+        timings = out.get(key)
+        clean = []
+        for st in timings if isinstance(timings, list) else ():
+            if isinstance(st, dict) and "name" in st:
+                clean.append({"name": str(st["name"]), "p50_us": _num(st.get("p50_us")) or 0.0,
+                              "p99_us": _num(st.get("p99_us")) or 0.0})
+        if key == "stages" or clean:
+            out[key] = clean
+        else:
+            out.pop(key, None)
     for k in OPTIONAL_FIELDS:
         if k in out:
             v = _num(out[k])
             if v is None:
                 del out[k]
             else:
-                out[k] = int(v) if k in COUNT_FIELDS else v
+                out[k] = int(v) if k in INT_FIELDS else v
     return out
 
 

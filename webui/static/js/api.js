@@ -33,8 +33,10 @@
       resp = await fetch(path, init);
     } catch (e) {
       if (e.name === "AbortError") throw e;
+      PF.hostReachable(false, 0);
       throw new ApiError(0, "the console is not reachable");
     }
+    PF.hostReachable(resp.status !== 503, resp.status);
     if (resp.status === 401 && path !== "/api/v1/whoami") {
       PF.signOut("Your session has ended; sign in again.");
       throw new ApiError(401, "not signed in");
@@ -154,13 +156,31 @@
     return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
   };
 
-/** A protocol status object as facts; nested objects go into a "details" box. */
+/** A status value in words: a key's unit suffix (_s, _ms, _us, _kbps) gives the unit, not the label. */
+  PF.statusFact = function (key, v) {
+    const U = PFUnits;
+    const unit = /_(s|ms|us|kbps)$/.exec(key);
+    const label = (unit ? key.slice(0, -unit[0].length) : key).replace(/_/g, " ");
+    if (v === null || v === undefined || v === "") return [label, U.NO_VALUE];
+    if (typeof v === "boolean") return [label, v ? "yes" : "no"];
+    if (typeof v === "number" && unit) {
+      const text = { s: U.formatDurationMs(v * 1000), ms: U.formatDurationMs(v), us: U.formatUs(v),
+        kbps: U.formatMbps(v / 1000) }[unit[1]];
+      return [label, text];
+    }
+    return [label, String(v)];
+  };
+
+  /** A protocol status object as facts; nested objects go into a "details" box. */
   PF.statusFacts = function (status) {
     const scalars = Object.entries(status).filter(([, v]) => v === null || typeof v !== "object");
     const nested = Object.entries(status).filter(([, v]) => v !== null && typeof v === "object");
     const box = el("div", { class: "proto-status" },
-      el("dl", { class: "facts" }, scalars.map(([k, v]) => el("div", { class: "fact" }, el("dt", {}, k.replace(/_/g, " ")),
-        el("dd", { class: typeof v === "string" && v.length > 24 ? "mono small" : "" }, v === null ? PFUnits.NO_VALUE : String(v))))));
+      el("dl", { class: "facts" }, scalars.map(([k, v]) => {
+        const [label, text] = PF.statusFact(k, v);
+        return el("div", { class: "fact", "data-key": k }, el("dt", {}, label),
+          el("dd", { class: typeof v === "string" && v.length > 24 ? "mono small" : "" }, text));
+      })));
     if (nested.length) {
       box.append(el("details", {}, el("summary", {}, "details"),
         el("pre", { class: "json" }, JSON.stringify(Object.fromEntries(nested), null, 2))));
@@ -191,6 +211,54 @@
     return request("GET", "/api/v1/whoami");
   }
 
+  // -- is the host there? ------------------------------------------------------------------
+  // Every answer tells: a 503 (the console is up, the host is not) or no answer at all (the
+  // console is gone, and with `punktfunk serve` the host with it). Then a banner says so and
+  // every control of the page is switched off, new ones too, until the host answers again.
+  const held = new WeakSet();  // controls this switched off (the page's own disabled ones stay as they are)
+  const controls = (root) => root.querySelectorAll("button, input, select, textarea");
+  const hold = (node) => {
+    for (const c of controls(node)) {
+      if (!c.disabled) {
+        c.disabled = true;
+        held.add(c);
+      }
+    }
+  };
+  const watcher = new MutationObserver((records) => {
+    for (const r of records) for (const n of r.addedNodes) if (n.nodeType === 1) hold(n.parentElement || n);
+  });
+  PF.hostGone = false;
+  PF.hostReachable = function (ok, status) {
+    if (ok === !PF.hostGone) return;
+    PF.hostGone = !ok;
+    const banner = document.getElementById("host-gone");
+    const page = document.getElementById("page");
+    document.body.classList.toggle("host-gone", PF.hostGone);
+    const badge = document.getElementById("host-badge");
+    if (PF.hostGone) {
+      badge.textContent = status === 503 ? "host not running" : "host gone";
+      badge.className = "badge bad";
+      banner.querySelector("p").textContent = status === 503
+        ? "The host is not running: the console cannot reach it. What this page shows is from before it stopped; " +
+          "its controls are off until the host is back."
+        : "The console does not answer: the host has stopped (or the connection is gone). What this page shows is " +
+          "from before; its controls are off until the host is back.";
+      banner.hidden = false;
+      hold(page);
+      watcher.observe(page, { childList: true, subtree: true });
+    } else {
+      banner.hidden = true;
+      watcher.disconnect();
+      for (const c of controls(page)) {
+        if (held.has(c)) {
+          c.disabled = false;
+          held.delete(c);
+        }
+      }
+    }
+  };
+
   async function hostBadge() {
     const badge = document.getElementById("host-badge");
     try {
@@ -199,7 +267,7 @@
       badge.className = "badge ok";
       badge.title = `punktfunk ${st.version}, pid ${st.pid}`;
     } catch (e) {
-      badge.textContent = e.status === 503 ? "host unreachable" : "host ?";
+      badge.textContent = e.status === 503 ? "host not running" : e.status === 0 ? "host gone" : `host: ${e.message}`;
       badge.className = "badge bad";
       badge.title = e.message;
     }
@@ -213,7 +281,7 @@
     root.hidden = false;
     PF.clear(root);
     if (PF.me && !PF.me.admin) return startDevice(root);
-    const stopBadge = PF.every(5000, hostBadge);
+    const stopBadge = PF.every(2000, hostBadge);
     const page = PF.pages[pageName];
     const stopPage = page ? await page(root) : null;
     PF.stopPage = () => {

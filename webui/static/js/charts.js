@@ -9,13 +9,18 @@
     send: "#e15759", send_spread: "#b07aa1",
   };
   const EXTRA_COLORS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7"];
+  /** The loss counters, in the words every view uses (plugins/stats/summary.py LOSS_LABELS), with their colours. */
   const COUNTERS = [
-    ["frames_dropped", "frames dropped (host)"],
-    ["packets_dropped", "packets lost (client)"],
-    ["send_dropped", "send drops (buffer full)"],
-    ["fec_recovered", "FEC shards recovered"],
+    ["packets_dropped", "packets lost (client)", "#e8590c"],
+    ["fec_recovered", "recovered by FEC (client)", "#2f9e44"],
+    ["frames_unrecoverable", "frames unrecoverable (client)", "#c92a2a"],
+    ["frames_dropped", "frames dropped (host queue)", "#4e79a7"],
+    ["send_dropped", "datagrams not sent (host socket)", "#868e96"],
   ];
   const SEALING = [["fec_us", "FEC"], ["seal_us", "encryption"], ["sock_us", "socket"]];
+  /** The two sides of a comparison: never the same colour. */
+  const SIDE_COLORS = { A: "#1c7ed6", B: "#e8590c" };
+  const HOST_COLOR = "#222";
 
   function stageColor(name, i) {
     return STAGE_COLORS[name] || EXTRA_COLORS[i % EXTRA_COLORS.length];
@@ -54,6 +59,11 @@
     const st = (s.stages || []).find((t) => t.name === name);
     return st ? st[key] : null;
   }
+  const field = (rs, f, scale = 1) => rs.map((r) => (r.s && r.s[f] !== undefined && r.s[f] !== null ? r.s[f] * scale : null));
+
+  /** Legend values: the number under the cursor, nothing while the cursor is away. */
+  const shown = (fmt) => (u, v) => (v === null || v === undefined ? "" : fmt(v));
+  const timeSeries = { label: "time", value: shown((v) => `${v.toFixed(1)} s`) };
 
   const usAxis = (label) => ({
     label,
@@ -62,11 +72,13 @@
   });
   const secondsAxis = { label: "seconds", values: (u, ticks) => ticks.map((v) => `${+v.toFixed(1)} s`) };
 
-  /** Size charts to their container and keep them so. */
+  /** Size charts to their container and keep them so; an idle legend shows only what each line is. */
   function mount(el, opts, data) {
     PF.clear(el);
     const width = Math.max(280, el.clientWidth || el.parentElement.clientWidth || 600);
-    const chart = new uPlot({ width, height: opts.height || 240, ...opts }, data, el);
+    const idle = (u) => u.root.classList.toggle("idle", u.legend.idx === null || u.legend.idx === undefined);
+    const hooks = { ...(opts.hooks || {}), setLegend: [...((opts.hooks || {}).setLegend || []), idle], ready: [idle] };
+    const chart = new uPlot({ width, height: opts.height || 240, ...opts, hooks }, data, el);
     const ro = new ResizeObserver(() => {
       const w = Math.max(280, el.clientWidth);
       if (Math.abs(w - chart.width) > 4) chart.setSize({ width: w, height: chart.height });
@@ -80,35 +92,47 @@
     return chart;
   }
 
-  /** Latency by stage, stacked (p50 or p99), dashed frame budget, host total line. */
+  /** What the latency chart shows, in words (put under it). */
+  function latencyNote(quantile) {
+    return quantile === "p99"
+      ? "Each stage's p99 over the frames of a window, drawn as its own line: p99s do not add up. " +
+        "Host total p99 is the p99 of each frame's whole time (capture to last packet); when stages are slow " +
+        "on different frames it lies above their sum."
+      : "Stages stacked: each band is a stage's p50 over the frames of a window; their sum is close to the " +
+        "host total p50 (medians add up only approximately).";
+  }
+
+  /** Latency by stage: p50 stacked, p99 as separate lines; dashed frame budget; host total drawn on its own. */
   function latency(el, samples, { quantile = "p50", fps = null, height = 260, title } = {}) {
     const key = quantile === "p99" ? "p99_us" : "p50_us";
+    const stacked = quantile !== "p99";
     const rs = rows(samples);
     const names = stageNames(samples);
     const x = rs.map((r) => r.x);
     const raw = names.map((n) => rs.map((r) => stageValue(r.s, n, key)));
     const acc = x.map(() => 0);
-    const stacked = raw.map((vals) => vals.map((v, i) => (rs[i].s ? (acc[i] += v || 0) : null)));
+    const drawn = stacked ? raw.map((vals) => vals.map((v, i) => (rs[i].s ? (acc[i] += v || 0) : null))) : raw;
     const hostKey = quantile === "p99" ? "host_p99_us" : "host_p50_us";
-    const hostVals = has(samples, hostKey) ? rs.map((r) => (r.s && r.s[hostKey] !== undefined ? r.s[hostKey] : null)) : null;
+    const hostVals = has(samples, hostKey) ? field(rs, hostKey) : null;
     const budget = U.frameBudgetUs(fps);
-    const peak = Math.max(0, ...acc, ...(hostVals || []).filter((v) => v !== null));
+    const peak = Math.max(0, ...drawn.flat().filter((v) => v !== null), ...(hostVals || []).filter((v) => v !== null));
     const top = U.latencyAxisMaxUs(budget, peak);
 
-    const series = [{ label: "t", value: (u, v) => (v === null ? "" : `${v.toFixed(1)} s`) }];
+    const series = [timeSeries];
     const data = [x];
     const bands = [];
     names.forEach((n, i) => {
       const c = stageColor(n, i);
-      series.push({
-        label: n, stroke: c, width: 1, fill: alpha(c, 0.55), points: { show: false },
-        value: (u, v, si, idx) => (idx === null || idx === undefined ? "" : U.formatUs(raw[i][idx])),
-      });
-      data.push(stacked[i]);
-      if (i > 0) bands.push({ series: [i + 1, i], fill: alpha(c, 0.55) });
+      series.push(stacked
+        ? { label: n, stroke: c, width: 1, fill: alpha(c, 0.55), points: { show: false },
+          value: (u, v, si, idx) => (idx === null || idx === undefined ? "" : U.formatUs(raw[i][idx])) }
+        : { label: `${n} p99`, stroke: c, width: 2, value: shown(U.formatUs) });
+      data.push(drawn[i]);
+      if (stacked && i > 0) bands.push({ series: [i + 1, i], fill: alpha(c, 0.55) });
     });
     if (hostVals) {
-      series.push({ label: `host total ${quantile}`, stroke: "#222", width: 2, value: (u, v) => U.formatUs(v) });
+      series.push({ label: `host total ${quantile} (per frame)`, stroke: HOST_COLOR, width: 2, dash: stacked ? undefined : [3, 3],
+        value: shown(U.formatUs) });
       data.push(hostVals);
     }
     if (budget !== null) {
@@ -116,6 +140,7 @@
         value: () => U.formatUs(budget) });
       data.push(x.map(() => budget));
     }
+    el.dataset.mode = stacked ? "stacked" : "lines";
     return mount(el, {
       title, height, series, bands,
       scales: { x: { time: false }, y: { range: () => [0, top] } },
@@ -124,22 +149,28 @@
     }, data);
   }
 
-  /** fps and repeat fps (left), Mb/s and target Mb/s (right). */
-  function throughput(el, samples, { height = 220 } = {}) {
+  /** Frames per second on the left (host sent, client decoded, repeats); Mb/s and the encoder target on the right.
+      The axes keep different headroom so that two flat lines never sit on top of each other. */
+  function throughput(el, samples, { height = 220, fps = null } = {}) {
     const rs = rows(samples);
-    const pick = (f, scale = 1) => rs.map((r) => (r.s && r.s[f] !== undefined ? r.s[f] * scale : null));
-    const data = [rs.map((r) => r.x), pick("fps"), pick("repeat_fps"), pick("mbps"), pick("bitrate_kbps", 1 / 1000)];
+    const target = field(rs, "bitrate_kbps", 1 / 1000);
+    const series = [timeSeries,
+      { label: "fps (host sent)", stroke: "#1c7ed6", width: 2, scale: "fps", value: shown(U.formatFps) }];
+    const data = [rs.map((r) => r.x), field(rs, "fps")];
+    if (has(samples, "delivered_fps")) {
+      series.push({ label: "fps (client decoded)", stroke: "#2f9e44", width: 2, scale: "fps", value: shown(U.formatFps) });
+      data.push(field(rs, "delivered_fps"));
+    }
+    series.push(
+      { label: "repeat fps", stroke: "#a5d8ff", width: 1.5, scale: "fps", value: shown(U.formatFps) },
+      { label: "Mb/s (wire)", stroke: "#e8590c", width: 2, scale: "mbps", value: shown(U.formatMbps) },
+      { label: "target Mb/s (encoder)", stroke: "#868e96", width: 1.5, dash: [8, 5], scale: "mbps", value: shown(U.formatMbps) });
+    data.push(field(rs, "repeat_fps"), field(rs, "mbps"), target);
+    const fpsTop = (mx) => Math.max(1, mx, fps || 0) * 1.25;
+    const mbpsTop = (mx) => Math.max(0.1, mx, ...target.filter((v) => v !== null)) * 1.6;
     return mount(el, {
-      height,
-      series: [
-        { label: "t", value: (u, v) => (v === null ? "" : `${v.toFixed(1)} s`) },
-        { label: "fps", stroke: "#2b8cbe", width: 2, scale: "fps", value: (u, v) => U.formatFps(v) },
-        { label: "repeat fps", stroke: "#9ecae1", width: 1.5, scale: "fps", value: (u, v) => U.formatFps(v) },
-        { label: "Mb/s", stroke: "#e15759", width: 2, scale: "mbps", value: (u, v) => U.formatMbps(v) },
-        { label: "target Mb/s", stroke: "#e15759", width: 1, dash: [4, 4], scale: "mbps", value: (u, v) => U.formatMbps(v) },
-      ],
-      scales: { x: { time: false }, fps: { range: (u, mn, mx) => [0, Math.max(1, mx * 1.15)] },
-        mbps: { range: (u, mn, mx) => [0, Math.max(0.1, mx * 1.15)] } },
+      height, series,
+      scales: { x: { time: false }, fps: { range: (u, mn, mx) => [0, fpsTop(mx)] }, mbps: { range: (u, mn, mx) => [0, mbpsTop(mx)] } },
       axes: [secondsAxis, { scale: "fps", label: "frames / s" },
         { scale: "mbps", side: 1, label: "Mb/s", grid: { show: false } }],
     }, data);
@@ -151,11 +182,13 @@
     if (!present.length) return null;
     const rs = rows(samples);
     const data = [rs.map((r) => r.x)];
-    const series = [{ label: "t", value: (u, v) => (v === null ? "" : `${v.toFixed(1)} s`) }];
+    const series = [timeSeries];
     const fmt = unit === "us" ? U.formatUs : U.formatCount;
-    present.forEach(([f, label], i) => {
-      data.push(rs.map((r) => (r.s && r.s[f] !== undefined && r.s[f] !== null ? r.s[f] : null)));
-      series.push({ label, stroke: EXTRA_COLORS[i % EXTRA_COLORS.length], width: 2, value: (u, v) => fmt(v) });
+    present.forEach(([f, label, color], i) => {
+      data.push(field(rs, f));
+      // recovered is dashed: where FEC repaired every loss it lies on the lost line and both stay visible
+      series.push({ label, stroke: color || EXTRA_COLORS[i % EXTRA_COLORS.length], width: 2, value: shown(fmt),
+        dash: f === "fec_recovered" ? [6, 4] : undefined });
     });
     // counts are whole numbers: only integer ticks
     const axis = unit === "us" ? usAxis("")
@@ -172,44 +205,48 @@
   const roundTrip = (el, samples, o) => fieldLines(el, samples, [["rtt_us", "round trip"]], { ...o, unit: "us" });
   const sealing = (el, samples, o) => fieldLines(el, samples, SEALING, { ...o, unit: "us" });
 
-  /** Two recordings' stage latencies on one time axis: A solid, B dashed, same colour per stage. */
-  function compare(el, a, b, { quantile = "p50", labels = ["A", "B"], height = 280 } = {}) {
+  /** The latency of one stage (or "host total") of two recordings on one time axis:
+      A and B in their own colours, seconds from each capture's start. */
+  function compare(el, a, b, { quantile = "p50", stage = "host total", labels = ["A", "B"], height = 280 } = {}) {
     const key = quantile === "p99" ? "p99_us" : "p50_us";
-    const names = stageNames([...a.samples, ...b.samples]);
+    const hostKey = quantile === "p99" ? "host_p99_us" : "host_p50_us";
+    const valueOf = (s) => (stage === "host total" ? (s[hostKey] ?? null) : stageValue(s, stage, key));
     const ra = rows(a.samples), rb = rows(b.samples);
     // one x axis: the union of both recordings' x values (seconds since each capture started)
     const xs = Array.from(new Set([...ra.map((r) => r.x), ...rb.map((r) => r.x)])).sort((p, q) => p - q);
     const index = (rs) => new Map(rs.map((r) => [r.x, r.s]));
-    const ia = index(ra), ib = index(rb);
-    const series = [{ label: "t", value: (u, v) => (v === null ? "" : `${v.toFixed(1)} s`) }];
+    const series = [timeSeries];
     const data = [xs];
     let peak = 0;
-    names.forEach((n, i) => {
-      const c = stageColor(n, i);
-      for (const [side, idx, dash] of [[labels[0], ia, undefined], [labels[1], ib, [6, 4]]]) {
-        const vals = xs.map((x) => (idx.has(x) ? stageValue(idx.get(x), n, key) : undefined));
-        vals.forEach((v) => { if (v) peak = Math.max(peak, v); });
-        series.push({ label: `${side} ${n}`, stroke: c, width: dash ? 1.5 : 2, dash, spanGaps: false,
-          value: (u, v) => U.formatUs(v) });
-        data.push(vals);
-      }
+    [[labels[0], index(ra)], [labels[1], index(rb)]].forEach(([side, idx]) => {
+      // undefined = no point here (joined across), null = a session break (a gap)
+      const vals = xs.map((x) => (!idx.has(x) ? undefined : idx.get(x) === null ? null : valueOf(idx.get(x))));
+      vals.forEach((v) => { if (v) peak = Math.max(peak, v); });
+      series.push({ label: `${side}: ${stage} ${quantile}`, stroke: SIDE_COLORS[side] || EXTRA_COLORS[0], width: 2,
+        spanGaps: false, value: shown(U.formatUs) });
+      data.push(vals);
     });
     const fps = Math.max(a.meta.fps || 0, b.meta.fps || 0);
     const budget = U.frameBudgetUs(fps);
-    if (budget !== null) {
-      series.push({ label: `frame budget (${fps} fps)`, stroke: "#c0392b", width: 1, dash: [2, 4], value: () => U.formatUs(budget) });
+    // the budget line is drawn inside the axis when it is near the data; far above it, it would
+    // squash the differences to nothing, so then it is left out and the note under the chart says so
+    const withBudget = budget !== null && peak > 0 && budget <= 3 * peak;
+    if (withBudget) {
+      series.push({ label: `frame budget (${fps} fps)`, stroke: "#c0392b", width: 1.5, dash: [2, 4], points: { show: false },
+        value: () => U.formatUs(budget) });
       data.push(xs.map(() => budget));
     }
-    // undefined = "no point here" (join across), null = a session break (gap)
-    const joined = data.map((col, ci) => (ci === 0 ? col : col.map((v) => (v === undefined ? undefined : v))));
-    // scaled to the data (not to the budget) so that small differences stay visible;
-    // the budget line shows when the stages come near it
+    el.dataset.budget = budget === null ? "none" : withBudget ? "drawn" : "far above";
+    const top = Math.max(peak > 0 ? peak * 1.15 : 1000, withBudget ? budget * 1.1 : 0);
     return mount(el, {
       height, series,
-      scales: { x: { time: false }, y: { range: () => [0, peak > 0 ? peak * 1.15 : 1000] } },
-      axes: [secondsAxis, usAxis(`${quantile} latency per stage`)],
-    }, joined);
+      scales: { x: { time: false }, y: { range: () => [0, top] } },
+      axes: [secondsAxis, usAxis(`${quantile} latency`)],
+    }, data);
   }
 
-  window.PFCharts = { latency, throughput, health, roundTrip, sealing, compare, stageNames, stageColor, has, rows, COUNTERS, SEALING };
+  window.PFCharts = {
+    latency, latencyNote, throughput, health, roundTrip, sealing, compare, stageNames, stageColor, has, rows,
+    COUNTERS, SEALING, SIDE_COLORS,
+  };
 })();

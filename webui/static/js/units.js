@@ -41,15 +41,15 @@
     return `${(halfUp(fps * 10) / 10).toFixed(1)}`;
   }
 
-  /** A capture length: "42 s", "3 min 05 s", "1 h 02 min". */
+  /** A capture length: "10.8 s", "3 min 05 s", "1 h 02 min" (rounded, never cut). */
   function formatDurationMs(ms) {
     if (!finite(ms) || ms < 0) return NO_VALUE;
-    const totalS = Math.floor(ms / 1000);
-    if (totalS < 60) return `${totalS} s`;
-    const minutes = Math.floor(totalS / 60), seconds = totalS % 60;
-    if (minutes < 60) return `${minutes} min ${String(seconds).padStart(2, "0")} s`;
-    const hours = Math.floor(minutes / 60), mins = minutes % 60;
-    return `${hours} h ${String(mins).padStart(2, "0")} min`;
+    const tenths = halfUp(ms / 100);
+    if (tenths < 600) return `${(tenths / 10).toFixed(1)} s`;
+    const totalS = halfUp(ms / 1000);
+    if (totalS < 3600) return `${Math.floor(totalS / 60)} min ${String(totalS % 60).padStart(2, "0")} s`;
+    const totalMin = halfUp(ms / 60000);
+    return `${Math.floor(totalMin / 60)} h ${String(totalMin % 60).padStart(2, "0")} min`;
   }
 
   function formatCount(n) {

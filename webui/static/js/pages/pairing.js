@@ -26,8 +26,13 @@
     const c = card(name === "gamestream" ? "GameStream (Moonlight)" : name === "native" ? "punktfunk native" : name,
       { id: `pair-${name}`, cls: "pair-card" });
     if (status) c.body.append(PF.statusFacts(status));
-    else c.body.append(el("p", { class: "hint" }, "This protocol is not running on the host (enable it in the config)."));
-    if (pinRule) {
+    else {
+      c.body.append(el("p", { class: "hint protocol-off" }, ...(name === "gamestream"
+        ? ["GameStream is off on this host (it is opt-in). Start the host with ", el("code", {}, "punktfunk serve --gamestream"),
+          " or set ", el("code", {}, "[gamestream] enabled = true"), "; then a Moonlight client can pair here."]
+        : ["This protocol is not running on the host (enable it in the config)."])));
+    }
+    if (pinRule && status) {  // a PIN is only useful to a protocol that runs
       const input = el("input", { type: "text", inputmode: "numeric", pattern: "[0-9]{4,8}", maxlength: 8, required: true,
         placeholder: "1234", name: "pin", autocomplete: "off", "aria-label": `${name} PIN` });
       const form = el("form", { class: "pin-form", method: "post" },

@@ -1,5 +1,5 @@
 /* The Performance page: capture card, live card, recordings, detail, compare.
-   Spec: shared/design/stats-capture.md, "Performance page". */
+   What it shows and why: docs/console.md, "Pages"; the numbers: docs/stats.md. */
 (function () {
   "use strict";
   const { el, api, card, clear, toast } = PF;
@@ -10,6 +10,11 @@
 
   const modeText = (m) => (m && m.width ? `${m.width}\u00d7${m.height}@${m.fps}` : U.NO_VALUE);
   const pathText = (kind) => kind || U.NO_VALUE;
+  /** The summary's latency columns: what is aggregated over what (plugins/stats/summary.py STAGE_COLUMNS). */
+  const STAGE_COLUMNS = [
+    ["p50_us", "median", "window p50s"], ["p95_us", "p95", "window p50s"],
+    ["median_p99_us", "median", "window p99s"], ["max_p99_us", "max", "window p99s"],
+  ];
 
   function fact(label, id, value = U.NO_VALUE) {
     return el("div", { class: "fact" }, el("dt", {}, label), el("dd", { id }, value));
@@ -40,32 +45,43 @@
 
   // -- summary tables ---------------------------------------------------------------------
   function summaryTable(sum) {
-    const head = el("tr", {}, ["stage", "p50", "p95", "p99", "max p99"].map((h, i) => el("th", { class: i ? "num" : "" }, h)));
-    const rows = sum.stages.map((st) =>
-      el("tr", { "data-stage": st.name },
-        el("th", { scope: "row" }, el("span", { class: "swatch", style: `background:${C.stageColor(st.name, 0)}` }), st.name),
-        ["p50_us", "p95_us", "p99_us", "max_p99_us"].map((k) => el("td", { class: "num", "data-key": k }, U.formatUs(st[k])))));
-    if (sum.host) {
-      rows.push(el("tr", { "data-stage": "host total", class: "total" }, el("th", { scope: "row" }, "host total"),
-        ["p50_us", "p95_us", "p99_us", "max_p99_us"].map((k) => el("td", { class: "num", "data-key": k }, U.formatUs(sum.host[k])))));
-    }
-    const table = el("table", { class: "data summary", id: "summary-table" }, el("thead", {}, head), el("tbody", {}, rows));
-    const counters = Object.entries(sum.counters || {});
+    const windows = Math.max(0, ...sum.stages.map((st) => st.windows));
+    const head = [
+      el("tr", {}, el("th", { rowspan: 2 }, "stage"),
+        el("th", { colspan: 2, class: "num group" }, "p50 of the frames, over windows"),
+        el("th", { colspan: 2, class: "num group" }, "p99 of the frames, over windows")),
+      el("tr", {}, STAGE_COLUMNS.map(([k, q, of]) => el("th", { class: "num", title: `${q} of the ${of}` }, q))),
+    ];
+    const row = (name, st, cls, swatch) => el("tr", { "data-stage": name, class: cls },
+      el("th", { scope: "row" }, swatch ? el("span", { class: "swatch", style: `background:${swatch}` }) : "", name),
+      STAGE_COLUMNS.map(([k]) => el("td", { class: "num", "data-key": k }, U.formatUs(st[k]))));
+    const rows = sum.stages.map((st, i) => row(st.name, st, "", C.stageColor(st.name, i)));
+    rows.push(...(sum.detail || []).map((st) => row(st.name, st, "detail")));
+    if (sum.host) rows.push(row("host total", sum.host, "total"));
+    const table = el("table", { class: "data summary", id: "summary-table" },
+      el("caption", {}, `Each window holds the p50 and p99 of its frames; the columns aggregate those over ${windows} ` +
+        `windows (median, p95, max of the windows' values)` + ((sum.detail || []).length ? "; indented rows are parts of a stage and are not added up." : ".")),
+      el("thead", {}, head), el("tbody", {}, rows));
+    const counters = sum.counters || {};
+    const lossFacts = C.COUNTERS.filter(([k]) => k in counters).map(([k, label]) => {
+      const bad = counters[k] > 0 && (k === "frames_unrecoverable" || k === "frames_dropped");
+      return el("div", { class: `fact${bad ? " bad" : ""}` }, el("dt", {}, label), el("dd", { id: `sum-${k}` }, U.formatCount(counters[k])));
+    });
+    const rate = (r) => `${U.formatFps(r.min)} / ${U.formatFps(r.mean)}`;
     const facts = el("dl", { class: "facts", id: "summary-facts" },
-      fact("fps min / mean", "sum-fps", `${U.formatFps(sum.fps.min)} / ${U.formatFps(sum.fps.mean)}`),
+      fact("host fps (sent) min / mean", "sum-fps", rate(sum.fps)),
+      sum.delivered_fps ? fact("client fps (decoded) min / mean", "sum-delivered", rate(sum.delivered_fps)) : "",
       fact("Mb/s mean / max", "sum-mbps", `${U.formatMbps(sum.mbps.mean)} / ${U.formatMbps(sum.mbps.max)}`),
       fact("sessions", "sum-sessions", String(sum.sessions)),
-      counters.length
-        ? fact("total drops", "sum-drops", U.formatCount(sum.total_drops))
-        : fact("loss counters", "sum-drops", "none on this path"),
-      ...counters.map(([k, v]) => fact(k.replace(/_/g, " "), `sum-${k}`, U.formatCount(v))));
+      lossFacts.length ? lossFacts : fact("loss counters", "sum-loss", "none on this path"));
     return el("div", { class: "summary-wrap" }, el("div", { class: "table-scroll" }, table), facts);
   }
 
   function compareTable(sa, sb) {
     const names = [];
     for (const s of [...sa.stages, ...sb.stages]) if (!names.includes(s.name)) names.push(s.name);
-    const find = (sum, n) => sum.stages.find((s) => s.name === n) || {};
+    const find = (sum, n) => (n === "host total" ? sum.host : sum.stages.find((s) => s.name === n)) || {};
+    if (sa.host || sb.host) names.push("host total");
     const head = el("tr", {}, el("th", {}, "stage"), el("th", {}, ""), el("th", { class: "num" }, "A"),
       el("th", { class: "num" }, "B"), el("th", { class: "num" }, "B \u2212 A"));
     const body = [];
@@ -79,21 +95,35 @@
     };
     for (const n of names) {
       const a = find(sa, n), b = find(sb, n);
-      [["p50", "p50_us"], ["p95", "p95_us"], ["p99", "p99_us"]].forEach(([q, k], i) => row(n, q, a[k], b[k], U.formatUs, true, i === 0));
+      [["p50", "p50_us"], ["p95", "p95_us"], ["p99", "median_p99_us"]].forEach(([q, k], i) => row(n, q, a[k], b[k], U.formatUs, true, i === 0));
     }
-    row("fps", "mean", sa.fps.mean, sb.fps.mean, U.formatFps, false, true);
-    row("fps", "min", sa.fps.min, sb.fps.min, U.formatFps, false);
+    row("fps (host)", "mean", sa.fps.mean, sb.fps.mean, U.formatFps, false, true);
+    row("fps (host)", "min", sa.fps.min, sb.fps.min, U.formatFps, false);
+    if (sa.delivered_fps || sb.delivered_fps) {
+      row("fps (client)", "mean", (sa.delivered_fps || {}).mean, (sb.delivered_fps || {}).mean, U.formatFps, false, true);
+    }
     row("Mb/s", "mean", sa.mbps.mean, sb.mbps.mean, U.formatMbps, null, true);
-    row("drops", "total", sa.total_drops, sb.total_drops, U.formatCount, true, true);
-    return el("div", { class: "table-scroll" }, el("table", { class: "data compare", id: "compare-table" }, el("thead", {}, head), el("tbody", {}, body)));
+    let first = true;
+    for (const [k, label] of C.COUNTERS) {
+      if (!(k in (sa.counters || {})) && !(k in (sb.counters || {}))) continue;
+      // recovered by FEC is neither better nor worse: it is what FEC is for
+      row(label, "total", (sa.counters || {})[k], (sb.counters || {})[k], U.formatCount, k === "fec_recovered" ? null : true, first);
+      first = false;
+    }
+    const note = el("p", { class: "hint" }, "Latency rows: p50 and p95 of the windows' p50s, and the median of the windows' p99s.");
+    return el("div", {}, el("div", { class: "table-scroll" },
+      el("table", { class: "data compare", id: "compare-table" }, el("thead", {}, head), el("tbody", {}, body))), note);
   }
 
   function metaLine(m) {
+    const session = m.kind
+      ? [pathText(m.kind), " \u00b7 ", modeText(m), " \u00b7 ", m.codec || U.NO_VALUE, " \u00b7 ",
+        el("span", { title: m.gpu || "" }, m.encoder_backend || U.NO_VALUE), m.gpu ? ` (${m.gpu})` : "",
+        " \u00b7 client ", m.client || U.NO_VALUE]
+      : ["no session ran while it was armed"];
     return el("p", { class: "meta-line" },
-      el("strong", {}, PF.fmtTime(m.started_unix_ms)), " \u00b7 ", pathText(m.kind), " \u00b7 ", modeText(m), " \u00b7 ",
-      m.codec || U.NO_VALUE, " \u00b7 ", el("span", { title: m.gpu || "" }, m.encoder_backend || U.NO_VALUE),
-      m.gpu ? ` (${m.gpu})` : "", " \u00b7 client ", m.client || U.NO_VALUE, " \u00b7 ", U.formatDurationMs(m.duration_ms),
-      " \u00b7 ", `${m.sample_count} samples`, m.truncated ? el("span", { class: "badge warn" }, "truncated") : "");
+      el("strong", {}, PF.fmtTime(m.started_unix_ms)), " \u00b7 ", ...session, " \u00b7 ", U.formatDurationMs(m.duration_ms),
+      " \u00b7 ", `${m.sample_count} windows`, m.truncated ? el("span", { class: "badge warn" }, "truncated") : "");
   }
 
   // -- the page ------------------------------------------------------------------------------
@@ -117,8 +147,8 @@
     // live card
     const live = card("Live", { id: "live-card" });
     live.hidden = true;
-    const liveFacts = el("dl", { class: "facts" }, fact("fps", "live-fps"),
-      fact("Mb/s", "live-mbps"), fact("samples received", "live-count", "0"),
+    const liveFacts = el("dl", { class: "facts" }, fact("fps (host sent)", "live-fps"),
+      fact("fps (client decoded)", "live-delivered"), fact("Mb/s", "live-mbps"), fact("samples received", "live-count", "0"),
       el("div", { class: "fact wide" }, el("dt", {}, "last window, p50 per stage"), el("dd", { id: "live-last" }, U.NO_VALUE)));
     const liveLat = chartBlock(`Latency by stage, p50 (last ${LIVE_WINDOW_S} s)`, "live-latency");
     const liveThr = chartBlock("Throughput", "live-throughput");
@@ -132,7 +162,8 @@
     const recBody = el("tbody", {});
     recs.body.append(el("div", { class: "table-scroll" }, el("table", { class: "data", id: "recordings-table" },
       el("thead", {}, el("tr", {}, el("th", { title: "pick two to compare" }, "\u2194"),
-        ["time", "path", "mode", "codec", "encoder", "duration", "samples", ""].map((h) => el("th", { class: ["duration", "samples"].includes(h) ? "num" : "" }, h)))),
+        ["time", "path", "mode", "codec", "encoder", "duration", "samples", ""].map((h) => el("th", {
+          class: ["duration", "samples"].includes(h) ? "num" : ["mode", "codec", "encoder"].includes(h) ? h : "" }, h)))),
       recBody)));
 
     const detail = card("Recording", { id: "detail-card" });
@@ -165,7 +196,7 @@
       try {
         renderStatus(await api.get(`${STATS}/capture/status`));
       } catch (e) {
-        badge.textContent = e.status === 503 ? "host unreachable" : "unknown";
+        badge.textContent = e.status === 503 ? "host not running" : e.status === 0 ? "host gone" : "unknown";
         badge.className = "badge bad";
         badge.title = e.message;
         throw e;
@@ -208,7 +239,7 @@
         Object.assign(L, { id, samples: [], lastT: null });
         destroyCharts(live);
         liveEmpty.hidden = false;
-        for (const f of ["live-last", "live-fps", "live-mbps"]) document.getElementById(f).textContent = U.NO_VALUE;
+        for (const f of ["live-last", "live-fps", "live-delivered", "live-mbps"]) document.getElementById(f).textContent = U.NO_VALUE;
       };
       if (L.id !== st.id) reset(st.id);
       const q = L.lastT === null ? "" : `?since=${encodeURIComponent(L.lastT)}`;
@@ -231,11 +262,13 @@
       document.getElementById("live-last").textContent =
         (last.stages || []).map((s) => `${s.name} ${U.formatUs(s.p50_us)}`).join(" \u00b7 ") || U.NO_VALUE;
       document.getElementById("live-fps").textContent = U.formatFps(last.fps);
+      document.getElementById("live-delivered").textContent =
+        last.delivered_fps === undefined ? "not reported" : U.formatFps(last.delivered_fps);
       document.getElementById("live-mbps").textContent = U.formatMbps(last.mbps);
       const recent = L.samples.filter((s) => s.t_ms >= last.t_ms - LIVE_WINDOW_S * 1000);
       destroyCharts(live);
       C.latency(liveLat.box, recent, { quantile: "p50", fps: cap.meta.fps || null, height: 200 });
-      C.throughput(liveThr.box, recent, { height: 200 });
+      C.throughput(liveThr.box, recent, { height: 200, fps: cap.meta.fps || null });
     }
 
     // -- recordings ------------------------------------------------------------------------
@@ -271,9 +304,9 @@
               updateCompareBtn();
             } })),
           el("td", { title: m.id }, PF.fmtTime(m.started_unix_ms)),
-          el("td", {}, pathText(m.kind)),
-          el("td", {}, modeText(m)),
-          el("td", {}, m.codec || U.NO_VALUE),
+          el("td", {}, m.kind || "no session"),
+          el("td", { class: "mode" }, modeText(m)),
+          el("td", { class: "codec" }, m.codec || U.NO_VALUE),
           el("td", { title: m.gpu ? `GPU: ${m.gpu}` : "no GPU", class: "encoder" }, m.encoder_backend || U.NO_VALUE),
           el("td", { class: "num" }, U.formatDurationMs(m.duration_ms)),
           el("td", { class: "num" }, U.formatCount(m.sample_count), m.truncated ? el("span", { class: "badge warn", title: "hit the 5400-sample cap" }, "cut") : ""),
@@ -345,9 +378,13 @@
       const m = cap.meta;
       detail.head.querySelector("h2").textContent = `Recording ${PF.fmtTime(m.started_unix_ms)}`;
       const actions = detail.head.querySelector(".actions");
-      const lat = chartBlock("Latency by stage (stacked)", "detail-latency");
+      const lat = chartBlock("Latency by stage", "detail-latency");
+      const latNote = el("p", { class: "hint chart-note", id: "detail-latency-note" });
+      lat.node.append(latNote);
       const drawLatency = () => {
         if (lat.box.pfChart) lat.box.pfChart.pfDestroy();
+        lat.node.querySelector("h3").textContent = state.quantile === "p99" ? "Latency by stage, p99 (lines)" : "Latency by stage, p50 (stacked)";
+        latNote.textContent = C.latencyNote(state.quantile);
         C.latency(lat.box, cap.samples, { quantile: state.quantile, fps: m.fps || null });
       };
       clear(actions).append(
@@ -365,10 +402,13 @@
       const health = chartBlock("Health", "detail-health");
       detail.body.append(lat.node, thr.node, health.node);
       drawLatency();
-      C.throughput(thr.box, cap.samples);
+      C.throughput(thr.box, cap.samples, { fps: m.fps || null });
       if (!C.health(health.box, cap.samples)) {
         health.box.classList.add("no-chart");
         health.box.append(el("p", { class: "empty", id: "no-loss-counters" }, "This path records no loss counters."));
+      } else {
+        health.node.append(el("p", { class: "hint" }, "Lost, recovered and unrecoverable are counted apart: a packet FEC ",
+          "rebuilt was lost and recovered, and cost nothing. Only unrecoverable frames reached the picture."));
       }
       if (C.has(cap.samples, "rtt_us")) {
         const rtt = chartBlock("Round trip", "detail-rtt");
@@ -403,12 +443,28 @@
         return;
       }
       cmp.dataset.ids = ids.join(",");
-      const chart = chartBlock("Stage latency, A solid / B dashed (seconds from each capture's start)", "compare-latency");
+      const chart = chartBlock("", "compare-latency");
+      const note = el("p", { class: "hint chart-note", id: "compare-note" });
+      chart.node.append(note);
+      const stages = C.stageNames([...a.samples, ...b.samples]);
+      if (C.has(a.samples, "host_p50_us") || C.has(b.samples, "host_p50_us")) stages.push("host total");
       let quantile = "p50";
+      let stage = stages.includes("host total") ? "host total" : stages[0];
       const draw = () => {
         if (chart.box.pfChart) chart.box.pfChart.pfDestroy();
-        C.compare(chart.box, a, b, { quantile });
+        chart.node.querySelector("h3").textContent = `${stage}, ${quantile}: A and B (seconds from each capture's start)`;
+        C.compare(chart.box, a, b, { quantile, stage });
+        const budget = U.frameBudgetUs(Math.max(a.meta.fps || 0, b.meta.fps || 0));
+        note.textContent = chart.box.dataset.budget === "far above"
+          ? `The frame budget (${U.formatUs(budget)}) is far above these values and is not drawn.` : "";
       };
+      const picker = el("div", { class: "segmented stage-pick", role: "group", "aria-label": "stage to compare" },
+        stages.map((n) => el("button", { type: "button", class: "seg", "data-stage": n, "aria-pressed": String(n === stage),
+          onclick: () => {
+            stage = n;
+            picker.querySelectorAll("button").forEach((x) => x.setAttribute("aria-pressed", String(x.dataset.stage === n)));
+            draw();
+          } }, n)));
       clear(cmp.head.querySelector(".actions")).append(
         quantileSwitch(quantile, (q) => { quantile = q; draw(); }),
         el("button", { type: "button", class: "ghost", onclick: () => { destroyCharts(cmp); cmp.hidden = true; } }, "Close"));
@@ -416,7 +472,7 @@
         el("div", { class: "compare-heads" },
           el("div", {}, el("span", { class: "tag a" }, "A"), metaLine(a.meta)),
           el("div", {}, el("span", { class: "tag b" }, "B"), metaLine(b.meta))),
-        chart.node, el("h3", {}, "Summaries"), compareTable(sa, sb));
+        picker, chart.node, el("h3", {}, "Summaries"), compareTable(sa, sb));
       draw();
       cmp.scrollIntoView({ behavior: "smooth", block: "start" });
     }
