@@ -65,9 +65,21 @@ CORE_SECTIONS: dict[str, dict[str, Any]] = {
             "port": {"type": "integer", "minimum": 0, "maximum": 65535, "default": 47990},
             "workers": {"type": "integer", "minimum": 1, "maximum": 64, "default": 2},
             "allow_remote_admin": {"type": "boolean", "default": False, "description": "accept the admin token from non-loopback addresses"},
+            "allowed_hosts": {"type": "array", "default": [], "maxItems": 64,
+                              "items": {"type": "string", "pattern": r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[?[0-9A-Fa-f:.]+\]?)$"},
+                              "description": "names the console answers to besides localhost, loopback addresses and "
+                                             "its bind address (requests naming any other Host are refused: DNS rebinding)"},
         },
     },
 }
+
+
+#: no setting nests this deep; deeper values are refused before anything recurses into them
+MAX_DEPTH = 16
+#: a config file is a few KB
+MAX_FILE_BYTES = 1024 * 1024
+#: a config read from a pipe or FIFO must arrive within this long
+PIPE_WAIT_S = 10.0
 
 
 class ConfigError(Exception):
