@@ -45,6 +45,8 @@ class Host:
         self.counters = Counters()
         self.sessions: dict[int, Session] = {}
         self.planes: dict[str, ProtocolPlane] = {}
+        #: protocol -> why it failed to start (enabled, but not in ``planes``)
+        self.protocol_errors: dict[str, str] = {}
         self.ipc: IpcServer | None = None
         self.started_ns = time.monotonic_ns()
         self.hostname = config.get("host", {}).get("name") or socket.gethostname()
@@ -70,6 +72,7 @@ class Host:
                 plane.start()
             except Exception as exc:  # noqa: BLE001 - one protocol failing must not stop the host
                 log.error("protocol %s failed to start: %s", name, exc)
+                self.protocol_errors[name] = str(exc)
                 log.debug("protocol %s start failure", name, exc_info=exc)
                 continue
             self.planes[name] = plane
