@@ -72,8 +72,7 @@ def _stop_on_signals() -> threading.Event:
     """An event set by any of STOP_SIGNALS (instead of dying half-way)."""
     stop = threading.Event()
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("%s received", signal.Signals(signum).name)
+    def on_signal(_signum: int, _frame: Any) -> None:
         stop.set()
 
     for sig in STOP_SIGNALS:

@@ -4,6 +4,7 @@ create. Real processes, real gunicorn, real signals."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -13,13 +14,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import requests
 
 from conftest import pf_env
-from webui_helpers import wait_for
+from webui_helpers import run_cli_to_exit, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLED = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
@@ -82,43 +83,43 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", HANDLED, ids=lambda s: s.name)
-def test_punktfunk_console_stops_its_gunicorn_on_every_signal_it_handles(host_factory: Any, sig: signal.Signals) -> None:
-    host = host_factory()
-    port = _free_port()
-    proc = _cli("console", "--port", str(port), "--workers", "2", env=host.env)
+@contextlib.contextmanager
+def _console_process(host: Any, port: int, workers: int) -> Iterator[tuple[subprocess.Popen, str, list[int]]]:
+    """`punktfunk console` against ``host``, answering: (process, URL, its gunicorn pids)."""
+    proc = _cli("console", "--port", str(port), "--workers", str(workers), env=host.env)
     try:
         url = _console_url(proc)
         wait_for(lambda: _answers(url), 20, interval=0.2, what="console answering")
-        gunicorn = _group_of(proc.pid)
+        yield proc, url, _group_of(proc.pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("sig", HANDLED, ids=lambda s: s.name)
+def test_punktfunk_console_stops_its_gunicorn_on_every_signal_it_handles(host_factory: Any, sig: signal.Signals,
+                                                                        figures: Any) -> None:
+    port = _free_port()
+    with _console_process(host_factory(), port, workers=2) as (proc, url, gunicorn):
         assert len(gunicorn) >= 3, gunicorn  # master and two workers
         proc.send_signal(sig)
         assert proc.wait(10) == 0
         wait_for(lambda: not any(_alive(p) for p in gunicorn), 5, what="gunicorn master and workers gone")
         assert not _answers(url)
         assert _port_free(port), "the console port is still held"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        figures(f"gunicorn processes left / console port held after {sig.name}", "0 / no")
 
 
-def test_a_killed_punktfunk_console_takes_its_gunicorn_with_it(host_factory: Any) -> None:
-    host = host_factory()
+def test_a_killed_punktfunk_console_takes_its_gunicorn_with_it(host_factory: Any, figures: Any) -> None:
     port = _free_port()
-    proc = _cli("console", "--port", str(port), "--workers", "1", env=host.env)
-    try:
-        url = _console_url(proc)
-        wait_for(lambda: _answers(url), 20, interval=0.2, what="console answering")
-        gunicorn = _group_of(proc.pid)
+    with _console_process(host_factory(), port, workers=1) as (proc, _url, gunicorn):
         proc.kill()  # SIGKILL: no handler runs; gunicorn must notice by itself
         proc.wait()
+        t0 = time.monotonic()
         wait_for(lambda: not any(_alive(p) for p in gunicorn), 10, what="gunicorn gone after its parent died")
+        figures("seconds until gunicorn stopped after punktfunk console was SIGKILLed", round(time.monotonic() - t0, 1))
         assert _port_free(port)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.parametrize("sig", HANDLED, ids=lambda s: s.name)
@@ -144,14 +145,9 @@ def test_serve_that_can_start_nothing_exits_with_one_line_saying_what_to_fix(pf_
         taken = busy_tcp.getsockname()[1]
         config = pf_dirs["base"] / "host.toml"
         config.write_text(f'[native]\nbind = "127.0.0.1"\nport = {taken}\n[console]\nport = {taken}\n')
-        proc = _cli("serve", "-c", str(config), env=pf_env(pf_dirs))
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-            pytest.fail(f"serve kept running with nothing started:\n{out}")
-    assert proc.returncode == 1, out
+        rc, out = run_cli_to_exit(["serve", "-c", str(config)], pf_env(pf_dirs))
+    assert rc is not None, f"serve kept running with nothing started:\n{out}"
+    assert rc == 1, out
     assert "host running" not in out
     last = out.strip().splitlines()[-1]
     assert last.startswith("punktfunk: "), out
@@ -256,14 +252,9 @@ def test_an_admin_token_shorter_than_16_characters_stops_the_start_with_one_line
     config = pf_dirs["base"] / "host.toml"
     config.write_text("[native]\nport = 0\n")
     args = [*command, str(config)] if command[0] == "config" else [*command[:1], "-c", str(config), *command[1:]]
-    proc = _cli(*args, env=pf_env(pf_dirs))
-    try:
-        out, _ = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        pytest.fail(f"started with a 7-character admin token:\n{out}")
-    assert proc.returncode == 2, out
+    rc, out = run_cli_to_exit(args, pf_env(pf_dirs))
+    assert rc is not None, f"started with a 7-character admin token:\n{out}"
+    assert rc == 2, out
     lines = [ln for ln in out.splitlines() if ln.strip()]
     assert len(lines) == 1, lines
     assert str(token) in lines[0] and "16" in lines[0], lines

@@ -151,7 +151,7 @@ def create_app(config: dict[str, Any], paths: Paths, pm: Any = None) -> Flask:
         PF_CONFIG=config,
         PF_ALLOW_REMOTE_ADMIN=bool(console_cfg.get("allow_remote_admin", False)),
         SEND_FILE_MAX_AGE_DEFAULT=300,
-        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,  # also bounds bodies without Content-Length (chunked)
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,  # werkzeug's own check, behind the guard's
     )
     app.json = BoundedJSONProvider(app)
     hosts = auth.HostNames(str(console_cfg.get("bind", "127.0.0.1")), list(console_cfg.get("allowed_hosts", [])))
@@ -182,7 +182,7 @@ def create_app(config: dict[str, Any], paths: Paths, pm: Any = None) -> Flask:
 
 
 # -- the request guard -----------------------------------------------------------------
-def _too_large(code: int = 413, message: str = f"request bodies are limited to {MAX_BODY_BYTES} bytes") -> Response:
+def _refuse_body(code: int = 413, message: str = f"request bodies are limited to {MAX_BODY_BYTES} bytes") -> Response:
     # the body stays unread: stop reading this connection, so the server closes it
     # instead of draining the rest of the body to keep the connection alive
     sock = request.environ.get("gunicorn.socket")
@@ -203,10 +203,10 @@ def _install_guard(app: Flask, table: RouteTable, tokens: auth.TokenStore, hosts
             return json_error(400, "this console answers only to localhost, loopback addresses, its bind address "
                                    "and the names in console.allowed_hosts; the Host header named none of them")
         if (request.content_length or 0) > MAX_BODY_BYTES:
-            return _too_large()
+            return _refuse_body()
         if request.content_length is None and request.headers.get("Transfer-Encoding"):
             # a body of unknown length (chunked): werkzeug would cut it off silently at the limit
-            return _too_large(411, "a request body needs a Content-Length (of at most "
+            return _refuse_body(411, "a request body needs a Content-Length (of at most "
                                    f"{MAX_BODY_BYTES} bytes); chunked bodies are not accepted")
         if request.url_rule is None:
             return None  # Flask answers 404/405 itself; no route, nothing to protect
@@ -251,8 +251,8 @@ def _install_error_handlers(app: Flask) -> None:
         return json_error(code, exc.message)
 
     @app.errorhandler(RequestEntityTooLarge)
-    def too_large(_exc: RequestEntityTooLarge) -> Response:
-        return _too_large()
+    def body_too_large(_exc: RequestEntityTooLarge) -> Response:
+        return _refuse_body()
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
