@@ -82,8 +82,6 @@ def console_attacks(env: dict[str, str]) -> tuple[list[str], int]:
                           dict(env, PF_FIGURES=str(figures_path), HYPOTHESIS_PROFILE="default"), 3600)
     figures = [json.loads(line) for line in figures_path.read_text().splitlines() if line.strip()]
     figures_path.unlink()
-    print("[console] file, config and process attacks ...", file=sys.stderr, flush=True)
-    console_section, console_failed = console_attacks(env)
     outcomes = re.findall(r"^(PASSED|FAILED|ERROR) (\S+)", out, re.M)
     failed = [t for o, t in outcomes if o != "PASSED"]
     lines = [
@@ -124,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     rc2, out2 = run_pytest([*existing, "-m", "slow or not slow"], dict(env, HYPOTHESIS_PROFILE="default"), 3600)
     figures = [json.loads(line) for line in figures_path.read_text().splitlines() if line.strip()]
     figures_path.unlink()
+    print("[console] file, config and process attacks ...", file=sys.stderr, flush=True)
+    console_section, console_failed = console_attacks(env)
     outcomes = re.findall(r"^(PASSED|FAILED|ERROR) (\S+)", out1 + out2, re.M)
     passed = sum(1 for o, _ in outcomes if o == "PASSED")
     failed = [(o, t) for o, t in outcomes if o in ("FAILED", "ERROR")]
