@@ -23,6 +23,8 @@ from punktfunk_core.plugins import PluginManager, load_plugin_manager
 log = logging.getLogger("punktfunk")
 
 EXIT_CONFIG = 2
+#: signals on which `serve` and `console` stop everything they started (SIGHUP: the terminal closed)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def setup_logging(level: str = "info") -> None:
@@ -51,11 +53,34 @@ def call_host(cmd: str, **args: Any) -> Any:
 
 def _load_config_or_exit(path: str | None, pm: PluginManager) -> dict[str, Any]:
     try:
-        return configmod.load(path, pm)
+        cfg = configmod.load(path, pm)
     except configmod.ConfigError as exc:
         for p in exc.problems:
             print(f"{exc.source}: {p}" if exc.source != "defaults" else p, file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+    return cfg
+
+
+def _check_admin_token_or_exit() -> None:
+    """The console refuses short admin tokens; say so before anything starts."""
+    from punktfunk_webui.auth import admin_token_problem
+
+    problem = admin_token_problem(Paths.from_env().config)
+    if problem:
+        print(problem, file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by any of STOP_SIGNALS (instead of dying half-way)."""
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
+    return stop
 
 
 # -- built-in commands -------------------------------------------------------------
@@ -72,18 +97,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg["console"]["port"] = args.console_port
     if args.no_console:
         cfg["console"]["enabled"] = False
+    if cfg["console"]["enabled"]:
+        _check_admin_token_or_exit()
     setup_logging(cfg["host"]["log_level"] if not args.verbose else "debug")
     for info in pm.failed:
         log.warning("plugin %s failed to load: %s", info.name, info.error)
     paths = Paths.from_env().ensure()
     host = Host(cfg, pm, paths)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = _stop_on_signals()
     try:
         host.start()
     except Exception as exc:  # noqa: BLE001
@@ -91,6 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host.stop()
         return 1
     console = None
+    console_error = ""
     if cfg["console"]["enabled"]:
         try:
             from punktfunk_webui.server import start_console
@@ -98,7 +120,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             console = start_console(cfg, paths)
             print(f"punktfunk console: {console.url}  (admin token in {paths.mgmt_token})", flush=True)
         except Exception as exc:  # noqa: BLE001 - the host streams without a console
+            console_error = str(exc)
             log.error("console failed to start: %s", exc)
+    nothing = _nothing_started(cfg, pm, host, console, console_error)
+    if nothing:
+        print(f"punktfunk: {nothing}", file=sys.stderr, flush=True)
+        host.stop()
+        return 1
     print(f"punktfunk host running (IPC {paths.ipc_endpoint}); Ctrl-C stops it", flush=True)
     while not stop.wait(0.5):
         if host.stopped:
@@ -108,6 +136,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         console.stop()
     host.stop()
     return 0
+
+
+def _nothing_started(cfg: dict[str, Any], pm: PluginManager, host: Any, console: Any, console_error: str) -> str:
+    """When the host was asked for protocols or a console and none of them
+    started: one line with each reason (and so what to fix); else ""."""
+    asked = [n for n in pm.protocols.names() if cfg.get(n, {}).get("enabled", False)]
+    if host.planes or console is not None or not (asked or cfg["console"]["enabled"]):
+        return ""  # something serves, or only IPC was asked for (--no-console, no protocol)
+    reasons = [f"protocol {n}: {host.protocol_errors.get(n, 'did not start')}" for n in asked]
+    if cfg["console"]["enabled"]:
+        reasons.append(f"console: {console_error}")
+    return "nothing could start, so the host stops — " + "; ".join(reasons)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -136,7 +176,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    _load_config_or_exit(args.file, args.pm)
+    cfg = _load_config_or_exit(args.file, args.pm)
+    if cfg["console"]["enabled"]:  # what `serve` with this file would refuse at start
+        _check_admin_token_or_exit()
     print(f"{args.file}: ok")
     return 0
 
@@ -147,15 +189,30 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    from punktfunk_webui.server import run_console_foreground
+    """The console alone, in the foreground, against a running host."""
+    from punktfunk_webui.server import ConsoleError, start_console
 
     cfg = _load_config_or_exit(args.config, args.pm)
     if args.workers is not None:
         cfg["console"]["workers"] = args.workers
     if args.port is not None:
         cfg["console"]["port"] = args.port
+    _check_admin_token_or_exit()
     setup_logging(cfg["host"]["log_level"])
-    return run_console_foreground(cfg, Paths.from_env().ensure())
+    paths = Paths.from_env().ensure()
+    stop = _stop_on_signals()
+    try:
+        console = start_console(cfg, paths)
+    except (ConsoleError, ValueError) as exc:  # ValueError: the admin token changed under us
+        print(f"punktfunk: {exc}", file=sys.stderr)
+        return 1
+    print(f"punktfunk console: {console.url}  (admin token in {paths.mgmt_token})", flush=True)
+    while not stop.wait(0.5):
+        if not console.alive():
+            print(f"punktfunk: the console exited with status {console.proc.returncode}", file=sys.stderr)
+            return 1
+    console.stop()
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -52,6 +52,8 @@ class Host:
         #: the final info of recently ended sessions (``sessions.get`` answers from here)
         self.ended_sessions: collections.deque[dict[str, Any]] = collections.deque(maxlen=32)
         self.planes: dict[str, ProtocolPlane] = {}
+        #: protocol -> why it failed to start (enabled, but not in ``planes``)
+        self.protocol_errors: dict[str, str] = {}
         self.ipc: IpcServer | None = None
         self.started_ns = time.monotonic_ns()
         self.hostname = config.get("host", {}).get("name") or socket.gethostname()
@@ -77,6 +79,7 @@ class Host:
                 plane.start()
             except Exception as exc:  # noqa: BLE001 - one protocol failing must not stop the host
                 log.error("protocol %s failed to start: %s", name, exc)
+                self.protocol_errors[name] = str(exc)
                 log.debug("protocol %s start failure", name, exc_info=exc)
                 continue
             self.planes[name] = plane

@@ -1,7 +1,10 @@
 """The host's IPC channel: JSON commands over a ZMQ ``ipc://`` socket.
 
 The socket lives in the owner-only runtime directory, so other users cannot
-reach it. Plugins add commands with the ``ipc_commands`` hook.
+reach it. Plugins add commands with the ``ipc_commands`` hook. Requests are
+parsed by the bounded loader (:mod:`punktfunk_core.boundedjson`): a request
+that is too large, too deep or not JSON gets a 400, and nothing a request
+holds can end the channel's thread.
 
 Wire format (one ZMQ message each way)::
 
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import zmq
+
+from punktfunk_core import boundedjson
 
 log = logging.getLogger("punktfunk.ipc")
 
@@ -72,13 +77,13 @@ class IpcServer:
     def dispatch(self, raw: bytes) -> dict[str, Any]:
         """Handle one raw request; never raises."""
         try:
-            req = json.loads(raw)
+            req = boundedjson.loads(raw, max_bytes=MAX_REQUEST_BYTES)
             if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
                 raise ValueError("request must be an object with a string 'cmd'")
             args = req.get("args") or {}
             if not isinstance(args, dict):
                 raise ValueError("'args' must be an object")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # JsonRefused is one
             self.bad_requests += 1
             return {"ok": False, "code": 400, "error": f"bad request: {exc}"}
         handler = self.handlers.get(req["cmd"])
@@ -91,6 +96,15 @@ class IpcServer:
         except Exception as exc:  # noqa: BLE001 - a handler bug must not kill the channel
             log.exception("IPC command %s failed", req["cmd"])
             return {"ok": False, "code": 500, "error": f"{req['cmd']} failed: {type(exc).__name__}: {exc}"}
+
+    def _answer(self, body: bytes) -> bytes:
+        """The serialised reply to one request; whatever happens, an answer."""
+        try:
+            return json.dumps(self.dispatch(body), separators=(",", ":"), allow_nan=False).encode()
+        except Exception as exc:  # noqa: BLE001 - e.g. a result that is not JSON: the channel goes on
+            log.error("IPC reply not serialisable: %s: %s", type(exc).__name__, exc)
+            return json.dumps({"ok": False, "code": 500,
+                               "error": f"reply not serialisable: {type(exc).__name__}: {exc}"}).encode()
 
     def _serve(self) -> None:
         sock = self._ctx.socket(zmq.ROUTER)
@@ -129,12 +143,7 @@ class IpcServer:
                     self.bad_requests += 1
                     continue
                 ident, body = frames[0], frames[-1]
-                reply = self.dispatch(body)
-                try:
-                    out = json.dumps(reply, separators=(",", ":"), allow_nan=False).encode()
-                except (TypeError, ValueError) as exc:
-                    out = json.dumps({"ok": False, "code": 500, "error": f"reply not serialisable: {exc}"}).encode()
-                sock.send_multipart([ident, b"", out])
+                sock.send_multipart([ident, b"", self._answer(body)])
         finally:
             sock.close()
             if self.endpoint.startswith("ipc://"):

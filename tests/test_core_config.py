@@ -85,3 +85,64 @@ def test_defaults_fill_every_core_setting():
     assert cfg["stream"]["capture"] == "testpattern"
     assert cfg["console"]["bind"] == "127.0.0.1"
     assert cfg["console"]["workers"] == 2
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[gamestream]\npacing = nan\n", "gamestream.pacing"),
+    ("[native]\nkeepalive_timeout_s = inf\n", "native.keepalive_timeout_s"),
+    ("[native]\nkeepalive_interval_s = -inf\n", "native.keepalive_interval_s"),
+    ("[stream]\ncapture_options = { gain = nan }\n", "stream.capture_options.gain"),
+])
+def test_nan_and_inf_are_refused_naming_the_key(tmp_path, text, key):
+    for r in (check(tmp_path, text), serve(tmp_path, text)):
+        assert r.returncode == 2, (r.stdout, r.stderr)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and f"{key}: " in lines[0] and "finite" in lines[0], lines
+
+
+@pytest.mark.parametrize("depth", [40, 400, 5000, 100_000])
+@pytest.mark.parametrize("shape", ["array", "table"])
+def test_deeply_nested_toml_is_one_line_naming_the_key(tmp_path, depth, shape):
+    value = "[" * depth + "]" * depth if shape == "array" else "{a = " * depth + "1" + "}" * depth
+    text = f"[stream]\nwidth = 1280\ncapture_options = {{ deep = {value} }}\n"
+    for r in (check(tmp_path, text), serve(tmp_path, text)):
+        assert r.returncode == 2, (r.stdout, r.stderr[-2000:])
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1, lines[-5:]
+        assert "stream.capture_options.deep" in lines[0] and "nested" in lines[0], lines
+        assert "Traceback" not in r.stderr
+
+
+def test_deep_table_headers_are_one_line_naming_the_key(tmp_path):
+    r = check(tmp_path, "[stream.capture_options." + ".".join(["x"] * 3000) + "]\n")
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(str(tmp_path)), lines[-3:]
+    assert "stream.capture_options.x.x" in lines[0] and "nested" in lines[0] and len(lines[0]) < 400, lines
+
+
+def test_a_fifo_nobody_writes_to_is_refused_instead_of_waited_on(tmp_path):
+    import os
+
+    fifo = tmp_path / "host.toml"
+    os.mkfifo(fifo)
+    r = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "config", "check", str(fifo)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "no data within" in r.stderr, r.stderr
+
+
+def test_config_from_a_pipe_is_read(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "config", "check", "/dev/stdin"],
+                       input="[stream]\nfps = 0\n", capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "stream.fps: 0 is less than the minimum of 1" in r.stderr, r.stderr
+
+
+def serve(tmp_path, text: str) -> subprocess.CompletedProcess:
+    """`punktfunk serve` with the config: a bad one must stop it before anything starts."""
+    import os
+
+    f = tmp_path / "host.toml"
+    f.write_text(text)
+    env = dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(tmp_path / "cfg"), PUNKTFUNK_RUNTIME_DIR=str(tmp_path / "run"))
+    return subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "serve", "--no-console", "-c", str(f)],
+                          capture_output=True, text=True, timeout=60, env=env)

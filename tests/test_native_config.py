@@ -50,7 +50,9 @@ def test_busy_port_is_a_clear_error_and_the_host_keeps_running(host_factory):
     s.listen()
     port = s.getsockname()[1]
     try:
-        h = host_factory(config=f"[native]\nbind = \"127.0.0.1\"\nport = {port}\n")
+        # the console runs, so the host has something to serve (with nothing, it would exit: test_core_serve)
+        h = host_factory(config=f"[native]\nbind = \"127.0.0.1\"\nport = {port}\n", console=True,
+                         args=["--console-port", "0"])
         import time
 
         deadline = time.monotonic() + 10

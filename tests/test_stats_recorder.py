@@ -35,7 +35,7 @@ NATIVE_INFO = {"kind": "native", "client": "ab12cd34", "width": 1920, "height": 
                "codec": "hevc", "encoder_backend": "nvenc", "gpu": "NVIDIA H100"}
 GS_INFO = {"kind": "gamestream", "client": "192.0.2.7:47998", "width": 1280, "height": 720, "fps": 120,
            "codec": "h264", "encoder_backend": "x264", "gpu": ""}
-TRAVERSAL_IDS = ["..", ".", "a/b", "a\\b", "", "/etc/passwd", "../x", "..%2F..%2Fetc%2Fpasswd", "%2e%2e",
+TRAVERSAL_IDS = ["..", ".", ".index", "..a", "a/b", "a\\b", "", "/etc/passwd", "../x", "..%2F..%2Fetc%2Fpasswd", "%2e%2e",
                  "x" * 300, "a:b", "a b", "\x00", None, 12]
 
 
@@ -222,7 +222,7 @@ def test_invalid_ids_are_not_found(tmp_path: Path, bad: object) -> None:
 
 
 def test_valid_ids() -> None:
-    for good in ["20261127-054707-269", "a", "A.b_c-1", "..a", "a..b"]:
+    for good in ["20261127-054707-269", "a", "A.b_c-1", "a..", "a..b"]:
         assert valid_id(good)
 
 

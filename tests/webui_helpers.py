@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -72,3 +75,18 @@ def wait_for(pred: Any, timeout: float, interval: float = 0.1, what: str = "cond
 
 def iter_rules(app: Any) -> Iterator[Any]:
     yield from sorted(app.url_map.iter_rules(), key=lambda r: r.rule)
+
+
+def run_cli_to_exit(args: list[str], env: dict[str, str], timeout: float = 30) -> tuple[int | None, str]:
+    """Run `punktfunk ARGS` until it exits: (exit status, stdout+stderr); None when it
+    was still running after ``timeout`` s (then it is killed)."""
+    proc = subprocess.Popen([sys.executable, "-m", "punktfunk_core.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        return None, out
+    return proc.returncode, out

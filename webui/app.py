@@ -11,7 +11,10 @@ the same ``register(rule, view, methods=None, lane="admin")`` callback:
 
 Each route is put into exactly one auth lane when it is registered (see
 :mod:`punktfunk_webui.auth`); a request is checked against its lane before the
-view runs, so a view never has to remember to check.
+view runs, so a view never has to remember to check. Before the lane, every
+request (any route, also unknown ones) must name the console in its ``Host``
+header (:class:`punktfunk_webui.auth.HostNames`) and carry a body of at most
+:data:`MAX_BODY_BYTES`; request JSON is parsed by the core's bounded loader.
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from flask import Flask, Response, g, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from punktfunk_core import __version__
+from punktfunk_core import __version__, boundedjson
 from punktfunk_core.ipc import DEFAULT_TIMEOUT_S, HostUnreachable, IpcClient, IpcError
 from punktfunk_core.paths import Paths
 from punktfunk_webui import auth, metrics
@@ -46,6 +51,16 @@ PAGES = {
 PROTOCOL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 #: methods a device-lane route may answer: the lane is read-only
 DEVICE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: request bodies are a name, a PIN or a few flags; larger ones are refused unread
+MAX_BODY_BYTES = 64 * 1024
+
+
+class BoundedJSONProvider(DefaultJSONProvider):
+    """Request JSON through the core's bounded loader: a body nested too deep or
+    holding NaN is a 400 like any other bad JSON, not a RecursionError."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return boundedjson.loads(s, max_bytes=MAX_BODY_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +151,10 @@ def create_app(config: dict[str, Any], paths: Paths, pm: Any = None) -> Flask:
         PF_CONFIG=config,
         PF_ALLOW_REMOTE_ADMIN=bool(console_cfg.get("allow_remote_admin", False)),
         SEND_FILE_MAX_AGE_DEFAULT=300,
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,  # werkzeug's own check, behind the guard's
     )
+    app.json = BoundedJSONProvider(app)
+    hosts = auth.HostNames(str(console_cfg.get("bind", "127.0.0.1")), list(console_cfg.get("allowed_hosts", [])))
     ipc = IpcClient(ipc_endpoint(paths), timeout=DEFAULT_TIMEOUT_S)
     tokens = auth.TokenStore(paths.config)
     table = RouteTable(app)
@@ -158,17 +176,38 @@ def create_app(config: dict[str, Any], paths: Paths, pm: Any = None) -> Flask:
             table.failed[impl.plugin_name] = f"{type(exc).__name__}: {exc}"
             log.error("plugin %s: console routes failed: %s", impl.plugin_name, exc)
 
-    _install_guard(app, table, tokens)
+    _install_guard(app, table, tokens, hosts)
     _install_error_handlers(app)
     return app
 
 
 # -- the request guard -----------------------------------------------------------------
-def _install_guard(app: Flask, table: RouteTable, tokens: auth.TokenStore) -> None:
+def _refuse_body(code: int = 413, message: str = f"request bodies are limited to {MAX_BODY_BYTES} bytes") -> Response:
+    # the body stays unread: stop reading this connection, so the server closes it
+    # instead of draining the rest of the body to keep the connection alive
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+    return json_error(code, message)
+
+
+def _install_guard(app: Flask, table: RouteTable, tokens: auth.TokenStore, hosts: auth.HostNames) -> None:
     allow_remote = app.config["PF_ALLOW_REMOTE_ADMIN"]
 
     @app.before_request
     def guard() -> Response | None:
+        if not hosts.allows(request.headers.get("Host")):
+            return json_error(400, "this console answers only to localhost, loopback addresses, its bind address "
+                                   "and the names in console.allowed_hosts; the Host header named none of them")
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            return _refuse_body()
+        if request.content_length is None and request.headers.get("Transfer-Encoding"):
+            # a body of unknown length (chunked): werkzeug would cut it off silently at the limit
+            return _refuse_body(411, "a request body needs a Content-Length (of at most "
+                                   f"{MAX_BODY_BYTES} bytes); chunked bodies are not accepted")
         if request.url_rule is None:
             return None  # Flask answers 404/405 itself; no route, nothing to protect
         info = table.by_endpoint.get(request.endpoint or "")
@@ -210,6 +249,10 @@ def _install_error_handlers(app: Flask) -> None:
     def ipc_error(exc: IpcError) -> Response:
         code = exc.code if 400 <= exc.code <= 599 else 500
         return json_error(code, exc.message)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def body_too_large(_exc: RequestEntityTooLarge) -> Response:
+        return _refuse_body()
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -20,7 +20,9 @@ lane is enforced by the allow-list, not by the token's origin.
 Tokens are compared with :func:`hmac.compare_digest` against every known
 token (no early exit that would tell which one nearly matched). Token files
 are re-read when they change, so revoking a device or rotating the admin token
-needs no console restart.
+needs no console restart. A token shorter than :data:`MIN_TOKEN_CHARS` is
+never accepted; a short ``mgmt-token`` stops ``serve``/``console`` at start
+(:func:`admin_token_problem`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from punktfunk_core.paths import atomic_write, ensure_private_dir, read_or_create_secret
+from punktfunk_core.paths import MAX_SECRET_BYTES, atomic_write, ensure_private_dir, read_or_create_secret, read_regular_file
 
 LANES = ("public", "admin", "device")
 ADMIN_TOKEN_FILE = "mgmt-token"
@@ -42,6 +44,28 @@ DEVICE_TOKEN_DIR = "device-tokens"
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # a stats route may never be put on the device lane (docs/stats.md, "Management API")
 STATS_PREFIX = "/api/v1/stats"
+#: shorter tokens are refused: guessable (ours are 43 characters, 256 bits)
+MIN_TOKEN_CHARS = 16
+
+
+class WeakAdminToken(ValueError):
+    """``mgmt-token`` holds a token too short to protect the console."""
+
+
+def admin_token_problem(config_dir: Path) -> str | None:
+    """One line on what is wrong with ``<config>/mgmt-token``, or None (also when
+    it does not exist yet: it is created at start). Never contains the token."""
+    path = Path(config_dir) / ADMIN_TOKEN_FILE
+    try:
+        token = read_regular_file(path, MAX_SECRET_BYTES).decode("utf-8", "replace").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return f"{path}: cannot read the admin token ({exc})"
+    if token and len(token) < MIN_TOKEN_CHARS:
+        return (f"{path}: the admin token has {len(token)} characters; it needs at least {MIN_TOKEN_CHARS} "
+                "(delete the file and a new one is made at the next start)")
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +93,48 @@ def is_loopback(addr: str | None) -> bool:
     return ip.is_loopback
 
 
+_HOST_HEADER = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9.-]+))(?::\d{1,5})?")
+
+
+def host_name(header: str | None) -> str | None:
+    """The name a ``Host`` header gives (lowercase, no port, no trailing dot); None when malformed."""
+    m = _HOST_HEADER.fullmatch((header or "").strip().lower())
+    if m is None:
+        return None
+    name = (m.group("v6") or m.group("name") or "").rstrip(".")
+    return name or None
+
+
+class HostNames:
+    """The names the console answers to: ``localhost``, loopback addresses, the
+    address it is bound to, and ``console.allowed_hosts``.
+
+    A page on another site can make a browser reach the console by pointing
+    its own DNS name at 127.0.0.1 (DNS rebinding); the request then carries
+    that name in ``Host``. A name outside this set is refused, so such a page
+    never gets an answer it can read.
+    """
+
+    def __init__(self, bind: str = "127.0.0.1", allowed: list[str] | tuple[str, ...] = ()) -> None:
+        names = {"localhost"}
+        for raw in (bind, *allowed):
+            name = host_name(raw if ":" not in raw or raw.startswith("[") else f"[{raw}]")
+            if name and name not in ("0.0.0.0", "::"):  # a wildcard bind is no name a browser uses
+                names.add(name)
+        self.names = frozenset(names)
+
+    def allows(self, header: str | None) -> bool:
+        name = host_name(header)
+        if name is None:
+            return False
+        if name in self.names:
+            return True
+        try:
+            return ipaddress.ip_address(name).is_loopback
+        except ValueError:
+            return False
+
+
 def bearer_token(header: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, else None."""
     if not header:
@@ -92,8 +158,12 @@ class TokenStore:
         self._cache: dict[str, tuple[tuple, dict[str, str]]] = {}
 
     def ensure_admin_token(self) -> str:
-        """Create ``mgmt-token`` (0600, in a 0700 dir) when missing; return it."""
+        """Create ``mgmt-token`` (0600, in a 0700 dir) when missing; return it.
+        Raises :class:`WeakAdminToken` when the file holds a short token."""
         ensure_private_dir(self.config_dir)
+        problem = admin_token_problem(self.config_dir)
+        if problem:
+            raise WeakAdminToken(problem)
         return read_or_create_secret(self.config_dir / ADMIN_TOKEN_FILE)
 
     def _dir_tokens(self, sub: str) -> dict[str, str]:
@@ -119,10 +189,10 @@ class TokenStore:
             if not _valid_name(name) or name.startswith("."):
                 continue
             try:
-                tok = (d / name).read_text().strip()
-            except OSError:
+                tok = read_regular_file(d / name, MAX_SECRET_BYTES).decode("utf-8", "replace").strip()
+            except (OSError, ValueError):
                 continue
-            if len(tok) >= 16:  # refuse trivially guessable tokens
+            if len(tok) >= MIN_TOKEN_CHARS:  # refuse trivially guessable tokens
                 tokens[name] = tok
         self._cache[sub] = (stamp, tokens)
         return tokens
@@ -143,11 +213,12 @@ class TokenStore:
         if cached is not None and cached[0] == stamp:
             return cached[1].get("admin")
         try:
-            tok = path.read_text().strip()
-        except OSError:
+            tok = read_regular_file(path, MAX_SECRET_BYTES).decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
             return None
-        self._cache[ADMIN_TOKEN_FILE] = (stamp, {"admin": tok} if tok else {})
-        return tok or None
+        usable = len(tok) >= MIN_TOKEN_CHARS  # a short token written while we run is refused too
+        self._cache[ADMIN_TOKEN_FILE] = (stamp, {"admin": tok} if usable else {})
+        return tok if usable else None
 
     def identify(self, token: str | None) -> Caller | None:
         """The caller a presented token belongs to, or None."""

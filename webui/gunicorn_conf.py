@@ -22,6 +22,9 @@ timeout = 30
 accesslog = None
 loglevel = "warning"
 proc_name = "punktfunk-console"
+# gunicorn >= 25.1 opens a control socket in $XDG_RUNTIME_DIR (outside our private
+# runtime dir, shared by every gunicorn of the user); the console needs none
+control_socket_disable = True
 
 
 def when_ready(server: Any) -> None:

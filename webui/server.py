@@ -1,11 +1,13 @@
 """Running the console under gunicorn.
 
-:func:`start_console` is what ``punktfunk serve`` calls: it creates the admin
-token if needed, binds the listening socket itself (so a busy port is a clear
-error at once, and port 0 gets a free port with no race), and starts
-``python -m gunicorn`` as a child that inherits the socket (``--bind fd://N``).
-:func:`run_console_foreground` is ``punktfunk console``: the same, in the
-foreground, against a host that is already running.
+:func:`start_console` is what ``punktfunk serve`` and ``punktfunk console``
+call: it creates the admin token if needed, binds the listening socket itself
+(so a busy port is a clear error at once, and port 0 gets a free port with no
+race), and starts ``python -m gunicorn`` as a child that inherits the socket
+(``--bind fd://N``). gunicorn runs in its own process group, which
+:meth:`ConsoleHandle.stop` signals as a whole; and it watches its parent, so a
+parent killed without a chance to stop it (SIGKILL) takes it down within a
+second (:mod:`punktfunk_webui.gunicorn_conf`).
 """
 
 from __future__ import annotations
@@ -73,15 +75,12 @@ def _url(bind: str, port: int) -> str:
     return f"http://{host}:{port}/"
 
 
-def _child_env(cfg: dict[str, Any], paths: Paths, parent: int | None) -> dict[str, str]:
+def _child_env(cfg: dict[str, Any], paths: Paths, parent: int) -> dict[str, str]:
     env = dict(os.environ)
     env["PUNKTFUNK_CONFIG_DIR"] = str(paths.config)
     env["PUNKTFUNK_RUNTIME_DIR"] = str(paths.runtime)
     env[CONFIG_ENV] = json.dumps(cfg)
-    if parent is not None:
-        env[PARENT_ENV] = str(parent)
-    else:
-        env.pop(PARENT_ENV, None)
+    env[PARENT_ENV] = str(parent)
     return env
 
 
@@ -112,13 +111,17 @@ class ConsoleHandle:
         return self.proc.poll() is None
 
     def stop(self, grace: float = STOP_GRACE_S) -> int:
-        """SIGTERM the gunicorn master, wait up to ``grace`` s, then kill its group."""
+        """SIGTERM gunicorn's process group (master and workers), wait up to
+        ``grace`` s for the master, then SIGKILL the group."""
         if self._stopped or self.proc.poll() is not None:
             self._stopped = True
             return self.proc.returncode if self.proc.returncode is not None else 0
         self._stopped = True
         try:
-            self.proc.send_signal(signal.SIGTERM)
+            try:  # the master is not reaped yet, so the group id cannot have been reused
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                self.proc.send_signal(signal.SIGTERM)
             return self.proc.wait(grace)
         except subprocess.TimeoutExpired:
             log.warning("console (pid %s) did not stop within %.0f s; killing it", self.proc.pid, grace)
@@ -162,37 +165,13 @@ def start_console(cfg: dict[str, Any], paths: Paths, *, ready_timeout: float = 3
             env=_child_env(cfg, paths, os.getpid()),
             pass_fds=(sock.fileno(),),
             stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own group: a forced stop takes the workers too
+            # its own group: stop() signals master and workers together, and a terminal's
+            # Ctrl-C reaches only us (who stop it in order), not gunicorn behind our back
+            start_new_session=True,
         )
     finally:
         sock.close()  # gunicorn holds its own copy
     handle = ConsoleHandle(proc, _url(c["bind"], port), workers)
     _wait_ready(handle, _connect_host(c["bind"]), port, ready_timeout)
-    log.info("console on %s (%d gunicorn workers, pid %s)", handle.url, workers, proc.pid)
+    log.debug("console on %s (%d gunicorn workers, pid %s)", handle.url, workers, proc.pid)  # callers print the URL
     return handle
-
-
-def run_console_foreground(cfg: dict[str, Any], paths: Paths) -> int:
-    """``punktfunk console``: serve the console until Ctrl-C, against a running host."""
-    c = _console_section(cfg)
-    token = TokenStore(paths.config).ensure_admin_token()
-    del token  # created if missing; the operator reads it from the file
-    try:
-        sock = _listen(c["bind"], int(c["port"]))
-    except ConsoleError as exc:
-        print(f"punktfunk: {exc}", file=sys.stderr)
-        return 1
-    port = sock.getsockname()[1]
-    print(f"punktfunk console: {_url(c['bind'], port)}  (admin token in {paths.mgmt_token})", flush=True)
-    proc = subprocess.Popen(_argv(sock.fileno(), max(1, int(c["workers"]))),
-                            env=_child_env(cfg, paths, None), pass_fds=(sock.fileno(),))
-    sock.close()
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(STOP_GRACE_S + 1)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.x509.oid import NameOID
 
+from punktfunk_core import boundedjson
 from punktfunk_core.paths import atomic_write, ensure_private_dir
 from punktfunk_core.tls import cert_fingerprint
 
@@ -135,7 +136,7 @@ class Identity:
 
     def _load_clients(self) -> dict[str, PairedClient]:
         try:
-            raw = json.loads(self.clients_path.read_text())
+            raw = boundedjson.load_file(self.clients_path, max_bytes=boundedjson.MAX_STORE_BYTES)
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from punktfunk_core import boundedjson
 from punktfunk_core.paths import atomic_write, ensure_private_dir
 from punktfunk_core.tls import TlsServer
 
@@ -98,7 +99,7 @@ class JsonStore:
         self._lock = threading.Lock()
         self.data: dict[str, Any] = {}
         try:
-            raw = json.loads(path.read_text())
+            raw = boundedjson.load_file(path, max_bytes=boundedjson.MAX_STORE_BYTES)
             if isinstance(raw, dict):
                 self.data = raw
             if path.stat().st_mode & 0o077:

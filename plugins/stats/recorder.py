@@ -42,21 +42,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from punktfunk_core.paths import atomic_write
+from punktfunk_core import boundedjson
+from punktfunk_core.paths import FileRefused, atomic_write, read_regular_file
 from punktfunk_core.stats import INT_FIELDS, OPTIONAL_FIELDS, StatsSample
 
 log = logging.getLogger("punktfunk.stats")
 
 #: ≈ 3 h at 2 s windows; on overflow the oldest samples are kept
 MAX_SAMPLES = 5400
-#: ids are file names: letters, digits, dot, underscore, dash (and not "." / "..")
-ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+#: ids are file names: letters, digits, dot, underscore, dash; never starting with a dot
+#: (".", "..", and ".index" — the list cache — are not captures)
+ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 SUFFIX = ".json"
 #: bytes read from the head of a file by ``list`` (grown when a meta is larger)
 HEADER_PROBE = 1024
 HEADER_MAX = 256 * 1024
 _HEAD_RE = re.compile(r'\s*\{\s*"meta"\s*:\s*')
-_DECODER = json.JSONDecoder()
+#: a capture of MAX_SAMPLES windows is a few MB; a file far larger is not one of ours
+MAX_CAPTURE_BYTES = 256 * 1024 * 1024
+MAX_INDEX_BYTES = 64 * 1024 * 1024
 #: the list cache persisted next to the captures (never listed: starts with ".")
 INDEX_NAME = ".index.json"
 INDEX_VERSION = 1
@@ -115,11 +119,7 @@ class SaveFailed(RecorderError):
 
 def valid_id(capture_id: Any) -> bool:
     """True for ids that name a file inside the captures directory."""
-    return (
-        isinstance(capture_id, str)
-        and capture_id not in (".", "..")
-        and ID_RE.fullmatch(capture_id) is not None
-    )
+    return isinstance(capture_id, str) and ID_RE.fullmatch(capture_id) is not None
 
 
 def normalize_meta(raw: Any, capture_id: str | None = None) -> dict[str, Any]:
@@ -556,7 +556,7 @@ class Recorder:
     def _load_index(self) -> None:
         self._index_loaded = True
         try:
-            doc = json.loads((self.directory / INDEX_NAME).read_bytes())
+            doc = boundedjson.load_file(self.directory / INDEX_NAME, max_bytes=MAX_INDEX_BYTES)
             if doc.get("version") != INDEX_VERSION:
                 return
             for name, (mtime, size, ino, meta) in doc["entries"].items():
@@ -581,11 +581,14 @@ class Recorder:
         """The saved capture ``{meta, samples}``; NotFound for unknown, invalid or unreadable ids."""
         path = self.path_of(capture_id)
         try:
-            raw = path.read_bytes()
+            raw = read_regular_file(path, MAX_CAPTURE_BYTES)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound("recording not found") from None
         except OSError as exc:
             raise NotFound(f"recording {capture_id} cannot be read: {exc.strerror}") from None
+        except FileRefused as exc:  # a FIFO, device or giant in its place
+            log.warning("recording %s is not loaded: %s", capture_id, exc)
+            raise NotFound(f"recording {capture_id} is unreadable") from None
         try:
             return parse_capture(raw, capture_id)
         except (ValueError, TypeError, KeyError) as exc:
@@ -688,7 +691,7 @@ def _load_sample(s: Any) -> dict[str, Any]:
 def parse_capture(raw: bytes | str, capture_id: str | None = None) -> dict[str, Any]:
     """Parse a capture file; samples are normalised (optional fields that are
     absent stay absent, old files with zeros load as they are)."""
-    doc = json.loads(raw)
+    doc = boundedjson.loads(raw, max_bytes=MAX_CAPTURE_BYTES)
     if not isinstance(doc, dict):
         raise TypeError("capture must be an object")
     samples_raw = doc.get("samples", [])
@@ -708,13 +711,14 @@ def read_meta(path: str | os.PathLike[str], capture_id: str) -> dict[str, Any] |
     short does not end in ``}``); only files whose meta is not first are
     parsed in full.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:  # non-blocking: a FIFO that appeared after the directory scan is not waited on
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        size = os.fstat(fd).st_size
-        if size < 2:
+        st = os.fstat(fd)
+        size = st.st_size
+        if not stat.S_ISREG(st.st_mode) or size < 2 or size > MAX_CAPTURE_BYTES:
             return None
         if not os.pread(fd, 16, max(0, size - 16)).rstrip().endswith(b"}"):
             return None
@@ -726,13 +730,13 @@ def read_meta(path: str | os.PathLike[str], capture_id: str) -> dict[str, Any] |
             if m is None:
                 break  # meta not first: parse in full below
             try:
-                raw_meta, _end = _DECODER.raw_decode(text, m.end())
+                raw_meta, _end = boundedjson.decode_prefix(text, m.end())
                 return normalize_meta(raw_meta, capture_id)
-            except json.JSONDecodeError:
+            except boundedjson.JsonRefused:  # cut off by the probe (read more), or bad
                 if len(head) >= size or n >= HEADER_MAX:
                     break
                 n = min(n * 4, HEADER_MAX)
-        doc = json.loads(os.pread(fd, size, 0))
+        doc = boundedjson.loads(os.pread(fd, size, 0), max_bytes=MAX_CAPTURE_BYTES)
         if not isinstance(doc, dict) or not isinstance(doc.get("samples", []), list):
             return None
         meta = normalize_meta(doc.get("meta"), capture_id)
