@@ -71,8 +71,11 @@ def test_capture_over_native_and_gamestream_sessions(host_factory, pf_dirs, tmp_
     assert len(by_sid) == 2, json.dumps(cap["samples"])[:2000]
     nat, gs = (by_sid[k] for k in sorted(by_sid))  # the host's session ids: native started first
     assert gs[0]["session_id"] == host.call("gamestream.status")["last_session"]["id"]
-    assert all([st["name"] for st in s["stages"]] == ["capture", "encode", "queue", "send"] for s in nat)
-    assert all([st["name"] for st in s["stages"]] == ["capture", "encode", "queue", "packetize", "send"] for s in gs)
+    # a session's last window may hold no frame (only the client's last report): then it has no stages
+    for samples, names in ((nat, ["capture", "encode", "queue", "send"]),
+                           (gs, ["capture", "encode", "queue", "packetize", "send"])):
+        assert all([st["name"] for st in s["stages"]] == names for s in samples[:-1])
+        assert [st["name"] for st in samples[-1]["stages"]] in (names, [])
     # window lengths: ≈ 2 s native, ≈ 1 s GameStream (each session's last window is shorter)
     dn = [b["t_ms"] - a["t_ms"] for a, b in zip(nat, nat[1:-1])]
     dg = [b["t_ms"] - a["t_ms"] for a, b in zip(gs, gs[1:-1])]
