@@ -8,7 +8,7 @@ way in the sink
 - drops events of a class switched off in ``[input]`` or that the backend
   cannot inject (counted);
 - merges an event into the newest queued one where only the latest matters
-  (relative moves add up; absolute positions, controller states of unchanged
+  (relative moves and same-direction scrolls add up; absolute positions, controller states of unchanged
   buttons, motion readings and touch/pen moves replace) — merged events are
   free;
 - throttles what is left with a token bucket (``max_events_per_s``,
@@ -94,7 +94,8 @@ def merged(older: InputEvent, newer: InputEvent) -> InputEvent | None:
         return PointerMove(older.dx + newer.dx, older.dy + newer.dy)
     if isinstance(newer, PointerPosition) and isinstance(older, PointerPosition):
         return newer
-    if isinstance(newer, Scroll) and isinstance(older, Scroll) and newer.horizontal == older.horizontal:
+    if (isinstance(newer, Scroll) and isinstance(older, Scroll) and newer.horizontal == older.horizontal
+            and (newer.amount > 0) == (older.amount > 0)):  # a turn back is a turn of its own
         total = older.amount + newer.amount
         return Scroll(total, newer.horizontal) if abs(total) <= 1 << 20 else None
     if isinstance(newer, ControllerState) and isinstance(older, ControllerState):

@@ -250,6 +250,7 @@ class XTestInput(InputBackend):
         try:
             for code in set(self._bound.values()):
                 d.change_keyboard_mapping(code, [(0, 0)])  # leave the keymap as we found it
+            d.sync()  # done before anyone else looks
             d.close()
         except Exception as exc:  # noqa: BLE001 - the server may be gone already
             log.debug("xtest: closing display %s: %s", self.display_name, exc)
