@@ -13,7 +13,7 @@ from punktfunk_core.media.filecap import FileCapture
 from punktfunk_core.media.stamp import read_stamp
 from punktfunk_core.media.x11 import X11Capture, available
 from punktfunk_core.plugins import load_plugin_manager
-from punktfunk_core.stages import StreamSpec
+from punktfunk_core.stages import ScreenArea, StreamSpec
 from x11_helpers import private_xvfb
 
 LEVELS = [40, 60, 80, 100, 120, 140, 160, 180, 200, 220]  # luma of each frame in the file
@@ -255,6 +255,16 @@ def test_x11_capture_grabs_the_screen(x_display):
     assert f1.planes[0].shape == (180, 320) and f1.planes[0].dtype == np.uint8
     assert f2.capture_ns > f1.capture_ns and f2.frame_id == 2
     cap.close()
+
+
+def test_x11_capture_says_which_part_of_the_desktop_it_shows():
+    with private_xvfb(800, 600) as x:
+        reason = available(x.name)
+        if reason:
+            pytest.skip(f"x11 capture: {reason}")
+        cap = X11Capture(StreamSpec(320, 180), {"display": x.name})
+        assert cap.screen_area == ScreenArea(0, 0, 800, 600)  # where the stream's pointer positions land
+        cap.close()
 
 
 NO_LIBYUV = "libyuv is not installed (Debian/Ubuntu: apt-get install libyuv0): x11 capture uses swscale"
