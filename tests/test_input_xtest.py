@@ -101,7 +101,7 @@ def test_absolute_positions_are_scaled_from_the_stream_to_the_screen(registry, w
     sink = xtest_sink(registry)
     for pos, expected in (((0, 0), (0, 0)), ((319, 179), (639, 359)), ((160, 90), (321, 181))):
         sink.submit(PointerPosition(*pos, 319, 179))
-        window.wait_for(lambda _evs: window.pointer() == expected)
+        window.wait_for(lambda _evs, want=expected: window.pointer() == want)
     sink.submit(PointerPosition(-50, 900, 319, 179))  # off the picture: clamped to its edge
     window.wait_for(lambda _evs: window.pointer() == (0, 359))
     sink.close()

@@ -27,7 +27,8 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
-from typing import Callable
+from enum import IntEnum
+from typing import Callable, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -116,6 +117,9 @@ _MOTION = struct.Struct("<BBxxfff")
 _BATTERY = struct.Struct("<BBBx")
 
 
+_E = TypeVar("_E", bound=IntEnum)
+
+
 class MalformedInput(ValueError):
     """An input packet that does not parse: counted and dropped by the caller."""
 
@@ -145,7 +149,7 @@ def _unit(value: float, what: str) -> float:
     return min(max(_float(value, what), 0.0), 1.0)
 
 
-def _enum(cls: type, value: int, what: str):  # noqa: ANN202 - returns a member of cls
+def _enum(cls: type[_E], value: int, what: str) -> _E:
     try:
         return cls(value)
     except ValueError:

@@ -209,7 +209,7 @@ class UInputBackend(InputBackend):
         self._feedback_thread.start()
         log.info("uinput input: %s (absolute pointer %dx%d)", ", ".join(self._devices), w, h)
 
-    def _create(self, what: str, events: dict[int, list[Any]], name: str = "", **kwargs: Any) -> Any:
+    def _create(self, what: str, events: dict[int, Any], name: str = "", **kwargs: Any) -> Any:
         from evdev import UInput, UInputError
 
         try:
@@ -294,15 +294,15 @@ class UInputBackend(InputBackend):
 
         t = self._devices["touch"]
         if event.phase == TouchPhase.CANCEL_ALL:
-            for slot in self._slots.values():
-                t.write(e.EV_ABS, e.ABS_MT_SLOT, slot)
+            for held in self._slots.values():
+                t.write(e.EV_ABS, e.ABS_MT_SLOT, held)
                 t.write(e.EV_ABS, e.ABS_MT_TRACKING_ID, -1)
             self._slots.clear()
         elif event.phase in (TouchPhase.UP, TouchPhase.CANCEL, TouchPhase.HOVER_LEAVE):
-            slot = self._slots.pop(event.pointer_id, None)
-            if slot is None:
+            ended = self._slots.pop(event.pointer_id, None)
+            if ended is None:
                 return
-            t.write(e.EV_ABS, e.ABS_MT_SLOT, slot)
+            t.write(e.EV_ABS, e.ABS_MT_SLOT, ended)
             t.write(e.EV_ABS, e.ABS_MT_TRACKING_ID, -1)
         elif event.phase in (TouchPhase.DOWN, TouchPhase.MOVE):
             slot = self._slots.get(event.pointer_id)
