@@ -201,7 +201,7 @@ class UInputBackend(InputBackend):
                                 (ecodes.ABS_DISTANCE, AbsInfo(0, 0, 1024, 0, 0, 0)),
                                 (ecodes.ABS_TILT_X, AbsInfo(0, -90, 90, 0, 0, 0)),
                                 (ecodes.ABS_TILT_Y, AbsInfo(0, -90, 90, 0, 0, 0))]},
-                input_props=[ecodes.INPUT_PROP_DIRECT, ecodes.INPUT_PROP_POINTER])
+                input_props=[ecodes.INPUT_PROP_DIRECT])  # a pen on the picture, like a pen display
         except Exception:
             self.close()
             raise
