@@ -207,9 +207,9 @@ class InputSink:
             self._count("received")
             if self._closing:
                 return self._drop("no_backend")
-            cls = event.input_class
+            cls = getattr(event, "input_class", None)  # not an input event: nothing injects it
             if cls not in self._accepted:
-                return self._drop("disabled" if cls not in self._enabled else "unsupported")
+                return self._drop("disabled" if cls is not None and cls not in self._enabled else "unsupported")
             if self.gone is not None:
                 return self._drop("no_backend")
             if self._queue:

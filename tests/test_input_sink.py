@@ -168,10 +168,11 @@ def test_class_switches_and_backend_abilities_decide_what_is_injected(registry):
     assert not sink.submit(Text("a"))
     assert not sink.submit(ControllerState(0))  # the backend has no gamepads
     assert not sink.submit(Touch(1, TouchPhase.DOWN, 0.5, 0.5))
+    assert not sink.submit("not an event")  # type: ignore[arg-type]  # a plane's mistake is dropped too
     assert sink.submit(Button(MouseButton.LEFT, True))
     drain(sink, backend, 1)
     counters = sink.counters()
-    assert counters["dropped_disabled"] == 2 and counters["dropped_unsupported"] == 2
+    assert counters["dropped_disabled"] == 2 and counters["dropped_unsupported"] == 3
     assert backend.events == [Button(MouseButton.LEFT, True)]
     sink.close()
 
