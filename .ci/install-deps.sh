@@ -7,13 +7,15 @@
 #   libyuv0                  libyuv: BGRA -> I420/NV12 for x11 capture (~0.4 ms per 1080p frame, swscale ~7 ms)
 #   gstreamer1.0-x           ximagesink: the moving content on the desktop benchmark's private Xvfb
 #   gcc libssl-dev           build the optional batch sealer of the native data plane (setup.py)
+#   linux-libc-dev           kernel headers (linux/input.h, uinput.h): python-evdev builds against them where
+#                            no evdev-binary wheel exists (not x86-64, or CPython 3.14+)
 #   gstreamer1.0-*           the peer in the pipeline benchmark (x264enc lives in -ugly)
 #   iproute2                 tc netem for loss injection in a network namespace
 #   wrk                      load generator for the console benchmark
 #   valgrind                 callgrind instruction counts in the full benchmark run
 # Safe to run again; uses sudo only when not root.
 set -eu
-PKGS="chromium xvfb libisal2 libyuv0 gstreamer1.0-x gcc libssl-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 wrk valgrind"
+PKGS="chromium xvfb libisal2 libyuv0 gstreamer1.0-x gcc libssl-dev linux-libc-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 wrk valgrind"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=""

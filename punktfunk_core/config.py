@@ -55,6 +55,28 @@ CORE_SECTIONS: dict[str, dict[str, Any]] = {
             "keyframe_interval": {"type": "integer", "minimum": 0, "default": 0, "description": "frames between forced keyframes; 0 = on request only"},
         },
     },
+    "input": {
+        "type": "object",
+        "description": "Client input: the backend that injects it and what each session may inject (docs/input.md).",
+        "additionalProperties": False,
+        "properties": {
+            "backend": {"type": "string", "default": "auto", "minLength": 1,
+                        "description": "input stage name: auto (xtest when DISPLAY is set, uinput when /dev/uinput "
+                                       "is writable, else none), xtest, uinput, none, or a plugin's"},
+            "backend_options": {"type": "object", "default": {}, "description": "options passed to the input stage"},
+            "keyboard": {"type": "boolean", "default": True, "description": "inject keys and text"},
+            "mouse": {"type": "boolean", "default": True, "description": "inject pointer motion, buttons and scrolling"},
+            "gamepad": {"type": "boolean", "default": True, "description": "create and drive virtual controllers"},
+            "touch": {"type": "boolean", "default": True, "description": "inject touch and pen input"},
+            "max_events_per_s": {"type": "integer", "minimum": 10, "maximum": 1_000_000, "default": 5000,
+                                 "description": "sustained events a session may inject per second; more are "
+                                                "dropped and counted (moves merged into the previous one are free)"},
+            "burst": {"type": "integer", "minimum": 1, "maximum": 1_000_000, "default": 1000,
+                      "description": "events a session may inject at once above the sustained rate"},
+            "queue": {"type": "integer", "minimum": 8, "maximum": 65536, "default": 256,
+                      "description": "events waiting for injection per session; beyond it moves are dropped first"},
+        },
+    },
     "console": {
         "type": "object",
         "description": "The web console (gunicorn + Flask).",

@@ -39,8 +39,8 @@ def register_stages(registry: StageRegistry) -> None:
     the CLI and in the console). Call ``registry.add(kind, name, factory)`` for
     each stage the plugin provides; ``kind`` is one of ``"capture"``,
     ``"encoder"``, ``"packetizer"``, ``"sender"``, ``"audio_source"``,
-    ``"audio_encoder"``. A (kind, name) pair that another plugin already
-    registered raises :class:`punktfunk_core.registry.DuplicateStageError`
+    ``"audio_encoder"``, ``"input"`` (docs/input.md). A (kind, name) pair
+    that another plugin already registered raises :class:`punktfunk_core.registry.DuplicateStageError`
     naming both plugins. The factory is called with ``(spec, options)`` when a
     session starts (see ``docs/plugins.md``). Returns nothing.
     """

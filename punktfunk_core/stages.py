@@ -2,6 +2,9 @@
 
 capture ──Frame──▶ encoder ──AccessUnit──▶ packetizer ──PacketBatch──▶ sender
 
+and, the other way, client input ──▶ input sink ──▶ ``input`` stage (the host's
+desktop; see :class:`InputBackend` and docs/input.md).
+
 Each stage is a small class with an explicit ``close()``. Capture and encoder
 stages are protocol-neutral; packetizers and senders belong to a protocol.
 Stages never know whether they are being measured: the runner times them from
@@ -14,9 +17,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from punktfunk_core.inputevents import FeedbackEvent, InputClass, InputEvent
 
 PIXEL_FORMATS = ("i420", "nv12")
 CODECS = ("h264", "hevc", "av1")
@@ -107,9 +113,29 @@ class Stage(abc.ABC):
         """Release threads, sockets and codec state. Called exactly once."""
 
 
+@dataclass(frozen=True, slots=True)
+class ScreenArea:
+    """A rectangle of the host's desktop in desktop pixels (a monitor, or
+    the whole screen): where a capture source takes its picture from, and
+    so where absolute pointer positions land."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0:
+            raise ValueError(f"screen area {self.width}x{self.height} must be positive")
+
+
 class CaptureSource(Stage):
     """Produces frames. The runner owns the frame clock and calls grab() once
     per frame interval (or back to back when unpaced)."""
+
+    #: the part of the desktop the pictures show; None when the source is
+    #: not a desktop (a test pattern, a file)
+    screen_area: ScreenArea | None = None
 
     @abc.abstractmethod
     def grab(self, frame_id: int) -> Frame:
@@ -199,9 +225,47 @@ class AudioEncoder(Stage):
         """Encode one frame of PCM; returns zero or more packets."""
 
 
+class InputBackendGone(RuntimeError):
+    """The backend's target is gone for good (the X server closed, the uinput
+    device failed): the sink logs it once and stops injecting; the stream
+    goes on without input."""
+
+
+class InputBackend(Stage):
+    """Injects client input into the host (an X server, the kernel's uinput).
+
+    The session's :class:`punktfunk_core.inputsink.InputSink` owns it: it
+    calls :meth:`open` once, then, on its own injector thread, :meth:`inject`
+    for each event of a batch followed by one :meth:`flush`, and finally
+    ``close()`` on that same thread. Protocol threads never call a backend.
+    """
+
+    #: the input classes (``InputClass`` values: "keyboard", "mouse",
+    #: "gamepad", "touch") this backend can inject; the sink counts and drops
+    #: events of the others
+    classes: frozenset[InputClass] = frozenset()
+
+    def open(self, stream_size: tuple[int, int], screen: ScreenArea | None,
+             feedback: Callable[[FeedbackEvent], None]) -> None:  # noqa: B027 - optional
+        """Get ready for a stream of ``stream_size`` (width, height) showing
+        ``screen`` of the desktop (None: the whole screen, as the backend sees
+        it). ``feedback`` takes host → client events (rumble …); call it from
+        any thread, it must not block. Raise with a clear message when the
+        backend cannot work here (no display, no permission)."""
+
+    @abc.abstractmethod
+    def inject(self, event: InputEvent) -> None:
+        """Inject one event. Raise :class:`InputBackendGone` when the target
+        is gone for good; any other exception is counted and the next event
+        is tried."""
+
+    def flush(self) -> None:  # noqa: B027 - optional
+        """Make everything injected so far take effect (the end of a batch)."""
+
+
 StageFactory = Callable[[StreamSpec, dict[str, Any]], Stage]
 
-STAGE_KINDS = ("capture", "encoder", "packetizer", "sender", "audio_source", "audio_encoder")
+STAGE_KINDS = ("capture", "encoder", "packetizer", "sender", "audio_source", "audio_encoder", "input")
 STAGE_BASES: dict[str, type[Stage]] = {
     "capture": CaptureSource,
     "encoder": Encoder,
@@ -209,4 +273,5 @@ STAGE_BASES: dict[str, type[Stage]] = {
     "sender": Sender,
     "audio_source": AudioSource,
     "audio_encoder": AudioEncoder,
+    "input": InputBackend,
 }

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import av
@@ -16,7 +13,8 @@ from punktfunk_core.media.filecap import FileCapture
 from punktfunk_core.media.stamp import read_stamp
 from punktfunk_core.media.x11 import X11Capture, available
 from punktfunk_core.plugins import load_plugin_manager
-from punktfunk_core.stages import StreamSpec
+from punktfunk_core.stages import ScreenArea, StreamSpec
+from x11_helpers import private_xvfb
 
 LEVELS = [40, 60, 80, 100, 120, 140, 160, 180, 200, 220]  # luma of each frame in the file
 
@@ -242,27 +240,10 @@ def x_display(monkeypatch):
     if os.environ.get("DISPLAY"):
         yield os.environ["DISPLAY"]
         return
-    xvfb = shutil.which("Xvfb")
-    if xvfb is None:
-        pytest.skip("x11 capture: no DISPLAY and no Xvfb to start one (apt-get install xvfb)")
-    # a number no other X server (another test run, a benchmark) holds: its socket
-    # would otherwise make a failed start look like ours
-    num = next(n for n in range(90 + os.getpid() % 500, 2000)
-               if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists())
     # -retro: the classic root weave, so a capture has detail to compare
-    proc = subprocess.Popen([xvfb, f":{num}", "-screen", "0", "640x360x24", "-nolisten", "tcp", "-retro"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    sock = Path(f"/tmp/.X11-unix/X{num}")
-    deadline = time.monotonic() + 10
-    while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    if not sock.exists() or proc.poll() is not None:
-        proc.kill()
-        pytest.skip(f"x11 capture: Xvfb :{num} did not start")
-    monkeypatch.setenv("DISPLAY", f":{num}")
-    yield f":{num}"
-    proc.terminate()
-    proc.wait(5)
+    with private_xvfb(640, 360, "-retro") as x:
+        monkeypatch.setenv("DISPLAY", x.name)
+        yield x.name
 
 
 def test_x11_capture_grabs_the_screen(x_display):
@@ -274,6 +255,16 @@ def test_x11_capture_grabs_the_screen(x_display):
     assert f1.planes[0].shape == (180, 320) and f1.planes[0].dtype == np.uint8
     assert f2.capture_ns > f1.capture_ns and f2.frame_id == 2
     cap.close()
+
+
+def test_x11_capture_says_which_part_of_the_desktop_it_shows():
+    with private_xvfb(800, 600) as x:
+        reason = available(x.name)
+        if reason:
+            pytest.skip(f"x11 capture: {reason}")
+        cap = X11Capture(StreamSpec(320, 180), {"display": x.name})
+        assert cap.screen_area == ScreenArea(0, 0, 800, 600)  # where the stream's pointer positions land
+        cap.close()
 
 
 NO_LIBYUV = "libyuv is not installed (Debian/Ubuntu: apt-get install libyuv0): x11 capture uses swscale"

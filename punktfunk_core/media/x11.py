@@ -20,7 +20,7 @@ import numpy as np
 from punktfunk_core.media import libyuv
 from punktfunk_core.media.options import int_range, one_of, take_options
 from punktfunk_core.media.yuv import AV_FORMAT, alloc_planes, copy_av_frame
-from punktfunk_core.stages import PIXEL_FORMATS, CaptureSource, Frame, StreamSpec
+from punktfunk_core.stages import PIXEL_FORMATS, CaptureSource, Frame, ScreenArea, StreamSpec
 
 RING = 3
 
@@ -66,6 +66,9 @@ class X11Capture(CaptureSource):
             self._mss.close()
             raise ValueError(f"x11: monitor {opts['monitor']} does not exist (0..{len(monitors) - 1})")
         self.monitor = dict(monitors[opts["monitor"]])
+        # where absolute pointer positions of the stream land on the desktop
+        self.screen_area = ScreenArea(self.monitor["left"], self.monitor["top"], self.monitor["width"],
+                                      self.monitor["height"])
         self.format = opts["pixel_format"]
         self.width, self.height = spec.width, spec.height
         self._ring = [alloc_planes(self.width, self.height, self.format)[1] for _ in range(RING)]

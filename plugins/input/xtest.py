@@ -1,0 +1,256 @@
+"""The ``xtest`` input stage: X11 through the XTest extension (python-xlib).
+
+Keys: a virtual-key code becomes a keysym (keymap.VK_KEYS), the X server's
+keymap gives the key that makes it. A keysym no key makes (a character of
+another script typed as text, a media key Xvfb's keymap lacks) is bound for
+a while to a spare keycode — one the keymap leaves empty — as xdotool does;
+up to :data:`SPARE_KEYS` such bindings rotate, and they are undone at close.
+Text is typed character by character the same way (with Shift when the
+character sits on a key's shifted level).
+
+Pointer: relative moves go to XTest as relative motion; absolute positions
+are scaled from the stream picture to the captured screen area. Buttons 1–3
+are left/middle/right, 8/9 back/forward; scrolling is buttons 4/5 (up/down)
+and 6/7 (left/right), one click per 120 units, high-resolution remainders
+kept per axis. Everything is sent with one flush per batch.
+
+A closed connection (the X server went away) raises
+:class:`~punktfunk_core.stages.InputBackendGone`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable
+
+from punktfunk_core.inputevents import (
+    WHEEL_DELTA,
+    Button,
+    FeedbackEvent,
+    InputClass,
+    InputEvent,
+    Key,
+    MouseButton,
+    PointerMove,
+    PointerPosition,
+    Scroll,
+    Text,
+)
+from punktfunk_core.stages import InputBackend, InputBackendGone, ScreenArea, StreamSpec
+from punktfunk_input.keymap import VK_KEYS, VK_LSHIFT, ModifierTracker
+
+log = logging.getLogger("punktfunk.input.xtest")
+
+#: how many spare keycodes rotate for keysyms the keymap lacks
+SPARE_KEYS = 8
+#: X button numbers of the mouse buttons
+X_BUTTONS = {MouseButton.LEFT: 1, MouseButton.MIDDLE: 2, MouseButton.RIGHT: 3, MouseButton.X1: 8, MouseButton.X2: 9}
+#: X buttons for one notch: (positive, negative) per axis
+WHEEL_BUTTONS = {False: (4, 5), True: (7, 6)}
+
+
+def available(display: str | None = None) -> str:
+    """"" when xtest can work here, else why not (cheap: no connection)."""
+    try:
+        import Xlib.display  # noqa: F401
+    except ImportError:
+        return "the python package 'python-xlib' is not installed"
+    if not (display or os.environ.get("DISPLAY")):
+        return "no X11 display (DISPLAY is not set)"
+    return ""
+
+
+def char_keysym(ch: str) -> int:
+    """The keysym of one character: Latin-1 keysyms equal their code point,
+    every other character is 0x01000000 + its code point (X11 convention)."""
+    cp = ord(ch)
+    if ch == "\n" or ch == "\r":
+        return 0xFF0D  # Return
+    if ch == "\t":
+        return 0xFF09  # Tab
+    if 0x20 <= cp <= 0x7E or 0xA0 <= cp <= 0xFF:
+        return cp
+    return 0x01000000 | cp
+
+
+class XTestInput(InputBackend):
+    """Keyboard and mouse on an X display. Options: ``display`` (default
+    $DISPLAY)."""
+
+    name = "xtest"
+    classes = frozenset({InputClass.KEYBOARD, InputClass.MOUSE})
+
+    def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
+        options = dict(options or {})
+        self.display_name = str(options.pop("display", "") or os.environ.get("DISPLAY", ""))
+        if options:
+            raise ValueError(f"xtest: unknown option(s) {', '.join(sorted(options))} (known: display)")
+        self.stream_size = (spec.width, spec.height)
+        self._d: Any = None
+        self._area = ScreenArea(0, 0, spec.width, spec.height)
+        self._modifiers = ModifierTracker()
+        self._scroll = {False: 0, True: 0}
+        self._spares: list[int] = []
+        self._bound: dict[int, int] = {}  # keysym → spare keycode it is bound to
+        self._next_spare = 0
+        self._keysyms: dict[int, int] = {}  # VK → keysym
+        self.x_errors = 0
+
+    # ---- setup ----------------------------------------------------------------------------------
+
+    def open(self, stream_size: tuple[int, int], screen: ScreenArea | None,
+             feedback: Callable[[FeedbackEvent], None]) -> None:
+        reason = available(self.display_name)
+        if reason:
+            raise RuntimeError(f"xtest: {reason}")
+        from Xlib import XK, display, error
+
+        try:
+            self._d = display.Display(self.display_name)
+        except (error.DisplayError, error.ConnectionClosedError, OSError) as exc:
+            raise RuntimeError(f"xtest: cannot open display {self.display_name!r}: {exc}") from None
+        if not self._d.has_extension("XTEST"):
+            self._d.close()
+            raise RuntimeError(f"xtest: display {self.display_name!r} has no XTEST extension")
+        self._d.set_error_handler(self._on_x_error)
+        root = self._d.screen()
+        self.stream_size = stream_size
+        self._area = screen or ScreenArea(0, 0, root.width_in_pixels, root.height_in_pixels)
+        XK.load_keysym_group("xf86")
+        XK.load_keysym_group("xkb")
+        for vk, (names, _evdev) in VK_KEYS.items():
+            syms = [XK.string_to_keysym(n) for n in names]
+            present = [s for s in syms if s and self._d.keysym_to_keycode(s)]
+            chosen = present[0] if present else next((s for s in syms if s), 0)
+            if chosen:
+                self._keysyms[vk] = chosen
+        first = self._d.display.info.min_keycode
+        count = self._d.display.info.max_keycode - first + 1
+        mapping = self._d.get_keyboard_mapping(first, count)
+        # the highest empty keycodes, as xdotool picks its scratch key
+        self._spares = [first + i for i, syms in enumerate(mapping) if not any(syms)][-SPARE_KEYS:]
+        log.info("xtest input on display %s: screen area %dx%d+%d+%d, %d spare keycodes", self.display_name,
+                 self._area.width, self._area.height, self._area.x, self._area.y, len(self._spares))
+
+    def _on_x_error(self, err: Any, request: Any = None) -> None:
+        self.x_errors += 1  # asynchronous X errors: counted, never printed to stderr
+        if self.x_errors <= 3:
+            log.warning("xtest: X error %s", err)
+
+    # ---- injection ------------------------------------------------------------------------------
+
+    def inject(self, event: InputEvent) -> None:
+        from Xlib import error
+
+        try:
+            self._inject(event)
+        except (error.ConnectionClosedError, BrokenPipeError, ConnectionError) as exc:
+            raise InputBackendGone(f"X display {self.display_name} closed: {exc}") from exc
+
+    def _inject(self, event: InputEvent) -> None:
+        from Xlib import X
+        from Xlib.ext import xtest
+
+        d = self._d
+        if isinstance(event, PointerMove):
+            xtest.fake_input(d, X.MotionNotify, detail=True, x=event.dx, y=event.dy)
+        elif isinstance(event, PointerPosition):
+            fx, fy = event.fraction()
+            a = self._area
+            xtest.fake_input(d, X.MotionNotify, x=a.x + round(fx * (a.width - 1)), y=a.y + round(fy * (a.height - 1)))
+        elif isinstance(event, Button):
+            xtest.fake_input(d, X.ButtonPress if event.down else X.ButtonRelease, X_BUTTONS[MouseButton(event.button)])
+        elif isinstance(event, Scroll):
+            self._wheel(event)
+        elif isinstance(event, Key):
+            self._key(event)
+        elif isinstance(event, Text):
+            for ch in event.text:
+                self._type(char_keysym(ch))
+        else:
+            raise ValueError(f"xtest cannot inject {type(event).__name__}")
+
+    def _wheel(self, event: Scroll) -> None:
+        from Xlib import X
+        from Xlib.ext import xtest
+
+        total = self._scroll[event.horizontal] + event.amount
+        notches = int(total / WHEEL_DELTA)  # toward zero: the remainder keeps its sign
+        self._scroll[event.horizontal] = total - notches * WHEEL_DELTA
+        button = WHEEL_BUTTONS[event.horizontal][0 if notches > 0 else 1]
+        for _ in range(abs(notches)):
+            xtest.fake_input(self._d, X.ButtonPress, button)
+            xtest.fake_input(self._d, X.ButtonRelease, button)
+
+    def _key(self, event: Key) -> None:
+        keysym = self._keysyms.get(event.code)
+        if keysym is None:
+            raise ValueError(f"virtual-key code {event.code:#04x} has no X keysym")
+        extra = self._modifiers.synthetic(event)
+        for vk in extra:
+            self._press(self._keycode(self._keysyms[vk])[0], True)
+        self._press(self._keycode(keysym)[0], event.down)
+        for vk in reversed(extra):
+            self._press(self._keycode(self._keysyms[vk])[0], False)
+
+    def _type(self, keysym: int) -> None:
+        code, shifted = self._keycode(keysym)
+        shift = self._keycode(self._keysyms[VK_LSHIFT])[0] if shifted else 0
+        if shift:
+            self._press(shift, True)
+        self._press(code, True)
+        self._press(code, False)
+        if shift:
+            self._press(shift, False)
+
+    def _press(self, keycode: int, down: bool) -> None:
+        from Xlib import X
+        from Xlib.ext import xtest
+
+        xtest.fake_input(self._d, X.KeyPress if down else X.KeyRelease, keycode)
+
+    def _keycode(self, keysym: int) -> tuple[int, bool]:
+        """The key that makes ``keysym`` and whether it needs Shift; a spare
+        key is bound to it when no key does."""
+        if keysym in self._bound:
+            return self._bound[keysym], False
+        for code, index in self._d.keysym_to_keycodes(keysym):
+            if index in (0, 1):
+                return code, index == 1
+        if not self._spares:
+            raise ValueError(f"keysym {keysym:#x} is on no key and the keymap has no spare keycode")
+        code = self._spares[self._next_spare % len(self._spares)]
+        self._next_spare += 1
+        for old, bound in list(self._bound.items()):
+            if bound == code:
+                del self._bound[old]
+        # both levels, so a held Shift does not change what the key types
+        self._d.change_keyboard_mapping(code, [(keysym, keysym)])
+        self._bound[keysym] = code
+        return code, False
+
+    def flush(self) -> None:
+        from Xlib import X, error
+
+        try:
+            self._d.flush()
+            # take in MappingNotify (someone ran setxkbmap, or our own bindings) so lookups stay true
+            while self._d.pending_events():
+                ev = self._d.next_event()
+                if ev.type == X.MappingNotify:
+                    self._d.refresh_keyboard_mapping(ev)
+        except (error.ConnectionClosedError, OSError) as exc:
+            raise InputBackendGone(f"X display {self.display_name} closed: {exc}") from exc
+
+    def close(self) -> None:
+        if self._d is None:
+            return
+        d, self._d = self._d, None
+        try:
+            for code in set(self._bound.values()):
+                d.change_keyboard_mapping(code, [(0, 0)])  # leave the keymap as we found it
+            d.sync()  # done before anyone else looks
+            d.close()
+        except Exception as exc:  # noqa: BLE001 - the server may be gone already
+            log.debug("xtest: closing display %s: %s", self.display_name, exc)
