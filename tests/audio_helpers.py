@@ -17,10 +17,12 @@ MAX_FRAME = 5760  # 120 ms at 48 kHz: the longest Opus packet
 
 
 def peak_hz(mono: np.ndarray, rate: int = 48_000) -> float:
-    """The dominant frequency of a signal (Hann window, FFT bin resolution rate/size)."""
+    """The dominant frequency of a signal (Hann window; zero-padded to 4 s, so the peak
+    of a short piece is placed to a quarter hertz)."""
     mono = np.asarray(mono, dtype=np.float64)
-    spectrum = np.abs(np.fft.rfft(mono * np.hanning(mono.size)))
-    return float(np.argmax(spectrum) * rate / mono.size)
+    n = max(mono.size, 4 * rate)
+    spectrum = np.abs(np.fft.rfft(mono * np.hanning(mono.size), n))
+    return float(np.argmax(spectrum) * rate / n)
 
 
 def libopus() -> ctypes.CDLL | None:
