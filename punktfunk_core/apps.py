@@ -244,12 +244,7 @@ class AppLauncher:
             if running is None or running.ending:
                 return None
             running.ending = True
-        try:
-            self._end(running)
-        finally:
-            with self._lock:
-                if self._running is running:
-                    self._running = None
+        self._finish(running)
         return running
 
     def status(self) -> dict[str, Any]:
@@ -301,17 +296,21 @@ class AppLauncher:
                 return  # quit is ending it
             running.ending = True
         log.info("app %r exited by itself (%s)", running.app.name, code)
+        self._finish(running)
+        if self.on_exit is not None:
+            try:
+                self.on_exit(running, code)
+            except Exception:  # noqa: BLE001 - the callback's failure is its own
+                log.exception("app %r: the exit callback failed", running.app.name)
+
+    def _finish(self, running: RunningApp) -> None:
+        """End an app whose ``ending`` this thread set, then free the slot."""
         try:
             self._end(running)
         finally:
             with self._lock:
                 if self._running is running:
                     self._running = None
-        if self.on_exit is not None:
-            try:
-                self.on_exit(running, code)
-            except Exception:  # noqa: BLE001 - the callback's failure is its own
-                log.exception("app %r: the exit callback failed", running.app.name)
 
     def _end(self, running: RunningApp) -> None:
         app = running.app
