@@ -46,8 +46,10 @@ FRAGMENT_MS = 5
 RETRY_S, RETRY_MAX_S = 0.5, 5.0
 #: the ring holds this much audio; the backlog is trimmed far below it
 RING_MS = 500
-#: how long the reader sleeps between looks while it waits for a frame to arrive
-POLL_S = 0.0005
+#: how long the reader sleeps between looks once the next fragment is late
+POLL_S = 0.001
+#: reads over which a backlog that never drained counts as standing latency (1 s of 5 ms frames)
+TRIM_READS = 200
 
 
 def _parec() -> str | None:
@@ -164,6 +166,8 @@ class DesktopAudioSource(AudioSource):
                      f"--device={self.source}", "--client-name=punktfunk", "--stream-name=desktop audio"]
         self.gap_samples = 0
         self.gaps = 0
+        self._reads = 0  # reads since the standing backlog was last looked at
+        self._least_left = RING_MS * SAMPLE_RATE  # the least backlog any of them left behind
         self.dropped_samples = 0
         self.restarts = 0
         #: the last reason parec stopped ("" while it runs)
@@ -248,15 +252,18 @@ class DesktopAudioSource(AudioSource):
         ring = self._ring
         backlog = ring.backlog()
         if backlog < samples:  # not here yet: wait for at most this frame's duration
-            deadline = time.monotonic() + samples / SAMPLE_RATE
-            while backlog < samples and time.monotonic() < deadline:
-                time.sleep(POLL_S)
-                backlog = ring.backlog()
+            backlog = self._wait(samples, backlog)
         excess = backlog - max(self.max_delay, samples)
         if excess > 0:  # a burst (after a stall, or a reader that paused): keep the newest
-            ring.skip(excess)
-            self.dropped_samples += excess
+            self._drop(excess)
             backlog -= excess
+        self._reads += 1
+        self._least_left = min(self._least_left, backlog - samples)
+        if self._reads >= TRIM_READS:  # a second in which the backlog never ran dry: that much is delay
+            if self._least_left > 0:
+                self._drop(self._least_left)
+                backlog -= self._least_left
+            self._reads, self._least_left = 0, RING_MS * SAMPLE_RATE
         out = np.zeros((samples, self.channels), np.int16)
         have = min(backlog, samples)
         if have:
@@ -268,6 +275,24 @@ class DesktopAudioSource(AudioSource):
             self.gap_samples += samples - have
             self.gaps += 1
         return out
+
+    def _wait(self, samples: int, backlog: int) -> int:
+        """Sleep until the next fragment is due (from the newest one's arrival), then look every
+        millisecond; never past this frame's duration. Returns the backlog then."""
+        ring = self._ring
+        now = time.monotonic_ns()
+        deadline = now + samples * 1_000_000_000 // SAMPLE_RATE
+        due = ring.mark[1] + FRAGMENT_MS * 1_000_000
+        poll = int(POLL_S * 1e9)
+        while backlog < samples and now < deadline:
+            time.sleep((min(deadline, max(due, now + poll)) - now) / 1e9)
+            backlog = ring.backlog()
+            now, due = time.monotonic_ns(), 0
+        return backlog
+
+    def _drop(self, frames: int) -> None:
+        self._ring.skip(frames)
+        self.dropped_samples += frames
 
     def stats(self) -> dict[str, Any]:
         return {"gap_samples": self.gap_samples, "gaps": self.gaps, "dropped_samples": self.dropped_samples,
