@@ -111,7 +111,7 @@ def run(quick: bool) -> dict[str, Any]:
     return {
         "title": "Desktop audio vs GStreamer (PulseAudio monitor → Opus 5 ms → UDP)",
         "what": __doc__.split("\n\n", 1)[1].strip(),
-        "commands": [" ".join(gst_cmd(frames, port)), " ".join(pf_cmd(frames, port))],
+        "commands": [" ".join(gst_cmd(frames, port)), " ".join(["python", *pf_cmd(frames, port)[1:]])],
         "tables": [{"title": f"{seconds:g} s of audio a run ({short:g} s runs subtracted), median of {reps}",
                     "headers": ["pipeline", "% of one core", "added latency p50 ms", "p99 ms"],
                     "rows": [["GStreamer", med["gst"] * 100, "", ""],
