@@ -13,9 +13,13 @@
 #   iproute2                 tc netem for loss injection in a network namespace
 #   wrk                      load generator for the console benchmark
 #   valgrind                 callgrind instruction counts in the full benchmark run
+#   pulseaudio pulseaudio-utils  a private sound server for the desktop audio tests (null sink, pacat plays a
+#                            tone into it); parec is what the `desktop` audio source records with
+#   libopus0                 libopus's own multistream decoder, which the surround tests decode with (ctypes)
+#   gstreamer1.0-pulseaudio  pulsesrc: the peer in the audio benchmark
 # Safe to run again; uses sudo only when not root.
 set -eu
-PKGS="chromium xvfb libisal2 libyuv0 gstreamer1.0-x gcc libssl-dev linux-libc-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 wrk valgrind"
+PKGS="chromium xvfb libisal2 libyuv0 gstreamer1.0-x gcc libssl-dev linux-libc-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 wrk valgrind pulseaudio pulseaudio-utils libopus0 gstreamer1.0-pulseaudio"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
-from punktfunk_core import boundedjson
+from punktfunk_core import apps, boundedjson
 from punktfunk_core.paths import FileRefused, read_file_or_pipe
 
 if TYPE_CHECKING:
@@ -93,7 +93,12 @@ CORE_SECTIONS: dict[str, dict[str, Any]] = {
                                              "its bind address (requests naming any other Host are refused: DNS rebinding)"},
         },
     },
+    # the [[apps]] list, shared by every protocol (its schema and checks live in apps.py)
+    "apps": apps.SCHEMA,
 }
+
+#: checks the schema cannot express, run on a document the schema accepted: (data) -> problem lines
+CORE_CHECKS = [lambda data: apps.problems(data.get("apps", []))]
 
 
 #: no setting nests this deep; deeper values are refused before anything recurses into them
@@ -176,7 +181,7 @@ def validate(schema: dict[str, Any], data: dict[str, Any], source: str = "config
     tree = _tree_problem_lines(data)
     if tree:  # the schema walk and the defaults recurse: not into a tree like this
         raise ConfigError(source, tree)
-    problems = _problem_lines(schema, data)
+    problems = _problem_lines(schema, data) + [line for check in CORE_CHECKS for line in check(data)]
     if problems:
         raise ConfigError(source, problems)
     return apply_defaults(schema, data)

@@ -167,3 +167,18 @@ def figures(request) -> Any:
                 f.write(_json.dumps({"test": request.node.nodeid, "name": name, "value": value, "unit": unit}) + "\n")
 
     return record
+
+
+@pytest.fixture
+def sound_server(monkeypatch) -> Iterator[Any]:
+    """A private PulseAudio (user mode, null sink as the default sink) that this test's
+    processes reach through PULSE_SERVER; stopped after the test."""
+    from bench.soundserver import SoundServer, missing
+
+    reason = missing()
+    if reason:
+        pytest.skip(f"no sound server: {reason}")
+    with SoundServer() as server:
+        for key, value in server.env.items():
+            monkeypatch.setenv(key, value)
+        yield server

@@ -6,7 +6,8 @@ import av
 import numpy as np
 import pytest
 
-from punktfunk_core.media.audio import OpusEncoder, ToneSource
+from audio_helpers import MultistreamDecoder, libopus, peak_hz
+from punktfunk_core.media.audio import CHANNEL_ORDER, OPUS_LAYOUTS, OpusEncoder, ToneSource
 from punktfunk_core.plugins import load_plugin_manager
 from punktfunk_core.stages import StreamSpec
 
@@ -21,11 +22,6 @@ def decode_opus(packets: list[bytes]) -> np.ndarray:
             a = f.to_ndarray()  # planar float (2, n) or packed (1, 2n)
             chunks.append(a.reshape(2, -1) if a.shape[0] == 2 else a.reshape(-1, 2).T)
     return np.concatenate(chunks, axis=1)
-
-
-def peak_hz(mono: np.ndarray, rate: int = 48_000) -> float:
-    spectrum = np.abs(np.fft.rfft(mono * np.hanning(mono.size)))
-    return float(np.argmax(spectrum) * rate / mono.size)
 
 
 def test_tone_is_phase_continuous_across_reads():
@@ -50,8 +46,9 @@ def test_opus_200_frames_decode_to_the_right_length_and_pitch(freq):
         assert len(out) == 1  # one packet per 5 ms frame, no buffering
         packets.extend(out)
     assert all(isinstance(p, bytes) and 0 < len(p) < 1276 for p in packets)
-    # 128 kbps CBR at 5 ms is 80 bytes a packet
-    assert abs(sum(map(len, packets)) * 8 / 1.0 / 1000 - 128) < 8
+    # stereo's default is GameStream's 96 kbps: CBR at 5 ms is 60 bytes a packet
+    assert enc.bitrate_kbps == 96
+    assert abs(sum(map(len, packets)) * 8 / 1.0 / 1000 - 96) < 8
     pcm = decode_opus(packets)
     assert pcm.shape[0] == 2
     assert abs(pcm.shape[1] - 200 * 240) <= 480  # decoder may trim the encoder's pre-skip
@@ -83,7 +80,7 @@ def test_audio_options_are_validated():
         OpusEncoder(StreamSpec(), {"bitrate": 64})
     with pytest.raises(ValueError, match="frequency"):
         ToneSource(StreamSpec(), {"frequency": 30_000})
-    with pytest.raises(ValueError, match=r"known: amplitude, frequency"):
+    with pytest.raises(ValueError, match=r"known: amplitude, channels, frequency"):
         ToneSource(StreamSpec(), {"volume": 1})
 
 
@@ -95,3 +92,50 @@ def test_audio_stages_are_registered():
     assert len(enc.encode(src.read(enc.frame_samples))) == 1
     enc.close()
     src.close()
+
+
+#: one frequency a channel, so a channel that arrives in the wrong place is seen
+CHANNEL_HZ = (300.0, 500.0, 700.0, 1100.0, 1300.0, 1700.0, 1900.0, 2300.0)
+
+
+@pytest.mark.parametrize("high_quality", [False, True], ids=["normal", "high-quality"])
+@pytest.mark.parametrize("channels", [2, 6, 8], ids=["stereo", "5.1", "7.1"])
+def test_multichannel_opus_decodes_with_the_layout_it_announces(channels, high_quality):
+    lib = libopus()
+    if lib is None:
+        pytest.skip("libopus is not installed (Debian/Ubuntu: apt-get install libopus0)")
+    enc = OpusEncoder(StreamSpec(), {"channels": channels, "high_quality": high_quality})
+    layout = enc.layout
+    # the layouts GameStream clients are told about (Sunshine's table, our mapping)
+    assert layout == OPUS_LAYOUTS[(channels, high_quality)]
+    assert len(CHANNEL_ORDER[channels]) == channels == len(layout.mapping)
+    t = np.arange(48_000) / 48_000
+    pcm = np.stack([np.sin(2 * np.pi * f * t) * 8000 for f in CHANNEL_HZ[:channels]], axis=1).astype(np.int16)
+    packets = [p for i in range(0, 48_000, 240) for p in enc.encode(pcm[i:i + 240])]
+    enc.close()
+    assert len(packets) == 200
+    # CBR at the layout's bitrate: one second of packets carries it
+    assert abs(sum(map(len, packets)) * 8 / 1000 - layout.bitrate_kbps) < 0.06 * layout.bitrate_kbps
+    dec = MultistreamDecoder(lib, layout.channels, layout.streams, layout.coupled, layout.mapping)
+    out = np.concatenate([dec.decode(p) for p in packets])
+    dec.close()
+    assert dec.failed == 0 and out.shape == (48_000, channels)
+    # every channel comes out where it went in, at its pitch and level
+    steady = out[4800:].astype(np.float64)
+    assert [round(peak_hz(steady[:, c])) for c in range(channels)] == [round(f) for f in CHANNEL_HZ[:channels]]
+    assert all(4000 < np.abs(steady[:, c]).max() < 12000 for c in range(channels))
+
+
+def test_multichannel_options_are_checked():
+    with pytest.raises(ValueError, match="channels"):
+        OpusEncoder(StreamSpec(), {"channels": 4})
+    with pytest.raises(ValueError, match="bitrate_kbps"):
+        OpusEncoder(StreamSpec(), {"channels": 2, "bitrate_kbps": 600})
+    assert OpusEncoder(StreamSpec(), {"channels": 6, "bitrate_kbps": 1536}).bitrate_kbps == 1536
+    enc = OpusEncoder(StreamSpec(), {"channels": 6})
+    with pytest.raises(ValueError, match=r"\(240, 6\)"):
+        enc.encode(np.zeros((240, 2), np.int16))
+    tone = ToneSource(StreamSpec(), {"channels": 6})
+    assert tone.read(240).shape == (240, 6) and tone.capture_ns > 0
+    assert len(enc.encode(tone.read(240))) == 1
+    enc.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -340,3 +341,60 @@ def test_x11_capture_converts_with_libyuv_when_it_can(x_display):
     assert np.abs(a.planes[0].astype(int) - b.planes[0].astype(int)).max() <= 1
     if not a.planes[0].std():
         pytest.skip("this display shows a flat picture, so the luma comparison proved little")
+
+
+def _pointer_to(display: str, x: int, y: int) -> Any:
+    """Move the pointer as a device would (XTest) and return the cursor image XFixes reports."""
+    from Xlib import X, display as xdisplay
+    from Xlib.ext import xtest
+
+    d = xdisplay.Display(display)
+    try:
+        d.xfixes_query_version()
+        xtest.fake_input(d, X.MotionNotify, x=x, y=y)
+        d.sync()
+        return d.xfixes_get_cursor_image(d.screen().root)
+    finally:
+        d.close()
+
+
+def _cursor_luma(img: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The cursor's opaque pixels and the luma BT.601 gives them (premultiplied = straight when opaque)."""
+    argb = np.asarray(img.cursor_image, dtype=np.uint32)[:img.width * img.height].reshape(img.height, img.width)
+    a, r, g, b = ((argb >> s) & 0xFF for s in (24, 16, 8, 0))
+    luma = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+    return a == 255, luma
+
+
+def test_x11_capture_draws_the_pointer_where_it_is_and_not_when_turned_off(x_display):
+    reason = available()
+    if reason:
+        pytest.skip(f"x11 capture: {reason}")
+    pytest.importorskip("Xlib", reason="python-xlib is not installed (pip install 'punktfunk[x11]')")
+    probe = X11Capture(StreamSpec(320, 180), {"cursor": False})
+    w, h = probe.monitor["width"] // 2 * 2, probe.monitor["height"] // 2 * 2
+    probe.close()
+    with_cursor = X11Capture(StreamSpec(w, h), {})
+    without = X11Capture(StreamSpec(w, h), {"cursor": False})
+    try:
+        assert with_cursor.cursor == "xfixes" and without.cursor == "off"
+        for px, py in ((200, 120), (70, 260)):
+            img = _pointer_to(x_display, px, py)
+            opaque, want = _cursor_luma(img)
+            assert opaque.sum() >= 20, "the display's cursor has too few opaque pixels to look for"
+            left, top = px - img.xhot, py - img.yhot
+            on = with_cursor.grab(1).planes[0][top:top + img.height, left:left + img.width].astype(int)
+            off = without.grab(1).planes[0][top:top + img.height, left:left + img.width].astype(int)
+            # where the cursor is opaque the picture shows the cursor, not the screen
+            assert np.abs(on[opaque] - want[opaque]).max() <= 2
+            # the same spot without the option: the screen, which differs wherever the cursor
+            # differs from it (Xvfb draws a two-coloured cursor; the root is one colour here)
+            differs = np.abs(off[opaque] - want[opaque]) > 8
+            assert differs.sum() >= 10
+            # beside the cursor's rectangle both pictures are the same screen
+            assert np.array_equal(with_cursor.grab(2).planes[0][:, :max(left - 2, 0)],
+                                  without.grab(2).planes[0][:, :max(left - 2, 0)])
+        assert with_cursor._cursor is not None and with_cursor._cursor.fetches == 1  # one shape, fetched once
+    finally:
+        with_cursor.close()
+        without.close()

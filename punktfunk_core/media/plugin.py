@@ -64,6 +64,21 @@ def _tone(spec: StreamSpec, options: dict[str, Any]) -> Any:
     return ToneSource(spec, options)
 
 
+def _desktop_audio(spec: StreamSpec, options: dict[str, Any]) -> Any:
+    from punktfunk_core.media.desktop_audio import DesktopAudioSource
+    return DesktopAudioSource(spec, options)
+
+
+def _desktop_audio_available() -> str:
+    from punktfunk_core.media.desktop_audio import available
+    return available()
+
+
+def _auto_audio(spec: StreamSpec, options: dict[str, Any]) -> Any:
+    from punktfunk_core.media.desktop_audio import make_auto
+    return make_auto(spec, options)
+
+
 def _opus(spec: StreamSpec, options: dict[str, Any]) -> Any:
     from punktfunk_core.media.audio import OpusEncoder
     return OpusEncoder(spec, options)
@@ -99,9 +114,13 @@ def register_stages(registry: Any) -> None:
                  description="AV1 via PyAV libsvtav1 (RTC low-delay, CBR)")
     registry.add("encoder", "nvenc", _nvenc, available=_nvenc_available,
                  description="H.264/HEVC/AV1 on NVIDIA NVENC via PyNvVideoCodec (ultra-low-latency, CBR)")
-    registry.add("audio_source", "tone", _tone, description="phase-continuous sine, 48 kHz stereo s16")
+    registry.add("audio_source", "tone", _tone, description="phase-continuous sine, 48 kHz s16, 2/6/8 channels")
+    registry.add("audio_source", "desktop", _desktop_audio, available=_desktop_audio_available,
+                 description="what the desktop plays: the default output's monitor of PulseAudio/PipeWire (parec)")
+    registry.add("audio_source", "auto", _auto_audio,
+                 description="desktop when a sound server answers, else tone (one log line says which)")
     registry.add("audio_encoder", "opus", _opus, available=_codec_probe("libopus"),
-                 description="Opus via PyAV libopus (low delay, 5 ms frames by default)")
+                 description="Opus via PyAV libopus (low delay, 5 ms frames; stereo, 5.1, 7.1 multistream)")
     registry.add("packetizer", "chunk", _chunk, description="splits access units into datagrams with a 9-byte header")
     registry.add("sender", "udp", _udp, description="plain UDP datagrams to host:port")
     registry.add("sender", "null", _null, description="discards batches, counts bytes")

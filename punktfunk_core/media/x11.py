@@ -5,11 +5,14 @@ screenshot is converted to the encoder's input format straight into a reused
 4:2:0 buffer by libyuv when the monitor has the stream's size and libyuv is
 installed (``media/libyuv.py``: ~0.4 ms per 1080p frame); otherwise swscale
 (PyAV ``reformat``) converts and scales it (~7 ms) and the result is copied
-in. No stamp is drawn: the picture is the user's desktop.
+in. No stamp is drawn: the picture is the user's desktop. The pointer is
+blended into the screenshot first (``media/cursor.py``), unless the option
+``cursor = false`` leaves it to a client that draws its own.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -18,11 +21,14 @@ import av
 import numpy as np
 
 from punktfunk_core.media import libyuv
+from punktfunk_core.media.cursor import open_overlay
 from punktfunk_core.media.options import int_range, one_of, take_options
 from punktfunk_core.media.yuv import AV_FORMAT, alloc_planes, copy_av_frame
 from punktfunk_core.stages import PIXEL_FORMATS, CaptureSource, Frame, ScreenArea, StreamSpec
 
 RING = 3
+
+log = logging.getLogger("punktfunk.media.x11")
 
 
 def available(display: str | None = None) -> str:
@@ -40,11 +46,12 @@ class X11Capture(CaptureSource):
     """Captures one monitor of an X11 display. Options: ``display`` (default
     $DISPLAY), ``monitor`` (mss index: 0 = all monitors, 1 = first, default
     1), ``pixel_format`` (default the spec's), ``converter`` (``auto``:
-    libyuv when it can, else swscale; ``libyuv``; ``swscale``)."""
+    libyuv when it can, else swscale; ``libyuv``; ``swscale``), ``cursor``
+    (draw the pointer, default true)."""
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
         opts = take_options("x11", options, {"display": "", "monitor": 1, "pixel_format": spec.pixel_format,
-                                             "converter": "auto"},
+                                             "converter": "auto", "cursor": True},
                             {"monitor": int_range(0, 64), "pixel_format": one_of(*PIXEL_FORMATS),
                              "converter": one_of("auto", "libyuv", "swscale")})
         if opts["converter"] == "libyuv" and libyuv.converter() is None:
@@ -82,11 +89,26 @@ class X11Capture(CaptureSource):
                              f"{self.monitor['width']}x{self.monitor['height']}, not {self.width}x{self.height}")
         #: what converts the screenshot: "libyuv" or "swscale"
         self.converter = "libyuv" if self._libyuv is not None else "swscale"
+        self._cursor = None
+        #: how the pointer gets into the picture: "xfixes", "off", or why it does not
+        self.cursor = "off"
+        if opts["cursor"]:
+            self._cursor, why = open_overlay(opts["display"])
+            self.cursor = "xfixes" if self._cursor is not None else f"unavailable: {why}"
+            if self._cursor is None:
+                log.warning("x11 capture: the pointer will not be drawn: %s", why)
 
     def grab(self, frame_id: int) -> Frame:
         shot = self._mss.grab(self.monitor)
         capture_ns = time.monotonic_ns()
         bgra = np.frombuffer(shot.raw, dtype=np.uint8).reshape(shot.height, shot.width, 4)
+        if self._cursor is not None:
+            try:
+                self._cursor.draw(bgra, self.monitor["left"], self.monitor["top"])
+            except Exception as exc:  # noqa: BLE001 - a lost cursor never costs the picture
+                log.warning("x11 capture: drawing the pointer failed, going on without it: %s", exc)
+                self._cursor.close()
+                self._cursor, self.cursor = None, f"unavailable: {exc}"
         planes = self._ring[self._next]
         self._next = (self._next + 1) % RING
         if self._libyuv is not None and (shot.width, shot.height) == (self.width, self.height):
@@ -98,4 +120,6 @@ class X11Capture(CaptureSource):
         return Frame(planes, self.format, self.width, self.height, frame_id, capture_ns)
 
     def close(self) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
         self._mss.close()

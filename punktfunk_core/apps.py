@@ -1,0 +1,377 @@
+"""Apps a client can launch: the ``[[apps]]`` list of the config file, shared by every protocol.
+
+An app is a command (``cmd``) with optional ``working_dir``, ``env`` and
+``prep`` steps (``{do, undo}`` commands run before it starts and after it
+ends). "Desktop" is built in (id 1, no command): streaming the screen as it
+is. :class:`AppLauncher` runs one app at a time:
+
+- launch: every prep ``do`` in order (a failing one undoes the ones before it
+  and fails the launch), then ``cmd`` in a process group of its own;
+- quit: SIGTERM to the group, SIGKILL after ``exit_timeout``, then the
+  ``undo`` commands in reverse order;
+- an app that exits by itself is ended the same way and reported through
+  ``on_exit`` (the protocol ends the stream on it).
+
+Ids are stable: the first 31 bits of the SHA-256 of the app's name (0 and 1
+are never given: 0 means "none" to GameStream clients, 1 is Desktop), so
+reordering the list or restarting the host keeps every id. Two names that
+would share an id, or the same name twice, are a config error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+log = logging.getLogger("punktfunk.apps")
+
+DESKTOP_NAME = "Desktop"
+DESKTOP_ID = 1
+#: a prep or undo command that takes longer is killed (and counts as failed)
+STEP_TIMEOUT_S = 15.0
+#: how long after SIGKILL a process group may take to disappear before we stop waiting
+KILL_WAIT_S = 2.0
+
+_COMMAND: dict[str, Any] = {"type": "array", "minItems": 1, "maxItems": 256,
+                            "items": {"type": "string", "minLength": 1, "maxLength": 4096}}
+
+#: JSON Schema of the top-level ``apps`` list (registered in config.CORE_SECTIONS)
+SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "description": "Apps clients can launch ([[apps]] tables); Desktop (stream the screen, no command) is built in.",
+    "default": [],
+    "maxItems": 256,
+    "items": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[^\x00-\x1f\x7f]+$",
+                     "description": "shown to clients; the app's id is derived from it"},
+            "cmd": {**_COMMAND, "description": "the command and its arguments (no shell)"},
+            "working_dir": {"type": "string", "minLength": 1, "maxLength": 4096,
+                            "description": "directory the app and its prep steps start in (~ is expanded)"},
+            "env": {"type": "object", "maxProperties": 256,
+                    "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+                    "additionalProperties": {"type": "string", "maxLength": 65536},
+                    "description": "environment variables added for the app and its prep steps"},
+            "prep": {"type": "array", "maxItems": 64, "description": "steps run before the app (do) and after it (undo, in reverse)",
+                     "items": {"type": "object", "additionalProperties": False, "required": ["do"],
+                               "properties": {"do": _COMMAND, "undo": _COMMAND}}},
+            "detached": {"type": "boolean", "default": False,
+                         "description": "start the command and do not track it (launchers that hand off and exit)"},
+            "exit_timeout": {"type": "number", "minimum": 0, "maximum": 600, "default": 5,
+                             "description": "seconds between SIGTERM and SIGKILL when the app is quit"},
+        },
+        # every app but Desktop needs a command
+        "if": {"properties": {"name": {"not": {"const": DESKTOP_NAME}}}},
+        "then": {"required": ["cmd"]},
+    },
+}
+
+
+class LaunchError(RuntimeError):
+    """An app could not be started; the message says why, for the client and the log."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrepStep:
+    do: tuple[str, ...]
+    undo: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    id: int
+    name: str
+    cmd: tuple[str, ...] = ()
+    working_dir: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    prep: tuple[PrepStep, ...] = ()
+    detached: bool = False
+    exit_timeout: float = 5.0
+
+    def describe(self) -> dict[str, Any]:
+        """What a client or the console is shown."""
+        return {"id": self.id, "name": self.name, "desktop": self.id == DESKTOP_ID}
+
+
+def app_id(name: str) -> int:
+    """The stable id of the app called ``name``."""
+    if name == DESKTOP_NAME:
+        return DESKTOP_ID
+    value = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:4], "big") & 0x7FFFFFFF
+    return value if value > DESKTOP_ID else value + 2
+
+
+def problems(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the schema cannot say: the same name twice, two names with one id."""
+    out: list[str] = []
+    seen: dict[int, tuple[int, str]] = {}
+    if not isinstance(entries, (list, tuple)):
+        return out  # the schema says what is wrong with it
+    for i, entry in enumerate(entries):
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        if not isinstance(name, str):
+            continue
+        ident = app_id(name)
+        if ident in seen:
+            j, other = seen[ident]
+            why = "the same name as" if other == name else f"the same id ({ident}) as {other!r} in"
+            out.append(f"apps.{i}.name: {name!r} has {why} apps.{j}")
+        else:
+            seen[ident] = (i, name)
+    return out
+
+
+def load_apps(entries: Sequence[Mapping[str, Any]]) -> list[App]:
+    """The app list from a validated config (``cfg["apps"]``): Desktop first, then the rest
+    in config order. A ``[[apps]]`` entry named Desktop configures the built-in one."""
+    found = problems(entries)
+    if found:
+        raise ValueError("; ".join(found))
+    apps = [App(DESKTOP_ID, DESKTOP_NAME)]
+    for entry in entries:
+        app = App(
+            id=app_id(entry["name"]), name=entry["name"], cmd=tuple(entry.get("cmd", ())),
+            working_dir=os.path.expanduser(entry["working_dir"]) if entry.get("working_dir") else None,
+            env=dict(entry.get("env", {})),
+            prep=tuple(PrepStep(tuple(p["do"]), tuple(p.get("undo", ()))) for p in entry.get("prep", ())),
+            detached=bool(entry.get("detached", False)), exit_timeout=float(entry.get("exit_timeout", 5)))
+        if app.id == DESKTOP_ID:
+            apps[0] = app
+        else:
+            apps.append(app)
+    return apps
+
+
+@dataclass(eq=False)
+class RunningApp:
+    """The app that runs now: its process (None for Desktop and detached apps) and what ran before it."""
+
+    app: App
+    proc: subprocess.Popen | None
+    #: the prep steps whose ``do`` succeeded, in order (their undo runs in reverse)
+    prepared: tuple[PrepStep, ...]
+    started: float = field(default_factory=time.monotonic)
+    #: set once, by whoever ends it first (quit or the app exiting)
+    ending: bool = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+
+ExitCallback = Callable[[RunningApp, "int | None"], None]
+
+
+class AppLauncher:
+    """Launches and quits the configured apps, one at a time. Thread-safe: launch and
+    quit may come from any thread; each returns within the bounds its docstring gives."""
+
+    def __init__(self, apps: Sequence[App], on_exit: ExitCallback | None = None) -> None:
+        self.apps = list(apps)
+        if not self.apps or self.apps[0].id != DESKTOP_ID:
+            self.apps.insert(0, App(DESKTOP_ID, DESKTOP_NAME))
+        #: called on the watcher thread as ``on_exit(running, returncode)`` after an app
+        #: that exited by itself was cleaned up (group ended, undo done)
+        self.on_exit = on_exit
+        self._lock = threading.Lock()  # guards _running; never held while a command runs
+        self._running: RunningApp | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], on_exit: ExitCallback | None = None) -> AppLauncher:
+        return cls(load_apps(cfg.get("apps", [])), on_exit)
+
+    def find(self, key: int | str) -> App:
+        """The app with this id (int) or name (str); LookupError when there is none."""
+        for app in self.apps:
+            if app.id == key or app.name == key:
+                return app
+        raise LookupError(f"no app {key!r}")
+
+    @property
+    def running(self) -> RunningApp | None:
+        return self._running
+
+    def launch(self, key: int | str, env: Mapping[str, str] | None = None) -> RunningApp:
+        """Run the prep steps and start the app; ``env`` adds per-session variables. Returns
+        the running app (the one already running when it is the same app). Raises
+        :class:`LaunchError` when a step or the command fails, with everything it had done
+        undone. Takes at most ``STEP_TIMEOUT_S`` per prep step (and per undo on failure)."""
+        app = self.find(key)
+        with self._lock:
+            current = self._running
+            if current is not None and not current.ending:
+                if current.app.id == app.id:
+                    return current
+                raise LaunchError(f"{current.app.name!r} is running; quit it before launching {app.name!r}")
+            # claim the slot while the prep steps run, so a second launch cannot start too
+            claim = RunningApp(app, None, ())
+            self._running = claim
+        try:
+            running = self._start(app, dict(env or {}))
+        except BaseException:
+            with self._lock:
+                if self._running is claim:
+                    self._running = None
+            raise
+        with self._lock:
+            quit_meanwhile = claim.ending
+            if not quit_meanwhile:
+                self._running = running
+        if quit_meanwhile:  # quit came while the prep steps ran: it ends what they started
+            running.ending = True
+            self._end(running)
+            raise LaunchError(f"app {app.name!r} was quit while it started")
+        if running.proc is not None:
+            threading.Thread(target=self._watch, args=(running,), name=f"app-{app.id}", daemon=True).start()
+        return running
+
+    def quit(self) -> RunningApp | None:
+        """End the running app: SIGTERM to its process group, SIGKILL after its
+        ``exit_timeout``, then its undo steps in reverse. Returns what was running (None if
+        nothing was). Bounded by exit_timeout + KILL_WAIT_S + STEP_TIMEOUT_S per undo step."""
+        with self._lock:
+            running = self._running
+            if running is None or running.ending:
+                return None
+            running.ending = True
+        self._finish(running)
+        return running
+
+    def status(self) -> dict[str, Any]:
+        """The apps and the running one, for a client list or the console."""
+        running = self._running
+        return {"apps": [a.describe() for a in self.apps],
+                "running": None if running is None or running.ending else
+                {**running.app.describe(), "pid": running.pid,
+                 "seconds": round(time.monotonic() - running.started, 1)}}
+
+    # -- inside ------------------------------------------------------------------------
+
+    def _environment(self, app: App, extra: Mapping[str, str]) -> dict[str, str]:
+        return {**os.environ, **app.env, "PUNKTFUNK_APP_ID": str(app.id), "PUNKTFUNK_APP_NAME": app.name, **extra}
+
+    def _start(self, app: App, extra: dict[str, str]) -> RunningApp:
+        cwd = app.working_dir
+        if cwd is not None and not os.path.isdir(cwd):
+            log.error("app %r: working_dir %s is not a directory", app.name, cwd)
+            raise LaunchError(f"app {app.name!r}: working_dir {cwd} is not a directory")
+        env = self._environment(app, extra)
+        done: list[PrepStep] = []
+        for i, step in enumerate(app.prep):
+            failure = _run_step(step.do, env, cwd)
+            if failure:
+                log.error("app %r: prep step %d %s %s; undoing %d step(s)", app.name, i, list(step.do), failure,
+                          len(done))
+                self._undo(app, done, env, cwd)
+                raise LaunchError(f"app {app.name!r}: prep step {i} ({step.do[0]}) {failure}")
+            done.append(step)
+        if not app.cmd:  # Desktop: nothing to start
+            return RunningApp(app, None, tuple(done))
+        try:
+            proc = subprocess.Popen(list(app.cmd), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            what = "not found" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
+            log.error("app %r: cannot start %s: %s", app.name, app.cmd[0], what)
+            self._undo(app, done, env, cwd)
+            raise LaunchError(f"app {app.name!r}: cannot start {app.cmd[0]}: {what}") from None
+        log.info("app %r started (pid %d%s)", app.name, proc.pid, ", detached" if app.detached else "")
+        return RunningApp(app, None if app.detached else proc, tuple(done))
+
+    def _watch(self, running: RunningApp) -> None:
+        assert running.proc is not None
+        code = running.proc.wait()
+        with self._lock:
+            if running.ending:
+                return  # quit is ending it
+            running.ending = True
+        log.info("app %r exited by itself (%s)", running.app.name, code)
+        self._finish(running)
+        if self.on_exit is not None:
+            try:
+                self.on_exit(running, code)
+            except Exception:  # noqa: BLE001 - the callback's failure is its own
+                log.exception("app %r: the exit callback failed", running.app.name)
+
+    def _finish(self, running: RunningApp) -> None:
+        """End an app whose ``ending`` this thread set, then free the slot."""
+        try:
+            self._end(running)
+        finally:
+            with self._lock:
+                if self._running is running:
+                    self._running = None
+
+    def _end(self, running: RunningApp) -> None:
+        app = running.app
+        if running.proc is not None:
+            _end_group(running.proc, app.exit_timeout)
+            log.info("app %r ended", app.name)
+        self._undo(app, list(running.prepared), self._environment(app, {}), app.working_dir)
+
+    def _undo(self, app: App, done: Sequence[PrepStep], env: dict[str, str], cwd: str | None) -> None:
+        for step in reversed(done):
+            if step.undo:
+                failure = _run_step(step.undo, env, cwd)
+                if failure:  # undo goes on: every step gets its chance to restore
+                    log.warning("app %r: undo %s %s", app.name, list(step.undo), failure)
+
+
+def _run_step(cmd: Sequence[str], env: dict[str, str], cwd: str | None) -> str:
+    """Run one prep/undo command in a process group of its own; "" or what went wrong."""
+    try:
+        proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, start_new_session=True)
+    except FileNotFoundError:
+        return "failed: command not found"
+    except OSError as exc:
+        return f"failed: {exc.strerror or exc}"
+    try:
+        _, err = proc.communicate(timeout=STEP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _end_group(proc, 0)
+        return f"failed: still running after {STEP_TIMEOUT_S:g} s (killed)"
+    if proc.returncode != 0:
+        lines = err.decode(errors="replace").strip().splitlines()
+        return f"failed: exit {proc.returncode}" + (f" ({lines[-1][:200]})" if lines else "")
+    return ""
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _end_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the process group led by ``proc``, SIGKILL what is left after ``grace``
+    seconds; reaps the leader. Bounded: grace + KILL_WAIT_S."""
+    pgid = proc.pid  # start_new_session: the leader's pid is the group id
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, KILL_WAIT_S)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + wait
+        while True:
+            if proc.poll() is not None and not _group_alive(pgid):
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+    if proc.poll() is None:
+        log.warning("process group %d did not end after SIGKILL", pgid)

@@ -1,0 +1,323 @@
+"""The ``desktop`` audio source: what the desktop plays, from PulseAudio or PipeWire.
+
+It records the monitor of the default output (``@DEFAULT_MONITOR@``) or a
+configured source with ``parec`` (PulseAudio's recording client; PipeWire's
+pulse server speaks the same protocol), as s16 at 48 kHz in the channel order
+of :data:`punktfunk_core.media.audio.CHANNEL_ORDER`, with 5 ms fragments.
+
+A capture thread of its own reads the pipe straight into a bounded ring
+(:class:`PcmRing`); ``read()`` takes from the ring and never waits longer than
+the frame it was asked for. When the sound server stalls or goes away,
+``read()`` returns silence and counts it (``gap_samples``), and the thread
+starts ``parec`` again; the caller (and with it the video) is never blocked.
+The ring keeps at most ``max_delay_ms`` of backlog: older samples are dropped
+(``dropped_samples``), so a burst after a stall does not become latency.
+
+``auto`` (:func:`make_auto`) picks this source when a sound server answers,
+else the ``tone``, and says which in one log line. docs/audio.md says why
+``parec`` and not an in-process binding.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from punktfunk_core.media.audio import CHANNEL_ORDER, CHANNELS, SAMPLE_RATE, ToneSource, channel_count
+from punktfunk_core.media.options import int_range, take_options
+from punktfunk_core.stages import AudioSource, StreamSpec
+
+log = logging.getLogger("punktfunk.media.desktop_audio")
+
+#: the monitor of whatever the default output is, resolved by the sound server
+DEFAULT_MONITOR = "@DEFAULT_MONITOR@"
+#: how long ``available()`` / ``auto`` wait for a sound server to answer
+PROBE_TIMEOUT_S = 2.0
+#: the fragment the server is asked for: one 5 ms frame
+FRAGMENT_MS = 5
+#: seconds between attempts to start parec again after it exited (doubling up to the max)
+RETRY_S, RETRY_MAX_S = 0.5, 5.0
+#: the ring holds this much audio; the backlog is trimmed far below it
+RING_MS = 500
+#: how long the reader sleeps between looks once the next fragment is late
+POLL_S = 0.001
+#: reads over which a backlog that never drained counts as standing latency (1 s of 5 ms frames)
+TRIM_READS = 200
+
+
+def _parec() -> str | None:
+    return shutil.which("parec")
+
+
+def server_answers(timeout: float = PROBE_TIMEOUT_S) -> str:
+    """"" when a PulseAudio-protocol sound server answers ``pactl info`` within
+    ``timeout``, else why not (bounded: a hung server is a reason, not a hang)."""
+    pactl = shutil.which("pactl")
+    if pactl is None or _parec() is None:
+        return "parec/pactl are not installed (Debian/Ubuntu: apt-get install pulseaudio-utils)"
+    try:
+        done = subprocess.run([pactl, "info"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"the sound server did not answer within {timeout:g} s"
+    except OSError as exc:
+        return f"pactl failed: {exc.strerror}"
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()
+        return f"no sound server answers ({why[-1] if why else f'pactl exit {done.returncode}'})"
+    return ""
+
+
+def available() -> str:
+    """The stage's availability probe: "" when parec is installed and a server answers."""
+    return server_answers()
+
+
+class PcmRing:
+    """Interleaved int16 frames between one writer thread and one reader thread.
+
+    The writer fills the ring in place (``writable()`` → ``wrote(n)``); the
+    reader copies frames out. Each position counter has one writer (like the
+    runner's queue bound), so neither side takes a lock. The writer never
+    waits: a reader that falls more than the ring behind skips ahead.
+    """
+
+    def __init__(self, frames: int, channels: int) -> None:
+        self.channels = channels
+        self.frame_bytes = 2 * channels
+        self.capacity = frames
+        self._buf = np.zeros((frames, channels), np.int16)
+        self._bytes = memoryview(self._buf).cast("B")
+        #: bytes written in all (writer-owned); whole frames = written_bytes // frame_bytes
+        self.written_bytes = 0
+        #: frames taken or skipped (reader-owned)
+        self.read_frames = 0
+        #: (frame count, monotonic ns) when the newest data arrived (writer-owned, replaced whole)
+        self.mark: tuple[int, int] = (0, 0)
+
+    def writable(self) -> memoryview:
+        """The free bytes up to the ring's end, for one ``readv``."""
+        at = self.written_bytes % len(self._bytes)
+        return self._bytes[at:]
+
+    def wrote(self, nbytes: int, arrival_ns: int) -> None:
+        total = self.written_bytes + nbytes
+        # the mark first: a reader that sees the new count never sees an older mark
+        self.mark = (total // self.frame_bytes, arrival_ns)
+        self.written_bytes = total
+
+    def realign(self) -> None:
+        """Start the next write on a frame boundary (a writer that died mid-frame left a part)."""
+        self.written_bytes = -(-self.written_bytes // self.frame_bytes) * self.frame_bytes
+
+    def backlog(self) -> int:
+        return self.written_bytes // self.frame_bytes - self.read_frames
+
+    def skip(self, frames: int) -> None:
+        self.read_frames += frames
+
+    def take(self, out: np.ndarray, frames: int) -> None:
+        """Copy the next ``frames`` frames into ``out[:frames]``."""
+        at = self.read_frames % self.capacity
+        first = min(frames, self.capacity - at)
+        out[:first] = self._buf[at:at + first]
+        if first < frames:
+            out[first:frames] = self._buf[:frames - first]
+        self.read_frames += frames
+
+    def capture_ns(self, frame_index: int) -> int:
+        """When frame ``frame_index`` was captured: the newest arrival, less the frames after it."""
+        end, arrival_ns = self.mark
+        return arrival_ns - (end - frame_index) * 1_000_000_000 // SAMPLE_RATE
+
+
+class DesktopAudioSource(AudioSource):
+    """The desktop's sound. Options: ``source`` (default ``@DEFAULT_MONITOR@``:
+    the monitor of the default output; any PulseAudio source name),
+    ``channels`` (2/6/8, default 2), ``max_delay_ms`` (backlog kept before the
+    oldest samples are dropped, default 20). Counters: ``gap_samples``
+    (silence inserted), ``gaps`` (reads that inserted some), ``dropped_samples``
+    (backlog trimmed), ``restarts`` (times parec was started again)."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, spec: StreamSpec | None = None, options: dict[str, Any] | None = None) -> None:
+        opts = take_options("desktop", options, {"source": DEFAULT_MONITOR, "channels": CHANNELS, "max_delay_ms": 20},
+                            {"channels": channel_count, "max_delay_ms": int_range(5, RING_MS // 2)})
+        if not opts["source"] or any(c in opts["source"] for c in "\0\n"):
+            raise ValueError(f"desktop: option 'source': {opts['source']!r} is not a source name")
+        parec = _parec()
+        if parec is None:
+            raise RuntimeError("desktop audio is not available: parec is not installed (Debian/Ubuntu: "
+                               "apt-get install pulseaudio-utils)")
+        self.source = opts["source"]
+        self.channels = opts["channels"]
+        self.max_delay = opts["max_delay_ms"] * SAMPLE_RATE // 1000
+        self._ring = PcmRing(RING_MS * SAMPLE_RATE // 1000, self.channels)
+        self._cmd = [parec, "--raw", "--format=s16le", f"--rate={SAMPLE_RATE}", f"--channels={self.channels}",
+                     f"--channel-map={','.join(CHANNEL_ORDER[self.channels])}", f"--latency-msec={FRAGMENT_MS}",
+                     f"--device={self.source}", "--client-name=punktfunk", "--stream-name=desktop audio"]
+        self.gap_samples = 0
+        self.gaps = 0
+        self._reads = 0  # reads since the standing backlog was last looked at
+        self._least_left = RING_MS * SAMPLE_RATE  # the least backlog any of them left behind
+        self.dropped_samples = 0
+        self.restarts = 0
+        #: the last reason parec stopped ("" while it runs)
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen | None = None
+        self._proc_lock = threading.Lock()  # start/stop of the child only, never on the read path
+        self._thread = threading.Thread(target=self._capture, name="desktop-audio", daemon=True)
+        self._thread.start()
+
+    # -- the capture thread --------------------------------------------------------------
+
+    def _spawn(self) -> subprocess.Popen | None:
+        with self._proc_lock:
+            if self._stop.is_set():
+                return None
+            self._proc = subprocess.Popen(self._cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, start_new_session=True)
+            return self._proc
+
+    def _capture(self) -> None:
+        retry = RETRY_S
+        while not self._stop.is_set():
+            try:
+                proc = self._spawn()
+            except OSError as exc:
+                proc, self.last_error = None, f"cannot start parec: {exc.strerror}"
+            if proc is None:
+                if self._stop.is_set():
+                    return
+            else:
+                got = self._pump(proc)
+                code = self._reap(proc)
+                if self._stop.is_set():
+                    return
+                if got:
+                    retry = RETRY_S  # it ran: the next failure starts the backoff again
+                self._ring.realign()
+                err = ""
+                if proc.stderr:
+                    err = proc.stderr.read(4096).decode(errors="replace").strip()
+                    proc.stderr.close()
+                self.last_error = f"parec exited ({code}): {err.splitlines()[-1] if err else 'no message'}"
+            if self.restarts == 0 or retry == RETRY_S:
+                log.warning("desktop audio: %s; sending silence, starting it again in %g s", self.last_error, retry)
+            self.restarts += 1
+            if self._stop.wait(retry):
+                return
+            retry = min(retry * 2, RETRY_MAX_S)
+
+    def _pump(self, proc: subprocess.Popen) -> int:
+        """Read the pipe into the ring until it ends; returns the bytes read."""
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        ring = self._ring
+        total = 0
+        while True:
+            try:
+                n = os.readv(fd, [ring.writable()])
+            except OSError:
+                return total
+            if n <= 0:
+                return total
+            ring.wrote(n, time.monotonic_ns())
+            total += n
+            self.last_error = ""
+
+    def _reap(self, proc: subprocess.Popen) -> int | None:
+        if proc.stdout:
+            proc.stdout.close()
+        try:
+            return proc.wait(2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(2)
+
+    # -- the reader ------------------------------------------------------------------------
+
+    def read(self, samples: int) -> np.ndarray:
+        if samples <= 0:
+            raise ValueError("desktop: samples must be positive")
+        ring = self._ring
+        backlog = ring.backlog()
+        if backlog < samples:  # not here yet: wait for at most this frame's duration
+            backlog = self._wait(samples, backlog)
+        excess = backlog - max(self.max_delay, samples)
+        if excess > 0:  # a burst (after a stall, or a reader that paused): keep the newest
+            self._drop(excess)
+            backlog -= excess
+        self._reads += 1
+        self._least_left = min(self._least_left, backlog - samples)
+        if self._reads >= TRIM_READS:  # a second in which the backlog never ran dry: that much is delay
+            if self._least_left > 0:
+                self._drop(self._least_left)
+                backlog -= self._least_left
+            self._reads, self._least_left = 0, RING_MS * SAMPLE_RATE
+        out = np.zeros((samples, self.channels), np.int16)
+        have = min(backlog, samples)
+        if have:
+            self.capture_ns = ring.capture_ns(ring.read_frames)
+            ring.take(out, have)
+        else:
+            self.capture_ns = time.monotonic_ns()
+        if have < samples:
+            self.gap_samples += samples - have
+            self.gaps += 1
+        return out
+
+    def _wait(self, samples: int, backlog: int) -> int:
+        """Sleep until the next fragment is due (from the newest one's arrival), then look every
+        millisecond; never past this frame's duration. Returns the backlog then."""
+        ring = self._ring
+        now = time.monotonic_ns()
+        deadline = now + samples * 1_000_000_000 // SAMPLE_RATE
+        due = ring.mark[1] + FRAGMENT_MS * 1_000_000
+        poll = int(POLL_S * 1e9)
+        while backlog < samples and now < deadline:
+            time.sleep((min(deadline, max(due, now + poll)) - now) / 1e9)
+            backlog = ring.backlog()
+            now, due = time.monotonic_ns(), 0
+        return backlog
+
+    def _drop(self, frames: int) -> None:
+        self._ring.skip(frames)
+        self.dropped_samples += frames
+
+    def stats(self) -> dict[str, Any]:
+        return {"gap_samples": self.gap_samples, "gaps": self.gaps, "dropped_samples": self.dropped_samples,
+                "restarts": self.restarts, "last_error": self.last_error}
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._proc_lock:
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+        self._thread.join(3)
+        if proc is not None and proc.poll() is None:  # did not go on SIGTERM
+            proc.kill()
+            self._thread.join(2)
+
+
+def make_auto(spec: StreamSpec | None = None, options: dict[str, Any] | None = None) -> AudioSource:
+    """The ``auto`` audio source: ``desktop`` when a sound server answers, else ``tone``.
+    Options: ``channels`` (2/6/8), ``source`` (for ``desktop``)."""
+    opts = take_options("auto", options, {"channels": CHANNELS, "source": DEFAULT_MONITOR},
+                        {"channels": channel_count})
+    reason = server_answers()
+    if reason:
+        log.info("audio source auto: tone (%s)", reason)
+        return ToneSource(spec, {"channels": opts["channels"]})
+    log.info("audio source auto: desktop (%s)", opts["source"])
+    return DesktopAudioSource(spec, opts)
