@@ -34,7 +34,9 @@ def test_record_list_show_export_rm(host_factory, tmp_path: Path) -> None:
     assert r.returncode == 0 and r.stdout.startswith("recording ")
     cid = host.call("stats.status")["id"]
     assert cid in r.stdout
-    host.call("statstest.session", proto="b", seconds=1.0, fps=60)
+    # long enough that the session is still streaming while the live views below are read (a slow
+    # machine takes seconds for the three CLI runs); the recording stops while it streams
+    host.call("statstest.session", proto="b", seconds=20.0, fps=60)
     wait_for(lambda: host.call("stats.status")["sample_count"] >= 3, what="windows")
     r = pf(host, "--once")
     assert r.returncode == 0 and f"recording {cid}" in r.stdout and "latest window" in r.stdout
@@ -42,7 +44,6 @@ def test_record_list_show_export_rm(host_factory, tmp_path: Path) -> None:
     r = pf(host, "--once", "--json")
     snap = json.loads(r.stdout)
     assert snap["status"]["armed"] is True and snap["latest"]["stages"][0]["name"] == "capture"
-    time.sleep(1.2)
     r = pf(host, "record", "stop")
     assert r.returncode == 0 and r.stdout.startswith(f"saved {cid}: ")
 
