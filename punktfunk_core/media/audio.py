@@ -15,49 +15,24 @@ from typing import Any
 import av
 import numpy as np
 
-from punktfunk_core.media.options import int_range, one_of, take_options
+from punktfunk_core.media.options import AUDIO_SAMPLE_RATE, OpusOptions, ToneOptions
 from punktfunk_core.stages import AudioEncoder, AudioSource, StreamSpec
 
-SAMPLE_RATE = 48_000
+SAMPLE_RATE = AUDIO_SAMPLE_RATE
 CHANNELS = 2
-#: Opus frame sizes at 48 kHz (2.5, 5, 10, 20, 40, 60 ms)
-OPUS_FRAME_SAMPLES = (120, 240, 480, 960, 1920, 2880)
-
-
-def _fraction(value: Any) -> float:
-    v = float(value)
-    if not 0.0 <= v <= 1.0:
-        raise ValueError(f"{v} is not in 0..1")
-    return v
-
-
-def _frequency(value: Any) -> float:
-    v = float(value)
-    if not 1.0 <= v < SAMPLE_RATE / 2:
-        raise ValueError(f"{v} Hz is not in 1..{SAMPLE_RATE // 2} Hz")
-    return v
-
-
-def _frame_ms(value: Any) -> float:
-    v = float(value)
-    if v and round(v * SAMPLE_RATE / 1000) not in OPUS_FRAME_SAMPLES:
-        raise ValueError(f"{v} ms is not an Opus frame duration (2.5, 5, 10, 20, 40, 60)")
-    return v
 
 
 class ToneSource(AudioSource):
-    """A sine tone. Options: ``frequency`` (Hz, default 440), ``amplitude``
-    (0..1 of full scale, default 0.25). Consecutive reads continue the wave
-    without a phase jump."""
+    """A sine tone (options: :class:`punktfunk_core.media.options.ToneOptions`).
+    Consecutive reads continue the wave without a phase jump."""
 
     sample_rate = SAMPLE_RATE
     channels = CHANNELS
 
     def __init__(self, spec: StreamSpec | None = None, options: dict[str, Any] | None = None) -> None:
-        opts = take_options("tone", options, {"frequency": 440.0, "amplitude": 0.25},
-                            {"frequency": _frequency, "amplitude": _fraction})
-        self.frequency = opts["frequency"]
-        self.amplitude = opts["amplitude"]
+        opts = ToneOptions.take("tone", options)
+        self.frequency = opts.frequency
+        self.amplitude = opts.amplitude
         self._step = 2 * math.pi * self.frequency / SAMPLE_RATE
         self._phase = 0.0
         self._ramp: np.ndarray = np.arange(0, dtype=np.float64)
@@ -77,24 +52,17 @@ class ToneSource(AudioSource):
 class OpusEncoder(AudioEncoder):
     """Opus through PyAV libopus: 48 kHz stereo, low-delay application, CBR.
 
-    Options: ``frame_samples`` (120/240/480/960/1920/2880, default 240 = 5 ms)
-    or ``frame_ms`` (2.5/5/10/20/40/60, wins when set), ``bitrate_kbps`` (default 128), ``application`` (lowdelay/audio/voip,
-    default lowdelay). ``encode(pcm)`` takes exactly ``frame_samples`` frames
+    Options: :class:`punktfunk_core.media.options.OpusOptions`. ``encode(pcm)`` takes exactly ``frame_samples`` frames
     of int16 shaped (n, 2) and returns the Opus packets produced (one per
     call in steady state).
     """
 
     def __init__(self, spec: StreamSpec | None = None, options: dict[str, Any] | None = None) -> None:
-        opts = take_options("opus", options, {"frame_samples": 240, "frame_ms": 0.0, "bitrate_kbps": 128,
-                                              "application": "lowdelay"},
-                            {"frame_samples": lambda v: int(one_of(*map(str, OPUS_FRAME_SAMPLES))(str(v))),
-                             "frame_ms": _frame_ms,
-                             "bitrate_kbps": int_range(6, 510),
-                             "application": one_of("lowdelay", "audio", "voip")})
-        self.frame_samples = opts["frame_samples"]
-        if opts["frame_ms"]:
-            self.frame_samples = round(opts["frame_ms"] * SAMPLE_RATE / 1000)
-        self.bitrate_kbps = opts["bitrate_kbps"]
+        opts = OpusOptions.take("opus", options)
+        self.frame_samples = opts.frame_samples
+        if opts.frame_ms:
+            self.frame_samples = round(opts.frame_ms * SAMPLE_RATE / 1000)
+        self.bitrate_kbps = opts.bitrate_kbps
         ctx = av.CodecContext.create("libopus", "w")
         ctx.sample_rate = SAMPLE_RATE
         ctx.layout = "stereo"
@@ -102,7 +70,7 @@ class OpusEncoder(AudioEncoder):
         ctx.bit_rate = self.bitrate_kbps * 1000
         ctx.time_base = Fraction(1, SAMPLE_RATE)
         ms = self.frame_samples * 1000 / SAMPLE_RATE
-        ctx.options = {"application": opts["application"], "frame_duration": f"{ms:g}", "vbr": "off"}
+        ctx.options = {"application": opts.application, "frame_duration": f"{ms:g}", "vbr": "off"}
         ctx.open()
         self._ctx = ctx
         self._pts = 0
