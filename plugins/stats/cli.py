@@ -18,7 +18,7 @@ from typing import Any
 from punktfunk_core.ipc import HostUnreachable, IpcClient, IpcError
 from punktfunk_core.paths import Paths
 
-from punktfunk_stats.recorder import Recorder, RecorderError
+from punktfunk_stats.store import CaptureError, CaptureStore
 from punktfunk_stats.summary import LOSS_LABELS, fmt_us, summarize, summary_table, to_csv
 
 
@@ -40,10 +40,10 @@ def _call(client: IpcClient, cmd: str, **args: Any) -> Any:
 
 #: reading commands that work on the files when no host runs: IPC command → local reader
 _OFFLINE: dict[str, Any] = {
-    "stats.list": lambda rec, a: rec.list(),
-    "stats.load": lambda rec, a: rec.load(a["id"]),
-    "stats.summary": lambda rec, a: summarize(rec.load(a["id"])),
-    "stats.csv": lambda rec, a: {"id": a["id"], "csv": to_csv(rec.load(a["id"]))},
+    "stats.list": lambda store, a: store.list(),
+    "stats.load": lambda store, a: store.load(a["id"]),
+    "stats.summary": lambda store, a: summarize(store.load(a["id"])),
+    "stats.csv": lambda store, a: {"id": a["id"], "csv": to_csv(store.load(a["id"]))},
 }
 
 
@@ -59,8 +59,8 @@ def _read(client: IpcClient, cmd: str, **args: Any) -> Any:
     directory = Paths.from_env().captures
     print(f"punktfunk: no host is running; reading the captures in {directory}", file=sys.stderr)
     try:
-        return _OFFLINE[cmd](Recorder(directory, prepare=False), args)
-    except RecorderError as exc:
+        return _OFFLINE[cmd](CaptureStore(directory, prepare=False), args)
+    except CaptureError as exc:
         raise _Fail(exc.message) from None
 
 
