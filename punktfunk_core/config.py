@@ -67,7 +67,8 @@ class StreamSettings(Settings):
     capture_options: Mapping[str, Any] = setting({}, "options passed to the capture stage", options_of="capture")
     encoder: str = setting("auto", "encoder stage name, or auto (nvenc when an NVIDIA GPU is usable, else the "
                                    "codec's CPU encoder)", stage="encoder")
-    encoder_options: Mapping[str, Any] = setting({}, "options passed to the encoder (e.g. preset)", options_of="encoder")
+    encoder_options: Mapping[str, Any] = setting({}, "options passed to the encoder (e.g. preset)",
+                                                 options_of="encoder")
     width: int = setting(1280, minimum=16, maximum=8192, multipleOf=2)
     height: int = setting(720, minimum=16, maximum=8192, multipleOf=2)
     fps: int = setting(60, minimum=1, maximum=480)
@@ -161,9 +162,9 @@ def _add_stage_rules(section: str, schema: dict[str, Any], stages: StageRegistry
     rules: list[dict[str, Any]] = []
     for key, prop in props.items():
         name_key = prop.get(OPTIONS_OF_KEY) if isinstance(prop, dict) else None
-        kind = props.get(name_key, {}).get(STAGE_KEY) if name_key else None
-        if not kind:
+        if not isinstance(name_key, str) or not props.get(name_key, {}).get(STAGE_KEY):
             continue
+        kind = props[name_key][STAGE_KEY]
         for entry in stages.entries():
             if entry.kind == kind and entry.options_schema is not None:
                 rules.append({"if": {"properties": {name_key: {"const": entry.name}}, "required": [name_key]},
@@ -286,7 +287,7 @@ def load(path: str | Path | None, pm: PluginManager | None = None) -> dict[str, 
     return validate(schema, data, str(path))
 
 
-_TOML_KEY = re.compile(r"""\s*((?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*'))*)\s*=""")
+_TOML_KEY = re.compile(r"""\s*((?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*'))*)\s*=""")  # noqa: E501
 _TOML_TABLE = re.compile(r"\s*\[\[?\s*([^\]]*?)\s*\]\]?\s*(?:#.*)?$")
 
 

@@ -70,10 +70,12 @@ def _read(path: str | os.PathLike[str], max_bytes: int, pipe_wait_s: float) -> b
             raise FileRefused(f"{os.fspath(path)} is larger than {max_bytes} bytes")
         poller = select.poll()
         poller.register(fd, select.POLLIN)
-        chunks, total = [], 0
+        chunks: list[bytes] = []
+        total = 0
         while True:  # a regular file may have grown since fstat: read to its end, never past the bound
             if is_pipe and not poller.poll(int(pipe_wait_s * 1000)):
-                raise FileRefused(f"{os.fspath(path)} gave no data within {pipe_wait_s:.0f} s (a FIFO nobody writes to?)")
+                raise FileRefused(f"{os.fspath(path)} gave no data within {pipe_wait_s:.0f} s "
+                                  "(a FIFO nobody writes to?)")
             try:
                 chunk = os.read(fd, max(st.st_size - total, 0) + 65536)
             except BlockingIOError:  # a pipe with a writer but no data yet

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from punktfunk_core.settings import check_options, check_schema
 from punktfunk_core.stages import STAGE_KINDS, Stage, StreamSpec
@@ -55,7 +56,8 @@ class StageRegistry:
         ``stream.encoder_options`` against it too.
         """
         if kind not in STAGE_KINDS:
-            raise ValueError(f"plugin {self.current_plugin!r}: unknown stage kind {kind!r} (one of {', '.join(STAGE_KINDS)})")
+            raise ValueError(f"plugin {self.current_plugin!r}: unknown stage kind {kind!r} "
+                             f"(one of {', '.join(STAGE_KINDS)})")
         if not name or not isinstance(name, str):
             raise ValueError(f"plugin {self.current_plugin!r}: stage name must be a non-empty string")
         key = (kind, name)
@@ -68,7 +70,8 @@ class StageRegistry:
             try:
                 check_schema(options_schema)
             except ValueError as exc:
-                raise ValueError(f"plugin {self.current_plugin!r}: options schema of {kind} stage {name!r}: {exc}") from None
+                raise ValueError(f"plugin {self.current_plugin!r}: options schema of {kind} stage {name!r}: "
+                                 f"{exc}") from None
         self._entries[key] = StageEntry(kind, name, factory, self.current_plugin, available, description,
                                         options_schema)
 

@@ -86,13 +86,27 @@ class Settings:
 
 
 # -- schema generation -----------------------------------------------------------------------
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
-@functools.cache
+_SCHEMAS: dict[type[Settings], dict[str, Any]] = {}
+
+
 def _schema_of(cls: type[Settings]) -> dict[str, Any]:
+    schema = _SCHEMAS.get(cls)
+    if schema is None:
+        schema = _SCHEMAS[cls] = _build_schema(cls)
+    return schema
+
+
+def _build_schema(cls: type[Settings]) -> dict[str, Any]:
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls.__name__} must be a @dataclass(frozen=True, kw_only=True)")
     hints = _hints(cls)

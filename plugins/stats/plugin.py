@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from punktfunk_core import hookimpl
 from punktfunk_core.ipc import IpcError
@@ -166,15 +167,15 @@ def ipc_commands(host: Any, register: Callable[..., None]) -> None:
     rec = _bind(host)
     store = rec.store
 
-    def stop(_a: dict) -> Any:
+    def stop(_a: dict[str, Any]) -> Any:
         # None = nothing was recorded (the console answers 204)
         return rec.stop()
 
-    def delete(a: dict) -> Any:
+    def delete(a: dict[str, Any]) -> Any:
         store.delete(_id_arg(a))
         return {"deleted": _id_arg(a)}
 
-    def csv_(a: dict) -> Any:
+    def csv_(a: dict[str, Any]) -> Any:
         cap = store.load(_id_arg(a))
         return {"id": cap["meta"]["id"], "csv": to_csv(cap)}
 

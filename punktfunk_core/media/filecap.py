@@ -79,7 +79,7 @@ class Y4MReader:
             return False
         if not line.startswith(b"FRAME"):
             return None
-        return self._f.readinto(memoryview(flat).cast("B")) == self.frame_bytes
+        return self._f.readinto(flat.data.cast("B")) == self.frame_bytes
 
     def rewind(self) -> None:
         self._f.seek(self._first)
@@ -180,7 +180,7 @@ class FileCapture(CaptureSource):
         else:
             vf = self._next_picture(self._decoded, self._open)
             got = vf is not None
-            if got:
+            if vf is not None:
                 copy_av_frame(vf.reformat(width=self.width, height=self.height, format=AV_FORMAT[self.format]),
                               planes)
         if not got:

@@ -9,6 +9,7 @@ the light ``media/options.py``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from punktfunk_core import hookimpl
@@ -36,7 +37,7 @@ def _x11_available() -> str:
     return available()
 
 
-def _encoder(cls_name: str):
+def _encoder(cls_name: str) -> Callable[[StreamSpec, dict[str, Any]], Any]:
     def factory(spec: StreamSpec, options: dict[str, Any]) -> Any:
         from punktfunk_core.media import swenc
         return getattr(swenc, cls_name)(spec, options)
@@ -44,7 +45,7 @@ def _encoder(cls_name: str):
     return factory
 
 
-def _codec_probe(codec_name: str):
+def _codec_probe(codec_name: str) -> Callable[[], str]:
     def available() -> str:
         from punktfunk_core.media.swenc import codec_available
         return codec_available(codec_name)
@@ -113,4 +114,5 @@ def register_stages(registry: Any) -> None:
                  description="splits access units into datagrams with a 9-byte header")
     registry.add("sender", "udp", _udp, options_schema=o.UdpOptions.schema(),
                  description="plain UDP datagrams to host:port")
-    registry.add("sender", "null", _null, options_schema=o.NoOptions.schema(), description="discards batches, counts bytes")
+    registry.add("sender", "null", _null, options_schema=o.NoOptions.schema(),
+                 description="discards batches, counts bytes")

@@ -29,6 +29,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.codeccontext import VideoCodecContext
 
 from punktfunk_core.media.options import Av1Options, HevcOptions, PyAVEncoderOptions, X264Options
 from punktfunk_core.media.ratecontrol import PendingRequests
@@ -136,6 +137,7 @@ class PyAVEncoder(PendingRequests, Encoder):
     def _open(self, kbps: int) -> Any:
         self._cap_kbps = kbps
         ctx = av.CodecContext.create(self.codec_name, "w")
+        assert isinstance(ctx, VideoCodecContext)
         ctx.width = self.spec.width
         ctx.height = self.spec.height
         ctx.pix_fmt = AV_FORMAT[self.input_format]
@@ -301,7 +303,8 @@ class Av1Encoder(PyAVEncoder):
         # SVT-AV1 takes its VBV in milliseconds, at least 20
         buf_ms = max(20, round(1000 * self._bufsize_bits(kbps) / (kbps * 1000)))
         # flat low-delay structure (no temporal layers): every frame is coded alike
-        params = ["rtc=1", "pred-struct=1", "hierarchical-levels=0", "rc=2", "lookahead=0", "enable-overlays=0", "scd=0",
+        params = ["rtc=1", "pred-struct=1", "hierarchical-levels=0", "rc=2", "lookahead=0", "enable-overlays=0",
+                  "scd=0",
                   f"tbr={kbps}", f"buf-sz={buf_ms}", f"buf-initial-sz={buf_ms}", f"buf-optimal-sz={buf_ms}",
                   f"keyint={gop if gop < ENDLESS_GOP else -1}"]
         opts: dict[str, str] = {}

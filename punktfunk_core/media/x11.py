@@ -57,7 +57,8 @@ class X11Capture(CaptureSource):
             # mss ≥ 10.2 names the class MSS and deprecates the mss() factory
             self._mss = getattr(mss, "MSS", mss.mss)(**kwargs)
         except Exception as exc:  # noqa: BLE001 - mss raises its own ScreenShotError and others
-            raise RuntimeError(f"x11 capture: cannot open display {opts.display or os.environ.get('DISPLAY')!r}: {exc}") from None
+            display = opts.display or os.environ.get("DISPLAY")
+            raise RuntimeError(f"x11 capture: cannot open display {display!r}: {exc}") from None
         monitors = self._mss.monitors
         if opts.monitor >= len(monitors):
             self._mss.close()

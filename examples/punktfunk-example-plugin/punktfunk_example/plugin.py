@@ -62,6 +62,7 @@ class BarsCapture(CaptureSource):
         cu = off // 2
         u = np.broadcast_to(self._u_row[cu:cu + w // 2], (h // 2, w // 2))
         v = np.broadcast_to(self._v_row[cu:cu + w // 2], (h // 2, w // 2))
+        planes: tuple[np.ndarray, ...]
         if self.format == "i420":
             planes = (np.ascontiguousarray(y), np.ascontiguousarray(u), np.ascontiguousarray(v))
         else:
@@ -73,17 +74,17 @@ class BarsCapture(CaptureSource):
 
 
 @hookimpl
-def register_stages(registry):
+def register_stages(registry: Any) -> None:
     registry.add("capture", "bars", BarsCapture, options_schema=BarsOptions.schema(),
                  description="moving colour bars (example plugin)")
 
 
 @hookimpl
-def config_schema(register):
+def config_schema(register: Any) -> None:
     register("example", ExampleSettings.schema())
 
 
 @hookimpl
-def host_started(host):
+def host_started(host: Any) -> None:
     settings = ExampleSettings.of(host.config["example"])
     logging.getLogger("punktfunk.example").info("example plugin says %s", settings.greeting)
