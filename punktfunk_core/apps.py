@@ -147,7 +147,7 @@ class RunningApp:
     """The app that runs now: its process (None for Desktop and detached apps) and what ran before it."""
 
     app: App
-    proc: subprocess.Popen | None
+    proc: subprocess.Popen[bytes] | None
     #: the prep steps whose ``do`` succeeded, in order (their undo runs in reverse)
     prepared: tuple[PrepStep, ...]
     started: float = field(default_factory=time.monotonic)
@@ -347,7 +347,7 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _end_group(proc: subprocess.Popen, grace: float) -> None:
+def _end_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM the process group led by ``proc``, SIGKILL what is left after ``grace``
     seconds; reaps the leader. Bounded: grace + KILL_WAIT_S."""
     pgid = proc.pid  # start_new_session: the leader's pid is the group id

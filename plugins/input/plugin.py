@@ -10,12 +10,14 @@ disables its own stage.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from punktfunk_core import hookimpl
 from punktfunk_core.inputevents import InputEvent
 from punktfunk_core.media.options import NoOptions
 from punktfunk_core.stages import InputBackend, StreamSpec
+
 from punktfunk_input.options import UInputOptions, XTestOptions, auto_options_schema
 
 log = logging.getLogger("punktfunk.input")

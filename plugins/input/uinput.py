@@ -28,7 +28,8 @@ import select
 import stat
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from punktfunk_core.inputevents import (
     WHEEL_DELTA,
@@ -57,6 +58,7 @@ from punktfunk_core.inputevents import (
     TouchPhase,
 )
 from punktfunk_core.stages import InputBackend, InputBackendGone, ScreenArea, StreamSpec
+
 from punktfunk_input.keymap import VK_KEYS, ModifierTracker
 from punktfunk_input.options import DEVICE, UInputOptions
 
@@ -358,7 +360,8 @@ class UInputBackend(InputBackend):
         pad = self._pads.get(number)
         if pad is not None:
             return pad
-        from evdev import AbsInfo, ecodes as e
+        from evdev import AbsInfo
+        from evdev import ecodes as e
 
         stick = AbsInfo(0, -32768, 32767, 16, 128, 0)
         trigger = AbsInfo(0, 0, 255, 0, 0, 0)

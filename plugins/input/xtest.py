@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from punktfunk_core.inputevents import (
     WHEEL_DELTA,
@@ -38,6 +39,7 @@ from punktfunk_core.inputevents import (
     Text,
 )
 from punktfunk_core.stages import InputBackend, InputBackendGone, ScreenArea, StreamSpec
+
 from punktfunk_input.keymap import VK_KEYS, VK_LSHIFT, ModifierTracker
 from punktfunk_input.options import XTestOptions
 

@@ -147,7 +147,7 @@ class OpusEncoder(AudioEncoder):
         streams, coupled, mapping = _layout_from_header(bytes(ctx.extradata or b""), channels)
         #: the multistream configuration the packets are coded in
         self.layout = OpusLayout(channels, streams, coupled, mapping, kbps, opts.high_quality)
-        self._ctx = ctx
+        self._ctx: av.AudioCodecContext | None = ctx
         self._pts = 0
 
     def encode(self, pcm: np.ndarray) -> list[bytes]:
@@ -159,6 +159,8 @@ class OpusEncoder(AudioEncoder):
         frame.sample_rate = SAMPLE_RATE
         frame.pts = self._pts
         self._pts += self.frame_samples
+        if self._ctx is None:
+            raise RuntimeError("opus: the encoder is closed")
         return [bytes(p) for p in self._ctx.encode(frame)]
 
     def close(self) -> None:

@@ -90,7 +90,7 @@ class PcmRing:
         self.frame_bytes = 2 * channels
         self.capacity = frames
         self._buf = np.zeros((frames, channels), np.int16)
-        self._bytes = memoryview(self._buf).cast("B")
+        self._bytes = self._buf.data.cast("B")
         #: bytes written in all (writer-owned); whole frames = written_bytes // frame_bytes
         self.written_bytes = 0
         #: frames taken or skipped (reader-owned)
@@ -165,14 +165,14 @@ class DesktopAudioSource(AudioSource):
         #: the last reason parec stopped ("" while it runs)
         self.last_error = ""
         self._stop = threading.Event()
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._proc_lock = threading.Lock()  # start/stop of the child only, never on the read path
         self._thread = threading.Thread(target=self._capture, name="desktop-audio", daemon=True)
         self._thread.start()
 
     # -- the capture thread --------------------------------------------------------------
 
-    def _spawn(self) -> subprocess.Popen | None:
+    def _spawn(self) -> subprocess.Popen[bytes] | None:
         with self._proc_lock:
             if self._stop.is_set():
                 return None
@@ -210,7 +210,7 @@ class DesktopAudioSource(AudioSource):
                 return
             retry = min(retry * 2, RETRY_MAX_S)
 
-    def _pump(self, proc: subprocess.Popen) -> int:
+    def _pump(self, proc: subprocess.Popen[bytes]) -> int:
         """Read the pipe into the ring until it ends; returns the bytes read."""
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
@@ -227,7 +227,7 @@ class DesktopAudioSource(AudioSource):
             total += n
             self.last_error = ""
 
-    def _reap(self, proc: subprocess.Popen) -> int | None:
+    def _reap(self, proc: subprocess.Popen[bytes]) -> int | None:
         if proc.stdout:
             proc.stdout.close()
         try:
