@@ -192,6 +192,33 @@ def test_with_auto_encoder_options_must_suit_every_encoder_auto_may_pick(tmp_pat
     assert r.returncode == 0, r.stderr  # an option both candidates take is fine with auto
 
 
+def test_an_input_backend_nothing_registered_is_refused_by_check_and_serve(tmp_path):
+    for r in (check(tmp_path, '[input]\nbackend = "evdev"\n'), serve(tmp_path, '[input]\nbackend = "evdev"\n')):
+        assert r.returncode == 2, (r.stdout, r.stderr)
+        lines = [ln.split(": ", 1)[1] for ln in r.stderr.splitlines() if ln.strip()]
+        assert lines == ["input.backend: 'evdev' is not one of ['auto', 'none', 'uinput', 'xtest']"], lines
+
+
+def test_input_backend_options_are_checked_against_the_named_backend(tmp_path):
+    r = check(tmp_path, '[input]\nbackend = "uinput"\nbackend_options = { device = "", display = ":0" }\n')
+    assert r.returncode == 2
+    lines = [ln.split(": ", 1)[1] for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines == ["input.backend_options.device: '' should be non-empty",
+                     "input.backend_options.display: unknown key (allowed: device, name)"], lines
+    r = check(tmp_path, '[input]\nbackend = "none"\nbackend_options = { display = ":0" }\n')
+    assert r.returncode == 2 and "input.backend_options.display: unknown key (allowed: )" in r.stderr, r.stderr
+    r = check(tmp_path, '[input]\nbackend = "xtest"\nbackend_options = { display = ":1" }\n')
+    assert r.returncode == 0, r.stderr
+
+
+def test_with_auto_input_backend_options_must_suit_every_backend_auto_may_pick(tmp_path):
+    r = check(tmp_path, '[input]\nbackend_options = { name = "pad" }\n')  # backend: auto by default
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "input.backend_options.name: unknown key (allowed: display)" in lines[0], lines
+    assert "for xtest, which the auto input backend may pick" in lines[0], lines
+
+
 def test_a_good_config_with_stage_options_starts_serving(tmp_path):
     r = check(tmp_path, '[stream]\ncapture = "testpattern"\ncapture_options = { speed = 8, pixel_format = "nv12" }\n'
                         'encoder = "x264"\nencoder_options = { preset = "veryfast", params = { scenecut = 0 } }\n')
