@@ -41,8 +41,9 @@ def _sample(i: int) -> Any:
 
 def _full_recorder(directory: Path, n: int) -> Any:
     from punktfunk_stats.recorder import MAX_SAMPLES, Recorder
+    from punktfunk_stats.store import CaptureStore
 
-    rec = Recorder(directory)
+    rec = Recorder(CaptureStore(directory))
     rec.start()
     info = {"kind": "native", "client": "0123abcd", "width": 1920, "height": 1080, "fps": 60,
             "codec": "hevc", "encoder_backend": "nvenc", "gpu": "NVIDIA RTX 4080"}
@@ -56,28 +57,29 @@ def bench_push(n: int) -> dict[str, float]:
     from punktfunk_core.stages import StreamSpec
     from punktfunk_stats import plugin
     from punktfunk_stats.recorder import Recorder
+    from punktfunk_stats.store import CaptureStore
 
     tmp = Path(tempfile.mkdtemp(prefix="pf-bench-stats-"))
     try:
         samples = [_sample(i) for i in range(n)]
-        warm = Recorder(tmp / "w", max_samples=n + 1)
+        warm = Recorder(CaptureStore(tmp / "w"), max_samples=n + 1)
         warm.start()
         for s in samples:
             warm.push_sample(s, 1)
         del warm
-        rec = Recorder(tmp / "a", max_samples=n + 1)
+        rec = Recorder(CaptureStore(tmp / "a"), max_samples=n + 1)
         rec.start()
         t0 = time.perf_counter_ns()
         for s in samples:
             rec.push_sample(s, 1)
         direct = (time.perf_counter_ns() - t0) / n / 1e3
-        idle = Recorder(tmp / "b")
+        idle = Recorder(CaptureStore(tmp / "b"))
         t0 = time.perf_counter_ns()
         for s in samples:
             idle.push_sample(s, 1)
         idle_us = (time.perf_counter_ns() - t0) / n / 1e3
         # through the hook implementation, as the runner calls it
-        hook_rec = Recorder(tmp / "c", max_samples=n + 1)
+        hook_rec = Recorder(CaptureStore(tmp / "c"), max_samples=n + 1)
         hook_rec.start()
         saved = (plugin._state.host, plugin._state.recorder)
         plugin._state.host, plugin._state.recorder = None, hook_rec
@@ -104,7 +106,7 @@ def bench_save_load(reps: int) -> dict[str, float]:
             meta = rec.stop()
             saves.append((time.perf_counter() - t0) * 1e3)
             t0 = time.perf_counter()
-            rec.load(meta["id"])
+            rec.store.load(meta["id"])
             loads.append((time.perf_counter() - t0) * 1e3)
             sizes.append((tmp / f"{meta['id']}.json").stat().st_size)
         return {"save_ms": statistics.median(saves), "load_ms": statistics.median(loads),
@@ -114,7 +116,7 @@ def bench_save_load(reps: int) -> dict[str, float]:
 
 
 def bench_list(counts: list[int], reps: int) -> list[dict[str, float]]:
-    from punktfunk_stats.recorder import INDEX_NAME, Recorder
+    from punktfunk_stats.store import INDEX_NAME, CaptureStore
 
     tmp = Path(tempfile.mkdtemp(prefix="pf-bench-stats-"))
     try:
@@ -132,17 +134,17 @@ def bench_list(counts: list[int], reps: int) -> list[dict[str, float]]:
             colds, restarts, warms = [], [], []
             for _ in range(reps):
                 (tmp / INDEX_NAME).unlink(missing_ok=True)
-                rec = Recorder(tmp)
+                store = CaptureStore(tmp)
                 t0 = time.perf_counter()
-                listed = rec.list()
+                listed = store.list()
                 colds.append((time.perf_counter() - t0) * 1e3)
                 assert len(listed) == n
-                rec = Recorder(tmp)
+                store = CaptureStore(tmp)
                 t0 = time.perf_counter()
-                rec.list()
+                store.list()
                 restarts.append((time.perf_counter() - t0) * 1e3)
                 t0 = time.perf_counter()
-                rec.list()
+                store.list()
                 warms.append((time.perf_counter() - t0) * 1e3)
             out.append({"captures": n, "cold_ms": statistics.median(colds), "index_ms": statistics.median(restarts),
                         "warm_ms": statistics.median(warms)})

@@ -20,6 +20,7 @@ would share an id, or the same name twice, are a config error.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -27,8 +28,11 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+
+from punktfunk_core.settings import REQUIRED, Problem, Settings, SettingsList, setting
 
 log = logging.getLogger("punktfunk.apps")
 
@@ -39,64 +43,53 @@ STEP_TIMEOUT_S = 15.0
 #: how long after SIGKILL a process group may take to disappear before we stop waiting
 KILL_WAIT_S = 2.0
 
-_COMMAND: dict[str, Any] = {"type": "array", "minItems": 1, "maxItems": 256,
-                            "items": {"type": "string", "minLength": 1, "maxLength": 4096}}
-
-#: JSON Schema of the top-level ``apps`` list (registered in config.CORE_SECTIONS)
-SCHEMA: dict[str, Any] = {
-    "type": "array",
-    "description": "Apps clients can launch ([[apps]] tables); Desktop (stream the screen, no command) is built in.",
-    "default": [],
-    "maxItems": 256,
-    "items": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["name"],
-        "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[^\x00-\x1f\x7f]+$",
-                     "description": "shown to clients; the app's id is derived from it"},
-            "cmd": {**_COMMAND, "description": "the command and its arguments (no shell)"},
-            "working_dir": {"type": "string", "minLength": 1, "maxLength": 4096,
-                            "description": "directory the app and its prep steps start in (~ is expanded)"},
-            "env": {"type": "object", "maxProperties": 256,
-                    "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
-                    "additionalProperties": {"type": "string", "maxLength": 65536},
-                    "description": "environment variables added for the app and its prep steps"},
-            "prep": {"type": "array", "maxItems": 64, "description": "steps run before the app (do) and after it (undo, in reverse)",
-                     "items": {"type": "object", "additionalProperties": False, "required": ["do"],
-                               "properties": {"do": _COMMAND, "undo": _COMMAND}}},
-            "detached": {"type": "boolean", "default": False,
-                         "description": "start the command and do not track it (launchers that hand off and exit)"},
-            "exit_timeout": {"type": "number", "minimum": 0, "maximum": 600, "default": 5,
-                             "description": "seconds between SIGTERM and SIGKILL when the app is quit"},
-        },
-        # every app but Desktop needs a command
-        "if": {"properties": {"name": {"not": {"const": DESKTOP_NAME}}}},
-        "then": {"required": ["cmd"]},
-    },
-}
+#: the schema keywords of a command: a program and its arguments, no shell
+_COMMAND: dict[str, Any] = {"minItems": 1, "maxItems": 256, "items": {"minLength": 1, "maxLength": 4096}}
 
 
 class LaunchError(RuntimeError):
     """An app could not be started; the message says why, for the client and the log."""
 
 
-@dataclass(frozen=True, slots=True)
-class PrepStep:
-    do: tuple[str, ...]
-    undo: tuple[str, ...] = ()
+@dataclass(frozen=True, kw_only=True)
+class PrepStep(Settings):
+    """A step run before the app starts (do) and after it ends (undo)."""
+
+    do: tuple[str, ...] = setting(REQUIRED, "command run before the app", **_COMMAND)
+    undo: tuple[str, ...] | None = setting(None, "command run after the app ends (steps in reverse order)",
+                                           **_COMMAND)
 
 
-@dataclass(frozen=True, slots=True)
-class App:
-    id: int
-    name: str
-    cmd: tuple[str, ...] = ()
-    working_dir: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    prep: tuple[PrepStep, ...] = ()
-    detached: bool = False
-    exit_timeout: float = 5.0
+@dataclass(frozen=True, kw_only=True)
+class App(Settings):
+    """An app clients can launch (one ``[[apps]]`` table)."""
+
+    # every app but Desktop needs a command
+    schema_rules = ({"if": {"properties": {"name": {"not": {"const": DESKTOP_NAME}}}}, "then": {"required": ["cmd"]}},)
+
+    name: str = setting(REQUIRED, "shown to clients; the app's id is derived from it",
+                        minLength=1, maxLength=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+    cmd: tuple[str, ...] | None = setting(None, "the command and its arguments (no shell); Desktop has none",
+                                          **_COMMAND)
+    working_dir: str | None = setting(None, "directory the app and its prep steps start in (~ is expanded)",
+                                      minLength=1, maxLength=4096)
+    env: Mapping[str, str] = setting({}, "environment variables added for the app and its prep steps",
+                                     maxProperties=256, propertyNames={"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+                                     additionalProperties={"maxLength": 65536})
+    prep: tuple[PrepStep, ...] = setting((), "steps run before the app (do) and after it (undo, in reverse)",
+                                         maxItems=64)
+    detached: bool = setting(False, "start the command and do not track it (launchers that hand off and exit)")
+    exit_timeout: float = setting(5.0, "seconds between SIGTERM and SIGKILL when the app is quit",
+                                  minimum=0, maximum=600)
+
+    @functools.cached_property
+    def id(self) -> int:
+        return app_id(self.name)
+
+    @property
+    def cwd(self) -> str | None:
+        """The directory it starts in (None: the host's)."""
+        return os.path.expanduser(self.working_dir) if self.working_dir else None
 
     def describe(self) -> dict[str, Any]:
         """What a client or the console is shown."""
@@ -111,9 +104,9 @@ def app_id(name: str) -> int:
     return value if value > DESKTOP_ID else value + 2
 
 
-def problems(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+def problems(entries: Any) -> list[Problem]:
     """What the schema cannot say: the same name twice, two names with one id."""
-    out: list[str] = []
+    out: list[Problem] = []
     seen: dict[int, tuple[int, str]] = {}
     if not isinstance(entries, (list, tuple)):
         return out  # the schema says what is wrong with it
@@ -125,26 +118,23 @@ def problems(entries: Sequence[Mapping[str, Any]]) -> list[str]:
         if ident in seen:
             j, other = seen[ident]
             why = "the same name as" if other == name else f"the same id ({ident}) as {other!r} in"
-            out.append(f"apps.{i}.name: {name!r} has {why} apps.{j}")
+            out.append(Problem((i, "name"), f"{name!r} has {why} apps.{j}"))
         else:
             seen[ident] = (i, name)
     return out
 
 
+#: the top-level ``[[apps]]`` list (a section of config.CORE_SECTIONS)
+APPS = SettingsList(App, "Apps clients can launch ([[apps]] tables); Desktop (stream the screen, no command) is "
+                         "built in.", max_items=256, rule=problems)
+
+
 def load_apps(entries: Sequence[Mapping[str, Any]]) -> list[App]:
-    """The app list from a validated config (``cfg["apps"]``): Desktop first, then the rest
-    in config order. A ``[[apps]]`` entry named Desktop configures the built-in one."""
-    found = problems(entries)
-    if found:
-        raise ValueError("; ".join(found))
-    apps = [App(DESKTOP_ID, DESKTOP_NAME)]
-    for entry in entries:
-        app = App(
-            id=app_id(entry["name"]), name=entry["name"], cmd=tuple(entry.get("cmd", ())),
-            working_dir=os.path.expanduser(entry["working_dir"]) if entry.get("working_dir") else None,
-            env=dict(entry.get("env", {})),
-            prep=tuple(PrepStep(tuple(p["do"]), tuple(p.get("undo", ()))) for p in entry.get("prep", ())),
-            detached=bool(entry.get("detached", False)), exit_timeout=float(entry.get("exit_timeout", 5)))
+    """The app list from ``[[apps]]`` entries (``cfg["apps"]``), checked: Desktop first, then the
+    rest in config order. An entry named Desktop configures the built-in one. ``ValueError``
+    names each problem by key path."""
+    apps = [App(name=DESKTOP_NAME)]
+    for app in APPS.take("apps", entries):
         if app.id == DESKTOP_ID:
             apps[0] = app
         else:
@@ -157,7 +147,7 @@ class RunningApp:
     """The app that runs now: its process (None for Desktop and detached apps) and what ran before it."""
 
     app: App
-    proc: subprocess.Popen | None
+    proc: subprocess.Popen[bytes] | None
     #: the prep steps whose ``do`` succeeded, in order (their undo runs in reverse)
     prepared: tuple[PrepStep, ...]
     started: float = field(default_factory=time.monotonic)
@@ -179,7 +169,7 @@ class AppLauncher:
     def __init__(self, apps: Sequence[App], on_exit: ExitCallback | None = None) -> None:
         self.apps = list(apps)
         if not self.apps or self.apps[0].id != DESKTOP_ID:
-            self.apps.insert(0, App(DESKTOP_ID, DESKTOP_NAME))
+            self.apps.insert(0, App(name=DESKTOP_NAME))
         #: called on the watcher thread as ``on_exit(running, returncode)`` after an app
         #: that exited by itself was cleaned up (group ended, undo done)
         self.on_exit = on_exit
@@ -188,7 +178,7 @@ class AppLauncher:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], on_exit: ExitCallback | None = None) -> AppLauncher:
-        return cls(load_apps(cfg.get("apps", [])), on_exit)
+        return cls(load_apps(cfg["apps"]), on_exit)
 
     def find(self, key: int | str) -> App:
         """The app with this id (int) or name (str); LookupError when there is none."""
@@ -261,7 +251,7 @@ class AppLauncher:
         return {**os.environ, **app.env, "PUNKTFUNK_APP_ID": str(app.id), "PUNKTFUNK_APP_NAME": app.name, **extra}
 
     def _start(self, app: App, extra: dict[str, str]) -> RunningApp:
-        cwd = app.working_dir
+        cwd = app.cwd
         if cwd is not None and not os.path.isdir(cwd):
             log.error("app %r: working_dir %s is not a directory", app.name, cwd)
             raise LaunchError(f"app {app.name!r}: working_dir {cwd} is not a directory")
@@ -317,7 +307,7 @@ class AppLauncher:
         if running.proc is not None:
             _end_group(running.proc, app.exit_timeout)
             log.info("app %r ended", app.name)
-        self._undo(app, list(running.prepared), self._environment(app, {}), app.working_dir)
+        self._undo(app, list(running.prepared), self._environment(app, {}), app.cwd)
 
     def _undo(self, app: App, done: Sequence[PrepStep], env: dict[str, str], cwd: str | None) -> None:
         for step in reversed(done):
@@ -357,7 +347,7 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _end_group(proc: subprocess.Popen, grace: float) -> None:
+def _end_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM the process group led by ``proc``, SIGKILL what is left after ``grace``
     seconds; reaps the leader. Bounded: grace + KILL_WAIT_S."""
     pgid = proc.pid  # start_new_session: the leader's pid is the group id

@@ -141,7 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _nothing_started(cfg: dict[str, Any], pm: PluginManager, host: Any, console: Any, console_error: str) -> str:
     """When the host was asked for protocols or a console and none of them
     started: one line with each reason (and so what to fix); else ""."""
-    asked = [n for n in pm.protocols.names() if cfg.get(n, {}).get("enabled", False)]
+    asked = [n for n in pm.protocols.names() if configmod.protocol_enabled(cfg, n)]
     if host.planes or console is not None or not (asked or cfg["console"]["enabled"]):
         return ""  # something serves, or only IPC was asked for (--no-console, no protocol)
     reasons = [f"protocol {n}: {host.protocol_errors.get(n, 'did not start')}" for n in asked]

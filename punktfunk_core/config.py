@@ -5,6 +5,16 @@ are reported one line each, naming the key path::
 
     native.fec_percent: 400 is greater than the maximum of 100
 
+Sections are :class:`punktfunk_core.settings.Settings` classes (the core's
+below, plugins' through the ``config_schema`` hook); the ``[[apps]]`` list is a
+:class:`punktfunk_core.settings.SettingsList` of :class:`punktfunk_core.apps.App`
+whose check finds two apps with one name. With a plugin manager,
+a setting declared with ``stage=`` must name a registered stage, and one
+declared with ``options_of=`` is checked against the options schema that
+stage registered (``stream.encoder_options`` against x264's, say)::
+
+    stream.encoder: 'nvencx' is not one of ['auto', 'av1', 'hevc', 'nvenc', 'x264']
+
 Before the schema sees a value, the whole tree is checked by the same walk
 that bounds JSON (:func:`punktfunk_core.boundedjson.problems`): ``nan`` and
 ``inf`` (which TOML allows and JSON Schema's ``number`` accepts) and tables or
@@ -16,89 +26,119 @@ from __future__ import annotations
 import copy
 import re
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any, Literal
 
 from punktfunk_core import apps, boundedjson
 from punktfunk_core.paths import FileRefused, read_file_or_pipe
+from punktfunk_core.settings import (
+    NOTE_KEY,
+    OPTIONS_OF_KEY,
+    STAGE_KEY,
+    Problem,
+    Settings,
+    SettingsList,
+    apply_defaults,
+    problems,
+    setting,
+)
+from punktfunk_core.stages import CODECS
 
 if TYPE_CHECKING:
     from punktfunk_core.plugins import PluginManager
+    from punktfunk_core.registry import StageRegistry
 
-CORE_SECTIONS: dict[str, dict[str, Any]] = {
-    "host": {
-        "type": "object",
-        "description": "The host process.",
-        "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string", "default": "", "description": "Name shown to clients; empty = the machine's hostname."},
-            "log_level": {"enum": ["debug", "info", "warning", "error"], "default": "info"},
-            "max_sessions": {"type": "integer", "minimum": 1, "maximum": 64, "default": 4},
-        },
-    },
-    "stream": {
-        "type": "object",
-        "description": "What sessions stream unless the client negotiates otherwise.",
-        "additionalProperties": False,
-        "properties": {
-            "capture": {"type": "string", "default": "testpattern", "description": "capture stage name (punktfunk plugins lists them)"},
-            "capture_options": {"type": "object", "default": {}, "description": "options passed to the capture stage"},
-            "encoder": {"type": "string", "default": "auto", "description": "encoder stage name, or auto (nvenc when an NVIDIA GPU is usable, else the codec's CPU encoder)"},
-            "encoder_options": {"type": "object", "default": {}, "description": "options passed to the encoder (e.g. preset)"},
-            "width": {"type": "integer", "minimum": 16, "maximum": 8192, "multipleOf": 2, "default": 1280},
-            "height": {"type": "integer", "minimum": 16, "maximum": 8192, "multipleOf": 2, "default": 720},
-            "fps": {"type": "integer", "minimum": 1, "maximum": 480, "default": 60},
-            "codec": {"enum": ["h264", "hevc", "av1"], "default": "h264"},
-            "bitrate_kbps": {"type": "integer", "minimum": 100, "maximum": 1_000_000, "default": 10_000},
-            "keyframe_interval": {"type": "integer", "minimum": 0, "default": 0, "description": "frames between forced keyframes; 0 = on request only"},
-        },
-    },
-    "input": {
-        "type": "object",
-        "description": "Client input: the backend that injects it and what each session may inject (docs/input.md).",
-        "additionalProperties": False,
-        "properties": {
-            "backend": {"type": "string", "default": "auto", "minLength": 1,
-                        "description": "input stage name: auto (xtest when DISPLAY is set, uinput when /dev/uinput "
-                                       "is writable, else none), xtest, uinput, none, or a plugin's"},
-            "backend_options": {"type": "object", "default": {}, "description": "options passed to the input stage"},
-            "keyboard": {"type": "boolean", "default": True, "description": "inject keys and text"},
-            "mouse": {"type": "boolean", "default": True, "description": "inject pointer motion, buttons and scrolling"},
-            "gamepad": {"type": "boolean", "default": True, "description": "create and drive virtual controllers"},
-            "touch": {"type": "boolean", "default": True, "description": "inject touch and pen input"},
-            "max_events_per_s": {"type": "integer", "minimum": 10, "maximum": 1_000_000, "default": 5000,
-                                 "description": "sustained events a session may inject per second; more are "
-                                                "dropped and counted (moves merged into the previous one are free)"},
-            "burst": {"type": "integer", "minimum": 1, "maximum": 1_000_000, "default": 1000,
-                      "description": "events a session may inject at once above the sustained rate"},
-            "queue": {"type": "integer", "minimum": 8, "maximum": 65536, "default": 256,
-                      "description": "events waiting for injection per session; beyond it moves are dropped first"},
-        },
-    },
-    "console": {
-        "type": "object",
-        "description": "The web console (gunicorn + Flask).",
-        "additionalProperties": False,
-        "properties": {
-            "enabled": {"type": "boolean", "default": True},
-            "bind": {"type": "string", "default": "127.0.0.1"},
-            "port": {"type": "integer", "minimum": 0, "maximum": 65535, "default": 47990},
-            "workers": {"type": "integer", "minimum": 1, "maximum": 64, "default": 2},
-            "allow_remote_admin": {"type": "boolean", "default": False, "description": "accept the admin token from non-loopback addresses"},
-            "allowed_hosts": {"type": "array", "default": [], "maxItems": 64,
-                              "items": {"type": "string", "pattern": r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[?[0-9A-Fa-f:.]+\]?)$"},
-                              "description": "names the console answers to besides localhost, loopback addresses and "
-                                             "its bind address (requests naming any other Host are refused: DNS rebinding)"},
-        },
-    },
-    # the [[apps]] list, shared by every protocol (its schema and checks live in apps.py)
-    "apps": apps.SCHEMA,
-}
+#: the ``stream.encoder`` value that lets the host choose (see ``host.auto_encoders``)
+AUTO_ENCODER = "auto"
 
-#: checks the schema cannot express, run on a document the schema accepted: (data) -> problem lines
-CORE_CHECKS = [lambda data: apps.problems(data.get("apps", []))]
+
+@dataclass(frozen=True, kw_only=True)
+class HostSettings(Settings):
+    """The host process."""
+
+    name: str = setting("", "Name shown to clients; empty = the machine's hostname.")
+    log_level: Literal["debug", "info", "warning", "error"] = setting("info")
+    max_sessions: int = setting(4, minimum=1, maximum=64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamSettings(Settings):
+    """What sessions stream unless the client negotiates otherwise."""
+
+    capture: str = setting("testpattern", "capture stage name (punktfunk plugins lists them)", stage="capture")
+    capture_options: Mapping[str, Any] = setting({}, "options passed to the capture stage", options_of="capture")
+    encoder: str = setting("auto", "encoder stage name, or auto (nvenc when an NVIDIA GPU is usable, else the "
+                                   "codec's CPU encoder)", stage="encoder")
+    encoder_options: Mapping[str, Any] = setting({}, "options passed to the encoder (e.g. preset)",
+                                                 options_of="encoder")
+    width: int = setting(1280, minimum=16, maximum=8192, multipleOf=2)
+    height: int = setting(720, minimum=16, maximum=8192, multipleOf=2)
+    fps: int = setting(60, minimum=1, maximum=480)
+    codec: Literal["h264", "hevc", "av1"] = setting("h264")
+    bitrate_kbps: int = setting(10_000, minimum=100, maximum=1_000_000)
+    keyframe_interval: int = setting(0, "frames between forced keyframes; 0 = on request only", minimum=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputSettings(Settings):
+    """Client input: the backend that injects it and what each session may inject (docs/input.md)."""
+
+    backend: str = setting("auto", "input stage name: auto (xtest when DISPLAY is set, uinput when /dev/uinput "
+                                   "is writable, else none), xtest, uinput, none, or a plugin's",
+                           minLength=1, stage="input")
+    backend_options: Mapping[str, Any] = setting({}, "options passed to the input stage", options_of="backend")
+    keyboard: bool = setting(True, "inject keys and text")
+    mouse: bool = setting(True, "inject pointer motion, buttons and scrolling")
+    gamepad: bool = setting(True, "create and drive virtual controllers")
+    touch: bool = setting(True, "inject touch and pen input")
+    max_events_per_s: int = setting(5000, "sustained events a session may inject per second; more are dropped "
+                                          "and counted (moves merged into the previous one are free)",
+                                    minimum=10, maximum=1_000_000)
+    burst: int = setting(1000, "events a session may inject at once above the sustained rate",
+                         minimum=1, maximum=1_000_000)
+    queue: int = setting(256, "events waiting for injection per session; beyond it moves are dropped first",
+                         minimum=8, maximum=65536)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsoleSettings(Settings):
+    """The web console (gunicorn + Flask)."""
+
+    enabled: bool = setting(True)
+    bind: str = setting("127.0.0.1")
+    port: int = setting(47990, minimum=0, maximum=65535)
+    workers: int = setting(2, minimum=1, maximum=64)
+    allow_remote_admin: bool = setting(False, "accept the admin token from non-loopback addresses")
+    allowed_hosts: tuple[str, ...] = setting(
+        (), "names the console answers to besides localhost, loopback addresses and its bind address "
+            "(requests naming any other Host are refused: DNS rebinding)",
+        maxItems=64, items={"pattern": r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[?[0-9A-Fa-f:.]+\]?)$"})
+
+
+#: the sections the core owns, by TOML table name: tables, and the ``[[apps]]`` list every protocol
+#: shares (its entries and the check of their names live in apps.py)
+CORE_SECTIONS: dict[str, type[Settings] | SettingsList[Any]] = {
+    "host": HostSettings, "stream": StreamSettings, "input": InputSettings, "console": ConsoleSettings,
+    "apps": apps.APPS}
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    """The core's sections of a loaded config, typed."""
+
+    host: HostSettings
+    stream: StreamSettings
+    input: InputSettings
+    console: ConsoleSettings
+    apps: tuple[apps.App, ...]
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> CoreSettings:
+        return cls(HostSettings.of(config["host"]), StreamSettings.of(config["stream"]),
+                   InputSettings.of(config["input"]), ConsoleSettings.of(config["console"]),
+                   apps.APPS.of(config["apps"]))
 
 
 #: no setting nests this deep; deeper values are refused before anything recurses into them
@@ -119,13 +159,20 @@ class ConfigError(Exception):
 
 
 def build_schema(pm: PluginManager | None = None) -> dict[str, Any]:
-    """The whole JSON Schema: core sections plus every plugin's section."""
-    props = copy.deepcopy(CORE_SECTIONS)
+    """The whole JSON Schema: core sections plus every plugin's section.
+
+    With a plugin manager, a setting that names a stage (``stream.encoder``)
+    lists the registered names, and a stage's options (``stream.encoder_options``)
+    are checked against the options schema that stage registered.
+    """
+    props: dict[str, Any] = {name: cls.schema() for name, cls in CORE_SECTIONS.items()}
     if pm is not None:
         for section, (schema, plugin) in pm.collect_named("config_schema").items():
             if section in props:
                 raise ValueError(f"plugin {plugin!r} registers config section {section!r}, which the core owns")
             props[section] = copy.deepcopy(schema)
+        for section, schema in props.items():
+            _add_stage_rules(section, schema, pm.stages)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "punktfunk host configuration",
@@ -135,35 +182,92 @@ def build_schema(pm: PluginManager | None = None) -> dict[str, Any]:
     }
 
 
-def apply_defaults(schema: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """Return ``data`` with every missing property that has a default filled in."""
-    out = dict(data)
-    for key, sub in schema.get("properties", {}).items():
-        if key not in out:
-            if "default" in sub:
-                out[key] = copy.deepcopy(sub["default"])
-            elif sub.get("type") == "object" and "properties" in sub:
-                out[key] = {}
-        if isinstance(out.get(key), dict) and "properties" in sub:
-            out[key] = apply_defaults(sub, out[key])
-    return out
+def _add_stage_rules(section: str, schema: dict[str, Any], stages: StageRegistry) -> None:
+    """Stage names become an ``enum`` of the registered ones; the options of the
+    stage a section names are checked by an ``if``/``then`` rule per stage."""
+    props = schema.get("properties", {}) if isinstance(schema, dict) else {}
+    for prop in props.values():
+        kind = prop.get(STAGE_KEY) if isinstance(prop, dict) else None
+        if kind:
+            prop["enum"] = ([AUTO_ENCODER] if kind == "encoder" else []) + stages.names(kind)
+    rules: list[dict[str, Any]] = []
+    for key, prop in props.items():
+        name_key = prop.get(OPTIONS_OF_KEY) if isinstance(prop, dict) else None
+        if not isinstance(name_key, str) or not props.get(name_key, {}).get(STAGE_KEY):
+            continue
+        kind = props[name_key][STAGE_KEY]
+        for entry in stages.entries():
+            if entry.kind == kind and entry.options_schema is not None:
+                rules.append({"if": {"properties": {name_key: {"const": entry.name}}, "required": [name_key]},
+                              "then": {"properties": {key: copy.deepcopy(entry.options_schema)}}})
+        if kind == "encoder":
+            rules += _auto_encoder_rules(section, props, name_key, key, stages)
+    if rules:
+        schema.setdefault("allOf", []).extend(rules)
+
+
+def _auto_encoder_rules(section: str, props: dict[str, Any], name_key: str, options_key: str,
+                        stages: StageRegistry) -> list[dict[str, Any]]:
+    """With ``encoder = "auto"`` the options must suit every encoder auto may pick for the codec
+    (else a config that works on one machine fails on the next); each problem says for which."""
+    from punktfunk_core.host import auto_encoders  # the host owns what "auto" means
+
+    codecs = props.get("codec", {}).get("enum", list(CODECS))
+    rules = []
+    for codec in codecs:
+        branches = []
+        for name in auto_encoders(codec):
+            if (("encoder", name) in stages and (schema := stages.get("encoder", name).options_schema) is not None):
+                note = (f"for {name}, which {section}.{name_key} = \"auto\" may pick for {codec}; "
+                        f"name the encoder to give only its options")
+                branches.append({**copy.deepcopy(schema), NOTE_KEY: note})
+        if branches:
+            rules.append({"if": {"properties": {name_key: {"const": AUTO_ENCODER}, "codec": {"const": codec}},
+                                 "required": [name_key, "codec"]},
+                          "then": {"properties": {options_key: {"allOf": branches}}}})
+    return rules
 
 
 def _problem_lines(schema: dict[str, Any], data: Any) -> list[str]:
-    validator = jsonschema.Draft202012Validator(schema)
-    lines: list[str] = []
-    for err in sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message)):
-        path = ".".join(str(p) for p in err.absolute_path)
-        if err.validator == "additionalProperties":
-            allowed = sorted(err.schema.get("properties", {}))
-            extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
-            for key in extra:
-                where = f"{path}.{key}" if path else key
-                what = "section" if not path else "key"
-                lines.append(f"{where}: unknown {what} (allowed: {', '.join(allowed)})")
-            continue
-        lines.append(f"{path or '(top level)'}: {err.message}")
-    return lines
+    # a value of the wrong type breaks a stage's options rule too: say it once
+    return list(dict.fromkeys(_line(p) for p in problems(schema, data)))
+
+
+def _line(p: Problem) -> str:
+    where = ".".join(map(str, p.path)) or "(top level)"
+    if p.unknown:
+        what = "section" if len(p.path) == 1 else "key"
+        message = f"unknown {what} (allowed: {', '.join(p.allowed or ())})"
+    else:
+        message = p.message
+    return f"{where}: {message}" + (f" ({p.note})" if p.note else "")
+
+
+def protocol_enabled(config: Mapping[str, Any], protocol: str) -> bool:
+    """A protocol runs only when its section says ``enabled = true``; a plugin
+    without a section, or a section without that key, stays off."""
+    section = config.get(protocol)
+    return isinstance(section, Mapping) and section.get("enabled") is True
+
+
+def changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, list[str]]:
+    """What differs between two loaded configs: section → the keys whose values differ.
+
+    A reload applies exactly these (and can tell which of them need a restart).
+    """
+    out: dict[str, list[str]] = {}
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section, {}), new.get(section, {})
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            keys = sorted(k for k in set(a) | set(b) if a.get(k, _ABSENT) != b.get(k, _ABSENT))
+        else:
+            keys = [] if a == b else ["(whole section)"]
+        if keys:
+            out[section] = keys
+    return out
+
+
+_ABSENT = object()
 
 
 def _key_path(path: list[Any], limit: int = MAX_DEPTH + 1) -> str:
@@ -181,10 +285,14 @@ def validate(schema: dict[str, Any], data: dict[str, Any], source: str = "config
     tree = _tree_problem_lines(data)
     if tree:  # the schema walk and the defaults recurse: not into a tree like this
         raise ConfigError(source, tree)
-    problems = _problem_lines(schema, data) + [line for check in CORE_CHECKS for line in check(data)]
-    if problems:
-        raise ConfigError(source, problems)
-    return apply_defaults(schema, data)
+    filled = apply_defaults(schema, data)  # checked with its defaults: a stage's options follow its default name too
+    lines = _problem_lines(schema, filled)
+    # what the schema cannot say (two apps with one name), told beside what it can
+    lines += [_line(Problem((name, *p.path), p.message, p.allowed, p.note))
+              for name, section in CORE_SECTIONS.items() for p in section.check(filled.get(name))]
+    if lines:
+        raise ConfigError(source, lines)
+    return filled
 
 
 def load(path: str | Path | None, pm: PluginManager | None = None) -> dict[str, Any]:
@@ -213,7 +321,7 @@ def load(path: str | Path | None, pm: PluginManager | None = None) -> dict[str, 
     return validate(schema, data, str(path))
 
 
-_TOML_KEY = re.compile(r"""\s*((?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*'))*)\s*=""")
+_TOML_KEY = re.compile(r"""\s*((?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*'))*)\s*=""")  # noqa: E501
 _TOML_TABLE = re.compile(r"\s*\[\[?\s*([^\]]*?)\s*\]\]?\s*(?:#.*)?$")
 
 

@@ -36,8 +36,10 @@ def register_stages(registry: StageRegistry) -> None:
     """Add stage factories to the registry.
 
     Called once per process, right after plugins are loaded (in the host, in
-    the CLI and in the console). Call ``registry.add(kind, name, factory)`` for
-    each stage the plugin provides; ``kind`` is one of ``"capture"``,
+    the CLI and in the console). Call ``registry.add(kind, name, factory,
+    options_schema=...)`` for each stage the plugin provides (the JSON Schema of
+    its options, e.g. ``MyOptions.schema()`` of a
+    :class:`punktfunk_core.settings.Settings` class); ``kind`` is one of ``"capture"``,
     ``"encoder"``, ``"packetizer"``, ``"sender"``, ``"audio_source"``,
     ``"audio_encoder"``, ``"input"`` (docs/input.md). A (kind, name) pair
     that another plugin already registered raises :class:`punktfunk_core.registry.DuplicateStageError`
@@ -64,7 +66,8 @@ def config_schema(register: Callable[[str, dict[str, Any]], None]) -> None:
     Called once whenever the config is loaded or the schema printed. Call
     ``register(section, schema)`` with the top-level TOML table name and a
     JSON-Schema object (``"type": "object"``, every property with a
-    ``"default"``). Unknown keys in the section are reported as errors when the
+    ``"default"``), e.g. ``MySettings.schema()`` of a
+    :class:`punktfunk_core.settings.Settings` class. Unknown keys in the section are reported as errors when the
     schema says ``"additionalProperties": false``. Returns nothing.
     """
 

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from punktfunk_core import __version__
+from punktfunk_core.config import CoreSettings, protocol_enabled
 from punktfunk_core.counters import Counters
 from punktfunk_core.gate import MeasurementGate
 from punktfunk_core.ipc import IpcError, IpcServer
@@ -34,6 +35,12 @@ SESSION_STOP_WAIT_S = 3.0
 CPU_ENCODER_FOR_CODEC = {"h264": "x264", "hevc": "hevc", "av1": "av1"}
 
 
+def auto_encoders(codec: str) -> tuple[str, ...]:
+    """The encoders ``stream.encoder = "auto"`` may choose for ``codec``, first choice first
+    (the config check holds ``encoder_options`` to every one of them)."""
+    return ("nvenc", CPU_ENCODER_FOR_CODEC[codec])
+
+
 class HostBusy(IpcError):
     def __init__(self, message: str) -> None:
         super().__init__(409, message)
@@ -43,6 +50,8 @@ class Host:
     def __init__(self, config: dict[str, Any], pm: PluginManager, paths: Paths | None = None,
                  gate: MeasurementGate | None = None) -> None:
         self.config = config
+        #: the core's sections, typed (plugins read their own sections from ``config``)
+        self.settings = CoreSettings.of(config)
         self.pm = pm
         self.paths = paths or Paths.from_env()
         self.gate = gate or MeasurementGate()
@@ -56,7 +65,7 @@ class Host:
         self.protocol_errors: dict[str, str] = {}
         self.ipc: IpcServer | None = None
         self.started_ns = time.monotonic_ns()
-        self.hostname = config.get("host", {}).get("name") or socket.gethostname()
+        self.hostname = self.settings.host.name or socket.gethostname()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
 
@@ -70,8 +79,7 @@ class Host:
             handlers[name] = fn
         self.ipc = IpcServer(self.paths.ipc_endpoint, handlers)
         for name in self.pm.protocols.names():
-            section = self.config.get(name, {})
-            if not section.get("enabled", False):
+            if not protocol_enabled(self.config, name):
                 log.info("protocol %s is disabled (set %s.enabled = true to turn it on)", name, name)
                 continue
             try:
@@ -120,14 +128,15 @@ class Host:
 
     # -- stage selection ---------------------------------------------------------------
     def stream_spec(self, **overrides: Any) -> StreamSpec:
-        s = self.config.get("stream", {})
-        kw = {k: s[k] for k in ("width", "height", "fps", "codec", "bitrate_kbps", "keyframe_interval") if k in s}
+        s = self.settings.stream
+        kw: dict[str, Any] = {"width": s.width, "height": s.height, "fps": s.fps, "codec": s.codec,
+                              "bitrate_kbps": s.bitrate_kbps, "keyframe_interval": s.keyframe_interval}
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return StreamSpec(**kw)
 
     def encoder_name(self, spec: StreamSpec) -> str:
         """Resolve ``stream.encoder``; ``auto`` picks nvenc when usable, else the CPU encoder."""
-        name = self.config.get("stream", {}).get("encoder", "auto")
+        name = self.settings.stream.encoder
         if name != "auto":
             return name
         if ("encoder", "nvenc") in self.pm.stages:
@@ -142,16 +151,16 @@ class Host:
         return CPU_ENCODER_FOR_CODEC[spec.codec]
 
     def create_capture(self, spec: StreamSpec, name: str | None = None, options: dict | None = None) -> CaptureSource:
-        s = self.config.get("stream", {})
-        stage = self.pm.stages.create("capture", name or s.get("capture", "testpattern"), spec,
-                                      options if options is not None else s.get("capture_options", {}))
+        s = self.settings.stream
+        stage = self.pm.stages.create("capture", name or s.capture, spec,
+                                      options if options is not None else s.capture_options)
         assert isinstance(stage, CaptureSource)
         return stage
 
     def create_encoder(self, spec: StreamSpec, name: str | None = None, options: dict | None = None) -> Encoder:
-        s = self.config.get("stream", {})
+        s = self.settings.stream
         stage = self.pm.stages.create("encoder", name or self.encoder_name(spec), spec,
-                                      options if options is not None else s.get("encoder_options", {}))
+                                      options if options is not None else s.encoder_options)
         assert isinstance(stage, Encoder)
         return stage
 
@@ -174,7 +183,7 @@ class Host:
         owned: list[Any] = [packetizer, sender, capture, encoder]
         try:
             with self._lock:
-                limit = self.config.get("host", {}).get("max_sessions", 4)
+                limit = self.settings.host.max_sessions
                 if len(self.sessions) >= limit:
                     raise HostBusy(f"the host already runs {len(self.sessions)} sessions (host.max_sessions = {limit})")
             session = Session(kind, client, spec)
@@ -226,7 +235,8 @@ class Host:
         seconds = float(args.get("seconds", 0) or 0)
         made: list[Any] = []
         try:
-            made.append(self.pm.stages.create("packetizer", "chunk", spec, {"payload_size": int(args.get("payload_size", 1200))}))
+            chunk = {"payload_size": args["payload_size"]} if "payload_size" in args else {}
+            made.append(self.pm.stages.create("packetizer", "chunk", spec, chunk))
             made.append(self.pm.stages.create("sender", "udp", spec, {"host": "127.0.0.1", "port": port}))
             made.append(self.create_encoder(spec, args.get("encoder"), args.get("encoder_options")))
             made.append(self.create_capture(dataclasses.replace(spec, pixel_format=made[-1].input_format),

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag, StrEnum
-from typing import ClassVar, Union
+from typing import ClassVar
 
 #: one wheel notch in scroll units (Windows' WHEEL_DELTA)
 WHEEL_DELTA = 120
@@ -454,14 +454,14 @@ class Pen:
             _int_in("tilt", self.tilt, 0, 90)
 
 
-InputEvent = Union[
-    Key, Text, PointerMove, PointerPosition, Button, Scroll,
-    ControllerArrival, ControllerState, ControllerRemoval, ControllerMotion, ControllerBattery, ControllerTouch,
-    Touch, Pen,
-]
+InputEvent = (
+    Key | Text | PointerMove | PointerPosition | Button | Scroll
+    | ControllerArrival | ControllerState | ControllerRemoval | ControllerMotion | ControllerBattery | ControllerTouch
+    | Touch | Pen
+)
 
 #: every input event type (for plugin authors and tests)
-INPUT_EVENT_TYPES: tuple[type, ...] = InputEvent.__args__  # type: ignore[attr-defined]
+INPUT_EVENT_TYPES: tuple[type, ...] = InputEvent.__args__
 
 
 # ---- feedback: host → client ------------------------------------------------------------------
@@ -525,4 +525,4 @@ class ControllerLed:
             _int_in(name, getattr(self, name), 0, 255)
 
 
-FeedbackEvent = Union[Rumble, TriggerRumble, MotionEventRate, ControllerLed]
+FeedbackEvent = Rumble | TriggerRumble | MotionEventRate | ControllerLed

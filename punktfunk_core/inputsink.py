@@ -34,8 +34,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from punktfunk_core.inputevents import (
     Button,
@@ -59,6 +60,7 @@ from punktfunk_core.inputevents import (
 from punktfunk_core.stages import InputBackend, InputBackendGone, ScreenArea, StreamSpec
 
 if TYPE_CHECKING:  # pragma: no cover
+    from punktfunk_core.config import InputSettings
     from punktfunk_core.registry import StageRegistry
 
 log = logging.getLogger("punktfunk.input")
@@ -411,13 +413,13 @@ def _no_feedback(event: FeedbackEvent) -> None:
     log.debug("input feedback with no one to take it: %r", event)
 
 
-def open_input_sink(registry: StageRegistry, settings: Mapping[str, Any], spec: StreamSpec,
+def open_input_sink(registry: StageRegistry, settings: InputSettings, spec: StreamSpec,
                     screen: ScreenArea | None = None,
                     feedback: Callable[[FeedbackEvent], None] | None = None,
                     name: str = "input") -> InputSink:
     """The input sink of one session, as the ``[input]`` section says.
 
-    ``settings`` is the validated ``[input]`` section; ``screen`` the capture
+    ``settings`` is the ``[input]`` section (``host.settings.input``); ``screen`` the capture
     stage's :attr:`~punktfunk_core.stages.CaptureSource.screen_area`;
     ``feedback`` takes rumble and other host → client events (on the
     backend's thread; it must not block). A backend that cannot start is
@@ -425,20 +427,22 @@ def open_input_sink(registry: StageRegistry, settings: Mapping[str, Any], spec: 
     """
     backend: InputBackend | None = None
     try:
-        stage = registry.create("input", settings["backend"], spec, settings["backend_options"])
+        stage = registry.create("input", settings.backend, spec, dict(settings.backend_options))
         if not isinstance(stage, InputBackend):
-            raise TypeError(f"input stage {settings['backend']!r} made a {type(stage).__name__}, not an InputBackend")
+            raise TypeError(f"input stage {settings.backend!r} made a {type(stage).__name__}, not an InputBackend")
         backend = stage
         backend.open((spec.width, spec.height), screen, feedback or _no_feedback)
     except Exception as exc:  # noqa: BLE001 - no input is better than no stream
         log.warning("%s: input backend %r cannot start (%s); the stream runs without input", name,
-                    settings["backend"], exc)
+                    settings.backend, exc)
         if backend is not None:
             try:
                 backend.close()
             except Exception:  # noqa: BLE001
                 pass
         backend = None
-    enabled = [c for c in InputClass if settings[c.value]]
-    return InputSink(backend, enabled=enabled, max_events_per_s=settings["max_events_per_s"],
-                     burst=settings["burst"], queue_size=settings["queue"], name=name)
+    allowed = {InputClass.KEYBOARD: settings.keyboard, InputClass.MOUSE: settings.mouse,
+               InputClass.GAMEPAD: settings.gamepad, InputClass.TOUCH: settings.touch}
+    return InputSink(backend, enabled=[c for c, on in allowed.items() if on],
+                     max_events_per_s=settings.max_events_per_s, burst=settings.burst, queue_size=settings.queue,
+                     name=name)

@@ -10,11 +10,13 @@ device or oversized file in their place is refused at once, never waited on.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import select
 import stat
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,10 +70,12 @@ def _read(path: str | os.PathLike[str], max_bytes: int, pipe_wait_s: float) -> b
             raise FileRefused(f"{os.fspath(path)} is larger than {max_bytes} bytes")
         poller = select.poll()
         poller.register(fd, select.POLLIN)
-        chunks, total = [], 0
+        chunks: list[bytes] = []
+        total = 0
         while True:  # a regular file may have grown since fstat: read to its end, never past the bound
             if is_pipe and not poller.poll(int(pipe_wait_s * 1000)):
-                raise FileRefused(f"{os.fspath(path)} gave no data within {pipe_wait_s:.0f} s (a FIFO nobody writes to?)")
+                raise FileRefused(f"{os.fspath(path)} gave no data within {pipe_wait_s:.0f} s "
+                                  "(a FIFO nobody writes to?)")
             try:
                 chunk = os.read(fd, max(st.st_size - total, 0) + 65536)
             except BlockingIOError:  # a pipe with a writer but no data yet
@@ -116,20 +120,29 @@ def ensure_private_dir(path: Path) -> Path:
 MAX_SECRET_BYTES = 64 * 1024
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync dir."""
+def atomic_write(path: Path, data: bytes | Iterable[bytes], mode: int = 0o600, *, replace: bool = True) -> None:
+    """Write ``data`` (bytes, or pieces of it) to ``path`` atomically: a temp file in
+    the same dir, fsync, rename, fsync dir; readers see the old file or the whole new one.
+
+    ``replace=False``: never replace an existing file; ``FileExistsError`` when
+    ``path`` exists (the temp file is linked into place, which fails instead).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+        for piece in (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data:
+            view = memoryview(piece)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
         os.fsync(fd)
         os.close(fd)
         fd = -1
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
     except BaseException:
         if fd >= 0:
             os.close(fd)
@@ -143,6 +156,21 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """Move ``tmp`` to ``path`` unless ``path`` exists (``FileExistsError``)."""
+    try:
+        os.link(tmp, path)  # fails, instead of replacing, when path exists
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        # no hard links on this filesystem: rename after an existence check
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "file exists", str(path)) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def read_or_create_secret(path: Path, nbytes: int = 32) -> str:

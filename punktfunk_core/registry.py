@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
+from punktfunk_core.settings import check_options, check_schema
 from punktfunk_core.stages import STAGE_KINDS, Stage, StreamSpec
 
 
@@ -25,6 +27,8 @@ class StageEntry:
     #: optional probe: returns "" when usable here, else the reason it is not
     available: Callable[..., str] | None = None  # () or (codec) -> "" when usable, else why not
     description: str = ""
+    #: JSON Schema of the options dict the factory takes; None: the stage checks them itself
+    options_schema: dict[str, Any] | None = None
 
 
 class StageRegistry:
@@ -41,10 +45,19 @@ class StageRegistry:
         *,
         available: Callable[..., str] | None = None,
         description: str = "",
+        options_schema: dict[str, Any] | None = None,
     ) -> None:
-        """Register ``factory(spec, options) -> Stage`` as stage (kind, name)."""
+        """Register ``factory(spec, options) -> Stage`` as stage (kind, name).
+
+        ``options_schema`` (a JSON Schema object, e.g. ``MyOptions.schema()`` of a
+        :class:`punktfunk_core.settings.Settings` class) is what the factory's
+        options are checked against before it is called, with defaults filled in;
+        ``punktfunk config check`` checks ``stream.capture_options`` and
+        ``stream.encoder_options`` against it too.
+        """
         if kind not in STAGE_KINDS:
-            raise ValueError(f"plugin {self.current_plugin!r}: unknown stage kind {kind!r} (one of {', '.join(STAGE_KINDS)})")
+            raise ValueError(f"plugin {self.current_plugin!r}: unknown stage kind {kind!r} "
+                             f"(one of {', '.join(STAGE_KINDS)})")
         if not name or not isinstance(name, str):
             raise ValueError(f"plugin {self.current_plugin!r}: stage name must be a non-empty string")
         key = (kind, name)
@@ -53,7 +66,14 @@ class StageRegistry:
             raise DuplicateStageError(
                 f"{kind} stage {name!r} is registered by both plugin {other!r} and plugin {self.current_plugin!r}"
             )
-        self._entries[key] = StageEntry(kind, name, factory, self.current_plugin, available, description)
+        if options_schema is not None:
+            try:
+                check_schema(options_schema)
+            except ValueError as exc:
+                raise ValueError(f"plugin {self.current_plugin!r}: options schema of {kind} stage {name!r}: "
+                                 f"{exc}") from None
+        self._entries[key] = StageEntry(kind, name, factory, self.current_plugin, available, description,
+                                        options_schema)
 
     def get(self, kind: str, name: str) -> StageEntry:
         try:
@@ -64,7 +84,10 @@ class StageRegistry:
 
     def create(self, kind: str, name: str, spec: StreamSpec, options: dict[str, Any] | None = None) -> Stage:
         entry = self.get(kind, name)
-        stage = entry.factory(spec, dict(options or {}))
+        opts = dict(options or {})
+        if entry.options_schema is not None:
+            opts = check_options(name, entry.options_schema, opts)
+        stage = entry.factory(spec, opts)
         if not stage.name:
             stage.name = name
         return stage

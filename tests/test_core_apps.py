@@ -231,11 +231,11 @@ cmd = ["steam"]
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = [ln.split(": ", 1)[1] for ln in r.stderr.splitlines() if ln.strip()]
     assert lines == [
-        "apps.1: 'cmd' is a required property",
-        "apps.2.wrkdir: unknown key (allowed: cmd, detached, env, exit_timeout, name, prep, working_dir)",
+        "apps.1.cmd: required, not given",
         "apps.2.cmd: 'steam' is not of type 'array'",
         "apps.2.env.MODE: 1 is not of type 'string'",
-        "apps.2.prep.0: 'do' is a required property",
+        "apps.2.prep.0.do: required, not given",
+        "apps.2.wrkdir: unknown key (allowed: cmd, detached, env, exit_timeout, name, prep, working_dir)",
         "apps.3.name: 'Steam Big Picture' has the same name as apps.0",
     ]
     ok = check(tmp_path, '[[apps]]\nname = "Desktop"\n\n[[apps]]\nname = "Kodi"\ncmd = ["kodi"]\n')

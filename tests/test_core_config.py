@@ -146,3 +146,96 @@ def serve(tmp_path, text: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(tmp_path / "cfg"), PUNKTFUNK_RUNTIME_DIR=str(tmp_path / "run"))
     return subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "serve", "--no-console", "-c", str(f)],
                           capture_output=True, text=True, timeout=60, env=env)
+
+
+# -- stage names and stage options ------------------------------------------------------------
+@pytest.mark.parametrize("text, expected", [
+    ('[stream]\nencoder = "nvencx"\n', "stream.encoder: 'nvencx' is not one of ['auto', 'av1', 'hevc', 'nvenc', 'x264']"),
+    ('[stream]\ncapture = "screen"\n', "stream.capture: 'screen' is not one of ['file', 'testpattern', 'x11']"),
+    ('[gamestream]\naudio_source = "mic"\n', "gamestream.audio_source: 'mic' is not one of ['auto', 'desktop', 'tone']"),
+])
+def test_a_stage_name_nothing_registered_is_refused_by_check_and_serve(tmp_path, text, expected):
+    for r in (check(tmp_path, text), serve(tmp_path, text)):
+        assert r.returncode == 2, (r.stdout, r.stderr)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert lines == [f"{tmp_path / 'host.toml'}: {expected}"], lines
+
+
+def test_stage_options_are_checked_against_the_named_stage_one_line_per_key_path(tmp_path):
+    r = check(tmp_path, '[stream]\ncapture = "x11"\ncapture_options = { monitor = 99, screen = 1 }\n'
+                        'encoder = "x264"\nencoder_options = { threads = -1, tune = "film", params = { crf = 20 } }\n')
+    assert r.returncode == 2
+    lines = [ln.split(": ", 1)[1] for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines == [
+        "stream.capture_options.monitor: 99 is greater than the maximum of 64",
+        "stream.capture_options.screen: unknown key (allowed: converter, cursor, display, monitor, pixel_format)",
+        "stream.encoder_options.threads: -1 is less than the minimum of 0",
+    ], lines
+
+
+def test_a_stage_whose_default_name_is_used_has_its_options_checked_too(tmp_path):
+    r = check(tmp_path, "[stream]\ncapture_options = { speed = 'fast' }\n")  # capture: testpattern by default
+    assert r.returncode == 2 and "stream.capture_options.speed: 'fast' is not of type 'integer'" in r.stderr, r.stderr
+    r = check(tmp_path, '[stream]\ncapture = "file"\n')
+    assert r.returncode == 2 and "stream.capture_options.path: required, not given" in r.stderr, r.stderr
+
+
+def test_with_auto_encoder_options_must_suit_every_encoder_auto_may_pick(tmp_path):
+    r = check(tmp_path, '[stream]\ncodec = "hevc"\nencoder_options = { tune = "zerolatency" }\n')
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "stream.encoder_options.tune: unknown key" in lines[0], lines
+    assert 'for nvenc, which stream.encoder = "auto" may pick for hevc' in lines[0], lines
+    r = check(tmp_path, '[stream]\ncodec = "hevc"\nencoder = "hevc"\nencoder_options = { tune = "zerolatency" }\n')
+    assert r.returncode == 0, r.stderr  # naming the encoder gives it its own options
+    r = check(tmp_path, "[stream]\nencoder_options = { vbv_frames = 2.0 }\n")
+    assert r.returncode == 0, r.stderr  # an option both candidates take is fine with auto
+
+
+def test_an_input_backend_nothing_registered_is_refused_by_check_and_serve(tmp_path):
+    for r in (check(tmp_path, '[input]\nbackend = "evdev"\n'), serve(tmp_path, '[input]\nbackend = "evdev"\n')):
+        assert r.returncode == 2, (r.stdout, r.stderr)
+        lines = [ln.split(": ", 1)[1] for ln in r.stderr.splitlines() if ln.strip()]
+        assert lines == ["input.backend: 'evdev' is not one of ['auto', 'none', 'uinput', 'xtest']"], lines
+
+
+def test_input_backend_options_are_checked_against_the_named_backend(tmp_path):
+    r = check(tmp_path, '[input]\nbackend = "uinput"\nbackend_options = { device = "", display = ":0" }\n')
+    assert r.returncode == 2
+    lines = [ln.split(": ", 1)[1] for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines == ["input.backend_options.device: '' should be non-empty",
+                     "input.backend_options.display: unknown key (allowed: device, name)"], lines
+    r = check(tmp_path, '[input]\nbackend = "none"\nbackend_options = { display = ":0" }\n')
+    assert r.returncode == 2 and "input.backend_options.display: unknown key (allowed: )" in r.stderr, r.stderr
+    r = check(tmp_path, '[input]\nbackend = "xtest"\nbackend_options = { display = ":1" }\n')
+    assert r.returncode == 0, r.stderr
+
+
+def test_with_auto_input_backend_options_must_suit_every_backend_auto_may_pick(tmp_path):
+    r = check(tmp_path, '[input]\nbackend_options = { name = "pad" }\n')  # backend: auto by default
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "input.backend_options.name: unknown key (allowed: display)" in lines[0], lines
+    assert "for xtest, which the auto input backend may pick" in lines[0], lines
+
+
+def test_a_good_config_with_stage_options_starts_serving(tmp_path):
+    r = check(tmp_path, '[stream]\ncapture = "testpattern"\ncapture_options = { speed = 8, pixel_format = "nv12" }\n'
+                        'encoder = "x264"\nencoder_options = { preset = "veryfast", params = { scenecut = 0 } }\n')
+    assert r.returncode == 0, r.stderr
+
+
+def test_schema_command_shows_each_stage_s_options_schema():
+    r = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "config", "schema"],
+                       capture_output=True, text=True, timeout=60)
+    stream = json.loads(r.stdout)["properties"]["stream"]
+    assert stream["properties"]["encoder"]["enum"] == ["auto", "av1", "hevc", "nvenc", "x264"]
+    options_of = {}
+    for rule in stream["allOf"]:
+        for key, value in rule["if"]["properties"].items():
+            if key in ("capture", "encoder") and value["const"] != "auto":
+                options_of[(key, value["const"])] = rule["then"]["properties"][f"{key}_options"]
+    assert options_of[("capture", "x11")]["properties"]["monitor"]["default"] == 1
+    assert options_of[("encoder", "nvenc")]["properties"]["preset"]["default"] == "P1"
+    assert options_of[("encoder", "x264")]["properties"]["tune"]["default"] == "zerolatency"
+    assert {name for kind, name in options_of if kind == "capture"} == {"file", "testpattern", "x11"}

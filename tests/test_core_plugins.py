@@ -78,6 +78,21 @@ def test_third_party_plugin_discovered_and_streams(example_site, host_factory, p
     assert read_samples(samples), "the bars capture ran in a real, measured session"
 
 
+def test_a_third_party_stage_s_options_are_checked_by_config_check(example_site, tmp_path):
+    f = tmp_path / "host.toml"
+    f.write_text('[stream]\ncapture = "bars"\ncapture_options = { speed = -1, colour = "red" }\n')
+    r = run_cli(["config", "check", str(f)], {"PYTHONPATH": str(example_site)})
+    assert r.returncode == 2, r.stderr
+    assert [ln.split(": ", 1)[1] for ln in r.stderr.splitlines()] == [
+        "stream.capture_options.colour: unknown key (allowed: pixel_format, speed)",
+        "stream.capture_options.speed: -1 is less than the minimum of 0",
+    ]
+    f.write_text('[stream]\ncapture = "bars"\ncapture_options = { speed = 8 }\n')
+    assert run_cli(["config", "check", str(f)], {"PYTHONPATH": str(example_site)}).returncode == 0
+    r = run_cli(["config", "check", str(f)], {})  # without the plugin there is no such stage
+    assert r.returncode == 2 and "stream.capture: 'bars' is not one of ['file', 'testpattern', 'x11']" in r.stderr
+
+
 def test_block_list_removes_a_plugin(example_site):
     env = {"PYTHONPATH": str(example_site), "PUNKTFUNK_DISABLE_PLUGINS": "example"}
     assert "example" not in plugins_json(env)

@@ -46,10 +46,10 @@ def registry():
     return load_plugin_manager(extra=[(pf_input_recorder, "pf_input_recorder")]).stages
 
 
-def settings(**input_section) -> dict:
-    """The [input] section as the host has it: validated, defaults filled."""
+def settings(**input_section) -> config.InputSettings:
+    """The [input] section as the host has it: validated, defaults filled, typed."""
     input_section.setdefault("backend", "recording")
-    return config.validate(config.build_schema(), {"input": input_section})["input"]
+    return config.InputSettings.of(config.validate(config.build_schema(), {"input": input_section})["input"])
 
 
 def open_sink(registry, options=None, screen=None, **section) -> tuple[InputSink, RecordingInput]:

@@ -76,8 +76,8 @@ def test_a_uinput_device_the_user_cannot_write_is_named_with_the_udev_rule_and_g
 
 def test_no_uinput_leaves_the_session_without_input_and_says_why(tmp_path, caplog):
     registry = load_plugin_manager().stages
-    settings = config.validate(config.build_schema(), {"input": {
-        "backend": "uinput", "backend_options": {"device": str(tmp_path / "none")}}})["input"]
+    settings = config.InputSettings.of(config.validate(config.build_schema(), {"input": {
+        "backend": "uinput", "backend_options": {"device": str(tmp_path / "none")}}})["input"])
     with caplog.at_level("WARNING", logger="punktfunk.input"):
         sink = open_input_sink(registry, settings, STREAM)
     assert sink.backend is None and "modprobe uinput" in caplog.text

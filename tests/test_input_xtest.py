@@ -56,7 +56,8 @@ def registry():
 
 
 def xtest_sink(registry, screen: ScreenArea | None = None, **section) -> InputSink:
-    settings = config.validate(config.build_schema(), {"input": {"backend": "xtest", **section}})["input"]
+    settings = config.InputSettings.of(config.validate(config.build_schema(),
+                                                       {"input": {"backend": "xtest", **section}})["input"])
     sink = open_input_sink(registry, settings, STREAM, screen)
     assert sink.backend is not None and sink.backend.name == "xtest", sink.gone
     return sink

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from punktfunk_gamestream.pairing import Identity as GsIdentity
 from punktfunk_native.identity import KnownHosts, PairedClients, load_or_create_identity
-from punktfunk_stats.recorder import NotFound, Recorder
+from punktfunk_stats.recorder import Recorder
+from punktfunk_stats.store import CaptureStore, NotFound
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
@@ -32,7 +33,7 @@ _IDENTITY = load_or_create_identity(_NATIVE_DIR, "host", "fuzz")  # one real key
 @pytest.fixture(scope="module")
 def capture_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("captures")
-    rec = Recorder(d)
+    rec = Recorder(CaptureStore(d))
     rec.start()
     rec.push_sample(dict(GOOD_SAMPLE))
     good = rec.stop()
@@ -44,12 +45,12 @@ def capture_dir(tmp_path_factory):
 def test_bad_capture_files_are_skipped_and_good_ones_stay(capture_dir, name, body):
     d, good_id = capture_dir
     (d / f"{name}.json").write_bytes(body)
-    rec = Recorder(d)
-    ids = [m["id"] for m in rec.list()]
+    store = CaptureStore(d)
+    ids = [m["id"] for m in store.list()]
     assert good_id in ids
-    assert rec.load(good_id)["samples"][0]["fps"] == 60.0
+    assert store.load(good_id)["samples"][0]["fps"] == 60.0
     try:
-        cap = rec.load(name)
+        cap = store.load(name)
         assert isinstance(cap["samples"], list) and isinstance(cap["meta"], dict)
     except NotFound:
         pass
@@ -60,7 +61,7 @@ def test_bad_capture_files_are_skipped_and_good_ones_stay(capture_dir, name, bod
 def test_bad_captures_index_is_rebuilt(capture_dir, body):
     d, good_id = capture_dir
     (d / ".index.json").write_bytes(body)
-    assert good_id in [m["id"] for m in Recorder(d).list()]
+    assert good_id in [m["id"] for m in CaptureStore(d).list()]
 
 
 @given(body=blobs)

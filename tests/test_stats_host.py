@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from punktfunk_core.ipc import HostUnreachable, IpcClient, IpcError
-from punktfunk_stats.recorder import Recorder
+from punktfunk_stats.store import CaptureStore
 from stats_helpers import STAGES_A, STAGES_B, plugin_env, wait_for
 
 TRAVERSAL = ["..", ".", "a/b", "a\\b", "", "/etc/passwd", "../mgmt-token", "..%2Fmgmt-token", "%2e%2e", "x" * 300]
@@ -244,14 +244,14 @@ def test_sigkill_while_saving_never_leaves_a_partial_file(host_factory, pf_dirs)
         tmp_left = [n for n in os.listdir(capdir) if n.endswith(".tmp")]
         names = [n for n in os.listdir(capdir) if not n.startswith(".")]
         outcomes.append(("tmp" if tmp_left else "") + f"{len(names) - len(saved_before)}")
-        rec = Recorder(capdir)
-        assert len(rec.list()) == len(names)
+        store = CaptureStore(capdir)
+        assert len(store.list()) == len(names)
         for n in names:
-            cap = rec.load(n[: -len(".json")])
+            cap = store.load(n[: -len(".json")])
             if n[: -len(".json")] not in saved_before:
                 assert len(cap["samples"]) == 5400
         assert len(names) in (len(saved_before), len(saved_before) + 1)
-        assert not [n for n in os.listdir(capdir) if n.endswith(".tmp")]  # cleaned by Recorder()
+        assert not [n for n in os.listdir(capdir) if n.endswith(".tmp")]  # cleaned by CaptureStore()
     final = host_factory(env=env)
     assert len(final.call("stats.list")) >= 1
     print("rounds (tmp = killed mid-write; 1 = new file saved):", outcomes)

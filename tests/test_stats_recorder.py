@@ -16,15 +16,8 @@ from pathlib import Path
 import pytest
 
 from punktfunk_core.stats import StageTiming, StatsSample
-from punktfunk_stats.recorder import (
-    MAX_SAMPLES,
-    META_DEFAULTS,
-    NotFound,
-    NotRecording,
-    Recorder,
-    SaveFailed,
-    valid_id,
-)
+from punktfunk_stats.recorder import MAX_SAMPLES, NotRecording, Recorder, SaveFailed
+from punktfunk_stats.store import META_DEFAULTS, CaptureStore, NotFound, valid_id
 from punktfunk_stats.summary import summarize, to_csv
 
 SPEC_META = ["id", "started_unix_ms", "duration_ms", "kind", "width", "height", "fps", "codec", "client",
@@ -66,7 +59,7 @@ def capdir(tmp_path: Path) -> Path:
 
 def test_spec_field_names_and_absent_optionals(capdir: Path) -> None:
     clock = Clock()
-    rec = Recorder(capdir, clock_ns=clock)
+    rec = Recorder(CaptureStore(capdir), clock_ns=clock)
     idle = rec.status()
     assert SPEC_STATUS <= set(idle)
     assert (idle["armed"], idle["sample_count"], idle["started_unix_ms"], idle["elapsed_ms"], idle["kind"]) == (False, 0, 0, 0, "")
@@ -94,7 +87,7 @@ def test_spec_field_names_and_absent_optionals(capdir: Path) -> None:
 
 def test_start_is_idempotent_and_push_ignored_when_idle(capdir: Path) -> None:
     armed: list[str] = []
-    rec = Recorder(capdir, on_arm=lambda: armed.append("arm"), on_disarm=lambda: armed.append("disarm"))
+    rec = Recorder(CaptureStore(capdir), on_arm=lambda: armed.append("arm"), on_disarm=lambda: armed.append("disarm"))
     assert rec.is_armed is False
     assert rec.push_sample(sample(), 1) is False
     first = rec.start()
@@ -113,7 +106,7 @@ def test_start_is_idempotent_and_push_ignored_when_idle(capdir: Path) -> None:
 
 def test_push_restamps_and_never_touches_callers_sample(capdir: Path) -> None:
     clock = Clock()
-    rec = Recorder(capdir, clock_ns=clock)
+    rec = Recorder(CaptureStore(capdir), clock_ns=clock)
     rec.start()
     s = sample()
     s.t_ms, s.session_id = 99999, 77
@@ -127,7 +120,7 @@ def test_push_restamps_and_never_touches_callers_sample(capdir: Path) -> None:
 
 
 def test_first_session_fills_meta_second_capture_gets_its_own(capdir: Path) -> None:
-    rec = Recorder(capdir)
+    rec = Recorder(CaptureStore(capdir))
     rec.start()
     # the host's session ids are the capture's session ids (what `punktfunk status` shows)
     assert rec.register_session(10, NATIVE_INFO) == 10
@@ -136,7 +129,7 @@ def test_first_session_fills_meta_second_capture_gets_its_own(capdir: Path) -> N
     rec.push_sample(sample(), 11, GS_INFO)
     m1 = rec.stop()
     assert (m1["kind"], m1["width"], m1["codec"], m1["client"]) == ("native", 1920, "hevc", "ab12cd34")
-    assert rec.load(m1["id"])["samples"][0]["session_id"] == 11
+    assert rec.store.load(m1["id"])["samples"][0]["session_id"] == 11
     rec.start()
     # before any session the session fields are absent, not placeholders ("" / 0)
     assert not {"kind", "width", "height", "fps", "codec", "client", "encoder_backend", "gpu"} & set(rec.live()["meta"])
@@ -144,23 +137,23 @@ def test_first_session_fills_meta_second_capture_gets_its_own(capdir: Path) -> N
     m2 = rec.stop()
     assert m2["id"] != m1["id"]
     assert (m2["kind"], m2["width"], m2["fps"], m2["codec"], m2["client"]) == ("gamestream", 1280, 120, "h264", "192.0.2.7:47998")
-    assert rec.load(m2["id"])["samples"][0]["session_id"] == 11
+    assert rec.store.load(m2["id"])["samples"][0]["session_id"] == 11
     assert rec.register_session(12, NATIVE_INFO) == 0  # idle
 
 
 def test_a_capture_without_a_session_saves_no_placeholders(capdir: Path) -> None:
-    rec = Recorder(capdir)
+    rec = Recorder(CaptureStore(capdir))
     rec.start()
     meta = rec.stop()
     assert list(meta) == ["id", "started_unix_ms", "duration_ms", "sample_count", "truncated"]
     raw = json.loads((capdir / f"{meta['id']}.json").read_text())
     assert raw["meta"] == meta and raw["samples"] == []
-    assert rec.list()[0] == meta and rec.load(meta["id"])["meta"] == meta
+    assert rec.store.list()[0] == meta and rec.store.load(meta["id"])["meta"] == meta
 
 
 def test_cap_keeps_oldest_sets_truncated_and_warns_once(capdir: Path, caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
-    rec = Recorder(capdir, clock_ns=clock)
+    rec = Recorder(CaptureStore(capdir), clock_ns=clock)
     rec.start()
     caplog.set_level(logging.WARNING, logger="punktfunk.stats")
     for i in range(MAX_SAMPLES + 50):
@@ -171,14 +164,14 @@ def test_cap_keeps_oldest_sets_truncated_and_warns_once(capdir: Path, caplog: py
     assert len(warnings) == 1
     meta = rec.stop()
     assert meta["truncated"] is True and meta["sample_count"] == 5400
-    cap = rec.load(meta["id"])
+    cap = rec.store.load(meta["id"])
     assert len(cap["samples"]) == 5400
     assert cap["samples"][0]["fps"] == 0.0 and cap["samples"][-1]["fps"] == 5399.0  # the oldest are kept
-    assert rec.list()[0]["truncated"] is True
+    assert rec.store.list()[0]["truncated"] is True
 
 
 def test_save_is_owner_only_and_loads_lists_deletes(capdir: Path) -> None:
-    rec = Recorder(capdir)
+    rec = Recorder(CaptureStore(capdir))
     assert stat.S_IMODE(capdir.stat().st_mode) == 0o700
     rec.start()
     rec.push_sample(sample(), 1, NATIVE_INFO)
@@ -187,37 +180,37 @@ def test_save_is_owner_only_and_loads_lists_deletes(capdir: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(capdir.stat().st_mode) == 0o700
     assert sorted(os.listdir(capdir)) == [path.name]  # no temp file left behind
-    assert rec.load(meta["id"])["meta"] == meta
-    assert [m["id"] for m in rec.list()] == [meta["id"]]
-    rec.delete(meta["id"])
-    assert not path.exists() and rec.list() == []
+    assert rec.store.load(meta["id"])["meta"] == meta
+    assert [m["id"] for m in rec.store.list()] == [meta["id"]]
+    rec.store.delete(meta["id"])
+    assert not path.exists() and rec.store.list() == []
     with pytest.raises(NotFound):
-        rec.delete(meta["id"])
+        rec.store.delete(meta["id"])
     with pytest.raises(NotFound):
-        rec.load(meta["id"])
+        rec.store.load(meta["id"])
 
 
 def test_dir_with_loose_mode_is_tightened(tmp_path: Path) -> None:
     d = tmp_path / "captures"
     d.mkdir(mode=0o755)
     os.chmod(d, 0o755)
-    Recorder(d)
+    CaptureStore(d)
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
 
 
 @pytest.mark.parametrize("bad", TRAVERSAL_IDS)
 def test_invalid_ids_are_not_found(tmp_path: Path, bad: object) -> None:
     capdir = tmp_path / "cfg" / "captures"
-    rec = Recorder(capdir)
+    rec = Recorder(CaptureStore(capdir))
     # things a traversal could reach
     (tmp_path / "cfg" / "secret.json").write_text('{"meta": {}, "samples": []}')
     (capdir / "a").mkdir()
     (capdir / "a" / "b.json").write_text('{"meta": {}, "samples": []}')
     assert not valid_id(bad)
     with pytest.raises(NotFound):
-        rec.load(bad)
+        rec.store.load(bad)
     with pytest.raises(NotFound):
-        rec.delete(bad)
+        rec.store.delete(bad)
     assert (tmp_path / "cfg" / "secret.json").exists() and (capdir / "a" / "b.json").exists()
 
 
@@ -227,13 +220,13 @@ def test_valid_ids() -> None:
 
 
 def test_stale_temp_files_are_removed_and_never_listed(capdir: Path) -> None:
-    rec = Recorder(capdir)
+    rec = Recorder(CaptureStore(capdir))
     rec.start()
     rec.push_sample(sample(), 1)
     meta = rec.stop()
     (capdir / f".{meta['id']}.abc123.tmp").write_text('{"meta": {"id": "x", "started')
-    assert [m["id"] for m in rec.list()] == [meta["id"]]
-    Recorder(capdir)  # a restarted host cleans up after an interrupted save
+    assert [m["id"] for m in rec.store.list()] == [meta["id"]]
+    CaptureStore(capdir)  # a restarted host cleans up after an interrupted save
     assert sorted(os.listdir(capdir)) == [".index.json", f"{meta['id']}.json"]
 
 
@@ -259,7 +252,7 @@ def _repair_dir(capdir: Path, aside: Path) -> None:
 
 def test_failed_save_keeps_capture_and_retry_saves_it_intact(capdir: Path) -> None:
     clock = Clock()
-    rec = Recorder(capdir, clock_ns=clock)
+    rec = Recorder(CaptureStore(capdir), clock_ns=clock)
     rec.start()
     rec.push_sample(sample(), 1)
     older = rec.stop()
@@ -282,13 +275,13 @@ def test_failed_save_keeps_capture_and_retry_saves_it_intact(capdir: Path) -> No
     meta = rec.stop()  # the retry
     assert meta is not None and meta["sample_count"] == 100 and meta["kind"] == "gamestream"
     assert rec.status()["unsaved"] == 0
-    assert rec.load(meta["id"])["samples"] == expected
-    assert {m["id"] for m in rec.list()} == {older["id"], meta["id"]}
+    assert rec.store.load(meta["id"])["samples"] == expected
+    assert {m["id"] for m in rec.store.list()} == {older["id"], meta["id"]}
     assert rec.stop() is None
 
 
 def test_failed_save_is_retried_by_the_next_capture_stop(capdir: Path) -> None:
-    rec = Recorder(capdir)
+    rec = Recorder(CaptureStore(capdir))
     rec.start()
     rec.push_sample(sample(), 1)
     aside = _break_dir(capdir)
@@ -302,12 +295,12 @@ def test_failed_save_is_retried_by_the_next_capture_stop(capdir: Path) -> None:
     rec.push_sample(sample(), 1)
     newest = rec.stop()
     assert rec.status()["unsaved"] == 0
-    assert len(rec.list()) == 2 and rec.list()[0]["id"] == newest["id"]
+    assert len(rec.store.list()) == 2 and rec.store.list()[0]["id"] == newest["id"]
 
 
 def test_ids_never_collide_or_overwrite(capdir: Path) -> None:
     frozen = 1_795_758_427_269
-    rec = Recorder(capdir, wall_ms=lambda: frozen)  # every capture "in the same millisecond"
+    rec = Recorder(CaptureStore(capdir), wall_ms=lambda: frozen)  # every capture "in the same millisecond"
     metas = []
     for n in range(3):
         rec.start()
@@ -315,7 +308,7 @@ def test_ids_never_collide_or_overwrite(capdir: Path) -> None:
         metas.append(rec.stop())
     ids = [m["id"] for m in metas]
     assert len(set(ids)) == 3
-    assert [rec.load(i)["samples"][0]["fps"] for i in ids] == [0.0, 1.0, 2.0]
+    assert [rec.store.load(i)["samples"][0]["fps"] for i in ids] == [0.0, 1.0, 2.0]
     # a file that appears under the armed capture's id before it is saved is not replaced
     st = rec.start()
     squatter = capdir / f"{st['id']}.json"
@@ -324,26 +317,26 @@ def test_ids_never_collide_or_overwrite(capdir: Path) -> None:
     meta = rec.stop()
     assert meta["id"] != st["id"]
     assert json.loads(squatter.read_text())["meta"]["id"] == "squatter"
-    assert rec.load(meta["id"])["meta"]["id"] == meta["id"]
-    assert rec.load(meta["id"])["samples"][0]["fps"] == 9.0
-    assert len(rec.list()) == 5
+    assert rec.store.load(meta["id"])["meta"]["id"] == meta["id"]
+    assert rec.store.load(meta["id"])["samples"][0]["fps"] == 9.0
+    assert len(rec.store.list()) == 5
 
 
 def test_two_recorders_same_second_both_survive(capdir: Path) -> None:
-    a = Recorder(capdir, wall_ms=lambda: 1_795_758_427_000)
-    b = Recorder(capdir, wall_ms=lambda: 1_795_758_427_000)
+    a = Recorder(CaptureStore(capdir), wall_ms=lambda: 1_795_758_427_000)
+    b = Recorder(CaptureStore(capdir), wall_ms=lambda: 1_795_758_427_000)
     a.start()
     b.start()  # same id chosen: nothing on disk yet
     a.push_sample(sample(fps=1.0), 1)
     b.push_sample(sample(fps=2.0), 1)
     ma, mb = a.stop(), b.stop()
     assert ma["id"] != mb["id"]
-    assert sorted(s["samples"][0]["fps"] for s in (a.load(ma["id"]), a.load(mb["id"]))) == [1.0, 2.0]
+    assert sorted(s["samples"][0]["fps"] for s in (a.store.load(ma["id"]), a.store.load(mb["id"]))) == [1.0, 2.0]
 
 
 def test_live_since_returns_only_newer_samples(capdir: Path) -> None:
     clock = Clock()
-    rec = Recorder(capdir, clock_ns=clock)
+    rec = Recorder(CaptureStore(capdir), clock_ns=clock)
     rec.start()
     for _ in range(10):
         clock.advance_ms(1000)
@@ -364,7 +357,7 @@ def _write_capture(path: Path, meta: dict, samples: list) -> None:
 
 
 def test_corrupt_and_odd_files_are_skipped(capdir: Path) -> None:
-    rec = Recorder(capdir)
+    rec = Recorder(CaptureStore(capdir))
     rec.start()
     rec.push_sample(sample(), 1)
     good = rec.stop()
@@ -378,17 +371,17 @@ def test_corrupt_and_odd_files_are_skipped(capdir: Path) -> None:
     (capdir / "dir.json").mkdir()
     (capdir / "notes.txt").write_text("hello")
     (capdir / "bad id!.json").write_text(whole.decode())
-    assert [m["id"] for m in rec.list()] == [good["id"]]
+    assert [m["id"] for m in rec.store.list()] == [good["id"]]
     for cid in ("cut", "headonly", "empty", "garbage", "array", "dir"):
         with pytest.raises(NotFound):
-            rec.load(cid)
+            rec.store.load(cid)
     with pytest.raises(NotFound):
-        rec.delete("dir")
+        rec.store.delete("dir")
     assert (capdir / "dir.json").is_dir()
 
 
 def test_old_files_with_zeros_and_other_key_order_load(capdir: Path) -> None:
-    rec = Recorder(capdir)
+    rec = Recorder(CaptureStore(capdir))
     old_sample = {"t_ms": 0, "session_id": 1, "stages": [{"name": "capture", "p50_us": 1.0, "p99_us": 2.0}],
                   "fps": 60.0, "repeat_fps": 0.0, "mbps": 5.0, "bitrate_kbps": 8000,
                   "frames_dropped": 0, "packets_dropped": 0, "send_dropped": 0, "fec_recovered": 0,
@@ -399,12 +392,12 @@ def test_old_files_with_zeros_and_other_key_order_load(capdir: Path) -> None:
     # samples before meta (another writer's key order): still listed, via a full parse
     (capdir / "reordered.json").write_text(json.dumps({"samples": [old_sample, old_sample],
                                                        "meta": {"started_unix_ms": 1_600_000_000_000}}))
-    listed = rec.list()
+    listed = rec.store.list()
     assert [m["id"] for m in listed] == ["old", "reordered"]
     # an old file's placeholders ("", 0) are read as absent
     assert listed[1]["sample_count"] == 2 and list(listed[1]) == [k for k in SPEC_META if k in META_DEFAULTS]
     assert listed[0]["kind"] == "native" and "width" not in listed[0]
-    cap = rec.load("old")
+    cap = rec.store.load("old")
     assert cap["samples"][0]["packets_dropped"] == 0 and cap["samples"][0]["rtt_us"] == 0.0
     assert summarize(cap)["counters"]["packets_dropped"] == 0
 
@@ -413,7 +406,7 @@ def test_list_newest_first_and_fast_with_2000_files(capdir: Path) -> None:
     """2000 captures of 5400 samples (hard links of 20 real files, 100 each):
     list must not parse the samples."""
     clock = Clock()
-    rec = Recorder(capdir, clock_ns=clock)
+    rec = Recorder(CaptureStore(capdir), clock_ns=clock)
     for n in range(20):
         rec.start()
         for i in range(5400):
@@ -425,7 +418,7 @@ def test_list_newest_first_and_fast_with_2000_files(capdir: Path) -> None:
     for n, src in enumerate(originals):
         for k in range(99):
             os.link(src, capdir / f"{src.stem}-link{k:02d}.json")
-    fresh = Recorder(capdir)  # cold: nothing cached
+    fresh = CaptureStore(capdir)  # cold: nothing cached
     t0 = time.perf_counter()
     metas = fresh.list()
     cold = time.perf_counter() - t0
@@ -443,11 +436,11 @@ def test_list_newest_first_and_fast_with_2000_files(capdir: Path) -> None:
 
 
 def test_list_index_is_persisted_owner_only_and_rebuilt_when_corrupt(capdir: Path) -> None:
-    rec = Recorder(capdir)
+    rec = Recorder(CaptureStore(capdir))
     rec.start()
     rec.push_sample(sample(), 1, NATIVE_INFO)
     meta = rec.stop()
-    assert rec.list()[0]["kind"] == "native"
+    assert rec.store.list()[0]["kind"] == "native"
     index = capdir / ".index.json"
     assert stat.S_IMODE(index.stat().st_mode) == 0o600
     # change the file's kind behind the recorder's back, keeping size and mtime:
@@ -458,28 +451,28 @@ def test_list_index_is_persisted_owner_only_and_rebuilt_when_corrupt(capdir: Pat
     with open(path, "r+b") as f:  # same inode
         f.write(raw.replace(b'"kind":"native"', b'"kind":"nativX"'))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert Recorder(capdir).list()[0]["kind"] == "native"
+    assert CaptureStore(capdir).list()[0]["kind"] == "native"
     index.write_text("{not json")
-    assert Recorder(capdir).list()[0]["kind"] == "nativX"  # rebuilt from the heads
+    assert CaptureStore(capdir).list()[0]["kind"] == "nativX"  # rebuilt from the heads
     assert json.loads(index.read_text())["version"] == 1
-    rec.delete(meta["id"])
-    assert Recorder(capdir).list() == []
+    rec.store.delete(meta["id"])
+    assert CaptureStore(capdir).list() == []
 
 
 def test_list_sees_files_changed_behind_its_back(capdir: Path) -> None:
-    rec = Recorder(capdir)
+    rec = Recorder(CaptureStore(capdir))
     rec.start()
     m = rec.stop()
-    assert len(rec.list()) == 1
+    assert len(rec.store.list()) == 1
     (capdir / f"{m['id']}.json").write_text("{broken")
-    assert rec.list() == []
+    assert rec.store.list() == []
     shutil.copy(capdir / f"{m['id']}.json", capdir / "copy.json")
     os.unlink(capdir / f"{m['id']}.json")
-    assert rec.list() == []
+    assert rec.store.list() == []
 
 
 def test_threads_pushing_while_captures_start_and_stop(capdir: Path) -> None:
-    rec = Recorder(capdir)
+    rec = Recorder(CaptureStore(capdir))
     stop = threading.Event()
     errors: list[BaseException] = []
     pushed = [0] * 6
@@ -511,7 +504,7 @@ def test_threads_pushing_while_captures_start_and_stop(capdir: Path) -> None:
     assert len({m["id"] for m in metas}) == 15
     total = 0
     for m in metas:
-        cap = rec.load(m["id"])
+        cap = rec.store.load(m["id"])
         assert len(cap["samples"]) == m["sample_count"]
         t = [s["t_ms"] for s in cap["samples"]]
         assert t == sorted(t)
@@ -589,7 +582,7 @@ def test_csv_columns_one_per_stage_and_counter() -> None:
 
 
 def test_non_finite_and_odd_values_are_made_json_safe(capdir: Path) -> None:
-    rec = Recorder(capdir)
+    rec = Recorder(CaptureStore(capdir))
     rec.start()
     nan, inf = float("nan"), float("inf")
     rec.push_sample(sample(fps=nan, rtt_us=inf, packets_dropped=3), 1)
@@ -598,7 +591,7 @@ def test_non_finite_and_odd_values_are_made_json_safe(capdir: Path) -> None:
     rec.push_sample(sample(), 1)
     json.dumps(rec.live(), allow_nan=False)
     meta = rec.stop()
-    a, b, c = rec.load(meta["id"])["samples"]
+    a, b, c = rec.store.load(meta["id"])["samples"]
     assert a["fps"] == 0.0 and "rtt_us" not in a and a["packets_dropped"] == 3
     assert b["stages"] == [{"name": "x", "p50_us": 0.0, "p99_us": 0.0}] and b["fps"] == 60.0 and "seal_us" not in b
     assert c["fps"] == 60.0 and c["stages"][1]["p50_us"] == 2000.0

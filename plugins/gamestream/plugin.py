@@ -9,53 +9,59 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from punktfunk_core import hookimpl
 from punktfunk_core.ipc import IpcError
+from punktfunk_core.settings import Settings, setting
 
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "GameStream/Moonlight compatibility (opt-in; pairing runs over plain HTTP).",
-    "additionalProperties": False,
-    "properties": {
-        "enabled": {"type": "boolean", "default": False, "description": "serve Moonlight clients (also: punktfunk serve --gamestream)"},
-        "bind": {"type": "string", "default": "0.0.0.0", "description": "address the GameStream ports listen on"},
-        "port_base": {"type": "integer", "minimum": 0, "maximum": 65500, "default": 47989,
-                      "description": "HTTP port; the others follow GameStream's offsets (0 = ephemeral ports, see `punktfunk gamestream status`)"},
-        "mdns": {"type": "boolean", "default": True, "description": "advertise _nvstream._tcp via mDNS"},
-        "fec_percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 20, "description": "video FEC parity in percent of data packets"},
-        "fec_threads": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1,
-                        "description": "threads the ISA-L FEC encoder splits a large frame over (small frames stay on one)"},
-        "gso": {"type": "boolean", "default": True, "description": "batch each paced group of video datagrams into UDP GSO sends where the kernel supports it"},
-        "pacing": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5, "description": "fraction of a frame interval a frame's packets are spread over"},
-        "pin_timeout_s": {"type": "number", "minimum": 5, "maximum": 600, "default": 60, "description": "how long a pairing client waits for the operator's PIN"},
-        "request_timeout_s": {"type": "number", "minimum": 0.5, "maximum": 120, "default": 5,
-                              "description": "an HTTP, HTTPS or RTSP connection is closed when its request has not "
-                                             "arrived this long after accept, or its answer not gone out this long "
-                                             "after that (a pairing request waiting for the PIN is exempt)"},
-        "connections_per_source": {"type": "integer", "minimum": 1, "maximum": 64, "default": 8,
-                                   "description": "connections per client address still sending their request, per "
-                                                  "port (HTTP, HTTPS, RTSP); a new one beyond this closes the oldest"},
-        "client_timeout_s": {"type": "number", "minimum": 1, "maximum": 300, "default": 10, "description": "end a stream whose client sent nothing on the control stream for this long"},
-        "require_encryption": {"type": "boolean", "default": False, "description": "ask clients to encrypt video and audio even if they would not"},
-        "audio": {"type": "boolean", "default": True, "description": "stream audio (tone source → Opus)"},
-        "audio_source": {"type": "string", "default": "tone", "description": "audio_source stage name"},
-        "test_drop_frames": {"type": "array", "items": {"type": "integer", "minimum": 1}, "default": [],
-                             "description": "testing only: video frame indices sent with all but their first packet dropped (induced loss)"},
-        "test_block_data_shards": {"type": "integer", "minimum": 0, "maximum": 255, "default": 0,
-                                   "description": "testing only: split video frames into FEC blocks of at most this many data shards (up to 4 blocks)"},
-        "test_drop_audio_every": {"type": "integer", "minimum": 0, "default": 0,
-                                  "description": "testing only: drop the audio data packet whose sequence % N == 1 (FEC repairs it)"},
-        "test_drop_one_packet_frames": {"type": "array", "items": {"type": "integer", "minimum": 1}, "default": [],
-                                        "description": "testing only: video frame indices sent without their second packet (FEC repairs it)"},
-    },
-}
+@dataclass(frozen=True, kw_only=True)
+class GameStreamSettings(Settings):
+    """GameStream/Moonlight compatibility (opt-in; pairing runs over plain HTTP)."""
+
+    enabled: bool = setting(False, "serve Moonlight clients (also: punktfunk serve --gamestream)")
+    bind: str = setting("0.0.0.0", "address the GameStream ports listen on")
+    port_base: int = setting(47989, "HTTP port; the others follow GameStream's offsets (0 = ephemeral ports, "
+                                    "see `punktfunk gamestream status`)", minimum=0, maximum=65500)
+    mdns: bool = setting(True, "advertise _nvstream._tcp via mDNS")
+    fec_percent: int = setting(20, "video FEC parity in percent of data packets", minimum=0, maximum=100)
+    fec_threads: int = setting(1, "threads the ISA-L FEC encoder splits a large frame over (small frames stay "
+                                  "on one)", minimum=1, maximum=16)
+    gso: bool = setting(True, "batch each paced group of video datagrams into UDP GSO sends where the kernel "
+                              "supports it")
+    pacing: float = setting(0.5, "fraction of a frame interval a frame's packets are spread over",
+                            minimum=0, maximum=1)
+    pin_timeout_s: float = setting(60.0, "how long a pairing client waits for the operator's PIN",
+                                   minimum=5, maximum=600)
+    request_timeout_s: float = setting(5.0, "an HTTP, HTTPS or RTSP connection is closed when its request has not "
+                                            "arrived this long after accept, or its answer not gone out this long "
+                                            "after that (a pairing request waiting for the PIN is exempt)",
+                                       minimum=0.5, maximum=120)
+    connections_per_source: int = setting(8, "connections per client address still sending their request, per "
+                                             "port (HTTP, HTTPS, RTSP); a new one beyond this closes the oldest",
+                                          minimum=1, maximum=64)
+    client_timeout_s: float = setting(10.0, "end a stream whose client sent nothing on the control stream for "
+                                            "this long", minimum=1, maximum=300)
+    require_encryption: bool = setting(False, "ask clients to encrypt video and audio even if they would not")
+    audio: bool = setting(True, "stream audio (tone source → Opus)")
+    audio_source: str = setting("tone", "audio_source stage name", stage="audio_source")
+    test_drop_frames: tuple[int, ...] = setting(
+        (), "testing only: video frame indices sent with all but their first packet dropped (induced loss)",
+        items={"minimum": 1})
+    test_block_data_shards: int = setting(
+        0, "testing only: split video frames into FEC blocks of at most this many data shards (up to 4 blocks)",
+        minimum=0, maximum=255)
+    test_drop_audio_every: int = setting(
+        0, "testing only: drop the audio data packet whose sequence % N == 1 (FEC repairs it)", minimum=0)
+    test_drop_one_packet_frames: tuple[int, ...] = setting(
+        (), "testing only: video frame indices sent without their second packet (FEC repairs it)",
+        items={"minimum": 1})
 
 
 @hookimpl
 def config_schema(register: Callable[[str, dict[str, Any]], None]) -> None:
-    register("gamestream", SCHEMA)
+    register("gamestream", GameStreamSettings.schema())
 
 
 def _packetizer(spec: Any, options: dict[str, Any]) -> Any:

@@ -10,11 +10,15 @@ disables its own stage.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from punktfunk_core import hookimpl
 from punktfunk_core.inputevents import InputEvent
+from punktfunk_core.media.options import NoOptions
 from punktfunk_core.stages import InputBackend, StreamSpec
+
+from punktfunk_input.options import UInputOptions, XTestOptions, auto_options_schema
 
 log = logging.getLogger("punktfunk.input")
 
@@ -25,8 +29,7 @@ class NoInput(InputBackend):
     classes = frozenset()
 
     def __init__(self, spec: StreamSpec | None = None, options: dict[str, Any] | None = None) -> None:
-        if options:
-            raise ValueError(f"none: takes no options, got {', '.join(sorted(options))}")
+        NoOptions.take("none", options)
 
     def inject(self, event: InputEvent) -> None:  # the sink never hands it one
         raise ValueError("the none input stage injects nothing")
@@ -76,10 +79,11 @@ def _auto(spec: StreamSpec, options: dict[str, Any]) -> InputBackend:
 
 @hookimpl
 def register_stages(registry: Any) -> None:
-    registry.add("input", "xtest", _xtest, available=_xtest_available,
+    registry.add("input", "xtest", _xtest, available=_xtest_available, options_schema=XTestOptions.schema(),
                  description="keyboard and mouse on an X11 display through XTest (python-xlib)")
-    registry.add("input", "uinput", _uinput, available=_uinput_available,
+    registry.add("input", "uinput", _uinput, available=_uinput_available, options_schema=UInputOptions.schema(),
                  description="virtual keyboard, mouse, touch, pen and Xbox 360 pads through /dev/uinput (python-evdev)")
-    registry.add("input", "none", NoInput, description="injects nothing (input is counted and dropped)")
-    registry.add("input", "auto", _auto,
+    registry.add("input", "none", NoInput, options_schema=NoOptions.schema(),
+                 description="injects nothing (input is counted and dropped)")
+    registry.add("input", "auto", _auto, options_schema=auto_options_schema(),
                  description="xtest when DISPLAY is set, uinput when /dev/uinput is writable, else none")

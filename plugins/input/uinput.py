@@ -28,7 +28,8 @@ import select
 import stat
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from punktfunk_core.inputevents import (
     WHEEL_DELTA,
@@ -57,11 +58,12 @@ from punktfunk_core.inputevents import (
     TouchPhase,
 )
 from punktfunk_core.stages import InputBackend, InputBackendGone, ScreenArea, StreamSpec
+
 from punktfunk_input.keymap import VK_KEYS, ModifierTracker
+from punktfunk_input.options import DEVICE, UInputOptions
 
 log = logging.getLogger("punktfunk.input.uinput")
 
-DEVICE = "/dev/uinput"
 #: the identity of a wired Xbox 360 pad
 XBOX360_VENDOR, XBOX360_PRODUCT, XBOX360_VERSION = 0x045E, 0x028E, 0x0110
 XBOX360_NAME = "Microsoft X-Box 360 pad"
@@ -132,18 +134,15 @@ class _Gamepad:
 
 class UInputBackend(InputBackend):
     """Keyboard, mouse, absolute pointer, touch, pen and gamepads through
-    uinput. Options: ``device`` (default /dev/uinput), ``name`` (prefix of the
-    device names, default "punktfunk")."""
+    uinput (options: :class:`punktfunk_input.options.UInputOptions`)."""
 
     name = "uinput"
     classes = frozenset(InputClass)
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
-        options = dict(options or {})
-        self.device = str(options.pop("device", DEVICE))
-        self.prefix = str(options.pop("name", "punktfunk"))
-        if options:
-            raise ValueError(f"uinput: unknown option(s) {', '.join(sorted(options))} (known: device, name)")
+        opts = UInputOptions.take("uinput", options)
+        self.device = opts.device
+        self.prefix = opts.name
         self._area = ScreenArea(0, 0, spec.width, spec.height)
         self._feedback: Callable[[FeedbackEvent], None] = lambda _e: None
         self._devices: dict[str, Any] = {}
@@ -361,7 +360,8 @@ class UInputBackend(InputBackend):
         pad = self._pads.get(number)
         if pad is not None:
             return pad
-        from evdev import AbsInfo, ecodes as e
+        from evdev import AbsInfo
+        from evdev import ecodes as e
 
         stick = AbsInfo(0, -32768, 32767, 16, 128, 0)
         trigger = AbsInfo(0, 0, 255, 0, 0, 0)

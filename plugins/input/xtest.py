@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from punktfunk_core.inputevents import (
     WHEEL_DELTA,
@@ -38,7 +39,9 @@ from punktfunk_core.inputevents import (
     Text,
 )
 from punktfunk_core.stages import InputBackend, InputBackendGone, ScreenArea, StreamSpec
+
 from punktfunk_input.keymap import VK_KEYS, VK_LSHIFT, ModifierTracker
+from punktfunk_input.options import XTestOptions
 
 log = logging.getLogger("punktfunk.input.xtest")
 
@@ -75,17 +78,15 @@ def char_keysym(ch: str) -> int:
 
 
 class XTestInput(InputBackend):
-    """Keyboard and mouse on an X display. Options: ``display`` (default
-    $DISPLAY)."""
+    """Keyboard and mouse on an X display (options:
+    :class:`punktfunk_input.options.XTestOptions`)."""
 
     name = "xtest"
     classes = frozenset({InputClass.KEYBOARD, InputClass.MOUSE})
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
-        options = dict(options or {})
-        self.display_name = str(options.pop("display", "") or os.environ.get("DISPLAY", ""))
-        if options:
-            raise ValueError(f"xtest: unknown option(s) {', '.join(sorted(options))} (known: display)")
+        opts = XTestOptions.take("xtest", options)
+        self.display_name = opts.display or os.environ.get("DISPLAY", "")
         self.stream_size = (spec.width, spec.height)
         self._d: Any = None
         self._area = ScreenArea(0, 0, spec.width, spec.height)

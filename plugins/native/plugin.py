@@ -11,13 +11,77 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from punktfunk_core import hookimpl
 from punktfunk_core.ipc import IpcError
+from punktfunk_core.settings import Settings, setting
 from punktfunk_core.stages import StreamSpec
 
 SECTION = "native"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NativeSettings(Settings):
+    """The native punktfunk/1 protocol (TLS 1.3 control, encrypted FEC'd UDP video)."""
+
+    enabled: bool = setting(True)
+    bind: str = setting("0.0.0.0", "address the control port listens on")
+    port: int = setting(47992, "TCP control port (0 = any free port, shown by `punktfunk status`)",
+                        minimum=0, maximum=65535)
+    data_port: int = setting(0, "UDP port for video (0 = a free port per session, told to the client)",
+                             minimum=0, maximum=65535)
+    fec_percent: int = setting(20, "Reed-Solomon parity shards per access unit, in percent of its data shards",
+                               minimum=0, maximum=100)
+    fec_min_parity: int = setting(2, "at least this many parity shards per access unit when fec_percent > 0",
+                                  minimum=0, maximum=64)
+    shard_bytes: int = setting(1200, "largest shard payload (datagram = shard + 48 bytes)",
+                               minimum=64, maximum=1408, multipleOf=2)
+    target_shards: int = setting(64, "split small access units into about this many shards (FEC statistics)",
+                                 minimum=1, maximum=1024)
+    min_shard_bytes: int = setting(64, minimum=2, maximum=1408, multipleOf=2)
+    gso: bool = setting(True, "batch datagrams with UDP GSO where the kernel supports it")
+    pace_percent: int = setting(50, "spread each frame's datagrams over this share of the frame interval",
+                                minimum=0, maximum=100)
+    keepalive_interval_s: float = setting(0.5, minimum=0.05, maximum=30)
+    keepalive_timeout_s: float = setting(3.0, "end a session when the client is silent this long",
+                                         minimum=0.2, maximum=120)
+    max_bitrate_kbps: int = setting(200_000, minimum=100, maximum=2_000_000)
+    max_connections: int = setting(16, "control connections of paired clients at once", minimum=1, maximum=256)
+    max_unauthenticated: int = setting(16, "connections without a paired certificate at once (TLS handshake, "
+                                           "pairing); a new one beyond this closes the oldest",
+                                       minimum=1, maximum=256)
+    unauthenticated_per_source: int = setting(4, "of those, from one source address; a new one beyond this "
+                                                 "closes that address's oldest", minimum=1, maximum=64)
+    unauthenticated_timeout_s: float = setting(10.0, "a connection without a paired certificate is closed this "
+                                                     "long after it was accepted, whatever it sends (pings included)",
+                                               minimum=1, maximum=120)
+    pairing_attempts: int = setting(5, "PIN guesses (pairing attempts started) per pairing window",
+                                    minimum=1, maximum=100)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NativePacketizerOptions(Settings):
+    """Options of the native packetizer (a session's plane passes its own)."""
+
+    key: Any = setting(None, "AES-128 key: 16 raw bytes or 32 hex digits (random when absent)")
+    fec_percent: int = setting(NativeSettings.fec_percent, minimum=0, maximum=100)
+    fec_min_parity: int = setting(NativeSettings.fec_min_parity, minimum=0, maximum=64)
+    shard_bytes: int = setting(NativeSettings.shard_bytes, minimum=64, maximum=1408, multipleOf=2)
+    target_shards: int = setting(NativeSettings.target_shards, minimum=1, maximum=1024)
+    min_shard_bytes: int = setting(NativeSettings.min_shard_bytes, minimum=2, maximum=1408, multipleOf=2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NativeSenderOptions(Settings):
+    """Options of the native sender: an open UDP socket, or host and port."""
+
+    sock: Any = setting(None, "an open UDP socket (the plane's); else one is opened to host:port")
+    host: str = setting("127.0.0.1")
+    port: int = setting(0, minimum=0, maximum=65535)
+    gso: bool = setting(NativeSettings.gso)
+    pace_percent: int = setting(NativeSettings.pace_percent, minimum=0, maximum=100)
 
 
 def _plane(host: Any) -> Any:
@@ -59,9 +123,9 @@ def _sender(spec: StreamSpec, options: dict[str, Any]) -> Any:
 
 @hookimpl
 def register_stages(registry: Any) -> None:
-    registry.add("packetizer", "native", _packetizer,
+    registry.add("packetizer", "native", _packetizer, options_schema=NativePacketizerOptions.schema(),
                  description="punktfunk/1: shards + Reed-Solomon GF(2^16) parity + AES-GCM per datagram")
-    registry.add("sender", "native", _sender,
+    registry.add("sender", "native", _sender, options_schema=NativeSenderOptions.schema(),
                  description="punktfunk/1: paced UDP, batched with GSO where the kernel supports it")
 
 
@@ -74,9 +138,7 @@ def register_protocols(registry: Any) -> None:
 
 @hookimpl
 def config_schema(register: Any) -> None:
-    from punktfunk_native.server import CONFIG_SCHEMA
-
-    register(SECTION, CONFIG_SCHEMA)
+    register(SECTION, NativeSettings.schema())
 
 
 @hookimpl

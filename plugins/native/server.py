@@ -62,50 +62,6 @@ SEND_TIMEOUT_S = 5.0
 PAIRING_FAILED = ("wrong PIN, or the pairing window closed before pairing finished "
                   "(check the PIN given to `punktfunk native pin` on the host)")
 
-CONFIG_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "The native punktfunk/1 protocol (TLS 1.3 control, encrypted FEC'd UDP video).",
-    "additionalProperties": False,
-    "properties": {
-        "enabled": {"type": "boolean", "default": True},
-        "bind": {"type": "string", "default": "0.0.0.0", "description": "address the control port listens on"},
-        "port": {"type": "integer", "minimum": 0, "maximum": 65535, "default": 47992,
-                 "description": "TCP control port (0 = any free port, shown by `punktfunk status`)"},
-        "data_port": {"type": "integer", "minimum": 0, "maximum": 65535, "default": 0,
-                      "description": "UDP port for video (0 = a free port per session, told to the client)"},
-        "fec_percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 20,
-                        "description": "Reed-Solomon parity shards per access unit, in percent of its data shards"},
-        "fec_min_parity": {"type": "integer", "minimum": 0, "maximum": 64, "default": 2,
-                           "description": "at least this many parity shards per access unit when fec_percent > 0"},
-        "shard_bytes": {"type": "integer", "minimum": 64, "maximum": 1408, "multipleOf": 2, "default": 1200,
-                        "description": "largest shard payload (datagram = shard + 48 bytes)"},
-        "target_shards": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 64,
-                          "description": "split small access units into about this many shards (FEC statistics)"},
-        "min_shard_bytes": {"type": "integer", "minimum": 2, "maximum": 1408, "multipleOf": 2, "default": 64},
-        "gso": {"type": "boolean", "default": True, "description": "batch datagrams with UDP GSO where the kernel supports it"},
-        "pace_percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 50,
-                         "description": "spread each frame's datagrams over this share of the frame interval"},
-        "keepalive_interval_s": {"type": "number", "minimum": 0.05, "maximum": 30, "default": 0.5},
-        "keepalive_timeout_s": {"type": "number", "minimum": 0.2, "maximum": 120, "default": 3.0,
-                                "description": "end a session when the client is silent this long"},
-        "max_bitrate_kbps": {"type": "integer", "minimum": 100, "maximum": 2_000_000, "default": 200_000},
-        "max_connections": {"type": "integer", "minimum": 1, "maximum": 256, "default": 16,
-                            "description": "control connections of paired clients at once"},
-        "max_unauthenticated": {"type": "integer", "minimum": 1, "maximum": 256, "default": 16,
-                                "description": "connections without a paired certificate at once (TLS handshake, "
-                                               "pairing); a new one beyond this closes the oldest"},
-        "unauthenticated_per_source": {"type": "integer", "minimum": 1, "maximum": 64, "default": 4,
-                                       "description": "of those, from one source address; a new one beyond this "
-                                                      "closes that address's oldest"},
-        "unauthenticated_timeout_s": {"type": "number", "minimum": 1, "maximum": 120, "default": 10,
-                                      "description": "a connection without a paired certificate is closed this long "
-                                                     "after it was accepted, whatever it sends (pings included)"},
-        "pairing_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5,
-                             "description": "PIN guesses (pairing attempts started) per pairing window"},
-    },
-}
-
-
 @dataclass(eq=False, slots=True)
 class PairingWindow:
     """One `punktfunk native pin` window: its PIN, when it ends, the attempts started in it."""

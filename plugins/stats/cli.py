@@ -18,7 +18,7 @@ from typing import Any
 from punktfunk_core.ipc import HostUnreachable, IpcClient, IpcError
 from punktfunk_core.paths import Paths
 
-from punktfunk_stats.recorder import Recorder, RecorderError
+from punktfunk_stats.store import CaptureError, CaptureStore
 from punktfunk_stats.summary import LOSS_LABELS, fmt_us, summarize, summary_table, to_csv
 
 
@@ -40,10 +40,10 @@ def _call(client: IpcClient, cmd: str, **args: Any) -> Any:
 
 #: reading commands that work on the files when no host runs: IPC command → local reader
 _OFFLINE: dict[str, Any] = {
-    "stats.list": lambda rec, a: rec.list(),
-    "stats.load": lambda rec, a: rec.load(a["id"]),
-    "stats.summary": lambda rec, a: summarize(rec.load(a["id"])),
-    "stats.csv": lambda rec, a: {"id": a["id"], "csv": to_csv(rec.load(a["id"]))},
+    "stats.list": lambda store, a: store.list(),
+    "stats.load": lambda store, a: store.load(a["id"]),
+    "stats.summary": lambda store, a: summarize(store.load(a["id"])),
+    "stats.csv": lambda store, a: {"id": a["id"], "csv": to_csv(store.load(a["id"]))},
 }
 
 
@@ -59,8 +59,8 @@ def _read(client: IpcClient, cmd: str, **args: Any) -> Any:
     directory = Paths.from_env().captures
     print(f"punktfunk: no host is running; reading the captures in {directory}", file=sys.stderr)
     try:
-        return _OFFLINE[cmd](Recorder(directory, prepare=False), args)
-    except RecorderError as exc:
+        return _OFFLINE[cmd](CaptureStore(directory, prepare=False), args)
+    except CaptureError as exc:
         raise _Fail(exc.message) from None
 
 
@@ -107,7 +107,8 @@ def _status_text(st: dict[str, Any], latest: dict[str, Any] | None, sessions: li
         head += f"  [{st['unsaved']} capture(s) not saved yet: `punktfunk stats record stop` retries]"
     lines = [head, f"sessions: {len(sessions)}"]
     if latest is not None:
-        lines.append(f"latest window (session {latest.get('session_id', '?')}, t={latest.get('t_ms', 0) / 1000:.1f} s):")
+        lines.append(f"latest window (session {latest.get('session_id', '?')}, "
+                     f"t={latest.get('t_ms', 0) / 1000:.1f} s):")
         lines.append("    " + _sample_line(latest))
     else:
         shown = False
@@ -168,8 +169,8 @@ def cmd_record(client: IpcClient, args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(st))
         else:
-            print(f"recording {st.get('id', '')} (started {time.strftime('%H:%M:%S', time.localtime(st['started_unix_ms'] / 1000))}, "
-                  f"{st['sample_count']} samples so far)")
+            started = time.strftime('%H:%M:%S', time.localtime(st['started_unix_ms'] / 1000))
+            print(f"recording {st.get('id', '')} (started {started}, {st['sample_count']} samples so far)")
         return 0
     meta = _call(client, "stats.stop")
     if meta is None:
@@ -193,7 +194,8 @@ def cmd_list(client: IpcClient, args: argparse.Namespace) -> int:
     if not metas:
         print("no recordings")
         return 0
-    print(f"{'id':<26} {'started':<19} {'path':<10} {'size':<16} {'codec':<6} {'encoder':<10} {'duration':>9} {'samples':>8}")
+    print(f"{'id':<26} {'started':<19} {'path':<10} {'size':<16} {'codec':<6} {'encoder':<10} "
+          f"{'duration':>9} {'samples':>8}")
     for m in metas:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["started_unix_ms"] / 1000))
         size = f"{m['width']}x{m['height']}@{m['fps']}" if m.get("width") else "-"
@@ -247,7 +249,8 @@ def add_commands(subparsers: Any) -> None:
 
     r = sub.add_parser("record", help="start or stop (and save) a capture")
     r.add_argument("action", choices=["start", "stop"])
-    r.add_argument("--json", action="store_true", help="print the status (start) or the saved capture's meta (stop) as JSON")
+    r.add_argument("--json", action="store_true",
+                   help="print the status (start) or the saved capture's meta (stop) as JSON")
     r.set_defaults(func=_run(cmd_record))
 
     r = sub.add_parser("list", help="saved captures, newest first")

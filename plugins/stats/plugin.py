@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from punktfunk_core import hookimpl
 from punktfunk_core.ipc import IpcError
 
-from punktfunk_stats.recorder import Recorder, RecorderError
+from punktfunk_stats.recorder import Recorder
+from punktfunk_stats.store import CaptureError, CaptureStore
 from punktfunk_stats.summary import summarize, to_csv
 
 log = logging.getLogger("punktfunk.stats")
@@ -50,7 +52,7 @@ def _bind(host: Any) -> Recorder:
     gate = host.gate
     _state.host = host
     _state.recorder = Recorder(
-        host.paths.captures,
+        CaptureStore(host.paths.captures),
         on_arm=lambda: gate.arm(GATE_NAME),
         on_disarm=lambda: gate.disarm(GATE_NAME),
     )
@@ -91,7 +93,7 @@ def host_stopping(host: Any) -> None:
             meta = rec.stop()
             if meta is not None:
                 log.info("host stopping: stats capture %s saved", meta["id"])
-        except RecorderError as exc:
+        except CaptureError as exc:
             log.error("host stopping: %s", exc.message)
         except Exception:  # noqa: BLE001
             log.exception("host stopping: saving the stats capture failed")
@@ -153,7 +155,7 @@ def _translated(fn: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]
     def handler(args: dict[str, Any]) -> Any:
         try:
             return fn(args)
-        except RecorderError as exc:
+        except CaptureError as exc:
             raise IpcError(exc.code, exc.message) from None
 
     handler.__name__ = getattr(fn, "__name__", "handler")
@@ -163,17 +165,18 @@ def _translated(fn: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]
 @hookimpl
 def ipc_commands(host: Any, register: Callable[..., None]) -> None:
     rec = _bind(host)
+    store = rec.store
 
-    def stop(_a: dict) -> Any:
+    def stop(_a: dict[str, Any]) -> Any:
         # None = nothing was recorded (the console answers 204)
         return rec.stop()
 
-    def delete(a: dict) -> Any:
-        rec.delete(_id_arg(a))
+    def delete(a: dict[str, Any]) -> Any:
+        store.delete(_id_arg(a))
         return {"deleted": _id_arg(a)}
 
-    def csv_(a: dict) -> Any:
-        cap = rec.load(_id_arg(a))
+    def csv_(a: dict[str, Any]) -> Any:
+        cap = store.load(_id_arg(a))
         return {"id": cap["meta"]["id"], "csv": to_csv(cap)}
 
     commands: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -182,10 +185,10 @@ def ipc_commands(host: Any, register: Callable[..., None]) -> None:
         "stats.save": lambda _a: rec.save_pending(),
         "stats.status": lambda _a: rec.status(),
         "stats.live": lambda a: rec.live(_since_arg(a)),
-        "stats.list": lambda _a: rec.list(),
-        "stats.load": lambda a: rec.load(_id_arg(a)),
+        "stats.list": lambda _a: store.list(),
+        "stats.load": lambda a: store.load(_id_arg(a)),
         "stats.delete": delete,
-        "stats.summary": lambda a: summarize(rec.load(_id_arg(a))),
+        "stats.summary": lambda a: summarize(store.load(_id_arg(a))),
         "stats.csv": csv_,
     }
     for name, fn in commands.items():

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from punktfunk_core.stats import COUNT_FIELDS, OPTIONAL_FIELDS, percentile
 
@@ -111,7 +112,7 @@ def _rate(samples: list[dict[str, Any]], key: str) -> dict[str, float] | None:
     if not have:
         return None
     weights = [float(s.get("window_ms") or 1.0) for s in have]
-    mean = sum(float(s[key]) * w for s, w in zip(have, weights)) / sum(weights)
+    mean = sum(float(s[key]) * w for s, w in zip(have, weights, strict=True)) / sum(weights)
     whole = [float(s[key]) for s in full_windows(have)] or [float(s[key]) for s in have]
     return {"min": round(min(whole), 2), "mean": round(mean, 2), "max": round(max(whole), 2)}
 

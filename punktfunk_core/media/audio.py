@@ -26,15 +26,10 @@ from typing import Any
 import av
 import numpy as np
 
-from punktfunk_core.media.options import int_range, one_of, take_options
+from punktfunk_core.media.options import AUDIO_SAMPLE_RATE, OpusOptions, ToneOptions
 from punktfunk_core.stages import AudioEncoder, AudioSource, StreamSpec
 
-SAMPLE_RATE = 48_000
-CHANNELS = 2
-#: channel counts a session can ask for: stereo, 5.1, 7.1
-CHANNEL_COUNTS = (2, 6, 8)
-#: Opus frame sizes at 48 kHz (2.5, 5, 10, 20, 40, 60 ms)
-OPUS_FRAME_SAMPLES = (120, 240, 480, 960, 1920, 2880)
+SAMPLE_RATE = AUDIO_SAMPLE_RATE
 #: the interleaved order of PCM channels (PulseAudio names) for each channel count
 CHANNEL_ORDER: dict[int, tuple[str, ...]] = {
     2: ("front-left", "front-right"),
@@ -75,49 +70,17 @@ OPUS_LAYOUTS: dict[tuple[int, bool], OpusLayout] = {
 }
 
 
-def _fraction(value: Any) -> float:
-    v = float(value)
-    if not 0.0 <= v <= 1.0:
-        raise ValueError(f"{v} is not in 0..1")
-    return v
-
-
-def _frequency(value: Any) -> float:
-    v = float(value)
-    if not 1.0 <= v < SAMPLE_RATE / 2:
-        raise ValueError(f"{v} Hz is not in 1..{SAMPLE_RATE // 2} Hz")
-    return v
-
-
-def _frame_ms(value: Any) -> float:
-    v = float(value)
-    if v and round(v * SAMPLE_RATE / 1000) not in OPUS_FRAME_SAMPLES:
-        raise ValueError(f"{v} ms is not an Opus frame duration (2.5, 5, 10, 20, 40, 60)")
-    return v
-
-
-def channel_count(value: Any) -> int:
-    """Option check: 2, 6 or 8 channels."""
-    v = int_range(1, 8)(value)
-    if v not in CHANNEL_COUNTS:
-        raise ValueError(f"{v} channels is not stereo (2), 5.1 (6) or 7.1 (8)")
-    return v
-
-
 class ToneSource(AudioSource):
-    """A sine tone. Options: ``frequency`` (Hz, default 440), ``amplitude``
-    (0..1 of full scale, default 0.25), ``channels`` (2/6/8, default 2; every
-    channel carries the tone). Consecutive reads continue the wave without a
-    phase jump."""
+    """A sine tone (options: :class:`punktfunk_core.media.options.ToneOptions`; every
+    channel carries the tone). Consecutive reads continue the wave without a phase jump."""
 
     sample_rate = SAMPLE_RATE
 
     def __init__(self, spec: StreamSpec | None = None, options: dict[str, Any] | None = None) -> None:
-        opts = take_options("tone", options, {"frequency": 440.0, "amplitude": 0.25, "channels": CHANNELS},
-                            {"frequency": _frequency, "amplitude": _fraction, "channels": channel_count})
-        self.frequency = opts["frequency"]
-        self.amplitude = opts["amplitude"]
-        self.channels = opts["channels"]
+        opts = ToneOptions.take("tone", options)
+        self.frequency = opts.frequency
+        self.amplitude = opts.amplitude
+        self.channels = opts.channels
         self._step = 2 * math.pi * self.frequency / SAMPLE_RATE
         self._phase = 0.0
         self._ramp: np.ndarray = np.arange(0, dtype=np.float64)
@@ -153,33 +116,20 @@ def _layout_from_header(head: bytes, channels: int) -> tuple[int, int, tuple[int
 class OpusEncoder(AudioEncoder):
     """Opus through PyAV libopus: 48 kHz, low-delay application, CBR.
 
-    Options: ``channels`` (2/6/8, default 2), ``high_quality`` (default false:
-    see :data:`OPUS_LAYOUTS`), ``frame_samples`` (120/240/480/960/1920/2880,
-    default 240 = 5 ms) or ``frame_ms`` (2.5/5/10/20/40/60, wins when set),
-    ``bitrate_kbps`` (default 0 = the layout's), ``application``
-    (lowdelay/audio/voip, default lowdelay). ``encode(pcm)`` takes exactly
-    ``frame_samples`` frames of int16 shaped (n, channels) and returns the
-    Opus packets produced (one per call in steady state). ``layout`` says
-    streams, coupled streams and mapping, for the protocol to announce.
+    Options: :class:`punktfunk_core.media.options.OpusOptions` (``channels`` 2/6/8,
+    ``high_quality``: see :data:`OPUS_LAYOUTS`; ``bitrate_kbps`` 0 = the layout's).
+    ``encode(pcm)`` takes exactly ``frame_samples`` frames of int16 shaped (n, channels)
+    and returns the Opus packets produced (one per call in steady state). ``layout``
+    says streams, coupled streams and mapping, for the protocol to announce.
     """
 
     def __init__(self, spec: StreamSpec | None = None, options: dict[str, Any] | None = None) -> None:
-        opts = take_options("opus", options, {"channels": CHANNELS, "high_quality": False, "frame_samples": 240,
-                                              "frame_ms": 0.0, "bitrate_kbps": 0, "application": "lowdelay"},
-                            {"channels": channel_count,
-                             "frame_samples": lambda v: int(one_of(*map(str, OPUS_FRAME_SAMPLES))(str(v))),
-                             "frame_ms": _frame_ms,
-                             "application": one_of("lowdelay", "audio", "voip")})
-        self.channels = channels = opts["channels"]
-        high_quality = opts["high_quality"]
-        table = OPUS_LAYOUTS[(channels, high_quality)]
-        # libopus takes at most 256 kbps a channel (FFmpeg refuses more)
-        kbps = opts["bitrate_kbps"] or table.bitrate_kbps
-        if not 6 <= kbps <= 256 * channels:
-            raise ValueError(f"opus: option 'bitrate_kbps': {kbps} is not in 6..{256 * channels} for {channels} channels")
-        self.frame_samples = opts["frame_samples"]
-        if opts["frame_ms"]:
-            self.frame_samples = round(opts["frame_ms"] * SAMPLE_RATE / 1000)
+        opts = OpusOptions.take("opus", options)  # the bitrate's range per channel count included
+        self.channels = channels = opts.channels
+        kbps = opts.bitrate_kbps or OPUS_LAYOUTS[(channels, opts.high_quality)].bitrate_kbps
+        self.frame_samples = opts.frame_samples
+        if opts.frame_ms:
+            self.frame_samples = round(opts.frame_ms * SAMPLE_RATE / 1000)
         self.bitrate_kbps = kbps
         self._av_layout = _AV_LAYOUT[channels]
         ctx = av.CodecContext.create("libopus", "w")
@@ -189,15 +139,15 @@ class OpusEncoder(AudioEncoder):
         ctx.bit_rate = kbps * 1000
         ctx.time_base = Fraction(1, SAMPLE_RATE)
         ms = self.frame_samples * 1000 / SAMPLE_RATE
-        options_av = {"application": opts["application"], "frame_duration": f"{ms:g}", "vbr": "off"}
-        if high_quality and channels > 2:
+        options_av = {"application": opts.application, "frame_duration": f"{ms:g}", "vbr": "off"}
+        if opts.high_quality and channels > 2:
             options_av["mapping_family"] = "255"  # one mono stream a channel, in input order
         ctx.options = options_av
         ctx.open()
         streams, coupled, mapping = _layout_from_header(bytes(ctx.extradata or b""), channels)
         #: the multistream configuration the packets are coded in
-        self.layout = OpusLayout(channels, streams, coupled, mapping, kbps, high_quality)
-        self._ctx = ctx
+        self.layout = OpusLayout(channels, streams, coupled, mapping, kbps, opts.high_quality)
+        self._ctx: av.AudioCodecContext | None = ctx
         self._pts = 0
 
     def encode(self, pcm: np.ndarray) -> list[bytes]:
@@ -209,6 +159,8 @@ class OpusEncoder(AudioEncoder):
         frame.sample_rate = SAMPLE_RATE
         frame.pts = self._pts
         self._pts += self.frame_samples
+        if self._ctx is None:
+            raise RuntimeError("opus: the encoder is closed")
         return [bytes(p) for p in self._ctx.encode(frame)]
 
     def close(self) -> None:

@@ -8,11 +8,12 @@ encoder reports. Looks only at NAL/OBU headers; never raises on bad input.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 _START = re.compile(b"\x00\x00\x01")
 
 
-def _nal_payloads(data: bytes):
+def _nal_payloads(data: bytes) -> Iterator[int]:
     for m in _START.finditer(data):
         if m.end() < len(data):
             yield m.end()

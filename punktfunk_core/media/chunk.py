@@ -17,7 +17,7 @@ import socket
 import struct
 from typing import Any
 
-from punktfunk_core.media.options import int_range, take_options
+from punktfunk_core.media.options import ChunkOptions, NoOptions, UdpOptions
 from punktfunk_core.stages import AccessUnit, Packetizer, PacketBatch, Sender, StreamSpec
 
 HEADER = struct.Struct("!IHHB")
@@ -30,8 +30,7 @@ class ChunkPacketizer(Packetizer):
     of payload (option, default 1200) plus the 9-byte header."""
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
-        opts = take_options("chunk", options, {"payload_size": 1200}, {"payload_size": int_range(16, 65_000)})
-        self.payload_size = opts["payload_size"]
+        self.payload_size = ChunkOptions.take("chunk", options).payload_size
 
     def packetize(self, au: AccessUnit) -> PacketBatch:
         data = memoryview(au.data)
@@ -95,16 +94,13 @@ class UdpSender(Sender):
     waits = False  # no pacing, non-blocking socket
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
-        opts = take_options("udp", options, {"host": "127.0.0.1", "port": 0, "sndbuf": 0},
-                            {"port": int_range(1, 65535), "sndbuf": int_range(0, 1 << 30)})
-        if not opts["port"]:
-            raise ValueError("udp: option 'port' is required (1..65535)")
-        infos = socket.getaddrinfo(opts["host"], opts["port"], type=socket.SOCK_DGRAM)
+        opts = UdpOptions.take("udp", options)
+        infos = socket.getaddrinfo(opts.host, opts.port, type=socket.SOCK_DGRAM)
         family, _, _, _, addr = infos[0]
         self.address = addr
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        if opts["sndbuf"]:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, opts["sndbuf"])
+        if opts.sndbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, opts.sndbuf)
         self.sock.connect(addr)
         self.sock.setblocking(False)
         self.send_dropped = 0
@@ -135,7 +131,7 @@ class NullSender(Sender):
     waits = False
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
-        take_options("null", options, {})
+        NoOptions.take("null", options)
         self.send_dropped = 0
         self.bytes_sent = 0
         self.packets_sent = 0

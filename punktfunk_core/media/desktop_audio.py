@@ -30,22 +30,18 @@ from typing import Any
 
 import numpy as np
 
-from punktfunk_core.media.audio import CHANNEL_ORDER, CHANNELS, SAMPLE_RATE, ToneSource, channel_count
-from punktfunk_core.media.options import int_range, take_options
+from punktfunk_core.media.audio import CHANNEL_ORDER, SAMPLE_RATE, ToneSource
+from punktfunk_core.media.options import DESKTOP_RING_MS, AutoAudioOptions, DesktopAudioOptions
 from punktfunk_core.stages import AudioSource, StreamSpec
 
 log = logging.getLogger("punktfunk.media.desktop_audio")
 
-#: the monitor of whatever the default output is, resolved by the sound server
-DEFAULT_MONITOR = "@DEFAULT_MONITOR@"
 #: how long ``available()`` / ``auto`` wait for a sound server to answer
 PROBE_TIMEOUT_S = 2.0
 #: the fragment the server is asked for: one 5 ms frame
 FRAGMENT_MS = 5
 #: seconds between attempts to start parec again after it exited (doubling up to the max)
 RETRY_S, RETRY_MAX_S = 0.5, 5.0
-#: the ring holds this much audio; the backlog is trimmed far below it
-RING_MS = 500
 #: how long the reader sleeps between looks once the next fragment is late
 POLL_S = 0.001
 #: reads over which a backlog that never drained counts as standing latency (1 s of 5 ms frames)
@@ -94,7 +90,7 @@ class PcmRing:
         self.frame_bytes = 2 * channels
         self.capacity = frames
         self._buf = np.zeros((frames, channels), np.int16)
-        self._bytes = memoryview(self._buf).cast("B")
+        self._bytes = self._buf.data.cast("B")
         #: bytes written in all (writer-owned); whole frames = written_bytes // frame_bytes
         self.written_bytes = 0
         #: frames taken or skipped (reader-owned)
@@ -139,48 +135,44 @@ class PcmRing:
 
 
 class DesktopAudioSource(AudioSource):
-    """The desktop's sound. Options: ``source`` (default ``@DEFAULT_MONITOR@``:
-    the monitor of the default output; any PulseAudio source name),
-    ``channels`` (2/6/8, default 2), ``max_delay_ms`` (backlog kept before the
-    oldest samples are dropped, default 20). Counters: ``gap_samples``
+    """The desktop's sound. Options: :class:`punktfunk_core.media.options.DesktopAudioOptions`
+    (``source``: the monitor of the default output unless named, ``channels``,
+    ``max_delay_ms``: backlog kept before the oldest samples are dropped). Counters: ``gap_samples``
     (silence inserted), ``gaps`` (reads that inserted some), ``dropped_samples``
     (backlog trimmed), ``restarts`` (times parec was started again)."""
 
     sample_rate = SAMPLE_RATE
 
     def __init__(self, spec: StreamSpec | None = None, options: dict[str, Any] | None = None) -> None:
-        opts = take_options("desktop", options, {"source": DEFAULT_MONITOR, "channels": CHANNELS, "max_delay_ms": 20},
-                            {"channels": channel_count, "max_delay_ms": int_range(5, RING_MS // 2)})
-        if not opts["source"] or any(c in opts["source"] for c in "\0\n"):
-            raise ValueError(f"desktop: option 'source': {opts['source']!r} is not a source name")
+        opts = DesktopAudioOptions.take("desktop", options)
         parec = _parec()
         if parec is None:
             raise RuntimeError("desktop audio is not available: parec is not installed (Debian/Ubuntu: "
                                "apt-get install pulseaudio-utils)")
-        self.source = opts["source"]
-        self.channels = opts["channels"]
-        self.max_delay = opts["max_delay_ms"] * SAMPLE_RATE // 1000
-        self._ring = PcmRing(RING_MS * SAMPLE_RATE // 1000, self.channels)
+        self.source = opts.source
+        self.channels = opts.channels
+        self.max_delay = opts.max_delay_ms * SAMPLE_RATE // 1000
+        self._ring = PcmRing(DESKTOP_RING_MS * SAMPLE_RATE // 1000, self.channels)
         self._cmd = [parec, "--raw", "--format=s16le", f"--rate={SAMPLE_RATE}", f"--channels={self.channels}",
                      f"--channel-map={','.join(CHANNEL_ORDER[self.channels])}", f"--latency-msec={FRAGMENT_MS}",
                      f"--device={self.source}", "--client-name=punktfunk", "--stream-name=desktop audio"]
         self.gap_samples = 0
         self.gaps = 0
         self._reads = 0  # reads since the standing backlog was last looked at
-        self._least_left = RING_MS * SAMPLE_RATE  # the least backlog any of them left behind
+        self._least_left = DESKTOP_RING_MS * SAMPLE_RATE  # the least backlog any of them left behind
         self.dropped_samples = 0
         self.restarts = 0
         #: the last reason parec stopped ("" while it runs)
         self.last_error = ""
         self._stop = threading.Event()
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._proc_lock = threading.Lock()  # start/stop of the child only, never on the read path
         self._thread = threading.Thread(target=self._capture, name="desktop-audio", daemon=True)
         self._thread.start()
 
     # -- the capture thread --------------------------------------------------------------
 
-    def _spawn(self) -> subprocess.Popen | None:
+    def _spawn(self) -> subprocess.Popen[bytes] | None:
         with self._proc_lock:
             if self._stop.is_set():
                 return None
@@ -218,7 +210,7 @@ class DesktopAudioSource(AudioSource):
                 return
             retry = min(retry * 2, RETRY_MAX_S)
 
-    def _pump(self, proc: subprocess.Popen) -> int:
+    def _pump(self, proc: subprocess.Popen[bytes]) -> int:
         """Read the pipe into the ring until it ends; returns the bytes read."""
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
@@ -235,7 +227,7 @@ class DesktopAudioSource(AudioSource):
             total += n
             self.last_error = ""
 
-    def _reap(self, proc: subprocess.Popen) -> int | None:
+    def _reap(self, proc: subprocess.Popen[bytes]) -> int | None:
         if proc.stdout:
             proc.stdout.close()
         try:
@@ -263,7 +255,7 @@ class DesktopAudioSource(AudioSource):
             if self._least_left > 0:
                 self._drop(self._least_left)
                 backlog -= self._least_left
-            self._reads, self._least_left = 0, RING_MS * SAMPLE_RATE
+            self._reads, self._least_left = 0, DESKTOP_RING_MS * SAMPLE_RATE
         out = np.zeros((samples, self.channels), np.int16)
         have = min(backlog, samples)
         if have:
@@ -312,12 +304,12 @@ class DesktopAudioSource(AudioSource):
 
 def make_auto(spec: StreamSpec | None = None, options: dict[str, Any] | None = None) -> AudioSource:
     """The ``auto`` audio source: ``desktop`` when a sound server answers, else ``tone``.
-    Options: ``channels`` (2/6/8), ``source`` (for ``desktop``)."""
-    opts = take_options("auto", options, {"channels": CHANNELS, "source": DEFAULT_MONITOR},
-                        {"channels": channel_count})
+    Options: :class:`punktfunk_core.media.options.AutoAudioOptions` (``channels``, ``source``
+    for ``desktop``)."""
+    opts = AutoAudioOptions.take("auto", options)
     reason = server_answers()
     if reason:
         log.info("audio source auto: tone (%s)", reason)
-        return ToneSource(spec, {"channels": opts["channels"]})
-    log.info("audio source auto: desktop (%s)", opts["source"])
-    return DesktopAudioSource(spec, opts)
+        return ToneSource(spec, {"channels": opts.channels})
+    log.info("audio source auto: desktop (%s)", opts.source)
+    return DesktopAudioSource(spec, {"channels": opts.channels, "source": opts.source})

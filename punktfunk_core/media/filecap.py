@@ -21,29 +21,23 @@ repeated with ``is_repeat=True``.
 from __future__ import annotations
 
 import logging
-import os
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import av
 import numpy as np
 
 from punktfunk_core.media import stamp
-from punktfunk_core.media.options import one_of, take_options
+from punktfunk_core.media.options import FileOptions
 from punktfunk_core.media.yuv import AV_FORMAT, alloc_planes, copy_av_frame
-from punktfunk_core.stages import PIXEL_FORMATS, CaptureSource, Frame, StreamSpec
+from punktfunk_core.stages import CaptureSource, Frame, StreamSpec
 
 log = logging.getLogger("punktfunk.media.file")
 
 RING = 3
 #: consecutive bad packets after which the file is treated as ended
 MAX_BAD_RUN = 50
-
-
-def _path(value: Any) -> str:
-    if not isinstance(value, (str, os.PathLike)) or not str(value):
-        raise ValueError(f"{value!r} is not a file path")
-    return os.fspath(value)
 
 
 #: YUV4MPEG2 colour spaces that are 8-bit 4:2:0 planar (the chroma siting differs, the bytes do not)
@@ -85,7 +79,7 @@ class Y4MReader:
             return False
         if not line.startswith(b"FRAME"):
             return None
-        return self._f.readinto(memoryview(flat).cast("B")) == self.frame_bytes
+        return self._f.readinto(flat.data.cast("B")) == self.frame_bytes
 
     def rewind(self) -> None:
         self._f.seek(self._first)
@@ -100,15 +94,11 @@ class FileCapture(CaptureSource):
     (default the spec's)."""
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
-        opts = take_options("file", options, {"path": "", "loop": True, "stamp": True,
-                                              "pixel_format": spec.pixel_format},
-                            {"path": _path, "pixel_format": one_of(*PIXEL_FORMATS)})
-        if not opts["path"]:
-            raise ValueError("file: option 'path' is required")
-        self.path = opts["path"]
-        self.loop = opts["loop"]
-        self.stamp = opts["stamp"]
-        self.format = opts["pixel_format"]
+        opts = FileOptions.take("file", options)
+        self.path = opts.path
+        self.loop = opts.loop
+        self.stamp = opts.stamp
+        self.format = opts.pixel_format or spec.pixel_format
         self.width, self.height = spec.width, spec.height
         if self.stamp:
             stamp.cell_size(self.width, self.height)
@@ -190,7 +180,7 @@ class FileCapture(CaptureSource):
         else:
             vf = self._next_picture(self._decoded, self._open)
             got = vf is not None
-            if got:
+            if vf is not None:
                 copy_av_frame(vf.reformat(width=self.width, height=self.height, format=AV_FORMAT[self.format]),
                               planes)
         if not got:

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 
 from punktfunk_core.media.bitstream import is_keyframe
-from punktfunk_core.media.options import int_range, one_of, take_options
+from punktfunk_core.media.options import NvencOptions
 from punktfunk_core.media.ratecontrol import PendingRequests
 from punktfunk_core.media.swenc import ENDLESS_GOP, input_buffer
-from punktfunk_core.stages import PIXEL_FORMATS, AccessUnit, Encoder, Frame, StreamSpec
+from punktfunk_core.stages import AccessUnit, Encoder, Frame, StreamSpec
 
 log = logging.getLogger("punktfunk.media.nvenc")
 
@@ -45,8 +45,6 @@ NV_FORMAT = {"nv12": "NV12", "i420": "YUV420"}
 #: NV_ENC_PIC_FLAGS values from nvEncodeAPI.h, used when the module lacks the enum
 FORCEIDR = 0x2
 OUTPUT_SPSPPS = 0x4
-PRESETS = tuple(f"P{i}" for i in range(1, 8))
-TUNINGS = ("ultra_low_latency", "low_latency", "high_quality")
 
 
 def _import_nvc() -> Any:
@@ -101,30 +99,22 @@ def available(codec: str = "h264") -> str:
 class NvencEncoder(PendingRequests, Encoder):
     """H.264/HEVC/AV1 on NVENC (codec from the stream spec).
 
-    Options: ``preset`` (P1..P7, default P1), ``tuning`` (default
-    ultra_low_latency), ``gpu`` (index, default 0), ``vbv_frames`` (VBV in
-    frame intervals, default 1.0), ``pixel_format`` (input, default nv12).
+    Options: :class:`punktfunk_core.media.options.NvencOptions`.
     """
 
     backend = "nvenc"
     input_format = "nv12"
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
-        self.opts = take_options("nvenc", options, {"preset": "P1", "tuning": "ultra_low_latency", "gpu": 0,
-                                                    "vbv_frames": 1.0, "pixel_format": "nv12"},
-                                 {"preset": lambda v: one_of(*PRESETS)(str(v).upper()),
-                                  "tuning": one_of(*TUNINGS), "gpu": int_range(0, 63),
-                                  "pixel_format": one_of(*PIXEL_FORMATS)})
-        if not 0.1 <= self.opts["vbv_frames"] <= 1000:
-            raise ValueError("nvenc: option 'vbv_frames' must be in 0.1..1000")
+        self.opts = NvencOptions.take("nvenc", options)
         reason = available(spec.codec)
         if reason:
             raise RuntimeError(f"nvenc encoder is not available: {reason}")
         self.nvc = _import_nvc()
         self.spec = spec
         self.codec = spec.codec
-        self.input_format = self.opts["pixel_format"]
-        self.gpu = gpu_name(self.opts["gpu"]) or f"NVIDIA GPU {self.opts['gpu']}"
+        self.input_format = self.opts.pixel_format
+        self.gpu = gpu_name(self.opts.gpu) or f"NVIDIA GPU {self.opts.gpu}"
         self._kbps = int(spec.bitrate_kbps)
         if self._kbps <= 0:
             raise ValueError(f"nvenc: bitrate must be positive, not {self._kbps}")
@@ -144,14 +134,14 @@ class NvencEncoder(PendingRequests, Encoder):
         self._enc = self._create(self._kbps)
 
     def _vbv_bits(self, kbps: int) -> int:
-        return max(1000, int(kbps * 1000 * self.opts["vbv_frames"] / self.spec.fps))
+        return max(1000, int(kbps * 1000 * self.opts.vbv_frames / self.spec.fps))
 
     def _create(self, kbps: int) -> Any:
         gop = self.spec.keyframe_interval if self.spec.keyframe_interval > 0 else ENDLESS_GOP
         vbv = self._vbv_bits(kbps)
         config = {
-            "gpu_id": self.opts["gpu"], "codec": self.codec, "preset": self.opts["preset"],
-            "tuning_info": self.opts["tuning"], "rc": "cbr", "fps": self.spec.fps,
+            "gpu_id": self.opts.gpu, "codec": self.codec, "preset": self.opts.preset.upper(),
+            "tuning_info": self.opts.tuning, "rc": "cbr", "fps": self.spec.fps,
             "bitrate": kbps * 1000, "maxbitrate": kbps * 1000, "vbvbufsize": vbv, "vbvinit": vbv,
             "bf": 0, "gop": gop, "idrperiod": gop, "repeatspspps": 1,
         }

@@ -3,14 +3,17 @@
 Registers the protocol-neutral stages: capture sources, encoders, audio, and
 the ``chunk``/``udp``/``null`` stages of the loopback diagnostic session.
 Heavy or optional imports happen inside the factories, so a missing optional
-library only disables its own stage.
+library only disables its own stage; each stage's options schema comes from
+the light ``media/options.py``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from punktfunk_core import hookimpl
+from punktfunk_core.media import options as o
 from punktfunk_core.stages import StreamSpec
 
 
@@ -34,7 +37,7 @@ def _x11_available() -> str:
     return available()
 
 
-def _encoder(cls_name: str):
+def _encoder(cls_name: str) -> Callable[[StreamSpec, dict[str, Any]], Any]:
     def factory(spec: StreamSpec, options: dict[str, Any]) -> Any:
         from punktfunk_core.media import swenc
         return getattr(swenc, cls_name)(spec, options)
@@ -42,7 +45,7 @@ def _encoder(cls_name: str):
     return factory
 
 
-def _codec_probe(codec_name: str):
+def _codec_probe(codec_name: str) -> Callable[[], str]:
     def available() -> str:
         from punktfunk_core.media.swenc import codec_available
         return codec_available(codec_name)
@@ -101,26 +104,35 @@ def _null(spec: StreamSpec, options: dict[str, Any]) -> Any:
 
 @hookimpl
 def register_stages(registry: Any) -> None:
-    registry.add("capture", "testpattern", _testpattern,
+    registry.add("capture", "testpattern", _testpattern, options_schema=o.TestPatternOptions.schema(),
                  description="moving synthetic picture in I420/NV12 with a frame-id/time stamp")
-    registry.add("capture", "file", _file, description="loops a video file through PyAV (option path)")
-    registry.add("capture", "x11", _x11, available=_x11_available,
+    registry.add("capture", "file", _file, options_schema=o.FileOptions.schema(),
+                 description="loops a video file through PyAV (option path)")
+    registry.add("capture", "x11", _x11, available=_x11_available, options_schema=o.X11Options.schema(),
                  description="X11 screen capture through mss (optional extra)")
     registry.add("encoder", "x264", _encoder("X264Encoder"), available=_codec_probe("libx264"),
+                 options_schema=o.X264Options.schema(),
                  description="H.264 via PyAV libx264 (zerolatency, CBR-like, no B-frames)")
     registry.add("encoder", "hevc", _encoder("HevcEncoder"), available=_codec_probe("libx265"),
+                 options_schema=o.HevcOptions.schema(),
                  description="HEVC via PyAV libx265 (zerolatency, CBR-like, no B-frames)")
     registry.add("encoder", "av1", _encoder("Av1Encoder"), available=_codec_probe("libsvtav1"),
-                 description="AV1 via PyAV libsvtav1 (RTC low-delay, CBR)")
-    registry.add("encoder", "nvenc", _nvenc, available=_nvenc_available,
+                 options_schema=o.Av1Options.schema(), description="AV1 via PyAV libsvtav1 (RTC low-delay, CBR)")
+    registry.add("encoder", "nvenc", _nvenc, available=_nvenc_available, options_schema=o.NvencOptions.schema(),
                  description="H.264/HEVC/AV1 on NVIDIA NVENC via PyNvVideoCodec (ultra-low-latency, CBR)")
-    registry.add("audio_source", "tone", _tone, description="phase-continuous sine, 48 kHz s16, 2/6/8 channels")
+    registry.add("audio_source", "tone", _tone, options_schema=o.ToneOptions.schema(),
+                 description="phase-continuous sine, 48 kHz s16, 2/6/8 channels")
     registry.add("audio_source", "desktop", _desktop_audio, available=_desktop_audio_available,
+                 options_schema=o.DesktopAudioOptions.schema(),
                  description="what the desktop plays: the default output's monitor of PulseAudio/PipeWire (parec)")
-    registry.add("audio_source", "auto", _auto_audio,
+    registry.add("audio_source", "auto", _auto_audio, options_schema=o.AutoAudioOptions.schema(),
                  description="desktop when a sound server answers, else tone (one log line says which)")
     registry.add("audio_encoder", "opus", _opus, available=_codec_probe("libopus"),
+                 options_schema=o.OpusOptions.schema(),
                  description="Opus via PyAV libopus (low delay, 5 ms frames; stereo, 5.1, 7.1 multistream)")
-    registry.add("packetizer", "chunk", _chunk, description="splits access units into datagrams with a 9-byte header")
-    registry.add("sender", "udp", _udp, description="plain UDP datagrams to host:port")
-    registry.add("sender", "null", _null, description="discards batches, counts bytes")
+    registry.add("packetizer", "chunk", _chunk, options_schema=o.ChunkOptions.schema(),
+                 description="splits access units into datagrams with a 9-byte header")
+    registry.add("sender", "udp", _udp, options_schema=o.UdpOptions.schema(),
+                 description="plain UDP datagrams to host:port")
+    registry.add("sender", "null", _null, options_schema=o.NoOptions.schema(),
+                 description="discards batches, counts bytes")

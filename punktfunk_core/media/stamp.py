@@ -165,7 +165,7 @@ def _luma_of(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
     if region.ndim == 3 and region.shape[2] in (3, 4):
         # Chroma is neutral under the stamp, so R = G = B there: the channel
         # mean is the luma whether the image is BGR or RGB.
-        return region[:, :, :3].astype(np.float32).mean(axis=2)
+        return np.asarray(region[:, :, :3].astype(np.float32).mean(axis=2))
     if region.ndim == 3 and region.shape[2] == 1:
         return region[:, :, 0].astype(np.float32)
     raise ValueError(f"read_stamp: unsupported image shape {image.shape}")

@@ -23,16 +23,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
 
 import av
 import numpy as np
+from av.video.codeccontext import VideoCodecContext
 
+from punktfunk_core.media.options import Av1Options, HevcOptions, PyAVEncoderOptions, X264Options
 from punktfunk_core.media.ratecontrol import PendingRequests
-from punktfunk_core.media.options import int_range, one_of, take_options
 from punktfunk_core.media.yuv import AV_FORMAT, alloc_planes, convert_into, packed_view
-from punktfunk_core.stages import PIXEL_FORMATS, AccessUnit, Encoder, Frame, StreamSpec
+from punktfunk_core.stages import AccessUnit, Encoder, Frame, StreamSpec
 
 log = logging.getLogger("punktfunk.media.encoder")
 
@@ -51,17 +53,9 @@ def codec_available(codec_name: str) -> str:
     return ""
 
 
-def _preset(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError(f"{value!r} is not a preset name or number")
-    return str(value)
-
-
-def _params(value: Any) -> str:
-    if isinstance(value, dict):  # {"key": value} is friendlier in TOML
+def _params(value: str | Mapping[str, Any]) -> str:
+    if isinstance(value, Mapping):  # {"key": value} is friendlier in TOML
         return ":".join(f"{k}={v}" for k, v in value.items())
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a 'key=value:key=value' string or a table")
     return value
 
 
@@ -89,10 +83,8 @@ def input_buffer(enc: Any, frame: Frame) -> np.ndarray:
 class PyAVEncoder(PendingRequests, Encoder):
     """Base of the PyAV encoders; subclasses fill in the codec specifics.
 
-    Common options: ``preset``, ``threads`` (0 = the codec's choice),
-    ``vbv_frames`` (VBV buffer in frame intervals, default 1.0),
-    ``pixel_format`` (input, default the spec's), ``params`` (extra
-    ``key=value:key=value`` codec parameters, appended last).
+    Options: :class:`punktfunk_core.media.options.PyAVEncoderOptions` and the
+    subclass's own (``options_class``).
     """
 
     #: FFmpeg encoder name
@@ -101,27 +93,20 @@ class PyAVEncoder(PendingRequests, Encoder):
     backend = ""
     #: codec of the produced access units
     codec = "h264"
-    #: default preset
-    default_preset = ""
     #: name of the private option taking ``key=value:…`` codec parameters
     params_option = ""
     #: can this libavcodec wrapper change the bitrate of an open context?
     live_bitrate = False
-    #: extra options and their defaults, for subclasses
-    extra_options: dict[str, Any] = {}
+    #: the options this encoder takes
+    options_class: type[PyAVEncoderOptions] = PyAVEncoderOptions
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
-        defaults = {"preset": self.default_preset, "threads": 0, "vbv_frames": 1.0,
-                    "pixel_format": spec.pixel_format, "params": "", **self.extra_options}
-        self.opts = take_options(self.backend, options, defaults,
-                                 {"pixel_format": one_of(*PIXEL_FORMATS), "threads": int_range(0, 256),
-                                  "preset": _preset, "params": _params})
-        if not 0.1 <= self.opts["vbv_frames"] <= 1000:
-            raise ValueError(f"{self.backend}: option 'vbv_frames' must be in 0.1..1000")
+        self.opts = self.options_class.take(self.backend, options)
+        self._params = _params(self.opts.params)
         if spec.codec != self.codec:
             log.warning("%s encoder produces %s but the stream spec says %s", self.backend, self.codec, spec.codec)
         self.spec = spec
-        self.input_format = self.opts["pixel_format"]
+        self.input_format = self.opts.pixel_format or spec.pixel_format
         self._kbps = int(spec.bitrate_kbps)
         if self._kbps <= 0:
             raise ValueError(f"{self.backend}: bitrate must be positive, not {self._kbps}")
@@ -143,7 +128,7 @@ class PyAVEncoder(PendingRequests, Encoder):
         return self.spec.keyframe_interval if self.spec.keyframe_interval > 0 else ENDLESS_GOP
 
     def _bufsize_bits(self, kbps: int) -> int:
-        return max(1000, int(kbps * 1000 * self.opts["vbv_frames"] / self.spec.fps))
+        return max(1000, int(kbps * 1000 * self.opts.vbv_frames / self.spec.fps))
 
     def _codec_options(self, kbps: int) -> dict[str, str]:
         """Private/generic AVOptions for avcodec_open2 (subclass adds its own)."""
@@ -152,6 +137,7 @@ class PyAVEncoder(PendingRequests, Encoder):
     def _open(self, kbps: int) -> Any:
         self._cap_kbps = kbps
         ctx = av.CodecContext.create(self.codec_name, "w")
+        assert isinstance(ctx, VideoCodecContext)
         ctx.width = self.spec.width
         ctx.height = self.spec.height
         ctx.pix_fmt = AV_FORMAT[self.input_format]
@@ -160,12 +146,12 @@ class PyAVEncoder(PendingRequests, Encoder):
         ctx.bit_rate = kbps * 1000
         ctx.gop_size = self._gop()
         ctx.max_b_frames = 0
-        if self.opts["threads"]:
-            ctx.thread_count = self.opts["threads"]
+        if self.opts.threads:
+            ctx.thread_count = self.opts.threads
         opts = self._codec_options(kbps)
-        if self.opts["params"]:
+        if self._params:
             key = self.params_option
-            opts[key] = f"{opts[key]}:{self.opts['params']}" if opts.get(key) else self.opts["params"]
+            opts[key] = f"{opts[key]}:{self._params}" if opts.get(key) else self._params
         ctx.options = opts
         try:
             ctx.open()
@@ -241,27 +227,27 @@ class PyAVEncoder(PendingRequests, Encoder):
 class X264Encoder(PyAVEncoder):
     """H.264 through libx264: zerolatency tune, no B-frames, CBR-like VBV.
 
-    Options (besides the common ones): ``tune`` (default zerolatency).
+    Options: :class:`punktfunk_core.media.options.X264Options`.
     """
 
     codec_name = "libx264"
     backend = "x264"
     codec = "h264"
-    default_preset = "ultrafast"
     params_option = "x264-params"
     live_bitrate = True
-    extra_options = {"tune": "zerolatency"}
+    options_class = X264Options
+    opts: X264Options
 
     def _codec_options(self, kbps: int) -> dict[str, str]:
         opts = super()._codec_options(kbps)
         opts.update({
-            "preset": self.opts["preset"],
+            "preset": str(self.opts.preset),
             "forced-idr": "1",
             # no scene-cut I-frames: keyframes come from the GOP or a request
             "x264-params": "scenecut=0:bframes=0:rc-lookahead=0:sync-lookahead=0",
         })
-        if self.opts["tune"]:
-            opts["tune"] = self.opts["tune"]
+        if self.opts.tune:
+            opts["tune"] = self.opts.tune
         return opts
 
 
@@ -273,9 +259,9 @@ class HevcEncoder(PyAVEncoder):
     codec_name = "libx265"
     backend = "hevc"
     codec = "hevc"
-    default_preset = "ultrafast"
     params_option = "x265-params"
-    extra_options = {"tune": "zerolatency"}
+    options_class = HevcOptions
+    opts: HevcOptions
 
     def _codec_options(self, kbps: int) -> dict[str, str]:
         gop = self._gop()
@@ -284,9 +270,9 @@ class HevcEncoder(PyAVEncoder):
             f"keyint={gop if gop < ENDLESS_GOP else -1}", "min-keyint=1", "open-gop=0",
             f"vbv-maxrate={kbps}", f"vbv-bufsize={max(1, self._bufsize_bits(kbps) // 1000)}",
         ]
-        opts = {"preset": self.opts["preset"], "forced-idr": "1", "x265-params": ":".join(params)}
-        if self.opts["tune"]:
-            opts["tune"] = self.opts["tune"]
+        opts = {"preset": str(self.opts.preset), "forced-idr": "1", "x265-params": ":".join(params)}
+        if self.opts.tune:
+            opts["tune"] = self.opts.tune
         return opts
 
 
@@ -304,8 +290,8 @@ class Av1Encoder(PyAVEncoder):
     codec_name = "libsvtav1"
     backend = "av1"
     codec = "av1"
-    default_preset = "10"
     params_option = "svtav1-params"
+    options_class = Av1Options
 
     def _open(self, kbps: int) -> Any:
         # SVT-AV1 prints its whole configuration at info level on every open
@@ -317,9 +303,10 @@ class Av1Encoder(PyAVEncoder):
         # SVT-AV1 takes its VBV in milliseconds, at least 20
         buf_ms = max(20, round(1000 * self._bufsize_bits(kbps) / (kbps * 1000)))
         # flat low-delay structure (no temporal layers): every frame is coded alike
-        params = ["rtc=1", "pred-struct=1", "hierarchical-levels=0", "rc=2", "lookahead=0", "enable-overlays=0", "scd=0",
+        params = ["rtc=1", "pred-struct=1", "hierarchical-levels=0", "rc=2", "lookahead=0", "enable-overlays=0",
+                  "scd=0",
                   f"tbr={kbps}", f"buf-sz={buf_ms}", f"buf-initial-sz={buf_ms}", f"buf-optimal-sz={buf_ms}",
                   f"keyint={gop if gop < ENDLESS_GOP else -1}"]
         opts: dict[str, str] = {}
-        opts.update({"preset": str(self.opts["preset"]), "svtav1-params": ":".join(params)})
+        opts.update({"preset": str(self.opts.preset), "svtav1-params": ":".join(params)})
         return opts

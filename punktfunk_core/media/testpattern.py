@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from punktfunk_core.media import stamp
-from punktfunk_core.media.options import int_range, one_of, take_options
+from punktfunk_core.media.options import TestPatternOptions
 from punktfunk_core.media.yuv import alloc_planes
-from punktfunk_core.stages import PIXEL_FORMATS, CaptureSource, Frame, StreamSpec
+from punktfunk_core.stages import CaptureSource, Frame, StreamSpec
 
 #: output buffers in rotation; the encoder consumes a frame before the next grab,
 #: a few spares keep a late reader (a test holding two frames) safe
@@ -60,10 +60,9 @@ class TestPattern(CaptureSource):
     __test__ = False  # not a pytest class despite the name
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
-        opts = take_options("testpattern", options, {"pixel_format": spec.pixel_format, "speed": 4},
-                            {"pixel_format": one_of(*PIXEL_FORMATS), "speed": int_range(0, 1 << 16)})
-        self.format: str = opts["pixel_format"]
-        self.speed = opts["speed"] & ~1  # even: chroma moves by whole samples
+        opts = TestPatternOptions.take("testpattern", options)
+        self.format: str = opts.pixel_format or spec.pixel_format
+        self.speed = opts.speed & ~1  # even: chroma moves by whole samples
         w, h = spec.width, spec.height
         self.width, self.height = w, h
         stamp.cell_size(w, h)  # fail now, not on the first frame, when the stamp cannot fit

@@ -22,9 +22,9 @@ import numpy as np
 
 from punktfunk_core.media import libyuv
 from punktfunk_core.media.cursor import open_overlay
-from punktfunk_core.media.options import int_range, one_of, take_options
+from punktfunk_core.media.options import X11Options
 from punktfunk_core.media.yuv import AV_FORMAT, alloc_planes, copy_av_frame
-from punktfunk_core.stages import PIXEL_FORMATS, CaptureSource, Frame, ScreenArea, StreamSpec
+from punktfunk_core.stages import CaptureSource, Frame, ScreenArea, StreamSpec
 
 RING = 3
 
@@ -43,57 +43,53 @@ def available(display: str | None = None) -> str:
 
 
 class X11Capture(CaptureSource):
-    """Captures one monitor of an X11 display. Options: ``display`` (default
-    $DISPLAY), ``monitor`` (mss index: 0 = all monitors, 1 = first, default
-    1), ``pixel_format`` (default the spec's), ``converter`` (``auto``:
-    libyuv when it can, else swscale; ``libyuv``; ``swscale``), ``cursor``
-    (draw the pointer, default true)."""
+    """Captures one monitor of an X11 display (options:
+    :class:`punktfunk_core.media.options.X11Options`: ``display``, ``monitor``,
+    ``pixel_format``, ``converter``, ``cursor``)."""
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
-        opts = take_options("x11", options, {"display": "", "monitor": 1, "pixel_format": spec.pixel_format,
-                                             "converter": "auto", "cursor": True},
-                            {"monitor": int_range(0, 64), "pixel_format": one_of(*PIXEL_FORMATS),
-                             "converter": one_of("auto", "libyuv", "swscale")})
-        if opts["converter"] == "libyuv" and libyuv.converter() is None:
+        opts = X11Options.take("x11", options)
+        if opts.converter == "libyuv" and libyuv.converter() is None:
             raise RuntimeError("x11 capture: converter 'libyuv' is not installed (Debian/Ubuntu: apt-get install "
                                "libyuv0)")
-        reason = available(opts["display"])
+        reason = available(opts.display)
         if reason:
             raise RuntimeError(f"x11 capture is not available: {reason}")
         import mss
 
-        kwargs = {"display": opts["display"]} if opts["display"] else {}
+        kwargs = {"display": opts.display} if opts.display else {}
         try:
             # mss ≥ 10.2 names the class MSS and deprecates the mss() factory
             self._mss = getattr(mss, "MSS", mss.mss)(**kwargs)
         except Exception as exc:  # noqa: BLE001 - mss raises its own ScreenShotError and others
-            raise RuntimeError(f"x11 capture: cannot open display {opts['display'] or os.environ.get('DISPLAY')!r}: {exc}") from None
+            display = opts.display or os.environ.get("DISPLAY")
+            raise RuntimeError(f"x11 capture: cannot open display {display!r}: {exc}") from None
         monitors = self._mss.monitors
-        if opts["monitor"] >= len(monitors):
+        if opts.monitor >= len(monitors):
             self._mss.close()
-            raise ValueError(f"x11: monitor {opts['monitor']} does not exist (0..{len(monitors) - 1})")
-        self.monitor = dict(monitors[opts["monitor"]])
+            raise ValueError(f"x11: monitor {opts.monitor} does not exist (0..{len(monitors) - 1})")
+        self.monitor = dict(monitors[opts.monitor])
         # where absolute pointer positions of the stream land on the desktop
         self.screen_area = ScreenArea(self.monitor["left"], self.monitor["top"], self.monitor["width"],
                                       self.monitor["height"])
-        self.format = opts["pixel_format"]
+        self.format = opts.pixel_format or spec.pixel_format
         self.width, self.height = spec.width, spec.height
         self._ring = [alloc_planes(self.width, self.height, self.format)[1] for _ in range(RING)]
         self._next = 0
         same_size = (self.monitor["width"], self.monitor["height"]) == (self.width, self.height)
         # libyuv converts without scaling; a monitor of another size goes through swscale
-        self._libyuv = libyuv.converter() if opts["converter"] != "swscale" and same_size else None
-        if opts["converter"] == "libyuv" and self._libyuv is None:
+        self._libyuv = libyuv.converter() if opts.converter != "swscale" and same_size else None
+        if opts.converter == "libyuv" and self._libyuv is None:
             self._mss.close()
-            raise ValueError(f"x11: converter 'libyuv' does not scale, and monitor {opts['monitor']} is "
+            raise ValueError(f"x11: converter 'libyuv' does not scale, and monitor {opts.monitor} is "
                              f"{self.monitor['width']}x{self.monitor['height']}, not {self.width}x{self.height}")
         #: what converts the screenshot: "libyuv" or "swscale"
         self.converter = "libyuv" if self._libyuv is not None else "swscale"
         self._cursor = None
         #: how the pointer gets into the picture: "xfixes", "off", or why it does not
         self.cursor = "off"
-        if opts["cursor"]:
-            self._cursor, why = open_overlay(opts["display"])
+        if opts.cursor:
+            self._cursor, why = open_overlay(opts.display)
             self.cursor = "xfixes" if self._cursor is not None else f"unavailable: {why}"
             if self._cursor is None:
                 log.warning("x11 capture: the pointer will not be drawn: %s", why)

@@ -8,9 +8,14 @@ views into it. An encoder can then hand the whole buffer to PyAV with
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from punktfunk_core.stages import Frame
+
+if TYPE_CHECKING:
+    import av
 
 #: our pixel format names → PyAV/FFmpeg names
 AV_FORMAT = {"i420": "yuv420p", "nv12": "nv12"}
@@ -34,7 +39,7 @@ def alloc_planes(width: int, height: int, fmt: str) -> tuple[np.ndarray, tuple[n
 
 
 def _addr(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
+    return int(a.__array_interface__["data"][0])
 
 
 def packed_view(frame: Frame) -> np.ndarray | None:
@@ -72,10 +77,10 @@ def pack_into(frame: Frame, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def copy_av_frame(vf, planes: tuple[np.ndarray, ...]) -> None:
+def copy_av_frame(vf: av.VideoFrame, planes: tuple[np.ndarray, ...]) -> None:
     """Copy a decoded/reformatted ``av.VideoFrame`` (yuv420p or nv12, same size)
     into our plane arrays, dropping PyAV's line padding."""
-    for src, dst in zip(vf.planes, planes):
+    for src, dst in zip(vf.planes, planes, strict=False):
         rows, cols = dst.shape
         buf = np.frombuffer(memoryview(src), dtype=np.uint8).reshape(-1, src.line_size)
         np.copyto(dst, buf[:rows, :cols])

@@ -1,13 +1,22 @@
-"""The ``bars`` capture source: moving vertical bars in I420 or NV12."""
+"""The ``bars`` capture source: moving vertical bars in I420 or NV12.
+
+Its options and its config section are declared once each, as
+:class:`punktfunk_core.settings.Settings` classes: that gives the JSON Schema
+(``punktfunk config check`` holds ``stream.capture_options`` to it when
+``stream.capture = "bars"``), the defaults and a typed view.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
 from punktfunk_core import hookimpl
+from punktfunk_core.settings import Settings, setting
 from punktfunk_core.stages import CaptureSource, Frame, StreamSpec
 
 # (Y, U, V) of eight classic bars: white, yellow, cyan, green, magenta, red, blue, black
@@ -18,15 +27,26 @@ BARS_YUV = np.array(
 )
 
 
+@dataclass(frozen=True, kw_only=True)
+class BarsOptions(Settings):
+    """Options of the bars capture."""
+
+    speed: int = setting(4, "pixels per frame the bars move", minimum=0, maximum=4096)
+    pixel_format: Literal["i420", "nv12"] | None = setting(None, "default: the stream's")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExampleSettings(Settings):
+    """The example plugin."""
+
+    greeting: str = setting("hello", "logged when the host starts")
+
+
 class BarsCapture(CaptureSource):
     def __init__(self, spec: StreamSpec, options: dict[str, Any]) -> None:
-        unknown = set(options) - {"speed", "pixel_format"}
-        if unknown:
-            raise ValueError(f"bars: unknown option(s) {', '.join(sorted(unknown))} (known: speed, pixel_format)")
-        self.speed = int(options.get("speed", 4))
-        self.format = options.get("pixel_format", spec.pixel_format)
-        if self.format not in ("i420", "nv12"):
-            raise ValueError(f"bars: pixel_format must be i420 or nv12, not {self.format!r}")
+        opts = BarsOptions.take("bars", options)  # an unknown key or a bad value is a ValueError naming it
+        self.speed = opts.speed
+        self.format = opts.pixel_format or spec.pixel_format
         w, h = spec.width, spec.height
         self.width, self.height = w, h
         # One row of each plane, twice as wide so that a moving window never wraps.
@@ -42,6 +62,7 @@ class BarsCapture(CaptureSource):
         cu = off // 2
         u = np.broadcast_to(self._u_row[cu:cu + w // 2], (h // 2, w // 2))
         v = np.broadcast_to(self._v_row[cu:cu + w // 2], (h // 2, w // 2))
+        planes: tuple[np.ndarray, ...]
         if self.format == "i420":
             planes = (np.ascontiguousarray(y), np.ascontiguousarray(u), np.ascontiguousarray(v))
         else:
@@ -53,23 +74,17 @@ class BarsCapture(CaptureSource):
 
 
 @hookimpl
-def register_stages(registry):
-    registry.add("capture", "bars", BarsCapture, description="moving colour bars (example plugin)")
+def register_stages(registry: Any) -> None:
+    registry.add("capture", "bars", BarsCapture, options_schema=BarsOptions.schema(),
+                 description="moving colour bars (example plugin)")
 
 
 @hookimpl
-def config_schema(register):
-    register("example", {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "greeting": {"type": "string", "default": "hello", "description": "logged when the host starts"},
-        },
-    })
+def config_schema(register: Any) -> None:
+    register("example", ExampleSettings.schema())
 
 
 @hookimpl
-def host_started(host):
-    import logging
-
-    logging.getLogger("punktfunk.example").info("example plugin says %s", host.config["example"]["greeting"])
+def host_started(host: Any) -> None:
+    settings = ExampleSettings.of(host.config["example"])
+    logging.getLogger("punktfunk.example").info("example plugin says %s", settings.greeting)
