@@ -375,7 +375,7 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the session's final counters as JSON")
     p.set_defaults(func=cmd_loopback)
 
-    pm.hook.cli_commands(subparsers=sub)
+    pm.call_each("cli_commands", {"subparsers": sub})
     return parser
 
 

@@ -9,6 +9,11 @@ No hook is ever called per frame. Stage objects are resolved once when a
 session starts and the pipeline runner calls them directly; the only hook on
 the streaming threads is :func:`stats_window`, once per aggregation window.
 
+Each plugin's implementation is called on its own through
+:meth:`punktfunk_core.plugins.PluginManager.call_each`: an exception is
+logged naming the plugin and the others still run, except in the hooks that
+fill the host's registries, where it stops the start.
+
 ``docs/plugins.md`` documents each hook with its exact signature; a test fails
 when the two disagree.
 """

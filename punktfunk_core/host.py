@@ -86,7 +86,7 @@ class Host:
             log.info("protocol %s started %s", name, plane.status())
         # IPC last: a host that answers has its protocols up (scripts and tests rely on it)
         self.ipc.start()
-        self.pm.hook.host_started(host=self)
+        self.pm.call_each("host_started", {"host": self})
 
     def stop(self) -> None:
         """Stop the sessions, wait for them (their last stats windows), then tell
@@ -99,10 +99,7 @@ class Host:
         deadline = time.monotonic() + SESSION_STOP_WAIT_S
         for s in list(self.sessions.values()):
             s.wait(max(0.0, deadline - time.monotonic()))
-        try:
-            self.pm.hook.host_stopping(host=self)
-        except Exception:  # noqa: BLE001
-            log.exception("host_stopping hook failed")
+        self.pm.call_each("host_stopping", {"host": self})
         for plane in self.planes.values():
             try:
                 plane.stop()
@@ -196,10 +193,7 @@ class Host:
             self.sessions[session.id] = session
         log.info("session %s started: %s client=%s %dx%d@%d %s via %s", session.id, kind, client,
                  spec.width, spec.height, spec.fps, spec.codec, session.encoder_backend)
-        try:
-            self.pm.hook.session_started(session=session)
-        except Exception:  # noqa: BLE001
-            log.exception("session_started hook failed")
+        self.pm.call_each("session_started", {"session": session})
         pipeline.start()
         return session
 
@@ -245,7 +239,7 @@ class Host:
         return session.info()
 
     def _emit_window(self, session: Session, sample: Any) -> None:
-        self.pm.hook.stats_window(session=session, sample=sample)
+        self.pm.call_each("stats_window", {"session": session, "sample": sample})
 
     def _session_ended(self, session: Session, error: BaseException | None) -> None:
         final = session.info()
@@ -255,10 +249,7 @@ class Host:
         reason = session.pipeline.stop_reason if session.pipeline else ""
         if error is None:
             log.info("session %s ended%s", session.id, f" ({reason})" if reason else "")
-        try:
-            self.pm.hook.session_ended(session=session, error=error)
-        except Exception:  # noqa: BLE001
-            log.exception("session_ended hook failed")
+        self.pm.call_each("session_ended", {"session": session, "error": error})
 
     # -- core IPC commands ---------------------------------------------------------------
     def _core_commands(self) -> dict[str, tuple[Any, str]]:

@@ -168,13 +168,9 @@ def create_app(config: dict[str, Any], paths: Paths, pm: Any = None) -> Flask:
         from punktfunk_core.plugins import load_plugin_manager
 
         pm = load_plugin_manager()
-    for impl in reversed(pm.hook.console_routes.get_hookimpls()):
-        args = {"register": table.register_for(impl.plugin_name), "ipc": ipc}
-        try:
-            impl.function(**{k: args[k] for k in impl.argnames})
-        except Exception as exc:  # noqa: BLE001 - one plugin's routes failing must not take the console down
-            table.failed[impl.plugin_name] = f"{type(exc).__name__}: {exc}"
-            log.error("plugin %s: console routes failed: %s", impl.plugin_name, exc)
+    # one plugin's routes failing does not take the console down: it is named in route_failures
+    for failure in pm.call_each("console_routes", lambda plugin: {"register": table.register_for(plugin), "ipc": ipc}):
+        table.failed[failure.plugin] = str(failure)
 
     _install_guard(app, table, tokens, hosts)
     _install_error_handlers(app)
