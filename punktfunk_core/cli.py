@@ -166,7 +166,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for e in pm.stages.entries():
         note = e.description
         if e.available is not None:
-            reason = e.available()
+            reason = e.available(None)
             note = (note + "; " if note else "") + ("available" if not reason else f"unavailable: {reason}")
         print(f"{e.kind:<14} {e.name:<16} {e.plugin:<14} {note}")
     if pm.protocols.names():

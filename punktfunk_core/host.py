@@ -30,9 +30,6 @@ log = logging.getLogger("punktfunk.host")
 #: pipeline.LAST_REPORT_WAIT_S for its client's last report)
 SESSION_STOP_WAIT_S = 3.0
 
-#: CPU encoder used for each codec when ``stream.encoder = "auto"`` finds no GPU
-CPU_ENCODER_FOR_CODEC = {"h264": "x264", "hevc": "hevc", "av1": "av1"}
-
 
 class HostBusy(IpcError):
     def __init__(self, message: str) -> None:
@@ -123,20 +120,10 @@ class Host:
         return StreamSpec(**kw)
 
     def encoder_name(self, spec: StreamSpec) -> str:
-        """Resolve ``stream.encoder``; ``auto`` picks nvenc when usable, else the CPU encoder."""
+        """Resolve ``stream.encoder``; ``auto`` takes the encoder of the highest
+        priority that encodes the session's codec here (see ``StageRegistry.choose``)."""
         name = self.config.get("stream", {}).get("encoder", "auto")
-        if name != "auto":
-            return name
-        if ("encoder", "nvenc") in self.pm.stages:
-            probe = self.pm.stages.get("encoder", "nvenc").available
-            try:  # an availability probe may take the codec (NVENC AV1 needs a newer GPU than H.264)
-                reason = probe(spec.codec) if probe else ""
-            except TypeError:
-                reason = probe() if probe else ""
-            if not reason:
-                return "nvenc"
-            log.debug("nvenc not used: %s", reason)
-        return CPU_ENCODER_FOR_CODEC[spec.codec]
+        return self.pm.stages.choose("encoder", spec.codec).name if name == "auto" else name
 
     def create_capture(self, spec: StreamSpec, name: str | None = None, options: dict | None = None) -> CaptureSource:
         s = self.config.get("stream", {})
@@ -201,8 +188,9 @@ class Host:
         """Start a diagnostic session that streams to a local UDP port.
 
         Lets operators and stage authors run any capture/encoder pair through
-        the real runner with no client: ``chunk`` packetizer, ``udp`` sender
-        to 127.0.0.1:``port``, stopped after ``seconds`` (0 = until stopped).
+        the real runner with no client: the packetizer and sender of the
+        highest priority (the media plugin's ``chunk`` and ``udp``), the sender
+        aimed at 127.0.0.1:``port``, stopped after ``seconds`` (0 = until stopped).
         """
         try:
             port = int(args["port"])
@@ -220,8 +208,10 @@ class Host:
         seconds = float(args.get("seconds", 0) or 0)
         made: list[Any] = []
         try:
-            made.append(self.pm.stages.create("packetizer", "chunk", spec, {"payload_size": int(args.get("payload_size", 1200))}))
-            made.append(self.pm.stages.create("sender", "udp", spec, {"host": "127.0.0.1", "port": port}))
+            stages = self.pm.stages
+            made.append(stages.create("packetizer", stages.choose("packetizer").name, spec,
+                                      {"payload_size": int(args.get("payload_size", 1200))}))
+            made.append(stages.create("sender", stages.choose("sender").name, spec, {"host": "127.0.0.1", "port": port}))
             made.append(self.create_encoder(spec, args.get("encoder"), args.get("encoder_options")))
             made.append(self.create_capture(dataclasses.replace(spec, pixel_format=made[-1].input_format),
                                             args.get("capture"), args.get("capture_options")))

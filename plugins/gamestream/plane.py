@@ -108,11 +108,12 @@ class GameStreamPlane(ProtocolPlane):
         self.counters[name] = self.counters.get(name, 0) + n
 
     def codec_support(self) -> int:
-        stages = self.host.pm.stages
+        """The codecs some registered encoder declares (whether it runs here is known at session start)."""
+        codecs = self.host.pm.stages.codecs("encoder")
         scm = wire.SCM_H264
-        if ("encoder", "hevc") in stages or ("encoder", "nvenc") in stages:
+        if "hevc" in codecs:
             scm |= wire.SCM_HEVC
-        if ("encoder", "av1") in stages:
+        if "av1" in codecs:
             scm |= wire.SCM_AV1_MAIN8
         return scm
 
