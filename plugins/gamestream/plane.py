@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from punktfunk_core.admission import ConnectionGate
 from punktfunk_core.protocol import ProtocolPlane
-from punktfunk_core.window import GAMESTREAM_LAYOUT
 
 from punktfunk_gamestream import wire
+from punktfunk_gamestream.layout import GAMESTREAM_LAYOUT
 from punktfunk_gamestream.pairing import Identity, PairedClient, Pairing
 from punktfunk_gamestream.video import VideoContext
 from punktfunk_gamestream.wire import AnnouncedStream, BadInput

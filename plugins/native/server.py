@@ -28,10 +28,10 @@ from punktfunk_core.ipc import IpcError
 from punktfunk_core.protocol import ProtocolPlane
 from punktfunk_core.stages import CODECS
 from punktfunk_core.tls import HandshakeFailed, TlsConnection, TlsServer
-from punktfunk_core.window import NATIVE_LAYOUT
 
 from punktfunk_native.datapath import FecParams, NativePacketizer, NativeSender, PacketOpener
 from punktfunk_native.identity import PairedClients, control_tls, load_or_create_identity, validate_cert_der
+from punktfunk_native.layout import NATIVE_LAYOUT
 from punktfunk_native.wire import (
     DIR_CLIENT_TO_HOST,
     MAX_PACKET,
