@@ -16,7 +16,8 @@ from typing import Any
 
 from punktfunk_core import __version__
 from punktfunk_core import config as configmod
-from punktfunk_core.ipc import IpcClient, IpcError
+from punktfunk_core import ipc
+from punktfunk_core.ipc import IpcError
 from punktfunk_core.paths import Paths
 from punktfunk_core.plugins import PluginManager, load_plugin_manager
 
@@ -34,21 +35,6 @@ def setup_logging(level: str = "info") -> None:
         datefmt="%H:%M:%S",
         force=True,
     )
-
-
-def ipc_client(timeout: float = 2.0) -> IpcClient:
-    """An IPC client for the host of this user (PUNKTFUNK_IPC overrides the endpoint)."""
-    endpoint = os.environ.get("PUNKTFUNK_IPC") or Paths.from_env().ipc_endpoint
-    return IpcClient(endpoint, timeout=timeout)
-
-
-def call_host(cmd: str, **args: Any) -> Any:
-    """Call a host IPC command from a CLI command; prints the error and exits 1 on failure."""
-    try:
-        return ipc_client().call(cmd, **args)
-    except IpcError as exc:
-        print(f"punktfunk: {exc.message}", file=sys.stderr)
-        raise SystemExit(1) from None
 
 
 def _load_config_or_exit(path: str | None, pm: PluginManager) -> dict[str, Any]:
@@ -216,8 +202,9 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    st = call_host("host.status")
-    sessions = call_host("sessions.list")
+    host = ipc.connect()
+    st = host.call("host.status")
+    sessions = host.call("sessions.list")
     if args.json:
         print(json.dumps({"host": st, "sessions": sessions}, indent=2))
         return 0
@@ -278,7 +265,7 @@ def cmd_loopback(args: argparse.Namespace) -> int:
     for key in ("capture", "encoder", "width", "height", "fps", "codec", "bitrate_kbps"):
         if getattr(args, key) is not None:
             req[key] = getattr(args, key)
-    info = call_host("sessions.loopback", **req)
+    info = ipc.connect().call("sessions.loopback", **req)
     if not args.json:
         print(f"loopback session {info['id']} → 127.0.0.1:{port}: {info['width']}x{info['height']}@{info['fps']} "
               f"{info['codec']} via {info['encoder_backend']}, "
@@ -303,7 +290,7 @@ def cmd_loopback(args: argparse.Namespace) -> int:
 
 def _wait_for_end(session_id: int) -> dict[str, Any]:
     """Block until the session ended (Ctrl-C ends it first); its final info."""
-    client = ipc_client()
+    client = ipc.connect()
     stopping = False
     while True:
         try:
@@ -316,9 +303,6 @@ def _wait_for_end(session_id: int) -> dict[str, Any]:
                 raise
             stopping = True
             client.call("sessions.stop", id=session_id)
-        except IpcError as exc:
-            print(f"punktfunk: {exc.message}", file=sys.stderr)
-            raise SystemExit(1) from None
 
 
 def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
@@ -394,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
+    except IpcError as exc:  # a command (ours or a plugin's) the host refused, or no host
+        print(f"punktfunk: {exc.message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

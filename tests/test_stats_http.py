@@ -152,7 +152,7 @@ def test_failed_save_is_500_and_retry_works(console: dict[str, Any]) -> None:
     c.post("/api/v1/stats/capture/start", headers=h)
     host.call("statstest.session", proto="a", seconds=0.5, fps=60)
     wait_for(lambda: host.call("stats.status")["sample_count"] >= 1, what="a window")
-    capdir = paths.captures
+    capdir = stats_plugin.captures_dir(paths)
     aside = capdir.with_name("captures.aside")
     capdir.rename(aside)
     capdir.write_text("in the way")

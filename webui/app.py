@@ -32,7 +32,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from punktfunk_core import __version__, boundedjson
-from punktfunk_core.ipc import DEFAULT_TIMEOUT_S, HostUnreachable, IpcClient, IpcError
+from punktfunk_core.ipc import DEFAULT_TIMEOUT_S, HostUnreachable, IpcClient, IpcError, host_endpoint
 from punktfunk_core.paths import Paths
 from punktfunk_webui import auth, metrics
 
@@ -133,10 +133,6 @@ def json_error(code: int, message: str, **headers: str) -> Response:
     return resp
 
 
-def ipc_endpoint(paths: Paths) -> str:
-    return os.environ.get("PUNKTFUNK_IPC") or paths.ipc_endpoint
-
-
 def create_app(config: dict[str, Any], paths: Paths, pm: Any = None) -> Flask:
     """Build one console app. ``pm`` defaults to the standard plugin manager."""
     console_cfg = dict(config.get("console", {}))
@@ -155,7 +151,7 @@ def create_app(config: dict[str, Any], paths: Paths, pm: Any = None) -> Flask:
     )
     app.json = BoundedJSONProvider(app)
     hosts = auth.HostNames(str(console_cfg.get("bind", "127.0.0.1")), list(console_cfg.get("allowed_hosts", [])))
-    ipc = IpcClient(ipc_endpoint(paths), timeout=DEFAULT_TIMEOUT_S)
+    ipc = IpcClient(host_endpoint(paths), timeout=DEFAULT_TIMEOUT_S)
     tokens = auth.TokenStore(paths.config)
     table = RouteTable(app)
     app.extensions["punktfunk"] = {"ipc": ipc, "tokens": tokens, "routes": table, "paths": paths}

@@ -12,7 +12,7 @@ import json
 from typing import Any, Callable
 
 from punktfunk_core import hookimpl
-from punktfunk_core.ipc import IpcError
+from punktfunk_core.ipc import IpcError, connect
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -152,17 +152,13 @@ def session_ended(session: Any, error: BaseException | None) -> None:
 
 # -- CLI -----------------------------------------------------------------------------
 def _cmd_pin(args: argparse.Namespace) -> int:
-    from punktfunk_core.cli import call_host
-
-    res = call_host("gamestream.pin", pin=args.pin)
+    res = connect().call("gamestream.pin", pin=args.pin)
     print(f"PIN sent; {res.get('device', 'the client')} is pairing")
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from punktfunk_core.cli import call_host
-
-    st = call_host("gamestream.status")
+    st = connect().call("gamestream.status")
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
@@ -179,17 +175,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_cancel(args: argparse.Namespace) -> int:
-    from punktfunk_core.cli import call_host
-
-    res = call_host("gamestream.cancel")
+    res = connect().call("gamestream.cancel")
     print("app ended" if res["cancelled"] else "no app was running")
     return 0
 
 
 def _cmd_unpair(args: argparse.Namespace) -> int:
-    from punktfunk_core.cli import call_host
-
-    res = call_host("gamestream.unpair", **({"all": True} if args.all else {"fingerprint": args.fingerprint or ""}))
+    res = connect().call("gamestream.unpair", **({"all": True} if args.all else {"fingerprint": args.fingerprint or ""}))
     print(f"removed {res['removed']} paired client(s)")
     return 0
 

@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from punktfunk_core import hookimpl
-from punktfunk_core.ipc import IpcError
+from punktfunk_core.ipc import IpcError, connect
 from punktfunk_core.stages import StreamSpec
 
 SECTION = "native"
@@ -98,11 +98,9 @@ def ipc_commands(host: Any, register: Any) -> None:
 
 
 def _cmd_pin(args: argparse.Namespace) -> int:
-    from punktfunk_core.cli import call_host
-
     from punktfunk_native.client import DEFAULT_PORT
 
-    res = call_host("native.pin", pin=args.pin, seconds=args.seconds)
+    res = connect().call("native.pin", pin=args.pin, seconds=args.seconds)
     port = f" --port {res['port']}" if res["port"] != DEFAULT_PORT else ""  # the client assumes the default
     print(f"pairing open for {res['expires_in_s']:.0f} s with PIN {args.pin} (control port {res['port']}); "
           f"on the client run: punktfunk client <this host>{port} --pin {args.pin}")
@@ -112,9 +110,7 @@ def _cmd_pin(args: argparse.Namespace) -> int:
 def _cmd_clients(args: argparse.Namespace) -> int:
     import json
 
-    from punktfunk_core.cli import call_host
-
-    rows = call_host("native.clients")
+    rows = connect().call("native.clients")
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -126,9 +122,7 @@ def _cmd_clients(args: argparse.Namespace) -> int:
 
 
 def _cmd_unpair(args: argparse.Namespace) -> int:
-    from punktfunk_core.cli import call_host
-
-    res = call_host("native.unpair", fingerprint=args.fingerprint)
+    res = connect().call("native.unpair", fingerprint=args.fingerprint)
     print(f"unpaired {res['unpaired'][:16]}…; that client must pair again with a PIN")
     return 0
 

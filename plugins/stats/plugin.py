@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Any, Callable
 
 from punktfunk_core import hookimpl
@@ -24,6 +25,11 @@ perf_log = logging.getLogger("punktfunk.perf")
 
 #: the measurement-gate consumer name of the recorder
 GATE_NAME = "stats"
+
+
+def captures_dir(paths: Any) -> Path:
+    """Where saved captures live: ``<config dir>/captures`` (0700, made when first needed)."""
+    return Path(paths.config) / "captures"
 
 
 class _State:
@@ -50,7 +56,7 @@ def _bind(host: Any) -> Recorder:
     gate = host.gate
     _state.host = host
     _state.recorder = Recorder(
-        host.paths.captures,
+        captures_dir(host.paths),
         on_arm=lambda: gate.arm(GATE_NAME),
         on_disarm=lambda: gate.disarm(GATE_NAME),
     )
