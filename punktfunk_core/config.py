@@ -55,22 +55,6 @@ CORE_SECTIONS: dict[str, dict[str, Any]] = {
             "keyframe_interval": {"type": "integer", "minimum": 0, "default": 0, "description": "frames between forced keyframes; 0 = on request only"},
         },
     },
-    "console": {
-        "type": "object",
-        "description": "The web console (gunicorn + Flask).",
-        "additionalProperties": False,
-        "properties": {
-            "enabled": {"type": "boolean", "default": True},
-            "bind": {"type": "string", "default": "127.0.0.1"},
-            "port": {"type": "integer", "minimum": 0, "maximum": 65535, "default": 47990},
-            "workers": {"type": "integer", "minimum": 1, "maximum": 64, "default": 2},
-            "allow_remote_admin": {"type": "boolean", "default": False, "description": "accept the admin token from non-loopback addresses"},
-            "allowed_hosts": {"type": "array", "default": [], "maxItems": 64,
-                              "items": {"type": "string", "pattern": r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[?[0-9A-Fa-f:.]+\]?)$"},
-                              "description": "names the console answers to besides localhost, loopback addresses and "
-                                             "its bind address (requests naming any other Host are refused: DNS rebinding)"},
-        },
-    },
 }
 
 

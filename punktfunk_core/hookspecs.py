@@ -27,6 +27,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     import argparse
 
+    from punktfunk_core.companion import Companion
     from punktfunk_core.host import Host
     from punktfunk_core.registry import ProtocolRegistry, StageRegistry
     from punktfunk_core.session import Session
@@ -82,6 +83,18 @@ def cli_commands(subparsers: argparse._SubParsersAction) -> None:
     top-level parser. Each parser must ``set_defaults(func=callable)``; the
     callable receives the parsed ``argparse.Namespace`` and returns the exit
     code. Returns nothing.
+    """
+
+
+@hookspec
+def serve_companions(register: Callable[[str, Companion], None]) -> None:
+    """Add companions: programs ``punktfunk serve`` runs beside the host and stops with it.
+
+    Called once when the CLI starts (before its options are parsed). Call
+    ``register(name, companion)`` with a
+    :class:`punktfunk_core.companion.Companion`; ``name`` is its config
+    section, whose ``enabled`` says whether ``serve`` starts it. The web
+    console is one (the ``console`` plugin). Returns nothing.
     """
 
 
