@@ -160,7 +160,12 @@ def session_ended(session: Session, error: BaseException | None) -> None:
     """A session has stopped and released its stages.
 
     Called once per session. ``error`` is the exception that ended it, or None
-    for a clean stop. Returns nothing.
+    for a clean stop. It runs on the last of the session's pipeline threads to
+    finish (its send thread, or its encode thread when the sender never waits),
+    after every stage is closed and the session's last stats window is
+    emitted, and after the ``on_end`` callback its plane passed to
+    ``Host.start_session``. Keep it short: the host's ``stop()`` waits for
+    sessions to end. Returns nothing.
     """
 
 

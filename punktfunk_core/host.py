@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from punktfunk_core import __version__
 from punktfunk_core.counters import Counters
@@ -56,6 +56,8 @@ class Host:
         self.hostname = config.get("host", {}).get("name") or socket.gethostname()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        #: session id -> the on_end callback its plane passed to start_session
+        self._on_end: dict[int, Callable[[Session, BaseException | None], Any]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -152,9 +154,17 @@ class Host:
         capture: CaptureSource | None = None,
         encoder: Encoder | None = None,
         paced: bool = True,
+        on_end: Callable[[Session, BaseException | None], Any] | None = None,
     ) -> Session:
         """Build and start a session's pipeline. Stages passed in are owned by
-        the session from here on (closed when it ends, also on failure here)."""
+        the session from here on (closed when it ends, also on failure here).
+
+        ``on_end(session, error)`` is called once when the session has ended
+        (``error`` is what ended it, or None), before the ``session_ended``
+        hook and on the same thread: the last of the session's pipeline threads
+        (see that hook). The plane that started the session learns of its end
+        this way, whoever ended it.
+        """
         owned: list[Any] = [packetizer, sender, capture, encoder]
         try:
             with self._lock:
@@ -178,6 +188,8 @@ class Host:
             raise
         with self._lock:
             self.sessions[session.id] = session
+            if on_end is not None:
+                self._on_end[session.id] = on_end
         log.info("session %s started: %s client=%s %dx%d@%d %s via %s", session.id, kind, client,
                  spec.width, spec.height, spec.fps, spec.codec, session.encoder_backend)
         self.pm.call_each("session_started", {"session": session})
@@ -236,9 +248,15 @@ class Host:
         with self._lock:
             self.sessions.pop(session.id, None)
             self.ended_sessions.append(final)
+            on_end = self._on_end.pop(session.id, None)
         reason = session.pipeline.stop_reason if session.pipeline else ""
         if error is None:
             log.info("session %s ended%s", session.id, f" ({reason})" if reason else "")
+        if on_end is not None:
+            try:
+                on_end(session, error)
+            except Exception:  # noqa: BLE001 - the plane's bug must not keep the plugins from the end
+                log.exception("session %s (%s): its plane's on_end failed", session.id, session.kind)
         self.pm.call_each("session_ended", {"session": session, "error": error})
 
     # -- core IPC commands ---------------------------------------------------------------
@@ -291,16 +309,8 @@ class Host:
             ]
 
         def metrics(_args: dict) -> dict:
+            # the planes count into self.counters, each under its own name
             counters = {**self.counters.snapshot(), "ipc.bad_request": self.ipc.bad_requests if self.ipc else 0}
-            for pname, plane in list(self.planes.items()):
-                try:  # a plane's status() may carry its own "counters" (bad input dropped, ...)
-                    own = plane.status().get("counters") or {}
-                except Exception:  # noqa: BLE001 - metrics must not fail because one plane does
-                    log.exception("status of protocol %s failed", pname)
-                    continue
-                for key, value in own.items():
-                    if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        counters[f"{pname}.{key}"] = value
             return {
                 "counters": counters,
                 "sessions": len(self.sessions),

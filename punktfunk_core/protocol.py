@@ -21,8 +21,17 @@ class ProtocolPlane(abc.ABC):
     #: protocol name = its config section = the ``kind`` of its sessions
     name: str = ""
 
+    #: counters shown as 0 before their first event (status and /metrics list them from the start)
+    counter_names: tuple[str, ...] = ()
+
     def __init__(self, host: Host) -> None:
         self.host = host
+        #: this plane's counters in the host's (``<name>.<counter>`` in /metrics)
+        self.counters = host.counters.scope(self.name, *self.counter_names)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Count an event of this plane (bad input dropped, a handshake failed, ...)."""
+        self.counters.inc(name, n)
 
     @property
     def config(self) -> dict[str, Any]:

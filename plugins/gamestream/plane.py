@@ -17,7 +17,6 @@ import socket
 import string
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +36,6 @@ if TYPE_CHECKING:
     from punktfunk_core.session import Session
 
 log = logging.getLogger("punktfunk.gamestream")
-
-#: running planes (the session_ended hook tells them about their sessions)
-PLANES: weakref.WeakSet = weakref.WeakSet()
 
 # port offsets from the base (47989) that Moonlight clients assume
 PORT_OFFSETS = {"http": 0, "https": -5, "rtsp": 21, "video": 9, "control": 10, "audio": 11}
@@ -85,7 +81,6 @@ class GameStreamPlane(ProtocolPlane):
 
     def __init__(self, host: Host) -> None:
         super().__init__(host)
-        self.counters: dict[str, int] = {}
         self._lock = threading.RLock()
         self.launch: Launch | None = None
         self.ports: dict[str, int] = {}
@@ -104,9 +99,6 @@ class GameStreamPlane(ProtocolPlane):
         self._rtsp_gate: ConnectionGate | None = None
 
     # -- bookkeeping ---------------------------------------------------------------
-    def count(self, name: str, n: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + n
-
     def codec_support(self) -> int:
         """The codecs some registered encoder declares (whether it runs here is known at session start)."""
         codecs = self.host.pm.stages.codecs("encoder")
@@ -133,14 +125,13 @@ class GameStreamPlane(ProtocolPlane):
             "last_session": self.last_session,
             "test_frame_hashes": ({str(k): v for k, v in launch.video.hashes.items()}
                                   if launch and launch.video and launch.video.hashes else {}),
-            "counters": dict(self.counters),
+            "counters": self.counters.snapshot(),
         }
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
         from punktfunk_gamestream.control import ControlServer
 
-        PLANES.add(self)
         from punktfunk_gamestream.nvhttp import NvHttp
 
         cfg = self.config
@@ -194,7 +185,6 @@ class GameStreamPlane(ProtocolPlane):
 
     def stop(self) -> None:
         self._stop.set()
-        PLANES.discard(self)
         self.cancel_launch("host stopping")
         pairing = getattr(self, "pairing", None)
         if pairing is not None:
@@ -543,7 +533,8 @@ class GameStreamPlane(ProtocolPlane):
                     packetizer.close()
                     sender.close()
                     return
-            session = host.start_session("gamestream", client, spec, packetizer, sender, GAMESTREAM_LAYOUT)
+            session = host.start_session("gamestream", client, spec, packetizer, sender, GAMESTREAM_LAYOUT,
+                                         on_end=self.on_session_ended)
         except Exception as exc:  # noqa: BLE001 - report to the client, keep the host
             log.error("GameStream session could not start: %s", exc, exc_info=exc)
             self.count("session_start_failed")

@@ -140,16 +140,6 @@ def ipc_commands(host: Any, register: Callable[..., None]) -> None:
     register("gamestream.unpair", unpair)
 
 
-@hookimpl
-def session_ended(session: Any, error: BaseException | None) -> None:
-    if getattr(session, "kind", "") != "gamestream":
-        return
-    from punktfunk_gamestream.plane import PLANES
-
-    for plane in list(PLANES):
-        plane.on_session_ended(session, error)
-
-
 # -- CLI -----------------------------------------------------------------------------
 def _cmd_pin(args: argparse.Namespace) -> int:
     res = connect().call("gamestream.pin", pin=args.pin)

@@ -154,6 +154,9 @@ class Control:
 
 class NativePlane(ProtocolPlane):
     name = "native"
+    counter_names = ("connections", "tls_failed", "tls_unpaired", "protocol_errors", "pairing_ok", "pairing_failed",
+                     "sessions", "sessions_timed_out", "probes_rejected", "refused_busy", "unauthenticated_evicted",
+                     "unauthenticated_timed_out")
 
     def __init__(self, host: Any) -> None:
         super().__init__(host)
@@ -168,11 +171,6 @@ class NativePlane(ProtocolPlane):
         self._gate: ConnectionGate | None = None
         self._pair_lock = threading.Lock()
         self._window: PairingWindow | None = None
-        self.counters = {
-            "connections": 0, "tls_failed": 0, "tls_unpaired": 0, "protocol_errors": 0, "pairing_ok": 0,
-            "pairing_failed": 0, "sessions": 0, "sessions_timed_out": 0, "probes_rejected": 0, "refused_busy": 0,
-            "unauthenticated_evicted": 0, "unauthenticated_timed_out": 0,
-        }
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -197,7 +195,7 @@ class NativePlane(ProtocolPlane):
             "unauthenticated", max_pending=int(cfg.get("max_unauthenticated", 16)),
             max_pending_per_source=int(cfg.get("unauthenticated_per_source", 4)),
             pending_timeout_s=float(cfg.get("unauthenticated_timeout_s", 10.0)),
-            max_established=int(cfg.get("max_connections", 16)), count=self._count)
+            max_established=int(cfg.get("max_connections", 16)), count=self.count)
         self.port = s.getsockname()[1]
         self._accept_thread = threading.Thread(target=self._accept_loop, name="native-accept", daemon=True)
         self._accept_thread.start()
@@ -228,11 +226,8 @@ class NativePlane(ProtocolPlane):
             "pairing_expires_in_s": round(left, 1),
             "paired_clients": len(self.paired.data) if self.paired else 0,
             "connections": self._gate.snapshot() if self._gate else {},
-            "counters": dict(self.counters),
+            "counters": self.counters.snapshot(),
         }
-
-    def _count(self, name: str) -> None:
-        self.counters[name] = self.counters.get(name, 0) + 1
 
     # -- pairing window ------------------------------------------------------------
     def _pairing_open_locked(self) -> bool:
@@ -294,7 +289,7 @@ class NativePlane(ProtocolPlane):
             if not self._gate.admit(conn, addr):  # pending until a paired certificate shows (see _converse)
                 conn.close()
                 continue
-            self.counters["connections"] += 1
+            self.count("connections")
             threading.Thread(target=self._serve, args=(conn, addr), name=f"native-conn-{addr[0]}:{addr[1]}",
                              daemon=True).start()
 
@@ -304,14 +299,14 @@ class NativePlane(ProtocolPlane):
             try:
                 tls = self._tls.accept(conn, HANDSHAKE_TIMEOUT_S)
             except HandshakeFailed as exc:
-                self.counters["tls_failed"] += 1
+                self.count("tls_failed")
                 log.info("native: TLS handshake with %s failed: %s", addr[0], exc)
                 conn.close()
                 return
             try:
                 self._converse(Control(tls), addr)
             except (ProtocolError, ValueError) as exc:
-                self.counters["protocol_errors"] += 1
+                self.count("protocol_errors")
                 log.info("native: client %s sent bad data: %s", addr[0], exc)
                 Control(tls).error("protocol_error", str(exc)[:200])
             except (TimeoutError, EOFError, OSError) as exc:
@@ -338,9 +333,9 @@ class NativePlane(ProtocolPlane):
         assert self.paired is not None and self.identity is not None
         paired = client_fp is not None and self.paired.is_paired(client_fp)
         if client_fp is not None and not paired:  # unknown or unpaired: treated like no certificate
-            self.counters["tls_unpaired"] += 1
+            self.count("tls_unpaired")
         if paired and not self._gate.establish(addr):  # type: ignore[union-attr]  # leaves the unauthenticated limits
-            self.counters["refused_busy"] += 1
+            self.count("refused_busy")
             ctl.error("busy", f"the host already serves {self.config.get('max_connections', 16)} paired connections "
                               "(native.max_connections)")
             return
@@ -376,7 +371,7 @@ class NativePlane(ProtocolPlane):
             if window is not None:
                 window.attempts += 1  # counted as it starts, so parallel attempts share the limit
         if window is None:
-            self.counters["pairing_failed"] += 1
+            self.count("pairing_failed")
             ctl.error("pairing_closed", "pairing is not open on the host: run `punktfunk native pin NNNN` there first")
             return
         if window.attempts == limit:
@@ -409,13 +404,13 @@ class NativePlane(ProtocolPlane):
                 self._window = None  # one device per PIN
         if not (pin_ok and current):
             # the same answer whatever failed: "window gone" for a right PIN would confirm the guess
-            self.counters["pairing_failed"] += 1
+            self.count("pairing_failed")
             log.warning("native: pairing attempt failed: %s",
                         "wrong PIN" if not pin_ok else "its pairing window closed or was replaced meanwhile")
             ctl.error("wrong_pin", PAIRING_FAILED)
             return
         self.paired.add(cert_der, name)
-        self.counters["pairing_ok"] += 1
+        self.count("pairing_ok")
         log.info("native: paired client %r (%s…)", name, client_fp[:16])
         ctl.send({"type": "pair_ok", "mac": b64e(pairing_mac(kh, b"host")), "host_name": self.host.hostname})
 
@@ -424,7 +419,7 @@ class NativePlane(ProtocolPlane):
         cfg = self.config
         limit = int(self.host.config.get("host", {}).get("max_sessions", 4))
         if len(self.host.sessions) >= limit:  # refuse before any key exchange or UDP port
-            self.counters["refused_busy"] += 1
+            self.count("refused_busy")
             ctl.error("busy", f"the host already runs {len(self.host.sessions)} sessions (host.max_sessions = {limit})")
             return
         codec = req.get("codec", "h264")
@@ -490,7 +485,7 @@ class NativePlane(ProtocolPlane):
                 session = self.host.start_session("native", f"{client_udp[0]}:{client_udp[1]}", spec, packetizer,
                                                   sender, NATIVE_LAYOUT)
             except HostBusy as exc:
-                self.counters["refused_busy"] += 1
+                self.count("refused_busy")
                 ctl.error("busy", exc.message)
                 return
             except Exception as exc:  # noqa: BLE001 - a stage failing to build refuses this session only
@@ -500,7 +495,7 @@ class NativePlane(ProtocolPlane):
         finally:
             if not handed_over:
                 udp.close()
-        self.counters["sessions"] += 1
+        self.count("sessions")
         session.details.update({"cipher": "AES-128-GCM", "fec_percent": fec.fec_percent, "gso": sender.gso,
                                 "client_fingerprint": client_fp[:16], "control": f"{addr[0]}:{addr[1]}"})
         ctl.send({"type": "session_started", "session_id": session.id, "encoder": session.encoder_backend,
@@ -524,7 +519,7 @@ class NativePlane(ProtocolPlane):
             try:
                 hdr, _ = opener.open(pkt)
             except PacketRejected:
-                self.counters["probes_rejected"] += 1
+                self.count("probes_rejected")
                 continue
             if hdr.type == PKT_PROBE:
                 return src
@@ -552,7 +547,7 @@ class NativePlane(ProtocolPlane):
                     break
                 if now - last_rx > timeout:
                     reason = f"client silent for {timeout:g} s (keepalive timeout)"
-                    self.counters["sessions_timed_out"] += 1
+                    self.count("sessions_timed_out")
                     log.warning("native: session %s: %s", session.id, reason)
                     break
                 if now >= next_ping:
@@ -592,7 +587,7 @@ class NativePlane(ProtocolPlane):
                         reason = f"client said bye ({r})" if isinstance(r, str) and r else "client said bye"
                         return
                     else:
-                        self.counters["protocol_errors"] += 1  # unknown messages are ignored (newer clients)
+                        self.count("protocol_errors")  # unknown messages are ignored (newer clients)
         finally:
             session.stop(reason or "control connection closed")
             if reason and not reason.startswith("client"):
