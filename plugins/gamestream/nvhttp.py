@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from punktfunk_core.admission import ConnectionGate
+from punktfunk_core.identity import PairedClient
 from punktfunk_core.tls import HandshakeFailed, TlsConnection, TlsServer
 
 from punktfunk_gamestream import wire
-from punktfunk_gamestream.pairing import PairedClient, PairingError, PairingRefused
+from punktfunk_gamestream.pairing import PairingError, PairingRefused
 from punktfunk_gamestream.wire import BadInput, xml_response
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
         request, so an unpairing counts at once)."""
         if not isinstance(self.connection, TlsConnection):
             return None
-        return self.server.plane.identity.client_for_der(self.connection.peer_cert_der)
+        return self.server.plane.identity.paired.for_cert_der(self.connection.peer_cert_der)
 
     def do_POST(self) -> None:  # noqa: N802
         self.do_GET()
@@ -235,7 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def unpair(self, plane: GameStreamPlane, args: dict[str, str], client: PairedClient | None) -> None:
         if client is not None:
-            plane.identity.remove_client(client.fingerprint)
+            plane.identity.paired.remove(client.fingerprint)
             log.warning("GameStream client %r unpaired itself", client.name)
         else:
             try:

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from punktfunk_core.admission import ConnectionGate
+from punktfunk_core.identity import PairedClient
 from punktfunk_core.protocol import ProtocolPlane
 
 from punktfunk_gamestream import wire
 from punktfunk_gamestream.layout import GAMESTREAM_LAYOUT
-from punktfunk_gamestream.pairing import Identity, PairedClient, Pairing
+from punktfunk_gamestream.pairing import Identity, Pairing
 from punktfunk_gamestream.video import VideoContext
 from punktfunk_gamestream.wire import AnnouncedStream, BadInput
 
@@ -113,7 +114,7 @@ class GameStreamPlane(ProtocolPlane):
         launch = self.launch
         return {
             "ports": dict(self.ports),
-            "paired_clients": [{"name": c.name, "fingerprint": c.fingerprint} for c in self.identity.clients.values()],
+            "paired_clients": [{"name": c.name, "fingerprint": c.fingerprint} for c in self.identity.paired.list()],
             "pairing": self.pairing.pending(),
             "pairing_failures": self.pairing.failures,
             "app_running": launch is not None,

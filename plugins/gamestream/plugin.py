@@ -118,14 +118,14 @@ def ipc_commands(host: Any, register: Callable[..., None]) -> None:
     def unpair(args: dict) -> dict:
         plane = _plane(host)
         if args.get("all"):
-            return {"removed": plane.identity.clear_clients()}
+            return {"removed": plane.identity.paired.clear()}
         fp = args.get("fingerprint")
         if not isinstance(fp, str) or not fp:
             raise IpcError(400, "give fingerprint=<sha256 hex> or all=true")
-        matches = [f for f in plane.identity.clients if f.startswith(fp.lower())]
+        matches = [c.fingerprint for c in plane.identity.paired.list() if c.fingerprint.startswith(fp.lower())]
         if len(matches) != 1:
             raise IpcError(404, f"{len(matches)} paired clients match {fp!r}")
-        plane.identity.remove_client(matches[0])
+        plane.identity.paired.remove(matches[0])
         return {"removed": 1}
 
     def cancel(_args: dict) -> dict:

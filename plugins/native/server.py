@@ -24,13 +24,14 @@ from spake2 import SPAKE2_B, SPAKEError
 
 from punktfunk_core.admission import ConnectionGate
 from punktfunk_core.host import HostBusy
+from punktfunk_core.identity import AmbiguousClient, PairedClients, UnknownClient
 from punktfunk_core.ipc import IpcError
 from punktfunk_core.protocol import ProtocolPlane
 from punktfunk_core.stages import CODECS
 from punktfunk_core.tls import HandshakeFailed, TlsConnection, TlsServer
 
 from punktfunk_native.datapath import FecParams, NativePacketizer, NativeSender, PacketOpener
-from punktfunk_native.identity import PairedClients, control_tls, load_or_create_identity, validate_cert_der
+from punktfunk_native.identity import control_tls, load_or_create_identity, validate_cert_der
 from punktfunk_native.layout import NATIVE_LAYOUT
 from punktfunk_native.wire import (
     DIR_CLIENT_TO_HOST,
@@ -224,7 +225,7 @@ class NativePlane(ProtocolPlane):
             "fingerprint": self.identity.fingerprint if self.identity else "",
             "pairing_open": open_,
             "pairing_expires_in_s": round(left, 1),
-            "paired_clients": len(self.paired.data) if self.paired else 0,
+            "paired_clients": len(self.paired) if self.paired else 0,
             "connections": self._gate.snapshot() if self._gate else {},
             "counters": self.counters.snapshot(),
         }
@@ -256,21 +257,21 @@ class NativePlane(ProtocolPlane):
     def unpair(self, prefix: Any) -> dict[str, Any]:
         """Forget a paired client (by fingerprint or a unique prefix of at least 8 hex digits)."""
         assert self.paired is not None and self.identity is not None
-        if not isinstance(prefix, str) or len(prefix) < 8:
-            raise IpcError(400, "give at least 8 hex digits of the client's fingerprint (see `punktfunk native clients`)")
-        matches = [fp for fp in self.paired.data if fp.startswith(prefix.lower())]
-        if not matches:
-            raise IpcError(404, f"no paired client with fingerprint {prefix}…")
-        if len(matches) > 1:
-            raise IpcError(409, f"{prefix}… matches {len(matches)} clients; give more digits")
-        self.paired.remove(matches[0])  # looked up per connection: from the next one on
-        log.info("native: unpaired client %s…", matches[0][:16])
-        return {"unpaired": matches[0]}
+        try:
+            fp = self.paired.find(prefix)
+        except ValueError:
+            raise IpcError(400, "give at least 8 hex digits of the client's fingerprint (see `punktfunk native clients`)") from None
+        except UnknownClient as exc:
+            raise IpcError(404, str(exc)) from None
+        except AmbiguousClient as exc:
+            raise IpcError(409, str(exc)) from None
+        self.paired.remove(fp)  # looked up per connection: from the next one on
+        log.info("native: unpaired client %s…", fp[:16])
+        return {"unpaired": fp}
 
     def paired_list(self) -> list[dict[str, Any]]:
         assert self.paired is not None
-        return [{"fingerprint": fp, "name": v.get("name", ""), "paired_unix": v.get("paired_unix")}
-                for fp, v in sorted(self.paired.data.items())]
+        return [c.info() for c in self.paired.list()]
 
     # -- connections ---------------------------------------------------------------
     def _accept_loop(self) -> None:
