@@ -215,6 +215,38 @@ def _fields(d: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
+def cmd_pairing_list(args: argparse.Namespace) -> int:
+    host = ipc.connect()
+    protocols = host.call("pairing.protocols")
+    clients = {p["protocol"]: host.call("pairing.clients", protocol=p["protocol"]) for p in protocols if p["running"]}
+    if args.json:
+        print(json.dumps({"protocols": protocols, "clients": clients}, indent=2))
+        return 0
+    for p in protocols:
+        how = {"host": "PIN window from the host", "client": "PIN shown by the client"}.get(p["pin_from"], "no pairing")
+        if not p["running"]:
+            print(f"{p['protocol']}: not running ({how})")
+            continue
+        print(f"{p['protocol']}: {len(clients[p['protocol']])} paired ({how})"
+              + "".join(f"; {w}" for w in _fields(p["pairing"])))
+        for c in clients[p["protocol"]]:
+            print(f"  {c['fingerprint'][:16]}…  {c['name'] or '-'}" + ("  view only" if c["view_only"] else ""))
+    return 0
+
+
+def cmd_pairing_unpair(args: argparse.Namespace) -> int:
+    res = ipc.connect().call("pairing.unpair", protocol=args.protocol, fingerprint=args.fingerprint)
+    print(f"unpaired {res['unpaired'][0][:16]}…; that client must pair again")
+    return 0
+
+
+def cmd_pairing_view_only(args: argparse.Namespace) -> int:
+    c = ipc.connect().call("pairing.permissions", protocol=args.protocol, fingerprint=args.fingerprint,
+                           view_only=args.state == "on")
+    print(f"{c['fingerprint'][:16]}… ({c['name'] or 'no name'}): " + ("view only" if c["view_only"] else "full control"))
+    return 0
+
+
 def _free_udp_port() -> int:
     """A UDP port on 127.0.0.1 that nobody listens on (just released by us)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -310,6 +342,21 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_config_check)
     c = csub.add_parser("schema", help="print the whole JSON Schema (for editors)")
     c.set_defaults(func=cmd_config_schema)
+
+    p = sub.add_parser("pairing", help="paired clients of every protocol and what each may do")
+    psub = p.add_subparsers(dest="pairing_command", metavar="ACTION", required=True)
+    c = psub.add_parser("list", help="protocols, their pairing state and paired clients")
+    c.add_argument("--json", action="store_true", help="print pairing.protocols and each pairing.clients as JSON")
+    c.set_defaults(func=cmd_pairing_list)
+    c = psub.add_parser("unpair", help="forget a paired client (it must pair again)")
+    c.add_argument("protocol")
+    c.add_argument("fingerprint", help="the client's certificate fingerprint, or its first 8+ hex digits")
+    c.set_defaults(func=cmd_pairing_unpair)
+    c = psub.add_parser("view-only", help="let a paired client only watch (on) or also control (off)")
+    c.add_argument("protocol")
+    c.add_argument("fingerprint", help="the client's certificate fingerprint, or its first 8+ hex digits")
+    c.add_argument("state", choices=["on", "off"])
+    c.set_defaults(func=cmd_pairing_view_only)
 
     p = sub.add_parser("loopback", help="stream a diagnostic session to a local UDP port (no client needed)",
                        description="Runs capture → encoder → UDP to 127.0.0.1 through the host's real runner, "

@@ -15,6 +15,7 @@ from punktfunk_core import __version__
 from punktfunk_core.counters import Counters
 from punktfunk_core.gate import MeasurementGate
 from punktfunk_core.ipc import IpcError, IpcServer
+from punktfunk_core.pairing import pairing_commands
 from punktfunk_core.paths import Paths
 from punktfunk_core.pipeline import Pipeline, close_quietly
 from punktfunk_core.plugins import PluginManager
@@ -322,6 +323,7 @@ class Host:
             return self.start_loopback(args)
 
         return {
+            **{name: (fn, "core") for name, fn in pairing_commands(self).items()},
             "sessions.loopback": (loopback, "core"),
             "host.status": (status, "core"),
             "sessions.list": (sessions_list, "core"),

@@ -89,7 +89,7 @@ def test_console_pin_route_is_admin_only(host_factory, tmp_path) -> None:
     port = _free_port()
     host = host_factory(config=gs_config(), args=["--console-port", str(port), "--console-workers", "1"], console=True)
     wait_ready(host)
-    url = f"http://127.0.0.1:{port}/api/v1/gamestream/pin"
+    url = f"http://127.0.0.1:{port}/api/v1/pairing/gamestream/pin"
     deadline = time.monotonic() + 30
     token = None
     while time.monotonic() < deadline:

@@ -7,7 +7,11 @@ the same ``register(rule, view, methods=None, lane="admin")`` callback:
 
 * the console's own routes (pages, host status, sessions, plugins, /metrics),
 * every plugin's ``console_routes(register, ipc)`` hook (the stats plugin adds
-  ``/api/v1/stats/*``, protocol plugins add their pairing routes).
+  ``/api/v1/stats/*``).
+
+Pairing is one bridge for every protocol (``/api/v1/pairing/...``) over the
+core's ``pairing.*`` IPC commands, which every protocol plane answers through
+the pairing contract of :class:`punktfunk_core.protocol.ProtocolPlane`.
 
 Each route is put into exactly one auth lane when it is registered (see
 :mod:`punktfunk_webui.auth`); a request is checked against its lane before the
@@ -343,43 +347,37 @@ def _add_core_routes(register: Callable[..., None], ipc: IpcClient, table: Route
             return json_error(404, f"no {kind} token named {name!r}")
         return Response(status=204)
 
-    # pairing bridge: paired clients of a protocol through its IPC commands
-    # (<proto>.clients, else <proto>.status["paired_clients"]; <proto>.unpair {fingerprint})
+    # the pairing bridge: every protocol's pairing contract through the core's pairing.* IPC
     def _protocol(name: str) -> str:
         if not PROTOCOL_NAME.match(name):
             raise IpcError(404, f"no protocol {name!r}")
         return name
 
+    def pairing_protocols() -> Response:
+        return jsonify(ipc.call("pairing.protocols"))
+
+    def pairing_pin(protocol: str) -> Response:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            body = {"pin": request.form.get("pin")} if request.form.get("pin") is not None else {}
+        if "pin" not in body:
+            return json_error(400, "send JSON {\"pin\": \"4821\"} (and \"seconds\" for a pairing window)")
+        args = {k: body[k] for k in ("pin", "seconds") if k in body}
+        return jsonify(ipc.call("pairing.pin", protocol=_protocol(protocol), **args))
+
     def pairing_clients(protocol: str) -> Response:
         proto = _protocol(protocol)
-        try:
-            clients = ipc.call(f"{proto}.clients")
-        except IpcError as exc:
-            if exc.code != 404 or "unknown command" not in exc.message:
-                raise
-            try:
-                clients = (ipc.call(f"{proto}.status") or {}).get("paired_clients", [])
-            except IpcError as exc2:
-                if exc2.code == 404 and "unknown command" in exc2.message:
-                    raise IpcError(404, f"protocol {proto!r} lists no paired clients") from None
-                raise
-        return jsonify({"protocol": proto, "clients": clients if isinstance(clients, list) else []})
+        return jsonify({"protocol": proto, "clients": ipc.call("pairing.clients", protocol=proto)})
 
     def pairing_revoke(protocol: str, fingerprint: str) -> Response:
-        proto = _protocol(protocol)
-        if not fingerprint.strip():
-            return json_error(400, "name the client's fingerprint")
-        try:
-            res = ipc.call(f"{proto}.unpair", fingerprint=fingerprint)
-        except IpcError as exc:
-            if exc.code == 404 and "unknown command" in exc.message:
-                return json_error(501, f"protocol {proto!r} cannot revoke clients from the console "
-                                       f"(it has no {proto}.unpair command)")
-            raise
-        removed = res.get("removed", 1) if isinstance(res, dict) else 1
-        if not removed:
-            return json_error(404, f"no paired {proto} client with fingerprint {fingerprint!r}")
-        return jsonify(res if isinstance(res, dict) else {"removed": removed})
+        return jsonify(ipc.call("pairing.unpair", protocol=_protocol(protocol), fingerprint=fingerprint))
+
+    def pairing_permissions(protocol: str, fingerprint: str) -> Response:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("view_only"), bool):
+            return json_error(400, "send JSON {\"view_only\": true} or {\"view_only\": false}")
+        return jsonify(ipc.call("pairing.permissions", protocol=_protocol(protocol), fingerprint=fingerprint,
+                                view_only=body["view_only"]))
 
     def prometheus() -> Response:
         body = metrics.render(ipc)
@@ -393,8 +391,11 @@ def _add_core_routes(register: Callable[..., None], ipc: IpcClient, table: Route
     register("/api/v1/tokens", tokens_list)
     register("/api/v1/tokens/<kind>", token_issue, methods=["POST"])
     register("/api/v1/tokens/<kind>/<name>", token_revoke, methods=["DELETE"])
+    register("/api/v1/pairing", pairing_protocols)
+    register("/api/v1/pairing/<protocol>/pin", pairing_pin, methods=["POST"])
     register("/api/v1/pairing/<protocol>/clients", pairing_clients)
     register("/api/v1/pairing/<protocol>/clients/<fingerprint>", pairing_revoke, methods=["DELETE"])
+    register("/api/v1/pairing/<protocol>/clients/<fingerprint>", pairing_permissions, methods=["PATCH"])
     register("/metrics", prometheus)
 
 

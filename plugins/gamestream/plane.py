@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from punktfunk_core.admission import ConnectionGate
 from punktfunk_core.identity import PairedClient
-from punktfunk_core.protocol import ProtocolPlane
+from punktfunk_core.ipc import IpcError
+from punktfunk_core.protocol import PIN_FROM_CLIENT, ProtocolPlane
 
 from punktfunk_gamestream import wire
 from punktfunk_gamestream.layout import GAMESTREAM_LAYOUT
@@ -79,6 +80,7 @@ class Launch:
 
 class GameStreamPlane(ProtocolPlane):
     name = "gamestream"
+    pin_from = PIN_FROM_CLIENT
 
     def __init__(self, host: Host) -> None:
         super().__init__(host)
@@ -129,6 +131,20 @@ class GameStreamPlane(ProtocolPlane):
             "counters": self.counters.snapshot(),
         }
 
+    # -- pairing (the core's contract) ------------------------------------------------------
+    def pairing_status(self) -> dict[str, Any]:
+        return {"waiting": self.pairing.pending()}
+
+    def submit_pin(self, pin: str) -> dict[str, Any]:
+        """The PIN the waiting Moonlight client shows, typed by the operator."""
+        try:
+            device = self.pairing.submit_pin(pin)
+        except ValueError as exc:
+            raise IpcError(400, str(exc)) from None
+        except LookupError as exc:
+            raise IpcError(409, str(exc)) from None
+        return {"ok": True, "device": device}
+
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
         from punktfunk_gamestream.control import ControlServer
@@ -143,6 +159,7 @@ class GameStreamPlane(ProtocolPlane):
             return 0 if base == 0 else base + PORT_OFFSETS[name]
 
         self.identity = Identity(self.host.paths.config / "gamestream")
+        self.paired = self.identity.paired
         self.pairing = Pairing(self.identity, float(cfg.get("pin_timeout_s", 60)))
         log.warning("GameStream is enabled: pairing runs over plain HTTP (as every GameStream host does); "
                     "only pair on a network you trust, and only with a PIN shown by your own client")

@@ -1,8 +1,10 @@
 """Entry point of the gamestream plugin: GameStream / Moonlight compatibility (opt-in).
 
 Hooks: the ``gamestream`` config section, the ``gamestream`` packetizer and
-sender stages, the protocol plane, ``punktfunk gamestream …`` commands, the
-``gamestream.*`` IPC commands and the console's PIN route.
+sender stages, the protocol plane (it pairs through the core's pairing
+contract: ``pairing.*`` IPC, the console's pairing bridge), ``punktfunk
+gamestream …`` commands, the ``gamestream.status``/``gamestream.cancel`` IPC
+commands and the console's status route.
 """
 
 from __future__ import annotations
@@ -97,36 +99,10 @@ def _plane(host: Any) -> Any:
 
 @hookimpl
 def ipc_commands(host: Any, register: Callable[..., None]) -> None:
-    def pin(args: dict) -> dict:
-        plane = _plane(host)
-        value = args.get("pin")
-        if not isinstance(value, str):
-            value = str(value) if isinstance(value, int) else ""
-        try:
-            device = plane.pairing.submit_pin(value)
-        except ValueError as exc:
-            raise IpcError(400, str(exc)) from None
-        except LookupError as exc:
-            raise IpcError(409, str(exc)) from None
-        return {"ok": True, "device": device}
-
     def status(_args: dict) -> dict:
         from punktfunk_gamestream import fec
 
         return {**_plane(host).status(), "fec": {**fec.best_kernel().describe(), "summary": fec.describe()}}
-
-    def unpair(args: dict) -> dict:
-        plane = _plane(host)
-        if args.get("all"):
-            return {"removed": plane.identity.paired.clear()}
-        fp = args.get("fingerprint")
-        if not isinstance(fp, str) or not fp:
-            raise IpcError(400, "give fingerprint=<sha256 hex> or all=true")
-        matches = [c.fingerprint for c in plane.identity.paired.list() if c.fingerprint.startswith(fp.lower())]
-        if len(matches) != 1:
-            raise IpcError(404, f"{len(matches)} paired clients match {fp!r}")
-        plane.identity.paired.remove(matches[0])
-        return {"removed": 1}
 
     def cancel(_args: dict) -> dict:
         plane = _plane(host)
@@ -134,15 +110,13 @@ def ipc_commands(host: Any, register: Callable[..., None]) -> None:
         plane.cancel_launch("ended by the operator")
         return {"cancelled": running}
 
-    register("gamestream.pin", pin)
     register("gamestream.cancel", cancel)
     register("gamestream.status", status)
-    register("gamestream.unpair", unpair)
 
 
 # -- CLI -----------------------------------------------------------------------------
 def _cmd_pin(args: argparse.Namespace) -> int:
-    res = connect().call("gamestream.pin", pin=args.pin)
+    res = connect().call("pairing.pin", protocol="gamestream", pin=args.pin)
     print(f"PIN sent; {res.get('device', 'the client')} is pairing")
     return 0
 
@@ -171,7 +145,8 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def _cmd_unpair(args: argparse.Namespace) -> int:
-    res = connect().call("gamestream.unpair", **({"all": True} if args.all else {"fingerprint": args.fingerprint or ""}))
+    res = connect().call("pairing.unpair", protocol="gamestream",
+                         **({"all": True} if args.all else {"fingerprint": args.fingerprint or ""}))
     print(f"removed {res['removed']} paired client(s)")
     return 0
 
@@ -197,17 +172,7 @@ def cli_commands(subparsers: Any) -> None:
 # -- console -----------------------------------------------------------------------------
 @hookimpl
 def console_routes(register: Callable[..., None], ipc: Any) -> None:
-    from flask import jsonify, request
-
-    def pin_view() -> Any:
-        body = request.get_json(silent=True) or {}
-        pin = body.get("pin") if isinstance(body, dict) else None
-        if pin is None:
-            pin = request.form.get("pin")
-        try:
-            return jsonify(ipc.call("gamestream.pin", pin=str(pin or "")))
-        except IpcError as exc:
-            return jsonify({"error": exc.message}), exc.code
+    from flask import jsonify
 
     def status_view() -> Any:
         try:
@@ -215,6 +180,5 @@ def console_routes(register: Callable[..., None], ipc: Any) -> None:
         except IpcError as exc:
             return jsonify({"error": exc.message}), exc.code
 
-    register("/api/v1/gamestream/pin", pin_view, methods=["POST"], lane="admin")
     register("/api/v1/gamestream/status", status_view, methods=["GET"], lane="admin")
 

@@ -24,9 +24,9 @@ from spake2 import SPAKE2_B, SPAKEError
 
 from punktfunk_core.admission import ConnectionGate
 from punktfunk_core.host import HostBusy
-from punktfunk_core.identity import AmbiguousClient, PairedClients, UnknownClient
+from punktfunk_core.identity import PairedClients
 from punktfunk_core.ipc import IpcError
-from punktfunk_core.protocol import ProtocolPlane
+from punktfunk_core.protocol import PIN_FROM_HOST, ProtocolPlane
 from punktfunk_core.stages import CODECS
 from punktfunk_core.tls import HandshakeFailed, TlsConnection, TlsServer
 
@@ -155,6 +155,7 @@ class Control:
 
 class NativePlane(ProtocolPlane):
     name = "native"
+    pin_from = PIN_FROM_HOST
     counter_names = ("connections", "tls_failed", "tls_unpaired", "protocol_errors", "pairing_ok", "pairing_failed",
                      "sessions", "sessions_timed_out", "probes_rejected", "refused_busy", "unauthenticated_evicted",
                      "unauthenticated_timed_out")
@@ -164,7 +165,6 @@ class NativePlane(ProtocolPlane):
         self.dir = host.paths.config / "native"
         self.port = 0
         self.identity = None
-        self.paired: PairedClients | None = None
         self._tls: TlsServer | None = None
         self._lsock: socket.socket | None = None
         self._stop = threading.Event()
@@ -215,16 +215,14 @@ class NativePlane(ProtocolPlane):
                 pass
 
     def status(self) -> dict[str, Any]:
-        with self._pair_lock:
-            open_ = self._pairing_open_locked()
-            left = max(0.0, self._window.expires - time.monotonic()) if open_ and self._window else 0.0
+        pairing = self.pairing_status()
         return {
             "version": PROTOCOL_VERSION,
             "port": self.port,
             "bind": self.config.get("bind", "0.0.0.0"),
             "fingerprint": self.identity.fingerprint if self.identity else "",
-            "pairing_open": open_,
-            "pairing_expires_in_s": round(left, 1),
+            "pairing_open": pairing["open"],
+            "pairing_expires_in_s": pairing["expires_in_s"],
             "paired_clients": len(self.paired) if self.paired else 0,
             "connections": self._gate.snapshot() if self._gate else {},
             "counters": self.counters.snapshot(),
@@ -254,24 +252,11 @@ class NativePlane(ProtocolPlane):
         return {"pairing_open": True, "expires_in_s": secs, "port": self.port,
                 "host_fingerprint": self.identity.fingerprint if self.identity else ""}
 
-    def unpair(self, prefix: Any) -> dict[str, Any]:
-        """Forget a paired client (by fingerprint or a unique prefix of at least 8 hex digits)."""
-        assert self.paired is not None and self.identity is not None
-        try:
-            fp = self.paired.find(prefix)
-        except ValueError:
-            raise IpcError(400, "give at least 8 hex digits of the client's fingerprint (see `punktfunk native clients`)") from None
-        except UnknownClient as exc:
-            raise IpcError(404, str(exc)) from None
-        except AmbiguousClient as exc:
-            raise IpcError(409, str(exc)) from None
-        self.paired.remove(fp)  # looked up per connection: from the next one on
-        log.info("native: unpaired client %s…", fp[:16])
-        return {"unpaired": fp}
-
-    def paired_list(self) -> list[dict[str, Any]]:
-        assert self.paired is not None
-        return [c.info() for c in self.paired.list()]
+    def pairing_status(self) -> dict[str, Any]:
+        with self._pair_lock:
+            open_ = self._pairing_open_locked()
+            left = max(0.0, self._window.expires - time.monotonic()) if open_ and self._window else 0.0
+        return {"open": open_, "expires_in_s": round(left, 1)}
 
     # -- connections ---------------------------------------------------------------
     def _accept_loop(self) -> None:

@@ -1,22 +1,11 @@
-/* Pairing: PIN entry and paired clients of each protocol plugin, plus the
-   console's device tokens. A protocol plugin contributes its PIN route
-   (POST /api/v1/<protocol>/pin {"pin": "1234"}); the console finds it in its
-   route table. Paired clients are listed and revoked through the console's
-   pairing bridge (/api/v1/pairing/<protocol>/clients), which calls the
-   protocol's IPC commands (see docs/console.md). */
+/* Pairing: PIN entry and paired clients of every protocol, plus the console's
+   device tokens. Everything goes through the console's pairing bridge
+   (/api/v1/pairing: the protocols and how each takes a PIN; .../<protocol>/pin;
+   .../<protocol>/clients), which calls the core's pairing.* IPC commands that
+   every protocol plane answers (see docs/console.md). */
 (function () {
   "use strict";
   const { el, api, card, clear, toast } = PF;
-  const CORE = ["stats", "sessions", "tokens", "console", "host", "plugins", "device", "pairing"];
-
-  function pinRoutes(routes) {
-    const by = {};
-    for (const r of routes) {
-      const m = r.rule.match(/^\/api\/v1\/([A-Za-z0-9_-]+)\/pin$/);
-      if (m && r.lane === "admin" && !CORE.includes(m[1]) && r.methods.includes("POST")) by[m[1]] = r.rule;
-    }
-    return by;
-  }
 
   function clientName(c) {
     return c.name || c.label || c.common_name || c.id;
@@ -116,17 +105,18 @@
   }
 
   PF.pages.pairing = async function (root) {
-    let routes = [], protocols = {};
+    let pairing = [], protocols = {};
     try {
-      [routes, protocols] = await Promise.all([
-        api.get("/api/v1/console/routes").then((r) => r.routes),
+      [pairing, protocols] = await Promise.all([
+        api.get("/api/v1/pairing"),
         api.get("/api/v1/host").then((h) => h.protocols || {}),
       ]);
     } catch (e) {
       root.append(PF.errorBox(e));
     }
-    const found = pinRoutes(routes);
-    const names = Array.from(new Set([...Object.keys(protocols), ...Object.keys(found)])).sort();
+    const found = {};
+    for (const p of pairing) if (p.pin_from) found[p.protocol] = `/api/v1/pairing/${encodeURIComponent(p.protocol)}/pin`;
+    const names = pairing.map((p) => p.protocol).sort();
     if (!names.length) {
       root.append(card("Pairing").body.parentElement);
       root.lastChild.querySelector(".card-body").append(el("p", { class: "empty" },
