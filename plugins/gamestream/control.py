@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import enet
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from punktfunk_gamestream import wire
+from punktfunk_gamestream import wire_control
 from punktfunk_gamestream.wire import BadInput
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class ControlServer:
             plane.count("control_bad")
             return
         try:
-            seq, msg_type, payload = wire.open_control(conn.aead, ev.packet.data)
+            seq, msg_type, payload = wire_control.open_control(conn.aead, ev.packet.data)
         except BadInput as exc:
             plane.count("control_bad")
             log.debug("control message dropped: %s", exc)
@@ -145,12 +145,12 @@ class ControlServer:
     def handle_message(self, conn: _Conn, msg_type: int, payload: bytes) -> None:
         plane = self.plane
         plane.count("control_messages")
-        if msg_type in (wire.CTRL_REQUEST_IDR, wire.CTRL_INVALIDATE_REF):
+        if msg_type in (wire_control.CTRL_REQUEST_IDR, wire_control.CTRL_INVALIDATE_REF):
             log.info("client requests an IDR frame (%#06x)", msg_type)
             plane.on_idr_request(conn.launch)
-        elif msg_type == wire.CTRL_FEC_STATUS:
+        elif msg_type == wire_control.CTRL_FEC_STATUS:
             try:
-                st = wire.parse_fec_status(payload)
+                st = wire_control.parse_fec_status(payload)
             except BadInput:
                 plane.count("control_bad")
                 return
@@ -159,7 +159,7 @@ class ControlServer:
         # pings (0x0200), start B, input, frame/loss stats: nothing to do
 
     def _send(self, conn: _Conn, msg_type: int, payload: bytes) -> None:
-        data = wire.seal_control(conn.aead, conn.seq_out, msg_type, payload)
+        data = wire_control.seal_control(conn.aead, conn.seq_out, msg_type, payload)
         conn.seq_out += 1
         conn.peer.send(0, enet.Packet(data, enet.PACKET_FLAG_RELIABLE))
         self.host.flush()
@@ -174,7 +174,7 @@ class ControlServer:
                 for key, c in list(self._conns.items()):
                     if c.launch is launch and not c.closing:
                         log.info("sending termination to the client: %s", reason)
-                        self._send(c, wire.CTRL_TERMINATION, struct.pack(">I", wire.TERMINATION_GRACEFUL))
+                        self._send(c, wire_control.CTRL_TERMINATION, struct.pack(">I", wire_control.TERMINATION_GRACEFUL))
                         c.closing = True
                         c.peer.disconnect_later(0)
                         self._conns.pop(key, None)

@@ -26,9 +26,10 @@ from punktfunk_core.admission import ConnectionGate
 from punktfunk_core.identity import PairedClient
 from punktfunk_core.tls import HandshakeFailed, TlsConnection, TlsServer
 
-from punktfunk_gamestream import wire
+from punktfunk_gamestream import wire, wire_nvhttp
 from punktfunk_gamestream.pairing import PairingError, PairingRefused
-from punktfunk_gamestream.wire import BadInput, xml_response
+from punktfunk_gamestream.wire import BadInput
+from punktfunk_gamestream.wire_nvhttp import xml_response
 
 if TYPE_CHECKING:
     from punktfunk_gamestream.plane import GameStreamPlane
@@ -156,7 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
         plane = self.server.plane
         try:
             parts = urlsplit(self.path)
-            args = wire.parse_query(parts.query)
+            args = wire_nvhttp.parse_query(parts.query)
             route = parts.path.rstrip("/") or "/"
         except BadInput as exc:
             plane.count("http_bad")
@@ -183,8 +184,8 @@ class _Handler(BaseHTTPRequestHandler):
         codecs = plane.codec_support()
         fields = [
             ("hostname", plane.host.hostname),
-            ("appversion", wire.APP_VERSION),
-            ("GfeVersion", wire.GFE_VERSION),
+            ("appversion", wire_nvhttp.APP_VERSION),
+            ("GfeVersion", wire_nvhttp.GFE_VERSION),
             ("uniqueid", plane.identity.unique_id),
             ("HttpsPort", plane.ports["https"]),
             ("ExternalPort", plane.ports["http"]),
@@ -255,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
         appid = wire.parse_int(args.get("appid"), name="appid", lo=0)
         if appid != DESKTOP_APP_ID:
             return self._error(404, f"no app with id {appid}")
-        mode = wire.parse_mode(args.get("mode"))
+        mode = wire_nvhttp.parse_mode(args.get("mode"))
         rikey = wire.parse_hex(args.get("rikey"), name="rikey", exact=16)
         rikeyid = wire.parse_int(args.get("rikeyid"), name="rikeyid")
         ok, why = plane.start_launch(client, self.client_address[0], mode, rikey, rikeyid, resume=False)

@@ -27,11 +27,12 @@ from punktfunk_core.identity import PairedClient
 from punktfunk_core.ipc import IpcError
 from punktfunk_core.protocol import PIN_FROM_CLIENT, ProtocolPlane
 
-from punktfunk_gamestream import wire
+from punktfunk_gamestream import wire, wire_control, wire_rtsp
 from punktfunk_gamestream.layout import GAMESTREAM_LAYOUT
 from punktfunk_gamestream.pairing import Identity, Pairing
 from punktfunk_gamestream.video import VideoContext
-from punktfunk_gamestream.wire import AnnouncedStream, BadInput
+from punktfunk_gamestream.wire import BadInput
+from punktfunk_gamestream.wire_rtsp import AnnouncedStream
 
 if TYPE_CHECKING:
     from punktfunk_core.host import Host
@@ -358,11 +359,11 @@ class GameStreamPlane(ProtocolPlane):
         try:
             while True:
                 try:
-                    parsed = wire.parse_rtsp(buf)
+                    parsed = wire_rtsp.parse_rtsp(buf)
                 except BadInput as exc:
                     self.count("rtsp_bad")
                     log.info("bad RTSP request from %s: %s", addr[0], exc)
-                    conn.sendall(wire.rtsp_response("0", 400, "Bad Request"))
+                    conn.sendall(wire_rtsp.rtsp_response("0", 400, "Bad Request"))
                     return
                 if parsed is not None:
                     break
@@ -389,58 +390,58 @@ class GameStreamPlane(ProtocolPlane):
             conn.close()
             self._rtsp_gate.release(addr)  # type: ignore[union-attr]
 
-    def _rtsp_handle(self, req: wire.RtspRequest, ip: str, local_ip: str) -> bytes:
+    def _rtsp_handle(self, req: wire_rtsp.RtspRequest, ip: str, local_ip: str) -> bytes:
         launch = self.launch
         cseq = req.cseq if req.cseq.isdigit() else "0"
         if launch is None or launch.client_ip != ip:
             self.count("rtsp_unexpected")
-            return wire.rtsp_response(cseq, 454, "Session Not Found")
+            return wire_rtsp.rtsp_response(cseq, 454, "Session Not Found")
         m = req.method
         if m == "OPTIONS":
-            return wire.rtsp_response(cseq, headers={"Public": "OPTIONS, DESCRIBE, SETUP, ANNOUNCE, PLAY"})
+            return wire_rtsp.rtsp_response(cseq, headers={"Public": "OPTIONS, DESCRIBE, SETUP, ANNOUNCE, PLAY"})
         if m == "DESCRIBE":
-            return wire.rtsp_response(cseq, headers={"Content-Type": "application/sdp"}, body=self._describe_sdp())
+            return wire_rtsp.rtsp_response(cseq, headers={"Content-Type": "application/sdp"}, body=self._describe_sdp())
         session_hdr = {"Session": "DEADBEEFCAFE;timeout = 90"}
         if m == "SETUP":
             t = req.target
             if "streamid=audio" in t:
-                return wire.rtsp_response(cseq, headers={**session_hdr, "Transport": f"server_port={self.ports['audio']}",
+                return wire_rtsp.rtsp_response(cseq, headers={**session_hdr, "Transport": f"server_port={self.ports['audio']}",
                                                          "X-SS-Ping-Payload": launch.audio_ping.decode()})
             if "streamid=video" in t:
-                return wire.rtsp_response(cseq, headers={**session_hdr, "Transport": f"server_port={self.ports['video']}",
+                return wire_rtsp.rtsp_response(cseq, headers={**session_hdr, "Transport": f"server_port={self.ports['video']}",
                                                          "X-SS-Ping-Payload": launch.video_ping.decode()})
             if "streamid=control" in t:
-                return wire.rtsp_response(cseq, headers={**session_hdr, "Transport": f"server_port={self.ports['control']}",
+                return wire_rtsp.rtsp_response(cseq, headers={**session_hdr, "Transport": f"server_port={self.ports['control']}",
                                                          "X-SS-Connect-Data": str(launch.connect_data)})
             self.count("rtsp_bad")
-            return wire.rtsp_response(cseq, 404, "Stream Not Found")
+            return wire_rtsp.rtsp_response(cseq, 404, "Stream Not Found")
         if m == "ANNOUNCE":
             try:
-                ann = wire.parse_announce(req.body)
+                ann = wire_rtsp.parse_announce(req.body)
             except BadInput as exc:
                 self.count("rtsp_bad")
                 log.info("bad ANNOUNCE from %s: %s", ip, exc)
-                return wire.rtsp_response(cseq, 400, "Bad Request")
+                return wire_rtsp.rtsp_response(cseq, 400, "Bad Request")
             if ann.codec != "h264" and not (self.codec_support() & (wire.SCM_HEVC if ann.codec == "hevc" else wire.SCM_AV1_MAIN8)):
-                return wire.rtsp_response(cseq, 415, "Unsupported Media Type")
+                return wire_rtsp.rtsp_response(cseq, 415, "Unsupported Media Type")
             launch.announce = ann
             log.info("GameStream ANNOUNCE: %dx%d@%d %s %d kbit/s packet %d, encryption %#x, features %#x",
                      ann.width, ann.height, ann.fps, ann.codec, ann.bitrate_kbps, ann.packet_size,
                      ann.encryption_enabled, ann.feature_flags)
-            return wire.rtsp_response(cseq, headers=session_hdr)
+            return wire_rtsp.rtsp_response(cseq, headers=session_hdr)
         if m == "PLAY":
             if launch.announce is None:
-                return wire.rtsp_response(cseq, 455, "Method Not Valid In This State")
+                return wire_rtsp.rtsp_response(cseq, 455, "Method Not Valid In This State")
             launch.playing = True
             launch.play_time = time.monotonic()
             if launch.video_peer is not None:
                 self._start_session_async(launch)
-            return wire.rtsp_response(cseq, headers=session_hdr)
+            return wire_rtsp.rtsp_response(cseq, headers=session_hdr)
         self.count("rtsp_bad")
-        return wire.rtsp_response(cseq, 501, "Not Implemented")
+        return wire_rtsp.rtsp_response(cseq, 501, "Not Implemented")
 
     def _describe_sdp(self) -> bytes:
-        supported = wire.SS_ENC_CONTROL_V2 | wire.SS_ENC_VIDEO | wire.SS_ENC_AUDIO
+        supported = wire_rtsp.SS_ENC_CONTROL_V2 | wire_rtsp.SS_ENC_VIDEO | wire_rtsp.SS_ENC_AUDIO
         requested = supported if self.config.get("require_encryption", False) else 0
         lines = [
             "v=0", "o=- 0 0 IN IP4 0.0.0.0", "s=punktfunk", "t=0 0",
@@ -469,7 +470,7 @@ class GameStreamPlane(ProtocolPlane):
                     return
                 continue
             try:
-                payload, _seq = wire.parse_ping(data)
+                payload, _seq = wire_rtsp.parse_ping(data)
             except BadInput:
                 self.count("ping_bad")
                 continue
@@ -610,7 +611,7 @@ class GameStreamPlane(ProtocolPlane):
         if s is not None and s.pipeline is not None:
             s.pipeline.request_keyframe()
 
-    def on_fec_status(self, launch: Launch, st: wire.FecStatus) -> None:
+    def on_fec_status(self, launch: Launch, st: wire_control.FecStatus) -> None:
         """Moonlight's per-block FEC report (0x5502) into the session's stats.
 
         Moonlight sends one for each FEC block it had to repair and for each it
