@@ -62,8 +62,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     pm: PluginManager = args.pm
     companions: dict[str, Companion] = args.companions
     cfg = configmod.load(args.config, pm)
-    if args.gamestream:
-        cfg.setdefault("gamestream", {})["enabled"] = True
+    for section in args.enable:  # --enable SECTION, and the shorthands plugins add (--gamestream)
+        if not isinstance(cfg.get(section), dict) or "enabled" not in cfg[section]:
+            print(f"--enable {section}: no plugin has a config section {section!r} that can be enabled",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        cfg[section]["enabled"] = True
     for companion in companions.values():
         companion.configure(cfg, args)
     problems = companion_problems(companions, cfg, Paths.from_env())
@@ -321,7 +325,8 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     parser.set_defaults(companions=companions)
     p = sub.add_parser("serve", help="run the host (and its companions, such as the web console)")
     p.add_argument("-c", "--config", metavar="FILE", help="TOML config file (default: built-in defaults)")
-    p.add_argument("--gamestream", action="store_true", help="enable GameStream/Moonlight compatibility (opt-in)")
+    p.add_argument("--enable", action="append", default=[], metavar="SECTION",
+                   help="turn on a plugin for this run (its SECTION.enabled = true); may be repeated")
     for companion in companions.values():
         companion.add_serve_arguments(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -82,7 +82,9 @@ def cli_commands(subparsers: argparse._SubParsersAction) -> None:
     Called once when the CLI starts, with the ``add_parser`` factory of the
     top-level parser. Each parser must ``set_defaults(func=callable)``; the
     callable receives the parsed ``argparse.Namespace`` and returns the exit
-    code. Returns nothing.
+    code. ``subparsers.choices["serve"]`` is the ``serve`` parser: a shorthand
+    for ``--enable SECTION`` is an option with ``dest="enable",
+    action="append_const", const=SECTION``. Returns nothing.
     """
 
 

@@ -28,8 +28,9 @@ def test_off_by_default(host_factory) -> None:
     assert "gamestream" not in host.call("host.status")["protocols"]
 
 
-def test_serve_flag_enables_it_and_warns_about_plain_http(host_factory) -> None:
-    host = host_factory(config="[gamestream]\nport_base = 0\nmdns = false\n", args=["--gamestream"])
+@pytest.mark.parametrize("flag", [["--gamestream"], ["--enable", "gamestream"]])
+def test_serve_flag_enables_it_and_warns_about_plain_http(host_factory, flag) -> None:
+    host = host_factory(config="[gamestream]\nport_base = 0\nmdns = false\n", args=flag)
     st = wait_ready(host)
     assert set(st["ports"]) == {"http", "https", "rtsp", "video", "audio", "control"}
     assert all(isinstance(p, int) and p > 0 for p in st["ports"].values())

@@ -153,6 +153,10 @@ def _cmd_unpair(args: argparse.Namespace) -> int:
 
 @hookimpl
 def cli_commands(subparsers: Any) -> None:
+    serve = subparsers.choices.get("serve")
+    if serve is not None:  # the shorthand the docs and Moonlight guides use for --enable gamestream
+        serve.add_argument("--gamestream", dest="enable", action="append_const", const="gamestream",
+                           help="enable GameStream/Moonlight compatibility (opt-in; --enable gamestream)")
     p = subparsers.add_parser("gamestream", help="GameStream/Moonlight: enter a pairing PIN, show status")
     sub = p.add_subparsers(dest="gamestream_command", metavar="ACTION", required=True)
     c = sub.add_parser("pin", help="enter the 4-digit PIN a Moonlight client shows while pairing")
