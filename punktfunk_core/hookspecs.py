@@ -136,14 +136,19 @@ def ipc_commands(host: Host, register: Callable[..., None]) -> None:
 
 
 @hookspec
-def console_routes(register: Callable[..., None], ipc: Any) -> None:
-    """Add routes to the web console.
+def console_routes(register: Any, ipc: Any) -> None:
+    """Add routes, blueprints and pages to the web console.
 
-    Called once in each console worker when its Flask app is created. Call ``register(rule, view, methods=..., lane=...)``; ``lane`` is
-    ``"admin"`` (admin or plugin token), ``"device"`` (read-only lane for paired
-    devices, an explicit allow-list) or ``"public"``. ``ipc`` is an
-    :class:`punktfunk_core.ipc.IpcClient` connected to the host; views never
-    hold host state. Returns nothing.
+    Called once in each console worker when its Flask app is created. Call
+    ``register(rule, view, methods=..., lane=...)``; ``lane`` is ``"admin"``
+    (admin or plugin token), ``"device"`` (read-only lane for paired devices,
+    an explicit allow-list) or ``"public"``. ``register.blueprint(bp,
+    lanes={endpoint: lane})`` adds a Flask blueprint with its static files
+    (public, ``/plugins/<plugin>/static/``) and templates;
+    ``register.page(name, title, script, bp)`` a console page,
+    ``register.script(page, script, bp)`` a script a page loads (docs/plugins.md).
+    ``ipc`` is an :class:`punktfunk_core.ipc.IpcClient` connected to the host;
+    views never hold host state. Returns nothing.
     """
 
 

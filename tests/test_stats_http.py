@@ -60,8 +60,7 @@ def console(host_factory, pf_dirs) -> dict[str, Any]:
 
 def test_routes_registered_on_the_admin_lane_only() -> None:
     seen: list[tuple[str, list[str], str]] = []
-    stats_plugin.console_routes(register=lambda rule, view, methods=None, lane="admin": seen.append((rule, methods, lane)),
-                                ipc=None)
+    register_routes(lambda rule, view, methods=None, lane="admin": seen.append((rule, methods, lane)), None)
     pairs = {(rule, m) for rule, methods, _ in seen for m in methods}
     assert SPEC_ROUTES <= pairs
     assert {lane for *_, lane in seen} == {"admin"}

@@ -175,8 +175,8 @@ def cli_commands(subparsers: Any) -> None:
 
 # -- console -----------------------------------------------------------------------------
 @hookimpl
-def console_routes(register: Callable[..., None], ipc: Any) -> None:
-    from flask import jsonify
+def console_routes(register: Any, ipc: Any) -> None:
+    from flask import Blueprint, jsonify
 
     def status_view() -> Any:
         try:
@@ -185,4 +185,8 @@ def console_routes(register: Callable[..., None], ipc: Any) -> None:
             return jsonify({"error": exc.message}), exc.code
 
     register("/api/v1/gamestream/status", status_view, methods=["GET"], lane="admin")
+    # its card on the Pairing page, also while GameStream is off (it says how to turn it on)
+    bp = Blueprint("gamestream", __name__, static_folder="static")
+    register.blueprint(bp)
+    register.script("pairing", "pairing-card.js", bp)
 

@@ -128,3 +128,13 @@ def cli_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("client", help="reference punktfunk/1 client: pair, stream, decode, measure")
     add_client_arguments(p)
     p.set_defaults(func=_cmd_client)
+
+
+# -- console ---------------------------------------------------------------------------
+@hookimpl
+def console_routes(register: Any, ipc: Any) -> None:
+    from flask import Blueprint
+
+    bp = Blueprint("native", __name__, static_folder="static")
+    register.blueprint(bp)
+    register.script("pairing", "pairing-card.js", bp)

@@ -200,10 +200,16 @@ def ipc_commands(host: Any, register: Callable[..., None]) -> None:
 
 # -- console ------------------------------------------------------------------------
 @hookimpl
-def console_routes(register: Callable[..., None], ipc: Any) -> None:
+def console_routes(register: Any, ipc: Any) -> None:
+    from flask import Blueprint
+
     from punktfunk_stats.routes import register_routes
 
     register_routes(register, ipc)
+    # the Performance page (static/performance.js) comes first in the console's nav
+    bp = Blueprint("stats", __name__, static_folder="static")
+    register.blueprint(bp)
+    register.page("performance", "Performance", "performance.js", bp, order=10)
 
 
 # -- CLI ------------------------------------------------------------------------------

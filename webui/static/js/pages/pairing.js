@@ -11,22 +11,27 @@
     return c.name || c.label || c.common_name || c.id;
   }
 
+  /** What a protocol's card says; its plugin may set PF.pairingCards[name] (title, off(), pinLabel, pinButton). */
+  function looks(name) {
+    return Object.assign({
+      title: name,
+      off: () => ["This protocol is not running on the host (enable it in the config)."],
+      pinLabel: "Pairing PIN",
+      pinButton: "Pair",
+    }, PF.pairingCards[name] || {});
+  }
+
   async function protocolCard(name, pinRule, status) {
-    const c = card(name === "gamestream" ? "GameStream (Moonlight)" : name === "native" ? "punktfunk native" : name,
-      { id: `pair-${name}`, cls: "pair-card" });
+    const look = looks(name);
+    const c = card(look.title, { id: `pair-${name}`, cls: "pair-card" });
     if (status) c.body.append(PF.statusFacts(status));
-    else {
-      c.body.append(el("p", { class: "hint protocol-off" }, ...(name === "gamestream"
-        ? ["GameStream is off on this host (it is opt-in). Start the host with ", el("code", {}, "punktfunk serve --gamestream"),
-          " or set ", el("code", {}, "[gamestream] enabled = true"), "; then a Moonlight client can pair here."]
-        : ["This protocol is not running on the host (enable it in the config)."])));
-    }
+    else c.body.append(el("p", { class: "hint protocol-off" }, ...look.off()));
     if (pinRule && status) {  // a PIN is only useful to a protocol that runs
       const input = el("input", { type: "text", inputmode: "numeric", pattern: "[0-9]{4,8}", maxlength: 8, required: true,
         placeholder: "1234", name: "pin", autocomplete: "off", "aria-label": `${name} PIN` });
       const form = el("form", { class: "pin-form", method: "post" },
-        el("label", {}, name === "gamestream" ? "PIN shown by the Moonlight client" : "Pairing PIN (the client enters the same)", input),
-        el("button", { type: "submit", class: "primary" }, name === "gamestream" ? "Pair" : "Open pairing"));
+        el("label", {}, look.pinLabel, input),
+        el("button", { type: "submit", class: "primary" }, look.pinButton));
       form.addEventListener("submit", async (ev) => {
         ev.preventDefault();
         try {
@@ -120,7 +125,7 @@
     if (!names.length) {
       root.append(card("Pairing").body.parentElement);
       root.lastChild.querySelector(".card-body").append(el("p", { class: "empty" },
-        "No protocol plugin offers pairing. Enable native or GameStream in the host's config."));
+        "No protocol plugin offers pairing. Enable one in the host's config."));
     }
     for (const n of names) root.append(await protocolCard(n, found[n], protocols[n]));
     root.append(await tokensCard());
