@@ -64,7 +64,7 @@ def native_case(base: Path, ipc: IpcClient, port: int, w: int, h: int, seconds: 
             "--seconds", str(seconds), "--json", "--width", str(w), "--height", str(h), "--fps", "60",
             "--bitrate", str(6000 if h <= 720 else 12000)]
     if first:
-        ipc.call("native.pin", pin="2468", seconds=60)
+        ipc.call("pairing.pin", protocol="native", pin="2468", seconds=60)
         args += ["--pin", "2468"]
     out = subprocess.run(args, env=client_env, capture_output=True, text=True, timeout=seconds + 60)
     cap = ipc.call("stats.stop")

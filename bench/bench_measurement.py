@@ -19,7 +19,7 @@ from punktfunk_core.pipeline import Pipeline
 from punktfunk_core.plugins import load_plugin_manager
 from punktfunk_core.session import Session
 from punktfunk_core.stages import StreamSpec
-from punktfunk_core.window import NATIVE_LAYOUT
+from punktfunk_native.layout import NATIVE_LAYOUT
 
 from bench import instructions
 

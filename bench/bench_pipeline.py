@@ -110,7 +110,7 @@ def pipeline_run(pm: Any, spec: Any, capture: Any, frames: int, port: int, prote
     from punktfunk_core.gate import MeasurementGate
     from punktfunk_core.pipeline import Pipeline
     from punktfunk_core.session import Session
-    from punktfunk_core.window import NATIVE_LAYOUT
+    from punktfunk_native.layout import NATIVE_LAYOUT
     from punktfunk_native.datapath import FecParams, NativePacketizer, NativeSender
 
     encoder = pm.stages.create("encoder", "x264", spec, {"preset": "ultrafast", "threads": 1, "vbv_frames": 1.0})

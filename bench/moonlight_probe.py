@@ -142,7 +142,7 @@ def _pair(host: _Host, client_dir: Path) -> None:
                 break
             time.sleep(0.05)
         else:
-            host.call("gamestream.pin", pin=PIN)
+            host.call("pairing.pin", protocol="gamestream", pin=PIN)
         _finish(proc, 60)
     finally:
         if proc.poll() is None:

@@ -16,14 +16,16 @@ from typing import Any
 
 from punktfunk_core import __version__
 from punktfunk_core import config as configmod
-from punktfunk_core.ipc import IpcClient, IpcError
+from punktfunk_core import ipc
+from punktfunk_core.companion import Companion, RunningCompanion
+from punktfunk_core.ipc import IpcError
 from punktfunk_core.paths import Paths
 from punktfunk_core.plugins import PluginManager, load_plugin_manager
 
 log = logging.getLogger("punktfunk")
 
 EXIT_CONFIG = 2
-#: signals on which `serve` and `console` stop everything they started (SIGHUP: the terminal closed)
+#: signals on which `serve` (and a companion's own command) stop everything they started (SIGHUP: the terminal closed)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -36,42 +38,7 @@ def setup_logging(level: str = "info") -> None:
     )
 
 
-def ipc_client(timeout: float = 2.0) -> IpcClient:
-    """An IPC client for the host of this user (PUNKTFUNK_IPC overrides the endpoint)."""
-    endpoint = os.environ.get("PUNKTFUNK_IPC") or Paths.from_env().ipc_endpoint
-    return IpcClient(endpoint, timeout=timeout)
-
-
-def call_host(cmd: str, **args: Any) -> Any:
-    """Call a host IPC command from a CLI command; prints the error and exits 1 on failure."""
-    try:
-        return ipc_client().call(cmd, **args)
-    except IpcError as exc:
-        print(f"punktfunk: {exc.message}", file=sys.stderr)
-        raise SystemExit(1) from None
-
-
-def _load_config_or_exit(path: str | None, pm: PluginManager) -> dict[str, Any]:
-    try:
-        cfg = configmod.load(path, pm)
-    except configmod.ConfigError as exc:
-        for p in exc.problems:
-            print(f"{exc.source}: {p}" if exc.source != "defaults" else p, file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
-    return cfg
-
-
-def _check_admin_token_or_exit() -> None:
-    """The console refuses short admin tokens; say so before anything starts."""
-    from punktfunk_webui.auth import admin_token_problem
-
-    problem = admin_token_problem(Paths.from_env().config)
-    if problem:
-        print(problem, file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG)
-
-
-def _stop_on_signals() -> threading.Event:
+def stop_on_signals() -> threading.Event:
     """An event set by any of STOP_SIGNALS (instead of dying half-way)."""
     stop = threading.Event()
 
@@ -83,46 +50,56 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def companion_problems(companions: dict[str, Companion], cfg: dict[str, Any], paths: Paths) -> list[str]:
+    """What the enabled companions say must be fixed before anything starts."""
+    return [p for c in companions.values() if c.enabled(cfg) and (p := c.problem(cfg, paths))]
+
+
 # -- built-in commands -------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
     from punktfunk_core.host import Host
 
     pm: PluginManager = args.pm
-    cfg = _load_config_or_exit(args.config, pm)
-    if args.gamestream:
-        cfg.setdefault("gamestream", {})["enabled"] = True
-    if args.console_workers is not None:
-        cfg["console"]["workers"] = args.console_workers
-    if args.console_port is not None:
-        cfg["console"]["port"] = args.console_port
-    if args.no_console:
-        cfg["console"]["enabled"] = False
-    if cfg["console"]["enabled"]:
-        _check_admin_token_or_exit()
+    companions: dict[str, Companion] = args.companions
+    cfg = configmod.load(args.config, pm)
+    for section in args.enable:  # --enable SECTION, and the shorthands plugins add (--gamestream)
+        if not isinstance(cfg.get(section), dict) or "enabled" not in cfg[section]:
+            print(f"--enable {section}: no plugin has a config section {section!r} that can be enabled",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        cfg[section]["enabled"] = True
+    for companion in companions.values():
+        companion.configure(cfg, args)
+    problems = companion_problems(companions, cfg, Paths.from_env())
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return EXIT_CONFIG
     setup_logging(cfg["host"]["log_level"] if not args.verbose else "debug")
     for info in pm.failed:
         log.warning("plugin %s failed to load: %s", info.name, info.error)
     paths = Paths.from_env().ensure()
     host = Host(cfg, pm, paths)
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     try:
         host.start()
     except Exception as exc:  # noqa: BLE001
         log.error("host failed to start: %s", exc)
         host.stop()
         return 1
-    console = None
-    console_error = ""
-    if cfg["console"]["enabled"]:
+    running: list[RunningCompanion] = []
+    failed: dict[str, str] = {}
+    for name, companion in companions.items():
+        if not companion.enabled(cfg):
+            continue
         try:
-            from punktfunk_webui.server import start_console
-
-            console = start_console(cfg, paths)
-            print(f"punktfunk console: {console.url}  (admin token in {paths.mgmt_token})", flush=True)
-        except Exception as exc:  # noqa: BLE001 - the host streams without a console
-            console_error = str(exc)
-            log.error("console failed to start: %s", exc)
-    nothing = _nothing_started(cfg, pm, host, console, console_error)
+            started = companion.start(cfg, paths)
+        except Exception as exc:  # noqa: BLE001 - the host streams without it
+            failed[name] = str(exc)
+            log.error("%s failed to start: %s", name, exc)
+            continue
+        running.append(started)
+        print(started.describe(), flush=True)
+    nothing = _nothing_started(cfg, pm, host, companions, bool(running), failed)
     if nothing:
         print(f"punktfunk: {nothing}", file=sys.stderr, flush=True)
         host.stop()
@@ -132,21 +109,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if host.stopped:
             break
     log.info("stopping")
-    if console is not None:
-        console.stop()
+    for started in reversed(running):
+        started.stop()
     host.stop()
     return 0
 
 
-def _nothing_started(cfg: dict[str, Any], pm: PluginManager, host: Any, console: Any, console_error: str) -> str:
-    """When the host was asked for protocols or a console and none of them
+def _nothing_started(cfg: dict[str, Any], pm: PluginManager, host: Any, companions: dict[str, Companion],
+                     any_running: bool, failed: dict[str, str]) -> str:
+    """When the host was asked for protocols or companions and none of them
     started: one line with each reason (and so what to fix); else ""."""
     asked = [n for n in pm.protocols.names() if configmod.protocol_enabled(cfg, n)]
-    if host.planes or console is not None or not (asked or cfg["console"]["enabled"]):
+    asked_companions = [n for n, c in companions.items() if c.enabled(cfg)]
+    if host.planes or any_running or not (asked or asked_companions):
         return ""  # something serves, or only IPC was asked for (--no-console, no protocol)
     reasons = [f"protocol {n}: {host.protocol_errors.get(n, 'did not start')}" for n in asked]
-    if cfg["console"]["enabled"]:
-        reasons.append(f"console: {console_error}")
+    reasons += [f"{n}: {failed.get(n, 'did not start')}" for n in asked_companions]
     return "nothing could start, so the host stops — " + "; ".join(reasons)
 
 
@@ -166,7 +144,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for e in pm.stages.entries():
         note = e.description
         if e.available is not None:
-            reason = e.available()
+            reason = e.available(None)
             note = (note + "; " if note else "") + ("available" if not reason else f"unavailable: {reason}")
         print(f"{e.kind:<14} {e.name:<16} {e.plugin:<14} {note}")
     if pm.protocols.names():
@@ -176,9 +154,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    cfg = _load_config_or_exit(args.file, args.pm)
-    if cfg["console"]["enabled"]:  # what `serve` with this file would refuse at start
-        _check_admin_token_or_exit()
+    cfg = configmod.load(args.file, args.pm)
+    problems = companion_problems(args.companions, cfg, Paths.from_env())  # what `serve` would refuse at start
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return EXIT_CONFIG
     print(f"{args.file}: ok")
     return 0
 
@@ -188,36 +168,10 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_console(args: argparse.Namespace) -> int:
-    """The console alone, in the foreground, against a running host."""
-    from punktfunk_webui.server import ConsoleError, start_console
-
-    cfg = _load_config_or_exit(args.config, args.pm)
-    if args.workers is not None:
-        cfg["console"]["workers"] = args.workers
-    if args.port is not None:
-        cfg["console"]["port"] = args.port
-    _check_admin_token_or_exit()
-    setup_logging(cfg["host"]["log_level"])
-    paths = Paths.from_env().ensure()
-    stop = _stop_on_signals()
-    try:
-        console = start_console(cfg, paths)
-    except (ConsoleError, ValueError) as exc:  # ValueError: the admin token changed under us
-        print(f"punktfunk: {exc}", file=sys.stderr)
-        return 1
-    print(f"punktfunk console: {console.url}  (admin token in {paths.mgmt_token})", flush=True)
-    while not stop.wait(0.5):
-        if not console.alive():
-            print(f"punktfunk: the console exited with status {console.proc.returncode}", file=sys.stderr)
-            return 1
-    console.stop()
-    return 0
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    st = call_host("host.status")
-    sessions = call_host("sessions.list")
+    host = ipc.connect()
+    st = host.call("host.status")
+    sessions = host.call("sessions.list")
     if args.json:
         print(json.dumps({"host": st, "sessions": sessions}, indent=2))
         return 0
@@ -265,6 +219,38 @@ def _fields(d: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
+def cmd_pairing_list(args: argparse.Namespace) -> int:
+    host = ipc.connect()
+    protocols = host.call("pairing.protocols")
+    clients = {p["protocol"]: host.call("pairing.clients", protocol=p["protocol"]) for p in protocols if p["running"]}
+    if args.json:
+        print(json.dumps({"protocols": protocols, "clients": clients}, indent=2))
+        return 0
+    for p in protocols:
+        how = {"host": "PIN window from the host", "client": "PIN shown by the client"}.get(p["pin_from"], "no pairing")
+        if not p["running"]:
+            print(f"{p['protocol']}: not running ({how})")
+            continue
+        print(f"{p['protocol']}: {len(clients[p['protocol']])} paired ({how})"
+              + "".join(f"; {w}" for w in _fields(p["pairing"])))
+        for c in clients[p["protocol"]]:
+            print(f"  {c['fingerprint'][:16]}…  {c['name'] or '-'}" + ("  view only" if c["view_only"] else ""))
+    return 0
+
+
+def cmd_pairing_unpair(args: argparse.Namespace) -> int:
+    res = ipc.connect().call("pairing.unpair", protocol=args.protocol, fingerprint=args.fingerprint)
+    print(f"unpaired {res['unpaired'][0][:16]}…; that client must pair again")
+    return 0
+
+
+def cmd_pairing_view_only(args: argparse.Namespace) -> int:
+    c = ipc.connect().call("pairing.permissions", protocol=args.protocol, fingerprint=args.fingerprint,
+                           view_only=args.state == "on")
+    print(f"{c['fingerprint'][:16]}… ({c['name'] or 'no name'}): " + ("view only" if c["view_only"] else "full control"))
+    return 0
+
+
 def _free_udp_port() -> int:
     """A UDP port on 127.0.0.1 that nobody listens on (just released by us)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -278,7 +264,7 @@ def cmd_loopback(args: argparse.Namespace) -> int:
     for key in ("capture", "encoder", "width", "height", "fps", "codec", "bitrate_kbps"):
         if getattr(args, key) is not None:
             req[key] = getattr(args, key)
-    info = call_host("sessions.loopback", **req)
+    info = ipc.connect().call("sessions.loopback", **req)
     if not args.json:
         print(f"loopback session {info['id']} → 127.0.0.1:{port}: {info['width']}x{info['height']}@{info['fps']} "
               f"{info['codec']} via {info['encoder_backend']}, "
@@ -303,7 +289,7 @@ def cmd_loopback(args: argparse.Namespace) -> int:
 
 def _wait_for_end(session_id: int) -> dict[str, Any]:
     """Block until the session ended (Ctrl-C ends it first); its final info."""
-    client = ipc_client()
+    client = ipc.connect()
     stopping = False
     while True:
         try:
@@ -316,9 +302,17 @@ def _wait_for_end(session_id: int) -> dict[str, Any]:
                 raise
             stopping = True
             client.call("sessions.stop", id=session_id)
-        except IpcError as exc:
-            print(f"punktfunk: {exc.message}", file=sys.stderr)
-            raise SystemExit(1) from None
+
+
+def _companions(pm: PluginManager) -> dict[str, Companion]:
+    """The companions plugins add (``serve_companions``), by name."""
+    out: dict[str, Companion] = {}
+    for name, (companion, plugin) in pm.collect_named("serve_companions").items():
+        if isinstance(companion, Companion):
+            out[name] = companion
+        else:
+            log.error("plugin %s: companion %r is not a punktfunk_core.companion.Companion; ignored", plugin, name)
+    return out
 
 
 def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
@@ -327,12 +321,14 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     parser.set_defaults(pm=pm, func=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("serve", help="run the host (and its web console)")
+    companions = _companions(pm)
+    parser.set_defaults(companions=companions)
+    p = sub.add_parser("serve", help="run the host (and its companions, such as the web console)")
     p.add_argument("-c", "--config", metavar="FILE", help="TOML config file (default: built-in defaults)")
-    p.add_argument("--gamestream", action="store_true", help="enable GameStream/Moonlight compatibility (opt-in)")
-    p.add_argument("--console-workers", type=int, metavar="N", help="gunicorn workers for the console (default 2)")
-    p.add_argument("--console-port", type=int, metavar="PORT", help="console port (default 47990)")
-    p.add_argument("--no-console", action="store_true", help="do not start the web console")
+    p.add_argument("--enable", action="append", default=[], metavar="SECTION",
+                   help="turn on a plugin for this run (its SECTION.enabled = true); may be repeated")
+    for companion in companions.values():
+        companion.add_serve_arguments(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_serve)
 
@@ -352,11 +348,20 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     c = csub.add_parser("schema", help="print the whole JSON Schema (for editors)")
     c.set_defaults(func=cmd_config_schema)
 
-    p = sub.add_parser("console", help="run the web console alone against a running host")
-    p.add_argument("-c", "--config", metavar="FILE")
-    p.add_argument("--workers", type=int, metavar="N")
-    p.add_argument("--port", type=int, metavar="PORT")
-    p.set_defaults(func=cmd_console)
+    p = sub.add_parser("pairing", help="paired clients of every protocol and what each may do")
+    psub = p.add_subparsers(dest="pairing_command", metavar="ACTION", required=True)
+    c = psub.add_parser("list", help="protocols, their pairing state and paired clients")
+    c.add_argument("--json", action="store_true", help="print pairing.protocols and each pairing.clients as JSON")
+    c.set_defaults(func=cmd_pairing_list)
+    c = psub.add_parser("unpair", help="forget a paired client (it must pair again)")
+    c.add_argument("protocol")
+    c.add_argument("fingerprint", help="the client's certificate fingerprint, or its first 8+ hex digits")
+    c.set_defaults(func=cmd_pairing_unpair)
+    c = psub.add_parser("view-only", help="let a paired client only watch (on) or also control (off)")
+    c.add_argument("protocol")
+    c.add_argument("fingerprint", help="the client's certificate fingerprint, or its first 8+ hex digits")
+    c.add_argument("state", choices=["on", "off"])
+    c.set_defaults(func=cmd_pairing_view_only)
 
     p = sub.add_parser("loopback", help="stream a diagnostic session to a local UDP port (no client needed)",
                        description="Runs capture → encoder → UDP to 127.0.0.1 through the host's real runner, "
@@ -375,7 +380,7 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the session's final counters as JSON")
     p.set_defaults(func=cmd_loopback)
 
-    pm.hook.cli_commands(subparsers=sub)
+    pm.call_each("cli_commands", {"subparsers": sub})
     return parser
 
 
@@ -394,6 +399,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
+    except IpcError as exc:  # a command (ours or a plugin's) the host refused, or no host
+        print(f"punktfunk: {exc.message}", file=sys.stderr)
+        return 1
+    except configmod.ConfigError as exc:  # one line per problem, naming the file
+        for problem in exc.problems:
+            print(f"{exc.source}: {problem}" if exc.source != "defaults" else problem, file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

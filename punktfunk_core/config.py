@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from punktfunk_core.plugins import PluginManager
     from punktfunk_core.registry import StageRegistry
 
-#: the ``stream.encoder`` value that lets the host choose (see ``host.auto_encoders``)
+#: the ``stream.encoder`` value that lets the host choose (``StageRegistry.choose``)
 AUTO_ENCODER = "auto"
 
 
@@ -102,26 +102,10 @@ class InputSettings(Settings):
                          minimum=8, maximum=65536)
 
 
-@dataclass(frozen=True, kw_only=True)
-class ConsoleSettings(Settings):
-    """The web console (gunicorn + Flask)."""
-
-    enabled: bool = setting(True)
-    bind: str = setting("127.0.0.1")
-    port: int = setting(47990, minimum=0, maximum=65535)
-    workers: int = setting(2, minimum=1, maximum=64)
-    allow_remote_admin: bool = setting(False, "accept the admin token from non-loopback addresses")
-    allowed_hosts: tuple[str, ...] = setting(
-        (), "names the console answers to besides localhost, loopback addresses and its bind address "
-            "(requests naming any other Host are refused: DNS rebinding)",
-        maxItems=64, items={"pattern": r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[?[0-9A-Fa-f:.]+\]?)$"})
-
-
 #: the sections the core owns, by TOML table name: tables, and the ``[[apps]]`` list every protocol
 #: shares (its entries and the check of their names live in apps.py)
 CORE_SECTIONS: dict[str, type[Settings] | SettingsList[Any]] = {
-    "host": HostSettings, "stream": StreamSettings, "input": InputSettings, "console": ConsoleSettings,
-    "apps": apps.APPS}
+    "host": HostSettings, "stream": StreamSettings, "input": InputSettings, "apps": apps.APPS}
 
 
 @dataclass(frozen=True)
@@ -131,14 +115,12 @@ class CoreSettings:
     host: HostSettings
     stream: StreamSettings
     input: InputSettings
-    console: ConsoleSettings
     apps: tuple[apps.App, ...]
 
     @classmethod
     def of(cls, config: Mapping[str, Any]) -> CoreSettings:
         return cls(HostSettings.of(config["host"]), StreamSettings.of(config["stream"]),
-                   InputSettings.of(config["input"]), ConsoleSettings.of(config["console"]),
-                   apps.APPS.of(config["apps"]))
+                   InputSettings.of(config["input"]), apps.APPS.of(config["apps"]))
 
 
 #: no setting nests this deep; deeper values are refused before anything recurses into them
@@ -210,14 +192,13 @@ def _auto_encoder_rules(section: str, props: dict[str, Any], name_key: str, opti
                         stages: StageRegistry) -> list[dict[str, Any]]:
     """With ``encoder = "auto"`` the options must suit every encoder auto may pick for the codec
     (else a config that works on one machine fails on the next); each problem says for which."""
-    from punktfunk_core.host import auto_encoders  # the host owns what "auto" means
-
     codecs = props.get("codec", {}).get("enum", list(CODECS))
     rules = []
     for codec in codecs:
         branches = []
-        for name in auto_encoders(codec):
-            if (("encoder", name) in stages and (schema := stages.get("encoder", name).options_schema) is not None):
+        for entry in stages.candidates("encoder", codec):
+            if (schema := entry.options_schema) is not None:
+                name = entry.name
                 note = (f"for {name}, which {section}.{name_key} = \"auto\" may pick for {codec}; "
                         f"name the encoder to give only its options")
                 branches.append({**copy.deepcopy(schema), NOTE_KEY: note})

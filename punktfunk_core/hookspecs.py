@@ -9,6 +9,11 @@ No hook is ever called per frame. Stage objects are resolved once when a
 session starts and the pipeline runner calls them directly; the only hook on
 the streaming threads is :func:`stats_window`, once per aggregation window.
 
+Each plugin's implementation is called on its own through
+:meth:`punktfunk_core.plugins.PluginManager.call_each`: an exception is
+logged naming the plugin and the others still run, except in the hooks that
+fill the host's registries, where it stops the start.
+
 ``docs/plugins.md`` documents each hook with its exact signature; a test fails
 when the two disagree.
 """
@@ -22,6 +27,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     import argparse
 
+    from punktfunk_core.companion import Companion
     from punktfunk_core.host import Host
     from punktfunk_core.registry import ProtocolRegistry, StageRegistry
     from punktfunk_core.session import Session
@@ -79,7 +85,21 @@ def cli_commands(subparsers: argparse._SubParsersAction) -> None:
     Called once when the CLI starts, with the ``add_parser`` factory of the
     top-level parser. Each parser must ``set_defaults(func=callable)``; the
     callable receives the parsed ``argparse.Namespace`` and returns the exit
-    code. Returns nothing.
+    code. ``subparsers.choices["serve"]`` is the ``serve`` parser: a shorthand
+    for ``--enable SECTION`` is an option with ``dest="enable",
+    action="append_const", const=SECTION``. Returns nothing.
+    """
+
+
+@hookspec
+def serve_companions(register: Callable[[str, Companion], None]) -> None:
+    """Add companions: programs ``punktfunk serve`` runs beside the host and stops with it.
+
+    Called once when the CLI starts (before its options are parsed). Call
+    ``register(name, companion)`` with a
+    :class:`punktfunk_core.companion.Companion`; ``name`` is its config
+    section, whose ``enabled`` says whether ``serve`` starts it. The web
+    console is one (the ``console`` plugin). Returns nothing.
     """
 
 
@@ -119,14 +139,19 @@ def ipc_commands(host: Host, register: Callable[..., None]) -> None:
 
 
 @hookspec
-def console_routes(register: Callable[..., None], ipc: Any) -> None:
-    """Add routes to the web console.
+def console_routes(register: Any, ipc: Any) -> None:
+    """Add routes, blueprints and pages to the web console.
 
-    Called once in each console worker when its Flask app is created. Call ``register(rule, view, methods=..., lane=...)``; ``lane`` is
-    ``"admin"`` (admin or plugin token), ``"device"`` (read-only lane for paired
-    devices, an explicit allow-list) or ``"public"``. ``ipc`` is an
-    :class:`punktfunk_core.ipc.IpcClient` connected to the host; views never
-    hold host state. Returns nothing.
+    Called once in each console worker when its Flask app is created. Call
+    ``register(rule, view, methods=..., lane=...)``; ``lane`` is ``"admin"``
+    (admin or plugin token), ``"device"`` (read-only lane for paired devices,
+    an explicit allow-list) or ``"public"``. ``register.blueprint(bp,
+    lanes={endpoint: lane})`` adds a Flask blueprint with its static files
+    (public, ``/plugins/<plugin>/static/``) and templates;
+    ``register.page(name, title, script, bp)`` a console page,
+    ``register.script(page, script, bp)`` a script a page loads (docs/plugins.md).
+    ``ipc`` is an :class:`punktfunk_core.ipc.IpcClient` connected to the host;
+    views never hold host state. Returns nothing.
     """
 
 
@@ -145,7 +170,12 @@ def session_ended(session: Session, error: BaseException | None) -> None:
     """A session has stopped and released its stages.
 
     Called once per session. ``error`` is the exception that ended it, or None
-    for a clean stop. Returns nothing.
+    for a clean stop. It runs on the last of the session's pipeline threads to
+    finish (its send thread, or its encode thread when the sender never waits),
+    after every stage is closed and the session's last stats window is
+    emitted, and after the ``on_end`` callback its plane passed to
+    ``Host.start_session``. Keep it short: the host's ``stop()`` waits for
+    sessions to end. Returns nothing.
     """
 
 

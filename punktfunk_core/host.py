@@ -9,13 +9,14 @@ import os
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from punktfunk_core import __version__
 from punktfunk_core.config import CoreSettings, protocol_enabled
 from punktfunk_core.counters import Counters
 from punktfunk_core.gate import MeasurementGate
 from punktfunk_core.ipc import IpcError, IpcServer
+from punktfunk_core.pairing import pairing_commands
 from punktfunk_core.paths import Paths
 from punktfunk_core.pipeline import Pipeline, close_quietly
 from punktfunk_core.plugins import PluginManager
@@ -30,15 +31,6 @@ log = logging.getLogger("punktfunk.host")
 #: how long stop() waits for sessions to end (a session's last window waits up to
 #: pipeline.LAST_REPORT_WAIT_S for its client's last report)
 SESSION_STOP_WAIT_S = 3.0
-
-#: CPU encoder used for each codec when ``stream.encoder = "auto"`` finds no GPU
-CPU_ENCODER_FOR_CODEC = {"h264": "x264", "hevc": "hevc", "av1": "av1"}
-
-
-def auto_encoders(codec: str) -> tuple[str, ...]:
-    """The encoders ``stream.encoder = "auto"`` may choose for ``codec``, first choice first
-    (the config check holds ``encoder_options`` to every one of them)."""
-    return ("nvenc", CPU_ENCODER_FOR_CODEC[codec])
 
 
 class HostBusy(IpcError):
@@ -68,6 +60,8 @@ class Host:
         self.hostname = self.settings.host.name or socket.gethostname()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        #: session id -> the on_end callback its plane passed to start_session
+        self._on_end: dict[int, Callable[[Session, BaseException | None], Any]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -94,7 +88,7 @@ class Host:
             log.info("protocol %s started %s", name, plane.status())
         # IPC last: a host that answers has its protocols up (scripts and tests rely on it)
         self.ipc.start()
-        self.pm.hook.host_started(host=self)
+        self.pm.call_each("host_started", {"host": self})
 
     def stop(self) -> None:
         """Stop the sessions, wait for them (their last stats windows), then tell
@@ -107,10 +101,7 @@ class Host:
         deadline = time.monotonic() + SESSION_STOP_WAIT_S
         for s in list(self.sessions.values()):
             s.wait(max(0.0, deadline - time.monotonic()))
-        try:
-            self.pm.hook.host_stopping(host=self)
-        except Exception:  # noqa: BLE001
-            log.exception("host_stopping hook failed")
+        self.pm.call_each("host_stopping", {"host": self})
         for plane in self.planes.values():
             try:
                 plane.stop()
@@ -135,20 +126,10 @@ class Host:
         return StreamSpec(**kw)
 
     def encoder_name(self, spec: StreamSpec) -> str:
-        """Resolve ``stream.encoder``; ``auto`` picks nvenc when usable, else the CPU encoder."""
+        """Resolve ``stream.encoder``; ``auto`` takes the encoder of the highest
+        priority that encodes the session's codec here (see ``StageRegistry.choose``)."""
         name = self.settings.stream.encoder
-        if name != "auto":
-            return name
-        if ("encoder", "nvenc") in self.pm.stages:
-            probe = self.pm.stages.get("encoder", "nvenc").available
-            try:  # an availability probe may take the codec (NVENC AV1 needs a newer GPU than H.264)
-                reason = probe(spec.codec) if probe else ""
-            except TypeError:
-                reason = probe() if probe else ""
-            if not reason:
-                return "nvenc"
-            log.debug("nvenc not used: %s", reason)
-        return CPU_ENCODER_FOR_CODEC[spec.codec]
+        return self.pm.stages.choose("encoder", spec.codec).name if name == "auto" else name
 
     def create_capture(self, spec: StreamSpec, name: str | None = None, options: dict | None = None) -> CaptureSource:
         s = self.settings.stream
@@ -177,9 +158,17 @@ class Host:
         capture: CaptureSource | None = None,
         encoder: Encoder | None = None,
         paced: bool = True,
+        on_end: Callable[[Session, BaseException | None], Any] | None = None,
     ) -> Session:
         """Build and start a session's pipeline. Stages passed in are owned by
-        the session from here on (closed when it ends, also on failure here)."""
+        the session from here on (closed when it ends, also on failure here).
+
+        ``on_end(session, error)`` is called once when the session has ended
+        (``error`` is what ended it, or None), before the ``session_ended``
+        hook and on the same thread: the last of the session's pipeline threads
+        (see that hook). The plane that started the session learns of its end
+        this way, whoever ended it.
+        """
         owned: list[Any] = [packetizer, sender, capture, encoder]
         try:
             with self._lock:
@@ -203,12 +192,11 @@ class Host:
             raise
         with self._lock:
             self.sessions[session.id] = session
+            if on_end is not None:
+                self._on_end[session.id] = on_end
         log.info("session %s started: %s client=%s %dx%d@%d %s via %s", session.id, kind, client,
                  spec.width, spec.height, spec.fps, spec.codec, session.encoder_backend)
-        try:
-            self.pm.hook.session_started(session=session)
-        except Exception:  # noqa: BLE001
-            log.exception("session_started hook failed")
+        self.pm.call_each("session_started", {"session": session})
         pipeline.start()
         return session
 
@@ -216,8 +204,9 @@ class Host:
         """Start a diagnostic session that streams to a local UDP port.
 
         Lets operators and stage authors run any capture/encoder pair through
-        the real runner with no client: ``chunk`` packetizer, ``udp`` sender
-        to 127.0.0.1:``port``, stopped after ``seconds`` (0 = until stopped).
+        the real runner with no client: the packetizer and sender of the
+        highest priority (the media plugin's ``chunk`` and ``udp``), the sender
+        aimed at 127.0.0.1:``port``, stopped after ``seconds`` (0 = until stopped).
         """
         try:
             port = int(args["port"])
@@ -235,9 +224,10 @@ class Host:
         seconds = float(args.get("seconds", 0) or 0)
         made: list[Any] = []
         try:
+            stages = self.pm.stages
             chunk = {"payload_size": args["payload_size"]} if "payload_size" in args else {}
-            made.append(self.pm.stages.create("packetizer", "chunk", spec, chunk))
-            made.append(self.pm.stages.create("sender", "udp", spec, {"host": "127.0.0.1", "port": port}))
+            made.append(stages.create("packetizer", stages.choose("packetizer").name, spec, chunk))
+            made.append(stages.create("sender", stages.choose("sender").name, spec, {"host": "127.0.0.1", "port": port}))
             made.append(self.create_encoder(spec, args.get("encoder"), args.get("encoder_options")))
             made.append(self.create_capture(dataclasses.replace(spec, pixel_format=made[-1].input_format),
                                             args.get("capture"), args.get("capture_options")))
@@ -255,20 +245,23 @@ class Host:
         return session.info()
 
     def _emit_window(self, session: Session, sample: Any) -> None:
-        self.pm.hook.stats_window(session=session, sample=sample)
+        self.pm.call_each("stats_window", {"session": session, "sample": sample})
 
     def _session_ended(self, session: Session, error: BaseException | None) -> None:
         final = session.info()
         with self._lock:
             self.sessions.pop(session.id, None)
             self.ended_sessions.append(final)
+            on_end = self._on_end.pop(session.id, None)
         reason = session.pipeline.stop_reason if session.pipeline else ""
         if error is None:
             log.info("session %s ended%s", session.id, f" ({reason})" if reason else "")
-        try:
-            self.pm.hook.session_ended(session=session, error=error)
-        except Exception:  # noqa: BLE001
-            log.exception("session_ended hook failed")
+        if on_end is not None:
+            try:
+                on_end(session, error)
+            except Exception:  # noqa: BLE001 - the plane's bug must not keep the plugins from the end
+                log.exception("session %s (%s): its plane's on_end failed", session.id, session.kind)
+        self.pm.call_each("session_ended", {"session": session, "error": error})
 
     # -- core IPC commands ---------------------------------------------------------------
     def _core_commands(self) -> dict[str, tuple[Any, str]]:
@@ -320,16 +313,8 @@ class Host:
             ]
 
         def metrics(_args: dict) -> dict:
+            # the planes count into self.counters, each under its own name
             counters = {**self.counters.snapshot(), "ipc.bad_request": self.ipc.bad_requests if self.ipc else 0}
-            for pname, plane in list(self.planes.items()):
-                try:  # a plane's status() may carry its own "counters" (bad input dropped, ...)
-                    own = plane.status().get("counters") or {}
-                except Exception:  # noqa: BLE001 - metrics must not fail because one plane does
-                    log.exception("status of protocol %s failed", pname)
-                    continue
-                for key, value in own.items():
-                    if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        counters[f"{pname}.{key}"] = value
             return {
                 "counters": counters,
                 "sessions": len(self.sessions),
@@ -341,6 +326,7 @@ class Host:
             return self.start_loopback(args)
 
         return {
+            **{name: (fn, "core") for name, fn in pairing_commands(self).items()},
             "sessions.loopback": (loopback, "core"),
             "host.status": (status, "core"),
             "sessions.list": (sessions_list, "core"),

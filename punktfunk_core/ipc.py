@@ -6,6 +6,11 @@ parsed by the bounded loader (:mod:`punktfunk_core.boundedjson`): a request
 that is too large, too deep or not JSON gets a 400, and nothing a request
 holds can end the channel's thread.
 
+Plugins and CLI commands reach the host with :func:`connect` (the endpoint
+of this user's host, ``$PUNKTFUNK_IPC`` overriding it) and
+``IpcClient.call(cmd, **args)``; a command function of the ``punktfunk`` CLI
+may let :class:`IpcError` propagate: the CLI prints its message and exits 1.
+
 Wire format (one ZMQ message each way)::
 
     request  {"cmd": "stats.status", "args": {...}}
@@ -25,11 +30,14 @@ from typing import Any, Callable
 import zmq
 
 from punktfunk_core import boundedjson
+from punktfunk_core.paths import Paths
 
 log = logging.getLogger("punktfunk.ipc")
 
 MAX_REQUEST_BYTES = 1 << 20  # requests are small; refuse anything larger unread
 DEFAULT_TIMEOUT_S = 1.5  # the console answers 503 well inside 2 s
+#: what a command-line caller waits for an answer
+CLI_TIMEOUT_S = 2.0
 
 
 class IpcError(Exception):
@@ -205,3 +213,14 @@ class IpcClient:
 
     def close(self) -> None:
         self._discard()
+
+
+def host_endpoint(paths: Paths | None = None) -> str:
+    """The IPC endpoint of this user's host: ``$PUNKTFUNK_IPC``, else the socket in
+    the runtime directory (of ``paths``, or of the environment)."""
+    return os.environ.get("PUNKTFUNK_IPC") or (paths or Paths.from_env()).ipc_endpoint
+
+
+def connect(timeout: float = CLI_TIMEOUT_S, paths: Paths | None = None) -> IpcClient:
+    """A client of this user's host, for plugins and CLI commands (see :func:`host_endpoint`)."""
+    return IpcClient(host_endpoint(paths), timeout=timeout)

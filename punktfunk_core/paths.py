@@ -209,10 +209,6 @@ class Paths:
     def mgmt_token(self) -> Path:
         return self.config / "mgmt-token"
 
-    @property
-    def captures(self) -> Path:
-        return self.config / "captures"
-
     def ensure(self) -> Paths:
         ensure_private_dir(self.config)
         ensure_private_dir(self.runtime)

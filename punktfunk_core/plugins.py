@@ -38,6 +38,32 @@ def _env_list(name: str) -> set[str] | None:
     return {p.strip() for p in raw.split(",") if p.strip()}
 
 
+#: hooks that fill the host's registries: one that fails stops the start (see PluginManager.call_each)
+REGISTERING_HOOKS = frozenset({"register_stages", "register_protocols", "config_schema", "ipc_commands"})
+
+
+@dataclass(frozen=True, slots=True)
+class HookFailure:
+    """One plugin's hook implementation raised."""
+
+    plugin: str
+    hook: str
+    error: Exception
+
+    def __str__(self) -> str:
+        return f"{type(self.error).__name__}: {self.error}"
+
+
+class PluginHookError(RuntimeError):
+    """A registering hook of a plugin failed; the message names the plugin."""
+
+    def __init__(self, plugin: str, hook: str, error: Exception) -> None:
+        super().__init__(f"plugin {plugin!r}: {hook} failed: {error}")
+        self.plugin = plugin
+        self.hook = hook
+        self.error = error
+
+
 @dataclass(slots=True)
 class PluginInfo:
     name: str
@@ -59,6 +85,7 @@ class PluginManager:
         self.failed: list[PluginInfo] = []
         self.stages = StageRegistry()
         self.protocols = ProtocolRegistry()
+        self._caller_cache: dict[str, list[tuple[str, Any]]] = {}
         self._undo_trace: Callable[[], None] | None = None
         if os.environ.get("PUNKTFUNK_TRACE_PLUGINS", "") not in ("", "0"):
             self.enable_tracing()
@@ -106,6 +133,7 @@ class PluginManager:
     def register(self, plugin: Any, name: str, *, distribution: str = "", version: str = "") -> None:
         """Register a plugin object or module directly (tests, embedding)."""
         self.pm.register(plugin, name=name)
+        self._caller_cache.clear()
         hooks = sorted(h.name for h in (self.pm.get_hookcallers(plugin) or []))
         module = getattr(plugin, "__name__", type(plugin).__name__)
         self.infos[name] = PluginInfo(name, distribution or "-", version or "-", module, hooks)
@@ -114,33 +142,74 @@ class PluginManager:
         plugin = self.pm.get_plugin(name)
         if plugin is not None:
             self.pm.unregister(plugin)
+        self._caller_cache.clear()
         self.infos.pop(name, None)
 
-    # -- registries ----------------------------------------------------------
-    def _call_per_plugin(self, hook_name: str, target: Any, **kwargs: Any) -> None:
-        """Call a registration hook one plugin at a time so that the registry
-        knows which plugin is registering (for duplicate-name errors)."""
-        caller = getattr(self.hook, hook_name)
-        impls = list(reversed(caller.get_hookimpls()))
-        if self._undo_trace is not None:
-            logging.getLogger("punktfunk.trace").info(
-                "hook %s(registry) -> [%s]", hook_name, ",".join(i.plugin_name for i in impls))
-        for impl in impls:
-            target.current_plugin = impl.plugin_name
-            try:
-                impl.function(**{k: kwargs[k] for k in impl.argnames})
-            finally:
-                target.current_plugin = "?"
+    # -- calling hooks -------------------------------------------------------
+    def call_each(self, hook_name: str, kwargs: dict[str, Any] | Callable[[str], dict[str, Any]] | None = None,
+                  ) -> list[HookFailure]:
+        """Call ``hook_name`` of every plugin that implements it, one plugin at a
+        time in load order, through ``pm.hook`` (tracing sees every call).
 
+        ``kwargs`` are the hook's arguments, or a function of the plugin's name
+        that returns them (so a registry knows who is registering). The one
+        failure policy of the host: an implementation that raises is logged
+        naming its plugin and the hook, and the other plugins still run; the
+        failures are returned. A hook that fills the host's registries
+        (:data:`REGISTERING_HOOKS`) stops there with :class:`PluginHookError`
+        instead: a host with half its stages or commands would fail later and
+        less clearly.
+        """
+        failures: list[HookFailure] = []
+        for plugin_name, caller in self._callers(hook_name):
+            args = kwargs(plugin_name) if callable(kwargs) else (kwargs or {})
+            try:
+                caller(**args)
+            except Exception as exc:  # noqa: BLE001 - attributed below, never lost
+                if hook_name in REGISTERING_HOOKS:
+                    raise PluginHookError(plugin_name, hook_name, exc) from exc
+                failures.append(HookFailure(plugin_name, hook_name, exc))
+                log.error("plugin %s: hook %s failed: %s: %s", plugin_name, hook_name, type(exc).__name__, exc,
+                          exc_info=exc)
+        return failures
+
+    def _callers(self, hook_name: str) -> list[tuple[str, Any]]:
+        """(plugin name, a hook caller for that plugin alone) in load order.
+
+        Built once per hook and kept until a plugin is (un)registered: the
+        ``stats_window`` hook goes through here once per window of each session.
+        """
+        callers = self._caller_cache.get(hook_name)
+        if callers is None:
+            hook = getattr(self.hook, hook_name)
+            impls = list(reversed(hook.get_hookimpls()))  # pluggy keeps them last-registered first
+            plain = [i for i in impls if not (i.hookwrapper or i.wrapper)]
+            callers = []
+            for impl in plain:  # a wrapper stays in every subset: it wraps each plugin's call
+                others = [i.plugin for i in plain if i is not impl]
+                callers.append((impl.plugin_name, self.pm.subset_hook_caller(hook_name, others)))
+            self._caller_cache[hook_name] = callers
+        return callers
+
+    # -- registries ----------------------------------------------------------
     def build_registries(self) -> None:
         """Run ``register_stages`` and ``register_protocols`` over all plugins.
 
-        Raises :class:`DuplicateStageError` naming both plugins on a clash.
+        Raises :class:`PluginHookError` naming the plugin (and, for a clash,
+        :class:`DuplicateStageError`'s message names both) when one fails.
         """
         self.stages = StageRegistry()
         self.protocols = ProtocolRegistry()
-        self._call_per_plugin("register_stages", self.stages, registry=self.stages)
-        self._call_per_plugin("register_protocols", self.protocols, registry=self.protocols)
+        for hook_name, registry in (("register_stages", self.stages), ("register_protocols", self.protocols)):
+
+            def args_for(plugin: str, registry: Any = registry) -> dict[str, Any]:
+                registry.current_plugin = plugin  # the registry names the plugin in its errors
+                return {"registry": registry}
+
+            try:
+                self.call_each(hook_name, args_for)
+            finally:
+                registry.current_plugin = "?"
 
     def collect_named(self, hook_name: str, **kwargs: Any) -> dict[str, tuple[Any, str]]:
         """Call a ``register(name, value)`` style hook; return {name: (value, plugin)}.
@@ -148,21 +217,18 @@ class PluginManager:
         A name registered twice raises an error naming both plugins.
         """
         out: dict[str, tuple[Any, str]] = {}
-        caller = getattr(self.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
-            plugin = impl.plugin_name
 
-            def register(name: str, value: Any, *_a: Any, _plugin: str = plugin) -> None:
+        def args_for(plugin: str) -> dict[str, Any]:
+            def register(name: str, value: Any, *_a: Any) -> None:
                 if name in out:
                     raise DuplicateStageError(
-                        f"{hook_name}: {name!r} is registered by both plugin {out[name][1]!r} and plugin {_plugin!r}"
+                        f"{hook_name}: {name!r} is registered by both plugin {out[name][1]!r} and plugin {plugin!r}"
                     )
-                out[name] = (value, _plugin)
+                out[name] = (value, plugin)
 
-            args = dict(kwargs, register=register)
-            if self._undo_trace is not None:
-                logging.getLogger("punktfunk.trace").info("hook %s -> [%s]", hook_name, plugin)
-            impl.function(**{k: args[k] for k in impl.argnames})
+            return dict(kwargs, register=register)
+
+        self.call_each(hook_name, args_for)
         return out
 
     # -- tracing -------------------------------------------------------------

@@ -29,7 +29,8 @@ STEP_NAMES = ("capture", "submit", "receive", "queue", "packetize", "send")
 #: optional per-frame means a packetizer/sender may report through ``extra_ns``
 MEAN_FIELDS = {"fec": "fec_us", "seal": "seal_us", "sock": "sock_us"}
 
-#: the encoder's two calls, kept apart in every layout's detail
+#: the encoder's two calls, kept apart in every layout's detail (protocols define their
+#: own layouts beside their planes; the core has only the loopback's, below)
 ENCODE_SPLIT = (("encode.submit", (STEP_SUBMIT,)), ("encode.receive", (STEP_RECEIVE,)))
 
 
@@ -52,33 +53,6 @@ class StageLayout:
     extra_stages: tuple[str, ...] = ()
     host_latency: bool = True
     detail: tuple[tuple[str, tuple[int, ...]], ...] = ()
-
-
-NATIVE_LAYOUT = StageLayout(
-    kind="native",
-    window_s=2.0,
-    stages=(
-        ("capture", (STEP_CAPTURE,)),
-        ("encode", (STEP_SUBMIT, STEP_RECEIVE)),
-        ("queue", (STEP_QUEUE,)),
-        ("send", (STEP_PACKETIZE, STEP_SEND)),
-    ),
-    detail=(*ENCODE_SPLIT, ("send.packetize", (STEP_PACKETIZE,)), ("send.transmit", (STEP_SEND,))),
-)
-
-GAMESTREAM_LAYOUT = StageLayout(
-    kind="gamestream",
-    window_s=1.0,
-    stages=(
-        ("capture", (STEP_CAPTURE,)),
-        ("encode", (STEP_SUBMIT, STEP_RECEIVE)),
-        ("queue", (STEP_QUEUE,)),
-        ("packetize", (STEP_PACKETIZE,)),
-        ("send", (STEP_SEND,)),
-    ),
-    extra_stages=("send_spread",),
-    detail=ENCODE_SPLIT,
-)
 
 
 #: the host's diagnostic loopback sessions (``punktfunk loopback``): every step, 1 s windows

@@ -93,7 +93,7 @@ def pair(host: Any, client_dir: Path, client_pin: str = "1234", operator_pin: st
         proc.kill()
         raise AssertionError("the client never started pairing")
     if operator_pin is not None and proc.poll() is None:
-        res = host.call("gamestream.pin", pin=operator_pin)
+        res = host.call("pairing.pin", protocol="gamestream", pin=operator_pin)
         assert res["ok"] is True
     return finish_client(proc, timeout)
 

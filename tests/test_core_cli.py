@@ -67,3 +67,13 @@ def test_plugins_into_a_pipe_that_closes_early_ends_quietly():
                        text=True, timeout=60)
     assert len(r.stdout.splitlines()) == 2
     assert r.stderr == "", r.stderr  # no BrokenPipeError traceback
+
+
+@pytest.mark.parametrize("section", ["nosuch", "stream"])
+def test_serve_enable_of_a_section_that_cannot_be_enabled_is_a_config_error(tmp_path, section):
+    dirs = {"config": tmp_path / "config", "runtime": tmp_path / "run"}
+    r = subprocess.run([*PF, "serve", "--no-console", "--enable", section], env=pf_env(dirs), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert f"--enable {section}: no plugin has a config section '{section}' that can be enabled" in r.stderr
+    assert not (tmp_path / "run").exists()  # it stopped before creating anything

@@ -83,6 +83,8 @@ def test_schema_command_prints_the_whole_schema_with_defaults():
 def test_defaults_fill_every_core_setting():
     cfg = configmod.load(None)
     assert cfg["stream"]["capture"] == "testpattern"
+    assert "console" not in cfg  # the console is a plugin: its section comes with it
+    cfg = configmod.load(None, load_plugin_manager())
     assert cfg["console"]["bind"] == "127.0.0.1"
     assert cfg["console"]["workers"] == 2
 

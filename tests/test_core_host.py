@@ -168,6 +168,30 @@ def test_failing_stage_ends_only_its_session(host_factory, pf_dirs):
     assert host.proc.poll() is None
 
 
+def test_a_plugin_whose_hooks_raise_keeps_no_other_plugin_from_its_hooks(host_factory, pf_dirs):
+    """Each plugin's hook is called on its own: one that raises is logged by name,
+    and the plugins after it still see the session start, its windows and its end."""
+    samples, events = pf_dirs["base"] / "samples.jsonl", pf_dirs["base"] / "events.jsonl"
+    env = plugin_env(samples, PUNKTFUNK_PERF="1", PF_TEST_EVENTS=str(events),
+                     PUNKTFUNK_PLUGINS="pf_testplugins,pf_testplugins_faulty")
+    host = host_factory(env=env)
+    sink = UdpSink()
+    try:
+        info = host.call("sessions.loopback", port=sink.port, seconds=2.5, width=320, height=180, fps=30,
+                         capture="flat", encoder="sleepy", encoder_options={"encode_ms": 0.5})
+        sink.drain(2.8)
+        wait_no_sessions(host)
+    finally:
+        sink.close()
+    seen = [json.loads(line) for line in events.read_text().splitlines()] if events.exists() else []
+    assert seen == [{"event": "started", "session": info["id"]}, {"event": "ended", "session": info["id"]}], seen
+    assert len(read_samples(samples)) >= 2, host.log()
+    log = host.log()
+    for hook in ("session_started", "stats_window", "session_ended"):
+        assert f"plugin pf_testplugins_faulty: hook {hook} failed" in log, hook
+    assert host.call("host.status")["sessions"] == 0
+
+
 def test_sigterm_stops_within_two_seconds(host_factory, pf_dirs):
     host = host_factory(env=plugin_env(pf_dirs["base"] / "s.jsonl"))
     sink = UdpSink()

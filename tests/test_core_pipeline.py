@@ -21,7 +21,7 @@ from punktfunk_core.media.testpattern import TestPattern
 from punktfunk_core.pipeline import Pipeline
 from punktfunk_core.session import Session
 from punktfunk_core.stages import PacketBatch, StreamSpec
-from punktfunk_core.window import NATIVE_LAYOUT
+from punktfunk_native.layout import NATIVE_LAYOUT
 
 SPEC = StreamSpec(320, 180, 60, "h264", 1000)
 

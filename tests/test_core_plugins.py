@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from punktfunk_core import hookimpl
+from punktfunk_core.plugins import PluginHookError, load_plugin_manager
+from punktfunk_core.registry import UnknownStageError
 from test_core_host import PLUGIN_DIR, UdpSink, plugin_env, read_samples, wait_no_sessions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,3 +138,46 @@ def test_trace_switch_logs_hook_calls():
     out = run_cli(["plugins"], {"PUNKTFUNK_TRACE_PLUGINS": "1", "PUNKTFUNK_LOG_LEVEL": "info"})
     assert out.returncode == 0
     assert "hook register_stages" in out.stderr
+
+
+class _Encoders:
+    """A third-party plugin with two encoders of higher priority than the CPU's."""
+
+    @hookimpl
+    def register_stages(self, registry):
+        registry.add("encoder", "gpuish", lambda spec, opts: None, codecs=("h264", "hevc"), priority=200,
+                     available=lambda codec: "no such card here")
+        registry.add("encoder", "fastish", lambda spec, opts: None, codecs=("h264",), priority=150,
+                     available=lambda codec: "" if codec in (None, "h264") else "h264 only")
+
+
+def test_auto_encoder_is_the_available_one_of_highest_priority_for_the_codec():
+    pm = load_plugin_manager(extra=[(_Encoders(), "encoders")])
+    assert pm.stages.choose("encoder", "h264").name == "fastish"  # gpuish ranks higher but cannot run here
+    nvenc = pm.stages.get("encoder", "nvenc")
+    hevc = pm.stages.choose("encoder", "hevc").name  # gpuish: no card; fastish: no hevc; then NVENC or the CPU's
+    assert hevc == ("nvenc" if not nvenc.available("hevc") else "hevc")
+    assert pm.stages.choose("packetizer").name == "chunk" and pm.stages.choose("sender").name == "udp"
+    assert {"h264", "hevc", "av1"} <= pm.stages.codecs("encoder")
+
+
+def test_no_available_encoder_for_a_codec_says_why_each_is_not():
+    class OnlyBroken:
+        @hookimpl
+        def register_stages(self, registry):
+            registry.add("encoder", "broken", lambda spec, opts: None, codecs=("vp9",), priority=5,
+                         available=lambda codec: "libvp9 is missing")
+
+    pm = load_plugin_manager(extra=[(OnlyBroken(), "broken")])
+    with pytest.raises(UnknownStageError, match=r"no encoder stage for vp9 is available here \(broken: libvp9 is missing\)"):
+        pm.stages.choose("encoder", "vp9")
+
+
+def test_a_probe_that_cannot_take_the_codec_is_refused_when_registered():
+    class OldProbe:
+        @hookimpl
+        def register_stages(self, registry):
+            registry.add("encoder", "oldenc", lambda spec, opts: None, available=lambda: "")
+
+    with pytest.raises(PluginHookError, match=r"plugin 'oldprobe'.*'oldenc': available must take one argument"):
+        load_plugin_manager(extra=[(OldProbe(), "oldprobe")])

@@ -20,6 +20,8 @@ from punktfunk_core.registry import StageRegistry
 from punktfunk_core.settings import REQUIRED, Settings, apply_defaults, setting
 from punktfunk_core.stages import CaptureSource, Frame, StreamSpec
 
+from punktfunk_webui.plugin import ConsoleSettings
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -127,10 +129,14 @@ def test_every_builtin_media_stage_registers_the_schema_its_class_reads():
 
 
 def test_core_sections_read_typed_with_the_schema_defaults():
-    cfg = configmod.load(None)
+    pm = load_plugin_manager()
+    cfg = configmod.load(None, pm)
     core = configmod.CoreSettings.of(cfg)
-    schema = configmod.build_schema()
-    for section, settings in (("host", core.host), ("stream", core.stream), ("console", core.console)):
+    schema = configmod.build_schema(pm)
+    # the console is a plugin: its section is declared the same way, in its package
+    console = ConsoleSettings.of(cfg["console"])
+    for section, settings in (("host", core.host), ("stream", core.stream), ("input", core.input),
+                              ("console", console)):
         for key, prop in schema["properties"][section]["properties"].items():
             assert apply_defaults({"properties": {"v": prop}}, {})["v"] == cfg[section][key]
             value = getattr(settings, key)

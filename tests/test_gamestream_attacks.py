@@ -34,7 +34,7 @@ def hand_pair(host, port: int, pin: str = "4321", pin_after_s: float = 0.0, **kw
     t.start()
     _wait_pending(host)
     time.sleep(pin_after_s)
-    host.call("gamestream.pin", pin=pin)
+    host.call("pairing.pin", protocol="gamestream", pin=pin)
     t.join(60)
     return client, xml_field(got["xml"], "paired") == "1" and client.finish()
 
@@ -54,7 +54,7 @@ def test_strangers_cannot_break_a_pairing_in_progress(host_factory, figures) -> 
     stranger = HandPairing(port, "0000", source="127.0.0.2", name="living-room-2")
     assert xml_field(stranger.get_server_cert(timeout=10), "paired") == "0"
     assert host.call("gamestream.status")["pairing"]["device"] == "living-room"
-    host.call("gamestream.pin", pin="4321")
+    host.call("pairing.pin", protocol="gamestream", pin="4321")
     t.join(30)
     assert xml_field(got["xml"], "paired") == "1", got
     # between the client's steps, the stranger sends a challenge of its own under the client's uniqueid

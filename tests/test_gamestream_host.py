@@ -28,8 +28,9 @@ def test_off_by_default(host_factory) -> None:
     assert "gamestream" not in host.call("host.status")["protocols"]
 
 
-def test_serve_flag_enables_it_and_warns_about_plain_http(host_factory) -> None:
-    host = host_factory(config="[gamestream]\nport_base = 0\nmdns = false\n", args=["--gamestream"])
+@pytest.mark.parametrize("flag", [["--gamestream"], ["--enable", "gamestream"]])
+def test_serve_flag_enables_it_and_warns_about_plain_http(host_factory, flag) -> None:
+    host = host_factory(config="[gamestream]\nport_base = 0\nmdns = false\n", args=flag)
     st = wait_ready(host)
     assert set(st["ports"]) == {"http", "https", "rtsp", "video", "audio", "control"}
     assert all(isinstance(p, int) and p > 0 for p in st["ports"].values())
@@ -89,7 +90,7 @@ def test_console_pin_route_is_admin_only(host_factory, tmp_path) -> None:
     port = _free_port()
     host = host_factory(config=gs_config(), args=["--console-port", str(port), "--console-workers", "1"], console=True)
     wait_ready(host)
-    url = f"http://127.0.0.1:{port}/api/v1/gamestream/pin"
+    url = f"http://127.0.0.1:{port}/api/v1/pairing/gamestream/pin"
     deadline = time.monotonic() + 30
     token = None
     while time.monotonic() < deadline:

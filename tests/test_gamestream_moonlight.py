@@ -124,10 +124,10 @@ def test_pin_needs_a_waiting_client_and_four_digits(host_factory) -> None:
 
     host = _host(host_factory)
     with pytest.raises(IpcError) as e:
-        host.call("gamestream.pin", pin="1234")
+        host.call("pairing.pin", protocol="gamestream", pin="1234")
     assert e.value.code == 409
     with pytest.raises(IpcError) as e:
-        host.call("gamestream.pin", pin="12a4")
+        host.call("pairing.pin", protocol="gamestream", pin="12a4")
     assert e.value.code == 400
 
 
@@ -163,7 +163,7 @@ def test_three_devices_with_one_certificate_subject_pair_and_each_streams(host_f
     for device in devices:
         _assert_stream_ok(run_client("stream", host, device, *small), frames=30, size=(640, 360))
     # the operator forgets the tv: it gets nothing over HTTPS, the others carry on
-    host.call("gamestream.unpair", fingerprint=_fingerprint(devices[1]))
+    host.call("pairing.unpair", protocol="gamestream", fingerprint=_fingerprint(devices[1]))
     gone = run_client("applist", host, devices[1])
     assert gone["ok"] is False and gone["detail"].startswith("HTTP 401"), gone  # as Sunshine answers
     # Moonlight falls back to plain HTTP when HTTPS refuses it, and sees that it is no longer paired

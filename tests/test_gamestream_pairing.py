@@ -69,11 +69,11 @@ def _run(identity: Identity, client_keys, client_pin: str, operator_pin: str, ta
 def test_correct_pin_pairs_and_persists(tmp_path, client_keys) -> None:
     ident = Identity(tmp_path / "gs")
     _run(ident, client_keys, "1234", "1234")
-    assert len(ident.clients) == 1
+    assert len(ident.paired) == 1
     assert stat.S_IMODE((tmp_path / "gs" / "paired.json").stat().st_mode) == 0o600
     der = client_keys[1].public_bytes(serialization.Encoding.DER)
-    assert ident.client_for_der(der) is not None
-    assert Identity(tmp_path / "gs").client_for_der(der) is not None  # reloaded from disk
+    assert ident.paired.for_cert_der(der) is not None
+    assert Identity(tmp_path / "gs").paired.for_cert_der(der) is not None  # reloaded from disk
 
 
 def test_server_rejects_a_client_that_does_not_know_the_pin(tmp_path, client_keys) -> None:
@@ -81,14 +81,14 @@ def test_server_rejects_a_client_that_does_not_know_the_pin(tmp_path, client_key
     ident = Identity(tmp_path / "gs")
     with pytest.raises(PairingError, match="PIN"):
         _run(ident, client_keys, "9999", "1234")
-    assert ident.clients == {}
+    assert len(ident.paired) == 0
 
 
 def test_server_rejects_a_secret_not_signed_by_the_client_cert(tmp_path, client_keys) -> None:
     ident = Identity(tmp_path / "gs")
     with pytest.raises(PairingError, match="signed"):
         _run(ident, client_keys, "1234", "1234", tamper="signature")
-    assert ident.clients == {}
+    assert len(ident.paired) == 0
 
 
 def test_steps_out_of_order_and_bad_input(tmp_path) -> None:

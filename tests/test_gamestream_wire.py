@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from punktfunk_core.stages import AccessUnit, StreamSpec
-from punktfunk_gamestream import fec, wire
+from punktfunk_gamestream import fec, wire, wire_control, wire_nvhttp, wire_rtsp
 from punktfunk_gamestream.audio import AudioPacketizer
 from punktfunk_gamestream import video as video_mod
 from punktfunk_gamestream.video import GameStreamPacketizer, VideoContext, fec_layout
@@ -235,17 +235,17 @@ def test_audio_packets_fec_and_cbc() -> None:
 
 def test_control_messages_roundtrip_and_tamper() -> None:
     aead = AESGCM(bytes(16))
-    msg = wire.seal_control(aead, 7, wire.CTRL_TERMINATION, struct.pack(">I", wire.TERMINATION_GRACEFUL))
+    msg = wire_control.seal_control(aead, 7, wire_control.CTRL_TERMINATION, struct.pack(">I", wire_control.TERMINATION_GRACEFUL))
     kind, length, seq = struct.unpack_from("<HHI", msg, 0)
     assert kind == 1 and seq == 7 and length == len(msg) - 4 == 4 + 16 + 4 + 4
     # the client decrypts host messages with IV byte 10 = 'H'
-    assert wire.open_control(aead, msg, origin=b"H") == (7, wire.CTRL_TERMINATION, struct.pack(">I", 0x80030023))
+    assert wire_control.open_control(aead, msg, origin=b"H") == (7, wire_control.CTRL_TERMINATION, struct.pack(">I", 0x80030023))
     with pytest.raises(wire.BadInput):
-        wire.open_control(aead, msg, origin=b"C")
+        wire_control.open_control(aead, msg, origin=b"C")
     bad = bytearray(msg)
     bad[-1] ^= 1
     with pytest.raises(wire.BadInput):
-        wire.open_control(aead, bytes(bad), origin=b"H")
+        wire_control.open_control(aead, bytes(bad), origin=b"H")
 
 
 def test_announce_is_parsed() -> None:
@@ -254,13 +254,13 @@ def test_announce_is_parsed() -> None:
            b"a=x-nv-vqos[0].bw.maximumBitrateKbps:16000 \r\na=x-nv-vqos[0].bitStreamFormat:1 \r\n"
            b"a=x-nv-vqos[0].fec.minRequiredFecPackets:2 \r\na=x-ss-general.encryptionEnabled:3 \r\n"
            b"a=x-nv-general.featureFlags:167 \r\na=x-nv-aqos.packetDuration:5 \r\n")
-    a = wire.parse_announce(sdp)
+    a = wire_rtsp.parse_announce(sdp)
     assert (a.width, a.height, a.fps, a.packet_size, a.bitrate_kbps, a.codec) == (1920, 1080, 120, 1360, 16000, "hevc")
     assert a.min_fec_packets == 2 and a.video_encrypted and a.audio_encrypted and a.audio_packet_ms == 5
     with pytest.raises(wire.BadInput):
-        wire.parse_announce(sdp.replace(b"1360", b"1361"))
+        wire_rtsp.parse_announce(sdp.replace(b"1360", b"1361"))
     with pytest.raises(wire.BadInput):
-        wire.parse_announce(b"a=x-nv-video[0].maxFPS:60\r\n")
+        wire_rtsp.parse_announce(b"a=x-nv-video[0].maxFPS:60\r\n")
 
 
 # -- fuzz: every parser either parses or raises BadInput -----------------------------------
@@ -274,7 +274,7 @@ def _only_bad_input(fn, *args):
 @settings(deadline=None)  # case count from the hypothesis profile (suite 300, fuzz run 10 000)
 @given(st.text(max_size=300))
 def test_fuzz_query(qs: str) -> None:
-    _only_bad_input(wire.parse_query, qs)
+    _only_bad_input(wire_nvhttp.parse_query, qs)
 
 
 @settings(deadline=None)  # case count from the hypothesis profile (suite 300, fuzz run 10 000)
@@ -283,8 +283,8 @@ def test_fuzz_query(qs: str) -> None:
     st.sampled_from(["OPTIONS", "DESCRIBE", "SETUP", "ANNOUNCE", "PLAY", "X"]), st.text(max_size=20),
     st.text(max_size=60), st.binary(max_size=80))))
 def test_fuzz_rtsp(data: bytes) -> None:
-    _only_bad_input(wire.parse_rtsp, data)
-    _only_bad_input(wire.parse_announce, data)
+    _only_bad_input(wire_rtsp.parse_rtsp, data)
+    _only_bad_input(wire_rtsp.parse_announce, data)
 
 
 @settings(deadline=None)  # case count from the hypothesis profile (suite 300, fuzz run 10 000)
@@ -292,15 +292,15 @@ def test_fuzz_rtsp(data: bytes) -> None:
                                                     st.integers(0, 0xFFFF), st.binary(max_size=80))))
 def test_fuzz_control(data: bytes) -> None:
     aead = AESGCM(bytes(16))
-    _only_bad_input(wire.open_control, aead, data)
-    _only_bad_input(wire.parse_fec_status, data)
+    _only_bad_input(wire_control.open_control, aead, data)
+    _only_bad_input(wire_control.parse_fec_status, data)
 
 
 @settings(deadline=None)  # case count from the hypothesis profile (suite 300, fuzz run 10 000)
 @given(st.binary(max_size=64))
 def test_fuzz_ping(data: bytes) -> None:
     try:
-        payload, seq = wire.parse_ping(data)
+        payload, seq = wire_rtsp.parse_ping(data)
     except wire.BadInput:
         assert len(data) != 20 and data != b"PING"
         return
@@ -310,7 +310,7 @@ def test_fuzz_ping(data: bytes) -> None:
 @settings(deadline=None)  # case count from the hypothesis profile (suite 300, fuzz run 10 000)
 @given(st.text(max_size=24))
 def test_fuzz_mode_and_hex(s: str) -> None:
-    _only_bad_input(wire.parse_mode, s)
+    _only_bad_input(wire_nvhttp.parse_mode, s)
     _only_bad_input(lambda v: wire.parse_hex(v, name="x", exact=16), s)
     _only_bad_input(lambda v: wire.parse_int(v, name="x"), s)
 

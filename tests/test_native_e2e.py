@@ -72,7 +72,7 @@ SUMMARY_KEYS = {"frames_decoded", "frames_expected", "fps", "ids_in_order", "pac
 
 def test_loopback_pair_and_stream_640x360_x264(host_factory, tmp_path):
     h = start_host(host_factory, tmp_path)
-    h.call("native.pin", pin="4821", seconds=120)
+    h.call("pairing.pin", protocol="native", pin="4821", seconds=120)
     proc = run_client(h, tmp_path, "--pin", "4821", "--seconds", "5", "--json", "--width", "640", "--height", "360",
                       "--fps", "60", "--codec", "h264", "--bitrate", "4000")
     s = summary_of(proc)
@@ -94,7 +94,7 @@ def test_loopback_pair_and_stream_640x360_x264(host_factory, tmp_path):
     for f in ("client-key.pem", "client-cert.pem", "known-hosts.json"):
         assert (native_client / f).stat().st_mode & 0o777 == 0o600, f
     assert native_host.stat().st_mode & 0o777 == 0o700
-    clients = h.call("native.clients")
+    clients = h.call("pairing.clients", protocol="native")
     assert len(clients) == 1
     known = json.loads((native_client / "known-hosts.json").read_text())
     st = h.call("host.status")["protocols"]["native"]
@@ -120,7 +120,7 @@ def test_wrong_pin_fails_clearly_and_starts_no_session(host_factory, tmp_path):
     # pairing not open at all
     p0 = run_client(h, tmp_path, "--pin", "1111", "--seconds", "2", "--json")
     assert p0.returncode == 3 and "pairing is not open" in p0.stderr, p0.stderr
-    h.call("native.pin", pin="4821")
+    h.call("pairing.pin", protocol="native", pin="4821")
     p = run_client(h, tmp_path, "--pin", "1234", "--seconds", "2", "--json")
     assert p.returncode == 3, (p.returncode, p.stderr)
     assert "pairing failed: wrong PIN" in p.stderr
@@ -128,7 +128,7 @@ def test_wrong_pin_fails_clearly_and_starts_no_session(host_factory, tmp_path):
     st = h.call("host.status")
     assert st["protocols"]["native"]["counters"]["sessions"] == 0
     assert st["protocols"]["native"]["counters"]["pairing_failed"] == 2
-    assert h.call("native.clients") == []
+    assert h.call("pairing.clients", protocol="native") == []
     assert not (tmp_path / "client-cfg" / "native" / "known-hosts.json").exists()
     # without a PIN an unpaired client is told what to do
     p2 = run_client(h, tmp_path, "--seconds", "1", "--json")
@@ -154,13 +154,13 @@ def test_pin_command_validation(host_factory, tmp_path):
     st = h.call("host.status")["protocols"]["native"]
     assert st["pairing_open"] and 0 < st["pairing_expires_in_s"] <= 30
     with pytest.raises(IpcError) as e:
-        h.call("native.pin", pin="1234", seconds=100000)
+        h.call("pairing.pin", protocol="native", pin="1234", seconds=100000)
     assert e.value.code == 400
 
 
 def test_loss_5_percent_fec_20_recovers_everything(host_factory, tmp_path):
     h = start_host(host_factory, tmp_path, probe=True)
-    h.call("native.pin", pin="4821")
+    h.call("pairing.pin", protocol="native", pin="4821")
     h.call("stats.start")  # and the stats plugin's capture records the same windows
     # Independent 5 % loss against 64+13-shard blocks loses a block with p ≈ 3e-5
     # (docs/protocol-native.md, "FEC parameters"); a fixed seed makes the run
@@ -211,7 +211,7 @@ def _session_info(h) -> list:
 
 def test_forged_datagrams_to_the_client_are_rejected_and_counted(host_factory, tmp_path):
     h = start_host(host_factory, tmp_path)
-    h.call("native.pin", pin="4821")
+    h.call("pairing.pin", protocol="native", pin="4821")
     proc = subprocess.Popen(client_cmd(h, "--pin", "4821", "--seconds", "5", "--json", "--details", "--width", "320",
                                        "--height", "180"), env=client_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -245,7 +245,7 @@ def test_forged_datagrams_to_the_client_are_rejected_and_counted(host_factory, t
 def test_silent_client_ends_session_within_keepalive_timeout(host_factory, tmp_path):
     timeout = 1.5
     h = start_host(host_factory, tmp_path, timeout=timeout)
-    h.call("native.pin", pin="4821")
+    h.call("pairing.pin", protocol="native", pin="4821")
     proc = subprocess.Popen(client_cmd(h, "--pin", "4821", "--seconds", "60", "--json", "--width", "320",
                                        "--height", "180"), env=client_env(tmp_path), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -274,7 +274,7 @@ def test_silent_client_ends_session_within_keepalive_timeout(host_factory, tmp_p
 
 def test_live_status_line_and_saved_frames_with_gso_forced_off(host_factory, tmp_path):
     h = start_host(host_factory, tmp_path, extra="gso = false\npace_percent = 0")
-    h.call("native.pin", pin="4821")
+    h.call("pairing.pin", protocol="native", pin="4821")
     frames_dir = tmp_path / "frames"
     proc = subprocess.Popen(client_cmd(h, "--pin", "4821", "--seconds", "2", "--width", "320", "--height", "180",
                                        "--fps", "30", "--save-frames", str(frames_dir)),
@@ -325,7 +325,7 @@ def test_ipv6_loopback(host_factory, tmp_path):
         assert time.monotonic() < deadline, h.log()
         time.sleep(0.05)
     port = h.call("host.status")["protocols"]["native"]["port"]
-    h.call("native.pin", pin="4821")
+    h.call("pairing.pin", protocol="native", pin="4821")
     p = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "client", f"[::1]:{port}", "--pin", "4821",
                         "--seconds", "1.5", "--json", "--width", "320", "--height", "180"],
                        env=client_env(tmp_path), capture_output=True, text=True, timeout=60)
@@ -335,7 +335,7 @@ def test_ipv6_loopback(host_factory, tmp_path):
 
 def test_client_gives_up_on_a_frozen_host(host_factory, tmp_path):
     h = start_host(host_factory, tmp_path, timeout=1.5)
-    h.call("native.pin", pin="4821")
+    h.call("pairing.pin", protocol="native", pin="4821")
     proc = subprocess.Popen(client_cmd(h, "--pin", "4821", "--seconds", "60", "--json", "--width", "320",
                                        "--height", "180"), env=client_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -372,13 +372,13 @@ def test_two_clients_with_the_same_name_pair_and_stream_side_by_side(host_factor
     h = start_host(host_factory, tmp_path)
     small = ("--json", "--width", "320", "--height", "180")
     for device, pin in (("laptop", "4821"), ("tablet", "4822")):
-        h.call("native.pin", pin=pin, seconds=120)
+        h.call("pairing.pin", protocol="native", pin=pin, seconds=120)
         s = summary_of(run_client(h, tmp_path, "--pin", pin, "--seconds", "1.5", *small, name=device))
         assert s["frames_decoded"] > 30 and s["ids_in_order"], (device, s)
     certs = {d: x509.load_pem_x509_certificate((tmp_path / f"{d}-cfg" / "native" / "client-cert.pem").read_bytes())
              for d in ("laptop", "tablet")}
     assert certs["laptop"].subject == certs["tablet"].subject  # one name, two devices
-    paired = {c["fingerprint"] for c in h.call("native.clients")}
+    paired = {c["fingerprint"] for c in h.call("pairing.clients", protocol="native")}
     assert len(paired) == 2
     # both again, at the same time and without a PIN: each is recognised by its own certificate
     procs = {d: subprocess.Popen(client_cmd(h, "--seconds", "2", *small), env=client_env(tmp_path, d),
@@ -391,9 +391,9 @@ def test_two_clients_with_the_same_name_pair_and_stream_side_by_side(host_factor
     # the operator forgets the laptop: it gets nothing, the tablet keeps streaming
     laptop_fp = fingerprint(certs["laptop"].public_bytes(Encoding.DER))
     assert laptop_fp in paired
-    h.call("native.unpair", fingerprint=laptop_fp[:12])
+    h.call("pairing.unpair", protocol="native", fingerprint=laptop_fp[:12])
     p = run_client(h, tmp_path, "--seconds", "1", *small, name="laptop")
     assert p.returncode == 3 and "does not recognise this client" in p.stderr, p.stderr
     s = summary_of(run_client(h, tmp_path, "--seconds", "1.5", *small, name="tablet"))
     assert s["frames_decoded"] > 30 and s["ids_in_order"], s
-    assert [c["fingerprint"] for c in h.call("native.clients")] == [fp for fp in paired if fp != laptop_fp]
+    assert [c["fingerprint"] for c in h.call("pairing.clients", protocol="native")] == [fp for fp in paired if fp != laptop_fp]

@@ -67,7 +67,7 @@ def test_parallel_pair_starts_share_the_attempt_limit(host_factory, tmp_path, fi
     is closed before any PIN is checked, and every checked guess fails alike."""
     h = start_host(host_factory, tmp_path)
     cert = load_or_create_identity(tmp_path / "attacker", "client", "attacker")
-    h.call("native.pin", pin="4711")
+    h.call("pairing.pin", protocol="native", pin="4711")
     guesses = [Guess(h.native_port, f"{1000 + i}", cert, f"127.0.0.{10 + i}") for i in range(12)]
     answers = [g.reply() for g in guesses]
     taken = [g for g, a in zip(guesses, answers) if a["type"] == "pair_reply"]
@@ -82,10 +82,10 @@ def test_parallel_pair_starts_share_the_attempt_limit(host_factory, tmp_path, fi
     assert st["pairing_open"] is False and st["counters"]["pairing_ok"] == 0
     figures("PIN guesses the host checked", len(results))
     # the operator opens a new window: a real client pairs at once
-    h.call("native.pin", pin="2468")
+    h.call("pairing.pin", protocol="native", pin="2468")
     NativeClient(ClientOptions(host="127.0.0.1", port=h.native_port, pin="2468",
                                config_dir=tmp_path / "cli")).ensure_paired()
-    assert len(h.call("native.clients")) == 1
+    assert len(h.call("pairing.clients", protocol="native")) == 1
 
 
 def test_the_right_pin_fails_like_a_wrong_one_once_its_window_is_gone(host_factory, tmp_path, figures):
@@ -95,11 +95,11 @@ def test_the_right_pin_fails_like_a_wrong_one_once_its_window_is_gone(host_facto
     cert = load_or_create_identity(tmp_path / "attacker", "client", "attacker")
     right_s, wrong_s = [], []
     for rnd in range(6):
-        h.call("native.pin", pin="4711")
+        h.call("pairing.pin", protocol="native", pin="4711")
         right = Guess(h.native_port, "4711", cert, "127.0.0.2")
         wrong = Guess(h.native_port, "1234", cert, "127.0.0.3")
         assert right.reply()["type"] == "pair_reply" and wrong.reply()["type"] == "pair_reply"
-        h.call("native.pin", pin=f"86{rnd:02d}")  # the operator replaces the window meanwhile
+        h.call("pairing.pin", protocol="native", pin=f"86{rnd:02d}")  # the operator replaces the window meanwhile
         if rnd % 2:
             got_wrong, t_wrong = wrong.confirm()
             got_right, t_right = right.confirm()
@@ -110,7 +110,7 @@ def test_the_right_pin_fails_like_a_wrong_one_once_its_window_is_gone(host_facto
         assert got_right["code"] == "wrong_pin"
         right_s.append(t_right)
         wrong_s.append(t_wrong)
-    assert h.call("native.clients") == []
+    assert h.call("pairing.clients", protocol="native") == []
     figures("answer time p50, right PIN after its window closed / wrong PIN",
             f"{statistics.median(right_s) * 1e3:.2f} / {statistics.median(wrong_s) * 1e3:.2f}", "ms")
 
@@ -161,7 +161,7 @@ def test_unauthenticated_flood_cannot_lock_out_paired_or_pairing_clients(host_fa
     r.send({"type": "bye"})
     udp.close()
     # and so does a client that pairs now
-    h.call("native.pin", pin="1357")
+    h.call("pairing.pin", protocol="native", pin="1357")
     NativeClient(ClientOptions(host="127.0.0.1", port=h.native_port, pin="1357",
                                config_dir=tmp_path / "newcomer")).ensure_paired()
     for t in threads:
@@ -175,5 +175,5 @@ def test_unauthenticated_flood_cannot_lock_out_paired_or_pairing_clients(host_fa
             f"{st['counters']['unauthenticated_evicted']} / {st['counters']['unauthenticated_timed_out']}")
     assert len(held) == 24 and not survivors, held
     assert st["counters"]["unauthenticated_timed_out"] >= 1
-    assert len(h.call("native.clients")) == 2
+    assert len(h.call("pairing.clients", protocol="native")) == 2
     assert h.proc.poll() is None

@@ -6,6 +6,7 @@ own; pairing uses the reference client's code in-process."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
@@ -66,7 +67,7 @@ class Raw:
 
 
 def paired_client(h, tmp_path: Path) -> NativeClient:
-    h.call("native.pin", pin="2468")
+    h.call("pairing.pin", protocol="native", pin="2468")
     c = NativeClient(ClientOptions(host="127.0.0.1", port=h.native_port, pin="2468", config_dir=tmp_path / "cli"))
     c.ensure_paired()
     return c
@@ -95,7 +96,7 @@ def open_session(h, c: NativeClient, **req):
     return r, udp, acc, k_h2c, started
 
 
-def test_console_route_opens_pairing(host_factory, tmp_path):
+def test_console_pairing_bridge_opens_pairing_and_sets_permissions(host_factory, tmp_path):
     from punktfunk_core.paths import Paths
     from punktfunk_webui.app import create_app
     from punktfunk_webui.auth import TokenStore
@@ -105,16 +106,26 @@ def test_console_route_opens_pairing(host_factory, tmp_path):
     token = TokenStore(paths.config).ensure_admin_token()
     app = create_app({"console": {"enabled": True, "bind": "127.0.0.1", "port": 0, "workers": 1}}, paths)
     web = app.test_client()
-    assert web.post("/api/v1/native/pin", json={"pin": "7777"}).status_code in (401, 403)
-    bad = web.post("/api/v1/native/pin", json={"pin": "77x"}, headers={"Authorization": f"Bearer {token}"})
+    assert web.post("/api/v1/pairing/native/pin", json={"pin": "7777"}).status_code in (401, 403)
+    bad = web.post("/api/v1/pairing/native/pin", json={"pin": "77x"}, headers={"Authorization": f"Bearer {token}"})
     assert bad.status_code == 400 and "digits" in bad.get_json()["error"]
-    ok = web.post("/api/v1/native/pin", json={"pin": "7777", "seconds": 60}, headers={"Authorization": f"Bearer {token}"})
+    ok = web.post("/api/v1/pairing/native/pin", json={"pin": "7777", "seconds": 60}, headers={"Authorization": f"Bearer {token}"})
     assert ok.status_code == 200 and ok.get_json()["pairing_open"] is True
     assert h.call("host.status")["protocols"]["native"]["pairing_open"] is True
     # and the PIN opened that way really pairs
     c = NativeClient(ClientOptions(host="127.0.0.1", port=h.native_port, pin="7777", config_dir=tmp_path / "cli"))
     c.ensure_paired()
-    assert len(h.call("native.clients")) == 1
+    (client,) = h.call("pairing.clients", protocol="native")
+    assert client["fingerprint"] == c.identity.fingerprint and client["view_only"] is False
+    # the operator makes it view-only through the same bridge; the store keeps it
+    fp = client["fingerprint"]
+    r = web.patch(f"/api/v1/pairing/native/clients/{fp[:12]}", json={"view_only": True},
+                  headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and r.get_json()["view_only"] is True
+    stored = json.loads((h.dirs["config"] / "native" / "paired-clients.json").read_text())
+    assert stored[fp]["view_only"] is True
+    assert web.patch(f"/api/v1/pairing/native/clients/{fp}", json={"view_only": "yes"},
+                     headers={"Authorization": f"Bearer {token}"}).status_code == 400
 
 
 def test_session_control_messages(host_factory, tmp_path):
@@ -213,7 +224,7 @@ def test_abuse_of_the_control_port_never_hurts_the_host(host_factory, tmp_path):
     r.send({"type": "session_request", "width": 320, "height": 180})
     assert r.recv()["code"] == "not_paired" and r.closed()
     # 6. a forged pairing attempt with garbage SPAKE2 data while pairing is open
-    h.call("native.pin", pin="1357")
+    h.call("pairing.pin", protocol="native", pin="1357")
     r = Raw(port)
     r.send({"type": "hello", "versions": ["punktfunk/1"]})
     r.recv()
@@ -235,7 +246,7 @@ def test_abuse_of_the_control_port_never_hurts_the_host(host_factory, tmp_path):
     c = NativeClient(ClientOptions(host="127.0.0.1", port=port, pin="1357", config_dir=tmp_path / "cli"))
     c.ensure_paired()
     # and a wrong PIN through the library raises PairingFailed with the host's reason
-    h.call("native.pin", pin="1357")
+    h.call("pairing.pin", protocol="native", pin="1357")
     c2 = NativeClient(ClientOptions(host="127.0.0.1", port=port, pin="9999", config_dir=tmp_path / "cli2"))
     with pytest.raises(PairingFailed, match="wrong PIN"):
         c2.ensure_paired()
@@ -254,7 +265,7 @@ def test_unpair_revokes_the_client(host_factory, tmp_path):
     out = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "native", "unpair", fp[:12]], env=h.env,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and fp[:16] in out.stdout, out.stderr
-    assert h.call("native.clients") == []
+    assert h.call("pairing.clients", protocol="native") == []
     # the revoked certificate is no longer recognised: the client is told to pair again
     env = dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(tmp_path / "cli"))
     p = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "client", "127.0.0.1", "--port", str(h.native_port),
@@ -263,15 +274,40 @@ def test_unpair_revokes_the_client(host_factory, tmp_path):
     from punktfunk_core.ipc import IpcError
 
     with pytest.raises(IpcError) as e:
-        h.call("native.unpair", fingerprint=fp[:12])
+        h.call("pairing.unpair", protocol="native", fingerprint=fp[:12])
     assert e.value.code == 404
     # with a PIN the client pairs again by itself
-    h.call("native.pin", pin="1122")
+    h.call("pairing.pin", protocol="native", pin="1122")
     p = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "client", "127.0.0.1", "--port", str(h.native_port),
                         "--pin", "1122", "--seconds", "1", "--json", "--width", "320", "--height", "180"],
                        env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    assert len(h.call("native.clients")) == 1
+    assert len(h.call("pairing.clients", protocol="native")) == 1
+
+
+def test_pairing_cli_lists_every_protocol_and_makes_a_client_view_only(host_factory, tmp_path):
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "pairing", *args], env=h.env,
+                              capture_output=True, text=True, timeout=30)
+
+    h = start_host(host_factory, tmp_path)
+    fp = paired_client(h, tmp_path).identity.fingerprint
+    out = cli("list")
+    assert out.returncode == 0, out.stderr
+    assert "native: 1 paired (PIN window from the host)" in out.stdout and "gamestream: not running" in out.stdout
+    assert fp[:16] in out.stdout and "view only" not in out.stdout
+    out = cli("view-only", "native", fp[:10], "on")
+    assert out.returncode == 0 and "view only" in out.stdout, out.stderr
+    assert h.call("pairing.clients", protocol="native")[0]["view_only"] is True
+    listed = json.loads(cli("list", "--json").stdout)
+    assert listed["clients"]["native"][0]["view_only"] is True
+    bad = cli("view-only", "native", "abc", "on")  # too short to name a client
+    assert bad.returncode == 1 and "8 hex digits" in bad.stderr
+    off = cli("unpair", "gamestream", fp)
+    assert off.returncode == 1 and "not running" in off.stderr
 
 
 def test_client_refuses_a_host_whose_certificate_changed(host_factory, tmp_path):

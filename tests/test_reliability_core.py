@@ -103,7 +103,8 @@ ipc_json = st.recursive(
 
 @given(cmd=st.one_of(st.sampled_from(["host.status", "sessions.list", "sessions.stop", "sessions.loopback",
                                       "plugins.list", "host.metrics", "stats.load", "stats.delete", "stats.live",
-                                      "stats.summary"]), st.text(max_size=20)),
+                                      "stats.summary", "pairing.protocols", "pairing.pin", "pairing.clients",
+                                      "pairing.unpair", "pairing.permissions"]), st.text(max_size=20)),
        args=ipc_json)
 def test_ipc_requests_always_get_an_answer(host, cmd, args):
     raw = json.dumps({"cmd": cmd, "args": args}).encode()

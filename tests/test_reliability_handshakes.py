@@ -68,7 +68,7 @@ def test_unpaired_and_garbage_certificates_are_refused_counted_and_the_host_keep
     host.native_port = native_port = host.call("host.status")["protocols"]["native"]["port"]
     moonlight = tmp_path / "moonlight"
     assert pair(host, moonlight)["ok"]
-    host.call("native.pin", pin="2468")
+    host.call("pairing.pin", protocol="native", pin="2468")
     native = NativeClient(ClientOptions(host="127.0.0.1", port=native_port, pin="2468", config_dir=tmp_path / "cli"))
     native.ensure_paired()
 

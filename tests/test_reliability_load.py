@@ -15,7 +15,7 @@ from test_core_host import UdpSink, plugin_env
 
 CLIENTS = 50
 SECONDS = float(os.environ.get("PF_LOAD_SECONDS", "60"))
-STATUS_EVERY_S, LIVE_EVERY_S = 1.0, 2.0  # what an open Performance page does (webui/static/js/pages/performance.js)
+STATUS_EVERY_S, LIVE_EVERY_S = 1.0, 2.0  # what an open Performance page does (plugins/stats/static/performance.js)
 
 
 def start_console(pf_dirs, workers: int = 2):

@@ -59,7 +59,7 @@ def test_native_under_10_and_20_percent_loss(host_factory, tmp_path, lossy_ns, f
         args = [sys.executable, "-m", "punktfunk_core.cli", "client", bind, "--port", str(port), "--seconds", "6",
                 "--json", "--details", "--width", "640", "--height", "360", "--bitrate", "3000", "--fec", "20"]
         if i == 0:
-            h.call("native.pin", pin="5150")
+            h.call("pairing.pin", protocol="native", pin="5150")
             args += ["--pin", "5150"]
         if lossy_ns:
             r = _run("tc", "qdisc", "change", "dev", lossy_ns["dev"], "root", "netem", "loss", f"{loss * 100:.0f}%")

@@ -181,7 +181,7 @@ def test_no_secret_in_logs_or_urls(host_factory, pf_dirs):
     hdr = {"Authorization": f"Bearer {token}"}
     assert requests.get(base + "/api/v1/stats/capture/status", headers=hdr, timeout=5).status_code == 200
     assert requests.get(base + "/api/v1/stats/capture/status", headers={"Authorization": "Bearer nope"}, timeout=5).status_code == 401
-    host.call("native.pin", pin="830592", seconds=5)
+    host.call("pairing.pin", protocol="native", pin="830592", seconds=5)
     page = requests.get(base + "/", timeout=5).text
     assert token not in page
     host.stop()

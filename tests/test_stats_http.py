@@ -60,8 +60,7 @@ def console(host_factory, pf_dirs) -> dict[str, Any]:
 
 def test_routes_registered_on_the_admin_lane_only() -> None:
     seen: list[tuple[str, list[str], str]] = []
-    stats_plugin.console_routes(register=lambda rule, view, methods=None, lane="admin": seen.append((rule, methods, lane)),
-                                ipc=None)
+    register_routes(lambda rule, view, methods=None, lane="admin": seen.append((rule, methods, lane)), None)
     pairs = {(rule, m) for rule, methods, _ in seen for m in methods}
     assert SPEC_ROUTES <= pairs
     assert {lane for *_, lane in seen} == {"admin"}
@@ -152,7 +151,7 @@ def test_failed_save_is_500_and_retry_works(console: dict[str, Any]) -> None:
     c.post("/api/v1/stats/capture/start", headers=h)
     host.call("statstest.session", proto="a", seconds=0.5, fps=60)
     wait_for(lambda: host.call("stats.status")["sample_count"] >= 1, what="a window")
-    capdir = paths.captures
+    capdir = stats_plugin.captures_dir(paths)
     aside = capdir.with_name("captures.aside")
     capdir.rename(aside)
     capdir.write_text("in the way")

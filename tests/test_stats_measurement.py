@@ -59,7 +59,7 @@ def probe_host(host_factory, probe_site) -> Any:
         assert time.monotonic() < deadline, h.log()
         time.sleep(0.05)
     h.native_port = h.call("host.status")["protocols"]["native"]["port"]
-    h.call("native.pin", pin="4821")
+    h.call("pairing.pin", protocol="native", pin="4821")
     return h
 
 

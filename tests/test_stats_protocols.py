@@ -39,7 +39,7 @@ def test_capture_over_native_and_gamestream_sessions(host_factory, pf_dirs, tmp_
     native_port = host.call("host.status")["protocols"]["native"]["port"]
     gs_client = tmp_path / "moonlight"
     assert pair(host, gs_client)["ok"]
-    host.call("native.pin", pin="4821")
+    host.call("pairing.pin", protocol="native", pin="4821")
 
     host.call("stats.start")
     env = dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(tmp_path / "native-client"))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import jsonify
+from flask import Blueprint, jsonify, render_template
 
 from punktfunk_core import hookimpl
 from punktfunk_core.plugins import load_plugin_manager
@@ -185,7 +185,8 @@ def test_device_token_reads_only_the_device_allow_list(env: dict[str, Any]) -> N
 def test_no_stats_route_can_join_the_device_lane(env: dict[str, Any]) -> None:
     pm = load_plugin_manager(extra=[(BadRoutesPlugin(), "bad")])
     app = create_app(console_cfg(), env["paths"], pm=pm)
-    assert "bad" in table(app).failed and "device lane" in table(app).failed["bad"]
+    # /api/v1/stats/ is the stats plugin's namespace, which keeps all of its routes on the admin lane
+    assert "bad" in table(app).failed and "namespace of plugin 'stats'" in table(app).failed["bad"]
     assert all(not r.rule.startswith("/api/v1/stats/leak") for r in app.url_map.iter_rules())
     # the console still works
     assert app.test_client().get("/api/v1/whoami", headers=bearer(env["token"])).status_code == 200
@@ -269,3 +270,81 @@ def test_responses_forbid_caching_of_api_data_and_set_a_csp(env: dict[str, Any])
     page = env["client"].get("/")
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     assert page.headers["X-Punktfunk-Worker"] == str(os.getpid())
+
+
+def _widget_plugin(root: Path, lanes: dict[str, str]) -> Any:
+    """A third-party plugin with a blueprint: its own static file, template and page."""
+    (root / "static").mkdir(exist_ok=True)
+    (root / "static" / "widget.js").write_text("PF.pages.widget = async () => null;\n")
+    (root / "templates").mkdir(exist_ok=True)
+    (root / "templates" / "widget_report.html").write_text("<p>report {{ n }}</p>")
+
+    class Widget:
+        @hookimpl
+        def console_routes(self, register: Any, ipc: Any) -> None:
+            bp = Blueprint("widget", "widget_plugin", root_path=str(root), static_folder="static",
+                           template_folder="templates")
+
+            @bp.route("/api/v1/widget/report")
+            def report() -> Any:
+                return render_template("widget_report.html", n=3)
+
+            @bp.route("/api/v1/widget/info", methods=["GET", "POST"])
+            def info() -> Any:
+                return jsonify(ok=True)
+
+            register.blueprint(bp, lanes=lanes)
+            register.page("widget", "Widget", "widget.js", bp, order=60)
+
+    return Widget()
+
+
+def test_a_plugin_blueprint_brings_static_files_templates_a_page_and_a_lane_per_route(env: dict[str, Any],
+                                                                                    tmp_path: Path) -> None:
+    pm = load_plugin_manager(extra=[(_widget_plugin(tmp_path, {"info": "public"}), "widget")])
+    app = create_app(console_cfg(), env["paths"], pm=pm)
+    assert not table(app).failed
+    lanes = {r.rule: (r.lane, r.plugin) for r in table(app).routes()}
+    assert lanes["/api/v1/widget/report"] == ("admin", "widget")  # not named in lanes: admin
+    assert lanes["/api/v1/widget/info"] == ("public", "widget")
+    assert lanes["/plugins/widget/static/<path:filename>"] == ("public", "widget")
+    client, token = app.test_client(), env["token"]
+    assert client.get("/api/v1/widget/report").status_code == 401
+    report = client.get("/api/v1/widget/report", headers=bearer(token))
+    assert report.status_code == 200 and report.get_data(as_text=True) == "<p>report 3</p>"
+    assert client.post("/api/v1/widget/info").get_json() == {"ok": True}
+    js = client.get("/plugins/widget/static/widget.js")
+    assert js.status_code == 200 and "PF.pages.widget" in js.get_data(as_text=True)
+    js.close()
+    # its page: in every page's nav, after the console's own pages; it loads the plugin's script
+    page = client.get("/widget").get_data(as_text=True)
+    assert '<script src="/plugins/widget/static/widget.js"></script>' in page
+    nav = client.get("/sessions").get_data(as_text=True)
+    assert nav.index('href="/host"') < nav.index('href="/widget"')
+    assert 'src="/static/js/pages/sessions.js"' in nav and "widget.js" not in nav
+
+
+def test_a_blueprint_with_one_bad_route_adds_none_of_its_routes(env: dict[str, Any], tmp_path: Path) -> None:
+    # a read-write route on the read-only device lane: the whole blueprint is refused, named by its plugin
+    pm = load_plugin_manager(extra=[(_widget_plugin(tmp_path, {"info": "device"}), "widget")])
+    app = create_app(console_cfg(), env["paths"], pm=pm)
+    assert "device-lane route /api/v1/widget/info must be read-only" in table(app).failed["widget"]
+    assert not [r for r in app.url_map.iter_rules() if "widget" in r.rule]
+    assert app.test_client().get("/widget").status_code == 404
+
+
+def test_each_protocol_plugin_brings_its_pairing_card_and_stats_brings_the_performance_page(env: dict[str, Any]) -> None:
+    client = env["client"]
+    pairing = client.get("/pairing").get_data(as_text=True)
+    cards = ['<script src="/plugins/gamestream/static/pairing-card.js"></script>',
+             '<script src="/plugins/native/static/pairing-card.js"></script>']
+    assert all(c in pairing for c in cards)
+    assert pairing.index('src="/plugins/') < pairing.index('src="/static/js/pages/pairing.js"')  # cards first
+    home = client.get("/").get_data(as_text=True)
+    assert '<script src="/plugins/stats/static/performance.js"></script>' in home
+    assert home.index('href="/performance"') < home.index('href="/sessions"')
+    for url in ("/plugins/gamestream/static/pairing-card.js", "/plugins/stats/static/performance.js"):
+        resp = client.get(url)
+        assert resp.status_code == 200, url
+        resp.close()
+    assert all(c not in client.get("/host").get_data(as_text=True) for c in cards)

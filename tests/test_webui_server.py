@@ -218,19 +218,28 @@ def test_console_exits_when_its_host_is_killed(host_factory: Any, pf_dirs: dict[
     wait_for(gone, 15, interval=0.2, what="console to notice its host is gone")
 
 
-def test_pairing_bridge_lists_clients_through_protocol_ipc(host_factory: Any, pf_dirs: dict[str, Path],
-                                                          console: Any) -> None:
+def test_pairing_bridge_serves_every_protocol_through_the_core_pairing_ipc(host_factory: Any, pf_dirs: dict[str, Path],
+                                                                           console: Any) -> None:
     host = host_factory()
     c = console(workers=1)
     token = admin_token(paths_of(pf_dirs))
-    protocols = host.call("host.status")["protocols"]
-    if "native" in protocols:
+    auth = {"Authorization": f"Bearer {token}"}
+    protocols = {p["protocol"]: p for p in get(c.url + "api/v1/pairing", token).json()}
+    # every registered protocol is listed, running or not, with how it takes a PIN
+    assert protocols["gamestream"]["running"] is False and protocols["gamestream"]["pin_from"] == "client"
+    if "native" in host.call("host.status")["protocols"]:
+        assert protocols["native"]["running"] is True and protocols["native"]["pin_from"] == "host"
+        assert protocols["native"]["pairing"] == {"open": False, "expires_in_s": 0.0} and protocols["native"]["paired"] == 0
         r = get(c.url + "api/v1/pairing/native/clients", token)
         assert r.status_code == 200 and r.json() == {"protocol": "native", "clients": []}
+        r = requests.patch(c.url + "api/v1/pairing/native/clients/0123456789abcdef", json={"view_only": True},
+                           headers=auth, timeout=5)
+        assert r.status_code == 404 and "0123456789abcdef" in r.json()["error"]
+    off = requests.post(c.url + "api/v1/pairing/gamestream/pin", json={"pin": "1234"}, headers=auth, timeout=5)
+    assert off.status_code == 409 and "not running" in off.json()["error"]
     unknown = get(c.url + "api/v1/pairing/nosuchproto/clients", token)
     assert unknown.status_code == 404 and "nosuchproto" in unknown.json()["error"]
     bad = get(c.url + "api/v1/pairing/Bad.Name/clients", token)
     assert bad.status_code == 404
-    r = requests.delete(c.url + "api/v1/pairing/nosuchproto/clients/abcd",
-                        headers={"Authorization": f"Bearer {token}"}, timeout=5)
-    assert r.status_code == 501 and "unpair" in r.json()["error"]
+    r = requests.delete(c.url + "api/v1/pairing/nosuchproto/clients/abcd", headers=auth, timeout=5)
+    assert r.status_code == 404 and "nosuchproto" in r.json()["error"]

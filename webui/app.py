@@ -6,8 +6,15 @@ the same host, sessions and recorder. Routes come from two places, both through
 the same ``register(rule, view, methods=None, lane="admin")`` callback:
 
 * the console's own routes (pages, host status, sessions, plugins, /metrics),
-* every plugin's ``console_routes(register, ipc)`` hook (the stats plugin adds
-  ``/api/v1/stats/*``, protocol plugins add their pairing routes).
+* every plugin's ``console_routes(register, ipc)`` hook: single routes
+  (``register(rule, view, ...)``), Flask blueprints with their own static files
+  and templates and a lane per route (``register.blueprint``), console pages
+  (``register.page``: the stats plugin's Performance page) and scripts a page
+  loads (``register.script``: each protocol's pairing card).
+
+Pairing is one bridge for every protocol (``/api/v1/pairing/...``) over the
+core's ``pairing.*`` IPC commands, which every protocol plane answers through
+the pairing contract of :class:`punktfunk_core.protocol.ProtocolPlane`.
 
 Each route is put into exactly one auth lane when it is registered (see
 :mod:`punktfunk_webui.auth`); a request is checked against its lane before the
@@ -27,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from flask import Flask, Response, g, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, g, jsonify, render_template, request, url_for
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from punktfunk_core import __version__, boundedjson
-from punktfunk_core.ipc import DEFAULT_TIMEOUT_S, HostUnreachable, IpcClient, IpcError
+from punktfunk_core.ipc import DEFAULT_TIMEOUT_S, HostUnreachable, IpcClient, IpcError, host_endpoint
 from punktfunk_core.paths import Paths
 from punktfunk_webui import auth, metrics
 
@@ -41,13 +48,12 @@ log = logging.getLogger("punktfunk.console")
 HERE = Path(__file__).resolve().parent
 CORE_PLUGIN = "console"
 HEALTH_TIMEOUT_S = 0.5
-#: pages of the console shell (all the same HTML; the script draws the page)
-PAGES = {
-    "performance": "Performance",
-    "sessions": "Sessions",
-    "pairing": "Pairing",
-    "host": "Host",
-}
+#: the console's own pages (all the same HTML shell; the page's script draws it), with their place in the nav;
+#: plugins add theirs with ``register.page`` (the stats plugin's Performance page comes first)
+CORE_PAGES = (("sessions", "Sessions", 20), ("pairing", "Pairing", 30), ("host", "Host", 40))
+PAGE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+#: /api/v1/<plugin>/… and /plugins/<plugin>/… belong to that plugin: no other may add routes there
+NAMESPACE = re.compile(r"^/(?:api/v1|plugins)/([^/<]+)(?:/|$)")
 PROTOCOL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 #: methods a device-lane route may answer: the lane is read-only
 DEVICE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -77,6 +83,61 @@ class RouteInfo:
         return {"rule": self.rule, "methods": list(self.methods), "lane": self.lane, "plugin": self.plugin}
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of the console shell: its nav entry and the script that draws it."""
+
+    name: str
+    title: str
+    order: int
+    plugin: str
+    #: the script's static endpoint and file (Flask's ``static``, or a blueprint's ``<name>.static``)
+    script: tuple[str, str]
+
+
+class Pages:
+    """The console's pages and the extra scripts each loads, from the console and the plugins."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, Page] = {}
+        self.scripts: dict[str, list[tuple[str, str]]] = {}
+
+    def ordered(self) -> list[Page]:
+        return sorted(self.by_name.values(), key=lambda p: (p.order, p.name))
+
+    def script_urls(self, page: str) -> list[str]:
+        """What a page loads after the shell's scripts: the plugins' scripts for it, then its own."""
+        return [url_for(endpoint, filename=file) for endpoint, file in
+                [*self.scripts.get(page, []), self.by_name[page].script]]
+
+
+class ConsoleRegister:
+    """The ``register`` handed to one plugin's ``console_routes``: a callable for
+    single routes, and ``blueprint``/``page``/``script`` for the rest."""
+
+    def __init__(self, table: RouteTable, plugin: str) -> None:
+        self.table, self.plugin = table, plugin
+
+    def __call__(self, rule: str, view: Callable[..., Any], methods: list[str] | None = None,
+                 lane: str = "admin") -> None:
+        self.table.add(self.plugin, rule, view, methods, lane)
+
+    def blueprint(self, bp: Blueprint, lanes: dict[str, str] | None = None, lane: str = "admin") -> None:
+        """Register a Flask blueprint: each view on ``lanes[endpoint]`` (``lane`` for the rest, admin unless
+        said); its static folder is public at ``/plugins/<plugin>/static/``, its templates are found by name."""
+        self.table.add_blueprint(self.plugin, bp, lanes or {}, lane)
+
+    def page(self, name: str, title: str, script: str, bp: Blueprint, order: int = 50) -> None:
+        """A console page at ``/<name>`` in the nav, drawn by ``script`` from ``bp``'s static folder
+        (register ``bp`` first); the script sets ``PF.pages[name] = async (root) => stop``."""
+        self.table.add_page(self.plugin, name, title, (f"{bp.name}.static", script), order)
+
+    def script(self, page: str, script: str, bp: Blueprint) -> None:
+        """A script of ``bp``'s static folder that page ``page`` loads before its own
+        (a protocol's pairing card: ``PF.pairingCards[protocol] = {...}``)."""
+        self.table.pages.scripts.setdefault(page, []).append((f"{bp.name}.static", script))
+
+
 class RouteTable:
     """The lane of every endpoint; the single source the request guard reads."""
 
@@ -84,35 +145,37 @@ class RouteTable:
         self.app = app
         self.by_endpoint: dict[str, RouteInfo] = {}
         self.failed: dict[str, str] = {}  # plugin -> why its routes are (partly) missing
+        self.pages = Pages()
+        self.plugins: set[str] = set()  # the loaded plugins, whose namespaces are theirs
+        self.page_views: dict[str, Callable[[], str]] = {}
 
-    def register_for(self, plugin: str) -> Callable[..., None]:
-        """The ``register`` callback handed to one plugin."""
+    def register_for(self, plugin: str) -> ConsoleRegister:
+        """The ``register`` handed to one plugin."""
+        return ConsoleRegister(self, plugin)
 
-        def register(rule: str, view: Callable[..., Any], methods: list[str] | None = None,
-                     lane: str = "admin") -> None:
-            self.add(plugin, rule, view, methods, lane)
-
-        return register
-
-    def add(self, plugin: str, rule: str, view: Callable[..., Any], methods: list[str] | None,
-            lane: str) -> None:
+    def _check(self, plugin: str, rule: str, wanted: tuple[str, ...], lane: str) -> None:
         if lane not in auth.LANES:
             raise ValueError(f"{plugin}: route {rule!r} has lane {lane!r}; use one of {', '.join(auth.LANES)}")
         if not isinstance(rule, str) or not rule.startswith("/"):
             raise ValueError(f"{plugin}: route {rule!r} must be a path starting with '/'")
-        if not callable(view):
-            raise ValueError(f"{plugin}: view for {rule!r} is not callable")
-        wanted = tuple(sorted({m.upper() for m in (methods or ["GET"])}))
-        if lane == "device":
-            if rule.startswith(auth.STATS_PREFIX):
-                raise ValueError(f"{plugin}: {rule} is a stats route; stats routes may not be on the device lane")
-            if not set(wanted) <= DEVICE_METHODS:
-                raise ValueError(f"{plugin}: device-lane route {rule} must be read-only (GET), not {', '.join(wanted)}")
+        owner = NAMESPACE.match(rule)
+        if owner and owner[1] != plugin and owner[1] in self.plugins:
+            raise ValueError(f"route {rule} is in the namespace of plugin {owner[1]!r}; "
+                             f"plugin {plugin!r} may not add routes there")
+        if lane == "device" and not set(wanted) <= DEVICE_METHODS:
+            raise ValueError(f"{plugin}: device-lane route {rule} must be read-only (GET), not {', '.join(wanted)}")
         for other in self.app.url_map.iter_rules():
             if other.rule == rule and set(wanted) & (other.methods or set()) - {"HEAD", "OPTIONS"}:
                 owner = self.by_endpoint.get(other.endpoint)
                 raise ValueError(f"route {' '.join(wanted)} {rule} is registered by both plugin "
                                  f"{owner.plugin if owner else '?'!r} and plugin {plugin!r}")
+
+    def add(self, plugin: str, rule: str, view: Callable[..., Any], methods: list[str] | None,
+            lane: str) -> None:
+        if not callable(view):
+            raise ValueError(f"{plugin}: view for {rule!r} is not callable")
+        wanted = tuple(sorted({m.upper() for m in (methods or ["GET"])}))
+        self._check(plugin, rule, wanted, lane)
         base = f"{plugin}.{getattr(view, '__name__', 'view')}"
         endpoint, n = base, 1
         while endpoint in self.app.view_functions:
@@ -120,6 +183,46 @@ class RouteTable:
             endpoint = f"{base}_{n}"
         self.app.add_url_rule(rule, endpoint, view, methods=list(wanted))
         self.by_endpoint[endpoint] = RouteInfo(rule, endpoint, wanted, lane, plugin)
+
+    def add_blueprint(self, plugin: str, bp: Blueprint, lanes: dict[str, str], lane: str) -> None:
+        if not isinstance(bp, Blueprint):
+            raise ValueError(f"{plugin}: {bp!r} is not a flask.Blueprint")
+        if bp.has_static_folder:  # beside the console's /static, never over it
+            bp.static_url_path = f"/plugins/{plugin}/static"
+        # its rules, learnt on a scratch app first: nothing is added unless every route passes
+        probe = Flask(bp.import_name, static_folder=None)
+        probe.register_blueprint(bp)
+        planned: list[tuple[str, str, tuple[str, ...], str]] = []
+        for r in probe.url_map.iter_rules():
+            short = r.endpoint.split(".", 1)[1]
+            wanted = tuple(sorted((r.methods or set()) - {"HEAD", "OPTIONS"}))
+            route_lane = "public" if short == "static" else lanes.get(short, lane)
+            self._check(plugin, r.rule, wanted, route_lane)
+            planned.append((r.rule, r.endpoint, wanted, route_lane))
+        unknown = set(lanes) - {e.split(".", 1)[1] for _, e, _, _ in planned}
+        if unknown:
+            raise ValueError(f"{plugin}: lanes name endpoints blueprint {bp.name!r} does not have: "
+                             f"{', '.join(sorted(unknown))}")
+        self.app.register_blueprint(bp)
+        for rule, endpoint, wanted, route_lane in planned:
+            self.by_endpoint[endpoint] = RouteInfo(rule, endpoint, wanted, route_lane, plugin)
+
+    def add_page(self, plugin: str, name: str, title: str, script: tuple[str, str], order: int) -> None:
+        if not PAGE_NAME.match(name):
+            raise ValueError(f"{plugin}: page name {name!r} must be lower-case letters, digits and '-'")
+        if name in self.pages.by_name:
+            raise ValueError(f"page {name!r} is registered by both plugin {self.pages.by_name[name].plugin!r} "
+                             f"and plugin {plugin!r}")
+        pages = self.pages
+
+        def view() -> str:
+            return render_template("shell.html", page=name, pages=pages.ordered(), scripts=pages.script_urls(name),
+                                   title=title, version=__version__)
+
+        view.__name__ = f"page_{name.replace('-', '_')}"
+        self.add(plugin, f"/{name}", view, None, "public")
+        pages.by_name[name] = Page(name, title, order, plugin, script)
+        self.page_views[name] = view
 
     def routes(self) -> list[RouteInfo]:
         return sorted(self.by_endpoint.values(), key=lambda r: (r.rule, r.methods))
@@ -131,10 +234,6 @@ def json_error(code: int, message: str, **headers: str) -> Response:
     for k, v in headers.items():
         resp.headers[k.replace("_", "-")] = v
     return resp
-
-
-def ipc_endpoint(paths: Paths) -> str:
-    return os.environ.get("PUNKTFUNK_IPC") or paths.ipc_endpoint
 
 
 def create_app(config: dict[str, Any], paths: Paths, pm: Any = None) -> Flask:
@@ -155,26 +254,23 @@ def create_app(config: dict[str, Any], paths: Paths, pm: Any = None) -> Flask:
     )
     app.json = BoundedJSONProvider(app)
     hosts = auth.HostNames(str(console_cfg.get("bind", "127.0.0.1")), list(console_cfg.get("allowed_hosts", [])))
-    ipc = IpcClient(ipc_endpoint(paths), timeout=DEFAULT_TIMEOUT_S)
+    ipc = IpcClient(host_endpoint(paths), timeout=DEFAULT_TIMEOUT_S)
     tokens = auth.TokenStore(paths.config)
+    if pm is None:
+        from punktfunk_core.plugins import load_plugin_manager
+
+        pm = load_plugin_manager()
     table = RouteTable(app)
+    table.plugins = set(pm.infos)
     app.extensions["punktfunk"] = {"ipc": ipc, "tokens": tokens, "routes": table, "paths": paths}
     # Flask's own static route: public, carries only the shipped files
     table.by_endpoint["static"] = RouteInfo(app.static_url_path + "/<path:filename>", "static",
                                             ("GET", "HEAD", "OPTIONS"), "public", CORE_PLUGIN)
 
     _add_core_routes(table.register_for(CORE_PLUGIN), ipc, table, tokens)
-    if pm is None:
-        from punktfunk_core.plugins import load_plugin_manager
-
-        pm = load_plugin_manager()
-    for impl in reversed(pm.hook.console_routes.get_hookimpls()):
-        args = {"register": table.register_for(impl.plugin_name), "ipc": ipc}
-        try:
-            impl.function(**{k: args[k] for k in impl.argnames})
-        except Exception as exc:  # noqa: BLE001 - one plugin's routes failing must not take the console down
-            table.failed[impl.plugin_name] = f"{type(exc).__name__}: {exc}"
-            log.error("plugin %s: console routes failed: %s", impl.plugin_name, exc)
+    # one plugin's routes failing does not take the console down: it is named in route_failures
+    for failure in pm.call_each("console_routes", lambda plugin: {"register": table.register_for(plugin), "ipc": ipc}):
+        table.failed[failure.plugin] = str(failure)
 
     _install_guard(app, table, tokens, hosts)
     _install_error_handlers(app)
@@ -274,16 +370,14 @@ def _install_error_handlers(app: Flask) -> None:
 # -- the console's own routes --------------------------------------------------------------
 def _add_core_routes(register: Callable[..., None], ipc: IpcClient, table: RouteTable,
                      tokens: auth.TokenStore) -> None:
-    def page(name: str) -> Callable[[], str]:
-        def view() -> str:
-            return render_template("shell.html", page=name, pages=PAGES, version=__version__)
+    for name, title, order in CORE_PAGES:
+        table.add_page(CORE_PLUGIN, name, title, ("static", f"js/pages/{name}.js"), order)
 
-        view.__name__ = f"page_{name}"
-        return view
+    def home() -> str | Response:
+        """The first page of the nav (Performance, with the stats plugin)."""
+        return table.page_views[table.pages.ordered()[0].name]()
 
-    register("/", page("performance"), lane="public")
-    for name in PAGES:
-        register(f"/{name}", page(name), lane="public")
+    register("/", home, lane="public")
 
     # public: a short timeout, so unauthenticated callers cannot hold workers for long
     health_ipc = IpcClient(ipc.endpoint, timeout=HEALTH_TIMEOUT_S)
@@ -351,43 +445,37 @@ def _add_core_routes(register: Callable[..., None], ipc: IpcClient, table: Route
             return json_error(404, f"no {kind} token named {name!r}")
         return Response(status=204)
 
-    # pairing bridge: paired clients of a protocol through its IPC commands
-    # (<proto>.clients, else <proto>.status["paired_clients"]; <proto>.unpair {fingerprint})
+    # the pairing bridge: every protocol's pairing contract through the core's pairing.* IPC
     def _protocol(name: str) -> str:
         if not PROTOCOL_NAME.match(name):
             raise IpcError(404, f"no protocol {name!r}")
         return name
 
+    def pairing_protocols() -> Response:
+        return jsonify(ipc.call("pairing.protocols"))
+
+    def pairing_pin(protocol: str) -> Response:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            body = {"pin": request.form.get("pin")} if request.form.get("pin") is not None else {}
+        if "pin" not in body:
+            return json_error(400, "send JSON {\"pin\": \"4821\"} (and \"seconds\" for a pairing window)")
+        args = {k: body[k] for k in ("pin", "seconds") if k in body}
+        return jsonify(ipc.call("pairing.pin", protocol=_protocol(protocol), **args))
+
     def pairing_clients(protocol: str) -> Response:
         proto = _protocol(protocol)
-        try:
-            clients = ipc.call(f"{proto}.clients")
-        except IpcError as exc:
-            if exc.code != 404 or "unknown command" not in exc.message:
-                raise
-            try:
-                clients = (ipc.call(f"{proto}.status") or {}).get("paired_clients", [])
-            except IpcError as exc2:
-                if exc2.code == 404 and "unknown command" in exc2.message:
-                    raise IpcError(404, f"protocol {proto!r} lists no paired clients") from None
-                raise
-        return jsonify({"protocol": proto, "clients": clients if isinstance(clients, list) else []})
+        return jsonify({"protocol": proto, "clients": ipc.call("pairing.clients", protocol=proto)})
 
     def pairing_revoke(protocol: str, fingerprint: str) -> Response:
-        proto = _protocol(protocol)
-        if not fingerprint.strip():
-            return json_error(400, "name the client's fingerprint")
-        try:
-            res = ipc.call(f"{proto}.unpair", fingerprint=fingerprint)
-        except IpcError as exc:
-            if exc.code == 404 and "unknown command" in exc.message:
-                return json_error(501, f"protocol {proto!r} cannot revoke clients from the console "
-                                       f"(it has no {proto}.unpair command)")
-            raise
-        removed = res.get("removed", 1) if isinstance(res, dict) else 1
-        if not removed:
-            return json_error(404, f"no paired {proto} client with fingerprint {fingerprint!r}")
-        return jsonify(res if isinstance(res, dict) else {"removed": removed})
+        return jsonify(ipc.call("pairing.unpair", protocol=_protocol(protocol), fingerprint=fingerprint))
+
+    def pairing_permissions(protocol: str, fingerprint: str) -> Response:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("view_only"), bool):
+            return json_error(400, "send JSON {\"view_only\": true} or {\"view_only\": false}")
+        return jsonify(ipc.call("pairing.permissions", protocol=_protocol(protocol), fingerprint=fingerprint,
+                                view_only=body["view_only"]))
 
     def prometheus() -> Response:
         body = metrics.render(ipc)
@@ -401,8 +489,11 @@ def _add_core_routes(register: Callable[..., None], ipc: IpcClient, table: Route
     register("/api/v1/tokens", tokens_list)
     register("/api/v1/tokens/<kind>", token_issue, methods=["POST"])
     register("/api/v1/tokens/<kind>/<name>", token_revoke, methods=["DELETE"])
+    register("/api/v1/pairing", pairing_protocols)
+    register("/api/v1/pairing/<protocol>/pin", pairing_pin, methods=["POST"])
     register("/api/v1/pairing/<protocol>/clients", pairing_clients)
     register("/api/v1/pairing/<protocol>/clients/<fingerprint>", pairing_revoke, methods=["DELETE"])
+    register("/api/v1/pairing/<protocol>/clients/<fingerprint>", pairing_permissions, methods=["PATCH"])
     register("/metrics", prometheus)
 
 

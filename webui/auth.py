@@ -9,7 +9,9 @@ Every route is classified into exactly one lane when it is registered:
             (``<config>/plugin-tokens/<name>``), and only from loopback unless
             ``console.allow_remote_admin`` is set.
 ``device``  the read-only lane for paired devices: an explicit allow-list of
-            GET routes that never contains a stats route. Reachable with a
+            GET routes that never contains a stats route (the stats plugin puts
+            its own on the admin lane, and ``/api/v1/<plugin>/`` is only that
+            plugin's to fill: ``app.NAMESPACE``). Reachable with a
             device token (``<config>/device-tokens/<name>``) from any address,
             or with an admin credential as above.
 
@@ -42,8 +44,6 @@ ADMIN_TOKEN_FILE = "mgmt-token"
 PLUGIN_TOKEN_DIR = "plugin-tokens"
 DEVICE_TOKEN_DIR = "device-tokens"
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-# a stats route may never be put on the device lane (docs/stats.md, "Management API")
-STATS_PREFIX = "/api/v1/stats"
 #: shorter tokens are refused: guessable (ours are 43 characters, 256 bits)
 MIN_TOKEN_CHARS = 16
 

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import enet
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from punktfunk_gamestream import wire
+from punktfunk_gamestream import wire_control
 from punktfunk_gamestream.wire import BadInput
 
 if TYPE_CHECKING:
-    from punktfunk_gamestream.plane import GameStreamPlane, Launch
+    from punktfunk_gamestream.plane import GameStreamPlane, Stream
 
 log = logging.getLogger("punktfunk.gamestream.control")
 
@@ -34,8 +34,7 @@ CHANNELS = 0x30  # moonlight asks for CTRL_CHANNEL_COUNT channels
 @dataclass
 class _Conn:
     peer: Any
-    launch: Launch
-    generation: int
+    stream: Stream
     aead: AESGCM
     last_rx: float
     seq_out: int = 0
@@ -61,9 +60,9 @@ class ControlServer:
         self._stop.set()
         self._thread.join(2.0)
 
-    def terminate(self, launch: Launch, reason: str) -> None:
-        """Tell the client of ``launch`` that the stream ended (from any thread)."""
-        self._q.put(("terminate", launch, reason))
+    def terminate(self, stream: Stream, reason: str) -> None:
+        """Tell the client of ``stream`` that it ended (from any thread)."""
+        self._q.put(("terminate", stream, reason))
 
     # -- the ENet thread -------------------------------------------------------------
     def _loop(self) -> None:
@@ -107,17 +106,16 @@ class ControlServer:
         peer = ev.peer
         key = self._key(peer)
         if ev.type == enet.EVENT_TYPE_CONNECT:
-            launch = plane.launch
+            stream = plane.current_stream()
             data = int(ev.data or 0) & 0xFFFFFFFF
-            if launch is None or data != launch.connect_data:
+            if stream is None or data != stream.connect_data:
                 plane.count("control_rejected")
                 log.info("control connection with unknown connect data %#x refused", data)
                 peer.disconnect_now(0)
                 return
-            old = [k for k, c in self._conns.items() if c.launch is launch]
-            for k in old:
+            for k in list(self._conns):  # one stream at a time: the new connection replaces any other
                 self._conns.pop(k).peer.disconnect_now(0)
-            self._conns[key] = _Conn(peer, launch, launch.generation, plane.aead_for(launch), time.monotonic())
+            self._conns[key] = _Conn(peer, stream, plane.aead_for(stream), time.monotonic())
             log.info("control stream connected from %s", peer.address)
             return
         conn = self._conns.get(key)
@@ -126,7 +124,7 @@ class ControlServer:
                 self._conns.pop(key, None)
                 if not conn.closing:
                     log.info("control stream disconnected by the client")
-                    plane.stream_ended(conn.launch, "the client disconnected")
+                    plane.stream_ended(conn.stream, "the client disconnected")
             return
         if ev.type != enet.EVENT_TYPE_RECEIVE:
             return
@@ -134,7 +132,7 @@ class ControlServer:
             plane.count("control_bad")
             return
         try:
-            seq, msg_type, payload = wire.open_control(conn.aead, ev.packet.data)
+            seq, msg_type, payload = wire_control.open_control(conn.aead, ev.packet.data)
         except BadInput as exc:
             plane.count("control_bad")
             log.debug("control message dropped: %s", exc)
@@ -145,21 +143,21 @@ class ControlServer:
     def handle_message(self, conn: _Conn, msg_type: int, payload: bytes) -> None:
         plane = self.plane
         plane.count("control_messages")
-        if msg_type in (wire.CTRL_REQUEST_IDR, wire.CTRL_INVALIDATE_REF):
+        if msg_type in (wire_control.CTRL_REQUEST_IDR, wire_control.CTRL_INVALIDATE_REF):
             log.info("client requests an IDR frame (%#06x)", msg_type)
-            plane.on_idr_request(conn.launch)
-        elif msg_type == wire.CTRL_FEC_STATUS:
+            plane.on_idr_request(conn.stream)
+        elif msg_type == wire_control.CTRL_FEC_STATUS:
             try:
-                st = wire.parse_fec_status(payload)
+                st = wire_control.parse_fec_status(payload)
             except BadInput:
                 plane.count("control_bad")
                 return
             plane.count("fec_reports")
-            plane.on_fec_status(conn.launch, st)
+            plane.on_fec_status(conn.stream, st)
         # pings (0x0200), start B, input, frame/loss stats: nothing to do
 
     def _send(self, conn: _Conn, msg_type: int, payload: bytes) -> None:
-        data = wire.seal_control(conn.aead, conn.seq_out, msg_type, payload)
+        data = wire_control.seal_control(conn.aead, conn.seq_out, msg_type, payload)
         conn.seq_out += 1
         conn.peer.send(0, enet.Packet(data, enet.PACKET_FLAG_RELIABLE))
         self.host.flush()
@@ -167,14 +165,14 @@ class ControlServer:
     def _drain_queue(self) -> None:
         while True:
             try:
-                op, launch, reason = self._q.get_nowait()
+                op, stream, reason = self._q.get_nowait()
             except queue.Empty:
                 return
             if op == "terminate":
                 for key, c in list(self._conns.items()):
-                    if c.launch is launch and not c.closing:
+                    if c.stream is stream and not c.closing:
                         log.info("sending termination to the client: %s", reason)
-                        self._send(c, wire.CTRL_TERMINATION, struct.pack(">I", wire.TERMINATION_GRACEFUL))
+                        self._send(c, wire_control.CTRL_TERMINATION, struct.pack(">I", wire_control.TERMINATION_GRACEFUL))
                         c.closing = True
                         c.peer.disconnect_later(0)
                         self._conns.pop(key, None)
@@ -191,4 +189,4 @@ class ControlServer:
                     c.peer.disconnect_now(0)
                 except Exception:  # noqa: BLE001
                     pass
-                self.plane.stream_ended(c.launch, "client timed out")
+                self.plane.stream_ended(c.stream, "client timed out")

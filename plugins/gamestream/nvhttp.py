@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from punktfunk_core.admission import ConnectionGate
+from punktfunk_core.identity import PairedClient
 from punktfunk_core.tls import HandshakeFailed, TlsConnection, TlsServer
 
-from punktfunk_gamestream import wire
-from punktfunk_gamestream.pairing import PairedClient, PairingError, PairingRefused
-from punktfunk_gamestream.wire import BadInput, xml_response
+from punktfunk_gamestream import wire, wire_nvhttp
+from punktfunk_gamestream.pairing import PairingError, PairingRefused
+from punktfunk_gamestream.wire import BadInput
+from punktfunk_gamestream.wire_nvhttp import xml_response
 
 if TYPE_CHECKING:
     from punktfunk_gamestream.plane import GameStreamPlane
@@ -146,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
         request, so an unpairing counts at once)."""
         if not isinstance(self.connection, TlsConnection):
             return None
-        return self.server.plane.identity.client_for_der(self.connection.peer_cert_der)
+        return self.server.plane.identity.paired.for_cert_der(self.connection.peer_cert_der)
 
     def do_POST(self) -> None:  # noqa: N802
         self.do_GET()
@@ -155,7 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
         plane = self.server.plane
         try:
             parts = urlsplit(self.path)
-            args = wire.parse_query(parts.query)
+            args = wire_nvhttp.parse_query(parts.query)
             route = parts.path.rstrip("/") or "/"
         except BadInput as exc:
             plane.count("http_bad")
@@ -182,8 +184,8 @@ class _Handler(BaseHTTPRequestHandler):
         codecs = plane.codec_support()
         fields = [
             ("hostname", plane.host.hostname),
-            ("appversion", wire.APP_VERSION),
-            ("GfeVersion", wire.GFE_VERSION),
+            ("appversion", wire_nvhttp.APP_VERSION),
+            ("GfeVersion", wire_nvhttp.GFE_VERSION),
             ("uniqueid", plane.identity.unique_id),
             ("HttpsPort", plane.ports["https"]),
             ("ExternalPort", plane.ports["http"]),
@@ -235,7 +237,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def unpair(self, plane: GameStreamPlane, args: dict[str, str], client: PairedClient | None) -> None:
         if client is not None:
-            plane.identity.remove_client(client.fingerprint)
+            plane.identity.paired.remove(client.fingerprint)
             log.warning("GameStream client %r unpaired itself", client.name)
         else:
             try:
@@ -254,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
         appid = wire.parse_int(args.get("appid"), name="appid", lo=0)
         if appid != DESKTOP_APP_ID:
             return self._error(404, f"no app with id {appid}")
-        mode = wire.parse_mode(args.get("mode"))
+        mode = wire_nvhttp.parse_mode(args.get("mode"))
         rikey = wire.parse_hex(args.get("rikey"), name="rikey", exact=16)
         rikeyid = wire.parse_int(args.get("rikeyid"), name="rikeyid")
         ok, why = plane.start_launch(client, self.client_address[0], mode, rikey, rikeyid, resume=False)

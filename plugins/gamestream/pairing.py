@@ -2,7 +2,8 @@
 
 State lives in ``<config dir>/gamestream`` (0700): ``host-key.pem`` and
 ``host-cert.pem`` (the persistent host certificate clients pin),
-``uniqueid`` and ``paired.json`` (the paired client certificates), each 0600.
+``uniqueid`` and ``paired.json`` (the paired client certificates, in the
+core's store: :mod:`punktfunk_core.identity`), each 0600.
 
 Pairing (all over plain HTTP until the last step, which is why the plugin
 warns): the client sends a salt and its certificate; the host waits for the
@@ -17,11 +18,8 @@ refused and leave it alone.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import json
 import logging
-import os
 import re
 import secrets
 import threading
@@ -35,11 +33,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.x509.oid import NameOID
 
-from punktfunk_core import boundedjson
-from punktfunk_core.paths import atomic_write, ensure_private_dir
-from punktfunk_core.tls import cert_fingerprint
+from punktfunk_core.identity import PairedClient, PairedClients, load_or_create_identity
+from punktfunk_core.paths import MAX_SECRET_BYTES, atomic_write, ensure_private_dir, read_regular_file
 
 from punktfunk_gamestream.wire import BadInput, parse_hex
 
@@ -56,72 +52,25 @@ def _ecb(key: bytes, data: bytes, decrypt: bool) -> bytes:
     return op.update(data) + op.finalize()
 
 
-@dataclass
-class PairedClient:
-    name: str
-    cert_pem: str
-    fingerprint: str
-    paired_unix_ms: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "cert": self.cert_pem, "fingerprint": self.fingerprint,
-                "paired_unix_ms": self.paired_unix_ms}
-
-
 class Identity:
-    """The host certificate and the paired-client list, persisted owner-only."""
+    """The GameStream host: its certificate (RSA, as Moonlight expects), the
+    uniqueid clients know it by, and its paired clients (the core's store)."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = ensure_private_dir(Path(directory))
-        self._lock = threading.Lock()
-        self.key, self.cert = self._load_or_create_cert()
+        host = load_or_create_identity(self.dir, "host", "Sunshine Gamestream Host", key_type="rsa",
+                                       what="GameStream host")
+        self.cert_path, self.key_path = host.cert_path, host.key_path
+        self.key: rsa.RSAPrivateKey = host.private_key()
+        self.cert = x509.load_der_x509_certificate(host.cert_der)
         self.cert_pem = self.cert.public_bytes(serialization.Encoding.PEM)
         self.unique_id = self._load_or_create_uid()
-        self.clients: dict[str, PairedClient] = self._load_clients()
-
-    # -- files -------------------------------------------------------------------
-    @property
-    def key_path(self) -> Path:
-        return self.dir / "host-key.pem"
-
-    @property
-    def cert_path(self) -> Path:
-        return self.dir / "host-cert.pem"
-
-    @property
-    def clients_path(self) -> Path:
-        return self.dir / "paired.json"
-
-    def _load_or_create_cert(self) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-        try:
-            key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
-            cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
-            os.chmod(self.key_path, 0o600)
-            os.chmod(self.cert_path, 0o600)
-            if not isinstance(key, rsa.RSAPrivateKey):
-                raise ValueError("the key is not an RSA key")
-            return key, cert
-        except FileNotFoundError:
-            pass
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"the GameStream host identity {self.key_path} / {self.cert_path} is unreadable "
-                             f"({exc}); move both away to create a new one (clients then pair again)") from None
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sunshine Gamestream Host")])
-        now = dt.datetime.now(dt.timezone.utc)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-                .not_valid_after(now + dt.timedelta(days=365 * 20)).sign(key, hashes.SHA256()))
-        atomic_write(self.key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                      serialization.NoEncryption()), 0o600)
-        atomic_write(self.cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o600)
-        log.info("created the GameStream host certificate in %s", self.dir)
-        return key, cert
+        self.paired = PairedClients(self.dir / "paired.json")
 
     def _load_or_create_uid(self) -> str:
         path = self.dir / "uniqueid"
         try:
-            uid = path.read_text().strip()
+            uid = read_regular_file(path, MAX_SECRET_BYTES).decode("utf-8", "replace").strip()
             if uid and len(uid) <= 64 and uid.isprintable():
                 return uid
             if uid:
@@ -134,58 +83,6 @@ class Identity:
         atomic_write(path, uid.encode(), 0o600)
         return uid
 
-    def _load_clients(self) -> dict[str, PairedClient]:
-        try:
-            raw = boundedjson.load_file(self.clients_path, max_bytes=boundedjson.MAX_STORE_BYTES)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.error("paired client list %s is unreadable (%s); starting with none", self.clients_path, exc)
-            return {}
-        out = {}
-        for item in raw if isinstance(raw, list) else []:
-            try:
-                c = PairedClient(str(item["name"]), str(item["cert"]), str(item["fingerprint"]),
-                                 int(item.get("paired_unix_ms", 0)))
-            except (KeyError, TypeError, ValueError):
-                continue
-            out[c.fingerprint] = c
-        return out
-
-    def _save_clients(self) -> None:
-        data = json.dumps([c.to_dict() for c in self.clients.values()], indent=1).encode()
-        atomic_write(self.clients_path, data, 0o600)
-
-    # -- paired clients ---------------------------------------------------------
-    def add_client(self, name: str, cert: x509.Certificate) -> PairedClient:
-        der = cert.public_bytes(serialization.Encoding.DER)
-        c = PairedClient(name[:64], cert.public_bytes(serialization.Encoding.PEM).decode(), cert_fingerprint(der),
-                         int(time.time() * 1000))
-        with self._lock:
-            self.clients[c.fingerprint] = c
-            self._save_clients()
-        return c
-
-    def remove_client(self, fingerprint: str) -> bool:
-        with self._lock:
-            gone = self.clients.pop(fingerprint, None) is not None
-            if gone:
-                self._save_clients()
-        return gone
-
-    def clear_clients(self) -> int:
-        with self._lock:
-            n = len(self.clients)
-            self.clients.clear()
-            self._save_clients()
-        return n
-
-    def client_for_der(self, der: bytes | None) -> PairedClient | None:
-        if not der:
-            return None
-        return self.clients.get(cert_fingerprint(der))
-
-    # -- crypto helpers --------------------------------------------------------------
     def sign(self, data: bytes) -> bytes:
         return self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
@@ -342,7 +239,7 @@ class Pairing:
             pub.verify(signature, client_secret, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr, call-arg, arg-type]
         except Exception:  # noqa: BLE001 - any verification problem is a refusal
             self._fail(s, "the client's pairing secret is not signed by its certificate")
-        client = self.identity.add_client(s.device, s.client_cert)
+        client = self.identity.paired.add(s.client_cert.public_bytes(serialization.Encoding.DER), s.device)
         with self._lock:
             if self._session is s:
                 self._session = None

@@ -1,12 +1,14 @@
 """The GameStream protocol plane: nvhttp, RTSP, control (ENet), pings, sessions.
 
-One app ("Desktop") runs at a time. ``/launch`` (HTTPS, paired client)
-records the client's AES key and mode; the RTSP handshake from the same
-address negotiates the stream (ANNOUNCE); PLAY arms the session, which
-starts when the client's first video ping reveals where to send. The control
-stream (ENet, AES-GCM both ways) carries IDR requests and FEC reports in and
-the termination message out. Audio (tone → Opus, RTP + RS(4,2) FEC,
-optional AES-CBC) starts on the first audio ping.
+One app ("Desktop") runs at a time: a :class:`Launch`, from ``/launch``
+(HTTPS, paired client) until ``/cancel`` or the operator ends it. Each
+``/launch`` and ``/resume`` gives it a new :class:`Stream`: the client's
+address and AES key, then what the RTSP handshake from that address
+negotiates (ANNOUNCE, :mod:`punktfunk_gamestream.rtsp`); PLAY arms the
+stream, whose host session starts when the client's first video ping reveals
+where to send. The control stream (ENet, AES-GCM both ways) carries IDR
+requests and FEC reports in and the termination message out. Audio (tone →
+Opus, RTP + RS(4,2) FEC, optional AES-CBC) starts on the first audio ping.
 """
 
 from __future__ import annotations
@@ -17,29 +19,27 @@ import socket
 import string
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from punktfunk_core.admission import ConnectionGate
-from punktfunk_core.protocol import ProtocolPlane
-from punktfunk_core.window import GAMESTREAM_LAYOUT
+from punktfunk_core.identity import PairedClient
+from punktfunk_core.ipc import IpcError
+from punktfunk_core.protocol import PIN_FROM_CLIENT, ProtocolPlane
 
-from punktfunk_gamestream import wire
-from punktfunk_gamestream.pairing import Identity, PairedClient, Pairing
+from punktfunk_gamestream import wire, wire_control, wire_rtsp
+from punktfunk_gamestream.layout import GAMESTREAM_LAYOUT
+from punktfunk_gamestream.pairing import Identity, Pairing
 from punktfunk_gamestream.video import VideoContext
-from punktfunk_gamestream.wire import AnnouncedStream, BadInput
+from punktfunk_gamestream.wire import BadInput
+from punktfunk_gamestream.wire_rtsp import AnnouncedStream
 
 if TYPE_CHECKING:
     from punktfunk_core.host import Host
     from punktfunk_core.session import Session
 
 log = logging.getLogger("punktfunk.gamestream")
-
-#: running planes (the session_ended hook tells them about their sessions)
-PLANES: weakref.WeakSet = weakref.WeakSet()
 
 # port offsets from the base (47989) that Moonlight clients assume
 PORT_OFFSETS = {"http": 0, "https": -5, "rtsp": 21, "video": 9, "control": 10, "audio": 11}
@@ -49,15 +49,13 @@ def _ping_payload() -> bytes:
     return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(16)).encode()
 
 
-@dataclass
-class Launch:
-    """A launched app: what /launch negotiated plus the live stream state."""
+@dataclass(eq=False)
+class Stream:
+    """One stream of the running app, from a ``/launch`` or ``/resume`` to its end:
+    what that request and the RTSP handshake negotiated, and the live state.
+    A resume makes a new one, so nothing of an old stream leaks into the next."""
 
-    client: PairedClient
     client_ip: str
-    width: int
-    height: int
-    fps: int
     rikey: bytes
     rikeyid: int
     video_ping: bytes = field(default_factory=_ping_payload)
@@ -65,6 +63,7 @@ class Launch:
     connect_data: int = field(default_factory=lambda: secrets.randbits(32))
     announce: AnnouncedStream | None = None
     playing: bool = False
+    play_time: float = 0.0
     video_peer: tuple[str, int] | None = None
     audio_peer: tuple[str, int] | None = None
     session: Session | None = None
@@ -74,18 +73,27 @@ class Launch:
     audio_failed: bool = False
     #: the client left (disconnect/timeout): nobody to tell that the stream ended
     client_gone: bool = False
-    play_time: float = 0.0
-    generation: int = 0
     #: the last frame Moonlight reported unrecoverable (a frame counts once)
     last_lost_frame: int = -1
 
 
+@dataclass(eq=False)
+class Launch:
+    """The running app: who launched it, in which mode, and its current stream."""
+
+    client: PairedClient
+    width: int
+    height: int
+    fps: int
+    stream: Stream
+
+
 class GameStreamPlane(ProtocolPlane):
     name = "gamestream"
+    pin_from = PIN_FROM_CLIENT
 
     def __init__(self, host: Host) -> None:
         super().__init__(host)
-        self.counters: dict[str, int] = {}
         self._lock = threading.RLock()
         self.launch: Launch | None = None
         self.ports: dict[str, int] = {}
@@ -95,52 +103,67 @@ class GameStreamPlane(ProtocolPlane):
         self.pairing: Pairing
         self.nvhttp: Any = None
         self.control: Any = None
-        self._rtsp_sock: socket.socket | None = None
+        self.rtsp: Any = None
         self.video_sock: socket.socket | None = None
         self.audio_sock: socket.socket | None = None
         self._zeroconf: Any = None
         self.sessions_started = 0
         self.last_session: dict[str, Any] | None = None
-        self._rtsp_gate: ConnectionGate | None = None
 
     # -- bookkeeping ---------------------------------------------------------------
-    def count(self, name: str, n: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + n
-
     def codec_support(self) -> int:
-        stages = self.host.pm.stages
+        """The codecs some registered encoder declares (whether it runs here is known at session start)."""
+        codecs = self.host.pm.stages.codecs("encoder")
         scm = wire.SCM_H264
-        if ("encoder", "hevc") in stages or ("encoder", "nvenc") in stages:
+        if "hevc" in codecs:
             scm |= wire.SCM_HEVC
-        if ("encoder", "av1") in stages:
+        if "av1" in codecs:
             scm |= wire.SCM_AV1_MAIN8
         return scm
 
+    def current_stream(self) -> Stream | None:
+        launch = self.launch
+        return launch.stream if launch is not None else None
+
     def status(self) -> dict[str, Any]:
         launch = self.launch
+        stream = launch.stream if launch is not None else None
+        session = stream.session if stream is not None else None
         return {
             "ports": dict(self.ports),
-            "paired_clients": [{"name": c.name, "fingerprint": c.fingerprint} for c in self.identity.clients.values()],
+            "paired_clients": [{"name": c.name, "fingerprint": c.fingerprint} for c in self.identity.paired.list()],
             "pairing": self.pairing.pending(),
             "pairing_failures": self.pairing.failures,
             "app_running": launch is not None,
-            "streaming": bool(launch and launch.session and not launch.session.ended),
-            "session_id": launch.session.id if launch and launch.session else None,
-            "frames_sent": (launch.session.pipeline.frames_sent
-                            if launch and launch.session and launch.session.pipeline else 0),
+            "streaming": bool(session and not session.ended),
+            "session_id": session.id if session else None,
+            "frames_sent": session.pipeline.frames_sent if session and session.pipeline else 0,
             "sessions_started": self.sessions_started,
             "last_session": self.last_session,
-            "test_frame_hashes": ({str(k): v for k, v in launch.video.hashes.items()}
-                                  if launch and launch.video and launch.video.hashes else {}),
-            "counters": dict(self.counters),
+            "test_frame_hashes": ({str(k): v for k, v in stream.video.hashes.items()}
+                                  if stream and stream.video and stream.video.hashes else {}),
+            "counters": self.counters.snapshot(),
         }
+
+    # -- pairing (the core's contract) ------------------------------------------------------
+    def pairing_status(self) -> dict[str, Any]:
+        return {"waiting": self.pairing.pending()}
+
+    def submit_pin(self, pin: str) -> dict[str, Any]:
+        """The PIN the waiting Moonlight client shows, typed by the operator."""
+        try:
+            device = self.pairing.submit_pin(pin)
+        except ValueError as exc:
+            raise IpcError(400, str(exc)) from None
+        except LookupError as exc:
+            raise IpcError(409, str(exc)) from None
+        return {"ok": True, "device": device}
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
         from punktfunk_gamestream.control import ControlServer
-
-        PLANES.add(self)
         from punktfunk_gamestream.nvhttp import NvHttp
+        from punktfunk_gamestream.rtsp import RtspServer
 
         cfg = self.config
         bind = cfg.get("bind", "0.0.0.0")
@@ -150,20 +173,15 @@ class GameStreamPlane(ProtocolPlane):
             return 0 if base == 0 else base + PORT_OFFSETS[name]
 
         self.identity = Identity(self.host.paths.config / "gamestream")
+        self.paired = self.identity.paired
         self.pairing = Pairing(self.identity, float(cfg.get("pin_timeout_s", 60)))
         log.warning("GameStream is enabled: pairing runs over plain HTTP (as every GameStream host does); "
                     "only pair on a network you trust, and only with a PIN shown by your own client")
         try:
             self.nvhttp = NvHttp(self, bind, port("http"), port("https"))
             self.ports["http"], self.ports["https"] = self.nvhttp.ports
-            self._rtsp_sock = socket.create_server((bind, port("rtsp")), reuse_port=False)
-            self._rtsp_sock.settimeout(0.5)
-            self.ports["rtsp"] = self._rtsp_sock.getsockname()[1]
-            # one request per connection: pending until it has arrived, then answered within the same time
-            self._rtsp_gate = ConnectionGate("rtsp", max_pending=16,
-                                             max_pending_per_source=int(cfg.get("connections_per_source", 8)),
-                                             pending_timeout_s=float(cfg.get("request_timeout_s", 5.0)),
-                                             max_established=16, count=self.count)
+            self.rtsp = RtspServer(self, bind, port("rtsp"))
+            self.ports["rtsp"] = self.rtsp.port
             self.video_sock = self._udp(bind, port("video"))
             self.ports["video"] = self.video_sock.getsockname()[1]
             self.audio_sock = self._udp(bind, port("audio"))
@@ -175,8 +193,8 @@ class GameStreamPlane(ProtocolPlane):
             raise
         self.nvhttp.start()
         self.control.start()
-        for name, target in (("rtsp", self._rtsp_loop), ("video-ping", self._video_ping_loop),
-                             ("audio-ping", self._audio_ping_loop)):
+        self.rtsp.start()
+        for name, target in (("video-ping", self._video_ping_loop), ("audio-ping", self._audio_ping_loop)):
             t = threading.Thread(target=target, name=f"gamestream-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -193,7 +211,6 @@ class GameStreamPlane(ProtocolPlane):
 
     def stop(self) -> None:
         self._stop.set()
-        PLANES.discard(self)
         self.cancel_launch("host stopping")
         pairing = getattr(self, "pairing", None)
         if pairing is not None:
@@ -209,11 +226,11 @@ class GameStreamPlane(ProtocolPlane):
             self.nvhttp.stop()
         if self.control is not None:
             self.control.stop()
+        if self.rtsp is not None:
+            self.rtsp.stop()
         for t in self._threads:
             t.join(1.0)
-        if self._rtsp_gate is not None:
-            self._rtsp_gate.close()
-        for s in (self._rtsp_sock, self.video_sock, self.audio_sock):
+        for s in (self.video_sock, self.audio_sock):
             if s is not None:
                 s.close()
 
@@ -242,33 +259,17 @@ class GameStreamPlane(ProtocolPlane):
                     return False, "no app is running"
                 if cur.client.fingerprint != client.fingerprint:
                     return False, "another client runs the app"
-                self._end_stream(cur, "resumed by the client")
-                cur.rikey, cur.rikeyid, cur.client_ip = rikey, rikeyid, ip
-                self._reset_stream_state(cur)
+                self._end_stream(cur.stream, "resumed by the client")
+                cur.stream = Stream(ip, rikey, rikeyid)
                 return True, ""
             if cur is not None:
                 if cur.client.fingerprint != client.fingerprint:
                     return False, "another client runs the app"
-                self._end_stream(cur, "relaunched by the client")
+                self._end_stream(cur.stream, "relaunched by the client")
             w, h, fps = mode  # type: ignore[misc]
-            self.launch = Launch(client, ip, w, h, fps, rikey, rikeyid)
+            self.launch = Launch(client, w, h, fps, Stream(ip, rikey, rikeyid))
             log.info("GameStream launch by %r from %s: %dx%d@%d", client.name, ip, w, h, fps)
             return True, ""
-
-    def _reset_stream_state(self, launch: Launch) -> None:
-        launch.generation += 1
-        launch.video_ping = _ping_payload()
-        launch.audio_ping = _ping_payload()
-        launch.connect_data = secrets.randbits(32)
-        launch.announce = None
-        launch.playing = False
-        launch.video_peer = launch.audio_peer = None
-        launch.session = None
-        launch.video = None
-        launch.audio = None
-        launch.audio_failed = False
-        launch.client_gone = False
-        launch.starting = False
 
     def cancel_launch_of(self, client: PairedClient) -> bool:
         """``/cancel`` from a paired client: it may end the app it launched, not
@@ -293,160 +294,44 @@ class GameStreamPlane(ProtocolPlane):
     def _end_launch(self, launch: Launch | None, reason: str) -> None:
         if launch is not None:
             if self.control is not None:
-                self.control.terminate(launch, reason)
-            self._end_stream(launch, reason)
+                self.control.terminate(launch.stream, reason)
+            self._end_stream(launch.stream, reason)
             log.info("GameStream app ended: %s", reason)
 
-    def _end_stream(self, launch: Launch, reason: str) -> None:
-        audio = launch.audio
-        launch.audio = None
+    def _end_stream(self, stream: Stream, reason: str) -> None:
+        audio = stream.audio
+        stream.audio = None
         if audio is not None:
             audio.stop()
-        s = launch.session
+        s = stream.session
         if s is not None and not s.ended:
             s.stop(reason)
-        launch.playing = False
+        stream.playing = False
 
-    def stream_ended(self, launch: Launch, reason: str) -> None:
+    def stream_ended(self, stream: Stream, reason: str) -> None:
         """The client left (control disconnect / timeout): stop streaming, keep the app."""
         with self._lock:
-            launch.client_gone = True
-            if self.launch is launch:
-                self._end_stream(launch, reason)
+            stream.client_gone = True
+            if self.current_stream() is stream:
+                self._end_stream(stream, reason)
 
     def on_session_ended(self, session: Session, error: BaseException | None) -> None:
-        """A session ended on the host side (operator, failure): tell its client."""
-        launch = self.launch
-        if launch is None or launch.session is not session or launch.client_gone:
+        """A session ended on the host side (operator, failure): tell its client.
+        The ``on_end`` of the sessions this plane starts; runs on the session's thread."""
+        stream = self.current_stream()
+        if stream is None or stream.session is not session or stream.client_gone:
             return
         reason = f"stream failed: {error}" if error else (session.pipeline.stop_reason if session.pipeline else "")
-        self._end_stream(launch, reason or "ended on the host")
+        self._end_stream(stream, reason or "ended on the host")
         if self.control is not None:
-            self.control.terminate(launch, reason or "ended on the host")
+            self.control.terminate(stream, reason or "ended on the host")
 
-    # -- RTSP ---------------------------------------------------------------------------------
-    def _rtsp_loop(self) -> None:
-        assert self._rtsp_sock is not None
-        while not self._stop.is_set():
-            try:
-                conn, addr = self._rtsp_sock.accept()
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                if self._stop.is_set():
-                    return
-                continue
-            assert self._rtsp_gate is not None
-            if not self._rtsp_gate.admit(conn, addr):
-                conn.close()
-                continue
-            threading.Thread(target=self._rtsp_conn, args=(conn, addr), name="gamestream-rtsp-conn",
-                             daemon=True).start()
-
-    def _rtsp_conn(self, conn: socket.socket, addr: tuple) -> None:
-        conn.settimeout(10.0)
-        buf = b""
-        try:
-            while True:
-                try:
-                    parsed = wire.parse_rtsp(buf)
-                except BadInput as exc:
-                    self.count("rtsp_bad")
-                    log.info("bad RTSP request from %s: %s", addr[0], exc)
-                    conn.sendall(wire.rtsp_response("0", 400, "Bad Request"))
-                    return
-                if parsed is not None:
-                    break
-                chunk = conn.recv(8192)
-                if not chunk:
-                    if buf:
-                        self.count("rtsp_bad")
-                    return
-                buf += chunk
-            req, _used = parsed
-            assert self._rtsp_gate is not None
-            if not self._rtsp_gate.establish(addr, float(self.config.get("request_timeout_s", 5.0))):
-                self.count("rtsp_refused_busy")
-                return
-            reply = self._rtsp_handle(req, addr[0], conn.getsockname()[0])
-            conn.sendall(reply)
-        except OSError:
-            self.count("rtsp_io_errors")
-        finally:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-            self._rtsp_gate.release(addr)  # type: ignore[union-attr]
-
-    def _rtsp_handle(self, req: wire.RtspRequest, ip: str, local_ip: str) -> bytes:
-        launch = self.launch
-        cseq = req.cseq if req.cseq.isdigit() else "0"
-        if launch is None or launch.client_ip != ip:
-            self.count("rtsp_unexpected")
-            return wire.rtsp_response(cseq, 454, "Session Not Found")
-        m = req.method
-        if m == "OPTIONS":
-            return wire.rtsp_response(cseq, headers={"Public": "OPTIONS, DESCRIBE, SETUP, ANNOUNCE, PLAY"})
-        if m == "DESCRIBE":
-            return wire.rtsp_response(cseq, headers={"Content-Type": "application/sdp"}, body=self._describe_sdp())
-        session_hdr = {"Session": "DEADBEEFCAFE;timeout = 90"}
-        if m == "SETUP":
-            t = req.target
-            if "streamid=audio" in t:
-                return wire.rtsp_response(cseq, headers={**session_hdr, "Transport": f"server_port={self.ports['audio']}",
-                                                         "X-SS-Ping-Payload": launch.audio_ping.decode()})
-            if "streamid=video" in t:
-                return wire.rtsp_response(cseq, headers={**session_hdr, "Transport": f"server_port={self.ports['video']}",
-                                                         "X-SS-Ping-Payload": launch.video_ping.decode()})
-            if "streamid=control" in t:
-                return wire.rtsp_response(cseq, headers={**session_hdr, "Transport": f"server_port={self.ports['control']}",
-                                                         "X-SS-Connect-Data": str(launch.connect_data)})
-            self.count("rtsp_bad")
-            return wire.rtsp_response(cseq, 404, "Stream Not Found")
-        if m == "ANNOUNCE":
-            try:
-                ann = wire.parse_announce(req.body)
-            except BadInput as exc:
-                self.count("rtsp_bad")
-                log.info("bad ANNOUNCE from %s: %s", ip, exc)
-                return wire.rtsp_response(cseq, 400, "Bad Request")
-            if ann.codec != "h264" and not (self.codec_support() & (wire.SCM_HEVC if ann.codec == "hevc" else wire.SCM_AV1_MAIN8)):
-                return wire.rtsp_response(cseq, 415, "Unsupported Media Type")
-            launch.announce = ann
-            log.info("GameStream ANNOUNCE: %dx%d@%d %s %d kbit/s packet %d, encryption %#x, features %#x",
-                     ann.width, ann.height, ann.fps, ann.codec, ann.bitrate_kbps, ann.packet_size,
-                     ann.encryption_enabled, ann.feature_flags)
-            return wire.rtsp_response(cseq, headers=session_hdr)
-        if m == "PLAY":
-            if launch.announce is None:
-                return wire.rtsp_response(cseq, 455, "Method Not Valid In This State")
-            launch.playing = True
-            launch.play_time = time.monotonic()
-            if launch.video_peer is not None:
-                self._start_session_async(launch)
-            return wire.rtsp_response(cseq, headers=session_hdr)
-        self.count("rtsp_bad")
-        return wire.rtsp_response(cseq, 501, "Not Implemented")
-
-    def _describe_sdp(self) -> bytes:
-        supported = wire.SS_ENC_CONTROL_V2 | wire.SS_ENC_VIDEO | wire.SS_ENC_AUDIO
-        requested = supported if self.config.get("require_encryption", False) else 0
-        lines = [
-            "v=0", "o=- 0 0 IN IP4 0.0.0.0", "s=punktfunk", "t=0 0",
-            "a=x-ss-general.featureFlags:0",
-            f"a=x-ss-general.encryptionSupported:{supported}",
-            f"a=x-ss-general.encryptionRequested:{requested}",
-        ]
-        scm = self.codec_support()
-        if scm & wire.SCM_HEVC:
-            lines.append("a=fmtp:96 sprop-parameter-sets=AAAAAU")
-        if scm & wire.SCM_AV1_MAIN8:
-            lines.append("a=rtpmap:98 AV1/90000")
-        lines.append("m=video 0 RTP/AVP 96")
-        lines.append("m=audio 0 RTP/AVP 97")
-        return ("\r\n".join(lines) + "\r\n").encode()
+    def play(self, stream: Stream) -> None:
+        """RTSP PLAY: the stream may start once the client's video ping says where to send."""
+        stream.playing = True
+        stream.play_time = time.monotonic()
+        if stream.video_peer is not None:
+            self._start_session_async(stream)
 
     # -- pings ---------------------------------------------------------------------------------
     def _ping_loop(self, sock: socket.socket, kind: str) -> None:
@@ -460,22 +345,22 @@ class GameStreamPlane(ProtocolPlane):
                     return
                 continue
             try:
-                payload, _seq = wire.parse_ping(data)
+                payload, _seq = wire_rtsp.parse_ping(data)
             except BadInput:
                 self.count("ping_bad")
                 continue
-            launch = self.launch
-            if launch is None:
+            stream = self.current_stream()
+            if stream is None:
                 self.count("ping_unexpected")
                 continue
-            expected = launch.video_ping if kind == "video" else launch.audio_ping
-            if payload != expected and not (payload == b"PING" and addr[0] == launch.client_ip):
+            expected = stream.video_ping if kind == "video" else stream.audio_ping
+            if payload != expected and not (payload == b"PING" and addr[0] == stream.client_ip):
                 self.count("ping_unexpected")
                 continue
             if kind == "video":
-                self._on_video_ping(launch, addr)
+                self._on_video_ping(stream, addr)
             else:
-                self._on_audio_ping(launch, addr)
+                self._on_audio_ping(stream, addr)
 
     def _video_ping_loop(self) -> None:
         assert self.video_sock is not None
@@ -485,36 +370,37 @@ class GameStreamPlane(ProtocolPlane):
         assert self.audio_sock is not None
         self._ping_loop(self.audio_sock, "audio")
 
-    def _on_video_ping(self, launch: Launch, addr: tuple[str, int]) -> None:
+    def _on_video_ping(self, stream: Stream, addr: tuple[str, int]) -> None:
         peer = (addr[0], addr[1])
-        if launch.video_peer != peer:
-            launch.video_peer = peer
-            if launch.video is not None:
-                launch.video.peer = peer
-        if launch.playing and launch.session is None and not launch.starting:
-            self._start_session_async(launch)
+        if stream.video_peer != peer:
+            stream.video_peer = peer
+            if stream.video is not None:
+                stream.video.peer = peer
+        if stream.playing and stream.session is None and not stream.starting:
+            self._start_session_async(stream)
 
-    def _on_audio_ping(self, launch: Launch, addr: tuple[str, int]) -> None:
+    def _on_audio_ping(self, stream: Stream, addr: tuple[str, int]) -> None:
         peer = (addr[0], addr[1])
-        launch.audio_peer = peer
-        if launch.audio is not None:
-            launch.audio.peer = peer
-        elif (launch.playing and not launch.audio_failed and self.config.get("audio", True)
-              and launch.announce is not None):
-            self._start_audio(launch)
+        stream.audio_peer = peer
+        if stream.audio is not None:
+            stream.audio.peer = peer
+        elif (stream.playing and not stream.audio_failed and self.config.get("audio", True)
+              and stream.announce is not None):
+            self._start_audio(stream)
 
     # -- sessions ------------------------------------------------------------------------------
-    def _start_session_async(self, launch: Launch) -> None:
+    def _start_session_async(self, stream: Stream) -> None:
         with self._lock:
-            if launch.starting or launch.session is not None:
+            if stream.starting or stream.session is not None:
                 return
-            launch.starting = True
-        threading.Thread(target=self._start_session, args=(launch, launch.generation), name="gamestream-start",
+            stream.starting = True
+        threading.Thread(target=self._start_session, args=(stream,), name="gamestream-start",
                          daemon=True).start()
 
-    def _start_session(self, launch: Launch, generation: int) -> None:
-        ann = launch.announce
-        assert ann is not None and launch.video_peer is not None
+    def _start_session(self, stream: Stream) -> None:
+        ann = stream.announce
+        assert ann is not None and stream.video_peer is not None
+        launch = self.launch
         host = self.host
         try:
             spec = host.stream_spec(width=ann.width, height=ann.height, fps=ann.fps, codec=ann.codec,
@@ -523,9 +409,9 @@ class GameStreamPlane(ProtocolPlane):
                 packet_size=ann.packet_size,
                 fec_percent=int(self.config.get("fec_percent", 20)),
                 min_fec_packets=ann.min_fec_packets,
-                key=launch.rikey if ann.video_encrypted else None,
+                key=stream.rikey if ann.video_encrypted else None,
                 sock=self.video_sock,
-                peer=launch.video_peer,
+                peer=stream.video_peer,
                 pacing=float(self.config.get("pacing", 0.5)),
                 gso=bool(self.config.get("gso", True)),
                 block_limit=int(self.config.get("test_block_data_shards", 0)),
@@ -536,22 +422,23 @@ class GameStreamPlane(ProtocolPlane):
             opts = {"context": ctx, "fec_threads": int(self.config.get("fec_threads", 1))}
             packetizer = host.pm.stages.create("packetizer", "gamestream", spec, opts)
             sender = host.pm.stages.create("sender", "gamestream", spec, opts)
-            client = f"{launch.video_peer[0]}:{launch.video_peer[1]}"
+            client = f"{stream.video_peer[0]}:{stream.video_peer[1]}"
             with self._lock:
-                if self.launch is not launch or launch.generation != generation:
+                if self.current_stream() is not stream:
                     packetizer.close()
                     sender.close()
                     return
-            session = host.start_session("gamestream", client, spec, packetizer, sender, GAMESTREAM_LAYOUT)
+            session = host.start_session("gamestream", client, spec, packetizer, sender, GAMESTREAM_LAYOUT,
+                                         on_end=self.on_session_ended)
         except Exception as exc:  # noqa: BLE001 - report to the client, keep the host
             log.error("GameStream session could not start: %s", exc, exc_info=exc)
             self.count("session_start_failed")
-            launch.starting = False
+            stream.starting = False
             if self.control is not None:
-                self.control.terminate(launch, f"session failed: {exc}")
+                self.control.terminate(stream, f"session failed: {exc}")
             return
         session.details.update({
-            "client_name": launch.client.name,
+            "client_name": launch.client.name if launch is not None else "",
             "packet_size": ann.packet_size,
             "video_encryption": ann.video_encrypted,
             "audio_encryption": ann.audio_encrypted,
@@ -565,42 +452,42 @@ class GameStreamPlane(ProtocolPlane):
         self.last_session = {"id": session.id, "client": session.client, **session.details,
                              "codec": spec.codec, "width": spec.width, "height": spec.height, "fps": spec.fps}
         with self._lock:
-            launch.video = ctx
-            launch.session = session
-            launch.starting = False
+            stream.video = ctx
+            stream.session = session
+            stream.starting = False
             self.sessions_started += 1
-            stale = self.launch is not launch or launch.generation != generation
+            stale = self.current_stream() is not stream
         if stale:
             session.stop("the app ended while the session started")
             return
-        if (launch.audio is None and not launch.audio_failed and launch.audio_peer is not None
+        if (stream.audio is None and not stream.audio_failed and stream.audio_peer is not None
                 and self.config.get("audio", True)):
-            self._start_audio(launch)
+            self._start_audio(stream)
 
-    def _start_audio(self, launch: Launch) -> None:
+    def _start_audio(self, stream: Stream) -> None:
         from punktfunk_gamestream.audio import AudioStreamer
 
         with self._lock:
-            if (launch.audio is not None or launch.audio_failed or launch.audio_peer is None
-                    or launch.announce is None):
+            if (stream.audio is not None or stream.audio_failed or stream.audio_peer is None
+                    or stream.announce is None):
                 return
             try:
-                launch.audio = AudioStreamer(self, launch)
+                stream.audio = AudioStreamer(self, stream)
             except Exception as exc:  # noqa: BLE001 - video goes on without audio
-                launch.audio_failed = True
+                stream.audio_failed = True
                 log.error("GameStream audio could not start (video continues without it): %s", exc)
                 self.count("audio_start_failed")
                 return
-        launch.audio.start()
+        stream.audio.start()
 
     # -- control events ---------------------------------------------------------------------------
-    def on_idr_request(self, launch: Launch) -> None:
+    def on_idr_request(self, stream: Stream) -> None:
         self.count("idr_requests")
-        s = launch.session
+        s = stream.session
         if s is not None and s.pipeline is not None:
             s.pipeline.request_keyframe()
 
-    def on_fec_status(self, launch: Launch, st: wire.FecStatus) -> None:
+    def on_fec_status(self, stream: Stream, st: wire_control.FecStatus) -> None:
         """Moonlight's per-block FEC report (0x5502) into the session's stats.
 
         Moonlight sends one for each FEC block it had to repair and for each it
@@ -609,19 +496,19 @@ class GameStreamPlane(ProtocolPlane):
         packets recovered; given up, every packet of the block that did not
         arrive is lost and the frame is unrecoverable.
         """
-        s = launch.session
+        s = stream.session
         if s is None:
             return
         if st.recovered:
             s.feedback.report(packets_dropped=st.missing_before_highest, fec_recovered=st.data_missing)
             return
         lost = st.total_data + st.total_parity - st.received_data - st.received_parity
-        first = st.frame != launch.last_lost_frame
-        launch.last_lost_frame = st.frame
+        first = st.frame != stream.last_lost_frame
+        stream.last_lost_frame = st.frame
         s.feedback.report(packets_dropped=max(0, lost), frames_unrecoverable=int(first))
 
-    def aead_for(self, launch: Launch) -> AESGCM:
-        return AESGCM(launch.rikey)
+    def aead_for(self, stream: Stream) -> AESGCM:
+        return AESGCM(stream.rikey)
 
 
 def _local_ipv4s() -> list[str]:

@@ -1,8 +1,10 @@
 """Entry point of the gamestream plugin: GameStream / Moonlight compatibility (opt-in).
 
 Hooks: the ``gamestream`` config section, the ``gamestream`` packetizer and
-sender stages, the protocol plane, ``punktfunk gamestream …`` commands, the
-``gamestream.*`` IPC commands and the console's PIN route.
+sender stages, the protocol plane (it pairs through the core's pairing
+contract: ``pairing.*`` IPC, the console's pairing bridge), ``punktfunk
+gamestream …`` commands, the ``gamestream.status``/``gamestream.cancel`` IPC
+commands and the console's status route.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from punktfunk_core import hookimpl
-from punktfunk_core.ipc import IpcError
+from punktfunk_core.ipc import IpcError, connect
 from punktfunk_core.settings import Settings, setting
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,36 +105,10 @@ def _plane(host: Any) -> Any:
 
 @hookimpl
 def ipc_commands(host: Any, register: Callable[..., None]) -> None:
-    def pin(args: dict) -> dict:
-        plane = _plane(host)
-        value = args.get("pin")
-        if not isinstance(value, str):
-            value = str(value) if isinstance(value, int) else ""
-        try:
-            device = plane.pairing.submit_pin(value)
-        except ValueError as exc:
-            raise IpcError(400, str(exc)) from None
-        except LookupError as exc:
-            raise IpcError(409, str(exc)) from None
-        return {"ok": True, "device": device}
-
     def status(_args: dict) -> dict:
         from punktfunk_gamestream import fec
 
         return {**_plane(host).status(), "fec": {**fec.best_kernel().describe(), "summary": fec.describe()}}
-
-    def unpair(args: dict) -> dict:
-        plane = _plane(host)
-        if args.get("all"):
-            return {"removed": plane.identity.clear_clients()}
-        fp = args.get("fingerprint")
-        if not isinstance(fp, str) or not fp:
-            raise IpcError(400, "give fingerprint=<sha256 hex> or all=true")
-        matches = [f for f in plane.identity.clients if f.startswith(fp.lower())]
-        if len(matches) != 1:
-            raise IpcError(404, f"{len(matches)} paired clients match {fp!r}")
-        plane.identity.remove_client(matches[0])
-        return {"removed": 1}
 
     def cancel(_args: dict) -> dict:
         plane = _plane(host)
@@ -140,35 +116,19 @@ def ipc_commands(host: Any, register: Callable[..., None]) -> None:
         plane.cancel_launch("ended by the operator")
         return {"cancelled": running}
 
-    register("gamestream.pin", pin)
     register("gamestream.cancel", cancel)
     register("gamestream.status", status)
-    register("gamestream.unpair", unpair)
-
-
-@hookimpl
-def session_ended(session: Any, error: BaseException | None) -> None:
-    if getattr(session, "kind", "") != "gamestream":
-        return
-    from punktfunk_gamestream.plane import PLANES
-
-    for plane in list(PLANES):
-        plane.on_session_ended(session, error)
 
 
 # -- CLI -----------------------------------------------------------------------------
 def _cmd_pin(args: argparse.Namespace) -> int:
-    from punktfunk_core.cli import call_host
-
-    res = call_host("gamestream.pin", pin=args.pin)
+    res = connect().call("pairing.pin", protocol="gamestream", pin=args.pin)
     print(f"PIN sent; {res.get('device', 'the client')} is pairing")
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from punktfunk_core.cli import call_host
-
-    st = call_host("gamestream.status")
+    st = connect().call("gamestream.status")
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
@@ -185,23 +145,24 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_cancel(args: argparse.Namespace) -> int:
-    from punktfunk_core.cli import call_host
-
-    res = call_host("gamestream.cancel")
+    res = connect().call("gamestream.cancel")
     print("app ended" if res["cancelled"] else "no app was running")
     return 0
 
 
 def _cmd_unpair(args: argparse.Namespace) -> int:
-    from punktfunk_core.cli import call_host
-
-    res = call_host("gamestream.unpair", **({"all": True} if args.all else {"fingerprint": args.fingerprint or ""}))
+    res = connect().call("pairing.unpair", protocol="gamestream",
+                         **({"all": True} if args.all else {"fingerprint": args.fingerprint or ""}))
     print(f"removed {res['removed']} paired client(s)")
     return 0
 
 
 @hookimpl
 def cli_commands(subparsers: Any) -> None:
+    serve = subparsers.choices.get("serve")
+    if serve is not None:  # the shorthand the docs and Moonlight guides use for --enable gamestream
+        serve.add_argument("--gamestream", dest="enable", action="append_const", const="gamestream",
+                           help="enable GameStream/Moonlight compatibility (opt-in; --enable gamestream)")
     p = subparsers.add_parser("gamestream", help="GameStream/Moonlight: enter a pairing PIN, show status")
     sub = p.add_subparsers(dest="gamestream_command", metavar="ACTION", required=True)
     c = sub.add_parser("pin", help="enter the 4-digit PIN a Moonlight client shows while pairing")
@@ -220,18 +181,8 @@ def cli_commands(subparsers: Any) -> None:
 
 # -- console -----------------------------------------------------------------------------
 @hookimpl
-def console_routes(register: Callable[..., None], ipc: Any) -> None:
-    from flask import jsonify, request
-
-    def pin_view() -> Any:
-        body = request.get_json(silent=True) or {}
-        pin = body.get("pin") if isinstance(body, dict) else None
-        if pin is None:
-            pin = request.form.get("pin")
-        try:
-            return jsonify(ipc.call("gamestream.pin", pin=str(pin or "")))
-        except IpcError as exc:
-            return jsonify({"error": exc.message}), exc.code
+def console_routes(register: Any, ipc: Any) -> None:
+    from flask import Blueprint, jsonify
 
     def status_view() -> Any:
         try:
@@ -239,6 +190,9 @@ def console_routes(register: Callable[..., None], ipc: Any) -> None:
         except IpcError as exc:
             return jsonify({"error": exc.message}), exc.code
 
-    register("/api/v1/gamestream/pin", pin_view, methods=["POST"], lane="admin")
     register("/api/v1/gamestream/status", status_view, methods=["GET"], lane="admin")
+    # its card on the Pairing page, also while GameStream is off (it says how to turn it on)
+    bp = Blueprint("gamestream", __name__, static_folder="static")
+    register.blueprint(bp)
+    register.script("pairing", "pairing-card.js", bp)
 

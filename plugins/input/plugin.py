@@ -40,7 +40,7 @@ def _xtest(spec: StreamSpec, options: dict[str, Any]) -> Any:
     return XTestInput(spec, options)
 
 
-def _xtest_available() -> str:
+def _xtest_available(codec: str | None = None) -> str:
     from punktfunk_input.xtest import available
     return available()
 
@@ -50,7 +50,7 @@ def _uinput(spec: StreamSpec, options: dict[str, Any]) -> Any:
     return UInputBackend(spec, options)
 
 
-def _uinput_available() -> str:
+def _uinput_available(codec: str | None = None) -> str:
     from punktfunk_input.uinput import available
     return available()
 

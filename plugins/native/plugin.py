@@ -1,10 +1,10 @@
 """Entry point of the native punktfunk/1 plugin (``punktfunk_native.plugin``).
 
-Contributes: the ``native`` protocol plane (on by default), the ``native``
-packetizer and sender stages, the ``native`` config section, the IPC commands
-``native.pin`` / ``native.clients`` / ``native.unpair``, the CLI commands ``punktfunk native pin``
-and ``punktfunk client HOST``, and the admin console route
-``POST /api/v1/native/pin``.
+Contributes: the ``native`` protocol plane (on by default; it pairs through
+the core's pairing contract, so the ``pairing.*`` IPC commands and the
+console's pairing bridge serve it), the ``native`` packetizer and sender
+stages, the ``native`` config section, and the CLI commands ``punktfunk
+native pin|clients|unpair`` and ``punktfunk client HOST``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from punktfunk_core import hookimpl
-from punktfunk_core.ipc import IpcError
+from punktfunk_core.ipc import connect
 from punktfunk_core.settings import Settings, setting
 from punktfunk_core.stages import StreamSpec
 
@@ -84,13 +84,6 @@ class NativeSenderOptions(Settings):
     pace_percent: int = setting(NativeSettings.pace_percent, minimum=0, maximum=100)
 
 
-def _plane(host: Any) -> Any:
-    plane = host.planes.get(SECTION)
-    if plane is None:
-        raise IpcError(409, "the native protocol is not running on this host (native.enabled = false?)")
-    return plane
-
-
 def _packetizer(spec: StreamSpec, options: dict[str, Any]) -> Any:
     """``options``: key (16 raw bytes or 32 hex chars; random when absent), fec_percent,
     fec_min_parity, shard_bytes, target_shards, min_shard_bytes."""
@@ -141,30 +134,10 @@ def config_schema(register: Any) -> None:
     register(SECTION, NativeSettings.schema())
 
 
-@hookimpl
-def ipc_commands(host: Any, register: Any) -> None:
-    def pin(args: dict[str, Any]) -> Any:
-        if "pin" not in args:
-            raise IpcError(400, "give the PIN: native.pin {\"pin\": \"4821\", \"seconds\": 120}")
-        return _plane(host).open_pairing(args["pin"], args.get("seconds", 120))
-
-    def clients(_args: dict[str, Any]) -> Any:
-        return _plane(host).paired_list()
-
-    def unpair(args: dict[str, Any]) -> Any:
-        return _plane(host).unpair(args.get("fingerprint"))
-
-    register("native.pin", pin)
-    register("native.clients", clients)
-    register("native.unpair", unpair)
-
-
 def _cmd_pin(args: argparse.Namespace) -> int:
-    from punktfunk_core.cli import call_host
-
     from punktfunk_native.client import DEFAULT_PORT
 
-    res = call_host("native.pin", pin=args.pin, seconds=args.seconds)
+    res = connect().call("pairing.pin", protocol=SECTION, pin=args.pin, seconds=args.seconds)
     port = f" --port {res['port']}" if res["port"] != DEFAULT_PORT else ""  # the client assumes the default
     print(f"pairing open for {res['expires_in_s']:.0f} s with PIN {args.pin} (control port {res['port']}); "
           f"on the client run: punktfunk client <this host>{port} --pin {args.pin}")
@@ -174,24 +147,20 @@ def _cmd_pin(args: argparse.Namespace) -> int:
 def _cmd_clients(args: argparse.Namespace) -> int:
     import json
 
-    from punktfunk_core.cli import call_host
-
-    rows = call_host("native.clients")
+    rows = connect().call("pairing.clients", protocol=SECTION)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
-            print(f"{r['fingerprint'][:16]}…  {r['name']}")
+            print(f"{r['fingerprint'][:16]}…  {r['name']}" + ("  (view only)" if r.get("view_only") else ""))
         if not rows:
             print("no paired clients")
     return 0
 
 
 def _cmd_unpair(args: argparse.Namespace) -> int:
-    from punktfunk_core.cli import call_host
-
-    res = call_host("native.unpair", fingerprint=args.fingerprint)
-    print(f"unpaired {res['unpaired'][:16]}…; that client must pair again with a PIN")
+    res = connect().call("pairing.unpair", protocol=SECTION, fingerprint=args.fingerprint)
+    print(f"unpaired {res['unpaired'][0][:16]}…; that client must pair again with a PIN")
     return 0
 
 
@@ -223,22 +192,11 @@ def cli_commands(subparsers: Any) -> None:
     p.set_defaults(func=_cmd_client)
 
 
+# -- console ---------------------------------------------------------------------------
 @hookimpl
 def console_routes(register: Any, ipc: Any) -> None:
-    from flask import jsonify, request
+    from flask import Blueprint
 
-    def native_pin() -> Any:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict) or "pin" not in body:
-            resp = jsonify({"error": "send JSON {\"pin\": \"4821\", \"seconds\": 120}"})
-            resp.status_code = 400
-            return resp
-        try:
-            res = ipc.call("native.pin", pin=body["pin"], seconds=body.get("seconds", 120))
-        except IpcError as exc:
-            resp = jsonify({"error": exc.message})
-            resp.status_code = exc.code
-            return resp
-        return jsonify(res)
-
-    register("/api/v1/native/pin", native_pin, methods=["POST"], lane="admin")
+    bp = Blueprint("native", __name__, static_folder="static")
+    register.blueprint(bp)
+    register.script("pairing", "pairing-card.js", bp)

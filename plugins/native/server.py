@@ -24,14 +24,15 @@ from spake2 import SPAKE2_B, SPAKEError
 
 from punktfunk_core.admission import ConnectionGate
 from punktfunk_core.host import HostBusy
+from punktfunk_core.identity import PairedClients
 from punktfunk_core.ipc import IpcError
-from punktfunk_core.protocol import ProtocolPlane
+from punktfunk_core.protocol import PIN_FROM_HOST, ProtocolPlane
 from punktfunk_core.stages import CODECS
 from punktfunk_core.tls import HandshakeFailed, TlsConnection, TlsServer
-from punktfunk_core.window import NATIVE_LAYOUT
 
 from punktfunk_native.datapath import FecParams, NativePacketizer, NativeSender, PacketOpener
-from punktfunk_native.identity import PairedClients, control_tls, load_or_create_identity, validate_cert_der
+from punktfunk_native.identity import control_tls, load_or_create_identity, validate_cert_der
+from punktfunk_native.layout import NATIVE_LAYOUT
 from punktfunk_native.wire import (
     DIR_CLIENT_TO_HOST,
     MAX_PACKET,
@@ -110,13 +111,16 @@ class Control:
 
 class NativePlane(ProtocolPlane):
     name = "native"
+    pin_from = PIN_FROM_HOST
+    counter_names = ("connections", "tls_failed", "tls_unpaired", "protocol_errors", "pairing_ok", "pairing_failed",
+                     "sessions", "sessions_timed_out", "probes_rejected", "refused_busy", "unauthenticated_evicted",
+                     "unauthenticated_timed_out")
 
     def __init__(self, host: Any) -> None:
         super().__init__(host)
         self.dir = host.paths.config / "native"
         self.port = 0
         self.identity = None
-        self.paired: PairedClients | None = None
         self._tls: TlsServer | None = None
         self._lsock: socket.socket | None = None
         self._stop = threading.Event()
@@ -124,11 +128,6 @@ class NativePlane(ProtocolPlane):
         self._gate: ConnectionGate | None = None
         self._pair_lock = threading.Lock()
         self._window: PairingWindow | None = None
-        self.counters = {
-            "connections": 0, "tls_failed": 0, "tls_unpaired": 0, "protocol_errors": 0, "pairing_ok": 0,
-            "pairing_failed": 0, "sessions": 0, "sessions_timed_out": 0, "probes_rejected": 0, "refused_busy": 0,
-            "unauthenticated_evicted": 0, "unauthenticated_timed_out": 0,
-        }
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -153,7 +152,7 @@ class NativePlane(ProtocolPlane):
             "unauthenticated", max_pending=int(cfg.get("max_unauthenticated", 16)),
             max_pending_per_source=int(cfg.get("unauthenticated_per_source", 4)),
             pending_timeout_s=float(cfg.get("unauthenticated_timeout_s", 10.0)),
-            max_established=int(cfg.get("max_connections", 16)), count=self._count)
+            max_established=int(cfg.get("max_connections", 16)), count=self.count)
         self.port = s.getsockname()[1]
         self._accept_thread = threading.Thread(target=self._accept_loop, name="native-accept", daemon=True)
         self._accept_thread.start()
@@ -172,23 +171,18 @@ class NativePlane(ProtocolPlane):
                 pass
 
     def status(self) -> dict[str, Any]:
-        with self._pair_lock:
-            open_ = self._pairing_open_locked()
-            left = max(0.0, self._window.expires - time.monotonic()) if open_ and self._window else 0.0
+        pairing = self.pairing_status()
         return {
             "version": PROTOCOL_VERSION,
             "port": self.port,
             "bind": self.config.get("bind", "0.0.0.0"),
             "fingerprint": self.identity.fingerprint if self.identity else "",
-            "pairing_open": open_,
-            "pairing_expires_in_s": round(left, 1),
-            "paired_clients": len(self.paired.data) if self.paired else 0,
+            "pairing_open": pairing["open"],
+            "pairing_expires_in_s": pairing["expires_in_s"],
+            "paired_clients": len(self.paired) if self.paired else 0,
             "connections": self._gate.snapshot() if self._gate else {},
-            "counters": dict(self.counters),
+            "counters": self.counters.snapshot(),
         }
-
-    def _count(self, name: str) -> None:
-        self.counters[name] = self.counters.get(name, 0) + 1
 
     # -- pairing window ------------------------------------------------------------
     def _pairing_open_locked(self) -> bool:
@@ -214,24 +208,11 @@ class NativePlane(ProtocolPlane):
         return {"pairing_open": True, "expires_in_s": secs, "port": self.port,
                 "host_fingerprint": self.identity.fingerprint if self.identity else ""}
 
-    def unpair(self, prefix: Any) -> dict[str, Any]:
-        """Forget a paired client (by fingerprint or a unique prefix of at least 8 hex digits)."""
-        assert self.paired is not None and self.identity is not None
-        if not isinstance(prefix, str) or len(prefix) < 8:
-            raise IpcError(400, "give at least 8 hex digits of the client's fingerprint (see `punktfunk native clients`)")
-        matches = [fp for fp in self.paired.data if fp.startswith(prefix.lower())]
-        if not matches:
-            raise IpcError(404, f"no paired client with fingerprint {prefix}…")
-        if len(matches) > 1:
-            raise IpcError(409, f"{prefix}… matches {len(matches)} clients; give more digits")
-        self.paired.remove(matches[0])  # looked up per connection: from the next one on
-        log.info("native: unpaired client %s…", matches[0][:16])
-        return {"unpaired": matches[0]}
-
-    def paired_list(self) -> list[dict[str, Any]]:
-        assert self.paired is not None
-        return [{"fingerprint": fp, "name": v.get("name", ""), "paired_unix": v.get("paired_unix")}
-                for fp, v in sorted(self.paired.data.items())]
+    def pairing_status(self) -> dict[str, Any]:
+        with self._pair_lock:
+            open_ = self._pairing_open_locked()
+            left = max(0.0, self._window.expires - time.monotonic()) if open_ and self._window else 0.0
+        return {"open": open_, "expires_in_s": round(left, 1)}
 
     # -- connections ---------------------------------------------------------------
     def _accept_loop(self) -> None:
@@ -250,7 +231,7 @@ class NativePlane(ProtocolPlane):
             if not self._gate.admit(conn, addr):  # pending until a paired certificate shows (see _converse)
                 conn.close()
                 continue
-            self.counters["connections"] += 1
+            self.count("connections")
             threading.Thread(target=self._serve, args=(conn, addr), name=f"native-conn-{addr[0]}:{addr[1]}",
                              daemon=True).start()
 
@@ -260,14 +241,14 @@ class NativePlane(ProtocolPlane):
             try:
                 tls = self._tls.accept(conn, HANDSHAKE_TIMEOUT_S)
             except HandshakeFailed as exc:
-                self.counters["tls_failed"] += 1
+                self.count("tls_failed")
                 log.info("native: TLS handshake with %s failed: %s", addr[0], exc)
                 conn.close()
                 return
             try:
                 self._converse(Control(tls), addr)
             except (ProtocolError, ValueError) as exc:
-                self.counters["protocol_errors"] += 1
+                self.count("protocol_errors")
                 log.info("native: client %s sent bad data: %s", addr[0], exc)
                 Control(tls).error("protocol_error", str(exc)[:200])
             except (TimeoutError, EOFError, OSError) as exc:
@@ -294,9 +275,9 @@ class NativePlane(ProtocolPlane):
         assert self.paired is not None and self.identity is not None
         paired = client_fp is not None and self.paired.is_paired(client_fp)
         if client_fp is not None and not paired:  # unknown or unpaired: treated like no certificate
-            self.counters["tls_unpaired"] += 1
+            self.count("tls_unpaired")
         if paired and not self._gate.establish(addr):  # type: ignore[union-attr]  # leaves the unauthenticated limits
-            self.counters["refused_busy"] += 1
+            self.count("refused_busy")
             ctl.error("busy", f"the host already serves {self.config.get('max_connections', 16)} paired connections "
                               "(native.max_connections)")
             return
@@ -332,7 +313,7 @@ class NativePlane(ProtocolPlane):
             if window is not None:
                 window.attempts += 1  # counted as it starts, so parallel attempts share the limit
         if window is None:
-            self.counters["pairing_failed"] += 1
+            self.count("pairing_failed")
             ctl.error("pairing_closed", "pairing is not open on the host: run `punktfunk native pin NNNN` there first")
             return
         if window.attempts == limit:
@@ -365,13 +346,13 @@ class NativePlane(ProtocolPlane):
                 self._window = None  # one device per PIN
         if not (pin_ok and current):
             # the same answer whatever failed: "window gone" for a right PIN would confirm the guess
-            self.counters["pairing_failed"] += 1
+            self.count("pairing_failed")
             log.warning("native: pairing attempt failed: %s",
                         "wrong PIN" if not pin_ok else "its pairing window closed or was replaced meanwhile")
             ctl.error("wrong_pin", PAIRING_FAILED)
             return
         self.paired.add(cert_der, name)
-        self.counters["pairing_ok"] += 1
+        self.count("pairing_ok")
         log.info("native: paired client %r (%s…)", name, client_fp[:16])
         ctl.send({"type": "pair_ok", "mac": b64e(pairing_mac(kh, b"host")), "host_name": self.host.hostname})
 
@@ -380,7 +361,7 @@ class NativePlane(ProtocolPlane):
         cfg = self.config
         limit = int(self.host.config.get("host", {}).get("max_sessions", 4))
         if len(self.host.sessions) >= limit:  # refuse before any key exchange or UDP port
-            self.counters["refused_busy"] += 1
+            self.count("refused_busy")
             ctl.error("busy", f"the host already runs {len(self.host.sessions)} sessions (host.max_sessions = {limit})")
             return
         codec = req.get("codec", "h264")
@@ -446,7 +427,7 @@ class NativePlane(ProtocolPlane):
                 session = self.host.start_session("native", f"{client_udp[0]}:{client_udp[1]}", spec, packetizer,
                                                   sender, NATIVE_LAYOUT)
             except HostBusy as exc:
-                self.counters["refused_busy"] += 1
+                self.count("refused_busy")
                 ctl.error("busy", exc.message)
                 return
             except Exception as exc:  # noqa: BLE001 - a stage failing to build refuses this session only
@@ -456,7 +437,7 @@ class NativePlane(ProtocolPlane):
         finally:
             if not handed_over:
                 udp.close()
-        self.counters["sessions"] += 1
+        self.count("sessions")
         session.details.update({"cipher": "AES-128-GCM", "fec_percent": fec.fec_percent, "gso": sender.gso,
                                 "client_fingerprint": client_fp[:16], "control": f"{addr[0]}:{addr[1]}"})
         ctl.send({"type": "session_started", "session_id": session.id, "encoder": session.encoder_backend,
@@ -480,7 +461,7 @@ class NativePlane(ProtocolPlane):
             try:
                 hdr, _ = opener.open(pkt)
             except PacketRejected:
-                self.counters["probes_rejected"] += 1
+                self.count("probes_rejected")
                 continue
             if hdr.type == PKT_PROBE:
                 return src
@@ -508,7 +489,7 @@ class NativePlane(ProtocolPlane):
                     break
                 if now - last_rx > timeout:
                     reason = f"client silent for {timeout:g} s (keepalive timeout)"
-                    self.counters["sessions_timed_out"] += 1
+                    self.count("sessions_timed_out")
                     log.warning("native: session %s: %s", session.id, reason)
                     break
                 if now >= next_ping:
@@ -548,7 +529,7 @@ class NativePlane(ProtocolPlane):
                         reason = f"client said bye ({r})" if isinstance(r, str) and r else "client said bye"
                         return
                     else:
-                        self.counters["protocol_errors"] += 1  # unknown messages are ignored (newer clients)
+                        self.count("protocol_errors")  # unknown messages are ignored (newer clients)
         finally:
             session.stop(reason or "control connection closed")
             if reason and not reason.startswith("client"):

@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Any
 
-from punktfunk_core.ipc import HostUnreachable, IpcClient, IpcError
+from punktfunk_core.ipc import HostUnreachable, IpcClient, IpcError, connect
 from punktfunk_core.paths import Paths
 
+from punktfunk_stats.plugin import captures_dir
 from punktfunk_stats.store import CaptureError, CaptureStore
 from punktfunk_stats.summary import LOSS_LABELS, fmt_us, summarize, summary_table, to_csv
 
 
 def _client() -> IpcClient:
-    endpoint = os.environ.get("PUNKTFUNK_IPC") or Paths.from_env().ipc_endpoint
-    return IpcClient(endpoint, timeout=10.0)
+    return connect(timeout=10.0)
 
 
 class _Fail(Exception):
@@ -56,7 +55,7 @@ def _read(client: IpcClient, cmd: str, **args: Any) -> Any:
         pass
     except IpcError as exc:
         raise _Fail(exc.message) from None
-    directory = Paths.from_env().captures
+    directory = captures_dir(Paths.from_env())
     print(f"punktfunk: no host is running; reading the captures in {directory}", file=sys.stderr)
     try:
         return _OFFLINE[cmd](CaptureStore(directory, prepare=False), args)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from punktfunk_core import hookimpl
@@ -26,6 +27,11 @@ perf_log = logging.getLogger("punktfunk.perf")
 
 #: the measurement-gate consumer name of the recorder
 GATE_NAME = "stats"
+
+
+def captures_dir(paths: Any) -> Path:
+    """Where saved captures live: ``<config dir>/captures`` (0700, made when first needed)."""
+    return Path(paths.config) / "captures"
 
 
 class _State:
@@ -52,7 +58,7 @@ def _bind(host: Any) -> Recorder:
     gate = host.gate
     _state.host = host
     _state.recorder = Recorder(
-        CaptureStore(host.paths.captures),
+        CaptureStore(captures_dir(host.paths)),
         on_arm=lambda: gate.arm(GATE_NAME),
         on_disarm=lambda: gate.disarm(GATE_NAME),
     )
@@ -197,10 +203,16 @@ def ipc_commands(host: Any, register: Callable[..., None]) -> None:
 
 # -- console ------------------------------------------------------------------------
 @hookimpl
-def console_routes(register: Callable[..., None], ipc: Any) -> None:
+def console_routes(register: Any, ipc: Any) -> None:
+    from flask import Blueprint
+
     from punktfunk_stats.routes import register_routes
 
     register_routes(register, ipc)
+    # the Performance page (static/performance.js) comes first in the console's nav
+    bp = Blueprint("stats", __name__, static_folder="static")
+    register.blueprint(bp)
+    register.page("performance", "Performance", "performance.js", bp, order=10)
 
 
 # -- CLI ------------------------------------------------------------------------------

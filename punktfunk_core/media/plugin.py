@@ -16,6 +16,9 @@ from punktfunk_core import hookimpl
 from punktfunk_core.media import options as o
 from punktfunk_core.stages import StreamSpec
 
+#: encoder priorities: a usable GPU encoder is chosen before the CPU's
+GPU_ENCODER, CPU_ENCODER = 100, 10
+
 
 def _testpattern(spec: StreamSpec, options: dict[str, Any]) -> Any:
     from punktfunk_core.media.testpattern import TestPattern
@@ -32,7 +35,7 @@ def _x11(spec: StreamSpec, options: dict[str, Any]) -> Any:
     return X11Capture(spec, options)
 
 
-def _x11_available() -> str:
+def _x11_available(codec: str | None = None) -> str:
     from punktfunk_core.media.x11 import available
     return available()
 
@@ -45,8 +48,8 @@ def _encoder(cls_name: str) -> Callable[[StreamSpec, dict[str, Any]], Any]:
     return factory
 
 
-def _codec_probe(codec_name: str) -> Callable[[], str]:
-    def available() -> str:
+def _codec_probe(codec_name: str) -> Callable[[str | None], str]:
+    def available(codec: str | None = None) -> str:
         from punktfunk_core.media.swenc import codec_available
         return codec_available(codec_name)
     return available
@@ -57,9 +60,9 @@ def _nvenc(spec: StreamSpec, options: dict[str, Any]) -> Any:
     return NvencEncoder(spec, options)
 
 
-def _nvenc_available(codec: str = "h264") -> str:
+def _nvenc_available(codec: str | None = None) -> str:
     from punktfunk_core.media.nvenc import available
-    return available(codec)
+    return available(codec or "h264")
 
 
 def _tone(spec: StreamSpec, options: dict[str, Any]) -> Any:
@@ -72,7 +75,7 @@ def _desktop_audio(spec: StreamSpec, options: dict[str, Any]) -> Any:
     return DesktopAudioSource(spec, options)
 
 
-def _desktop_audio_available() -> str:
+def _desktop_audio_available(codec: str | None = None) -> str:
     from punktfunk_core.media.desktop_audio import available
     return available()
 
@@ -110,15 +113,18 @@ def register_stages(registry: Any) -> None:
                  description="loops a video file through PyAV (option path)")
     registry.add("capture", "x11", _x11, available=_x11_available, options_schema=o.X11Options.schema(),
                  description="X11 screen capture through mss (optional extra)")
+    # `stream.encoder = "auto"`: NVENC where a GPU can take the codec, else the codec's CPU encoder
     registry.add("encoder", "x264", _encoder("X264Encoder"), available=_codec_probe("libx264"),
-                 options_schema=o.X264Options.schema(),
+                 options_schema=o.X264Options.schema(), codecs=("h264",), priority=CPU_ENCODER,
                  description="H.264 via PyAV libx264 (zerolatency, CBR-like, no B-frames)")
     registry.add("encoder", "hevc", _encoder("HevcEncoder"), available=_codec_probe("libx265"),
-                 options_schema=o.HevcOptions.schema(),
+                 options_schema=o.HevcOptions.schema(), codecs=("hevc",), priority=CPU_ENCODER,
                  description="HEVC via PyAV libx265 (zerolatency, CBR-like, no B-frames)")
     registry.add("encoder", "av1", _encoder("Av1Encoder"), available=_codec_probe("libsvtav1"),
-                 options_schema=o.Av1Options.schema(), description="AV1 via PyAV libsvtav1 (RTC low-delay, CBR)")
+                 options_schema=o.Av1Options.schema(), codecs=("av1",), priority=CPU_ENCODER,
+                 description="AV1 via PyAV libsvtav1 (RTC low-delay, CBR)")
     registry.add("encoder", "nvenc", _nvenc, available=_nvenc_available, options_schema=o.NvencOptions.schema(),
+                 codecs=("h264", "hevc", "av1"), priority=GPU_ENCODER,
                  description="H.264/HEVC/AV1 on NVIDIA NVENC via PyNvVideoCodec (ultra-low-latency, CBR)")
     registry.add("audio_source", "tone", _tone, options_schema=o.ToneOptions.schema(),
                  description="phase-continuous sine, 48 kHz s16, 2/6/8 channels")
@@ -130,9 +136,10 @@ def register_stages(registry: Any) -> None:
     registry.add("audio_encoder", "opus", _opus, available=_codec_probe("libopus"),
                  options_schema=o.OpusOptions.schema(),
                  description="Opus via PyAV libopus (low delay, 5 ms frames; stereo, 5.1, 7.1 multistream)")
-    registry.add("packetizer", "chunk", _chunk, options_schema=o.ChunkOptions.schema(),
+    # the loopback session's packetizer and sender (priority: chosen when a session names none)
+    registry.add("packetizer", "chunk", _chunk, options_schema=o.ChunkOptions.schema(), priority=0,
                  description="splits access units into datagrams with a 9-byte header")
-    registry.add("sender", "udp", _udp, options_schema=o.UdpOptions.schema(),
+    registry.add("sender", "udp", _udp, options_schema=o.UdpOptions.schema(), priority=0,
                  description="plain UDP datagrams to host:port")
     registry.add("sender", "null", _null, options_schema=o.NoOptions.schema(),
                  description="discards batches, counts bytes")

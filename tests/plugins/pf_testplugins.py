@@ -3,6 +3,8 @@
 
 * ``stats_window`` appends every sample as a JSON line to the file named by
   ``PF_TEST_SAMPLES`` (so tests read the samples the real runner produced);
+* ``session_started`` / ``session_ended`` append ``{"event", "session"}`` lines
+  to the file named by ``PF_TEST_EVENTS``;
 * encoder ``sleepy``: takes a known time in its encode step (``receive``):
   sleeps most of ``encode_ms`` and spins the rest, so the time is exact;
 * encoder ``explode``: raises after ``after`` frames (a faulty third-party stage);
@@ -104,3 +106,20 @@ def stats_window(session, sample):
     line = json.dumps({"kind": session.kind, "session": session.id, "sample": sample.to_dict()})
     with _lock, open(path, "a") as f:
         f.write(line + "\n")
+
+
+def _event(event: str, session: Any) -> None:
+    path = os.environ.get("PF_TEST_EVENTS")
+    if path:
+        with _lock, open(path, "a") as f:
+            f.write(json.dumps({"event": event, "session": session.id}) + "\n")
+
+
+@hookimpl
+def session_started(session):
+    _event("started", session)
+
+
+@hookimpl
+def session_ended(session, error):
+    _event("ended", session)

@@ -6,6 +6,8 @@
   const TOKEN_KEY = "punktfunk.token";
   const PF = (window.PF = window.PF || {});
   PF.pages = PF.pages || {};
+  /** How each protocol's card on the Pairing page reads: set by the protocol plugin's script (register.script). */
+  PF.pairingCards = PF.pairingCards || {};
 
   class ApiError extends Error {
     constructor(status, message) {

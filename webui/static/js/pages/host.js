@@ -31,7 +31,7 @@
       if (failed.length) status.body.append(...failed.map(([p, why]) => el("p", { class: "error" }, `plugin ${p}: console routes failed: ${why}`)));
       const names = Object.keys(st.protocols || {});
       clear(protocols.body);
-      if (!names.length) protocols.body.append(el("p", { class: "empty" }, "No protocol is enabled. Enable one in the config (e.g. [native] enabled = true) or start with --gamestream."));
+      if (!names.length) protocols.body.append(el("p", { class: "empty" }, "No protocol is enabled. Enable one in the config ([<name>] enabled = true) or start with --enable <name>."));
       for (const n of names) {
         protocols.body.append(el("div", { class: "proto", id: `proto-${n}` }, el("h3", {}, n), PF.statusFacts(st.protocols[n])));
       }

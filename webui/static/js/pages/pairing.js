@@ -1,43 +1,37 @@
-/* Pairing: PIN entry and paired clients of each protocol plugin, plus the
-   console's device tokens. A protocol plugin contributes its PIN route
-   (POST /api/v1/<protocol>/pin {"pin": "1234"}); the console finds it in its
-   route table. Paired clients are listed and revoked through the console's
-   pairing bridge (/api/v1/pairing/<protocol>/clients), which calls the
-   protocol's IPC commands (see docs/console.md). */
+/* Pairing: PIN entry and paired clients of every protocol, plus the console's
+   device tokens. Everything goes through the console's pairing bridge
+   (/api/v1/pairing: the protocols and how each takes a PIN; .../<protocol>/pin;
+   .../<protocol>/clients), which calls the core's pairing.* IPC commands that
+   every protocol plane answers (see docs/console.md). */
 (function () {
   "use strict";
   const { el, api, card, clear, toast } = PF;
-  const CORE = ["stats", "sessions", "tokens", "console", "host", "plugins", "device", "pairing"];
-
-  function pinRoutes(routes) {
-    const by = {};
-    for (const r of routes) {
-      const m = r.rule.match(/^\/api\/v1\/([A-Za-z0-9_-]+)\/pin$/);
-      if (m && r.lane === "admin" && !CORE.includes(m[1]) && r.methods.includes("POST")) by[m[1]] = r.rule;
-    }
-    return by;
-  }
 
   function clientName(c) {
     return c.name || c.label || c.common_name || c.id;
   }
 
+  /** What a protocol's card says; its plugin may set PF.pairingCards[name] (title, off(), pinLabel, pinButton). */
+  function looks(name) {
+    return Object.assign({
+      title: name,
+      off: () => ["This protocol is not running on the host (enable it in the config)."],
+      pinLabel: "Pairing PIN",
+      pinButton: "Pair",
+    }, PF.pairingCards[name] || {});
+  }
+
   async function protocolCard(name, pinRule, status) {
-    const c = card(name === "gamestream" ? "GameStream (Moonlight)" : name === "native" ? "punktfunk native" : name,
-      { id: `pair-${name}`, cls: "pair-card" });
+    const look = looks(name);
+    const c = card(look.title, { id: `pair-${name}`, cls: "pair-card" });
     if (status) c.body.append(PF.statusFacts(status));
-    else {
-      c.body.append(el("p", { class: "hint protocol-off" }, ...(name === "gamestream"
-        ? ["GameStream is off on this host (it is opt-in). Start the host with ", el("code", {}, "punktfunk serve --gamestream"),
-          " or set ", el("code", {}, "[gamestream] enabled = true"), "; then a Moonlight client can pair here."]
-        : ["This protocol is not running on the host (enable it in the config)."])));
-    }
+    else c.body.append(el("p", { class: "hint protocol-off" }, ...look.off()));
     if (pinRule && status) {  // a PIN is only useful to a protocol that runs
       const input = el("input", { type: "text", inputmode: "numeric", pattern: "[0-9]{4,8}", maxlength: 8, required: true,
         placeholder: "1234", name: "pin", autocomplete: "off", "aria-label": `${name} PIN` });
       const form = el("form", { class: "pin-form", method: "post" },
-        el("label", {}, name === "gamestream" ? "PIN shown by the Moonlight client" : "Pairing PIN (the client enters the same)", input),
-        el("button", { type: "submit", class: "primary" }, name === "gamestream" ? "Pair" : "Open pairing"));
+        el("label", {}, look.pinLabel, input),
+        el("button", { type: "submit", class: "primary" }, look.pinButton));
       form.addEventListener("submit", async (ev) => {
         ev.preventDefault();
         try {
@@ -116,21 +110,22 @@
   }
 
   PF.pages.pairing = async function (root) {
-    let routes = [], protocols = {};
+    let pairing = [], protocols = {};
     try {
-      [routes, protocols] = await Promise.all([
-        api.get("/api/v1/console/routes").then((r) => r.routes),
+      [pairing, protocols] = await Promise.all([
+        api.get("/api/v1/pairing"),
         api.get("/api/v1/host").then((h) => h.protocols || {}),
       ]);
     } catch (e) {
       root.append(PF.errorBox(e));
     }
-    const found = pinRoutes(routes);
-    const names = Array.from(new Set([...Object.keys(protocols), ...Object.keys(found)])).sort();
+    const found = {};
+    for (const p of pairing) if (p.pin_from) found[p.protocol] = `/api/v1/pairing/${encodeURIComponent(p.protocol)}/pin`;
+    const names = pairing.map((p) => p.protocol).sort();
     if (!names.length) {
       root.append(card("Pairing").body.parentElement);
       root.lastChild.querySelector(".card-body").append(el("p", { class: "empty" },
-        "No protocol plugin offers pairing. Enable native or GameStream in the host's config."));
+        "No protocol plugin offers pairing. Enable one in the host's config."));
     }
     for (const n of names) root.append(await protocolCard(n, found[n], protocols[n]));
     root.append(await tokensCard());
