@@ -375,6 +375,9 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the session's final counters as JSON")
     p.set_defaults(func=cmd_loopback)
 
+    from punktfunk_core import doctor
+
+    doctor.add_parser(sub)
     pm.hook.cli_commands(subparsers=sub)
     return parser
 
