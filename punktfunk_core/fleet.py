@@ -9,8 +9,9 @@ and, in the TXT record, ``metrics=/metrics``, the version and the native
 control port. It is advertised where the console listens: a loopback console
 (the default) on the loopback interface only, so nothing leaves the machine;
 a console bound to one address on that address; ``0.0.0.0`` on every
-non-loopback IPv4 address. A host without a console advertises its native
-control port and no ``metrics`` key.
+non-loopback IPv4 address. A host without a console is not advertised:
+the record exists for the scraper, and nothing else may leave the machine
+unasked.
 
 Registration probes the network for a second or two, so it runs on a thread
 of its own; the host never waits for it.
@@ -130,13 +131,10 @@ def advertisement(cfg: dict[str, Any], hostname: str, native_port: int | None) -
     props = {"version": __version__, "hostname": hostname}
     if native_port:
         props["native"] = str(native_port)
-    if console.get("enabled") and console.get("port"):
-        props["metrics"] = "/metrics"
-        return int(console["port"]), advertised_addresses(str(console.get("bind", "127.0.0.1"))), props
-    if native_port:
-        native = cfg.get("native", {})
-        return native_port, advertised_addresses(str(native.get("bind", "0.0.0.0"))), props
-    return None
+    if not (console.get("enabled") and console.get("port")):
+        return None
+    props["metrics"] = "/metrics"
+    return int(console["port"]), advertised_addresses(str(console.get("bind", "127.0.0.1"))), props
 
 
 @hookimpl
@@ -151,7 +149,7 @@ def host_started(host: Any) -> None:
     native_port = status.get("port") if isinstance(status, dict) else None
     ad = advertisement(host.config, host.hostname, native_port)
     if ad is None:
-        log.info("mDNS: not advertising this host (discovery.advertise = false, or nothing to point at)")
+        log.info("mDNS: not advertising this host (discovery.advertise = false, or no console to point at)")
         return
     port, addresses, props = ad
     if not addresses:

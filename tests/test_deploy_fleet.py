@@ -164,6 +164,7 @@ def test_a_console_is_advertised_where_it_listens():
         fleet.advertised_addresses("0.0.0.0") == ["127.0.0.1"]
     assert fleet.advertisement({"discovery": {"advertise": False}, "console": {"enabled": True, "port": 1}},
                                "h", 2) is None
+    assert fleet.advertisement({"console": {"enabled": False, "port": 1}}, "h", 2) is None  # no /metrics to offer
     port, addrs, props = fleet.advertisement({"console": {"enabled": True, "port": 47990, "bind": "127.0.0.1"}},
                                              "h", 47992)
     assert (port, addrs, props["metrics"], props["native"]) == (47990, ["127.0.0.1"], "/metrics", "47992")
