@@ -17,9 +17,12 @@
 #                            tone into it); parec is what the `desktop` audio source records with
 #   libopus0                 libopus's own multistream decoder, which the surround tests decode with (ctypes)
 #   gstreamer1.0-pulseaudio  pulsesrc: the peer in the audio benchmark
+#   systemd                  systemd-analyze verifies the user unit `punktfunk service install` writes (nothing
+#                            starts systemd; in a container the package is only its tools)
+#   prometheus               the real Prometheus the fleet test scrapes two hosts with; promtool lints /metrics
 # Safe to run again; uses sudo only when not root.
 set -eu
-PKGS="chromium xvfb libisal2 libyuv0 gstreamer1.0-x gcc libssl-dev linux-libc-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 wrk valgrind pulseaudio pulseaudio-utils libopus0 gstreamer1.0-pulseaudio"
+PKGS="chromium xvfb libisal2 libyuv0 gstreamer1.0-x gcc libssl-dev linux-libc-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 wrk valgrind pulseaudio pulseaudio-utils libopus0 gstreamer1.0-pulseaudio systemd prometheus"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=""

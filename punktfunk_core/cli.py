@@ -16,9 +16,9 @@ from typing import Any
 
 from punktfunk_core import __version__
 from punktfunk_core import config as configmod
-from punktfunk_core import ipc
+from punktfunk_core import ipc, logfmt, sdnotify
 from punktfunk_core.companion import Companion, RunningCompanion
-from punktfunk_core.ipc import IpcError
+from punktfunk_core.ipc import IpcClient, IpcError
 from punktfunk_core.paths import Paths
 from punktfunk_core.plugins import PluginManager, load_plugin_manager
 
@@ -30,12 +30,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def setup_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        force=True,
-    )
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[logfmt.stderr_handler()],
+                        force=True)
 
 
 def stop_on_signals() -> threading.Event:
@@ -77,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(cfg["host"]["log_level"] if not args.verbose else "debug")
     for info in pm.failed:
         log.warning("plugin %s failed to load: %s", info.name, info.error)
+    notifier = sdnotify.from_env()  # before any child starts: they must not inherit NOTIFY_SOCKET
     paths = Paths.from_env().ensure()
     host = Host(cfg, pm, paths)
     stop = stop_on_signals()
@@ -105,14 +102,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host.stop()
         return 1
     print(f"punktfunk host running (IPC {paths.ipc_endpoint}); Ctrl-C stops it", flush=True)
+    notifier.ready(f"serving {', '.join(sorted(host.planes)) or 'IPC only'}"
+                   + "".join(f"; {started.describe()}" for started in running))
+    notifier.start_watchdog(_answers_ipc(paths, host))
     while not stop.wait(0.5):
         if host.stopped:
             break
     log.info("stopping")
+    notifier.stopping("stopping")
     for started in reversed(running):
         started.stop()
     host.stop()
     return 0
+
+
+def _answers_ipc(paths: Paths, host: Any) -> Any:
+    """The watchdog's health check: the host runs and its IPC thread answers a status call."""
+    client = IpcClient(paths.ipc_endpoint, timeout=2.0)
+
+    def healthy() -> bool:
+        try:
+            return not host.stopped and bool(client.call("host.status"))
+        except IpcError:
+            return False
+    return healthy
 
 
 def _nothing_started(cfg: dict[str, Any], pm: PluginManager, host: Any, companions: dict[str, Companion],
@@ -380,6 +393,10 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the session's final counters as JSON")
     p.set_defaults(func=cmd_loopback)
 
+    from punktfunk_core import doctor, service
+
+    doctor.add_parser(sub)
+    service.add_parser(sub)
     pm.call_each("cli_commands", {"subparsers": sub})
     return parser
 

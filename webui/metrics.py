@@ -91,14 +91,16 @@ class HostCollector:
         yield protos
 
     def _sessions(self, sessions: list[dict[str, Any]]) -> Iterable[Metric]:
-        stage = GaugeMetricFamily("punktfunk_stage_latency_seconds",
-                                  "per-stage latency of the last window (quantile 0.5 or 0.99)",
-                                  labels=[*SESSION_LABELS, "stage", "quantile"])
+        # two gauges, not a "quantile" label: that label belongs to summaries (promtool check metrics)
+        stage = {key: GaugeMetricFamily(f"punktfunk_stage_latency_{q}_seconds", f"per-stage latency of the last window, {q}",
+                                        labels=[*SESSION_LABELS, "stage"]) for q, key in (("p50", "p50_us"), ("p99", "p99_us"))}
         fps = GaugeMetricFamily("punktfunk_session_fps", "new source frames per second (last window)", labels=SESSION_LABELS)
         repeat = GaugeMetricFamily("punktfunk_session_repeat_fps", "re-sent frames per second (last window)", labels=SESSION_LABELS)
-        wire = GaugeMetricFamily("punktfunk_session_wire_bits_per_second",
+        # bytes, Prometheus' base unit (promtool refuses "bits"); Grafana shows them ×8 as bit/s
+        wire = GaugeMetricFamily("punktfunk_session_wire_bytes_per_second",
                                  "attempted wire rate incl. framing and FEC (last window)", labels=SESSION_LABELS)
-        target = GaugeMetricFamily("punktfunk_session_target_bits_per_second", "encoder target bitrate", labels=SESSION_LABELS)
+        target = GaugeMetricFamily("punktfunk_session_target_bytes_per_second", "encoder target bitrate",
+                                   labels=SESSION_LABELS)
         counters = {f: GaugeMetricFamily(f"punktfunk_session_window_{f}", f"{f.replace('_', ' ')} in the last window",
                                          labels=SESSION_LABELS) for f in sorted(COUNT_FIELDS)}
         extras = {f: GaugeMetricFamily(f"punktfunk_session_{m}", h + " (last window)", labels=SESSION_LABELS)
@@ -110,18 +112,18 @@ class HostCollector:
                       str(s.get("codec", "")), str(s.get("encoder_backend", ""))]
             kbps = _num(s.get("bitrate_kbps"))
             if kbps is not None:
-                target.add_metric(labels, kbps * 1000)
+                target.add_metric(labels, kbps * 1000 / 8)
             sample = s.get("last_sample")
             if not isinstance(sample, dict):
                 continue
             for st in sample.get("stages", []) or []:
                 if not isinstance(st, dict):
                     continue
-                for q, key in (("0.5", "p50_us"), ("0.99", "p99_us")):
+                for key, fam in stage.items():
                     v = _num(st.get(key))
                     if v is not None:
-                        stage.add_metric([*labels, str(st.get("name", "")), q], v / 1e6)
-            for fam, key, scale in ((fps, "fps", 1.0), (repeat, "repeat_fps", 1.0), (wire, "mbps", 1e6)):
+                        fam.add_metric([*labels, str(st.get("name", ""))], v / 1e6)
+            for fam, key, scale in ((fps, "fps", 1.0), (repeat, "repeat_fps", 1.0), (wire, "mbps", 1e6 / 8)):
                 v = _num(sample.get(key))
                 if v is not None:
                     fam.add_metric(labels, v * scale)
@@ -133,7 +135,7 @@ class HostCollector:
                 v = _num(sample.get(f))
                 if v is not None:
                     fam.add_metric(labels, v / 1e6)
-        yield from (stage, fps, repeat, wire, target, *counters.values(), *extras.values())
+        yield from (*stage.values(), fps, repeat, wire, target, *counters.values(), *extras.values())
 
     def _extra(self) -> Iterable[Metric]:
         """Host-wide counters from ``host.metrics`` when the host offers the command:
