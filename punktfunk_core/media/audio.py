@@ -84,6 +84,8 @@ class OpusEncoder(AudioEncoder):
     call in steady state).
     """
 
+    codec = "opus"
+
     def __init__(self, spec: StreamSpec | None = None, options: dict[str, Any] | None = None) -> None:
         opts = take_options("opus", options, {"frame_samples": 240, "frame_ms": 0.0, "bitrate_kbps": 128,
                                               "application": "lowdelay"},
