@@ -49,6 +49,31 @@ def receive(rx: socket.socket, count: int) -> list[bytes]:
     return [rx.recv(65536) for _ in range(count)]
 
 
+def test_only_the_transport_module_sends_with_gso_or_sendmsg():
+    """One UDP sender: no other module of the host calls sendmsg or sets the GSO option."""
+    offenders = []
+    for folder in ("punktfunk_core", "plugins", "webui"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            if path == REPO / "punktfunk_core" / "transport.py":
+                continue
+            text = path.read_text()
+            for pattern in (r"\.sendmm?sg\(", r"\bUDP_SEGMENT\b", r"\bSOL_UDP\b"):  # calls, the GSO option
+                if re.search(pattern, text):
+                    offenders.append(f"{path.relative_to(REPO)}: {pattern}")
+    assert offenders == []
+
+
+def test_no_fault_injection_in_the_shipped_code():
+    """Dropping on purpose, hashing for tests: test plugins do that (tests/plugins/pf_faults.py)."""
+    offenders = []
+    for folder in ("punktfunk_core", "plugins", "webui"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for word in ("test_frame_hashes", "drop_every", "dropped_on_purpose", "test_drop", "test_block"):
+                if word in path.read_text():
+                    offenders.append(f"{path.relative_to(REPO)}: {word}")
+    assert offenders == []
+
+
 @pytest.mark.parametrize("gso", [True, False])
 def test_every_datagram_arrives_intact_in_order(rx, gso):
     tx = UdpTransport(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), rx.getsockname(), gso=gso)

@@ -6,7 +6,8 @@ address negotiates the stream (ANNOUNCE); PLAY arms the session, which
 starts when the client's first video ping reveals where to send. The control
 stream (ENet, AES-GCM both ways) carries IDR requests and FEC reports in and
 the termination message out. Audio (tone → Opus, RTP + RS(4,2) FEC,
-optional AES-CBC) starts on the first audio ping.
+optional AES-CBC) is the session's audio pipeline, started once the session
+runs and an audio ping has shown where to send.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from punktfunk_core.protocol import ProtocolPlane
 from punktfunk_core.window import GAMESTREAM_LAYOUT
 
 from punktfunk_gamestream import wire
+from punktfunk_gamestream.audio import AudioContext
 from punktfunk_gamestream.pairing import Identity, PairedClient, Pairing
 from punktfunk_gamestream.video import VideoContext
 from punktfunk_gamestream.wire import AnnouncedStream, BadInput
@@ -69,7 +71,8 @@ class Launch:
     audio_peer: tuple[str, int] | None = None
     session: Session | None = None
     video: VideoContext | None = None
-    audio: Any = None
+    #: the session's audio (started: its context; the audio pipeline belongs to the session)
+    audio: AudioContext | None = None
     starting: bool = False
     audio_failed: bool = False
     #: the client left (disconnect/timeout): nobody to tell that the stream ended
@@ -130,8 +133,6 @@ class GameStreamPlane(ProtocolPlane):
                             if launch and launch.session and launch.session.pipeline else 0),
             "sessions_started": self.sessions_started,
             "last_session": self.last_session,
-            "test_frame_hashes": ({str(k): v for k, v in launch.video.hashes.items()}
-                                  if launch and launch.video and launch.video.hashes else {}),
             "counters": dict(self.counters),
         }
 
@@ -298,10 +299,7 @@ class GameStreamPlane(ProtocolPlane):
             log.info("GameStream app ended: %s", reason)
 
     def _end_stream(self, launch: Launch, reason: str) -> None:
-        audio = launch.audio
-        launch.audio = None
-        if audio is not None:
-            audio.stop()
+        launch.audio = None  # the session's audio ends with it
         s = launch.session
         if s is not None and not s.ended:
             s.stop(reason)
@@ -519,23 +517,28 @@ class GameStreamPlane(ProtocolPlane):
         try:
             spec = host.stream_spec(width=ann.width, height=ann.height, fps=ann.fps, codec=ann.codec,
                                     bitrate_kbps=ann.bitrate_kbps)
+            cfg = self.config
             ctx = VideoContext(
                 packet_size=ann.packet_size,
-                fec_percent=int(self.config.get("fec_percent", 20)),
+                fec_percent=int(cfg.get("fec_percent", 20)),
                 min_fec_packets=ann.min_fec_packets,
                 key=launch.rikey if ann.video_encrypted else None,
                 sock=self.video_sock,
                 peer=launch.video_peer,
-                pacing=float(self.config.get("pacing", 0.5)),
-                gso=bool(self.config.get("gso", True)),
-                block_limit=int(self.config.get("test_block_data_shards", 0)),
-                drop_frames=frozenset(int(x) for x in self.config.get("test_drop_frames", [])),
-                drop_one_frames=frozenset(int(x) for x in self.config.get("test_drop_one_packet_frames", [])),
-                hash_frames=frozenset(int(x) for x in self.config.get("test_drop_one_packet_frames", [])),
+                pacing=float(cfg.get("pacing", 0.5)),
+                gso=bool(cfg.get("gso", True)),
             )
-            opts = {"context": ctx, "fec_threads": int(self.config.get("fec_threads", 1))}
-            packetizer = host.pm.stages.create("packetizer", "gamestream", spec, opts)
-            sender = host.pm.stages.create("sender", "gamestream", spec, opts)
+            # the stages the config names (a plugin's stage may replace or wrap the builtin)
+            packetizer = host.pm.stages.create(
+                "packetizer", cfg.get("video_packetizer", "gamestream"), spec,
+                {**cfg.get("video_packetizer_options", {}), "context": ctx,
+                 "fec_threads": int(cfg.get("fec_threads", 1))})
+            try:
+                sender = host.pm.stages.create("sender", cfg.get("video_sender", "gamestream"), spec,
+                                               {**cfg.get("video_sender_options", {}), "context": ctx})
+            except BaseException:
+                packetizer.close()
+                raise
             client = f"{launch.video_peer[0]}:{launch.video_peer[1]}"
             with self._lock:
                 if self.launch is not launch or launch.generation != generation:
@@ -578,20 +581,28 @@ class GameStreamPlane(ProtocolPlane):
             self._start_audio(launch)
 
     def _start_audio(self, launch: Launch) -> None:
-        from punktfunk_gamestream.audio import AudioStreamer
+        """The session's audio pipeline, once the session runs and the client's audio ping is in."""
+        from punktfunk_gamestream.audio import audio_stages
 
         with self._lock:
-            if (launch.audio is not None or launch.audio_failed or launch.audio_peer is None
-                    or launch.announce is None):
+            ann, session = launch.announce, launch.session
+            if (launch.audio is not None or launch.audio_failed or launch.audio_peer is None or ann is None
+                    or session is None):
                 return
-            try:
-                launch.audio = AudioStreamer(self, launch)
-            except Exception as exc:  # noqa: BLE001 - video goes on without audio
-                launch.audio_failed = True
-                log.error("GameStream audio could not start (video continues without it): %s", exc)
-                self.count("audio_start_failed")
-                return
-        launch.audio.start()
+            ctx = launch.audio = AudioContext(packet_ms=ann.audio_packet_ms,
+                                              key=launch.rikey if ann.audio_encrypted else None,
+                                              rikeyid=launch.rikeyid, sock=self.audio_sock, peer=launch.audio_peer)
+        try:
+            stages = audio_stages(self.host.pm.stages, self.config, session.spec, ctx)
+            self.host.start_audio(session, *stages, on_end=self._audio_ended)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - video goes on without audio
+            launch.audio_failed = True
+            log.error("GameStream audio could not start (video continues without it): %s", exc)
+            self.count("audio_start_failed")
+
+    def _audio_ended(self, session: Session, error: BaseException | None) -> None:
+        if error is not None:
+            self.count("audio_failed")
 
     # -- control events ---------------------------------------------------------------------------
     def on_idr_request(self, launch: Launch) -> None:

@@ -41,14 +41,18 @@ SCHEMA: dict[str, Any] = {
         "require_encryption": {"type": "boolean", "default": False, "description": "ask clients to encrypt video and audio even if they would not"},
         "audio": {"type": "boolean", "default": True, "description": "stream audio (tone source → Opus)"},
         "audio_source": {"type": "string", "default": "tone", "description": "audio_source stage name"},
-        "test_drop_frames": {"type": "array", "items": {"type": "integer", "minimum": 1}, "default": [],
-                             "description": "testing only: video frame indices sent with all but their first packet dropped (induced loss)"},
-        "test_block_data_shards": {"type": "integer", "minimum": 0, "maximum": 255, "default": 0,
-                                   "description": "testing only: split video frames into FEC blocks of at most this many data shards (up to 4 blocks)"},
-        "test_drop_audio_every": {"type": "integer", "minimum": 0, "default": 0,
-                                  "description": "testing only: drop the audio data packet whose sequence % N == 1 (FEC repairs it)"},
-        "test_drop_one_packet_frames": {"type": "array", "items": {"type": "integer", "minimum": 1}, "default": [],
-                                        "description": "testing only: video frame indices sent without their second packet (FEC repairs it)"},
+        # the stages of a session (docs/plugins.md, "Replacing or wrapping a protocol's stages")
+        **{key: {"type": "string", "default": default,
+                 "description": f"{kind} stage for {what} (a plugin's stage may replace or wrap the builtin)"}
+           for key, kind, what, default in (
+               ("video_packetizer", "packetizer", "video", "gamestream"),
+               ("video_sender", "sender", "video", "gamestream"),
+               ("audio_packetizer", "packetizer", "audio", "gamestream-audio"),
+               ("audio_sender", "sender", "audio", "gamestream"))},
+        **{f"{role}_options": {"type": "object", "default": {},
+                               "description": f"options for the {role.replace('_', ' ')} stage (the plane adds the "
+                                              "negotiated stream as option 'context')"}
+           for role in ("video_packetizer", "video_sender", "audio_packetizer", "audio_sender")},
     },
 }
 
@@ -70,6 +74,12 @@ def _sender(spec: Any, options: dict[str, Any]) -> Any:
     return GameStreamSender(spec, options)
 
 
+def _audio_packetizer(spec: Any, options: dict[str, Any]) -> Any:
+    from punktfunk_gamestream.audio import GameStreamAudioPacketizer
+
+    return GameStreamAudioPacketizer(spec, options)
+
+
 @hookimpl
 def register_stages(registry: Any) -> None:
     from punktfunk_gamestream import fec
@@ -77,7 +87,10 @@ def register_stages(registry: Any) -> None:
     registry.add("packetizer", "gamestream", _packetizer,
                  description=f"GameStream RTP video: NV headers, multi-block nanors FEC ({fec.describe()}), "
                              "optional AES-GCM")
-    registry.add("sender", "gamestream", _sender, description="paced UDP to the endpoint a Moonlight client pinged from")
+    registry.add("packetizer", "gamestream-audio", _audio_packetizer,
+                 description="GameStream RTP audio: one Opus packet each, RS(4,2) FEC, optional AES-CBC")
+    registry.add("sender", "gamestream", _sender,
+                 description="UDP to the endpoint a Moonlight client pinged from (video paced, audio not)")
 
 
 @hookimpl
