@@ -74,17 +74,22 @@ def _pipeline(sender: ThreadNotingSender, gate: MeasurementGate, frames: int, **
     return p, windows, ended
 
 
-def _received_frames(rx: socket.socket) -> list[int]:
-    asm, ids = ChunkAssembler(), []
+def _received_units(rx: socket.socket) -> list[tuple[int, bool, bytes]]:
+    """(frame id, keyframe, data) of every chunked unit that arrives until the socket is quiet."""
+    asm, units = ChunkAssembler(), []
     rx.settimeout(0.5)
     try:
         while True:
             got = asm.feed(rx.recv(65536))
             if got:
-                ids.append(got[0])
+                units.append(got)
     except socket.timeout:
         pass
-    return ids
+    return units
+
+
+def _received_frames(rx: socket.socket) -> list[int]:
+    return [fid for fid, _key, _data in _received_units(rx)]
 
 
 @pytest.mark.parametrize("waits", [False, True], ids=["inline", "send-thread"])
@@ -232,15 +237,7 @@ def test_audio_runs_beside_the_video_is_measured_and_ends_with_the_session(rx):
     assert ended == [None] and audio_ended == [None] and audio.state == "ended"
     assert [st.closed for st in stages if isinstance(st, Closing)] == [1, 1, 1]
     # every Opus packet arrived (one chunk datagram each) and decodes to 240 samples
-    asm, packets = ChunkAssembler(), []
-    audio_rx.settimeout(0.5)
-    try:
-        while True:
-            got = asm.feed(audio_rx.recv(65536))
-            if got:
-                packets.append(got[2])
-    except socket.timeout:
-        pass
+    packets = [data for _fid, _key, data in _received_units(audio_rx)]
     audio_rx.close()
     assert len(packets) == audio.units_sent == audio.frames_sent
     decoder = av.CodecContext.create("opus", "r")
