@@ -14,15 +14,17 @@ on its own from then on (the refused ones again, at once).
 
 **Errors** (one policy for every protocol):
 
+- *retried* — a GSO send the kernel or device refuses (``EIO``, ``EINVAL``,
+  ``ENOPROTOOPT``, ``EOPNOTSUPP``): the same datagrams go out one by one at
+  once, and plain sends from then on (logged once); nothing is lost. A send
+  a signal interrupts is retried by Python itself (PEP 475).
 - *counted and dropped* — the datagram is lost, the stream goes on, and
   ``send_dropped`` counts it: a full socket buffer or device queue
   (``EAGAIN``, ``ENOBUFS``), an ICMP error an earlier datagram provoked
   (``ECONNREFUSED``: nobody listens yet), a route that is gone for the
   moment (``EHOSTUNREACH``, ``ENETUNREACH``, ``EHOSTDOWN``, ``ENETDOWN``), a
-  firewall that drops on output (``EPERM``), and a send interrupted by a
-  signal. Sockets are non-blocking: a send never waits for buffer space.
-- *GSO refused* — ``EIO``, ``EINVAL``, ``ENOPROTOOPT``, ``EOPNOTSUPP`` on a
-  GSO send: plain sends from now on (logged once); nothing is lost.
+  firewall that drops on output (``EPERM``), and ``EINTR`` should it ever
+  surface. Sockets are non-blocking: a send never waits for buffer space.
 - *fatal* — anything else (a closed socket, a datagram larger than the path
   allows, an address of the wrong family) is raised: the runner ends the
   session with the error logged, the host goes on.
