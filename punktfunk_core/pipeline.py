@@ -355,10 +355,11 @@ class AudioPipeline:
     once per audio frame on a :class:`FrameClock` (a loop less than 200 ms
     behind catches up, so the client hears no gap). Each packet the encoder
     returns goes to the packetizer as an :class:`AccessUnit` (``codec`` the
-    encoder's, ``capture_ns`` when its samples were read). The sender should
-    not wait (the loop's pace is the audio clock). ``on_end(session, error)``
-    is called once, on the audio thread, after the stages are closed; a
-    failing stage ends the audio, never the session's video.
+    encoder's; ``capture_ns`` the source's, or the read time when the source
+    cannot tell). The sender should not wait (the loop's pace is the audio
+    clock). ``on_end(session, error)`` is called once, on the audio thread,
+    after the stages are closed; a failing stage ends the audio, never the
+    session's video.
     """
 
     def __init__(self, session: Session, source: AudioSource, encoder: AudioEncoder, packetizer: Packetizer,
@@ -474,11 +475,11 @@ class AudioPipeline:
     def _frame(self) -> int:
         """Read, encode, packetize and send one audio frame; returns its wire bytes."""
         pcm = self.source.read(self.samples)
-        read_ns = time.monotonic_ns()
+        captured = self.source.capture_ns or time.monotonic_ns()  # a source that cannot tell: read time
         wire = 0
         for packet in self.encoder.encode(pcm):
             self.units_sent += 1
-            batch = self.packetizer.packetize(AccessUnit(packet, True, self.units_sent, read_ns, self.codec))
+            batch = self.packetizer.packetize(AccessUnit(packet, True, self.units_sent, captured, self.codec))
             self.sender.send(batch)
             wire += batch.wire_bytes
         self.frames_sent += 1

@@ -191,6 +191,9 @@ class AudioSource(Stage):
 
     sample_rate: int = 48_000
     channels: int = 2
+    #: ``time.monotonic_ns()`` when the first sample of the last ``read()`` was
+    #: captured (0 = unknown): the start of the audio path's latency
+    capture_ns: int = 0
 
     @abc.abstractmethod
     def read(self, samples: int) -> np.ndarray:
