@@ -67,7 +67,7 @@ def test_no_fault_injection_in_the_shipped_code():
     """Dropping on purpose, hashing for tests: test plugins do that (tests/plugins/pf_faults.py)."""
     offenders = []
     for folder in ("punktfunk_core", "plugins", "webui"):
-        for path in sorted((REPO / folder).rglob("*.py")):
+        for path in sorted(p for p in (REPO / folder).rglob("*") if p.suffix in (".py", ".js", ".html", ".toml")):
             for word in ("test_frame_hashes", "drop_every", "dropped_on_purpose", "test_drop", "test_block"):
                 if word in path.read_text():
                     offenders.append(f"{path.relative_to(REPO)}: {word}")
