@@ -95,7 +95,8 @@ class Datagrams(Sequence[memoryview]):
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self.count))]
+            buf, size = self.buffer, self.psize
+            return [buf[j * size:(j + 1) * size] for j in range(*i.indices(self.count))]
         if i < 0:
             i += self.count
         if not 0 <= i < self.count:
@@ -142,6 +143,12 @@ def gso_supported(sock: socket.socket | None) -> bool:
         return True
     except OSError:
         return False
+
+
+def _dropped_or_raise(exc: OSError) -> None:
+    """A send's error: counted as a dropped datagram (return) or fatal (raise), by the errno policy."""
+    if exc.errno not in DROPPED_ERRNOS:
+        raise exc
 
 
 class UdpTransport:
@@ -227,19 +234,23 @@ class UdpTransport:
 
     # -- the socket calls ----------------------------------------------------------
     def _plain(self, packets: Sequence[Any]) -> int:
-        if self.connected:
-            send: Any = self.sock.send
-            args: tuple[Any, ...] = ()
-        else:
-            send, args = self.sock.sendto, (self.peer,)
         dropped = 0
-        for p in packets:
-            try:
-                send(p, *args)
-            except OSError as exc:
-                if exc.errno not in DROPPED_ERRNOS:
-                    raise
-                dropped += 1
+        if self.connected:
+            send = self.sock.send
+            for p in packets:
+                try:
+                    send(p)
+                except OSError as exc:
+                    _dropped_or_raise(exc)
+                    dropped += 1
+        else:  # a loop of its own: no argument tuple to unpack per datagram
+            sendto, peer = self.sock.sendto, self.peer
+            for p in packets:
+                try:
+                    sendto(p, peer)
+                except OSError as exc:
+                    _dropped_or_raise(exc)
+                    dropped += 1
         return dropped
 
     def _gso(self, packets: Any, first: int, n: int, size: int) -> int:
