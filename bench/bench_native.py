@@ -141,7 +141,8 @@ def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from punktfunk_native.datapath import batch_sealer_available, gso_supported
+    from punktfunk_core.transport import gso_supported
+    from punktfunk_native.datapath import batch_sealer_available
 
     seconds = 1.0 if quick else 2.0
     n_rounds = 1 if quick else 5

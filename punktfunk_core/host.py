@@ -18,12 +18,12 @@ from punktfunk_core.gate import MeasurementGate
 from punktfunk_core.ipc import IpcError, IpcServer
 from punktfunk_core.pairing import pairing_commands
 from punktfunk_core.paths import Paths
-from punktfunk_core.pipeline import Pipeline, close_quietly
+from punktfunk_core.pipeline import AudioPipeline, Pipeline, close_quietly
 from punktfunk_core.plugins import PluginManager
 from punktfunk_core.protocol import ProtocolPlane
 from punktfunk_core.registry import UnknownStageError
 from punktfunk_core.session import Session
-from punktfunk_core.stages import CaptureSource, Encoder, Packetizer, Sender, StreamSpec
+from punktfunk_core.stages import AudioEncoder, AudioSource, CaptureSource, Encoder, Packetizer, Sender, StreamSpec
 from punktfunk_core.window import LOOPBACK_LAYOUT, StageLayout
 
 log = logging.getLogger("punktfunk.host")
@@ -199,6 +199,34 @@ class Host:
         self.pm.call_each("session_started", {"session": session})
         pipeline.start()
         return session
+
+    def start_audio(
+        self,
+        session: Session,
+        source: AudioSource,
+        encoder: AudioEncoder,
+        packetizer: Packetizer,
+        sender: Sender,
+        *,
+        on_end: Callable[[Session, BaseException | None], Any] | None = None,
+    ) -> AudioPipeline:
+        """Give a running session its audio pipeline and start it. The stages
+        are owned by the audio from here on (closed when it ends, also when it
+        cannot start: the session is ending or has audio already, RuntimeError).
+        ``on_end(session, error)`` is called once when the audio has ended, on
+        its thread; a failing audio stage ends the audio, not the session."""
+        stages: list[Any] = [source, encoder, packetizer, sender]
+        try:
+            audio = AudioPipeline(session, source, encoder, packetizer, sender, self.gate, on_end=on_end)
+            if not session.attach_audio(audio):
+                raise RuntimeError(f"session {session.id} is ending or has audio already")
+        except BaseException:
+            for stage in stages:
+                close_quietly(stage)
+            raise
+        log.info("session %s: audio started (%s, %d samples per frame)", session.id, audio.codec, audio.samples)
+        audio.start()
+        return audio
 
     def start_loopback(self, args: dict[str, Any]) -> dict[str, Any]:
         """Start a diagnostic session that streams to a local UDP port.

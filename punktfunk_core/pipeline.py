@@ -1,4 +1,6 @@
-"""The pipeline runner: capture → encode on one thread, packetize → send on another.
+"""The pipeline runners: a session's video and, when it has one, its audio.
+
+Video: capture → encode on one thread, packetize → send on another.
 
 Per frame there is no pluggy call and no lock of ours: the encode thread hands
 access units to the send thread through a ``SimpleQueue`` whose bound is
@@ -18,10 +20,20 @@ session's totals.
 
 A stage that raises ends the session: the error is logged, the threads stop,
 every stage is closed exactly once and ``session_ended`` is called.
+
+Audio (:class:`AudioPipeline`): audio source → audio encoder → packetizer →
+sender on one thread of its own, paced by the audio frame clock. It is
+attached to a running session (:meth:`punktfunk_core.host.Host.start_audio`)
+and ends with it; a failing audio stage ends the audio only. While
+measuring, each audio frame's time (read to sent) and wire bytes go into a
+bounded deque (appends and pops are atomic: no lock of ours), which the video
+side drains into its window: the sample's ``audio_*`` fields, absent when the
+session has no audio.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -30,8 +42,8 @@ from typing import Any, Callable
 
 from punktfunk_core.gate import MeasurementGate
 from punktfunk_core.session import Session
-from punktfunk_core.stages import CaptureSource, Encoder, Packetizer, Sender, Stage
-from punktfunk_core.stats import StatsSample
+from punktfunk_core.stages import AccessUnit, AudioEncoder, AudioSource, CaptureSource, Encoder, Packetizer, Sender, Stage
+from punktfunk_core.stats import StatsSample, percentile
 from punktfunk_core.window import StageLayout, WindowAggregator
 
 log = logging.getLogger("punktfunk.pipeline")
@@ -40,6 +52,33 @@ perf_counter_ns = time.perf_counter_ns
 _STOP = object()
 #: how long a session's last window waits for the client's last report
 LAST_REPORT_WAIT_S = 2.0
+#: how long the end of a session waits for its audio thread to close the audio stages
+AUDIO_STOP_WAIT_S = 1.0
+#: an audio loop this far behind its clock starts afresh; less is caught up (no gap for the client)
+AUDIO_MAX_LAG_NS = 200_000_000
+
+
+class FrameClock:
+    """The pace of a runner loop: :meth:`wait` returns once per ``interval_ns``
+    on the monotonic clock. A loop more than ``max_lag_ns`` behind starts
+    afresh from now instead of running back to back to catch up."""
+
+    __slots__ = ("interval_ns", "max_lag_ns", "next_due")
+
+    def __init__(self, interval_ns: int, max_lag_ns: int) -> None:
+        self.interval_ns = interval_ns
+        self.max_lag_ns = max_lag_ns
+        self.next_due = time.monotonic_ns()
+
+    def wait(self) -> None:
+        now = time.monotonic_ns()
+        if now < self.next_due:
+            time.sleep((self.next_due - now) / 1e9)
+            self.next_due += self.interval_ns
+        elif now - self.next_due > self.max_lag_ns:
+            self.next_due = now + self.interval_ns  # fell behind: don't burst to catch up
+        else:
+            self.next_due += self.interval_ns
 
 
 class Pipeline:
@@ -156,22 +195,14 @@ class Pipeline:
         put = self._q.put
         deliver = self._deliver
         interval = self.session.spec.frame_interval_ns
-        paced = self.paced
+        tick = FrameClock(interval, interval).wait if self.paced else None
         max_frames = self.max_frames
         depth = self.queue_depth
-        next_due = time.monotonic_ns()
         frame_id = 0
         try:
             while self.running:
-                if paced:
-                    now = time.monotonic_ns()
-                    if now < next_due:
-                        time.sleep((next_due - now) / 1e9)
-                        next_due += interval
-                    elif now - next_due > interval:
-                        next_due = now + interval  # fell behind: don't burst to catch up
-                    else:
-                        next_due += interval
+                if tick is not None:
+                    tick()
                 frame_id += 1
                 if gate.measuring:
                     t0 = perf_counter_ns()
@@ -246,7 +277,7 @@ class Pipeline:
             return
         t0, t1, t2, t3 = timing
         if not agg.open:  # before this unit is sent: what its send drops belongs to the new window
-            self.session.feedback.forget()  # reports from before measuring belong to no window
+            self._window_opens()
             agg.begin(t0, self.frames_dropped, self.sender.send_dropped)
         tq = perf_counter_ns()
         batch = self.packetizer.packetize(au)
@@ -262,7 +293,17 @@ class Pipeline:
             self._close_window(agg.close(ts, self.bitrate_kbps, self.frames_dropped, self.sender.send_dropped,
                                          self.session.feedback))
 
+    def _window_opens(self) -> None:
+        """What happened before measuring belongs to no window: client reports, audio frames."""
+        self.session.feedback.forget()
+        audio = self.session.audio
+        if audio is not None:
+            audio.forget()
+
     def _close_window(self, sample: StatsSample) -> None:
+        audio = self.session.audio
+        if audio is not None:
+            audio.drain_into(sample)
         self.session.last_sample = sample
         if self.emit_window is not None:
             try:
@@ -279,6 +320,12 @@ class Pipeline:
 
     def _finish(self) -> None:
         self.session.stopped_ns = time.monotonic_ns()
+        audio = self.session.close_audio()
+        if audio is not None:  # its frames so far go into the last window; it closes its own stages
+            audio.stop("the session ended")
+            if not audio.join(AUDIO_STOP_WAIT_S):
+                log.warning("session %s: the audio thread did not stop within %.0f s", self.session.id,
+                            AUDIO_STOP_WAIT_S)
         agg = self._agg
         # the counters of the session's last window, read before the stages close
         last = ((perf_counter_ns(), self.bitrate_kbps, self.frames_dropped, self.sender.send_dropped)
@@ -299,6 +346,145 @@ class Pipeline:
             except Exception:  # noqa: BLE001
                 log.exception("session_ended handler failed")
         self.session._ended.set()
+
+
+class AudioPipeline:
+    """Runs one session's audio: source → encoder → packetizer → sender, one thread.
+
+    Each encoder call takes ``encoder.frame_samples`` samples: the loop runs
+    once per audio frame on a :class:`FrameClock` (a loop less than 200 ms
+    behind catches up, so the client hears no gap). Each packet the encoder
+    returns goes to the packetizer as an :class:`AccessUnit` (``codec`` the
+    encoder's; ``capture_ns`` the source's, or the read time when the source
+    cannot tell). The sender should not wait (the loop's pace is the audio
+    clock). ``on_end(session, error)`` is called once, on the audio thread,
+    after the stages are closed; a failing stage ends the audio, never the
+    session's video.
+    """
+
+    def __init__(self, session: Session, source: AudioSource, encoder: AudioEncoder, packetizer: Packetizer,
+                 sender: Sender, gate: MeasurementGate, *,
+                 on_end: Callable[[Session, BaseException | None], Any] | None = None) -> None:
+        self.session = session
+        self.source = source
+        self.encoder = encoder
+        self.packetizer = packetizer
+        self.sender = sender
+        self.gate = gate
+        self.on_end = on_end
+        self.samples = int(encoder.frame_samples)
+        if self.samples <= 0:
+            raise ValueError(f"audio encoder {encoder.name!r} takes no samples per frame")
+        self.interval_ns = self.samples * 1_000_000_000 // int(source.sample_rate)
+        self.codec = encoder.codec
+        self.running = False
+        self.state = "starting"
+        self.stop_reason = ""
+        self.error: BaseException | None = None
+        #: written by the audio thread only: encoder calls, encoded packets, wire bytes
+        self.frames_sent = 0
+        self.units_sent = 0
+        self.bytes_sent = 0
+        #: (ns from read to sent, wire bytes) per frame while measuring, drained per window
+        self._measured: collections.deque[tuple[int, int]] = collections.deque(maxlen=8192)
+        self._send_dropped_base = 0
+        self._thread = threading.Thread(target=self._run, name=f"{session.kind}-{session.id}-audio", daemon=True)
+
+    def start(self) -> None:
+        self.running = True
+        self.state = "running"
+        self._thread.start()
+
+    def stop(self, reason: str = "") -> None:
+        if self.running:
+            self.stop_reason = reason or self.stop_reason
+            self.running = False
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def info(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"state": self.state, "codec": self.codec, "frames_sent": self.frames_sent,
+                               "bytes_sent": self.bytes_sent}
+        for counter in ("packets_sent", "send_dropped"):  # datagrams, where the sender counts them
+            value = getattr(self.sender, counter, None)
+            if isinstance(value, int):
+                out[counter] = value
+        if self.error is not None:
+            out["error"] = f"{type(self.error).__name__}: {self.error}"
+        return out
+
+    # -- the window (called on the video side's sending thread) ------------------------
+    def forget(self) -> None:
+        """Frames from before the window opened belong to none."""
+        self._measured.clear()
+        self._send_dropped_base = self.sender.send_dropped or 0
+
+    def drain_into(self, sample: StatsSample) -> None:
+        """The audio frames sent since the last drain, as the sample's ``audio_*`` fields."""
+        measured = self._measured
+        times: list[int] = []
+        wire = 0
+        for _ in range(len(measured)):  # popleft is atomic; the audio thread may append meanwhile
+            took, nbytes = measured.popleft()
+            times.append(took)
+            wire += nbytes
+        seconds = max(sample.window_s, 1e-9)
+        sample.audio_fps = round(len(times) / seconds, 2)
+        sample.audio_kbps = round(wire * 8 / seconds / 1e3, 1)
+        dropped = self.sender.send_dropped
+        if isinstance(dropped, int):
+            sample.audio_send_dropped = dropped - self._send_dropped_base
+            self._send_dropped_base = dropped
+        if times:
+            times.sort()
+            sample.audio_p50_us = round(percentile(times, 0.5) / 1e3, 1)
+            sample.audio_p99_us = round(percentile(times, 0.99) / 1e3, 1)
+
+    # -- the thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        gate, measured = self.gate, self._measured
+        tick = FrameClock(self.interval_ns, AUDIO_MAX_LAG_NS).wait
+        frame = self._frame
+        try:
+            while self.running:
+                tick()
+                if gate.measuring:
+                    t0 = perf_counter_ns()
+                    wire = frame()
+                    measured.append((perf_counter_ns() - t0, wire))
+                else:
+                    frame()
+        except BaseException as exc:  # noqa: BLE001 - a failing audio stage ends the audio only
+            self.error = exc
+            log.error("session %s (%s): audio stopped, the video goes on: %s: %s", self.session.id,
+                      self.session.kind, type(exc).__name__, exc, exc_info=exc)
+        finally:
+            self.running = False
+            for stage in (self.source, self.encoder, self.packetizer, self.sender):
+                close_quietly(stage)
+            self.state = "failed" if self.error is not None else "ended"
+            if self.on_end is not None:
+                try:
+                    self.on_end(self.session, self.error)
+                except Exception:  # noqa: BLE001
+                    log.exception("audio end handler failed")
+
+    def _frame(self) -> int:
+        """Read, encode, packetize and send one audio frame; returns its wire bytes."""
+        pcm = self.source.read(self.samples)
+        captured = self.source.capture_ns or time.monotonic_ns()  # a source that cannot tell: read time
+        wire = 0
+        for packet in self.encoder.encode(pcm):
+            self.units_sent += 1
+            batch = self.packetizer.packetize(AccessUnit(packet, True, self.units_sent, captured, self.codec))
+            self.sender.send(batch)
+            wire += batch.wire_bytes
+        self.frames_sent += 1
+        self.bytes_sent += wire
+        return wire
 
 
 def close_quietly(stage: Stage | None) -> None:

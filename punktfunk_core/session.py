@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from punktfunk_core.stages import StreamSpec
 
 if TYPE_CHECKING:
-    from punktfunk_core.pipeline import Pipeline
+    from punktfunk_core.pipeline import AudioPipeline, Pipeline
     from punktfunk_core.stats import StatsSample
 
 _ids = itertools.count(1)
@@ -134,7 +134,12 @@ class SessionInfo:
 
 
 class Session:
-    """One client's stream. Created by :meth:`punktfunk_core.host.Host.start_session`."""
+    """One client's stream. Created by :meth:`punktfunk_core.host.Host.start_session`.
+
+    ``pipeline`` runs its video; ``audio``, when the protocol attached one
+    (:meth:`punktfunk_core.host.Host.start_audio`), its audio. The session
+    ends when its video pipeline ends, and takes its audio with it.
+    """
 
     def __init__(self, kind: str, client: str, spec: StreamSpec) -> None:
         self.id: int = next(_ids)
@@ -152,6 +157,9 @@ class Session:
         self.error: BaseException | None = None
         self.state = "starting"
         self.pipeline: Pipeline | None = None
+        self.audio: AudioPipeline | None = None
+        self._audio_lock = threading.Lock()  # attach vs. end: taken twice per session, never per frame
+        self._audio_closed = False
         #: free-form protocol data shown in the console (e.g. encryption on/off)
         self.details: dict[str, Any] = {}
         self._ended = threading.Event()
@@ -172,6 +180,21 @@ class Session:
     def set_bitrate(self, kbps: int) -> None:
         if self.pipeline is not None:
             self.pipeline.set_bitrate(kbps)
+
+    def attach_audio(self, audio: AudioPipeline) -> bool:
+        """Make ``audio`` this session's audio; False when the session is ending
+        or already has audio (the caller then owns it still)."""
+        with self._audio_lock:
+            if self._audio_closed or self.audio is not None or self.ending:
+                return False
+            self.audio = audio
+            return True
+
+    def close_audio(self) -> AudioPipeline | None:
+        """The session is ending: no audio may attach from now on; returns the audio it has."""
+        with self._audio_lock:
+            self._audio_closed = True
+            return self.audio
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the session has ended; True if it did."""
@@ -207,6 +230,8 @@ class Session:
                 if isinstance(value, int):
                     out[counter] = value
             out["fps_recent"], out["mbps_recent"] = self._recent_rates(p.frames_sent, p.bytes_sent)
+        if self.audio is not None:
+            out["audio"] = self.audio.info()
         if s is not None:
             out["last_sample"] = s.to_dict()
         return out

@@ -1,6 +1,7 @@
 """Stage contracts: the data that flows between stages and the stage kinds.
 
 capture ──Frame──▶ encoder ──AccessUnit──▶ packetizer ──PacketBatch──▶ sender
+audio_source ──PCM──▶ audio_encoder ──AccessUnit──▶ packetizer ──PacketBatch──▶ sender
 
 and, the other way, client input ──▶ input sink ──▶ ``input`` stage (the host's
 desktop; see :class:`InputBackend` and docs/input.md).
@@ -76,7 +77,8 @@ class Frame:
 
 @dataclass(slots=True)
 class AccessUnit:
-    """One encoded picture (Annex-B for H.264/HEVC, OBUs for AV1)."""
+    """One encoded picture (Annex-B for H.264/HEVC, OBUs for AV1), or one
+    encoded audio packet (``codec`` "opus"; the audio runner makes them)."""
 
     data: bytes
     keyframe: bool
@@ -92,6 +94,11 @@ class PacketBatch:
     ``wire_bytes`` counts everything that goes on the wire (headers, FEC
     parity, AEAD tags). ``extra_ns`` collects optional timings a protocol
     wants reported (keys ``fec``, ``seal``, ``sock``, ``send_spread``).
+    ``datagram_size``, when set, says every datagram has that size but the
+    last, which may be shorter: the sender may then hand the kernel many at
+    once (UDP GSO, :mod:`punktfunk_core.transport`). ``packets`` may be a
+    :class:`punktfunk_core.transport.Datagrams` (all of them back to back in
+    one buffer), which the sender passes on without cutting it up.
     """
 
     packets: Sequence[bytes | bytearray | memoryview]
@@ -101,6 +108,7 @@ class PacketBatch:
     wire_bytes: int = 0
     extra_ns: dict[str, int] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    datagram_size: int = 0
 
 
 class Stage(abc.ABC):
@@ -221,7 +229,10 @@ class AudioSource(Stage):
 class AudioEncoder(Stage):
     """Turns PCM into codec packets (e.g. Opus, one packet per call)."""
 
+    #: samples per channel each ``encode`` call takes (the audio runner's frame)
     frame_samples: int = 240
+    #: codec of the packets, carried in the access units the runner makes of them
+    codec: str = ""
 
     @abc.abstractmethod
     def encode(self, pcm: np.ndarray) -> list[bytes]:

@@ -25,9 +25,15 @@ OPTIONAL_FIELDS = (
     "fec_us",
     "seal_us",
     "sock_us",
+    "audio_fps",
+    "audio_kbps",
+    "audio_p50_us",
+    "audio_p99_us",
+    "audio_send_dropped",
 )
 #: optional fields that are integer counts of events in the window
-COUNT_FIELDS = frozenset({"frames_dropped", "packets_dropped", "send_dropped", "fec_recovered", "frames_unrecoverable"})
+COUNT_FIELDS = frozenset({"frames_dropped", "packets_dropped", "send_dropped", "fec_recovered", "frames_unrecoverable",
+                          "audio_send_dropped"})
 #: optional fields that are integers but not counts (summed over a capture they mean nothing)
 INT_FIELDS = COUNT_FIELDS | {"window_ms"}
 
@@ -89,6 +95,13 @@ class StatsSample:
     fec_us: float | None = None
     seal_us: float | None = None
     sock_us: float | None = None
+    #: the session's audio, when it has an audio pipeline: frames and wire kbit/s sent, each
+    #: frame's time from read to sent (p50/p99), datagrams the socket refused
+    audio_fps: float | None = None
+    audio_kbps: float | None = None
+    audio_p50_us: float | None = None
+    audio_p99_us: float | None = None
+    audio_send_dropped: int | None = None
     #: the finer split: parts of a stage (``encode.submit``) and measurements inside one
     #: (``send_spread``); never stacked, they do not add up to the host total
     detail: list[StageTiming] = field(default_factory=list)

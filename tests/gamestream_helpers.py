@@ -20,15 +20,29 @@ from typing import Any
 HERE = Path(__file__).resolve()
 
 
+def _toml(value: Any) -> str:
+    """A TOML value: JSON for scalars and arrays, an inline table for a dict."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
 def gs_config(**gamestream: Any) -> str:
     """TOML for a test host: GameStream on ephemeral ports, no mDNS."""
     values = {"enabled": True, "port_base": 0, "mdns": False}
     values.update(gamestream)
     lines = ["[gamestream]"]
     for k, v in values.items():
-        lines.append(f"{k} = {json.dumps(v)}")
+        lines.append(f"{k} = {_toml(v)}")
     lines += ["[host]", 'log_level = "info"']
     return "\n".join(lines) + "\n"
+
+
+#: environment of a host that loads the fault-injection stages (tests/plugins/pf_faults.py)
+FAULTS_ENV = {
+    "PUNKTFUNK_PLUGINS": "pf_faults",
+    "PYTHONPATH": os.pathsep.join([str(HERE.parent / "plugins"), os.environ.get("PYTHONPATH", "")]),
+}
 
 
 def wait_ready(host: Any, timeout: float = 15.0) -> dict[str, Any]:

@@ -80,6 +80,24 @@ def test_schema_command_prints_the_whole_schema_with_defaults():
     assert schema["additionalProperties"] is False
 
 
+def test_the_shipped_schema_has_no_test_keys():
+    """Fault injection lives in test plugins (tests/plugins/), never in the shipped config."""
+    schema = configmod.build_schema(load_plugin_manager())
+
+    def keys(node, path=""):
+        if isinstance(node, dict):
+            for name, sub in (node.get("properties") or {}).items():
+                yield f"{path}{name}"
+                yield from keys(sub, f"{path}{name}.")
+            for sub in node.values():
+                if isinstance(sub, dict) and sub is not node.get("properties"):
+                    yield from keys(sub, path)
+
+    found = sorted(set(keys(schema)))
+    assert "gamestream.video_sender" in found and "native.fec_percent" in found  # the walk reaches plugin sections
+    assert [k for k in found if k.rsplit(".", 1)[-1].startswith("test_")] == []
+
+
 def test_defaults_fill_every_core_setting():
     cfg = configmod.load(None)
     assert cfg["stream"]["capture"] == "testpattern"

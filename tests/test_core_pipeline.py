@@ -3,7 +3,8 @@
 A sender that may wait (pacing, blocking writes) gets its own thread behind a
 bounded queue; one that never waits (``Sender.waits`` false) is called on the
 encode thread. Both must deliver every frame in order, time the same steps
-when measuring, and end the session cleanly when a stage fails.
+when measuring, and end the session cleanly when a stage fails. A session's
+audio runs beside its video on the audio runner and ends with it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import time
 import pytest
 
 from punktfunk_core.gate import MeasurementGate
+from punktfunk_core.media.audio import OpusEncoder, ToneSource
 from punktfunk_core.media.chunk import ChunkAssembler, ChunkPacketizer, UdpSender
 from punktfunk_core.media.swenc import X264Encoder
 from punktfunk_core.media.testpattern import TestPattern
-from punktfunk_core.pipeline import Pipeline
+from punktfunk_core.pipeline import AudioPipeline, Pipeline
 from punktfunk_core.session import Session
 from punktfunk_core.stages import PacketBatch, StreamSpec
 from punktfunk_native.layout import NATIVE_LAYOUT
@@ -72,17 +74,22 @@ def _pipeline(sender: ThreadNotingSender, gate: MeasurementGate, frames: int, **
     return p, windows, ended
 
 
-def _received_frames(rx: socket.socket) -> list[int]:
-    asm, ids = ChunkAssembler(), []
+def _received_units(rx: socket.socket) -> list[tuple[int, bool, bytes]]:
+    """(frame id, keyframe, data) of every chunked unit that arrives until the socket is quiet."""
+    asm, units = ChunkAssembler(), []
     rx.settimeout(0.5)
     try:
         while True:
             got = asm.feed(rx.recv(65536))
             if got:
-                ids.append(got[0])
+                units.append(got)
     except socket.timeout:
         pass
-    return ids
+    return units
+
+
+def _received_frames(rx: socket.socket) -> list[int]:
+    return [fid for fid, _key, _data in _received_units(rx)]
 
 
 @pytest.mark.parametrize("waits", [False, True], ids=["inline", "send-thread"])
@@ -118,6 +125,7 @@ def test_measuring_times_every_step_either_way(rx, waits):
     assert list(split) == ["encode.submit", "encode.receive", "send.packetize", "send.transmit"]
     assert split["encode.submit"].p50_us > split["encode.receive"].p50_us
     assert 50 <= w.fps <= 65
+    assert not [k for k in w.to_dict() if k.startswith("audio_")], "no audio: no audio fields"
     # the session's last window is emitted too: every frame sent is in exactly one window
     assert len(windows) == 2 and windows[1].window_ms < 1000
     assert sum(round(x.fps * x.window_s) for x in windows) == p.frames_sent == 150
@@ -160,3 +168,122 @@ def test_a_failing_sender_ends_the_session_once_and_closes_every_stage(rx, waits
     assert len(ended) == 1 and isinstance(ended[0], OSError)
     assert p.session.state == "ended" and sender.closed == 1
     assert "packetize/send stage failed" in caplog.text
+
+
+# -- audio ---------------------------------------------------------------------------------------
+class Closing:
+    """Counts close() calls of the stage class it is mixed into."""
+
+    closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+        super().close()  # type: ignore[misc]
+
+
+class ClosingTone(Closing, ToneSource):
+    def __init__(self, fail_after: int = 0) -> None:
+        super().__init__(None, {})
+        self.fail_after = fail_after
+        self.reads = 0
+
+    def read(self, samples: int):
+        self.reads += 1
+        if self.fail_after and self.reads > self.fail_after:
+            raise RuntimeError("the sound card went away (test)")
+        return super().read(samples)
+
+
+class ClosingOpus(Closing, OpusEncoder):
+    pass
+
+
+class ClosingUdp(Closing, UdpSender):
+    pass
+
+
+def _audio(session: Session, gate: MeasurementGate, port: int, fail_after: int = 0):
+    ended: list = []
+    stages = (ClosingTone(fail_after), ClosingOpus(None, {}), ChunkPacketizer(SPEC, {"payload_size": 1200}),
+              ClosingUdp(SPEC, {"host": "127.0.0.1", "port": port}))
+    audio = AudioPipeline(session, *stages, gate, on_end=lambda s, e: ended.append(e))
+    assert session.attach_audio(audio)
+    return audio, stages, ended
+
+
+def _wait(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_audio_runs_beside_the_video_is_measured_and_ends_with_the_session(rx):
+    import av
+
+    audio_rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    audio_rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    audio_rx.bind(("127.0.0.1", 0))
+    gate = MeasurementGate(perf=False)
+    gate.arm("test")
+    p, windows, ended = _pipeline(ThreadNotingSender(rx.getsockname()[1], waits=False), gate, 0, paced=True)
+    p.start()
+    _wait(lambda: p.frames_sent >= 1)  # the first window is open: every audio frame falls in one
+    audio, stages, audio_ended = _audio(p.session, gate, audio_rx.getsockname()[1])
+    audio.start()
+    _wait(lambda: audio.frames_sent >= 300)  # 1.5 s of 5 ms Opus frames
+    p.session.stop("test over")
+    assert p.join(10) and audio.join(0)
+    assert ended == [None] and audio_ended == [None] and audio.state == "ended"
+    assert [st.closed for st in stages if isinstance(st, Closing)] == [1, 1, 1]
+    # every Opus packet arrived (one chunk datagram each) and decodes to 240 samples
+    packets = [data for _fid, _key, data in _received_units(audio_rx)]
+    audio_rx.close()
+    assert len(packets) == audio.units_sent == audio.frames_sent
+    decoder = av.CodecContext.create("opus", "r")
+    decoded = sum(f.samples for pkt in packets[:50] for f in decoder.decode(av.Packet(pkt)))
+    assert decoded == 50 * 240
+    # measured in the video's windows: each audio frame in exactly one, nothing refused
+    assert all(w.audio_fps is not None and w.audio_kbps is not None for w in windows)
+    assert sum(round(w.audio_fps * w.window_s) for w in windows) == audio.frames_sent
+    assert sum(w.audio_send_dropped for w in windows) == 0
+    full = windows[0]
+    assert 150 <= full.audio_fps <= 250 and full.audio_p50_us > 0 and full.audio_kbps > 50
+    info = p.session.info()["audio"]
+    assert info["state"] == "ended" and info["frames_sent"] == audio.frames_sent and info["send_dropped"] == 0
+
+
+def test_a_failing_audio_stage_ends_the_audio_not_the_video(rx, caplog):
+    gate = MeasurementGate(perf=False)
+    p, _, ended = _pipeline(ThreadNotingSender(rx.getsockname()[1], waits=False), gate, 0, paced=True)
+    p.start()
+    audio, stages, audio_ended = _audio(p.session, gate, rx.getsockname()[1], fail_after=20)
+    audio.start()
+    assert audio.join(10)
+    assert len(audio_ended) == 1 and isinstance(audio_ended[0], RuntimeError) and audio.state == "failed"
+    assert [st.closed for st in stages if isinstance(st, Closing)] == [1, 1, 1]
+    assert "audio stopped, the video goes on" in caplog.text
+    sent = p.frames_sent
+    _wait(lambda: p.frames_sent > sent + 10)  # the video streams on
+    assert p.running and ended == []
+    p.session.stop("test over")
+    assert p.join(10) and ended == [None]
+    assert [st.closed for st in stages if isinstance(st, Closing)] == [1, 1, 1]  # not closed again
+
+
+def test_audio_cannot_join_a_session_that_has_ended(rx):
+    from punktfunk_core import config as configmod
+    from punktfunk_core.host import Host
+    from punktfunk_core.plugins import PluginManager
+
+    p, _, _ = _pipeline(ThreadNotingSender(rx.getsockname()[1], waits=False), MeasurementGate(perf=False), 5,
+                        paced=False)
+    p.run()
+    assert p.session.ended
+    stages = (ClosingTone(), ClosingOpus(None, {}), ChunkPacketizer(SPEC, {}),
+              ClosingUdp(SPEC, {"host": "127.0.0.1", "port": rx.getsockname()[1]}))
+    host = Host(configmod.load(None), PluginManager())
+    with pytest.raises(RuntimeError, match="ending or has audio already"):
+        host.start_audio(p.session, *stages)
+    assert [st.closed for st in stages if isinstance(st, Closing)] == [1, 1, 1]
+    assert p.session.audio is None

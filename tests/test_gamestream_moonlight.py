@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from gamestream_helpers import finish_client, gs_config, pair, run_client, start_client, wait_ready
+from gamestream_helpers import FAULTS_ENV, finish_client, gs_config, pair, run_client, start_client, wait_ready
 
 pytest.importorskip("moonlight_python")
 pytestmark = pytest.mark.moonlight
 
 
-def _host(host_factory, **cfg):
-    host = host_factory(config=gs_config(**cfg))
+def _host(host_factory, env=None, **cfg):
+    host = host_factory(config=gs_config(**cfg), env=env)
     wait_ready(host)
     return host
 
@@ -177,8 +177,10 @@ def test_three_devices_with_one_certificate_subject_pair_and_each_streams(host_f
 # -- streaming ----------------------------------------------------------------------------
 @pytest.fixture
 def paired_host(host_factory, tmp_path: Path):
-    def make(**cfg):
-        host = _host(host_factory, client_timeout_s=3, **cfg)
+    """``paired_host(faults=False, **gamestream)``: a host and a paired client; with
+    ``faults`` the host loads the fault-injection stages (tests/plugins/pf_faults.py)."""
+    def make(faults: bool = False, **cfg):
+        host = _host(host_factory, env=FAULTS_ENV if faults else None, client_timeout_s=3, **cfg)
         client = tmp_path / "client"
         assert pair(host, client)["ok"]
         return host, client
@@ -266,19 +268,25 @@ def _capture_samples(host) -> list[dict]:
     return host.call("stats.load", id=meta["id"])["samples"]
 
 
+def _lose_second_packet(frames: range, **packetizer: object) -> dict:
+    """Config: frames ``frames`` lose their second packet on the way out (FEC must
+    repair it), and their access units are hashed as sent."""
+    return {"faults": True, "video_sender": "drop-packets", "video_sender_options": {"second_of": list(frames)},
+            "video_packetizer": "gamestream-probe",
+            "video_packetizer_options": {"hash_frames": list(frames), **packetizer}}
+
+
 def test_fec_repairs_a_lost_packet_in_the_client(paired_host) -> None:
     # frames 20..29 each lose their second packet: the real client must rebuild
     # it from our parity (nanors decoder) and report the recovery
-    host, client = paired_host(test_drop_one_packet_frames=list(range(20, 30)))
+    host, client = paired_host(**_lose_second_packet(range(20, 30)))
     host.call("stats.start")
-    proc = start_client("stream", host, client, "--frames", "120")
-    sent: dict = {}
-    while proc.poll() is None:  # the hashes live as long as the stream
-        sent = host.call("gamestream.status")["test_frame_hashes"] or sent
-        time.sleep(0.2)
-    res = finish_client(proc)
+    res = run_client("stream", host, client, "--frames", "120")
     ids = _assert_stream_ok(res)
+    faults = host.call("faults.status")
+    assert faults["dropped"]["drop-packets"] == 10
     # the repaired frames are byte-identical to what the encoder produced
+    sent = faults["frame_hashes"]
     got = {str(f["n"]): f["sha"] for f in res["frames"] if 20 <= f["n"] < 30}
     assert len(sent) == 10 and got == sent
     assert [f["n"] for f in res["frames"][:60]] == list(range(1, 61)), "no frame was lost: FEC repaired them"
@@ -299,25 +307,25 @@ def test_multi_block_frames_with_repairs(paired_host) -> None:
     # every frame of > 3 packets is split into up to 4 FEC blocks; frames 20..29
     # lose their second packet (in block 0): the client reassembles the blocks
     # and repairs them; the repaired frames match what was sent byte for byte
-    host, client = paired_host(test_block_data_shards=3, test_drop_one_packet_frames=list(range(20, 30)))
-    proc = start_client("stream", host, client, "--frames", "100")
-    sent: dict = {}
-    while proc.poll() is None:
-        sent = host.call("gamestream.status")["test_frame_hashes"] or sent
-        time.sleep(0.2)
-    res = finish_client(proc)
+    host, client = paired_host(**_lose_second_packet(range(20, 30), block_data_shards=3))
+    res = run_client("stream", host, client, "--frames", "100")
     _assert_stream_ok(res, frames=100)
     assert [f["n"] for f in res["frames"][:60]] == list(range(1, 61))
+    faults = host.call("faults.status")
+    assert faults["dropped"]["drop-packets"] == 10
+    sent = faults["frame_hashes"]
     got = {str(f["n"]): f["sha"] for f in res["frames"] if 20 <= f["n"] < 30}
     assert len(sent) == 10 and got == sent
     assert host.call("gamestream.status")["counters"].get("idr_requests", 0) == 1
 
 
 def test_loss_beyond_fec_budget_makes_the_client_ask_for_an_idr(paired_host) -> None:
-    host, client = paired_host(test_drop_frames=[45])
+    host, client = paired_host(faults=True, video_sender="drop-packets",
+                               video_sender_options={"all_but_first_of": [45]})
     host.call("stats.start")
     res = run_client("stream", host, client, "--frames", "110", "--cancel")
     assert res["ok"], res
+    assert host.call("faults.status")["dropped"]["drop-packets"] >= 1
     ids = [i for i in res["decoded_ids"] if i is not None]
     assert all(b > a for a, b in zip(ids, ids[1:]))
     # frames after the broken one arrive again, starting with a fresh IDR
@@ -378,11 +386,20 @@ def test_stats_capture_records_gamestream_windows(paired_host) -> None:
 @pytest.mark.parametrize("encryption", ["all", "none"])
 def test_audio_tone_reaches_the_client(paired_host, encryption: str) -> None:
     host, client = paired_host()
+    host.call("stats.start")
     res = run_client("stream", host, client, "--frames", "150", "--audio", "--encryption", encryption, "--cancel")
     _assert_stream_ok(res, frames=150)
     counters = host.call("gamestream.status")["counters"]
     if counters.get("audio_start_failed"):
         pytest.skip("tone/opus media stages are not available on this host")
+    # the audio ran through the runner: measured in the session's windows, closed with it
+    samples = _capture_samples(host)
+    audio = [s for s in samples if "audio_fps" in s]
+    assert audio and sum(round(s["audio_fps"] * s["window_ms"] / 1000) for s in audio) >= 100
+    assert max(s["audio_fps"] for s in audio) > 150  # 5 ms frames: 200 per second
+    assert all(s["audio_send_dropped"] == 0 and s["audio_kbps"] > 0 for s in audio if s["audio_fps"])
+    final = host.call("sessions.get", id=host.call("gamestream.status")["last_session"]["id"])
+    assert final["audio"]["state"] == "ended" and final["audio"]["frames_sent"] >= 100
     assert host.call("gamestream.status")["last_session"]["audio_encryption"] is (encryption == "all")
     # 2.5 s of 5 ms packets: far more than 100 must have been delivered and decoded
     assert res["audio_packets"] >= 100, res["audio_packets"]
@@ -392,11 +409,12 @@ def test_audio_tone_reaches_the_client(paired_host, encryption: str) -> None:
 
 
 def test_audio_fec_repairs_lost_packets_in_the_client(paired_host) -> None:
-    host, client = paired_host(test_drop_audio_every=8)
+    host, client = paired_host(faults=True, audio_sender="drop-audio", audio_sender_options={"every": 8})
     res = run_client("stream", host, client, "--frames", "150", "--audio", "--cancel")
     _assert_stream_ok(res, frames=150)
     if host.call("gamestream.status")["counters"].get("audio_start_failed"):
         pytest.skip("tone/opus media stages are not available on this host")
+    assert host.call("faults.status")["dropped"]["drop-audio"] >= 10
     # one data packet in every other RS(4,2) block never left the host; the
     # client rebuilt each from our parity, so the decoder saw no gap
     assert res["audio_packets"] >= 100

@@ -114,8 +114,9 @@ def _frames(pkts: list[dict]) -> dict[int, list[dict]]:
     (1360, 30_000, bytes(range(16)), 0), (992, 1, bytes(range(16)), 0), (1392, 14_000, None, 3),
 ])
 def test_packetizer_datagrams_parse_back(packet_size: int, size: int, key: bytes | None, limit: int) -> None:
-    ctx = VideoContext(packet_size=packet_size, fec_percent=20, min_fec_packets=2, key=key, block_limit=limit)
+    ctx = VideoContext(packet_size=packet_size, fec_percent=20, min_fec_packets=2, key=key)
     pk = GameStreamPacketizer(StreamSpec(), {"context": ctx, "strip_sei": False})
+    pk.block_limit = limit  # smaller FEC blocks, as a subclass may ask for
     rng = np.random.default_rng(size)
     aus = [AccessUnit(rng.integers(0, 256, size, dtype=np.uint8).tobytes(), i == 0, i + 1, 0) for i in range(3)]
     last_seq = None

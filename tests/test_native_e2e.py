@@ -280,10 +280,11 @@ def test_live_status_line_and_saved_frames_with_gso_forced_off(host_factory, tmp
                                        "--fps", "30", "--save-frames", str(frames_dir)),
                             env=client_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
-    while not _session_info(h):
+    # the plane fills a session's details just after the session is listed: wait for them
+    while not (sessions := _session_info(h)) or "gso" not in sessions[0]["details"]:
         assert time.monotonic() < deadline and proc.poll() is None, "session never started"
         time.sleep(0.05)
-    assert _session_info(h)[0]["details"]["gso"] is False  # native.gso = false forces plain sends
+    assert sessions[0]["details"]["gso"] is False  # native.gso = false forces plain sends
     raw, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     out = raw.decode()

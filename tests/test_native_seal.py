@@ -15,8 +15,8 @@ import socket
 import pytest
 
 from punktfunk_core.stages import AccessUnit
+from punktfunk_core.transport import Datagrams
 from punktfunk_native.datapath import (
-    Datagrams,
     FecParams,
     NativePacketizer,
     NativeReceiver,

@@ -7,29 +7,27 @@ the 4 payloads with the fixed matrix moonlight-common-c uses. When the client
 asked for audio encryption each payload is AES-128-CBC (PKCS#7) with the IV
 ``BE u32(rikeyid + sequence)`` followed by 12 zero bytes; parity then covers
 the ciphertexts (they are equal-sized for constant-bitrate Opus).
+
+The stages run in the session's audio pipeline (the core's audio runner,
+:class:`punktfunk_core.pipeline.AudioPipeline`): the ``gamestream-audio``
+packetizer here, the ``gamestream`` sender (unpaced) on the plane's audio
+socket to the endpoint the client's audio pings revealed.
 """
 
 from __future__ import annotations
 
-import logging
 import struct
-import threading
-import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from punktfunk_core.stages import StreamSpec
+from punktfunk_core.stages import AccessUnit, Packetizer, PacketBatch, Stage, StreamSpec
 
 from punktfunk_gamestream import fec
 from punktfunk_gamestream.wire import AUDIO_DATA_SHARDS, AUDIO_FEC_MATRIX, AUDIO_FEC_PT, AUDIO_FEC_SHARDS, AUDIO_PT
-
-if TYPE_CHECKING:
-    from punktfunk_gamestream.plane import GameStreamPlane, Launch
-
-log = logging.getLogger("punktfunk.gamestream.audio")
 
 _MATRIX = np.array(AUDIO_FEC_MATRIX, dtype=np.uint8)
 
@@ -92,78 +90,54 @@ class AudioPacketizer:
         return out
 
 
-class AudioStreamer:
-    """One session's audio thread, paced on the monotonic clock."""
+@dataclass
+class AudioContext:
+    """What the plane negotiated for one session's audio (shared by its stages)."""
 
-    def __init__(self, plane: GameStreamPlane, launch: Launch) -> None:
-        ann = launch.announce
-        assert ann is not None
-        self.plane = plane
-        self.peer = launch.audio_peer
-        self.packet_ms = ann.audio_packet_ms
-        spec = StreamSpec(width=ann.width, height=ann.height, fps=ann.fps, codec=ann.codec)
-        stages = plane.host.pm.stages
-        cfg = plane.config
-        self.source = stages.create("audio_source", cfg.get("audio_source", "tone"), spec, {})
-        try:
-            self.encoder = _create_opus(stages, spec, self.packet_ms)
-        except Exception:
-            self.source.close()
-            raise
-        self.samples = int(getattr(self.encoder, "frame_samples", 48 * self.packet_ms) or 48 * self.packet_ms)
-        self.packetizer = AudioPacketizer(self.packet_ms, launch.rikey if ann.audio_encrypted else None,
-                                          launch.rikeyid)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gamestream-audio", daemon=True)
-        self.sent = 0
-        #: test hook: drop the data packet with sequence % N == 1 (FEC must repair it)
-        self.drop_every = int(cfg.get("test_drop_audio_every", 0))
-        self.dropped_on_purpose = 0
+    packet_ms: int = 5
+    #: AES-CBC key when audio encryption was negotiated
+    key: bytes | None = None
+    rikeyid: int = 0
+    sock: Any = None
+    peer: tuple[str, int] | None = None
+    #: audio packets leave as they are made (the audio clock is the pace)
+    pacing: float = 0.0
+    gso: bool = False
 
-    def start(self) -> None:
-        self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(1.0)
+class GameStreamAudioPacketizer(Packetizer):
+    """Opus packets → RTP datagrams with RS(4,2) FEC (stage ``gamestream-audio``)."""
 
-    def _run(self) -> None:
-        sock = self.plane.audio_sock
-        interval = self.samples / 48_000
-        next_due = time.monotonic()
-        try:
-            while not self._stop.is_set():
-                now = time.monotonic()
-                if next_due > now:
-                    time.sleep(next_due - now)
-                elif now - next_due > 0.2:
-                    next_due = now  # fell far behind: do not burst
-                next_due += interval
-                pcm = self.source.read(self.samples)
-                for opus in self.encoder.encode(pcm):
-                    for pkt in self.packetizer.packets_for(opus):
-                        peer = self.peer
-                        if peer is None or sock is None:
-                            continue
-                        if (self.drop_every and pkt[1] == AUDIO_PT
-                                and int.from_bytes(pkt[2:4], "big") % self.drop_every == 1):
-                            self.dropped_on_purpose += 1
-                            continue
-                        try:
-                            sock.sendto(pkt, peer)
-                            self.sent += 1
-                        except OSError:
-                            self.plane.count("audio_send_errors")
-        except Exception as exc:  # noqa: BLE001 - audio failing never ends the video session
-            log.error("GameStream audio stopped: %s", exc, exc_info=exc)
-            self.plane.count("audio_failed")
-        finally:
-            for stage in (self.encoder, self.source):
-                try:
-                    stage.close()
-                except Exception:  # noqa: BLE001
-                    log.debug("closing audio stage failed", exc_info=True)
+    def __init__(self, spec: StreamSpec, options: dict[str, Any]) -> None:
+        ctx = options.get("context") or AudioContext()
+        self.ctx = ctx
+        self.rtp = AudioPacketizer(ctx.packet_ms, ctx.key, ctx.rikeyid)
+
+    def packetize(self, au: AccessUnit) -> PacketBatch:
+        packets = self.rtp.packets_for(au.data)
+        return PacketBatch(packets, au.frame_id, au.capture_ns, au.keyframe, sum(map(len, packets)))
+
+
+def audio_stages(stages: Any, config: dict[str, Any], spec: StreamSpec, ctx: AudioContext) -> tuple[Stage, ...]:
+    """The audio source, encoder, packetizer and sender a session's audio runs
+    (the stage names from the ``gamestream`` config section); on failure the
+    stages made so far are closed."""
+    made: list[Stage] = []
+    try:
+        made.append(stages.create("audio_source", config.get("audio_source", "tone"), spec, {}))
+        made.append(_create_opus(stages, spec, ctx.packet_ms))
+        made.append(stages.create("packetizer", config.get("audio_packetizer", "gamestream-audio"), spec,
+                                  {**config.get("audio_packetizer_options", {}), "context": ctx}))
+        made.append(stages.create("sender", config.get("audio_sender", "gamestream"), spec,
+                                  {**config.get("audio_sender_options", {}), "context": ctx}))
+    except BaseException:
+        for stage in made:
+            try:
+                stage.close()
+            except Exception:  # noqa: BLE001 - the creation error is the one to report
+                pass
+        raise
+    return tuple(made)
 
 
 def _create_opus(stages: Any, spec: StreamSpec, packet_ms: int) -> Any:

@@ -8,7 +8,8 @@ negotiates (ANNOUNCE, :mod:`punktfunk_gamestream.rtsp`); PLAY arms the
 stream, whose host session starts when the client's first video ping reveals
 where to send. The control stream (ENet, AES-GCM both ways) carries IDR
 requests and FEC reports in and the termination message out. Audio (tone →
-Opus, RTP + RS(4,2) FEC, optional AES-CBC) starts on the first audio ping.
+Opus, RTP + RS(4,2) FEC, optional AES-CBC) is the session's audio pipeline,
+started once the session runs and an audio ping has shown where to send.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from punktfunk_core.ipc import IpcError
 from punktfunk_core.protocol import PIN_FROM_CLIENT, ProtocolPlane
 
 from punktfunk_gamestream import wire, wire_control, wire_rtsp
+from punktfunk_gamestream.audio import AudioContext
 from punktfunk_gamestream.layout import GAMESTREAM_LAYOUT
 from punktfunk_gamestream.pairing import Identity, Pairing
 from punktfunk_gamestream.video import VideoContext
@@ -68,7 +70,8 @@ class Stream:
     audio_peer: tuple[str, int] | None = None
     session: Session | None = None
     video: VideoContext | None = None
-    audio: Any = None
+    #: the session's audio (started: its context; the audio pipeline belongs to the session)
+    audio: AudioContext | None = None
     starting: bool = False
     audio_failed: bool = False
     #: the client left (disconnect/timeout): nobody to tell that the stream ended
@@ -140,8 +143,6 @@ class GameStreamPlane(ProtocolPlane):
             "frames_sent": session.pipeline.frames_sent if session and session.pipeline else 0,
             "sessions_started": self.sessions_started,
             "last_session": self.last_session,
-            "test_frame_hashes": ({str(k): v for k, v in stream.video.hashes.items()}
-                                  if stream and stream.video and stream.video.hashes else {}),
             "counters": self.counters.snapshot(),
         }
 
@@ -299,10 +300,7 @@ class GameStreamPlane(ProtocolPlane):
             log.info("GameStream app ended: %s", reason)
 
     def _end_stream(self, stream: Stream, reason: str) -> None:
-        audio = stream.audio
-        stream.audio = None
-        if audio is not None:
-            audio.stop()
+        stream.audio = None  # the session's audio ends with it
         s = stream.session
         if s is not None and not s.ended:
             s.stop(reason)
@@ -405,23 +403,28 @@ class GameStreamPlane(ProtocolPlane):
         try:
             spec = host.stream_spec(width=ann.width, height=ann.height, fps=ann.fps, codec=ann.codec,
                                     bitrate_kbps=ann.bitrate_kbps)
+            cfg = self.config
             ctx = VideoContext(
                 packet_size=ann.packet_size,
-                fec_percent=int(self.config.get("fec_percent", 20)),
+                fec_percent=int(cfg.get("fec_percent", 20)),
                 min_fec_packets=ann.min_fec_packets,
                 key=stream.rikey if ann.video_encrypted else None,
                 sock=self.video_sock,
                 peer=stream.video_peer,
-                pacing=float(self.config.get("pacing", 0.5)),
-                gso=bool(self.config.get("gso", True)),
-                block_limit=int(self.config.get("test_block_data_shards", 0)),
-                drop_frames=frozenset(int(x) for x in self.config.get("test_drop_frames", [])),
-                drop_one_frames=frozenset(int(x) for x in self.config.get("test_drop_one_packet_frames", [])),
-                hash_frames=frozenset(int(x) for x in self.config.get("test_drop_one_packet_frames", [])),
+                pacing=float(cfg.get("pacing", 0.5)),
+                gso=bool(cfg.get("gso", True)),
             )
-            opts = {"context": ctx, "fec_threads": int(self.config.get("fec_threads", 1))}
-            packetizer = host.pm.stages.create("packetizer", "gamestream", spec, opts)
-            sender = host.pm.stages.create("sender", "gamestream", spec, opts)
+            # the stages the config names (a plugin's stage may replace or wrap the builtin)
+            packetizer = host.pm.stages.create(
+                "packetizer", cfg.get("video_packetizer", "gamestream"), spec,
+                {**cfg.get("video_packetizer_options", {}), "context": ctx,
+                 "fec_threads": int(cfg.get("fec_threads", 1))})
+            try:
+                sender = host.pm.stages.create("sender", cfg.get("video_sender", "gamestream"), spec,
+                                               {**cfg.get("video_sender_options", {}), "context": ctx})
+            except BaseException:
+                packetizer.close()
+                raise
             client = f"{stream.video_peer[0]}:{stream.video_peer[1]}"
             with self._lock:
                 if self.current_stream() is not stream:
@@ -465,20 +468,28 @@ class GameStreamPlane(ProtocolPlane):
             self._start_audio(stream)
 
     def _start_audio(self, stream: Stream) -> None:
-        from punktfunk_gamestream.audio import AudioStreamer
+        """The session's audio pipeline, once the session runs and the client's audio ping is in."""
+        from punktfunk_gamestream.audio import audio_stages
 
         with self._lock:
-            if (stream.audio is not None or stream.audio_failed or stream.audio_peer is None
-                    or stream.announce is None):
+            ann, session = stream.announce, stream.session
+            if (stream.audio is not None or stream.audio_failed or stream.audio_peer is None or ann is None
+                    or session is None):
                 return
-            try:
-                stream.audio = AudioStreamer(self, stream)
-            except Exception as exc:  # noqa: BLE001 - video goes on without audio
-                stream.audio_failed = True
-                log.error("GameStream audio could not start (video continues without it): %s", exc)
-                self.count("audio_start_failed")
-                return
-        stream.audio.start()
+            ctx = stream.audio = AudioContext(packet_ms=ann.audio_packet_ms,
+                                              key=stream.rikey if ann.audio_encrypted else None,
+                                              rikeyid=stream.rikeyid, sock=self.audio_sock, peer=stream.audio_peer)
+        try:
+            stages = audio_stages(self.host.pm.stages, self.config, session.spec, ctx)
+            self.host.start_audio(session, *stages, on_end=self._audio_ended)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - video goes on without audio
+            stream.audio_failed = True
+            log.error("GameStream audio could not start (video continues without it): %s", exc)
+            self.count("audio_start_failed")
+
+    def _audio_ended(self, session: Session, error: BaseException | None) -> None:
+        if error is not None:
+            self.count("audio_failed")
 
     # -- control events ---------------------------------------------------------------------------
     def on_idr_request(self, stream: Stream) -> None:

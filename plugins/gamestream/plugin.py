@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from punktfunk_core import hookimpl
@@ -48,17 +49,23 @@ class GameStreamSettings(Settings):
     require_encryption: bool = setting(False, "ask clients to encrypt video and audio even if they would not")
     audio: bool = setting(True, "stream audio (tone source → Opus)")
     audio_source: str = setting("tone", "audio_source stage name", stage="audio_source")
-    test_drop_frames: tuple[int, ...] = setting(
-        (), "testing only: video frame indices sent with all but their first packet dropped (induced loss)",
-        items={"minimum": 1})
-    test_block_data_shards: int = setting(
-        0, "testing only: split video frames into FEC blocks of at most this many data shards (up to 4 blocks)",
-        minimum=0, maximum=255)
-    test_drop_audio_every: int = setting(
-        0, "testing only: drop the audio data packet whose sequence % N == 1 (FEC repairs it)", minimum=0)
-    test_drop_one_packet_frames: tuple[int, ...] = setting(
-        (), "testing only: video frame indices sent without their second packet (FEC repairs it)",
-        items={"minimum": 1})
+    # the stages of a session (docs/plugins.md, "Replacing or wrapping a protocol's stages")
+    video_packetizer: str = setting("gamestream", "packetizer stage for video (a plugin's stage may replace or "
+                                                  "wrap the builtin)", stage="packetizer")
+    video_sender: str = setting("gamestream", "sender stage for video (a plugin's stage may replace or wrap the "
+                                              "builtin)", stage="sender")
+    audio_packetizer: str = setting("gamestream-audio", "packetizer stage for audio (a plugin's stage may "
+                                                        "replace or wrap the builtin)", stage="packetizer")
+    audio_sender: str = setting("gamestream", "sender stage for audio (a plugin's stage may replace or wrap the "
+                                              "builtin)", stage="sender")
+    video_packetizer_options: Mapping[str, Any] = setting(
+        {}, "options for the video packetizer stage (the plane adds the negotiated stream as option 'context')")
+    video_sender_options: Mapping[str, Any] = setting(
+        {}, "options for the video sender stage (the plane adds the negotiated stream as option 'context')")
+    audio_packetizer_options: Mapping[str, Any] = setting(
+        {}, "options for the audio packetizer stage (the plane adds the negotiated stream as option 'context')")
+    audio_sender_options: Mapping[str, Any] = setting(
+        {}, "options for the audio sender stage (the plane adds the negotiated stream as option 'context')")
 
 
 @hookimpl
@@ -78,6 +85,12 @@ def _sender(spec: Any, options: dict[str, Any]) -> Any:
     return GameStreamSender(spec, options)
 
 
+def _audio_packetizer(spec: Any, options: dict[str, Any]) -> Any:
+    from punktfunk_gamestream.audio import GameStreamAudioPacketizer
+
+    return GameStreamAudioPacketizer(spec, options)
+
+
 @hookimpl
 def register_stages(registry: Any) -> None:
     from punktfunk_gamestream import fec
@@ -85,7 +98,10 @@ def register_stages(registry: Any) -> None:
     registry.add("packetizer", "gamestream", _packetizer,
                  description=f"GameStream RTP video: NV headers, multi-block nanors FEC ({fec.describe()}), "
                              "optional AES-GCM")
-    registry.add("sender", "gamestream", _sender, description="paced UDP to the endpoint a Moonlight client pinged from")
+    registry.add("packetizer", "gamestream-audio", _audio_packetizer,
+                 description="GameStream RTP audio: one Opus packet each, RS(4,2) FEC, optional AES-CBC")
+    registry.add("sender", "gamestream", _sender,
+                 description="UDP to the endpoint a Moonlight client pinged from (video paced, audio not)")
 
 
 @hookimpl

@@ -10,26 +10,26 @@ block and FEC fields (the client rewrites exactly those in recovered
 packets). With video encryption each datagram is sealed with AES-128-GCM:
 ``[iv 12][LE frame][tag 16][ciphertext]``.
 
-Sender: sends a batch from the plane's shared video socket to the endpoint
-learned from the client's pings, paced so that a frame's packets spread over
-part of the frame interval instead of leaving as one burst.
+Sender: the core's UDP sender (:mod:`punktfunk_core.transport`) on the
+plane's video socket, to the endpoint learned from the client's pings, paced
+so that a frame's packets spread over part of the frame interval instead of
+leaving as one burst.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import os
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from punktfunk_core.stages import AccessUnit, Packetizer, PacketBatch, Sender, StreamSpec
+from punktfunk_core.stages import AccessUnit, Packetizer, PacketBatch, StreamSpec
+from punktfunk_core.transport import Datagrams, DatagramSender, Pacing, UdpTransport
 
 from punktfunk_gamestream import fec
 from punktfunk_gamestream.wire import (
@@ -61,16 +61,6 @@ class VideoContext:
     pacing: float = 0.5
     #: hand the kernel up to 64 equal datagrams per sendmsg (UDP GSO) when it can
     gso: bool = True
-    #: test hook: frame indices whose packets (all but the first) are not sent
-    drop_frames: frozenset[int] = frozenset()
-    #: test hook: frame indices whose second packet is not sent (FEC must repair it)
-    drop_one_frames: frozenset[int] = frozenset()
-    dropped_on_purpose: int = 0
-    #: test hook: at most this many data shards per FEC block (0 = the rule)
-    block_limit: int = 0
-    #: test hook: SHA-1 (hex, 16 chars) of the access units of these frame indices
-    hash_frames: frozenset[int] = frozenset()
-    hashes: dict[int, str] = field(default_factory=dict)
 
 
 _SKIP_NALS = {"h264": (6, 9), "hevc": (39, 35)}  # SEI, access unit delimiter
@@ -119,8 +109,9 @@ def fec_layout(n: int, pct: int, min_fec: int, block_limit: int = 0) -> tuple[li
     ceil(data·pct/100) but at least ``min_fec``, data + parity ≤ 255, and the
     written percentage makes the client's (data·pct+99)/100 give the same
     parity count. Frames too large for 4 FEC blocks go without FEC (up to 4
-    blocks of 1023 data shards). ``block_limit`` (testing) makes blocks smaller
-    than needed so that small frames use several blocks too."""
+    blocks of 1023 data shards). ``block_limit`` makes blocks smaller than
+    needed (at most that many data shards, up to 4 blocks), so that small
+    frames use several blocks too."""
     if n <= 0:
         raise ValueError("a frame has at least one data shard")
     max_k = 255 * 100 // (100 + pct) if pct > 0 else 255
@@ -175,6 +166,10 @@ def _written_pct(k: int, p: int) -> int | None:
 class GameStreamPacketizer(Packetizer):
     """Access units → RTP/NV video datagrams with nanors FEC (stage ``gamestream``)."""
 
+    #: at most this many data shards per FEC block (0: as few blocks as the rule allows);
+    #: a subclass may lower it (the multi-block tests do)
+    block_limit = 0
+
     def __init__(self, spec: StreamSpec, options: dict[str, Any]) -> None:
         self.spec = spec
         ctx = options.get("context")
@@ -216,13 +211,11 @@ class GameStreamPacketizer(Packetizer):
         now = time.monotonic_ns()
         latency = min(0xFFFF, max(0, (now - au.capture_ns) // 100_000)) if au.capture_ns else 0
         data = strip_leading_sei(au.data, au.codec) if self.strip_sei else au.data
-        if self.ctx.hash_frames and frame in self.ctx.hash_frames:
-            self.ctx.hashes[frame] = hashlib.sha1(data).hexdigest()[:16]
         total = FRAME_HEADER + len(data)
         n = -(-total // self.payload)
         last_len = total - (n - 1) * self.payload
         header = struct.pack("<BHBHH", 0x01, latency, 2 if au.keyframe else 1, min(last_len, 0xFFFF), 0)
-        blocks, _ = fec_layout(n, self.ctx.fec_percent, self.ctx.min_fec_packets, self.ctx.block_limit)
+        blocks, _ = fec_layout(n, self.ctx.fec_percent, self.ctx.min_fec_packets, self.block_limit)
         rows = sum(k + p for k, p, _ in blocks)
         S = self.shard
         buf = fec.shard_buffer(rows, S)  # 64-byte aligned rows: faster SIMD parity
@@ -296,7 +289,7 @@ class GameStreamPacketizer(Packetizer):
             seal_ns = perf_ns() - ts0
             wire = rows * (S + ENC_VIDEO_HEADER)
         else:
-            packets = [memoryview(buf[r]) for r in range(rows)]
+            packets = Datagrams(memoryview(buf.reshape(-1)), S, rows)  # one buffer: one iovec per GSO send
             wire = rows * S
         self.frames += 1
         extra = {"fec": fec_ns} if rows > n else {}  # no parity (fec_percent 0): fec_us stays absent
@@ -304,17 +297,23 @@ class GameStreamPacketizer(Packetizer):
             extra["seal"] = seal_ns
         return PacketBatch(packets, au.frame_id, au.capture_ns, au.keyframe, wire, extra,
                            {"frame_index": frame, "blocks": nb, "data": n, "parity": rows - n,
-                            "packetize_ns": perf_ns() - t0, "_buf": buf})
+                            "packetize_ns": perf_ns() - t0}, wire // rows)
 
     def close(self) -> None:
         if isinstance(self.kernel, fec.IsalKernel) and self.kernel is not fec.best_kernel():
             self.kernel.close()
 
 
-class GameStreamSender(Sender):
-    """Paced UDP sender to the endpoint the client's pings revealed (stage ``gamestream``)."""
+class GameStreamSender(DatagramSender):
+    """Paced UDP to the endpoint the client's pings revealed (stage ``gamestream``).
 
-    send_dropped: int | None = 0
+    The core's UDP sender on the plane's socket (Moonlight expects the stream
+    from the port it pinged), to ``context.peer`` as the plane last learned
+    it; until a ping has shown one, datagrams are counted as dropped. A
+    frame is spread over ``context.pacing`` of the frame interval in steps
+    ≥ 0.5 ms apart, and the first-to-last time is reported as ``send_spread``.
+    Used for audio too, with no pacing.
+    """
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any]) -> None:
         self.spec = spec
@@ -326,117 +325,18 @@ class GameStreamSender(Sender):
                 ctx.peer = (str(host), int(port))
             ctx.pacing = float(options.get("pacing", 0.5))
         self.ctx = ctx
-        self._own_sock = None
-        if ctx.sock is None:
-            self._own_sock = ctx.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            ctx.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        self.interval_ns = spec.frame_interval_ns
-        self.send_dropped = 0
         if "gso" in options:
             ctx.gso = bool(options["gso"])
-        self.gso = ctx.gso and _gso_supported(ctx.sock)
-        self.gso_sends = 0
+        shared = ctx.sock is not None
+        if ctx.sock is None:  # standalone (benchmarks, tests): a socket of its own
+            ctx.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        super().__init__(UdpTransport(ctx.sock, ctx.peer, gso=ctx.gso, shared=shared),
+                         Pacing.share(spec.fps, ctx.pacing), report_spread=True)
 
     def send(self, batch: PacketBatch) -> None:
-        ctx = self.ctx
-        peer = ctx.peer
-        packets = batch.packets
-        if peer is None or ctx.sock is None:
-            self.send_dropped = (self.send_dropped or 0) + len(packets)
+        peer = self.ctx.peer
+        if peer is None:
+            self.transport.drop(len(batch.packets))
             return
-        if ctx.drop_frames and batch.meta.get("frame_index") in ctx.drop_frames:
-            ctx.dropped_on_purpose += len(packets) - 1
-            packets = packets[:1]
-        elif ctx.drop_one_frames and batch.meta.get("frame_index") in ctx.drop_one_frames and len(packets) > 2:
-            ctx.dropped_on_purpose += 1
-            packets = [packets[0], *packets[2:]]
-        sendto = ctx.sock.sendto
-        n = len(packets)
-        budget = int(self.interval_ns * ctx.pacing)
-        # groups of packets released at even steps over the budget (a step is
-        # never shorter than ~0.5 ms: finer sleeps are not precise)
-        groups = max(1, min(n, budget // 500_000))
-        per = -(-n // groups)
-        start = perf_ns()
-        sock_ns = 0
-        dropped = 0
-        i = 0
-        g = 0
-        while i < n:
-            due = start + g * budget // groups
-            now = perf_ns()
-            if due > now:
-                time.sleep((due - now) / 1e9)
-            t = perf_ns()
-            group = packets[i:i + per]
-            if self.gso and len(group) > 1:
-                dropped += self._send_gso(group, peer)
-            else:
-                for pkt in group:
-                    try:
-                        sendto(pkt, peer)
-                    except OSError:
-                        dropped += 1
-            sock_ns += perf_ns() - t
-            i += per
-            g += 1
-        end = perf_ns()
-        if dropped:
-            self.send_dropped = (self.send_dropped or 0) + dropped
-        batch.extra_ns["sock"] = sock_ns
-        batch.extra_ns["send_spread"] = end - start
-        batch.meta.pop("_buf", None)
-
-    def _send_gso(self, group: Any, peer: tuple[str, int]) -> int:
-        """Send equal-size datagrams in UDP_SEGMENT batches; returns how many failed."""
-        size = len(group[0])
-        if any(len(p) != size for p in group):
-            return self._send_each(group, peer)
-        per_call = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // size))
-        cmsg = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
-        failed = 0
-        sock = self.ctx.sock
-        assert sock is not None
-        for j in range(0, len(group), per_call):
-            chunk = group[j:j + per_call]
-            try:
-                sock.sendmsg(chunk, cmsg, 0, peer)
-                self.gso_sends += 1
-            except OSError as exc:
-                if exc.errno in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP) and not self.gso_sends:
-                    self.gso = False  # the path cannot segment: plain datagrams from now on
-                    return failed + self._send_each(group[j:], peer)
-                failed += len(chunk)
-        return failed
-
-    def _send_each(self, group: Any, peer: tuple[str, int]) -> int:
-        failed = 0
-        sock = self.ctx.sock
-        assert sock is not None
-        for pkt in group:
-            try:
-                sock.sendto(pkt, peer)
-            except OSError:
-                failed += 1
-        return failed
-
-    def close(self) -> None:
-        if self._own_sock is not None:
-            self._own_sock.close()
-
-
-SOL_UDP = 17
-UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
-GSO_MAX_SEGMENTS = 64
-GSO_MAX_BYTES = 65000
-
-
-def _gso_supported(sock: socket.socket | None) -> bool:
-    """Whether the kernel accepts UDP_SEGMENT on this socket (Linux ≥ 4.18)."""
-    if sock is None or not hasattr(sock, "sendmsg"):
-        return False
-    try:
-        sock.getsockopt(SOL_UDP, UDP_SEGMENT)
-        return True
-    except OSError:
-        return False
+        self.transport.peer = peer
+        super().send(batch)

@@ -3,8 +3,9 @@ and the receiver that validates, decrypts and reassembles (client side).
 
 Host: access unit → ``k`` equal data shards → ``m`` Reed–Solomon parity
 shards over GF(2^16) (``reed_solomon_leopard``) → one AES-GCM sealed datagram
-per shard, written back to back into one buffer → paced sends, batched with
-UDP GSO where the kernel supports it.
+per shard, written back to back into one buffer → the core's UDP sender
+(:mod:`punktfunk_core.transport`: paced, batched with UDP GSO where the
+kernel supports it).
 
 Client: :class:`PacketOpener` authenticates and de-duplicates datagrams,
 :class:`Reassembler` collects the shards of each access unit and recovers
@@ -14,13 +15,10 @@ dropped; nothing a peer sends can raise out of :meth:`NativeReceiver.push`.
 
 from __future__ import annotations
 
-import errno
-import logging
 import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from collections.abc import Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -28,7 +26,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from reed_solomon_leopard import decode as rs_decode
 from reed_solomon_leopard import encode as rs_encode
 
-from punktfunk_core.stages import AccessUnit, Packetizer, PacketBatch, Sender
+from punktfunk_core.stages import AccessUnit, Packetizer, PacketBatch
+from punktfunk_core.transport import Datagrams, DatagramSender, Pacing, UdpTransport
 
 from punktfunk_native.wire import (
     DIR_CLIENT_TO_HOST,
@@ -54,18 +53,8 @@ try:  # optional C helper (setup.py): one call seals a whole access unit
 except ImportError:  # pragma: no cover - depends on the build
     _CSealer = _csplit = None
 
-log = logging.getLogger("punktfunk.native.data")
-
 perf_counter_ns = time.perf_counter_ns
-SOL_UDP = 17
-UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
-#: the kernel's limit on segments per GSO send (UDP_MAX_SEGMENTS)
-GSO_MAX_SEGMENTS = 64
-GSO_MAX_BYTES = 65000
 _NONCE = struct.Struct("!IQ")
-_SEGMENT = struct.Struct("=H")
-_TRANSIENT = frozenset({errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
-_GSO_REFUSED = frozenset({errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.ENOTSUP})
 
 
 @dataclass(slots=True)
@@ -96,38 +85,6 @@ def split_shards(data: bytes | bytearray | memoryview, k: int, slen: int) -> lis
 def batch_sealer_available() -> bool:
     """Whether the compiled batch sealer (``punktfunk_native._seal``) was built."""
     return _CSealer is not None
-
-
-class Datagrams(Sequence[memoryview]):
-    """The sealed datagrams of one access unit, back to back in one buffer.
-
-    Behaves as a sequence of per-datagram memoryviews; senders that know it
-    (``NativeSender``) hand whole runs of it to the kernel as one buffer.
-    """
-
-    __slots__ = ("buffer", "psize", "count")
-
-    def __init__(self, buffer: memoryview, psize: int, count: int) -> None:
-        self.buffer = buffer
-        self.psize = psize
-        self.count = count
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, i: Any) -> Any:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self.count))]
-        if i < 0:
-            i += self.count
-        if not 0 <= i < self.count:
-            raise IndexError("datagram index out of range")
-        return self.buffer[i * self.psize:(i + 1) * self.psize]
-
-    def run(self, start: int, stop: int) -> memoryview:
-        """Datagrams ``start..stop-1`` as one contiguous buffer."""
-        stop = min(stop, self.count)
-        return self.buffer[start * self.psize:stop * self.psize]
 
 
 class NativePacketizer(Packetizer):
@@ -178,7 +135,7 @@ class NativePacketizer(Packetizer):
         return PacketBatch(
             packets=packets, frame_id=au.frame_id, capture_ns=au.capture_ns, keyframe=au.keyframe,
             wire_bytes=total * psize, extra_ns=extra,
-            meta={"psize": psize, "count": total, "data_shards": k, "parity_shards": m},
+            meta={"psize": psize, "count": total, "data_shards": k, "parity_shards": m}, datagram_size=psize,
         )
 
     def _seal_each(self, shards: list[bytes], seq: int, flags: int, frame_id: int, n: int, k: int, m: int,
@@ -198,130 +155,23 @@ class NativePacketizer(Packetizer):
         return [h + seal(npack(direction, seq + i), shard, h) for i, (h, shard) in enumerate(zip(headers, shards))]
 
 
-def gso_supported(sock: socket.socket) -> bool:
-    """Whether the kernel accepts UDP_SEGMENT on this socket."""
-    try:
-        sock.setsockopt(SOL_UDP, UDP_SEGMENT, 0)
-        return True
-    except OSError:
-        return False
+class NativeSender(DatagramSender):
+    """The ``native`` sender: the core's UDP sender, paced over part of the frame interval.
 
-
-class NativeSender(Sender):
-    """Sends a batch paced over part of the frame interval, with UDP GSO when possible.
-
-    ``pace_percent`` of the frame interval is the budget over which the
-    chunks of one frame are spread (0 = send back to back); frames of at most
-    ``burst_bytes`` on the wire are not paced (pacing them would only add
-    latency); with ``pace_percent = 0`` the sender never waits and the
-    runner calls it on the encode thread. A chunk is one
-    GSO ``sendmsg`` (up to 64 equal datagrams, ≤ 65000 bytes) or, without
-    GSO, the same number of plain ``sendto`` calls. ``send_dropped`` counts
-    datagrams the kernel refused (ENOBUFS/EAGAIN and the like).
+    ``pace_percent`` of the frame interval is the budget over which a frame's
+    datagrams are spread (0 = back to back: the sender never waits and the
+    runner calls it on the encode thread); frames of at most ``burst_bytes``
+    on the wire go out at once (pacing them would only add latency); a
+    pacing step is one full GSO send (up to 64 datagrams, ≤ 65000 bytes).
+    Errors, GSO and its fallback: :mod:`punktfunk_core.transport`.
     """
 
     name = "native"
 
-    def __init__(self, sock: socket.socket, addr: tuple[str, int], fps: int, *, gso: bool = True,
+    def __init__(self, sock: socket.socket, addr: tuple[Any, ...], fps: int, *, gso: bool = True,
                  pace_percent: int = 50, burst_bytes: int = 64 * 1024, close_socket: bool = True) -> None:
-        self.sock = sock
-        self.addr = addr
-        self.interval_ns = 1_000_000_000 // max(1, fps)
-        self.pace_ns = self.interval_ns * max(0, min(100, pace_percent)) // 100
-        #: only a pacing sender sleeps; an unpaced one runs on the encode thread
-        self.waits = self.pace_ns > 0
-        self.burst_bytes = burst_bytes
-        self.gso = bool(gso) and gso_supported(sock)
-        self.close_socket = close_socket
-        self.send_dropped = 0
-        self.packets_sent = 0
-        self.bytes_sent = 0
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        except OSError:
-            pass
-        # never block the send thread: a full socket buffer is counted in send_dropped
-        sock.setblocking(False)
-
-    def _plain(self, packets: Sequence[Any]) -> int:
-        sendto, addr = self.sock.sendto, self.addr
-        dropped = 0
-        for p in packets:
-            try:
-                sendto(p, addr)
-            except (BlockingIOError, InterruptedError):
-                dropped += 1
-            except OSError as exc:
-                if exc.errno in _TRANSIENT:
-                    dropped += 1
-                else:
-                    raise
-        return dropped
-
-    def _gso(self, buffers: Sequence[Any], psize: int, count: int) -> int:
-        """One sendmsg of ``count`` datagrams: ``buffers`` are the iovecs (one
-        per datagram, or one run of whole datagrams), the kernel cuts at ``psize``."""
-        if count == 1:
-            return self._plain(buffers)
-        try:
-            self.sock.sendmsg(buffers, [(SOL_UDP, UDP_SEGMENT, _SEGMENT.pack(psize))], 0, self.addr)
-            return 0
-        except (BlockingIOError, InterruptedError):
-            return count
-        except OSError as exc:
-            if exc.errno in _TRANSIENT:
-                return count
-            if exc.errno not in _GSO_REFUSED:
-                raise
-            # the device or kernel refuses GSO: plain sends from now on
-            log.info("UDP GSO refused (%s); falling back to plain sends", exc)
-            self.gso = False
-            return self._plain([b[i:i + psize] for b in buffers for i in range(0, len(b), psize)])
-
-    def send(self, batch: PacketBatch) -> None:
-        packets = batch.packets
-        count = len(packets)
-        if not count:
-            batch.extra_ns["sock"] = 0
-            return
-        psize = batch.meta.get("psize") or len(packets[0])
-        # GSO needs equal datagrams (only the last may be shorter): true for
-        # native batches; anything else goes out datagram by datagram
-        gso = self.gso and "psize" in batch.meta
-        contiguous = isinstance(packets, Datagrams)
-        per = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // psize))
-        chunks = (count + per - 1) // per
-        # a frame that fits one burst goes out at once; larger ones (keyframes) are spread
-        pace = self.pace_ns if chunks > 1 and batch.wire_bytes > self.burst_bytes else 0
-        sock_ns = 0
-        dropped = 0
-        start = time.monotonic_ns()
-        for c in range(chunks):
-            if pace and c:
-                due = start + pace * c // chunks
-                wait = due - time.monotonic_ns()
-                if wait > 20_000:
-                    time.sleep(wait / 1e9)
-            t0 = perf_counter_ns()
-            if gso and contiguous:
-                # a run of whole datagrams in one buffer: one iovec, the kernel cuts it
-                n = min(per, count - c * per)
-                dropped += self._gso([packets.run(c * per, c * per + n)], psize, n)
-            else:
-                part = packets[c * per:(c + 1) * per]
-                dropped += self._gso(part, psize, len(part)) if gso else self._plain(part)
-            sock_ns += perf_counter_ns() - t0
-        self.send_dropped += dropped
-        self.packets_sent += count - dropped
-        self.bytes_sent += batch.wire_bytes
-        batch.extra_ns["sock"] = sock_ns
-
-    def close(self) -> None:
-        if self.close_socket:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
+        pacing = Pacing.share(fps, max(0, min(100, pace_percent)) / 100, burst_bytes=burst_bytes, step_datagrams=0)
+        super().__init__(UdpTransport(sock, addr, gso=gso, own=close_socket), pacing)
 
 
 # -- receiving side ----------------------------------------------------------------------

@@ -10,7 +10,6 @@ feedback (a handful of messages per second).
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import socket
@@ -20,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from spake2 import SPAKE2_B, SPAKEError
 
 from punktfunk_core.admission import ConnectionGate
 from punktfunk_core.host import HostBusy
@@ -30,26 +28,21 @@ from punktfunk_core.protocol import PIN_FROM_HOST, ProtocolPlane
 from punktfunk_core.stages import CODECS
 from punktfunk_core.tls import HandshakeFailed, TlsConnection, TlsServer
 
+from punktfunk_native.control import ControlChannel
 from punktfunk_native.datapath import FecParams, NativePacketizer, NativeSender, PacketOpener
-from punktfunk_native.identity import control_tls, load_or_create_identity, validate_cert_der
+from punktfunk_native.identity import control_tls, load_or_create_identity
 from punktfunk_native.layout import NATIVE_LAYOUT
+from punktfunk_native.pairing import HostPairing
 from punktfunk_native.wire import (
     DIR_CLIENT_TO_HOST,
     MAX_PACKET,
     PKT_PROBE,
     PROTOCOL_VERSION,
-    SPAKE_ID_CLIENT,
-    SPAKE_ID_HOST,
-    MessageReader,
     PacketRejected,
     ProtocolError,
     b64d,
     b64e,
-    encode_message,
-    fingerprint,
     get_int,
-    pairing_confirm_keys,
-    pairing_mac,
     session_keys,
 )
 
@@ -72,41 +65,17 @@ class PairingWindow:
     attempts: int = 0
 
 
-class Control:
-    """A TLS control connection: framed JSON messages, one thread at a time."""
+class Control(ControlChannel):
+    """The host's end of a TLS control connection."""
 
     def __init__(self, sock: TlsConnection) -> None:
-        self.sock = sock
-        self.reader = MessageReader()
-        self.pending: list[dict[str, Any]] = []
-
-    def send(self, msg: dict[str, Any]) -> None:
-        self.sock.settimeout(SEND_TIMEOUT_S)  # reads poll with short timeouts; a write may take longer
-        self.sock.sendall(encode_message(msg))
+        super().__init__(sock, SEND_TIMEOUT_S)
 
     def error(self, code: str, message: str) -> None:
         try:
             self.send({"type": "error", "code": code, "message": message})
         except OSError:
             pass
-
-    def recv(self, timeout: float) -> dict[str, Any]:
-        """The next message; TimeoutError after ``timeout``; EOFError on close."""
-        deadline = time.monotonic() + timeout
-        while not self.pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no control message in time")
-            self.sock.settimeout(min(left, 0.25))
-            self.pending.extend(self.reader.read(self.sock))
-        return self.pending.pop(0)
-
-    def poll(self, timeout: float) -> list[dict[str, Any]]:
-        if self.pending:
-            out, self.pending = self.pending, []
-            return out
-        self.sock.settimeout(timeout)
-        return self.reader.read(self.sock)
 
 
 class NativePlane(ProtocolPlane):
@@ -318,28 +287,11 @@ class NativePlane(ProtocolPlane):
             return
         if window.attempts == limit:
             log.warning("native: %d pairing attempts started; the pairing window takes no more", limit)
-        cert_der = b64d(msg.get("client_cert"), "client_cert")
-        try:
-            validate_cert_der(cert_der)
-        except ValueError as exc:
-            raise ProtocolError(f"client_cert is not a usable certificate: {exc}") from None
-        msg_a = b64d(msg.get("spake"), "spake", 256)
-        name = msg.get("name") if isinstance(msg.get("name"), str) else ""
-        spake = SPAKE2_B(window.pin.encode(), idA=SPAKE_ID_CLIENT, idB=SPAKE_ID_HOST)
-        msg_b = spake.start()
-        try:
-            key = spake.finish(msg_a)
-        except (SPAKEError, ValueError, AssertionError) as exc:
-            raise ProtocolError(f"bad SPAKE2 message: {exc}") from None
-        ctl.send({"type": "pair_reply", "spake": b64e(msg_b)})
-        confirm = ctl.recv(IDLE_TIMEOUT_S)
-        if confirm["type"] != "pair_confirm":
-            raise ProtocolError(f"expected pair_confirm, got {confirm['type']!r}")
-        mac = b64d(confirm.get("mac"), "mac", 64)
+        exchange = HostPairing(window.pin, msg)
+        ctl.send(exchange.reply())
         assert self.identity is not None and self.paired is not None
-        client_fp = fingerprint(cert_der)
-        kc, kh = pairing_confirm_keys(key, self.identity.fingerprint, client_fp, msg_a, msg_b)
-        pin_ok = hmac.compare_digest(mac, pairing_mac(kc, b"client"))
+        pin_ok = exchange.client_knows_pin(ctl.recv(IDLE_TIMEOUT_S), self.identity.fingerprint)
+        name, client_fp = exchange.name, exchange.client_fp
         with self._pair_lock:
             current = self._window is window and time.monotonic() < window.expires
             if pin_ok and current:
@@ -351,10 +303,10 @@ class NativePlane(ProtocolPlane):
                         "wrong PIN" if not pin_ok else "its pairing window closed or was replaced meanwhile")
             ctl.error("wrong_pin", PAIRING_FAILED)
             return
-        self.paired.add(cert_der, name)
+        self.paired.add(exchange.cert_der, name)
         self.count("pairing_ok")
         log.info("native: paired client %r (%s…)", name, client_fp[:16])
-        ctl.send({"type": "pair_ok", "mac": b64e(pairing_mac(kh, b"host")), "host_name": self.host.hostname})
+        ctl.send(exchange.ok(self.host.hostname))
 
     # -- sessions ---------------------------------------------------------------------
     def _session(self, ctl: Control, req: dict[str, Any], client_fp: str, addr: tuple) -> None:

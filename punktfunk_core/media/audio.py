@@ -123,6 +123,8 @@ class OpusEncoder(AudioEncoder):
     says streams, coupled streams and mapping, for the protocol to announce.
     """
 
+    codec = "opus"
+
     def __init__(self, spec: StreamSpec | None = None, options: dict[str, Any] | None = None) -> None:
         opts = OpusOptions.take("opus", options)  # the bitrate's range per channel count included
         self.channels = channels = opts.channels

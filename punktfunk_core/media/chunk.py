@@ -12,13 +12,13 @@ side and counts (never raises on) malformed or incomplete input.
 
 from __future__ import annotations
 
-import errno
 import socket
 import struct
 from typing import Any
 
 from punktfunk_core.media.options import ChunkOptions, NoOptions, UdpOptions
 from punktfunk_core.stages import AccessUnit, Packetizer, PacketBatch, Sender, StreamSpec
+from punktfunk_core.transport import DatagramSender, UdpTransport
 
 HEADER = struct.Struct("!IHHB")
 FLAG_KEYFRAME = 1
@@ -43,7 +43,9 @@ class ChunkPacketizer(Packetizer):
         pack = HEADER.pack
         packets = [pack(fid, i, count, flags) + data[i * size : (i + 1) * size] for i in range(count)]
         wire = len(data) + count * HEADER.size
-        return PacketBatch(packets, au.frame_id, au.capture_ns, au.keyframe, wire_bytes=wire)
+        # every datagram but the last is full: the sender may batch them (GSO)
+        return PacketBatch(packets, au.frame_id, au.capture_ns, au.keyframe, wire_bytes=wire,
+                           datagram_size=size + HEADER.size if count > 1 else 0)
 
 
 class ChunkAssembler:
@@ -85,44 +87,24 @@ class ChunkAssembler:
         return fid, bool(flags & FLAG_KEYFRAME), b"".join(parts[i] for i in range(count))
 
 
-class UdpSender(Sender):
+class UdpSender(DatagramSender):
     """Sends every datagram to ``host``:``port`` (options; port required)
-    with a plain non-blocking ``send``. Datagrams the kernel refuses (full
-    socket buffer, no listener) are counted in ``send_dropped``."""
-
-    _DROP_ERRNOS = {errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ECONNREFUSED}
-    waits = False  # no pacing, non-blocking socket
+    through the core's UDP sender, unpaced, on a connected socket (GSO where
+    the kernel can). Datagrams the kernel refuses (full socket buffer, no
+    listener) are counted in ``send_dropped``."""
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
         opts = UdpOptions.take("udp", options)
         infos = socket.getaddrinfo(opts.host, opts.port, type=socket.SOCK_DGRAM)
         family, _, _, _, addr = infos[0]
         self.address = addr
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        if opts.sndbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, opts.sndbuf)
-        self.sock.connect(addr)
-        self.sock.setblocking(False)
-        self.send_dropped = 0
-        self.bytes_sent = 0
-        self.packets_sent = 0
-
-    def send(self, batch: PacketBatch) -> None:
-        send = self.sock.send
-        sent = nbytes = 0
-        for pkt in batch.packets:
-            try:
-                nbytes += send(pkt)
-                sent += 1
-            except OSError as exc:
-                if exc.errno not in self._DROP_ERRNOS:
-                    raise
-                self.send_dropped += 1
-        self.packets_sent += sent
-        self.bytes_sent += nbytes
-
-    def close(self) -> None:
-        self.sock.close()
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.connect(addr)
+        except OSError:
+            sock.close()
+            raise
+        super().__init__(UdpTransport(sock, connected=True, sndbuf=opts.sndbuf))
 
 
 class NullSender(Sender):

@@ -1,63 +1,53 @@
-"""The reference punktfunk/1 client: ``punktfunk client HOST``.
+"""The client's session: connect, pair, negotiate, run the control loop, report.
 
-Pairs with a PIN when needed (SPAKE2 inside TLS 1.3, then both sides pin the
-other's certificate), negotiates a session, receives the encrypted FEC'd UDP
-stream, recovers lost shards, decodes with PyAV, reads the test pattern's
-frame stamp to measure end-to-end latency (capture → decoded) and reports
-loss/recovery/decode time to the host once per window.
+Pairs with a PIN when needed (:class:`punktfunk_native.pairing.ClientPairing`:
+SPAKE2 inside TLS 1.3, then both sides pin the other's certificate),
+negotiates a session (X25519 keys, the UDP port), runs the receive thread
+(:mod:`punktfunk_native.client.receive`) and the control loop: keepalive
+pings, keyframe requests, one report per window of what it lost, recovered
+and decoded, and a last report when the session ends.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import queue
-import random
 import socket
 import ssl
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from spake2 import SPAKE2_A
 
 from punktfunk_core.paths import Paths, ensure_private_dir
 from punktfunk_core.stats import percentile
 
-from punktfunk_native.datapath import NativeReceiver, ReceivedAU, make_probe
+from punktfunk_native.client.receive import AV_CODEC, Decoder, DecoderUnavailable, Stats, StreamReceiver
+from punktfunk_native.client.terminal import Terminal
+from punktfunk_native.control import ControlChannel
+from punktfunk_native.datapath import NativeReceiver
 from punktfunk_native.identity import Identity, KnownHosts, client_context, load_or_create_identity
+from punktfunk_native.pairing import BadSpakeMessage, ClientPairing
 from punktfunk_native.wire import (
-    MAX_PACKET,
     PROTOCOL_VERSION,
-    SPAKE_ID_CLIENT,
-    SPAKE_ID_HOST,
     SUPPORTED_VERSIONS,
-    MessageReader,
     ProtocolError,
     b64d,
     b64e,
-    encode_message,
     fingerprint,
     get_int,
-    pairing_confirm_keys,
-    pairing_mac,
     session_keys,
 )
 
 DEFAULT_PORT = 47992
 NO_VIDEO_TIMEOUT_S = 5.0
-AV_CODEC = {"h264": "h264", "hevc": "hevc", "av1": "libdav1d"}
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_PAIRING = 3
 EXIT_CONNECT = 4
-
 
 UNKNOWN_CLIENT = ("the host does not recognise this client (it was unpaired?); pair again with --pin NNNN "
                   "after `punktfunk native pin NNNN` on the host")
@@ -76,56 +66,53 @@ class PairingFailed(ClientError):
         super().__init__(message, EXIT_PAIRING)
 
 
-class _Ctl:
-    """Client end of a control connection (thread-safe send)."""
+def _refused_certificate(exc: BaseException) -> bool:
+    """TLS 1.3: the host checks our certificate after our side of the handshake,
+    so its verdict arrives as an alert on the first read or write."""
+    text = str(exc).lower()
+    return "unknown ca" in text or "certificate" in text
+
+
+class HostControl(ControlChannel):
+    """The client's end of the control connection: sends are thread-safe, and
+    failures and the host's error messages become :class:`ClientError`."""
 
     def __init__(self, sock: ssl.SSLSocket) -> None:
-        self.sock = sock
-        self.reader = MessageReader()
-        self.pending: list[dict[str, Any]] = []
+        super().__init__(sock)
         self.lock = threading.Lock()
 
     def send(self, msg: dict[str, Any]) -> None:
         with self.lock:
             try:
-                self.sock.settimeout(5.0)  # reads poll with short timeouts; a write may take longer
-                self.sock.sendall(encode_message(msg))
+                super().send(msg)
             except (ssl.SSLError, OSError) as exc:
                 self._explain(exc)
 
     def _explain(self, exc: BaseException) -> None:
-        """Turn a failed write into the host's verdict when it sent one (TLS 1.3: a
-        rejected client certificate surfaces on the first write or read)."""
+        """Turn a failed write into the host's verdict when it sent one."""
         try:
             self.sock.settimeout(1.0)
             self.sock.recv(1)
         except ssl.SSLError as alert:
-            if "unknown ca" in str(alert).lower() or "certificate" in str(alert).lower():
+            if _refused_certificate(alert):
                 raise ClientError(UNKNOWN_CLIENT, EXIT_PAIRING) from None
         except (OSError, ValueError):
             pass
         raise ClientError(f"control connection failed: {exc}", EXIT_CONNECT) from None
 
-    def recv(self, timeout: float, expect: str | None = None) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while not self.pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ClientError("the host did not answer in time", EXIT_CONNECT)
-            self.sock.settimeout(min(left, 0.25))
-            try:
-                self.pending.extend(self.reader.read(self.sock))
-            except EOFError:
-                raise ClientError("the host closed the connection", EXIT_CONNECT) from None
-            except ssl.SSLError as exc:
-                # TLS 1.3: the host checks our certificate after our side of the
-                # handshake, so its verdict arrives with the first read
-                if "unknown ca" in str(exc).lower() or "certificate" in str(exc).lower():
-                    raise ClientError(UNKNOWN_CLIENT, EXIT_PAIRING) from None
-                raise ClientError(f"TLS error: {exc}", EXIT_CONNECT) from None
-            except OSError as exc:
-                raise ClientError(f"control connection failed: {exc}", EXIT_CONNECT) from None
-        msg = self.pending.pop(0)
+    def recv(self, timeout: float, expect: str | None = None) -> dict[str, Any]:  # type: ignore[override]
+        try:
+            msg = super().recv(timeout)
+        except TimeoutError:
+            raise ClientError("the host did not answer in time", EXIT_CONNECT) from None
+        except EOFError:
+            raise ClientError("the host closed the connection", EXIT_CONNECT) from None
+        except ssl.SSLError as exc:
+            if _refused_certificate(exc):
+                raise ClientError(UNKNOWN_CLIENT, EXIT_PAIRING) from None
+            raise ClientError(f"TLS error: {exc}", EXIT_CONNECT) from None
+        except OSError as exc:
+            raise ClientError(f"control connection failed: {exc}", EXIT_CONNECT) from None
         if msg["type"] == "error":
             code = str(msg.get("code", "error"))
             text = str(msg.get("message", "the host refused"))
@@ -164,35 +151,10 @@ class ClientOptions:
     config_dir: Path | None = None
 
 
-@dataclass
-class Stats:
-    frames_decoded: int = 0
-    frames_undecodable: int = 0
-    skipped_waiting_keyframe: int = 0
-    stamps_unreadable: int = 0
-    ids_in_order: bool = True
-    last_id: int = -1
-    e2e_us: list[int] = field(default_factory=list)
-    decode_us: list[int] = field(default_factory=list)
-    bytes: int = 0
-    injected_loss: int = 0
-    datagrams: int = 0
-    first_packet: float = 0.0
-    last_packet: float = 0.0
-    #: monotonic times of the first and the last decoded frame
-    first_decoded: float = 0.0
-    last_decoded: float = 0.0
-
-    @property
-    def decoded_fps(self) -> float:
-        """Frames decoded per second between the first and the last decoded frame."""
-        span = self.last_decoded - self.first_decoded
-        return (self.frames_decoded - 1) / span if self.frames_decoded > 1 and span > 0 else 0.0
-
-
 class NativeClient:
-    def __init__(self, opts: ClientOptions) -> None:
+    def __init__(self, opts: ClientOptions, terminal: Terminal | None = None) -> None:
         self.opts = opts
+        self.terminal = terminal or Terminal(json=opts.json, live=opts.status)
         cfg = Path(opts.config_dir or Paths.from_env().config)
         ensure_private_dir(cfg)
         self.dir = cfg / "native"
@@ -205,17 +167,18 @@ class NativeClient:
         self.session_id: int | None = None
         self.host_bye: str | None = None
         self.rtt_us: float | None = None
-        self._stop = threading.Event()
-        self._want_keyframe = threading.Event()
-        self._rng = random.Random(opts.loss_seed)
+        self.want_keyframe = threading.Event()
         self.fec_on = True
         #: totals as of the last report (reports carry deltas) and when it went out
         self._reported: dict[str, int] = {}
         self._last_report_at = 0.0
-        self._status_open = False  # a live status line without its newline yet
+
+    def say(self, text: str) -> None:
+        """A message for the person at the terminal."""
+        self.terminal.say(text)
 
     # -- connecting -------------------------------------------------------------------
-    def _connect(self, with_identity: bool) -> tuple[_Ctl, bytes]:
+    def _connect(self, with_identity: bool) -> tuple[HostControl, bytes]:
         try:
             raw = socket.create_connection((self.opts.host, self.opts.port), timeout=5.0)
         except OSError as exc:
@@ -226,16 +189,16 @@ class NativeClient:
             tls = ctx.wrap_socket(raw)
         except ssl.SSLError as exc:
             raw.close()
-            if "unknown ca" in str(exc).lower() or "certificate" in str(exc).lower():
+            if _refused_certificate(exc):
                 raise ClientError(UNKNOWN_CLIENT, EXIT_PAIRING) from None
             raise ClientError(f"TLS handshake with {self.address} failed: {exc}", EXIT_CONNECT) from None
         except OSError as exc:
             raw.close()
             raise ClientError(f"connection to {self.address} failed: {exc}", EXIT_CONNECT) from None
         host_der = tls.getpeercert(binary_form=True) or b""
-        return _Ctl(tls), host_der
+        return HostControl(tls), host_der
 
-    def _hello(self, ctl: _Ctl) -> dict[str, Any]:
+    def _hello(self, ctl: HostControl) -> dict[str, Any]:
         ctl.send({"type": "hello", "versions": list(SUPPORTED_VERSIONS), "name": self.name,
                   "client_fingerprint": self.identity.fingerprint})
         welcome = ctl.recv(10.0, "welcome")
@@ -243,7 +206,7 @@ class NativeClient:
             raise ClientError(f"host chose unknown version {welcome.get('version')!r}")
         return welcome
 
-    def _open_stream(self) -> tuple[_Ctl, str, dict[str, Any]]:
+    def _open_stream(self) -> tuple[HostControl, str, dict[str, Any]]:
         """Connect with our certificate, check the pinned host certificate before
         sending anything, then hello/welcome."""
         ctl, host_der = self._connect(with_identity=True)
@@ -265,24 +228,15 @@ class NativeClient:
         ctl, host_der = self._connect(with_identity=False)
         try:
             welcome = self._hello(ctl)
-            host_fp = fingerprint(host_der)
-            spake = SPAKE2_A(pin.encode(), idA=SPAKE_ID_CLIENT, idB=SPAKE_ID_HOST)
-            msg_a = spake.start()
-            ctl.send({"type": "pair_start", "spake": b64e(msg_a), "client_cert": b64e(self.identity.cert_der),
-                      "name": self.name})
-            reply = ctl.recv(30.0, "pair_reply")
-            msg_b = b64d(reply.get("spake"), "spake", 256)
+            exchange = ClientPairing(pin)
+            ctl.send(exchange.start(self.identity.cert_der, self.name))
             try:
-                key = spake.finish(msg_b)
-            except Exception as exc:  # noqa: BLE001 - SPAKEError and friends
-                raise PairingFailed(f"bad pairing reply from the host: {exc}") from None
-            kc, kh = pairing_confirm_keys(key, host_fp, self.identity.fingerprint, msg_a, msg_b)
-            ctl.send({"type": "pair_confirm", "mac": b64e(pairing_mac(kc, b"client"))})
+                ctl.send(exchange.confirm(ctl.recv(30.0, "pair_reply"), fingerprint(host_der),
+                                          self.identity.fingerprint))
+            except BadSpakeMessage as exc:
+                raise PairingFailed(str(exc)) from None
             ok = ctl.recv(30.0, "pair_ok")
-            mac = b64d(ok.get("mac"), "mac", 64)
-            import hmac
-
-            if not hmac.compare_digest(mac, pairing_mac(kh, b"host")):
+            if not exchange.host_knows_pin(ok):
                 raise PairingFailed("the host could not prove it knows the PIN (man in the middle?); not pairing")
             self.known.pin(self.address, host_der, str(ok.get("host_name", welcome.get("host_name", ""))))
         except ProtocolError as exc:
@@ -311,11 +265,6 @@ class NativeClient:
         self.say(f"paired with {self.address} (host certificate {self.known.fingerprint_of(self.address)[:16]}…, "
                  f"pinned in {self.known.path})")
 
-    def say(self, text: str) -> None:
-        """A message for the person at the terminal (stderr under --json: stdout is the summary)."""
-        self._end_status_line()
-        print(text, file=sys.stderr if self.opts.json else sys.stdout, flush=True)
-
     # -- streaming -----------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         self.ensure_paired()
@@ -335,7 +284,7 @@ class NativeClient:
         finally:
             ctl.close()
 
-    def _stream(self, ctl: _Ctl, host_fp: str) -> dict[str, Any]:
+    def _stream(self, ctl: HostControl, host_fp: str) -> dict[str, Any]:
         o = self.opts
         priv = X25519PrivateKey.generate()
         nonce = os.urandom(16)
@@ -365,16 +314,16 @@ class NativeClient:
         udp = socket.socket(ctl.sock.family, socket.SOCK_DGRAM)
         udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         udp.bind(("", 0))
-        udp_addr = (host_ip, udp_port)
         try:
-            decoder = _Decoder(codec, self, o.save_frames)
-        except ClientError:
+            decoder = Decoder(codec, self.stats, self.want_keyframe, o.save_frames)
+        except DecoderUnavailable as exc:
             udp.close()
-            raise
+            raise ClientError(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - e.g. this PyAV build lacks the decoder
             udp.close()
             raise ClientError(f"cannot decode {codec} here: {exc}") from None
-        rx = threading.Thread(target=self._rx_loop, args=(udp, udp_addr, k_c2h, decoder), name="native-rx", daemon=True)
+        rx = StreamReceiver(udp, (host_ip, udp_port), k_c2h, self.receiver, decoder, self.stats, loss=o.loss,
+                            loss_seed=o.loss_seed)
         rx.start()
         try:
             started = ctl.recv(20.0, "session_started")
@@ -382,24 +331,20 @@ class NativeClient:
             self.say(f"streaming {acc.get('width', o.width)}x{acc.get('height', o.height)}@{fps} {codec} from "
                      f"{self.address} (session {self.session_id}, encoder {started.get('encoder', '?')})")
             try:
-                ended_by = self._control(ctl, acc, fps)
+                ended_by = self._control(ctl, acc)
             except KeyboardInterrupt:
                 ended_by = "interrupted"
-            self._stop_receiving(rx)
+            rx.stop()
             if ended_by != "closed":
                 self._last_report(ctl, ended_by)
         finally:
-            self._stop_receiving(rx)
+            rx.stop()
             udp.close()
             decoder.close()
-            self._end_status_line()
+            self.terminal.end_status_line()
         return self.summary()
 
-    def _stop_receiving(self, rx: threading.Thread) -> None:
-        self._stop.set()
-        rx.join(2.0)
-
-    def _last_report(self, ctl: _Ctl, ended_by: str) -> None:
+    def _last_report(self, ctl: HostControl, ended_by: str) -> None:
         """Our counters are final now (nothing is received any more): report them,
         marked last, so the host's last stats window equals our summary."""
         try:  # best effort: the stream itself is over either way
@@ -409,7 +354,7 @@ class NativeClient:
         except ClientError:
             pass
 
-    def _control(self, ctl: _Ctl, acc: dict[str, Any], fps: int) -> str:
+    def _control(self, ctl: HostControl, acc: dict[str, Any]) -> str:
         """Run the stream until it ends; returns how: "done" (--seconds), "host"
         (the host said bye) or "closed" (the connection went away)."""
         o = self.opts
@@ -425,7 +370,6 @@ class NativeClient:
         pings: dict[int, float] = {}
         pid = 0
         self._last_report_at = t0
-        ctl.sock.settimeout(0.05)
         end = t0 + o.seconds if o.seconds > 0 else float("inf")
         while True:
             now = time.monotonic()
@@ -448,16 +392,15 @@ class NativeClient:
             if now >= next_report:
                 self._report(ctl)
                 next_report = now + report_every
-            if self._want_keyframe.is_set() and now - last_kf > 0.1:
-                self._want_keyframe.clear()
+            if self.want_keyframe.is_set() and now - last_kf > 0.1:
+                self.want_keyframe.clear()
                 last_kf = now
                 ctl.send({"type": "keyframe_request"})
-            if o.status and not o.json and now >= next_status:
-                self._print_status()
+            if now >= next_status:
+                self.terminal.status(self.summary())
                 next_status = now + 0.5
             try:
-                ctl.sock.settimeout(0.05)
-                msgs = ctl.reader.read(ctl.sock)
+                msgs = ctl.poll(0.05)
             except (EOFError, ssl.SSLError, ConnectionError):
                 self.host_bye = self.host_bye or "connection closed"
                 return "closed"
@@ -483,7 +426,7 @@ class NativeClient:
             if done:
                 return "host"
 
-    def _report(self, ctl: _Ctl, *, last: bool = False) -> None:
+    def _report(self, ctl: HostControl, *, last: bool = False) -> None:
         """Counts since the previous report (deltas), and the span they cover."""
         r = self.receiver
         assert r is not None
@@ -506,55 +449,7 @@ class NativeClient:
         self._last_report_at = now
         ctl.send(msg)
 
-    # -- receive + decode (one thread) -----------------------------------------------
-    def _rx_loop(self, udp: socket.socket, host: tuple[str, int], k_c2h: bytes, decoder: _Decoder) -> None:
-        r = self.receiver
-        assert r is not None
-        st = self.stats
-        loss = self.opts.loss
-        rnd = self._rng.random
-        buf = bytearray(MAX_PACKET + 64)
-        probe_seq = 0
-        got_data = False
-        next_probe = 0.0
-        udp.settimeout(0.05)
-        unrec = 0
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if not got_data and now >= next_probe:
-                try:
-                    udp.sendto(make_probe(k_c2h, probe_seq), host)
-                except OSError:
-                    pass
-                probe_seq += 1
-                next_probe = now + 0.05
-            try:
-                n = udp.recv_into(buf)
-            except (socket.timeout, BlockingIOError):
-                continue
-            except OSError:
-                if self._stop.is_set():
-                    return
-                continue
-            got_data = True
-            st.datagrams += 1
-            if loss and rnd() < loss:
-                st.injected_loss += 1
-                continue
-            t = time.monotonic()
-            if not st.first_packet:
-                st.first_packet = t
-            st.last_packet = t
-            st.bytes += n
-            au = r.push(bytes(buf[:n]))
-            if r.reasm.frames_unrecoverable != unrec:
-                unrec = r.reasm.frames_unrecoverable
-                decoder.need_keyframe = True
-                self._want_keyframe.set()
-            if au is not None:
-                decoder.decode(au)
-
-    # -- output ----------------------------------------------------------------------------
+    # -- results -------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         st = self.stats
         r = self.receiver
@@ -584,198 +479,3 @@ class NativeClient:
                 "skipped_waiting_keyframe": self.stats.skipped_waiting_keyframe, "host_bye": self.host_bye,
                 "session_id": self.session_id,
                 "rtt_us": round(self.rtt_us, 1) if self.rtt_us is not None else None}
-
-    def _print_status(self) -> None:
-        s = self.summary()
-        line = (f"{s['fps']:6.1f} fps  {s['mbps']:7.2f} Mb/s  lost {s['packets_lost']:5d}  recovered "
-                f"{s['shards_recovered']:5d}  unrecoverable {s['frames_unrecoverable']:3d}  e2e p50 "
-                f"{s['e2e_p50_ms'] if s['e2e_p50_ms'] is not None else '-':>6} ms  p99 "
-                f"{s['e2e_p99_ms'] if s['e2e_p99_ms'] is not None else '-':>6} ms")
-        sys.stdout.write("\r" + line)
-        sys.stdout.flush()
-        self._status_open = True
-
-    def _end_status_line(self) -> None:
-        """Move off the live status line (it is redrawn in place with \\r)."""
-        if self._status_open:
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-            self._status_open = False
-
-    def summary_text(self) -> str:
-        """The closing summary, in words."""
-        s = self.summary()
-        how = {None: "", "connection closed": " (the host closed the connection)"}.get(
-            self.host_bye, f" (the host ended it: {self.host_bye})")
-        e2e = (f", end to end p50 {s['e2e_p50_ms']:.1f} ms / p99 {s['e2e_p99_ms']:.1f} ms"
-               if s["e2e_p50_ms"] is not None else "")
-        rtt = f", round trip {self.rtt_us / 1000:.1f} ms" if self.rtt_us is not None else ""
-        return (f"session {self.session_id if self.session_id is not None else '?'} ended{how}: "
-                f"{s['frames_decoded']} of {s['frames_expected']} frames decoded ({s['fps']:.1f} fps), "
-                f"{s['mbps']:.2f} Mb/s; packets lost {s['packets_lost']}, recovered by FEC {s['shards_recovered']}, "
-                f"frames unrecoverable {s['frames_unrecoverable']}{e2e}{rtt}")
-
-
-class _Decoder:
-    """PyAV decoder + stamp reader; runs on the receive thread."""
-
-    def __init__(self, codec: str, client: NativeClient, save_dir: str | None) -> None:
-        import av
-
-        self.av = av
-        self.ctx = av.CodecContext.create(AV_CODEC.get(codec, codec), "r")
-        try:
-            self.ctx.thread_count = 1  # frame threading would add a frame of delay per thread
-        except Exception:  # noqa: BLE001
-            pass
-        self.client = client
-        self.stats = client.stats
-        self.need_keyframe = True
-        self.save_dir = Path(save_dir) if save_dir else None
-        self._saveq: queue.SimpleQueue | None = None
-        self._saver: threading.Thread | None = None
-        if self.save_dir is not None:
-            try:
-                import PIL.Image  # noqa: F401 - PyAV's to_image() needs Pillow
-            except ImportError:
-                raise ClientError("--save-frames needs Pillow (pip install pillow)") from None
-            ensure_private_dir(self.save_dir)
-            # PNG writing happens on its own thread so it never delays receiving
-            self._saveq = queue.SimpleQueue()
-            self._saver = threading.Thread(target=self._save_loop, name="native-save", daemon=True)
-            self._saver.start()
-        from punktfunk_core.media.stamp import latency_us, read_stamp_from_av_frame
-
-        self._read_stamp = read_stamp_from_av_frame
-        self._latency = latency_us
-
-    def decode(self, au: ReceivedAU) -> None:
-        st = self.stats
-        if self.need_keyframe and not au.keyframe:
-            st.skipped_waiting_keyframe += 1
-            self.client._want_keyframe.set()
-            return
-        t0 = time.perf_counter_ns()
-        try:
-            frames = self.ctx.decode(self.av.Packet(au.data))
-        except Exception:  # noqa: BLE001 - InvalidDataError and friends: count, resync on a keyframe
-            st.frames_undecodable += 1
-            self.need_keyframe = True
-            self.client._want_keyframe.set()
-            return
-        if au.keyframe:
-            self.need_keyframe = False
-        dt = (time.perf_counter_ns() - t0) // 1000
-        for frame in frames:
-            st.frames_decoded += 1
-            st.last_decoded = time.monotonic()
-            if st.frames_decoded == 1:
-                st.first_decoded = st.last_decoded
-            st.decode_us.append(dt)
-            stamp = self._read_stamp(frame)
-            if stamp is None:
-                st.stamps_unreadable += 1
-                st.ids_in_order = False
-            else:
-                fid, cap_us = stamp
-                st.e2e_us.append(self._latency(cap_us))
-                if fid != au.frame_id or fid <= st.last_id:
-                    st.ids_in_order = False
-                st.last_id = fid
-            if self._saveq is not None:
-                self._saveq.put((au.frame_id, frame))
-
-    def _save_loop(self) -> None:
-        assert self._saveq is not None and self.save_dir is not None
-        while True:
-            item = self._saveq.get()
-            if item is None:
-                return
-            fid, frame = item
-            try:
-                frame.to_image().save(self.save_dir / f"frame-{fid:08d}.png", compress_level=1)
-            except Exception:  # noqa: BLE001 - saving is best effort
-                pass
-
-    def close(self) -> None:
-        if self._saveq is not None and self._saver is not None:
-            self._saveq.put(None)
-            self._saver.join(30.0)
-        try:
-            self.ctx.close()
-        except Exception:  # noqa: BLE001
-            pass
-
-
-# -- command line -------------------------------------------------------------------------
-def add_client_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("host", metavar="HOST", help="host name or address (HOST or HOST:PORT)")
-    p.add_argument("--port", type=int, default=None, help=f"control port (default {DEFAULT_PORT})")
-    p.add_argument("--pin", help="pair with this PIN first if not paired yet")
-    p.add_argument("--seconds", type=float, default=0.0, help="stream this long, then print a summary (0 = until Ctrl-C)")
-    p.add_argument("--json", action="store_true", help="print one JSON summary object at the end, no live status")
-    p.add_argument("--save-frames", metavar="DIR", help="save every decoded frame as PNG into DIR")
-    p.add_argument("--loss", type=float, default=0.0, help="drop this fraction of received datagrams (testing FEC)")
-    p.add_argument("--loss-seed", type=int, default=None, help="seed of the loss injection")
-    p.add_argument("--width", type=int, default=1280)
-    p.add_argument("--height", type=int, default=720)
-    p.add_argument("--fps", type=int, default=60)
-    p.add_argument("--codec", choices=["h264", "hevc", "av1"], default="h264")
-    p.add_argument("--bitrate", type=int, default=10_000, metavar="KBPS", help="bitrate in kbit/s (default 10000)")
-    p.add_argument("--fec", type=int, default=None, metavar="PERCENT", help="FEC parity percent (default: the host's)")
-    p.add_argument("--name", default="", help="name the host shows for this client (default: hostname)")
-    p.add_argument("--config-dir", default=None, help="where the client keeps its identity (default: punktfunk config dir)")
-    p.add_argument("--details", action="store_true", help="with --json: add a 'details' object (rejections, rtt)")
-
-
-def options_from_args(args: argparse.Namespace) -> ClientOptions:
-    host, port = args.host, args.port
-    if port is None and host.count(":") == 1:
-        host, _, p = host.partition(":")
-        port = int(p)
-    if host.startswith("[") and "]" in host:
-        host, _, rest = host[1:].partition("]")
-        if rest.startswith(":") and port is None:
-            port = int(rest[1:])
-    if not 0.0 <= args.loss < 1.0:
-        raise ClientError("--loss must be in 0..1 (e.g. 0.05)")
-    if args.pin is not None and not (args.pin.isdigit() and 4 <= len(args.pin) <= 8):
-        raise ClientError("--pin must be 4 to 8 digits")
-    return ClientOptions(
-        host=host, port=port or DEFAULT_PORT, pin=args.pin, seconds=args.seconds, width=args.width,
-        height=args.height, fps=args.fps, codec=args.codec, bitrate_kbps=args.bitrate, fec_percent=args.fec,
-        loss=args.loss, loss_seed=args.loss_seed, save_frames=args.save_frames, json=args.json,
-        name=args.name, config_dir=Path(args.config_dir) if args.config_dir else None,
-    )
-
-
-def main_from_args(args: argparse.Namespace) -> int:
-    client: NativeClient | None = None
-    try:
-        opts = options_from_args(args)
-        client = NativeClient(opts)
-        try:
-            summary = client.run()
-        except KeyboardInterrupt:  # before the stream started (while pairing or connecting)
-            client._stop.set()
-            summary = client.summary()
-    except PairingFailed as exc:
-        _fail(client, f"pairing failed: {exc}")
-        return exc.exit_code
-    except ClientError as exc:
-        _fail(client, str(exc))
-        return exc.exit_code
-    if opts.json:
-        out = dict(summary)
-        if getattr(args, "details", False):
-            out["details"] = client.details()
-        print(json.dumps(out))
-    elif client.session_id is not None:
-        print(client.summary_text())
-    return EXIT_OK
-
-
-def _fail(client: NativeClient | None, message: str) -> None:
-    if client is not None:
-        client._end_status_line()
-    print(f"punktfunk client: {message}", file=sys.stderr)

@@ -1,0 +1,90 @@
+"""``punktfunk client HOST``: the arguments, the run, the exit status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from punktfunk_native.client.session import (
+    DEFAULT_PORT,
+    EXIT_OK,
+    ClientError,
+    ClientOptions,
+    NativeClient,
+    PairingFailed,
+)
+from punktfunk_native.client.terminal import summary_text
+
+
+def add_client_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("host", metavar="HOST", help="host name or address (HOST or HOST:PORT)")
+    p.add_argument("--port", type=int, default=None, help=f"control port (default {DEFAULT_PORT})")
+    p.add_argument("--pin", help="pair with this PIN first if not paired yet")
+    p.add_argument("--seconds", type=float, default=0.0, help="stream this long, then print a summary (0 = until Ctrl-C)")
+    p.add_argument("--json", action="store_true", help="print one JSON summary object at the end, no live status")
+    p.add_argument("--save-frames", metavar="DIR", help="save every decoded frame as PNG into DIR")
+    p.add_argument("--loss", type=float, default=0.0, help="drop this fraction of received datagrams (testing FEC)")
+    p.add_argument("--loss-seed", type=int, default=None, help="seed of the loss injection")
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--fps", type=int, default=60)
+    p.add_argument("--codec", choices=["h264", "hevc", "av1"], default="h264")
+    p.add_argument("--bitrate", type=int, default=10_000, metavar="KBPS", help="bitrate in kbit/s (default 10000)")
+    p.add_argument("--fec", type=int, default=None, metavar="PERCENT", help="FEC parity percent (default: the host's)")
+    p.add_argument("--name", default="", help="name the host shows for this client (default: hostname)")
+    p.add_argument("--config-dir", default=None, help="where the client keeps its identity (default: punktfunk config dir)")
+    p.add_argument("--details", action="store_true", help="with --json: add a 'details' object (rejections, rtt)")
+
+
+def options_from_args(args: argparse.Namespace) -> ClientOptions:
+    host, port = args.host, args.port
+    if port is None and host.count(":") == 1:
+        host, _, p = host.partition(":")
+        port = int(p)
+    if host.startswith("[") and "]" in host:
+        host, _, rest = host[1:].partition("]")
+        if rest.startswith(":") and port is None:
+            port = int(rest[1:])
+    if not 0.0 <= args.loss < 1.0:
+        raise ClientError("--loss must be in 0..1 (e.g. 0.05)")
+    if args.pin is not None and not (args.pin.isdigit() and 4 <= len(args.pin) <= 8):
+        raise ClientError("--pin must be 4 to 8 digits")
+    return ClientOptions(
+        host=host, port=port or DEFAULT_PORT, pin=args.pin, seconds=args.seconds, width=args.width,
+        height=args.height, fps=args.fps, codec=args.codec, bitrate_kbps=args.bitrate, fec_percent=args.fec,
+        loss=args.loss, loss_seed=args.loss_seed, save_frames=args.save_frames, json=args.json,
+        name=args.name, config_dir=Path(args.config_dir) if args.config_dir else None,
+    )
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    client: NativeClient | None = None
+    try:
+        opts = options_from_args(args)
+        client = NativeClient(opts)
+        try:
+            summary = client.run()
+        except KeyboardInterrupt:  # before the stream started (while pairing or connecting)
+            summary = client.summary()
+    except PairingFailed as exc:
+        _fail(client, f"pairing failed: {exc}")
+        return exc.exit_code
+    except ClientError as exc:
+        _fail(client, str(exc))
+        return exc.exit_code
+    if opts.json:
+        out = dict(summary)
+        if getattr(args, "details", False):
+            out["details"] = client.details()
+        print(json.dumps(out))
+    elif client.session_id is not None:
+        print(summary_text(summary, client.session_id, client.host_bye, client.rtt_us))
+    return EXIT_OK
+
+
+def _fail(client: NativeClient | None, message: str) -> None:
+    if client is not None:
+        client.terminal.end_status_line()
+    print(f"punktfunk client: {message}", file=sys.stderr)
