@@ -1,15 +1,21 @@
 """``punktfunk doctor``: what this machine lets the host do, one line per finding with what to do.
 
-Each check is a function returning :class:`Finding` objects. Probes that talk
-to another process (the X server, the sound server, the NVIDIA driver) run with
-a deadline: a server that accepts a connection and never answers is a finding
-("did not answer within 3 s"), never a hang. The checks reuse the probes the
-stages themselves use (x11, desktop audio, nvenc, uinput, GameStream FEC, the
-native sealer), so doctor and the host never disagree about the machine.
+The core names no plugin here: each plugin says what it knows of the machine
+through two hooks (docs/plugins.md): ``doctor_findings`` (its
+:class:`Finding` lines: the display, the sound server, the GPU encoder, a
+compiled part, whether its protocol is on) and ``listening_ports`` (the
+:class:`Port` objects its config section makes the host listen on). The core
+adds what is generic: the configured capture stage and an encoder, checked with
+the stages' own availability probes (so doctor and the host never disagree),
+whether each port can be bound, which protocols can serve, and the firewall
+hint. Probes that talk to another process run with a deadline
+(:func:`bounded`): a server that accepts a connection and never answers is a
+finding ("no answer within 3 s"), never a hang.
 
 Exit status: 0 when the host can stream with the config it was given (its
 capture stage and an encoder are usable and at least one protocol is enabled
-with its ports free), 1 otherwise, 2 for an invalid config.
+with nothing blocking it: a busy port, or a finding whose ``blocks`` names it),
+1 otherwise, 2 for an invalid config.
 """
 
 from __future__ import annotations
@@ -17,14 +23,13 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import os
 import shutil
 import socket
-import subprocess
 import sys
 import threading
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from punktfunk_core import config as configmod
 
@@ -34,14 +39,22 @@ PROBE_TIMEOUT_S = 3.0
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
 class Finding:
+    """One line of the report: what was checked, how it stands, and what to do about it."""
+
     check: str
     status: str  # ok | warn | fail | info
     message: str
     fix: str = ""
+    #: the protocol (config section) this finding stops from serving, e.g. a busy port; "" for none
+    blocks: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"check": self.check, "status": self.status, "message": self.message, "fix": self.fix}
 
     def line(self) -> str:
         return f"{self.status:<5} {self.check:<13} {self.message}" + (f" — {self.fix}" if self.fix else "")
@@ -69,136 +82,13 @@ def bounded(fn: Callable[[], T], timeout: float = PROBE_TIMEOUT_S) -> T:
         raise ProbeTimeout(f"no answer within {timeout:g} s")
     if "error" in box:
         raise box["error"]
-    return box["value"]
-
-
-# -- the desktop -------------------------------------------------------------------
-def check_display(display: str | None = None) -> list[Finding]:
-    """X display reachable, XTest (input) and XFixes (the pointer in captures)."""
-    name = display if display is not None else os.environ.get("DISPLAY", "")
-    if not name:
-        fix = ("run the host inside the desktop session (the systemd user service imports DISPLAY from it), "
-               "or set DISPLAY=:0")
-        return [Finding("x11-display", WARN, "DISPLAY is not set: no x11 capture, no XTest input", fix)]
-    try:
-        from Xlib import display as xdisplay
-    except ImportError:
-        return [Finding("x11-display", FAIL, "python-xlib is not installed", "pip install python-xlib")]
-
-    def probe() -> tuple[bool, bool, str]:
-        d = xdisplay.Display(name)
-        try:
-            vendor = d.get_display_name()
-            return d.has_extension("XTEST"), d.has_extension("XFIXES"), vendor
-        finally:
-            d.close()
-
-    try:
-        xtest, xfixes, _ = bounded(probe)
-    except ProbeTimeout as exc:
-        return [Finding("x11-display", FAIL, f"X display {name} accepted the connection but gave {exc}",
-                        "is the X server frozen or a stale socket left in /tmp/.X11-unix?")]
-    except Exception as exc:  # noqa: BLE001 - python-xlib raises DisplayError, OSError and more
-        return [Finding("x11-display", FAIL, f"X display {name} is not reachable: {exc}",
-                        "start the host from the desktop session, or allow it: xhost +SI:localuser:$USER")]
-    out = [Finding("x11-display", OK, f"X display {name} reachable")]
-    out.append(Finding("xtest", OK, "XTest present: keyboard and mouse input can be injected") if xtest else
-               Finding("xtest", WARN, f"X display {name} has no XTEST extension: no input through xtest",
-                       "enable XTEST in the X server, or use input.backend = \"uinput\""))
-    out.append(Finding("cursor", OK, "XFixes present: the pointer is drawn into x11 captures") if xfixes else
-               Finding("cursor", WARN, f"X display {name} has no XFIXES extension: captures show no pointer",
-                       "enable XFIXES in the X server (every desktop X server has it)"))
-    return out
-
-
-def check_sound() -> list[Finding]:
-    """A PulseAudio-protocol server answers and offers a monitor source (what the desktop plays)."""
-    from punktfunk_core.media.desktop_audio import server_answers
-
-    reason = server_answers(PROBE_TIMEOUT_S)
-    if reason:
-        fix = ("apt-get install pulseaudio-utils" if "not installed" in reason else
-               "run the host in the desktop session (PipeWire's pipewire-pulse or PulseAudio), or set PULSE_SERVER")
-        return [Finding("sound", WARN, f"no desktop audio: {reason} (streams carry a tone)", fix)]
-    try:
-        done = subprocess.run(["pactl", "list", "short", "sources"], stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=PROBE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return [Finding("sound", WARN, f"the sound server did not list its sources within {PROBE_TIMEOUT_S:g} s")]
-    monitors = [f[1] for f in (line.split("\t") for line in done.stdout.splitlines()) if len(f) > 1
-                and f[1].endswith(".monitor")]
-    if not monitors:
-        return [Finding("sound", WARN, "the sound server answers but has no monitor source: nothing to record",
-                        "add an output (a null sink will do: pactl load-module module-null-sink)")]
-    return [Finding("sound", OK, f"sound server answers; monitor source {monitors[0]}"
-                    + (f" (+{len(monitors) - 1} more)" if len(monitors) > 1 else ""))]
-
-
-def check_uinput() -> list[Finding]:
-    try:
-        from punktfunk_input.uinput import available
-    except ImportError:
-        return [Finding("uinput", INFO, "the input plugin is not installed")]
-    reason = available()
-    if reason:
-        return [Finding("uinput", WARN, "no virtual controllers or touch through uinput", reason)]
-    return [Finding("uinput", OK, "/dev/uinput writable: virtual gamepads, touch and pen can be created")]
-
-
-# -- encoders and compiled parts ------------------------------------------------------
-def _nvidia_driver() -> str:
-    try:
-        with open("/proc/driver/nvidia/version", encoding="ascii", errors="replace") as f:
-            first = f.readline()
-    except OSError:
-        return ""
-    words = first.split()
-    return next((w for w in words if w[:1].isdigit() and "." in w), first.strip())
-
-
-def check_nvenc() -> list[Finding]:
-    from punktfunk_core.media.nvenc import available
-
-    driver = _nvidia_driver()
-    try:
-        reason = bounded(lambda: available("h264"), PROBE_TIMEOUT_S * 3)
-    except ProbeTimeout as exc:
-        reason = f"the NVENC probe gave {exc}"
-    if not reason:
-        return [Finding("nvenc", OK, f"NVENC usable (driver {driver or 'unknown'})")]
-    if "not installed" in reason:
-        fix = "pip install 'punktfunk[nvenc]'" if driver else "needs an NVIDIA GPU and its driver; x264 is used meanwhile"
-    else:
-        fix = "install or update the NVIDIA driver (nvidia-smi must work)" if not driver else "check nvidia-smi"
-    return [Finding("nvenc", WARN, f"{reason}; encoding falls back to the CPU"
-                    + (f" (driver {driver})" if driver else " (no NVIDIA driver loaded)"), fix)]
-
-
-def check_fec() -> list[Finding]:
-    try:
-        from punktfunk_gamestream import fec
-    except ImportError:
-        return [Finding("isa-l", INFO, "the gamestream plugin is not installed")]
-    line = fec.describe()
-    if isinstance(fec.best_kernel(), fec.IsalKernel):
-        return [Finding("isa-l", OK, f"GameStream FEC: {line}")]
-    return [Finding("isa-l", WARN, f"GameStream FEC: {line}",
-                    "pip install the pinned pyeclib wheel again, or apt-get install libisal2")]
-
-
-def check_sealer() -> list[Finding]:
-    try:
-        from punktfunk_native.datapath import batch_sealer_available
-    except ImportError:
-        return [Finding("sealer", INFO, "the native plugin is not installed")]
-    if batch_sealer_available():
-        return [Finding("sealer", OK, "the C batch sealer of punktfunk/1 is built")]
-    return [Finding("sealer", WARN, "the C batch sealer is not built: punktfunk/1 seals packet by packet (slower)",
-                    "apt-get install gcc libssl-dev, then pip install . again")]
+    value: T = box["value"]
+    return value
 
 
 def check_stages(cfg: dict[str, Any], pm: Any) -> list[Finding]:
-    """The configured capture stage, and an encoder for the configured codec."""
+    """The configured capture stage, and an encoder for the configured codec (for
+    ``stream.encoder = auto`` the candidates the host chooses from, in its order)."""
     out: list[Finding] = []
     stream = cfg["stream"]
     capture = stream["capture"]
@@ -206,15 +96,13 @@ def check_stages(cfg: dict[str, Any], pm: Any) -> list[Finding]:
         out.append(Finding("capture", FAIL, f"stream.capture = {capture!r} is no capture stage",
                            f"one of: {', '.join(pm.stages.names('capture'))}"))
     else:
-        entry = pm.stages.get("capture", capture)
-        reason = _available(entry)
+        reason = _available(pm.stages.get("capture", capture))
         out.append(Finding("capture", FAIL, f"capture {capture!r} unusable: {reason}",
                            "fix the reason above or choose another stream.capture") if reason else
                    Finding("capture", OK, f"capture {capture!r} usable"))
     codec = stream["codec"]
     wanted = stream["encoder"]
-    cpu = {"h264": "x264", "hevc": "hevc", "av1": "av1"}[codec]
-    names = ["nvenc", cpu] if wanted == "auto" else [wanted]
+    names = [e.name for e in pm.stages.candidates("encoder", codec)] if wanted == "auto" else [wanted]
     reasons = []
     for name in names:
         if ("encoder", name) not in pm.stages:
@@ -226,52 +114,46 @@ def check_stages(cfg: dict[str, Any], pm: Any) -> list[Finding]:
                                + (" (stream.encoder = auto)" if wanted == "auto" else "")))
             return out
         reasons.append(f"{name}: {reason}")
-    out.append(Finding("encoder", FAIL, f"no usable {codec} encoder ({'; '.join(reasons)})",
+    out.append(Finding("encoder", FAIL, f"no usable {codec} encoder ({'; '.join(reasons) or 'none registered'})",
                        "install PyAV with libx264 (pip install av) or set stream.codec/encoder to one that works"))
     return out
 
 
-def _available(entry: Any, *args: Any) -> str:
-    if entry.available is None:
-        return ""
+def _available(entry: Any, codec: str | None = None) -> str:
+    """The stage's own availability probe, with a deadline; a probe that fails is a reason."""
     try:
-        return str(bounded(lambda: entry.available(*args) if args else entry.available(), PROBE_TIMEOUT_S * 3))
-    except TypeError:  # an availability probe that takes no codec
-        return str(bounded(entry.available, PROBE_TIMEOUT_S * 3))
-    except Exception as exc:  # noqa: BLE001 - a probe that fails is a reason
+        return str(bounded(lambda: entry.reason_unavailable(codec), PROBE_TIMEOUT_S * 3))
+    except Exception as exc:  # noqa: BLE001 - ProbeTimeout and whatever the probe raised
         return str(exc)
 
 
 # -- network -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Port:
-    owner: str  # e.g. "native control", "gamestream video"
+    """A port the config makes the host (or a companion) listen on, as a plugin's
+    :func:`~punktfunk_core.hookspecs.listening_ports` registers it."""
+
+    section: str  # the config section that opens it: a busy port stops that protocol from serving
+    owner: str  # what listens, in words: "native control", "gamestream video"
     proto: str  # tcp | udp
     bind: str
-    port: int
+    port: int  # 0: any free port, chosen when the host starts (not checked; ``chosen`` says what to open)
+    clients: bool = True  # streaming clients on the LAN connect to it (the firewall hint lists it)
+    chosen: str = ""  # for port 0: what a firewall rule needs instead of a number
 
 
-def configured_ports(cfg: dict[str, Any], protocols: Iterable[str]) -> list[Port]:
-    """The fixed ports the config makes the host listen on (0 = any free port is left out)."""
-    ports: list[Port] = []
-    console = cfg.get("console", {})
-    if console.get("enabled") and console.get("port"):
-        ports.append(Port("console", "tcp", console.get("bind", "127.0.0.1"), int(console["port"])))
-    native = cfg.get("native", {})
-    if "native" in protocols and native.get("enabled"):
-        if native.get("port"):
-            ports.append(Port("native control", "tcp", native.get("bind", "0.0.0.0"), int(native["port"])))
-        if native.get("data_port"):
-            ports.append(Port("native data", "udp", native.get("bind", "0.0.0.0"), int(native["data_port"])))
-    gs = cfg.get("gamestream", {})
-    if "gamestream" in protocols and gs.get("enabled") and gs.get("port_base"):
-        from punktfunk_gamestream.plane import PORT_OFFSETS
+def collect(pm: Any, hook: str, config: dict[str, Any], kind: type[R], label: str) -> tuple[list[R], list[Finding]]:
+    """What every plugin registers through ``hook``; a plugin whose hook fails is a finding, never a crash."""
+    found: list[R] = []
 
-        udp = {"video", "control", "audio"}
-        for name, offset in PORT_OFFSETS.items():
-            ports.append(Port(f"gamestream {name}", "udp" if name in udp else "tcp", gs.get("bind", "0.0.0.0"),
-                              int(gs["port_base"]) + offset))
-    return ports
+    def register(item: R) -> None:
+        if not isinstance(item, kind):
+            raise TypeError(f"register() takes a {kind.__name__}, not {type(item).__name__}")
+        found.append(item)
+
+    failures = pm.call_each(hook, {"config": config, "register": register})
+    return found, [Finding(label, WARN, f"plugin {f.plugin}: {hook} failed: {type(f.error).__name__}: {f.error}",
+                           "report it to the plugin's author; the other checks ran") for f in failures]
 
 
 def port_problem(p: Port) -> str:
@@ -290,75 +172,64 @@ def port_problem(p: Port) -> str:
     return ""
 
 
-def check_ports(cfg: dict[str, Any], protocols: list[str]) -> tuple[list[Finding], set[str]]:
-    """One finding per busy port (one for all free ones); also the protocols that have a busy port."""
+def check_ports(ports: list[Port]) -> list[Finding]:
+    """One finding per busy port (it blocks its section), one for all free ones."""
     out: list[Finding] = []
-    blocked: set[str] = set()
     free: list[str] = []
-    for p in configured_ports(cfg, protocols):
+    for p in ports:
+        if not p.port:
+            continue
         problem = port_problem(p)
         label = f"{p.proto.upper()} {p.bind}:{p.port} ({p.owner})"
         if not problem:
             free.append(f"{p.proto}/{p.port}")
             continue
-        blocked.add(p.owner.split()[0])
         fix = (f"is a punktfunk host already running (punktfunk status)? Else find the owner: "
                f"ss -{'t' if p.proto == 'tcp' else 'u'}lpn 'sport = :{p.port}'" if problem == "busy"
                else "choose another port in the config")
-        out.append(Finding("port", FAIL, f"{label} is {problem}", fix))
+        out.append(Finding("port", FAIL, f"{label} is {problem}", fix, blocks=p.section))
     if free:
         out.append(Finding("port", OK, "free: " + ", ".join(free)))
-    return out, blocked
+    return out
 
 
-def check_protocols(cfg: dict[str, Any], protocols: list[str], blocked: set[str]) -> tuple[list[Finding], bool]:
-    """Which protocols are on (GameStream is opt-in); whether one of them can serve."""
+def check_protocols(cfg: dict[str, Any], protocols: list[str], findings: list[Finding]) -> tuple[list[Finding], bool]:
+    """Whether one enabled protocol has nothing blocking it. A protocol that is off gets a line,
+    unless its plugin already said so in a finding named after it."""
     out: list[Finding] = []
+    blocked = {f.blocks for f in findings if f.blocks}
+    said = {f.check for f in findings}
     usable = False
     for name in protocols:
         on = bool(cfg.get(name, {}).get("enabled"))
-        if name == "gamestream":
-            out.append(Finding("gamestream", INFO, "GameStream enabled: Moonlight clients can pair (plain HTTP pairing)")
-                       if on else Finding("gamestream", INFO, "GameStream is off (opt-in)",
-                                          "for Moonlight clients: punktfunk serve --gamestream, or "
-                                          "[gamestream] enabled = true"))
-        elif not on:
+        if not on and name not in said:
             out.append(Finding(name, INFO, f"protocol {name} is off ({name}.enabled = false)"))
         if on and name not in blocked:
             usable = True
     if not usable:
         out.append(Finding("protocols", FAIL, "no protocol can serve (none enabled, or their ports are busy)",
-                           "enable native (the default) or gamestream, and free their ports"))
+                           "enable one (" + " or ".join(protocols) + ") and free its ports"))
     return out, usable
 
 
-def firewall_hint(cfg: dict[str, Any], protocols: list[str]) -> list[Finding]:
+def firewall_hint(ports: list[Port]) -> list[Finding]:
     """Which ports a LAN client needs open; the tool to open them with, when one is installed."""
     tcp: list[str] = []
     udp: list[str] = []
-    native = cfg.get("native", {})
-    if "native" in protocols and native.get("enabled") and native.get("bind") not in ("127.0.0.1", "::1"):
-        tcp.append(str(native.get("port") or "the control port `punktfunk status` shows"))
-        udp.append(str(native["data_port"]) if native.get("data_port") else
-                   "native data (a free port per session: set native.data_port to open one)")
-    for p in configured_ports(cfg, protocols):
-        if p.owner.startswith("gamestream") and p.bind not in ("127.0.0.1", "::1"):
-            (tcp if p.proto == "tcp" else udp).append(str(p.port))
+    for p in ports:
+        if p.clients and p.bind not in ("127.0.0.1", "::1"):
+            (tcp if p.proto == "tcp" else udp).append(str(p.port) if p.port else p.chosen or f"{p.owner} (any port)")
     if not (tcp or udp):
         return [Finding("firewall", INFO, "nothing listens beyond loopback: no firewall rule needed")]
-    numeric_udp = [u for u in udp if u.isdigit()]
+    numeric = [(k, p) for k, ports_ in (("tcp", tcp), ("udp", udp)) for p in ports_ if p.isdigit()]
     if shutil.which("ufw"):
-        fix = "; ".join(f"sudo ufw allow {p}/{k}" for k, ports in (("tcp", tcp), ("udp", numeric_udp))
-                        for p in ports if p.isdigit())
+        fix = "; ".join(f"sudo ufw allow {p}/{k}" for k, p in numeric)
     elif shutil.which("firewall-cmd"):
-        fix = " ".join(["sudo firewall-cmd --permanent"] + [f"--add-port={p}/{k}" for k, ports in
-                                                             (("tcp", tcp), ("udp", numeric_udp))
-                                                             for p in ports if p.isdigit()])
+        fix = " ".join(["sudo firewall-cmd --permanent"] + [f"--add-port={p}/{k}" for k, p in numeric])
     else:
         fix = "if a firewall filters inbound traffic, open these ports for your LAN"
     return [Finding("firewall", INFO, f"clients on the LAN need TCP {', '.join(tcp) or '-'} and UDP "
                     f"{', '.join(udp) or '-'}", fix)]
-
 
 # -- the whole report --------------------------------------------------------------------
 @dataclass
@@ -367,25 +238,22 @@ class Report:
     can_stream: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {"can_stream": self.can_stream, "findings": [asdict(f) for f in self.findings]}
+        return {"can_stream": self.can_stream, "findings": [f.to_json() for f in self.findings]}
 
 
 def diagnose(cfg: dict[str, Any], pm: Any) -> Report:
+    """Every plugin's findings (in load order), then the stages, the ports and the protocols."""
     protocols = list(pm.protocols.names())
-    findings: list[Finding] = []
-    findings += check_display()
-    findings += check_sound()
-    findings += check_uinput()
-    findings += check_nvenc()
-    findings += check_fec()
-    findings += check_sealer()
+    findings, failed = collect(pm, "doctor_findings", cfg, Finding, "doctor")
+    findings += failed
+    ports, failed = collect(pm, "listening_ports", cfg, Port, "port")
+    findings += failed
     stages = check_stages(cfg, pm)
     findings += stages
-    ports, blocked = check_ports(cfg, protocols)
-    findings += ports
-    protos, serving = check_protocols(cfg, protocols, blocked)
+    findings += check_ports(ports)
+    protos, serving = check_protocols(cfg, protocols, findings)
     findings += protos
-    findings += firewall_hint(cfg, protocols)
+    findings += firewall_hint(ports)
     can_stream = serving and all(f.status != FAIL for f in stages)
     return Report(findings, can_stream)
 
@@ -403,7 +271,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if report.can_stream else 1
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("doctor", help="check this machine: display, sound, input, encoders, ports",
                        description="One line per finding with what to do. Exit 0 when the host can stream "
                                    "(a capture, an encoder and at least one protocol), 1 otherwise.")

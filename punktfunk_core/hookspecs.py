@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     import argparse
 
     from punktfunk_core.companion import Companion
+    from punktfunk_core.doctor import Finding, Port
     from punktfunk_core.host import Host
     from punktfunk_core.registry import ProtocolRegistry, StageRegistry
     from punktfunk_core.session import Session
@@ -100,6 +101,35 @@ def serve_companions(register: Callable[[str, Companion], None]) -> None:
     :class:`punktfunk_core.companion.Companion`; ``name`` is its config
     section, whose ``enabled`` says whether ``serve`` starts it. The web
     console is one (the ``console`` plugin). Returns nothing.
+    """
+
+
+@hookspec
+def doctor_findings(config: dict[str, Any], register: Callable[[Finding], None]) -> None:
+    """Say what this machine lets the plugin do, for ``punktfunk doctor``.
+
+    Called once per ``punktfunk doctor`` run (not in the host), with the loaded
+    config. Call ``register(finding)`` with a
+    :class:`punktfunk_core.doctor.Finding` (``check``, ``status`` one of
+    ``"ok"``, ``"warn"``, ``"fail"``, ``"info"``, ``message``, ``fix``: what to
+    do), reusing the probes the plugin's stages use, each talking to another
+    process under :func:`punktfunk_core.doctor.bounded`. A finding whose
+    ``blocks`` names a protocol stops that protocol from counting as one that
+    can serve; a finding named after a protocol replaces the core's "protocol
+    is off" line. Returns nothing.
+    """
+
+
+@hookspec
+def listening_ports(config: dict[str, Any], register: Callable[[Port], None]) -> None:
+    """Name the ports the plugin's config section makes the host (or its companion) listen on.
+
+    Called once per ``punktfunk doctor`` run. Call ``register(port)`` with a
+    :class:`punktfunk_core.doctor.Port` for each socket the enabled section
+    opens (``port = 0``: a free one chosen at start, with ``chosen`` saying what
+    a firewall rule needs instead). Doctor checks that each can be bound (a busy
+    one blocks its ``section``) and lists those ``clients`` reach in its
+    firewall hint. Returns nothing.
     """
 
 

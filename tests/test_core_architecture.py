@@ -14,8 +14,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "punktfunk_core"
 #: the builtin plugins (entry points in pyproject.toml) and their packages
-PLUGINS = ("native", "gamestream", "stats", "console")
-PACKAGES = ("punktfunk_native", "punktfunk_gamestream", "punktfunk_stats", "punktfunk_webui")
+PLUGINS = ("native", "gamestream", "stats", "console", "fleet")
+#: ("input" is also a stage kind, so only its package is checked)
+PACKAGES = ("punktfunk_native", "punktfunk_gamestream", "punktfunk_stats", "punktfunk_webui", "punktfunk_fleet",
+            "punktfunk_input")
 #: a plugin by name: its package, its name alone or as a prefix ("gamestream.status", "native_…");
 #: "stats" alone is no plugin name in the core (the stats data model and the stats_window hook are the core's)
 PLUGIN_NAME = re.compile(r"^(?:(?:%s)\b|(?:%s)(?:\.|$)|(?:native|gamestream)_)" % (

@@ -148,3 +148,63 @@ def test_json_lists_every_check_with_a_status(pf_dirs):
 def test_an_invalid_config_exits_2_with_its_problem(pf_dirs):
     rc, text, err = doctor(pf_dirs, "[stream]\nfps = 0\n", json_out=False)
     assert rc == 2 and "stream.fps" in err
+
+
+def _plugin_site(base: Path, name: str, code: str) -> str:
+    """A third-party plugin as pip would leave it: a module and a dist-info with its entry point."""
+    site = base / f"site-{name}"
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[punktfunk.plugins]\n{name} = {name}\n")
+    (site / f"{name}.py").write_text(code)
+    return str(site)
+
+
+def test_a_third_party_plugin_reports_its_findings_and_its_busy_port_stops_its_protocol(pf_dirs):
+    """Doctor asks every plugin (doctor_findings, listening_ports); the core knows none of them."""
+    holder = socket.create_server(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    site = _plugin_site(pf_dirs["base"], "pf_thirdparty", f'''
+from punktfunk_core import hookimpl
+from punktfunk_core.doctor import Finding, Port
+
+@hookimpl
+def doctor_findings(config, register):
+    register(Finding("thirdparty-lib", "warn", "libthirdparty is missing", "apt-get install libthirdparty"))
+
+@hookimpl
+def listening_ports(config, register):
+    register(Port("native", "thirdparty relay", "tcp", "127.0.0.1", {port}))
+''')
+    try:
+        rc, report, _ = doctor(pf_dirs, env={"PYTHONPATH": site})
+    finally:
+        holder.close()
+    lib = finding(report, "thirdparty-lib")
+    assert (lib["status"], lib["message"], lib["fix"]) == ("warn", "libthirdparty is missing",
+                                                           "apt-get install libthirdparty")
+    busy = [f for f in report["findings"] if f["check"] == "port" and f["status"] == "fail"]
+    assert len(busy) == 1 and f"127.0.0.1:{port} (thirdparty relay) is busy" in busy[0]["message"], report
+    assert finding(report, "protocols")["status"] == "fail"  # native was the only protocol on
+    assert report["can_stream"] is False and rc == 1
+
+
+def test_a_plugin_whose_doctor_hook_raises_is_a_finding_and_the_rest_still_report(pf_dirs):
+    site = _plugin_site(pf_dirs["base"], "pf_brokendoctor", '''
+from punktfunk_core import hookimpl
+
+@hookimpl
+def doctor_findings(config, register):
+    raise RuntimeError("probe exploded")
+
+@hookimpl
+def listening_ports(config, register):
+    register(("tcp", 1))  # not a Port
+''')
+    rc, report, _ = doctor(pf_dirs, env={"PYTHONPATH": site})
+    failed = [f["message"] for f in report["findings"] if "pf_brokendoctor" in f["message"]]
+    assert any("doctor_findings failed" in m and "probe exploded" in m for m in failed), report
+    assert any("listening_ports failed" in m and "takes a Port" in m for m in failed), report
+    assert {"x11-display", "sound", "sealer", "isa-l", "capture", "encoder"} <= {f["check"] for f in report["findings"]}
+    assert rc == 0 and report["can_stream"] is True

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from punktfunk_core import fleet
+from punktfunk_fleet import advertise
 from tests.conftest import HostProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -158,13 +158,13 @@ def test_grafana_dashboard_asks_only_for_metrics_the_console_exports(metrics_tex
 
 
 def test_a_console_is_advertised_where_it_listens():
-    assert fleet.advertised_addresses("127.0.0.1") == ["127.0.0.1"]
-    assert fleet.advertised_addresses("192.0.2.7") == ["192.0.2.7"]
-    assert all(not a.startswith("127.") for a in fleet.advertised_addresses("0.0.0.0")) or \
-        fleet.advertised_addresses("0.0.0.0") == ["127.0.0.1"]
-    assert fleet.advertisement({"discovery": {"advertise": False}, "console": {"enabled": True, "port": 1}},
+    assert advertise.advertised_addresses("127.0.0.1") == ["127.0.0.1"]
+    assert advertise.advertised_addresses("192.0.2.7") == ["192.0.2.7"]
+    assert all(not a.startswith("127.") for a in advertise.advertised_addresses("0.0.0.0")) or \
+        advertise.advertised_addresses("0.0.0.0") == ["127.0.0.1"]
+    assert advertise.advertisement({"discovery": {"advertise": False}, "console": {"enabled": True, "port": 1}},
                                "h", 2) is None
-    assert fleet.advertisement({"console": {"enabled": False, "port": 1}}, "h", 2) is None  # no /metrics to offer
-    port, addrs, props = fleet.advertisement({"console": {"enabled": True, "port": 47990, "bind": "127.0.0.1"}},
+    assert advertise.advertisement({"console": {"enabled": False, "port": 1}}, "h", 2) is None  # no /metrics to offer
+    port, addrs, props = advertise.advertisement({"console": {"enabled": True, "port": 47990, "bind": "127.0.0.1"}},
                                              "h", 47992)
     assert (port, addrs, props["metrics"], props["native"]) == (47990, ["127.0.0.1"], "/metrics", "47992")

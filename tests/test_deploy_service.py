@@ -144,7 +144,7 @@ def test_the_console_child_never_reports_readiness_for_the_host(host_factory):
     try:
         host = host_factory(env={"NOTIFY_SOCKET": notify.env_value}, console=True)
         msg, pid = notify.receive()
-        assert msg.get("READY") == "1" and "console http://127.0.0.1:" in msg["STATUS"], msg
+        assert msg.get("READY") == "1" and "console: http://127.0.0.1:" in msg["STATUS"], msg
         assert pid == host.proc.pid
         host.stop()
         msgs = []

@@ -132,3 +132,14 @@ def cli_commands(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, metavar="N")
     p.add_argument("--port", type=int, metavar="PORT")
     p.set_defaults(func=_cmd_console)
+
+
+@hookimpl
+def listening_ports(config: dict[str, Any], register: Callable[..., None]) -> None:
+    """The console's port, for doctor's busy check (admins reach it, not streaming clients)."""
+    from punktfunk_core.doctor import Port
+
+    section = config.get(SECTION, {})
+    if section.get("enabled") and section.get("port"):
+        register(Port(SECTION, "console", "tcp", str(section.get("bind", "127.0.0.1")), int(section["port"]),
+                      clients=False))

@@ -212,3 +212,18 @@ def console_routes(register: Any, ipc: Any) -> None:
     register.blueprint(bp)
     register.script("pairing", "pairing-card.js", bp)
 
+
+@hookimpl
+def doctor_findings(config: dict[str, Any], register: Callable[..., None]) -> None:
+    from punktfunk_gamestream import doctor
+
+    for finding in doctor.findings(config):
+        register(finding)
+
+
+@hookimpl
+def listening_ports(config: dict[str, Any], register: Callable[..., None]) -> None:
+    from punktfunk_gamestream import doctor
+
+    for port in doctor.ports(config):
+        register(port)

@@ -87,3 +87,11 @@ def register_stages(registry: Any) -> None:
                  description="injects nothing (input is counted and dropped)")
     registry.add("input", "auto", _auto, options_schema=auto_options_schema(),
                  description="xtest when DISPLAY is set, uinput when /dev/uinput is writable, else none")
+
+
+@hookimpl
+def doctor_findings(config: dict[str, Any], register: Callable[..., None]) -> None:
+    from punktfunk_input import doctor
+
+    for finding in doctor.findings(config):
+        register(finding)

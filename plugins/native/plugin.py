@@ -200,3 +200,19 @@ def console_routes(register: Any, ipc: Any) -> None:
     bp = Blueprint("native", __name__, static_folder="static")
     register.blueprint(bp)
     register.script("pairing", "pairing-card.js", bp)
+
+
+@hookimpl
+def doctor_findings(config: dict[str, Any], register: Any) -> None:
+    from punktfunk_native import doctor
+
+    for finding in doctor.findings(config):
+        register(finding)
+
+
+@hookimpl
+def listening_ports(config: dict[str, Any], register: Any) -> None:
+    from punktfunk_native import doctor
+
+    for port in doctor.ports(config):
+        register(port)

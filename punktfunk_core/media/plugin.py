@@ -143,3 +143,11 @@ def register_stages(registry: Any) -> None:
                  description="plain UDP datagrams to host:port")
     registry.add("sender", "null", _null, options_schema=o.NoOptions.schema(),
                  description="discards batches, counts bytes")
+
+
+@hookimpl
+def doctor_findings(config: dict[str, Any], register: Callable[..., None]) -> None:
+    from punktfunk_core.media import doctor
+
+    for finding in doctor.findings(config):
+        register(finding)
