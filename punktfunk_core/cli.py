@@ -16,6 +16,7 @@ from typing import Any
 
 from punktfunk_core import __version__
 from punktfunk_core import config as configmod
+from punktfunk_core import configfile, reload
 from punktfunk_core.ipc import IpcClient, IpcError
 from punktfunk_core.paths import Paths
 from punktfunk_core.plugins import PluginManager, load_plugin_manager
@@ -23,8 +24,10 @@ from punktfunk_core.plugins import PluginManager, load_plugin_manager
 log = logging.getLogger("punktfunk")
 
 EXIT_CONFIG = 2
-#: signals on which `serve` and `console` stop everything they started (SIGHUP: the terminal closed)
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: signals on which `serve` and `console` stop everything they started
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: `serve` reloads its config file on SIGHUP; `console` (no host config to reload) stops on it
+RELOAD_SIGNAL = signal.SIGHUP
 
 
 def setup_logging(level: str = "info") -> None:
@@ -71,16 +74,16 @@ def _check_admin_token_or_exit() -> None:
         raise SystemExit(EXIT_CONFIG)
 
 
-def _stop_on_signals() -> threading.Event:
-    """An event set by any of STOP_SIGNALS (instead of dying half-way)."""
-    stop = threading.Event()
+def _on_signals(signals: tuple[signal.Signals, ...]) -> threading.Event:
+    """An event set by any of ``signals`` (instead of dying half-way)."""
+    event = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
-        stop.set()
+        event.set()
 
-    for sig in STOP_SIGNALS:
+    for sig in signals:
         signal.signal(sig, on_signal)
-    return stop
+    return event
 
 
 # -- built-in commands -------------------------------------------------------------
@@ -88,23 +91,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from punktfunk_core.host import Host
 
     pm: PluginManager = args.pm
-    cfg = _load_config_or_exit(args.config, pm)
+    path = configfile.resolve(args.config)
+    cfg = _load_config_or_exit(path, pm)
+    print(f"punktfunk {configfile.describe(path)}", flush=True)
+    overrides: dict[tuple[str, str], Any] = {}
     if args.gamestream:
-        cfg.setdefault("gamestream", {})["enabled"] = True
+        overrides["gamestream", "enabled"] = True
     if args.console_workers is not None:
-        cfg["console"]["workers"] = args.console_workers
+        overrides["console", "workers"] = args.console_workers
     if args.console_port is not None:
-        cfg["console"]["port"] = args.console_port
+        overrides["console", "port"] = args.console_port
     if args.no_console:
-        cfg["console"]["enabled"] = False
+        overrides["console", "enabled"] = False
+    if args.verbose:
+        overrides["host", "log_level"] = "debug"
+    configfile.apply_overrides(cfg, overrides)
     if cfg["console"]["enabled"]:
         _check_admin_token_or_exit()
-    setup_logging(cfg["host"]["log_level"] if not args.verbose else "debug")
+    setup_logging(cfg["host"]["log_level"])
     for info in pm.failed:
         log.warning("plugin %s failed to load: %s", info.name, info.error)
     paths = Paths.from_env().ensure()
     host = Host(cfg, pm, paths)
-    stop = _stop_on_signals()
+    host.config_request, host.config_source, host.config_overrides = args.config, path, overrides
+    stop = _on_signals(STOP_SIGNALS)
+    reload_requested = _on_signals((RELOAD_SIGNAL,))
     try:
         host.start()
     except Exception as exc:  # noqa: BLE001
@@ -131,6 +142,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     while not stop.wait(0.5):
         if host.stopped:
             break
+        if reload_requested.is_set():
+            reload_requested.clear()
+            reload.reload_config(host)  # logs what it applied, needs a restart for, or refused
     log.info("stopping")
     if console is not None:
         console.stop()
@@ -176,10 +190,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    cfg = _load_config_or_exit(args.file, args.pm)
+    path = configfile.resolve(args.file)
+    cfg = _load_config_or_exit(path, args.pm)
     if cfg["console"]["enabled"]:  # what `serve` with this file would refuse at start
         _check_admin_token_or_exit()
-    print(f"{args.file}: ok")
+    print(f"{path or configfile.DEFAULTS}: ok")
     return 0
 
 
@@ -192,7 +207,9 @@ def cmd_console(args: argparse.Namespace) -> int:
     """The console alone, in the foreground, against a running host."""
     from punktfunk_webui.server import ConsoleError, start_console
 
-    cfg = _load_config_or_exit(args.config, args.pm)
+    path = configfile.resolve(args.config)
+    cfg = _load_config_or_exit(path, args.pm)
+    print(f"punktfunk {configfile.describe(path)}", flush=True)
     if args.workers is not None:
         cfg["console"]["workers"] = args.workers
     if args.port is not None:
@@ -200,7 +217,7 @@ def cmd_console(args: argparse.Namespace) -> int:
     _check_admin_token_or_exit()
     setup_logging(cfg["host"]["log_level"])
     paths = Paths.from_env().ensure()
-    stop = _stop_on_signals()
+    stop = _on_signals((*STOP_SIGNALS, signal.SIGHUP))  # SIGHUP: the terminal closed
     try:
         console = start_console(cfg, paths)
     except (ConsoleError, ValueError) as exc:  # ValueError: the admin token changed under us
@@ -328,7 +345,9 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the host (and its web console)")
-    p.add_argument("-c", "--config", metavar="FILE", help="TOML config file (default: built-in defaults)")
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="TOML config file (default: host.toml in the config dir when present, else built-in "
+                        "defaults); SIGHUP re-reads it")
     p.add_argument("--gamestream", action="store_true", help="enable GameStream/Moonlight compatibility (opt-in)")
     p.add_argument("--console-workers", type=int, metavar="N", help="gunicorn workers for the console (default 2)")
     p.add_argument("--console-port", type=int, metavar="PORT", help="console port (default 47990)")
@@ -344,16 +363,19 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print host.status and sessions.list as JSON")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("config", help="check a config file or print the schema")
+    p = sub.add_parser("config", help="check, write or reload a config file, or print the schema")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    c = csub.add_parser("check", help="validate FILE; one line per problem, exit 2 when invalid")
-    c.add_argument("file", metavar="FILE")
+    c = csub.add_parser("check", help="validate FILE (default: what serve reads); one line per problem, "
+                                      "exit 2 when invalid")
+    c.add_argument("file", metavar="FILE", nargs="?")
     c.set_defaults(func=cmd_config_check)
     c = csub.add_parser("schema", help="print the whole JSON Schema (for editors)")
     c.set_defaults(func=cmd_config_schema)
+    configfile.add_init_command(csub)
+    reload.add_reload_command(csub)
 
     p = sub.add_parser("console", help="run the web console alone against a running host")
-    p.add_argument("-c", "--config", metavar="FILE")
+    p.add_argument("-c", "--config", metavar="FILE", help="TOML config file (default: as serve)")
     p.add_argument("--workers", type=int, metavar="N")
     p.add_argument("--port", type=int, metavar="PORT")
     p.set_defaults(func=cmd_console)
