@@ -14,9 +14,8 @@ import threading
 import time
 from typing import Any
 
-from punktfunk_core import __version__
+from punktfunk_core import __version__, configfile, reload
 from punktfunk_core import config as configmod
-from punktfunk_core import configfile, reload
 from punktfunk_core.ipc import IpcClient, IpcError
 from punktfunk_core.paths import Paths
 from punktfunk_core.plugins import PluginManager, load_plugin_manager

@@ -48,9 +48,9 @@ def _name(section: str, key: str) -> str:
 def live_of(schema: Mapping[str, Any], section: str, key: str) -> str | None:
     """When a change of ``section.key`` takes effect (None: after a restart)."""
     sect = schema.get("properties", {}).get(section, {})
-    if key == _WHOLE:
-        return sect.get(LIVE_KEY)
-    return sect.get("properties", {}).get(key, {}).get(LIVE_KEY)
+    prop = sect if key == _WHOLE else sect.get("properties", {}).get(key, {})
+    when = prop.get(LIVE_KEY)
+    return when if isinstance(when, str) else None
 
 
 def reload_config(host: Host) -> dict[str, Any]:

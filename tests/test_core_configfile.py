@@ -14,12 +14,12 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from conftest import pf_env
+from webui_helpers import run_cli_to_exit
+
 from punktfunk_core import config as configmod
 from punktfunk_core.ipc import IpcClient
 from punktfunk_core.plugins import load_plugin_manager
-from webui_helpers import run_cli_to_exit
 
 
 def _init(pf_dirs: dict[str, Path], *extra: str) -> tuple[int | None, str]:

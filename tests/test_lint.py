@@ -22,6 +22,8 @@ CLEAN_PATHS = [
     "punktfunk_core/inputsink.py",
     "punktfunk_core/registry.py",
     "punktfunk_core/paths.py",
+    "punktfunk_core/configfile.py",
+    "punktfunk_core/reload.py",
     "punktfunk_core/media/__init__.py",
     "punktfunk_core/media/audio.py",
     "punktfunk_core/media/bitstream.py",
