@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from punktfunk_core import apps, boundedjson
-from punktfunk_core.paths import FileRefused, read_file_or_pipe
+from punktfunk_core.paths import FileRefused, read_file_or_pipe, read_regular_file
 from punktfunk_core.settings import (
     LIVE_NEW_SESSIONS,
     LIVE_NOW,
@@ -302,14 +302,18 @@ def validate(schema: dict[str, Any], data: dict[str, Any], source: str = "config
     return filled
 
 
-def load(path: str | Path | None, pm: PluginManager | None = None) -> dict[str, Any]:
-    """Read, validate and default a config file (None: all defaults)."""
+def load(path: str | Path | None, pm: PluginManager | None = None, *, pipes: bool = True) -> dict[str, Any]:
+    """Read, validate and default a config file (None: all defaults).
+
+    ``pipes=False`` (a running host's reload): a FIFO or pipe in the file's place
+    is refused at once instead of read, so no host thread waits for a writer."""
     schema = build_schema(pm)
     if path is None:
         return validate(schema, {}, "defaults")
     path = Path(path)
     try:
-        raw = read_file_or_pipe(path, MAX_FILE_BYTES, PIPE_WAIT_S)  # `config check /dev/stdin` works
+        raw = (read_file_or_pipe(path, MAX_FILE_BYTES, PIPE_WAIT_S) if pipes  # `config check /dev/stdin` works
+               else read_regular_file(path, MAX_FILE_BYTES))
     except FileNotFoundError:
         raise ConfigError(str(path), ["file not found"]) from None
     except OSError as exc:

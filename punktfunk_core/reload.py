@@ -59,10 +59,12 @@ def reload_config(host: Host) -> dict[str, Any]:
         path = configfile.resolve(host.config_request, host.paths)
         source = path or configfile.DEFAULTS
         try:
-            new = configmod.load(path, host.pm)
+            new = configmod.load(path, host.pm, pipes=False)  # a FIFO there must not hold the IPC thread
         except configmod.ConfigError as exc:
             refused = [f"{exc.source}: {p}" for p in exc.problems]
-            log.error("config reload of %s refused; the running config stays:\n%s", source, "\n".join(refused))
+            log.error("config reload of %s refused; the running config stays", source)
+            for line in refused:  # one log line per problem, as `config check` prints them
+                log.error("%s", line)
             return {"file": source, "applied": [], "needs_restart": [], "refused": refused, "notes": {}}
         configfile.apply_overrides(new, host.config_overrides)
         old = host.config

@@ -6,6 +6,7 @@ was, and a broken file is refused with `config check`'s lines."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sys
@@ -144,3 +145,14 @@ def test_input_switches_reach_running_sessions_on_reload(pf_dirs: dict[str, Path
         assert sink.counters()["dropped_disabled"] == 1
     finally:
         sink.close()
+
+
+def test_a_fifo_in_place_of_the_config_file_is_refused_at_once_on_reload(host_factory: Any) -> None:
+    host = host_factory(config="[stats]\nmax_samples = 100\n")
+    host.config_path.unlink()
+    os.mkfifo(host.config_path)  # nobody will ever write to it
+    # a reload that waited for a writer would outlast the CLI's 2 s IPC bound: exit 1, "not answering"
+    rc, out = run_cli_to_exit(["config", "reload"], host.env, timeout=10)
+    assert rc == 2, out
+    assert out.strip().splitlines()[0] == f"{host.config_path}: is not a regular file"
+    assert host.call("stats.status")["max_samples"] == 100
