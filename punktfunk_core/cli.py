@@ -92,7 +92,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     pm: PluginManager = args.pm
     path = configfile.resolve(args.config)
     cfg = _load_config_or_exit(path, pm)
-    print(f"punktfunk {configfile.describe(path)}", flush=True)
     overrides: dict[tuple[str, str], Any] = {}
     if args.gamestream:
         overrides["gamestream", "enabled"] = True
@@ -107,6 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configfile.apply_overrides(cfg, overrides)
     if cfg["console"]["enabled"]:
         _check_admin_token_or_exit()
+    print(f"punktfunk {configfile.describe(path)}", flush=True)
     setup_logging(cfg["host"]["log_level"])
     for info in pm.failed:
         log.warning("plugin %s failed to load: %s", info.name, info.error)
@@ -208,7 +208,6 @@ def cmd_console(args: argparse.Namespace) -> int:
 
     path = configfile.resolve(args.config)
     cfg = _load_config_or_exit(path, args.pm)
-    print(f"punktfunk {configfile.describe(path)}", flush=True)
     if args.workers is not None:
         cfg["console"]["workers"] = args.workers
     if args.port is not None:
@@ -223,6 +222,7 @@ def cmd_console(args: argparse.Namespace) -> int:
         print(f"punktfunk: {exc}", file=sys.stderr)
         return 1
     print(f"punktfunk console: {console.url}  (admin token in {paths.mgmt_token})", flush=True)
+    print(f"punktfunk {configfile.describe(path)}", flush=True)
     while not stop.wait(0.5):
         if not console.alive():
             print(f"punktfunk: the console exited with status {console.proc.returncode}", file=sys.stderr)
