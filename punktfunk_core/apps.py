@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from punktfunk_core.settings import REQUIRED, Problem, Settings, SettingsList, setting
+from punktfunk_core.settings import LIVE_NOW, REQUIRED, Problem, Settings, SettingsList, setting
 
 log = logging.getLogger("punktfunk.apps")
 
@@ -126,7 +126,7 @@ def problems(entries: Any) -> list[Problem]:
 
 #: the top-level ``[[apps]]`` list (a section of config.CORE_SECTIONS)
 APPS = SettingsList(App, "Apps clients can launch ([[apps]] tables); Desktop (stream the screen, no command) is "
-                         "built in.", max_items=256, rule=problems)
+                         "built in.", max_items=256, rule=problems, live=LIVE_NOW)
 
 
 def load_apps(entries: Sequence[Mapping[str, Any]]) -> list[App]:
@@ -167,9 +167,7 @@ class AppLauncher:
     quit may come from any thread; each returns within the bounds its docstring gives."""
 
     def __init__(self, apps: Sequence[App], on_exit: ExitCallback | None = None) -> None:
-        self.apps = list(apps)
-        if not self.apps or self.apps[0].id != DESKTOP_ID:
-            self.apps.insert(0, App(name=DESKTOP_NAME))
+        self.apps = self._with_desktop(apps)
         #: called on the watcher thread as ``on_exit(running, returncode)`` after an app
         #: that exited by itself was cleaned up (group ended, undo done)
         self.on_exit = on_exit
@@ -179,6 +177,19 @@ class AppLauncher:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], on_exit: ExitCallback | None = None) -> AppLauncher:
         return cls(load_apps(cfg["apps"]), on_exit)
+
+    @staticmethod
+    def _with_desktop(apps: Sequence[App]) -> list[App]:
+        listed = list(apps)
+        if not listed or listed[0].id != DESKTOP_ID:
+            listed.insert(0, App(name=DESKTOP_NAME))
+        return listed
+
+    def replace_apps(self, apps: Sequence[App]) -> None:
+        """Take a reloaded ``[[apps]]`` list. Lookups see the old list or the whole new one
+        (one assignment); an app already running keeps running, under its old definition,
+        until it is quit or exits, even when the new list dropped or changed it."""
+        self.apps = self._with_desktop(apps)
 
     def find(self, key: int | str) -> App:
         """The app with this id (int) or name (str); LookupError when there is none."""

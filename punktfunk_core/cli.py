@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -14,9 +15,8 @@ import threading
 import time
 from typing import Any
 
-from punktfunk_core import __version__
+from punktfunk_core import __version__, configfile, ipc, logfmt, reload, sdnotify
 from punktfunk_core import config as configmod
-from punktfunk_core import ipc, logfmt, sdnotify
 from punktfunk_core.companion import Companion, RunningCompanion
 from punktfunk_core.ipc import IpcClient, IpcError
 from punktfunk_core.paths import Paths
@@ -25,8 +25,11 @@ from punktfunk_core.plugins import PluginManager, load_plugin_manager
 log = logging.getLogger("punktfunk")
 
 EXIT_CONFIG = 2
-#: signals on which `serve` (and a companion's own command) stop everything they started (SIGHUP: the terminal closed)
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: signals on which `serve` (and a companion's own command) stop everything they started
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: `serve` reloads its config file on SIGHUP; a companion's own command (no host config to
+#: reload) stops on it, as the terminal closed
+RELOAD_SIGNAL = signal.SIGHUP
 
 
 def setup_logging(level: str = "info") -> None:
@@ -34,16 +37,16 @@ def setup_logging(level: str = "info") -> None:
                         force=True)
 
 
-def stop_on_signals() -> threading.Event:
-    """An event set by any of STOP_SIGNALS (instead of dying half-way)."""
-    stop = threading.Event()
+def stop_on_signals(signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> threading.Event:
+    """An event set by any of ``signals`` (instead of dying half-way)."""
+    event = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
-        stop.set()
+        event.set()
 
-    for sig in STOP_SIGNALS:
+    for sig in signals:
         signal.signal(sig, on_signal)
-    return stop
+    return event
 
 
 def companion_problems(companions: dict[str, Companion], cfg: dict[str, Any], paths: Paths) -> list[str]:
@@ -57,7 +60,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     pm: PluginManager = args.pm
     companions: dict[str, Companion] = args.companions
-    cfg = configmod.load(args.config, pm)
+    path = configfile.resolve(args.config)
+    cfg = configmod.load(path, pm)
+    loaded = copy.deepcopy(cfg)
     for section in args.enable:  # --enable SECTION, and the shorthands plugins add (--gamestream)
         if not isinstance(cfg.get(section), dict) or "enabled" not in cfg[section]:
             print(f"--enable {section}: no plugin has a config section {section!r} that can be enabled",
@@ -66,17 +71,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg[section]["enabled"] = True
     for companion in companions.values():
         companion.configure(cfg, args)
+    if args.verbose:
+        cfg["host"]["log_level"] = "debug"
+    # what the command line changed stays changed when SIGHUP re-reads the file
+    overrides = {(section, key): cfg[section][key]
+                 for section, keys in configmod.changes(loaded, cfg).items() for key in keys}
     problems = companion_problems(companions, cfg, Paths.from_env())
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return EXIT_CONFIG
-    setup_logging(cfg["host"]["log_level"] if not args.verbose else "debug")
+    print(f"punktfunk {configfile.describe(path)}", flush=True)
+    setup_logging(cfg["host"]["log_level"])
     for info in pm.failed:
         log.warning("plugin %s failed to load: %s", info.name, info.error)
     notifier = sdnotify.from_env()  # before any child starts: they must not inherit NOTIFY_SOCKET
     paths = Paths.from_env().ensure()
     host = Host(cfg, pm, paths)
+    host.config_request, host.config_source, host.config_overrides = args.config, path, overrides
     stop = stop_on_signals()
+    reload_requested = stop_on_signals((RELOAD_SIGNAL,))
     try:
         host.start()
     except Exception as exc:  # noqa: BLE001
@@ -108,6 +121,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     while not stop.wait(0.5):
         if host.stopped:
             break
+        if reload_requested.is_set():
+            reload_requested.clear()
+            reload.reload_config(host)  # logs what it applied, needs a restart for, or refused
     log.info("stopping")
     notifier.stopping("stopping")
     for started in reversed(running):
@@ -167,12 +183,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    cfg = configmod.load(args.file, args.pm)
+    path = configfile.resolve(args.file)
+    cfg = configmod.load(path, args.pm)
     problems = companion_problems(args.companions, cfg, Paths.from_env())  # what `serve` would refuse at start
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return EXIT_CONFIG
-    print(f"{args.file}: ok")
+    print(f"{path or configfile.DEFAULTS}: ok")
     return 0
 
 
@@ -337,7 +354,8 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     companions = _companions(pm)
     parser.set_defaults(companions=companions)
     p = sub.add_parser("serve", help="run the host (and its companions, such as the web console)")
-    p.add_argument("-c", "--config", metavar="FILE", help="TOML config file (default: built-in defaults)")
+    p.add_argument("-c", "--config", metavar="FILE", help="TOML config file (default: host.toml in the config dir when present, else built-in "
+                        "defaults); SIGHUP re-reads it")
     p.add_argument("--enable", action="append", default=[], metavar="SECTION",
                    help="turn on a plugin for this run (its SECTION.enabled = true); may be repeated")
     for companion in companions.values():
@@ -353,13 +371,16 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print host.status and sessions.list as JSON")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("config", help="check a config file or print the schema")
+    p = sub.add_parser("config", help="check, write or reload a config file, or print the schema")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    c = csub.add_parser("check", help="validate FILE; one line per problem, exit 2 when invalid")
-    c.add_argument("file", metavar="FILE")
+    c = csub.add_parser("check", help="validate FILE (default: what serve reads); one line per problem, "
+                                      "exit 2 when invalid")
+    c.add_argument("file", metavar="FILE", nargs="?")
     c.set_defaults(func=cmd_config_check)
     c = csub.add_parser("schema", help="print the whole JSON Schema (for editors)")
     c.set_defaults(func=cmd_config_schema)
+    configfile.add_init_command(csub)
+    reload.add_reload_command(csub)
 
     p = sub.add_parser("pairing", help="paired clients of every protocol and what each may do")
     psub = p.add_subparsers(dest="pairing_command", metavar="ACTION", required=True)

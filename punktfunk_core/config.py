@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from punktfunk_core import apps, boundedjson
-from punktfunk_core.paths import FileRefused, read_file_or_pipe
+from punktfunk_core.paths import FileRefused, read_file_or_pipe, read_regular_file
 from punktfunk_core.settings import (
+    LIVE_NEW_SESSIONS,
+    LIVE_NOW,
     NOTE_KEY,
     OPTIONS_OF_KEY,
     STAGE_KEY,
@@ -59,26 +61,30 @@ class HostSettings(Settings):
     """The host process."""
 
     name: str = setting("", "Name shown to clients; empty = the machine's hostname.")
-    log_level: Literal["debug", "info", "warning", "error"] = setting("info")
-    max_sessions: int = setting(4, minimum=1, maximum=64)
+    log_level: Literal["debug", "info", "warning", "error"] = setting("info", live=LIVE_NOW)
+    max_sessions: int = setting(4, "sessions at once (a reload lowering it ends none)", minimum=1, maximum=64,
+                                live=LIVE_NOW)
 
 
 @dataclass(frozen=True, kw_only=True)
 class StreamSettings(Settings):
     """What sessions stream unless the client negotiates otherwise."""
 
-    capture: str = setting("testpattern", "capture stage name (punktfunk plugins lists them)", stage="capture")
-    capture_options: Mapping[str, Any] = setting({}, "options passed to the capture stage", options_of="capture")
+    capture: str = setting("testpattern", "capture stage name (punktfunk plugins lists them)", stage="capture",
+                           live=LIVE_NEW_SESSIONS)
+    capture_options: Mapping[str, Any] = setting({}, "options passed to the capture stage", options_of="capture",
+                                                 live=LIVE_NEW_SESSIONS)
     encoder: str = setting("auto", "encoder stage name, or auto (nvenc when an NVIDIA GPU is usable, else the "
-                                   "codec's CPU encoder)", stage="encoder")
+                                   "codec's CPU encoder)", stage="encoder", live=LIVE_NEW_SESSIONS)
     encoder_options: Mapping[str, Any] = setting({}, "options passed to the encoder (e.g. preset)",
-                                                 options_of="encoder")
-    width: int = setting(1280, minimum=16, maximum=8192, multipleOf=2)
-    height: int = setting(720, minimum=16, maximum=8192, multipleOf=2)
-    fps: int = setting(60, minimum=1, maximum=480)
-    codec: Literal["h264", "hevc", "av1"] = setting("h264")
-    bitrate_kbps: int = setting(10_000, minimum=100, maximum=1_000_000)
-    keyframe_interval: int = setting(0, "frames between forced keyframes; 0 = on request only", minimum=0)
+                                                 options_of="encoder", live=LIVE_NEW_SESSIONS)
+    width: int = setting(1280, minimum=16, maximum=8192, multipleOf=2, live=LIVE_NEW_SESSIONS)
+    height: int = setting(720, minimum=16, maximum=8192, multipleOf=2, live=LIVE_NEW_SESSIONS)
+    fps: int = setting(60, minimum=1, maximum=480, live=LIVE_NEW_SESSIONS)
+    codec: Literal["h264", "hevc", "av1"] = setting("h264", live=LIVE_NEW_SESSIONS)
+    bitrate_kbps: int = setting(10_000, minimum=100, maximum=1_000_000, live=LIVE_NEW_SESSIONS)
+    keyframe_interval: int = setting(0, "frames between forced keyframes; 0 = on request only", minimum=0,
+                                    live=LIVE_NEW_SESSIONS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,19 +93,20 @@ class InputSettings(Settings):
 
     backend: str = setting("auto", "input stage name: auto (xtest when DISPLAY is set, uinput when /dev/uinput "
                                    "is writable, else none), xtest, uinput, none, or a plugin's",
-                           minLength=1, stage="input")
-    backend_options: Mapping[str, Any] = setting({}, "options passed to the input stage", options_of="backend")
-    keyboard: bool = setting(True, "inject keys and text")
-    mouse: bool = setting(True, "inject pointer motion, buttons and scrolling")
-    gamepad: bool = setting(True, "create and drive virtual controllers")
-    touch: bool = setting(True, "inject touch and pen input")
+                           minLength=1, stage="input", live=LIVE_NEW_SESSIONS)
+    backend_options: Mapping[str, Any] = setting({}, "options passed to the input stage", options_of="backend",
+                                                 live=LIVE_NEW_SESSIONS)
+    keyboard: bool = setting(True, "inject keys and text", live=LIVE_NOW)
+    mouse: bool = setting(True, "inject pointer motion, buttons and scrolling", live=LIVE_NOW)
+    gamepad: bool = setting(True, "create and drive virtual controllers", live=LIVE_NOW)
+    touch: bool = setting(True, "inject touch and pen input", live=LIVE_NOW)
     max_events_per_s: int = setting(5000, "sustained events a session may inject per second; more are dropped "
                                           "and counted (moves merged into the previous one are free)",
-                                    minimum=10, maximum=1_000_000)
+                                    minimum=10, maximum=1_000_000, live=LIVE_NEW_SESSIONS)
     burst: int = setting(1000, "events a session may inject at once above the sustained rate",
-                         minimum=1, maximum=1_000_000)
+                         minimum=1, maximum=1_000_000, live=LIVE_NEW_SESSIONS)
     queue: int = setting(256, "events waiting for injection per session; beyond it moves are dropped first",
-                         minimum=8, maximum=65536)
+                         minimum=8, maximum=65536, live=LIVE_NEW_SESSIONS)
 
 
 #: the sections the core owns, by TOML table name: tables, and the ``[[apps]]`` list every protocol
@@ -276,14 +283,18 @@ def validate(schema: dict[str, Any], data: dict[str, Any], source: str = "config
     return filled
 
 
-def load(path: str | Path | None, pm: PluginManager | None = None) -> dict[str, Any]:
-    """Read, validate and default a config file (None: all defaults)."""
+def load(path: str | Path | None, pm: PluginManager | None = None, *, pipes: bool = True) -> dict[str, Any]:
+    """Read, validate and default a config file (None: all defaults).
+
+    ``pipes=False`` (a running host's reload): a FIFO or pipe in the file's place
+    is refused at once instead of read, so no host thread waits for a writer."""
     schema = build_schema(pm)
     if path is None:
         return validate(schema, {}, "defaults")
     path = Path(path)
     try:
-        raw = read_file_or_pipe(path, MAX_FILE_BYTES, PIPE_WAIT_S)  # `config check /dev/stdin` works
+        raw = (read_file_or_pipe(path, MAX_FILE_BYTES, PIPE_WAIT_S) if pipes  # `config check /dev/stdin` works
+               else read_regular_file(path, MAX_FILE_BYTES))
     except FileNotFoundError:
         raise ConfigError(str(path), ["file not found"]) from None
     except OSError as exc:

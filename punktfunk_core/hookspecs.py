@@ -155,6 +155,22 @@ def host_stopping(host: Host) -> None:
 
 
 @hookspec
+def config_changed(host: Host, old: dict[str, Any], new: dict[str, Any],
+                   changes: dict[str, list[str]]) -> list[str] | None:
+    """A reload (SIGHUP, ``punktfunk config reload``, the console) changed settings.
+
+    Called on the thread that reloads (never a streaming thread), after the host
+    took the new config (``host.config is new``). ``changes`` maps each section to
+    its changed keys (``config.changes(old, new)``), only those whose setting is
+    declared ``live`` (``setting(..., live=LIVE_NOW)`` or ``LIVE_NEW_SESSIONS``);
+    the others keep their old values in ``new`` and are reported as needing a
+    restart. Apply what your plugin holds outside ``host.config`` (a recorder's
+    limit, a running session's bitrate). Returns the ``"section.key"`` names it
+    could not apply live (reported as needing a restart), or None.
+    """
+
+
+@hookspec
 def ipc_commands(host: Host, register: Callable[..., None]) -> None:
     """Add commands to the host's IPC channel.
 

@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable
 
 from punktfunk_core import __version__
+from punktfunk_core.apps import AppLauncher
 from punktfunk_core.config import CoreSettings, protocol_enabled
 from punktfunk_core.counters import Counters
 from punktfunk_core.gate import MeasurementGate
@@ -44,6 +45,14 @@ class Host:
         self.config = config
         #: the core's sections, typed (plugins read their own sections from ``config``)
         self.settings = CoreSettings.of(config)
+        #: what a reload re-reads: ``-c FILE`` (None: the default host.toml, else the
+        #: built-in defaults), what was loaded, and command-line options kept over it
+        self.config_request: str | None = None
+        self.config_source: str | None = None
+        self.config_overrides: dict[tuple[str, str], Any] = {}
+        self.reload_lock = threading.Lock()
+        #: the ``[[apps]]`` clients can launch (a reload replaces the list)
+        self.apps = AppLauncher(self.settings.apps)
         self.pm = pm
         self.paths = paths or Paths.from_env()
         self.gate = gate or MeasurementGate()
@@ -109,6 +118,13 @@ class Host:
                 log.exception("stopping protocol %s failed", plane.name)
         if self.ipc is not None:
             self.ipc.stop()
+
+    def take_config(self, config: dict[str, Any]) -> None:
+        """Run with a reloaded config from now on (``punktfunk_core.reload``): each
+        attribute is replaced in one assignment, never changed in place."""
+        settings = CoreSettings.of(config)
+        self.config = config
+        self.settings = settings
 
     @property
     def stopped(self) -> bool:
@@ -302,6 +318,7 @@ class Host:
                 "measuring": self.gate.measuring,
                 "protocols": {n: p.status() for n, p in self.planes.items()},
                 "sessions": len(self.sessions),
+                "config": self.config_source or "built-in defaults",
             }
 
         def sessions_list(_args: dict) -> list:
@@ -353,6 +370,11 @@ class Host:
         def loopback(args: dict) -> dict:
             return self.start_loopback(args)
 
+        def config_reload(_args: dict) -> dict:
+            from punktfunk_core.reload import reload_config
+
+            return reload_config(self)
+
         return {
             **{name: (fn, "core") for name, fn in pairing_commands(self).items()},
             "sessions.loopback": (loopback, "core"),
@@ -362,6 +384,8 @@ class Host:
             "sessions.stop": (sessions_stop, "core"),
             "plugins.list": (plugins_list, "core"),
             "host.metrics": (metrics, "core"),
+            "config.reload": (config_reload, "core"),
+            "apps.list": (lambda _args: self.apps.status(), "core"),
         }
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -169,8 +170,9 @@ class InputSink:
             raise ValueError("max_events_per_s, burst and queue_size must be positive")
         self.backend = backend
         self.name = name
-        self._accepted = frozenset(enabled) & (backend.classes if backend is not None else frozenset(InputClass))
+        self._supported = backend.classes if backend is not None else frozenset(InputClass)
         self._enabled = frozenset(enabled)
+        self._accepted = self._enabled & self._supported
         self._rate = float(max_events_per_s)
         self._burst = float(burst)
         self._tokens = float(burst)
@@ -210,7 +212,8 @@ class InputSink:
             if self._closing:
                 return self._drop("no_backend")
             cls = getattr(event, "input_class", None)  # not an input event: nothing injects it
-            if cls not in self._accepted:
+            if cls not in self._accepted and not (cls in self._supported and self._releases_held(event)):
+                # (a class switched off by a reload still lets go of what it holds: no stuck keys)
                 return self._drop("disabled" if cls is not None and cls not in self._enabled else "unsupported")
             if self.gone is not None:
                 return self._drop("no_backend")
@@ -242,6 +245,15 @@ class InputSink:
         if received_ns is None:
             received_ns = time.perf_counter_ns()
         return sum(self.submit(e, received_ns) for e in events)
+
+    def set_enabled(self, enabled: Iterable[InputClass]) -> None:
+        """Switch input classes on or off for the running session (a config reload)."""
+        with self._cond:
+            self._enabled = frozenset(enabled)
+            self._accepted = self._enabled & self._supported
+
+    def _releases_held(self, event: InputEvent) -> bool:
+        return not getattr(event, "down", True) and self._held_key(event) in self._held
 
     @staticmethod
     def _held_key(event: InputEvent) -> tuple[str, int] | None:
@@ -441,8 +453,29 @@ def open_input_sink(registry: StageRegistry, settings: InputSettings, spec: Stre
             except Exception:  # noqa: BLE001
                 pass
         backend = None
-    allowed = {InputClass.KEYBOARD: settings.keyboard, InputClass.MOUSE: settings.mouse,
-               InputClass.GAMEPAD: settings.gamepad, InputClass.TOUCH: settings.touch}
-    return InputSink(backend, enabled=[c for c, on in allowed.items() if on],
+    sink = InputSink(backend, enabled=allowed_classes(settings),
                      max_events_per_s=settings.max_events_per_s, burst=settings.burst, queue_size=settings.queue,
                      name=name)
+    _session_sinks.add(sink)
+    return sink
+
+
+def allowed_classes(settings: InputSettings) -> list[InputClass]:
+    """The input classes the ``[input]`` section switches on."""
+    allowed = {InputClass.KEYBOARD: settings.keyboard, InputClass.MOUSE: settings.mouse,
+               InputClass.GAMEPAD: settings.gamepad, InputClass.TOUCH: settings.touch}
+    return [c for c, on in allowed.items() if on]
+
+
+#: the sinks :func:`open_input_sink` made for sessions (one host per process), so a reload of
+#: ``[input]`` reaches running sessions; a sink leaves with its session
+_session_sinks: weakref.WeakSet[InputSink] = weakref.WeakSet()
+
+
+def apply_class_switches(settings: InputSettings) -> int:
+    """Give every running session's sink the class switches of a reloaded ``[input]``;
+    returns how many sinks took them."""
+    sinks = list(_session_sinks)
+    for sink in sinks:
+        sink.set_enabled(allowed_classes(settings))
+    return len(sinks)

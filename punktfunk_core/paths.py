@@ -206,6 +206,11 @@ class Paths:
         return f"ipc://{self.ipc_socket}"
 
     @property
+    def host_config(self) -> Path:
+        """The config file ``punktfunk serve`` reads when not given ``-c FILE``."""
+        return self.config / "host.toml"
+
+    @property
     def mgmt_token(self) -> Path:
         return self.config / "mgmt-token"
 

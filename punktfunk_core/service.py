@@ -55,6 +55,8 @@ StartLimitBurst=5
 Type=notify
 NotifyAccess=main
 ExecStart={shlex.join(argv)}
+# `systemctl --user reload punktfunk`: serve re-reads its config file on SIGHUP
+ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=3
 WatchdogSec={WATCHDOG_SEC}

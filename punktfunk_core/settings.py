@@ -43,10 +43,17 @@ REQUIRED: Any = dataclasses.MISSING
 STAGE_KEY = "x-punktfunk-stage"
 #: schema keyword naming the sibling setting whose stage an object setting holds the options of
 OPTIONS_OF_KEY = "x-punktfunk-options-of"
+#: schema keyword saying when a reload's new value takes effect: :data:`LIVE_NOW` or
+#: :data:`LIVE_NEW_SESSIONS`; a setting without it needs a restart (ports, bind addresses …)
+LIVE_KEY = "x-punktfunk-live"
+#: a reload applies the new value at once (running sessions included)
+LIVE_NOW = "now"
+#: a reload applies the new value to sessions that start after it
+LIVE_NEW_SESSIONS = "new sessions"
 
 
 def setting(default: Any = REQUIRED, description: str = "", *, stage: str | None = None,
-            options_of: str | None = None, **keywords: Any) -> Any:
+            options_of: str | None = None, live: str | None = None, **keywords: Any) -> Any:
     """A field of a :class:`Settings` class.
 
     ``keywords`` are JSON Schema keywords added to the field's schema as they
@@ -55,8 +62,14 @@ def setting(default: Any = REQUIRED, description: str = "", *, stage: str | None
     registered stage of that kind (the config check lists them);
     ``options_of="encoder"``: the value is the options of the stage named by
     that sibling setting, checked against that stage's options schema.
+    ``live=LIVE_NOW`` or ``live=LIVE_NEW_SESSIONS``: a reload (SIGHUP, ``punktfunk
+    config reload``) may change it without a restart; without ``live`` it needs one.
     """
     extra = dict(keywords)
+    if live is not None:
+        if live not in (LIVE_NOW, LIVE_NEW_SESSIONS):
+            raise ValueError(f"live must be {LIVE_NOW!r} or {LIVE_NEW_SESSIONS!r}, not {live!r}")
+        extra[LIVE_KEY] = live
     if stage is not None:
         extra[STAGE_KEY] = stage
     if options_of is not None:
@@ -118,11 +131,15 @@ class SettingsList(Generic[S]):
     #: what the schema cannot say about the whole list (the same name twice …); like
     #: :meth:`Settings.check` it sees the raw entries, valid or not
     rule: Callable[[Any], list[Problem]] | None = None
+    #: when a reload's new list takes effect (see :func:`setting`); None: after a restart
+    live: str | None = None
 
     def schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": "array", "default": [], "items": self.item.schema()}
         if self.description:
             schema["description"] = self.description
+        if self.live is not None:
+            schema[LIVE_KEY] = self.live
         if self.max_items is not None:
             schema["maxItems"] = self.max_items
         return schema

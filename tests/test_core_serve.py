@@ -23,7 +23,9 @@ from conftest import pf_env
 from webui_helpers import run_cli_to_exit, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
+#: `console` stops on these; `serve` on the first two (SIGHUP reloads its config: test_core_reload.py)
 HANDLED = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+SERVE_STOPS_ON = [signal.SIGTERM, signal.SIGINT]
 
 
 def _free_port() -> int:
@@ -122,7 +124,7 @@ def test_a_killed_punktfunk_console_takes_its_gunicorn_with_it(host_factory: Any
         assert _port_free(port)
 
 
-@pytest.mark.parametrize("sig", HANDLED, ids=lambda s: s.name)
+@pytest.mark.parametrize("sig", SERVE_STOPS_ON, ids=lambda s: s.name)
 def test_punktfunk_serve_stops_host_and_console_on_every_signal_it_handles(host_factory: Any,
                                                                           sig: signal.Signals) -> None:
     port = _free_port()
@@ -136,6 +138,19 @@ def test_punktfunk_serve_stops_host_and_console_on_every_signal_it_handles(host_
     wait_for(lambda: not any(_alive(p) for p in gunicorn), 5, what="gunicorn gone")
     assert not _answers(url)
     assert _port_free(port)
+
+
+def test_sighup_reloads_serve_instead_of_stopping_it_and_its_console_stays(host_factory: Any) -> None:
+    port = _free_port()
+    host = host_factory(args=["--console-port", str(port)], console=True)
+    m = wait_for(lambda: re.search(r"punktfunk console: (\S+)", host.log()), 20, what="console URL")
+    gunicorn = _group_of(host.proc.pid)
+    host.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config reloaded from" in host.log(), 10, what="the reload's log line")
+    # --console-port is kept over the file's console.port: nothing needs a restart
+    assert "applied: nothing changed" in host.log() and "needs a restart" not in host.log()
+    assert host.proc.poll() is None and all(_alive(p) for p in gunicorn)
+    assert _answers(m.group(1))
 
 
 def test_serve_that_can_start_nothing_exits_with_one_line_saying_what_to_fix(pf_dirs: dict[str, Path]) -> None:

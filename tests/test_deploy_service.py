@@ -51,6 +51,7 @@ def test_installed_unit_passes_systemd_analyze_verify(user_env, pf_dirs, headles
     assert unit.is_file(), done.stdout + done.stderr
     text = unit.read_text()
     assert f"ExecStart={sys.executable} -m punktfunk_core.cli serve -c {config}" in text
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in text  # `systemctl --user reload` is serve's SIGHUP reload
     for line in ("Type=notify", "Restart=on-failure", "WatchdogSec=30", "NotifyAccess=main"):
         assert line in text.splitlines()
     assert f"WantedBy={'default.target' if headless else 'graphical-session.target'}" in text

@@ -23,6 +23,8 @@ CLEAN_PATHS = [
     "punktfunk_core/registry.py",
     "punktfunk_core/paths.py",
     "punktfunk_core/doctor.py",
+    "punktfunk_core/configfile.py",
+    "punktfunk_core/reload.py",
     "punktfunk_core/media/__init__.py",
     "punktfunk_core/media/audio.py",
     "punktfunk_core/media/bitstream.py",

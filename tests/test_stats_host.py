@@ -74,7 +74,8 @@ def test_reading_never_arms_and_idle_answers(host_factory) -> None:
     a = host.call("statstest.session", proto="a", seconds=0, fps=60)
     try:
         assert host.call("stats.status") == {"armed": False, "sample_count": 0, "started_unix_ms": 0,
-                                             "elapsed_ms": 0, "kind": "", "id": "", "unsaved": 0}
+                                             "elapsed_ms": 0, "kind": "", "id": "", "unsaved": 0,
+                                             "max_samples": 5400}
         assert host.call("stats.list") == []
         with pytest.raises(IpcError) as err:
             host.call("stats.live")

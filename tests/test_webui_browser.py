@@ -473,3 +473,30 @@ def test_a_stopped_host_is_said_plainly_and_the_controls_go_off(browser: Any, st
     page.wait_for_selector("#host-gone:not([hidden])", timeout=10_000)
     assert "The console does not answer" in page.text_content("#host-gone")
     assert not page.is_enabled("#capture-start")
+
+
+def test_the_reload_button_reloads_the_config_file_and_shows_what_it_did(browser: Any, stack: dict[str, Any],
+                                                                         shots: Any) -> None:
+    host = stack["host"]
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    sign_in(page, stack, "host")
+    wait_for(lambda: page.text_content("#config-file") == str(host.config_path), 10, interval=0.2,
+             what="the config file on the Host page")
+    good = host.config_path.read_text()
+    host.config_path.write_text(good + '[stats]\nmax_samples = 123\n[console]\nport = 1\n')
+    page.click("#config-reload")
+    page.wait_for_selector("#config-reload-result .applied")
+    assert page.inner_text("#config-reload-result .applied") == "applied: stats.max_samples"
+    assert page.inner_text("#config-reload-result .needs-restart") == "needs a restart: console.port"
+    assert host.call("stats.status")["max_samples"] == 123
+    shots(page, "15-config-reload")
+
+    host.config_path.write_text(good + "[stats]\nmax_samples = 1\n")  # below its minimum
+    page.click("#config-reload")
+    page.wait_for_selector("#config-reload-result .refused")
+    assert page.inner_text("#config-reload-result .refused") == \
+        f"{host.config_path}: stats.max_samples: 1 is less than the minimum of 10"
+    assert host.call("stats.status")["max_samples"] == 123
+    assert not errors, errors

@@ -179,6 +179,8 @@ def test_punktfunk_console_runs_alone_against_a_running_host(host_factory: Any, 
         m = re.search(r"punktfunk console: (http://127\.0\.0\.1:\d+/)", line)
         assert m, line
         url = m.group(1)
+        # it reads the config as serve does: no -c and no host.toml in the config dir
+        assert proc.stdout.readline() == f"punktfunk config: built-in defaults (no {pf_dirs['config'] / 'host.toml'})\n"
         token = (pf_dirs["config"] / "mgmt-token").read_text().strip()
         r = wait_for(lambda: _try_get(url + "api/v1/host", token), 20, interval=0.2, what="console answering")
         assert r.json()["pid"] == host.proc.pid

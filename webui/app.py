@@ -420,6 +420,10 @@ def _add_core_routes(register: Callable[..., None], ipc: IpcClient, table: Route
     def plugins_list() -> Response:
         return jsonify(ipc.call("plugins.list"))
 
+    def config_reload() -> Response:
+        """Reload the host's config file (as SIGHUP); refused problems are in the answer, not an error."""
+        return jsonify(ipc.call("config.reload"))
+
     def console_routes() -> Response:
         return jsonify({"routes": [r.to_dict() for r in table.routes()], "failed": table.failed})
 
@@ -485,6 +489,7 @@ def _add_core_routes(register: Callable[..., None], ipc: IpcClient, table: Route
     register("/api/v1/sessions", sessions_list)
     register("/api/v1/sessions/<int:session_id>/stop", session_stop, methods=["POST"])
     register("/api/v1/plugins", plugins_list)
+    register("/api/v1/config/reload", config_reload, methods=["POST"])
     register("/api/v1/console/routes", console_routes)
     register("/api/v1/tokens", tokens_list)
     register("/api/v1/tokens/<kind>", token_issue, methods=["POST"])

@@ -11,13 +11,15 @@ core imports nothing of it.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from punktfunk_core import config as configmod
-from punktfunk_core import hookimpl
-from punktfunk_core.cli import EXIT_CONFIG, setup_logging, stop_on_signals
+from punktfunk_core import configfile, hookimpl
+from punktfunk_core.cli import EXIT_CONFIG, STOP_SIGNALS, setup_logging, stop_on_signals
 from punktfunk_core.companion import Companion
 from punktfunk_core.paths import Paths
 from punktfunk_core.settings import Settings, setting
@@ -98,7 +100,8 @@ def _cmd_console(args: argparse.Namespace) -> int:
     """The console alone, in the foreground, against a running host."""
     from punktfunk_webui.server import ConsoleError
 
-    cfg = configmod.load(args.config, args.pm)
+    path = configfile.resolve(args.config)
+    cfg = configmod.load(path, args.pm)
     if args.workers is not None:
         cfg[SECTION]["workers"] = args.workers
     if args.port is not None:
@@ -110,13 +113,14 @@ def _cmd_console(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     setup_logging(cfg["host"]["log_level"])
     paths = Paths.from_env().ensure()
-    stop = stop_on_signals()
+    stop = stop_on_signals((*STOP_SIGNALS, signal.SIGHUP))  # SIGHUP: the terminal closed
     try:
         running = companion.start(cfg, paths)
     except (ConsoleError, ValueError) as exc:  # ValueError: the admin token changed under us
         print(f"punktfunk: {exc}", file=sys.stderr)
         return 1
     print(running.describe(), flush=True)
+    print(f"punktfunk {configfile.describe(path)}", flush=True)
     while not stop.wait(0.5):
         if not running.handle.alive():
             print(f"punktfunk: the console exited with status {running.handle.proc.returncode}", file=sys.stderr)
@@ -128,7 +132,7 @@ def _cmd_console(args: argparse.Namespace) -> int:
 @hookimpl
 def cli_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("console", help="run the web console alone against a running host")
-    p.add_argument("-c", "--config", metavar="FILE")
+    p.add_argument("-c", "--config", metavar="FILE", help="TOML config file (default: as serve)")
     p.add_argument("--workers", type=int, metavar="N")
     p.add_argument("--port", type=int, metavar="PORT")
     p.set_defaults(func=_cmd_console)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from punktfunk_core import hookimpl
 from punktfunk_core.ipc import IpcError, connect
-from punktfunk_core.settings import Settings, setting
+from punktfunk_core.settings import LIVE_NEW_SESSIONS, Settings, setting
 
 @dataclass(frozen=True, kw_only=True)
 class GameStreamSettings(Settings):
@@ -28,13 +28,14 @@ class GameStreamSettings(Settings):
     port_base: int = setting(47989, "HTTP port; the others follow GameStream's offsets (0 = ephemeral ports, "
                                     "see `punktfunk gamestream status`)", minimum=0, maximum=65500)
     mdns: bool = setting(True, "advertise _nvstream._tcp via mDNS")
-    fec_percent: int = setting(20, "video FEC parity in percent of data packets", minimum=0, maximum=100)
+    fec_percent: int = setting(20, "video FEC parity in percent of data packets", minimum=0, maximum=100,
+                               live=LIVE_NEW_SESSIONS)
     fec_threads: int = setting(1, "threads the ISA-L FEC encoder splits a large frame over (small frames stay "
-                                  "on one)", minimum=1, maximum=16)
+                                  "on one)", minimum=1, maximum=16, live=LIVE_NEW_SESSIONS)
     gso: bool = setting(True, "batch each paced group of video datagrams into UDP GSO sends where the kernel "
-                              "supports it")
+                              "supports it", live=LIVE_NEW_SESSIONS)
     pacing: float = setting(0.5, "fraction of a frame interval a frame's packets are spread over",
-                            minimum=0, maximum=1)
+                            minimum=0, maximum=1, live=LIVE_NEW_SESSIONS)
     pin_timeout_s: float = setting(60.0, "how long a pairing client waits for the operator's PIN",
                                    minimum=5, maximum=600)
     request_timeout_s: float = setting(5.0, "an HTTP, HTTPS or RTSP connection is closed when its request has not "
@@ -46,8 +47,9 @@ class GameStreamSettings(Settings):
                                           minimum=1, maximum=64)
     client_timeout_s: float = setting(10.0, "end a stream whose client sent nothing on the control stream for "
                                             "this long", minimum=1, maximum=300)
-    require_encryption: bool = setting(False, "ask clients to encrypt video and audio even if they would not")
-    audio: bool = setting(True, "stream audio (tone source → Opus)")
+    require_encryption: bool = setting(False, "ask clients to encrypt video and audio even if they would not",
+                                       live=LIVE_NEW_SESSIONS)
+    audio: bool = setting(True, "stream audio (tone source → Opus)", live=LIVE_NEW_SESSIONS)
     audio_source: str = setting("tone", "audio_source stage name", stage="audio_source")
     # the stages of a session (docs/plugins.md, "Replacing or wrapping a protocol's stages")
     video_packetizer: str = setting("gamestream", "packetizer stage for video (a plugin's stage may replace or "

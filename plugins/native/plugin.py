@@ -16,7 +16,7 @@ from typing import Any
 
 from punktfunk_core import hookimpl
 from punktfunk_core.ipc import connect
-from punktfunk_core.settings import Settings, setting
+from punktfunk_core.settings import LIVE_NEW_SESSIONS, LIVE_NOW, Settings, setting
 from punktfunk_core.stages import StreamSpec
 
 SECTION = "native"
@@ -31,23 +31,23 @@ class NativeSettings(Settings):
     port: int = setting(47992, "TCP control port (0 = any free port, shown by `punktfunk status`)",
                         minimum=0, maximum=65535)
     data_port: int = setting(0, "UDP port for video (0 = a free port per session, told to the client)",
-                             minimum=0, maximum=65535)
+                             minimum=0, maximum=65535, live=LIVE_NEW_SESSIONS)
     fec_percent: int = setting(20, "Reed-Solomon parity shards per access unit, in percent of its data shards",
-                               minimum=0, maximum=100)
+                               minimum=0, maximum=100, live=LIVE_NEW_SESSIONS)
     fec_min_parity: int = setting(2, "at least this many parity shards per access unit when fec_percent > 0",
-                                  minimum=0, maximum=64)
+                                  minimum=0, maximum=64, live=LIVE_NEW_SESSIONS)
     shard_bytes: int = setting(1200, "largest shard payload (datagram = shard + 48 bytes)",
-                               minimum=64, maximum=1408, multipleOf=2)
+                               minimum=64, maximum=1408, multipleOf=2, live=LIVE_NEW_SESSIONS)
     target_shards: int = setting(64, "split small access units into about this many shards (FEC statistics)",
-                                 minimum=1, maximum=1024)
-    min_shard_bytes: int = setting(64, minimum=2, maximum=1408, multipleOf=2)
-    gso: bool = setting(True, "batch datagrams with UDP GSO where the kernel supports it")
+                                 minimum=1, maximum=1024, live=LIVE_NEW_SESSIONS)
+    min_shard_bytes: int = setting(64, minimum=2, maximum=1408, multipleOf=2, live=LIVE_NEW_SESSIONS)
+    gso: bool = setting(True, "batch datagrams with UDP GSO where the kernel supports it", live=LIVE_NEW_SESSIONS)
     pace_percent: int = setting(50, "spread each frame's datagrams over this share of the frame interval",
-                                minimum=0, maximum=100)
-    keepalive_interval_s: float = setting(0.5, minimum=0.05, maximum=30)
+                                minimum=0, maximum=100, live=LIVE_NEW_SESSIONS)
+    keepalive_interval_s: float = setting(0.5, minimum=0.05, maximum=30, live=LIVE_NEW_SESSIONS)
     keepalive_timeout_s: float = setting(3.0, "end a session when the client is silent this long",
-                                         minimum=0.2, maximum=120)
-    max_bitrate_kbps: int = setting(200_000, minimum=100, maximum=2_000_000)
+                                         minimum=0.2, maximum=120, live=LIVE_NEW_SESSIONS)
+    max_bitrate_kbps: int = setting(200_000, minimum=100, maximum=2_000_000, live=LIVE_NEW_SESSIONS)
     max_connections: int = setting(16, "control connections of paired clients at once", minimum=1, maximum=256)
     max_unauthenticated: int = setting(16, "connections without a paired certificate at once (TLS handshake, "
                                            "pairing); a new one beyond this closes the oldest",
@@ -58,7 +58,7 @@ class NativeSettings(Settings):
                                                      "long after it was accepted, whatever it sends (pings included)",
                                                minimum=1, maximum=120)
     pairing_attempts: int = setting(5, "PIN guesses (pairing attempts started) per pairing window",
-                                    minimum=1, maximum=100)
+                                    minimum=1, maximum=100, live=LIVE_NOW)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,13 +12,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from punktfunk_core import hookimpl
 from punktfunk_core.ipc import IpcError
+from punktfunk_core.settings import LIVE_NOW, Settings, setting
 
-from punktfunk_stats.recorder import Recorder
+from punktfunk_stats.recorder import MAX_SAMPLES, Recorder
 from punktfunk_stats.store import CaptureError, CaptureStore
 from punktfunk_stats.summary import summarize, to_csv
 
@@ -27,6 +29,20 @@ perf_log = logging.getLogger("punktfunk.perf")
 
 #: the measurement-gate consumer name of the recorder
 GATE_NAME = "stats"
+SECTION = "stats"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatsSettings(Settings):
+    """Stats captures (docs/stats.md)."""
+
+    max_samples: int = setting(MAX_SAMPLES, "windows a capture keeps; beyond it new windows are refused and "
+                                            "counted (5400 = 3 h of 2 s windows)",
+                               minimum=10, maximum=1_000_000, live=LIVE_NOW)
+
+
+def _settings(config: dict[str, Any]) -> StatsSettings:
+    return StatsSettings.of(config.get(SECTION, {}))
 
 
 def captures_dir(paths: Any) -> Path:
@@ -59,6 +75,7 @@ def _bind(host: Any) -> Recorder:
     _state.host = host
     _state.recorder = Recorder(
         CaptureStore(captures_dir(host.paths)),
+        max_samples=_settings(host.config).max_samples,
         on_arm=lambda: gate.arm(GATE_NAME),
         on_disarm=lambda: gate.disarm(GATE_NAME),
     )
@@ -80,6 +97,20 @@ def session_info(session: Any) -> dict[str, Any]:
 
 
 # -- host-side hooks ----------------------------------------------------------------
+@hookimpl
+def config_schema(register: Callable[[str, dict[str, Any]], None]) -> None:
+    register(SECTION, StatsSettings.schema())
+
+
+@hookimpl
+def config_changed(host: Any, old: dict[str, Any], new: dict[str, Any],
+                   changes: dict[str, list[str]]) -> list[str] | None:
+    rec = _state.recorder
+    if SECTION in changes and rec is not None and _state.host is host:
+        rec.max_samples = _settings(new).max_samples  # a capture already over the new limit keeps its windows
+    return None
+
+
 @hookimpl
 def host_started(host: Any) -> None:
     _bind(host)

@@ -198,13 +198,14 @@ class Recorder:
 
     def status(self) -> dict[str, Any]:
         """StatsStatus: ``{armed, sample_count, started_unix_ms, elapsed_ms, kind}``
-        plus ``id`` of the armed capture and ``unsaved`` (captures whose save failed)."""
+        plus ``id`` of the armed capture, ``unsaved`` (captures whose save failed) and
+        ``max_samples`` (windows a capture keeps)."""
         with self._lock:
             cap = self._cur
             unsaved = len(self._pending)
             if cap is None:
                 return {"armed": False, "sample_count": 0, "started_unix_ms": 0, "elapsed_ms": 0,
-                        "kind": "", "id": "", "unsaved": unsaved}
+                        "kind": "", "id": "", "unsaved": unsaved, "max_samples": self.max_samples}
             return {
                 "armed": True,
                 "sample_count": len(cap.samples),
@@ -213,6 +214,7 @@ class Recorder:
                 "kind": cap.meta.get("kind", ""),
                 "id": cap.meta["id"],
                 "unsaved": unsaved,
+                "max_samples": self.max_samples,
             }
 
     def live(self, since: int | float | None = None) -> dict[str, Any]:

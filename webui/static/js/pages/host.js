@@ -8,10 +8,37 @@
 
   PF.pages.host = async function (root) {
     const status = card("Host", { id: "host-card" });
+    const config = card("Configuration", { id: "config-card" });
     const protocols = card("Protocols", { id: "protocols-card" });
     const plugins = card("Plugins", { id: "plugins-card" });
     const routes = card("Console routes", { id: "routes-card" });
-    root.append(status, protocols, plugins, routes);
+    root.append(status, config, protocols, plugins, routes);
+
+    // the config file: which one, and a reload (as SIGHUP) that says what it applied
+    const configFile = el("p", { id: "config-file", class: "mono" }, U.NO_VALUE);
+    const reloadResult = el("div", { id: "config-reload-result" });
+    const reloadButton = el("button", { id: "config-reload", type: "button" }, "Reload config file");
+    const line = (label, items, cls) => el("p", { class: cls }, `${label}: ${items.length ? items.join(", ") : "none"}`);
+    reloadButton.addEventListener("click", async () => {
+      reloadButton.disabled = true;
+      try {
+        const a = await api.post("/api/v1/config/reload");
+        const notes = a.notes || {};
+        clear(reloadResult);
+        if (a.refused.length) {
+          reloadResult.append(el("p", { class: "error" }, "refused; the running config stays:"),
+            ...a.refused.map((r) => el("p", { class: "error mono refused" }, r)));
+        } else {
+          reloadResult.append(line("applied", a.applied.map((k) => (notes[k] ? `${k} (${notes[k]})` : k)), "applied"),
+            line("needs a restart", a.needs_restart, a.needs_restart.length ? "warn-line needs-restart" : "needs-restart"));
+        }
+      } catch (e) {
+        clear(reloadResult).append(PF.errorBox(e));
+      } finally {
+        reloadButton.disabled = false;
+      }
+    });
+    config.body.append(configFile, reloadButton, reloadResult);
 
     async function refreshStatus() {
       let st;
@@ -27,6 +54,7 @@
         fact("up", U.formatDurationMs(st.uptime_ms), "host-uptime"), fact("sessions", String(st.sessions)),
         fact("measuring", st.measuring ? "yes" : "no"),
         fact("console worker", String(st.console ? st.console.worker_pid : U.NO_VALUE))));
+      configFile.textContent = st.config || U.NO_VALUE;
       const failed = Object.entries((st.console && st.console.route_failures) || {});
       if (failed.length) status.body.append(...failed.map(([p, why]) => el("p", { class: "error" }, `plugin ${p}: console routes failed: ${why}`)));
       const names = Object.keys(st.protocols || {});
