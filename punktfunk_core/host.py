@@ -16,6 +16,8 @@ from punktfunk_core.apps import AppLauncher
 from punktfunk_core.config import CoreSettings, protocol_enabled
 from punktfunk_core.counters import Counters
 from punktfunk_core.gate import MeasurementGate
+from punktfunk_core.inputevents import FeedbackEvent
+from punktfunk_core.inputsink import InputSink, open_input_sink
 from punktfunk_core.ipc import IpcError, IpcServer
 from punktfunk_core.pairing import pairing_commands
 from punktfunk_core.paths import Paths
@@ -243,6 +245,25 @@ class Host:
         log.info("session %s: audio started (%s, %d samples per frame)", session.id, audio.codec, audio.samples)
         audio.start()
         return audio
+
+    def start_input(self, session: Session,
+                    feedback: Callable[[FeedbackEvent], None] | None = None) -> InputSink | None:
+        """Open the input sink of a running session as ``[input]`` says and attach it:
+        absolute positions land on the part of the desktop its capture shows, and
+        ``feedback`` (rumble …, on the backend's thread, must not block) goes back to
+        its client. The session closes it when it ends, after its last window. None
+        when the session is already ending (nothing is left open). A backend that
+        cannot start leaves a sink without one: the stream never fails for input."""
+        capture = session.pipeline.capture if session.pipeline is not None else None
+        screen = capture.screen_area if capture is not None else None
+        sink = open_input_sink(self.pm.stages, self.settings.input, session.spec, screen, feedback,
+                               name=f"session {session.id} input")
+        if not session.attach_input(sink):
+            sink.close()
+            return None
+        log.info("session %s: input to %s", session.id, sink.backend.name if sink.backend is not None
+                 else f"nowhere ({sink.gone})")
+        return sink
 
     def start_loopback(self, args: dict[str, Any]) -> dict[str, Any]:
         """Start a diagnostic session that streams to a local UDP port.

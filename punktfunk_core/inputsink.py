@@ -59,9 +59,11 @@ from punktfunk_core.inputevents import (
     TouchPhase,
 )
 from punktfunk_core.stages import InputBackend, InputBackendGone, ScreenArea, StreamSpec
+from punktfunk_core.stats import percentile
 
 if TYPE_CHECKING:  # pragma: no cover
     from punktfunk_core.config import InputSettings
+    from punktfunk_core.stats import StatsSample
     from punktfunk_core.registry import StageRegistry
 
 log = logging.getLogger("punktfunk.input")
@@ -153,6 +155,16 @@ class InputWindow:
     @property
     def events_per_s(self) -> float:
         return self.received / self.seconds if self.seconds > 0 else 0.0
+
+    def drain_into(self, sample: StatsSample) -> None:
+        """This window's input fields of a stats sample: events received, events
+        dropped, receive → injected p50/p99 (absent when nothing was injected)."""
+        sample.input_events = self.received
+        sample.input_dropped = sum(self.dropped.values())
+        if self.latency_us:
+            ordered = sorted(self.latency_us)
+            sample.input_p50_us = round(percentile(ordered, 0.5), 1)
+            sample.input_p99_us = round(percentile(ordered, 0.99), 1)
 
 
 class InputSink:

@@ -294,16 +294,23 @@ class Pipeline:
                                          self.session.feedback))
 
     def _window_opens(self) -> None:
-        """What happened before measuring belongs to no window: client reports, audio frames."""
+        """What happened before measuring belongs to no window: client reports, audio frames, input."""
         self.session.feedback.forget()
         audio = self.session.audio
         if audio is not None:
             audio.forget()
+        sink = self.session.input
+        if sink is not None:
+            sink.take_window()
 
     def _close_window(self, sample: StatsSample) -> None:
         audio = self.session.audio
         if audio is not None:
             audio.drain_into(sample)
+        sink = self.session.input
+        window = sink.take_window() if sink is not None else None  # once per window, not per frame
+        if window is not None:  # None: no input arrived, and the sample has no input fields
+            window.drain_into(sample)
         self.session.last_sample = sample
         if self.emit_window is not None:
             try:
@@ -339,6 +346,9 @@ class Pipeline:
                 log.info("session %s: the client's last report did not come within %.0f s",
                          self.session.id, LAST_REPORT_WAIT_S)
             self._close_window(agg.close(*last, feedback, last=True))
+        sink = self.session.close_input()
+        if sink is not None:  # after the last window took its input; injects what is queued, lets go of held keys
+            sink.close()
         self.session.state = "ended"
         if self.on_end is not None:
             try:

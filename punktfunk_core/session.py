@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from punktfunk_core.stages import StreamSpec
 
 if TYPE_CHECKING:
+    from punktfunk_core.inputsink import InputSink
     from punktfunk_core.pipeline import AudioPipeline, Pipeline
     from punktfunk_core.stats import StatsSample
 
@@ -137,8 +138,10 @@ class Session:
     """One client's stream. Created by :meth:`punktfunk_core.host.Host.start_session`.
 
     ``pipeline`` runs its video; ``audio``, when the protocol attached one
-    (:meth:`punktfunk_core.host.Host.start_audio`), its audio. The session
-    ends when its video pipeline ends, and takes its audio with it.
+    (:meth:`punktfunk_core.host.Host.start_audio`), its audio; ``input``, when
+    the protocol opened one (:meth:`punktfunk_core.host.Host.start_input`), the
+    sink its client's input goes to. The session ends when its video pipeline
+    ends, and takes its audio and its input with it.
     """
 
     def __init__(self, kind: str, client: str, spec: StreamSpec) -> None:
@@ -158,8 +161,10 @@ class Session:
         self.state = "starting"
         self.pipeline: Pipeline | None = None
         self.audio: AudioPipeline | None = None
-        self._audio_lock = threading.Lock()  # attach vs. end: taken twice per session, never per frame
+        self._attach_lock = threading.Lock()  # attach vs. end of audio and input: a few times per session, never per frame
         self._audio_closed = False
+        self.input: InputSink | None = None
+        self._input_closed = False
         #: free-form protocol data shown in the console (e.g. encryption on/off)
         self.details: dict[str, Any] = {}
         self._ended = threading.Event()
@@ -184,7 +189,7 @@ class Session:
     def attach_audio(self, audio: AudioPipeline) -> bool:
         """Make ``audio`` this session's audio; False when the session is ending
         or already has audio (the caller then owns it still)."""
-        with self._audio_lock:
+        with self._attach_lock:
             if self._audio_closed or self.audio is not None or self.ending:
                 return False
             self.audio = audio
@@ -192,9 +197,24 @@ class Session:
 
     def close_audio(self) -> AudioPipeline | None:
         """The session is ending: no audio may attach from now on; returns the audio it has."""
-        with self._audio_lock:
+        with self._attach_lock:
             self._audio_closed = True
             return self.audio
+
+    def attach_input(self, sink: InputSink) -> bool:
+        """Make ``sink`` this session's input; False when the session is ending
+        or has an input sink already (the caller then owns it still)."""
+        with self._attach_lock:
+            if self._input_closed or self.input is not None or self.ending:
+                return False
+            self.input = sink
+            return True
+
+    def close_input(self) -> InputSink | None:
+        """The session is ending: no input sink may attach from now on; returns the one it has."""
+        with self._attach_lock:
+            self._input_closed = True
+            return self.input
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the session has ended; True if it did."""
@@ -232,6 +252,8 @@ class Session:
             out["fps_recent"], out["mbps_recent"] = self._recent_rates(p.frames_sent, p.bytes_sent)
         if self.audio is not None:
             out["audio"] = self.audio.info()
+        if self.input is not None:
+            out["input"] = self.input.counters()
         if s is not None:
             out["last_sample"] = s.to_dict()
         return out

@@ -30,10 +30,14 @@ OPTIONAL_FIELDS = (
     "audio_p50_us",
     "audio_p99_us",
     "audio_send_dropped",
+    "input_events",
+    "input_dropped",
+    "input_p50_us",
+    "input_p99_us",
 )
 #: optional fields that are integer counts of events in the window
 COUNT_FIELDS = frozenset({"frames_dropped", "packets_dropped", "send_dropped", "fec_recovered", "frames_unrecoverable",
-                          "audio_send_dropped"})
+                          "audio_send_dropped", "input_events", "input_dropped"})
 #: optional fields that are integers but not counts (summed over a capture they mean nothing)
 INT_FIELDS = COUNT_FIELDS | {"window_ms"}
 
@@ -102,6 +106,13 @@ class StatsSample:
     audio_p50_us: float | None = None
     audio_p99_us: float | None = None
     audio_send_dropped: int | None = None
+    #: the client's input, in windows where some arrived (absent otherwise, never 0): events
+    #: received, events the sink dropped (switched off, throttled, queue full, no backend),
+    #: receive → injected p50/p99 over the events injected in the window
+    input_events: int | None = None
+    input_dropped: int | None = None
+    input_p50_us: float | None = None
+    input_p99_us: float | None = None
     #: the finer split: parts of a stage (``encode.submit``) and measurements inside one
     #: (``send_spread``); never stacked, they do not add up to the host total
     detail: list[StageTiming] = field(default_factory=list)

@@ -1,9 +1,17 @@
 """The GameStream control stream: ENet (pyenet) with AES-128-GCM messages both ways.
 
 One thread owns the ENet host (ENet is not thread-safe): it services the
-socket, decrypts client messages (IDR requests, FEC status, pings), sends
-queued host messages (termination) and ends a session whose client went
-silent. Undecryptable or malformed messages are counted and dropped.
+socket, decrypts client messages (IDR requests, FEC status, pings, input),
+sends queued host messages (termination, rumble and other input feedback) and
+ends a session whose client went silent. Undecryptable or malformed messages
+are counted and dropped.
+
+Input arrives only on the encrypted control stream this host negotiates (it
+announces 7.1.431, so moonlight-common-c sends each input packet in plain
+inside an encrypted 0x0206 message; the per-packet legacy framing of older
+hosts, ``input.LegacyInputCipher``, is never negotiated). The connection is
+authenticated by its connect data and the launch's AES key, so input is taken
+only from the client of the current stream.
 """
 
 from __future__ import annotations
@@ -21,9 +29,12 @@ import enet
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from punktfunk_gamestream import wire_control
+from punktfunk_gamestream.input import encode_feedback
 from punktfunk_gamestream.wire import BadInput
 
 if TYPE_CHECKING:
+    from punktfunk_core.inputevents import FeedbackEvent
+
     from punktfunk_gamestream.plane import GameStreamPlane, Stream
 
 log = logging.getLogger("punktfunk.gamestream.control")
@@ -63,6 +74,11 @@ class ControlServer:
     def terminate(self, stream: Stream, reason: str) -> None:
         """Tell the client of ``stream`` that it ended (from any thread)."""
         self._q.put(("terminate", stream, reason))
+
+    def feedback(self, stream: Stream, event: FeedbackEvent) -> None:
+        """Send rumble (or another feedback event) to the client of ``stream``
+        (from any thread; never blocks)."""
+        self._q.put(("feedback", stream, event))
 
     # -- the ENet thread -------------------------------------------------------------
     def _loop(self) -> None:
@@ -131,6 +147,7 @@ class ControlServer:
         if conn is None:
             plane.count("control_bad")
             return
+        received_ns = time.perf_counter_ns()  # an input event's receive stamp
         try:
             seq, msg_type, payload = wire_control.open_control(conn.aead, ev.packet.data)
         except BadInput as exc:
@@ -138,12 +155,14 @@ class ControlServer:
             log.debug("control message dropped: %s", exc)
             return
         conn.last_rx = time.monotonic()
-        self.handle_message(conn, msg_type, payload)
+        self.handle_message(conn, msg_type, payload, received_ns)
 
-    def handle_message(self, conn: _Conn, msg_type: int, payload: bytes) -> None:
+    def handle_message(self, conn: _Conn, msg_type: int, payload: bytes, received_ns: int = 0) -> None:
         plane = self.plane
         plane.count("control_messages")
-        if msg_type in (wire_control.CTRL_REQUEST_IDR, wire_control.CTRL_INVALIDATE_REF):
+        if msg_type == wire_control.CTRL_INPUT:
+            plane.on_input(conn.stream, payload, received_ns or time.perf_counter_ns())
+        elif msg_type in (wire_control.CTRL_REQUEST_IDR, wire_control.CTRL_INVALIDATE_REF):
             log.info("client requests an IDR frame (%#06x)", msg_type)
             plane.on_idr_request(conn.stream)
         elif msg_type == wire_control.CTRL_FEC_STATUS:
@@ -154,7 +173,7 @@ class ControlServer:
                 return
             plane.count("fec_reports")
             plane.on_fec_status(conn.stream, st)
-        # pings (0x0200), start B, input, frame/loss stats: nothing to do
+        # pings (0x0200), start B, frame/loss stats: nothing to do
 
     def _send(self, conn: _Conn, msg_type: int, payload: bytes) -> None:
         data = wire_control.seal_control(conn.aead, conn.seq_out, msg_type, payload)
@@ -165,10 +184,17 @@ class ControlServer:
     def _drain_queue(self) -> None:
         while True:
             try:
-                op, stream, reason = self._q.get_nowait()
+                op, stream, arg = self._q.get_nowait()
             except queue.Empty:
                 return
-            if op == "terminate":
+            if op == "feedback":
+                msg_type, payload = encode_feedback(arg)
+                for c in self._conns.values():
+                    if c.stream is stream and not c.closing:
+                        self._send(c, msg_type, payload)
+                        self.plane.count("feedback_sent")
+            elif op == "terminate":
+                reason = arg
                 for key, c in list(self._conns.items()):
                     if c.stream is stream and not c.closing:
                         log.info("sending termination to the client: %s", reason)

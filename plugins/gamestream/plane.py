@@ -7,7 +7,9 @@ address and AES key, then what the RTSP handshake from that address
 negotiates (ANNOUNCE, :mod:`punktfunk_gamestream.rtsp`); PLAY arms the
 stream, whose host session starts when the client's first video ping reveals
 where to send. The control stream (ENet, AES-GCM both ways) carries IDR
-requests and FEC reports in and the termination message out. Audio (tone →
+requests, FEC reports and input in (input goes to the session's input sink,
+opened with the session; a view-only client's is dropped) and the termination
+message and rumble out. Audio (tone →
 Opus, RTP + RS(4,2) FEC, optional AES-CBC) is the session's audio pipeline,
 started once the session runs and an audio ping has shown where to send.
 """
@@ -31,6 +33,7 @@ from punktfunk_core.protocol import PIN_FROM_CLIENT, ProtocolPlane
 
 from punktfunk_gamestream import wire, wire_control, wire_rtsp
 from punktfunk_gamestream.audio import AudioContext
+from punktfunk_gamestream.input import HapticsEnable, MalformedInput, parse_input
 from punktfunk_gamestream.layout import GAMESTREAM_LAYOUT
 from punktfunk_gamestream.pairing import Identity, Pairing
 from punktfunk_gamestream.video import VideoContext
@@ -39,9 +42,14 @@ from punktfunk_gamestream.wire_rtsp import AnnouncedStream
 
 if TYPE_CHECKING:
     from punktfunk_core.host import Host
+    from punktfunk_core.inputsink import InputSink
     from punktfunk_core.session import Session
 
 log = logging.getLogger("punktfunk.gamestream")
+
+#: the largest input packet moonlight-common-c builds (MAX_INPUT_PACKET_SIZE); the largest
+#: we parse is 8 + 32 bytes (pen, text), so anything longer is counted as oversized
+MAX_INPUT_PACKET = 128
 
 # port offsets from the base (47989) that Moonlight clients assume
 PORT_OFFSETS = {"http": 0, "https": -5, "rtsp": 21, "video": 9, "control": 10, "audio": 11}
@@ -78,6 +86,12 @@ class Stream:
     client_gone: bool = False
     #: the last frame Moonlight reported unrecoverable (a frame counts once)
     last_lost_frame: int = -1
+    #: the session's input sink (opened with the session, closed by it when it ends)
+    input: InputSink | None = None
+    #: the client said it rumbles (haptics-enable packet); feedback goes to it either way
+    haptics: bool = False
+    #: a view-only client's input was dropped (logged once per stream)
+    view_only_logged: bool = False
 
 
 @dataclass(eq=False)
@@ -463,6 +477,13 @@ class GameStreamPlane(ProtocolPlane):
         if stale:
             session.stop("the app ended while the session started")
             return
+        control = self.control
+        try:
+            stream.input = host.start_input(session, feedback=(lambda ev: control.feedback(stream, ev))
+                                            if control is not None else None)
+        except Exception as exc:  # noqa: BLE001 - the stream goes on without input
+            self.count("input_start_failed")
+            log.error("GameStream input could not start (the stream continues without it): %s", exc)
         if (stream.audio is None and not stream.audio_failed and stream.audio_peer is not None
                 and self.config.get("audio", True)):
             self._start_audio(stream)
@@ -517,6 +538,43 @@ class GameStreamPlane(ProtocolPlane):
         first = st.frame != stream.last_lost_frame
         stream.last_lost_frame = st.frame
         s.feedback.report(packets_dropped=max(0, lost), frames_unrecoverable=int(first))
+
+    def on_input(self, stream: Stream, packet: bytes, received_ns: int) -> None:
+        """One input packet (the payload of control message 0x0206) from the
+        authenticated control connection of ``stream``: decoded and handed to the
+        session's input sink. Dropped and counted: input for a stream that is not the
+        current one, from a client the operator made view-only (or unpaired since),
+        before the session's sink is open, oversized, or malformed."""
+        self.count("input_packets")
+        launch = self.launch
+        if launch is None or launch.stream is not stream:
+            self.count("input_not_current")
+            return
+        client = self.paired.get(launch.client.fingerprint)  # read per packet: a change applies at once
+        if client is None or client.view_only:
+            self.count("input_view_only")
+            if not stream.view_only_logged:
+                stream.view_only_logged = True
+                log.info("GameStream client %r is %s: its input is dropped", launch.client.name,
+                         "no longer paired" if client is None else "view-only")
+            return
+        if len(packet) > MAX_INPUT_PACKET:
+            self.count("input_oversized")
+            return
+        try:
+            event = parse_input(packet)
+        except MalformedInput as exc:
+            self.count("input_malformed")
+            log.debug("input packet dropped: %s", exc)
+            return
+        if isinstance(event, HapticsEnable):
+            stream.haptics = event.enabled
+            return
+        sink = stream.input
+        if sink is None:
+            self.count("input_no_session")
+            return
+        sink.submit(event, received_ns)
 
     def aead_for(self, stream: Stream) -> AESGCM:
         return AESGCM(stream.rikey)
