@@ -254,6 +254,7 @@ def _client_main(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("--cancel", action="store_true")
     ap.add_argument("--hold", type=float, default=0.0, help="keep streaming this long after the frames")
     ap.add_argument("--no-cert", action="store_true")
+    ap.add_argument("--input-script", help="JSON list of input steps to send during the stream (see _send_input)")
     a = ap.parse_args(argv)
 
     from moonlight_python.exceptions import PairingError, WrongPinError
@@ -304,6 +305,8 @@ def _client_main(argv: list[str]) -> dict[str, Any]:
         return {"ok": True, "xml": http.open_https("cancel", timeout=30)}
     if a.op == "stream":
         return _stream(a, http)
+    if a.op == "input":
+        return _input(a, http)
     raise SystemExit(f"unknown op {a.op}")
 
 
@@ -384,6 +387,113 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
         "decoded_ids": [i for fr in frames for i in fr["ids"]], "shape": shape, "audio_packets": audio_packets,
         "audio_lost": session.audio_loss_stats["lost"] if a.audio else None,
         "idr_requested_at": idr_requested_at, "terminated": terminated, "terminated_before_stop": terminated_before_stop,
+    }
+
+
+def _input(a: argparse.Namespace, http: Any) -> dict[str, Any]:
+    """Stream, and once frames flow send the input steps of ``--input-script``
+    through moonlight-common-c's own API (ctypes on the library moonlight-python
+    loaded, so the calls reach the running connection), pulling frames meanwhile.
+
+    A step is ``[name, *args]``: an ``Li*`` function of :func:`_input_api` with its
+    arguments (text as a string; a C ``char`` is a number), ``["garbage", hex]`` (raw bytes handed to the
+    library's control-stream input sender: encrypted like any input packet, but
+    not one), or ``["sleep", seconds]``. The result has the frames decoded before
+    and while the steps ran, each call's return code, and the rumble the host sent."""
+    import ctypes
+    import threading
+
+    import moonlight_python.stream as mstream
+
+    from bench.moonlight_probe import start_stream, wake_when_terminated
+
+    rumble: list[list[int]] = []
+    orig = mstream.StreamingSession._make_connection_callbacks
+
+    def with_rumble(self: Any) -> Any:
+        cl = orig(self)
+
+        @self._ffi.callback("void(unsigned short, unsigned short, unsigned short)")
+        def on_rumble(number: int, low: int, high: int) -> None:
+            rumble.append([number, low, high])
+
+        self._callbacks.append(on_rumble)
+        cl.rumble = on_rumble
+        return cl
+
+    mstream.StreamingSession._make_connection_callbacks = with_rumble
+    steps = json.loads(Path(a.input_script).read_text())
+    info = http.parse_server_info(http.get_server_info(use_https=True))
+    session, _launched, _connect_s = start_stream(
+        http, info, codec=a.codec, width=a.width, height=a.height, fps=a.fps, bitrate=a.bitrate,
+        packet_size=a.packet_size, audio=False, resume=True)
+    done = wake_when_terminated(session)
+    lib = ctypes.CDLL(mstream._find_shared_lib())  # the library already loaded: the same connection
+    for name, argtypes in _input_api().items():
+        getattr(lib, name).argtypes = argtypes
+        getattr(lib, name).restype = ctypes.c_int
+    results: list[Any] = []
+    finished = threading.Event()
+
+    def send() -> None:
+        try:
+            for name, *args in steps:
+                if name == "sleep":
+                    time.sleep(float(args[0]))
+                elif name == "garbage":
+                    raw = bytes.fromhex(args[0])
+                    results.append(lib.sendInputPacketOnControlStream(raw, len(raw), 0, 1, False))
+                elif name == "LiSendUtf8TextEvent":
+                    text = args[0].encode()
+                    results.append(lib.LiSendUtf8TextEvent(text, len(text)))
+                else:
+                    results.append(getattr(lib, name)(*args))
+        finally:
+            finished.set()
+
+    sender = threading.Thread(target=send, daemon=True)
+    before = during = 0
+    t_start = t_end = 0.0
+    deadline = time.monotonic() + a.seconds
+    while time.monotonic() < deadline and not session.is_terminated:
+        raw = session.pull_frame()
+        if t_end and time.monotonic() >= t_end + a.hold:
+            break
+        if raw is None:
+            continue
+        if not t_start:
+            before += 1
+            if before >= a.frames:  # frames flow: the stream is live, send the script
+                t_start = time.monotonic()
+                sender.start()
+        elif not finished.is_set():
+            during += 1
+        elif not t_end:
+            t_end = time.monotonic()
+    terminated = session.termination_error if session.is_terminated else None
+    done.set()
+    session.stop()
+    span = (t_end or time.monotonic()) - t_start if t_start else 0.0
+    return {"ok": finished.is_set(), "frames_before": before, "frames_during": during,
+            "seconds_during": round(span, 3), "results": results, "rumble": rumble, "terminated": terminated}
+
+
+def _input_api() -> dict[str, list[Any]]:
+    """moonlight-common-c's input functions (Limelight.h) and their C argument types."""
+    import ctypes
+
+    c = ctypes
+    return {
+        "LiSendMousePositionEvent": [c.c_short, c.c_short, c.c_short, c.c_short],
+        "LiSendMouseMoveEvent": [c.c_short, c.c_short],
+        "LiSendMouseButtonEvent": [c.c_byte, c.c_int],
+        "LiSendKeyboardEvent": [c.c_short, c.c_byte, c.c_byte],
+        "LiSendScrollEvent": [c.c_byte],
+        "LiSendHScrollEvent": [c.c_byte],
+        "LiSendUtf8TextEvent": [c.c_char_p, c.c_uint],
+        "LiSendMultiControllerEvent": [c.c_short, c.c_short, c.c_int, c.c_ubyte, c.c_ubyte,
+                                       c.c_short, c.c_short, c.c_short, c.c_short],
+        "sendInputPacketOnControlStream": [c.c_char_p, c.c_int, c.c_uint8, c.c_uint32, c.c_bool],
     }
 
 

@@ -9,7 +9,10 @@ PYTHONPATH in a host). Options:
 * ``paused``: start with the gate closed: ``inject`` waits until the test
   calls ``resume()``, so events pile up in the sink's queue;
 * ``fail_on``: an event type name whose events raise ValueError (a bad event);
-* ``gone_after``: raise InputBackendGone from the event after this many.
+* ``gone_after``: raise InputBackendGone from the event after this many;
+* ``rumble_echo``: answer each controller state with feedback
+  ``Rumble(number, left trigger × 257, right trigger × 257)``, as a game that
+  rumbles with the triggers would (tests the way back to the client).
 
 Every instance is appended to ``RecordingInput.instances``.
 """
@@ -20,7 +23,7 @@ import threading
 from typing import Any, ClassVar
 
 from punktfunk_core import hookimpl
-from punktfunk_core.inputevents import InputClass, InputEvent
+from punktfunk_core.inputevents import ControllerState, InputClass, InputEvent, Rumble
 from punktfunk_core.stages import InputBackend, InputBackendGone, ScreenArea, StreamSpec
 
 
@@ -40,6 +43,7 @@ class RecordingInput(InputBackend):
         self.waiting = threading.Event()
         self.fail_on = options.get("fail_on", "")
         self.gone_after = options.get("gone_after")
+        self.rumble_echo = bool(options.get("rumble_echo"))
         self._in_batch = 0
         RecordingInput.instances.append(self)
 
@@ -60,6 +64,8 @@ class RecordingInput(InputBackend):
             raise ValueError(f"the recorder refuses {event!r}")
         self.events.append(event)
         self._in_batch += 1
+        if self.rumble_echo and isinstance(event, ControllerState):
+            self.feedback(Rumble(event.number, event.left_trigger * 257, event.right_trigger * 257))
 
     def flush(self) -> None:
         self.batches.append(self._in_batch)
