@@ -63,8 +63,8 @@ from punktfunk_core.stats import percentile
 
 if TYPE_CHECKING:  # pragma: no cover
     from punktfunk_core.config import InputSettings
-    from punktfunk_core.stats import StatsSample
     from punktfunk_core.registry import StageRegistry
+    from punktfunk_core.stats import StatsSample
 
 log = logging.getLogger("punktfunk.input")
 

@@ -382,6 +382,8 @@ def _native_like_capture(cid: str, started: int, counters: bool, unrecoverable: 
         if counters:  # FEC repairs every lost packet, except where frames are lost for good
             s.update(frames_dropped=0, packets_dropped=230 * (i % 3), send_dropped=0, fec_recovered=230 * (i % 3),
                      frames_unrecoverable=unrecoverable if i == 5 else 0, delivered_fps=59.9 - (10 if i == 5 and unrecoverable else 0))
+            if 2 <= i <= 8:  # the client's input in some windows (the others have none: no input fields)
+                s.update(input_events=500, input_dropped=0, input_p50_us=180.0 + i, input_p99_us=400.0 + 10 * i)
         samples.append(s)
     meta = {"id": cid, "started_unix_ms": started, "duration_ms": 24000, "kind": "native", "width": 1920,
             "height": 1080, "fps": 60, "codec": "hevc", "client": "ab12cd34", "sample_count": len(samples),
@@ -433,6 +435,12 @@ def test_detail_of_a_native_capture_shows_every_chart(browser: Any, host_factory
         assert page.text_content("#sum-packets_dropped") == page.text_content("#sum-fec_recovered") == "2,760"
         assert page.text_content("#sum-frames_unrecoverable") == "0"
         assert page.query_selector("#summary-facts .fact.bad") is None
+        # input latency: a chart of its own, and the medians of the windows' p50 and p99 that had input
+        wait_for(lambda: page.query_selector("#detail-input canvas") and canvas_ink(page, "#detail-input") > 1000, 5,
+                 what="#detail-input")
+        assert page.text_content("#sum-input") == "185 \u00b5s / 450 \u00b5s"
+        lines = page.evaluate("document.querySelector('#detail-input').pfChart.series.map(s => s.label)")
+        assert "input p50" in lines and "input p99" in lines, lines
         assert "drops" not in page.inner_text("#summary-facts").lower()
         shots(page, "12-native-detail")
         # frames lost for good are the number in red
@@ -445,6 +453,7 @@ def test_detail_of_a_native_capture_shows_every_chart(browser: Any, host_factory
         page.wait_for_selector("#no-loss-counters")
         assert page.text_content("#no-loss-counters") == "This path records no loss counters."
         assert page.text_content("#sum-loss") == "none on this path"
+        assert page.query_selector("#detail-input") is None and page.query_selector("#sum-input") is None
         shots(page, "13-no-loss-counters")
         assert errors == []
     finally:

@@ -31,6 +31,8 @@ LOSS_LABELS = {
     "frames_unrecoverable": "frames unrecoverable (client)",
     "frames_dropped": "frames dropped (host queue)",
     "send_dropped": "datagrams not sent (host socket)",
+    "input_events": "input events (client)",
+    "input_dropped": "input events dropped (host)",
 }
 #: the stage summary columns, in the words every view uses
 STAGE_COLUMNS = (
@@ -153,7 +155,21 @@ def summarize(capture: dict[str, Any]) -> dict[str, Any]:
             "median_p99_us": _r(percentile(host99, 0.50)),
             "max_p99_us": _r(host99[-1]) if host99 else 0.0,
         }
+    latency = _input_latency(samples)
+    if latency is not None:
+        out["input"] = latency
     return out
+
+
+def _input_latency(samples: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Receive → injected over the windows in which input was injected: the
+    median of their p50s and of their p99s, and the largest p99; None without any."""
+    p50 = sorted(float(s["input_p50_us"]) for s in samples if s.get("input_p50_us") is not None)
+    p99 = sorted(float(s["input_p99_us"]) for s in samples if s.get("input_p99_us") is not None)
+    if not p50:
+        return None
+    return {"p50_us": _r(percentile(p50, 0.50)), "median_p99_us": _r(percentile(p99, 0.50)),
+            "max_p99_us": _r(p99[-1])}
 
 
 def csv_columns(samples: list[dict[str, Any]]) -> list[str]:
@@ -232,6 +248,10 @@ def summary_table(summary: dict[str, Any]) -> str:
     if "delivered_fps" in summary:
         d = summary["delivered_fps"]
         lines.append(f"  client fps (frames decoded) min {d['min']:.1f} / mean {d['mean']:.1f} / max {d['max']:.1f}")
+    if "input" in summary:
+        i = summary["input"]
+        lines.append(f"  input receive → injected p50 {fmt_us(i['p50_us'])}, p99 {fmt_us(i['median_p99_us'])} "
+                     f"(median of windows), max p99 {fmt_us(i['max_p99_us'])}")
     counters = summary["counters"]
     if counters:
         lines.append("  totals: " + ", ".join(f"{LOSS_LABELS.get(k, k)} {v}" for k, v in counters.items()))

@@ -73,6 +73,8 @@
       sum.delivered_fps ? fact("client fps (decoded) min / mean", "sum-delivered", rate(sum.delivered_fps)) : "",
       fact("Mb/s mean / max", "sum-mbps", `${U.formatMbps(sum.mbps.mean)} / ${U.formatMbps(sum.mbps.max)}`),
       fact("sessions", "sum-sessions", String(sum.sessions)),
+      sum.input ? fact("input receive \u2192 injected p50 / p99", "sum-input",
+        `${U.formatUs(sum.input.p50_us)} / ${U.formatUs(sum.input.median_p99_us)}`) : "",
       lossFacts.length ? lossFacts : fact("loss counters", "sum-loss", "none on this path"));
     return el("div", { class: "summary-wrap" }, el("div", { class: "table-scroll" }, table), facts);
   }
@@ -414,6 +416,13 @@
         const rtt = chartBlock("Round trip", "detail-rtt");
         detail.body.append(rtt.node);
         C.roundTrip(rtt.box, cap.samples);
+      }
+      if (C.has(cap.samples, "input_p50_us")) {
+        const inp = chartBlock("Input: receive \u2192 injected", "detail-input");
+        inp.node.append(el("p", { class: "hint" }, "From the client's input message arriving at the host to the input ",
+          "backend's flush, p50/p99 over each window's events; windows without input have no point."));
+        detail.body.append(inp.node);
+        C.inputLatency(inp.box, cap.samples);
       }
       if (C.SEALING.some(([f]) => C.has(cap.samples, f))) {
         const seal = chartBlock("Sealing split (mean per frame)", "detail-sealing");

@@ -204,6 +204,8 @@
   const health = (el, samples, o) => fieldLines(el, samples, COUNTERS, { ...o, unit: "count" });
   const roundTrip = (el, samples, o) => fieldLines(el, samples, [["rtt_us", "round trip"]], { ...o, unit: "us" });
   const sealing = (el, samples, o) => fieldLines(el, samples, SEALING, { ...o, unit: "us" });
+  const inputLatency = (el, samples, o) => fieldLines(el, samples,
+    [["input_p50_us", "input p50"], ["input_p99_us", "input p99"]], { ...o, unit: "us" });
 
   /** The latency of one stage (or "host total") of two recordings on one time axis:
       A and B in their own colours, seconds from each capture's start. */
@@ -246,7 +248,7 @@
   }
 
   window.PFCharts = {
-    latency, latencyNote, throughput, health, roundTrip, sealing, compare, stageNames, stageColor, has, rows,
+    latency, latencyNote, throughput, health, roundTrip, sealing, inputLatency, compare, stageNames, stageColor, has, rows,
     COUNTERS, SEALING, SIDE_COLORS,
   };
 })();
