@@ -161,7 +161,7 @@ class Session:
         self.state = "starting"
         self.pipeline: Pipeline | None = None
         self.audio: AudioPipeline | None = None
-        self._attach_lock = threading.Lock()  # attach vs. end of audio and input: a few times per session, never per frame
+        self._attach_lock = threading.Lock()  # audio and input attach vs. the end: never per frame
         self._audio_closed = False
         self.input: InputSink | None = None
         self._input_closed = False

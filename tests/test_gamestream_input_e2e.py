@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from gamestream_helpers import FAULTS_ENV, gs_config, pair, run_client, wait_ready
 from x11_helpers import XWindowRecorder, keysym_char, private_xvfb
 
