@@ -134,6 +134,9 @@ def test_moonlight_input_reaches_the_x_server_scaled_to_the_screen(x11_host, win
     # windows in which no input arrived say nothing about input (absent, not 0)
     assert all("input_p50_us" not in s and "input_dropped" not in s for s in samples if "input_events" not in s)
     assert len(with_input) < len(samples)
+    summary = host.call("stats.summary", id=meta["id"])
+    assert summary["input"]["max_p99_us"] >= summary["input"]["p50_us"] > 0
+    assert summary["counters"]["input_events"] == sum(s["input_events"] for s in with_input)
     c = _counters(host)
     assert c.get("input_packets", 0) >= 20 and not c.get("input_malformed") and not c.get("input_view_only")
 

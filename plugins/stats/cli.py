@@ -91,6 +91,8 @@ def _sample_line(s: dict[str, Any]) -> str:
         extra.append(f"host {fmt_us(s['host_p50_us'])}/{fmt_us(s.get('host_p99_us', 0))}")
     if "rtt_us" in s:
         extra.append(f"rtt {fmt_us(s['rtt_us'])}")
+    if "input_p50_us" in s:
+        extra.append(f"input receive → injected {fmt_us(s['input_p50_us'])}/{fmt_us(s.get('input_p99_us', 0))}")
     if extra:
         line += "\n    " + ", ".join(extra)
     return line
