@@ -157,11 +157,11 @@ class ControlServer:
         conn.last_rx = time.monotonic()
         self.handle_message(conn, msg_type, payload, received_ns)
 
-    def handle_message(self, conn: _Conn, msg_type: int, payload: bytes, received_ns: int = 0) -> None:
+    def handle_message(self, conn: _Conn, msg_type: int, payload: bytes, received_ns: int) -> None:
         plane = self.plane
         plane.count("control_messages")
         if msg_type == wire_control.CTRL_INPUT:
-            plane.on_input(conn.stream, payload, received_ns or time.perf_counter_ns())
+            plane.on_input(conn.stream, payload, received_ns)
         elif msg_type in (wire_control.CTRL_REQUEST_IDR, wire_control.CTRL_INVALIDATE_REF):
             log.info("client requests an IDR frame (%#06x)", msg_type)
             plane.on_idr_request(conn.stream)
