@@ -184,7 +184,7 @@ class NativeClient:
         self._reported: dict[str, int] = {}
         self._last_report_at = 0.0
         #: input waiting for the control thread, which alone writes to the connection
-        self._outbox: list[InputEvent] = []
+        self._outbox: list[InputEvent | dict[str, Any]] = []
         self._outbox_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -206,11 +206,22 @@ class NativeClient:
         consecutive moves still waiting are merged into one."""
         with self._outbox_lock:
             for event in events:
-                folded = merged(self._outbox[-1], event) if self._outbox else None
+                tail = self._outbox[-1] if self._outbox else None
+                folded = merged(tail, event) if tail is not None and not isinstance(tail, dict) else None
                 if folded is not None:
                     self._outbox[-1] = folded
                 else:
                     self._outbox.append(event)
+        self._wake()
+
+    def send_message(self, msg: dict[str, Any]) -> None:
+        """Send one control message as it is, in order with the input (any thread):
+        for messages this client does not know, and for tests of the host's checks."""
+        with self._outbox_lock:
+            self._outbox.append(msg)
+        self._wake()
+
+    def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"!")
         except BlockingIOError:  # the control thread has wake-ups pending already
@@ -223,10 +234,18 @@ class NativeClient:
         except BlockingIOError:
             pass
         with self._outbox_lock:
-            events, self._outbox = self._outbox, []
-        for i in range(0, len(events), MAX_INPUT_EVENTS):
-            ctl.send(input_message(events[i:i + MAX_INPUT_EVENTS]))
-        self.input_sent += len(events)
+            items, self._outbox = self._outbox, []
+        events: list[InputEvent] = []
+        for item in [*items, None]:  # events between raw messages go out in messages of their own
+            if item is None or isinstance(item, dict):
+                for i in range(0, len(events), MAX_INPUT_EVENTS):
+                    ctl.send(input_message(events[i:i + MAX_INPUT_EVENTS]))
+                self.input_sent += len(events)
+                events = []
+                if item is not None:
+                    ctl.send(item)
+            else:
+                events.append(item)
 
     def _wait_for_host(self, ctl: HostControl, timeout: float) -> bool:
         """Wait until the host sent something (True) or input is queued (False)."""
