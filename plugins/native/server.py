@@ -503,6 +503,7 @@ class NativePlane(ProtocolPlane):
                         pings.pop(min(pings))
                     ctl.send({"type": "ping", "id": ping_id, "t_us": int(now * 1e6)})
                     next_ping = now + interval
+                    session.details["input"] = inp.sink.counters()  # live in `punktfunk status`
                 try:
                     msgs = ctl.poll(0.05)
                 except EOFError:
