@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from punktfunk_core.ipc import IpcClient
-from punktfunk_core.paths import Paths
 
 W, H, FPS = 1280, 720, 60
 RATE = 1000  # input events per second
@@ -54,27 +53,6 @@ encoder_options = {{ preset = "ultrafast" }}
 capture = "x11"
 capture_options = {{ display = "{display}" }}
 """
-
-
-def _start_host(base: Path, display: str) -> tuple[subprocess.Popen, IpcClient, int]:
-    paths = Paths(base / "cfg", base / "run")
-    env = dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(paths.config), PUNKTFUNK_RUNTIME_DIR=str(paths.runtime),
-               DISPLAY=display)
-    (base / "host.toml").write_text(HOST_TOML.format(display=display))
-    proc = subprocess.Popen([sys.executable, "-m", "punktfunk_core.cli", "serve", "-c", str(base / "host.toml"),
-                             "--no-console"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ipc = IpcClient(paths.ipc_endpoint, timeout=3.0)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            st = ipc.call("host.status")
-            if "native" in st["protocols"]:
-                return proc, ipc, st["protocols"]["native"]["port"]
-        except Exception:  # noqa: BLE001 - starting
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("host did not start")
-        time.sleep(0.1)
 
 
 def _injected_latency(ipc: IpcClient, base: Path, port: int, seconds: float) -> dict[str, Any]:
@@ -121,6 +99,7 @@ def _click_to_photon(base: Path, port: int, seconds: float) -> dict[str, Any]:
 
 def run(quick: bool) -> dict[str, Any]:
     from bench.bench_desktop import Desktop
+    from bench.bench_latency import _start_host
 
     if shutil.which("Xvfb") is None:
         return {"not_run": "needs Xvfb (apt-get install xvfb)"}
@@ -128,7 +107,8 @@ def run(quick: bool) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="pf-input-"))
     try:
         with Desktop(W, H, content=False) as desk:
-            proc, ipc, port = _start_host(base, desk.display)
+            proc, ipc, port, _env = _start_host(base, HOST_TOML.format(display=desk.display),
+                                                DISPLAY=desk.display)
             try:
                 inj = _injected_latency(ipc, base, port, seconds)
                 ctp = _click_to_photon(base, port, seconds)

@@ -5,6 +5,8 @@ client window (tests/x11_helpers.py) records what arrives."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -185,3 +187,41 @@ def test_click_to_photon_is_reported_on_xvfb(host_factory, tmp_path, xserver, wi
     # the moves really went to the two probe points (quarter and three quarters of the screen)
     moves = {(e.x, e.y) for e in window.snapshot("motion")}
     assert {(160, 90), (480, 270)} <= moves, moves
+
+
+def test_every_event_of_the_model_crosses_the_wire_unchanged_and_bad_arrays_are_refused():
+    from punktfunk_core.inputevents import (
+        BatteryState, Button, ControllerArrival, ControllerBattery, ControllerButton, ControllerCapability,
+        ControllerMotion, ControllerRemoval, ControllerState, ControllerTouch, ControllerType, INPUT_EVENT_TYPES,
+        Modifier, MotionSensor, MouseButton, Pen, PenButton, PenTool, PointerMove, Scroll, Text, Touch, TouchPhase)
+    from punktfunk_native.input import MalformedInput, decode_event, input_message
+
+    events = [Key(0x41, True, Modifier.SHIFT), Text("hé 🙂"), PointerMove(1, -2), PointerPosition(3, 4, 639, 359),
+              Button(MouseButton.X2, False), Scroll(-120), Scroll(60, horizontal=True),
+              ControllerArrival(0, ControllerType.PLAYSTATION, ControllerCapability.RUMBLE, ControllerButton.A),
+              ControllerState(1, ControllerButton.A | ControllerButton.PADDLE1, 1, 2, 3, -4, 5, -32768),
+              ControllerRemoval(2), ControllerMotion(0, MotionSensor.GYROSCOPE, 1.5, -2.0, 9.81),
+              ControllerBattery(0, BatteryState.FULL, 100), ControllerTouch(0, TouchPhase.DOWN, 7, 0.5, 0.25, 0.1, 1),
+              Touch(1, TouchPhase.MOVE, 0.1, 0.2, 0.3, 0.1, 0.1, None),
+              Pen(TouchPhase.DOWN, PenTool.ERASER, PenButton.PRIMARY, 0.1, 0.2, 0.3, 0.0, 0.0, 90, 45)]
+    assert {type(e) for e in events} == set(INPUT_EVENT_TYPES)
+    wire = json.loads(json.dumps(input_message(events)))  # as the host reads it
+    assert [decode_event(item) for item in wire["events"]] == events
+    for bad in ([], ["k"], ["k", 0, True, 0], ["k", 65, 1, 0], ["zz"], "k", ["p", 1, 2, 0, 0], ["t", ""],
+                ["b", 6, True], ["cs", 16, 0, 0, 0, 0, 0, 0, 0], ["to", 1, 3, 1.5, 0, 0, 0, 0, None], [7]):
+        with pytest.raises(MalformedInput):
+            decode_event(bad)
+
+
+def test_an_input_script_with_a_bad_line_is_refused_before_connecting(tmp_path):
+    from punktfunk_native.client.inputscript import InputScriptError, load_input_script
+
+    good = write_script(tmp_path, [(0.5, ["k", 13, True, 0]), (0.6, ["k", 13, False, 0])])
+    assert [e.at for e in load_input_script(good)] == [0.5, 0.6]
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"at": 0.1, "event": ["m", 1, 1]}\n\n{"at": 0.2, "event": ["k", 300, true, 0]}\n')
+    with pytest.raises(InputScriptError, match="line 3: virtual-key code 300"):
+        load_input_script(path)
+    proc = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "client", "127.0.0.1", "--port", "9",
+                           "--input-script", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "line 3" in proc.stderr, proc.stderr
