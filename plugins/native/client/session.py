@@ -186,9 +186,8 @@ class NativeClient:
         #: input waiting for the control thread, which alone writes to the connection
         self._outbox: list[InputEvent | dict[str, Any]] = []
         self._outbox_lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        #: wakes the control thread for queued input (a pipe, open while a stream runs)
+        self._wake_r = self._wake_w = -1
         #: input events handed to the connection
         self.input_sent = 0
         self.script: ScriptPlayer | None = None
@@ -222,10 +221,13 @@ class NativeClient:
         self._wake()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"!")
-        except BlockingIOError:  # the control thread has wake-ups pending already
-            pass
+        with self._outbox_lock:  # the pipe closes under this lock when the stream ends
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"!")
+            except BlockingIOError:  # the control thread has wake-ups pending already
+                pass
 
     def _send_queued_input(self, ctl: HostControl) -> None:
         try:
@@ -405,6 +407,9 @@ class NativeClient:
             decoder.on_frame = self.photon.on_frame
         rx = StreamReceiver(udp, (host_ip, udp_port), k_c2h, self.receiver, decoder, self.stats, loss=o.loss,
                             loss_seed=o.loss_seed)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         rx.start()
         try:
             started = ctl.recv(20.0, "session_started")
@@ -425,6 +430,10 @@ class NativeClient:
             if self.script is not None:
                 self.script.stop()
             rx.stop()
+            with self._outbox_lock:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = -1
             udp.close()
             decoder.close()
             self.terminal.end_status_line()
