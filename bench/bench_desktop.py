@@ -42,10 +42,11 @@ CONTENT = "videotestsrc pattern=smpte horizontal-speed=8 is-live=true"
 
 
 class Desktop:
-    """A private Xvfb display of ``w``×``h`` with a window of moving content on it."""
+    """A private Xvfb display of ``w``×``h`` with a window of moving content on it (unless not ``content``)."""
 
-    def __init__(self, w: int, h: int) -> None:
+    def __init__(self, w: int, h: int, content: bool = True) -> None:
         self.w, self.h = w, h
+        self.content = content  # False: a still desktop (the input benchmark watches the pointer on it)
         self.display = ""
         self._procs: list[subprocess.Popen] = []
 
@@ -62,6 +63,8 @@ class Desktop:
                 self.__exit__()
                 raise RuntimeError(f"Xvfb {self.display} did not start")
             time.sleep(0.05)
+        if not self.content:
+            return self
         content = subprocess.Popen(
             ["gst-launch-1.0", "-q", *CONTENT.split(), "!", f"video/x-raw,width={self.w},height={self.h},framerate=60/1",
              "!", "videoconvert", "!", "ximagesink", f"display={self.display}", "sync=true"],

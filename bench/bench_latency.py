@@ -37,10 +37,13 @@ encoder_options = { preset = "ultrafast" }
 """
 
 
-def _start_host(base: Path) -> tuple[subprocess.Popen, IpcClient, int, dict[str, str]]:
+def _start_host(base: Path, config: str = HOST_TOML,
+                **env_extra: str) -> tuple[subprocess.Popen, IpcClient, int, dict[str, str]]:
+    """A ``punktfunk serve`` in ``base`` with ``config``; its IPC client and punktfunk/1 port."""
     paths = Paths(base / "cfg", base / "run")
-    env = dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(paths.config), PUNKTFUNK_RUNTIME_DIR=str(paths.runtime))
-    (base / "host.toml").write_text(HOST_TOML)
+    env = dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(paths.config), PUNKTFUNK_RUNTIME_DIR=str(paths.runtime),
+               **env_extra)
+    (base / "host.toml").write_text(config)
     proc = subprocess.Popen([sys.executable, "-m", "punktfunk_core.cli", "serve", "-c", str(base / "host.toml"),
                              "--no-console"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ipc = IpcClient(paths.ipc_endpoint, timeout=3.0)

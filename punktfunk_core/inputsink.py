@@ -70,6 +70,8 @@ log = logging.getLogger("punktfunk.input")
 
 #: latency samples kept per window (enough for 30 kHz over a 2 s window)
 MAX_SAMPLES = 65536
+#: receive → injected latencies of this many latest events back the totals' percentiles
+RECENT_SAMPLES = 4096
 #: how long close() waits for the injector thread
 CLOSE_WAIT_S = 2.0
 #: consecutive failed events after which the backend counts as gone
@@ -203,6 +205,8 @@ class InputSink:
                         **{f"dropped_{r}": 0 for r in DROP_REASONS}}
         self._window = InputWindow(0.0)
         self._window_start = time.monotonic()
+        #: latencies of the latest injected events (µs), for counters() whoever takes the windows
+        self._recent_us: deque[float] = deque(maxlen=RECENT_SAMPLES)
         self._errors_logged = 0
         self._thread: threading.Thread | None = None
         if backend is not None:
@@ -329,6 +333,9 @@ class InputSink:
         with self._cond:
             out: dict[str, Any] = dict(self._totals)
             out["queued"] = len(self._queue)
+            recent = InputWindow(0.0, latency_us=list(self._recent_us))
+        out["latency_p50_us"] = recent.percentile_us(0.5)  # of the latest RECENT_SAMPLES events; None before any
+        out["latency_p99_us"] = recent.percentile_us(0.99)
         out["backend"] = self.backend.name if self.backend is not None else None
         out["gone"] = self.gone
         return out
@@ -382,6 +389,7 @@ class InputSink:
                 samples = self._window.latency_us
                 room = MAX_SAMPLES - len(samples)
                 samples.extend((done - q.received_ns) / 1000.0 for q in injected[:max(room, 0)])
+                self._recent_us.extend((done - q.received_ns) / 1000.0 for q in injected[-RECENT_SAMPLES:])
         self._release_and_close(backend)
 
     def _track_down(self, event: InputEvent) -> None:

@@ -29,12 +29,15 @@ encoder = "x264"
 """
 
 
-def start_host(host_factory, tmp_path, timeout: float = 3.0, probe: bool = False, extra: str = ""):
+def start_host(host_factory, tmp_path, timeout: float = 3.0, probe: bool = False, extra: str = "",
+               stream: str = ""):
+    """A host speaking punktfunk/1 on loopback; ``extra`` adds sections, ``stream`` keys of ``[stream]``."""
     env = {}
     if probe:
         env = {"PUNKTFUNK_PLUGINS": "test_native_probe", "PF_NATIVE_PROBE_OUT": str(tmp_path / "samples.jsonl"),
                "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    h = host_factory(config=HOST_TOML.format(timeout=timeout).replace("[stream]", extra + "\n[stream]"), env=env)
+    config = HOST_TOML.format(timeout=timeout).replace("[stream]", extra + "\n[stream]") + stream  # [stream] is last
+    h = host_factory(config=config, env=env)
     deadline = time.monotonic() + 15  # IPC answers before the planes have started
     st = h.call("host.status")
     while "native" not in st["protocols"] and time.monotonic() < deadline:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from punktfunk_core.admission import ConnectionGate
 from punktfunk_core.host import HostBusy
 from punktfunk_core.identity import PairedClients
+from punktfunk_core.inputsink import InputSink
 from punktfunk_core.ipc import IpcError
 from punktfunk_core.protocol import PIN_FROM_HOST, ProtocolPlane
 from punktfunk_core.stages import CODECS
@@ -31,6 +32,7 @@ from punktfunk_core.tls import HandshakeFailed, TlsConnection, TlsServer
 from punktfunk_native.control import ControlChannel
 from punktfunk_native.datapath import FecParams, NativePacketizer, NativeSender, PacketOpener
 from punktfunk_native.identity import control_tls, load_or_create_identity
+from punktfunk_native.input import MAX_INPUT_EVENTS, MalformedInput, decode_event
 from punktfunk_native.layout import NATIVE_LAYOUT
 from punktfunk_native.pairing import HostPairing
 from punktfunk_native.wire import (
@@ -65,6 +67,15 @@ class PairingWindow:
     attempts: int = 0
 
 
+@dataclass(eq=False, slots=True)
+class _SessionInput:
+    """A session's input path: its sink and the client whose input it takes."""
+
+    sink: InputSink | None  # None: the session ended before its input could open
+    client_fp: str
+    malformed_logged: int = 0
+
+
 class Control(ControlChannel):
     """The host's end of a TLS control connection."""
 
@@ -83,7 +94,8 @@ class NativePlane(ProtocolPlane):
     pin_from = PIN_FROM_HOST
     counter_names = ("connections", "tls_failed", "tls_unpaired", "protocol_errors", "pairing_ok", "pairing_failed",
                      "sessions", "sessions_timed_out", "probes_rejected", "refused_busy", "unauthenticated_evicted",
-                     "unauthenticated_timed_out")
+                     "unauthenticated_timed_out", "input_messages", "input_malformed", "input_oversized",
+                     "input_view_only")
 
     def __init__(self, host: Any) -> None:
         super().__init__(host)
@@ -394,7 +406,44 @@ class NativePlane(ProtocolPlane):
                                 "client_fingerprint": client_fp[:16], "control": f"{addr[0]}:{addr[1]}"})
         ctl.send({"type": "session_started", "session_id": session.id, "encoder": session.encoder_backend,
                   "gso": sender.gso})
-        self._control_loop(ctl, session, interval, timeout)
+        # the session's sink (absolute positions land on the desktop part the capture shows);
+        # the session closes it after its last stats window, which carries its input figures
+        sink = self.host.start_input(session)
+        try:
+            self._control_loop(ctl, session, interval, timeout, _SessionInput(sink, client_fp))
+        finally:
+            if sink is not None:
+                session.details["input"] = sink.counters()
+
+    def _input(self, inp: _SessionInput, msg: dict[str, Any], received_ns: int) -> None:
+        """One input message of the session's own client into its sink; what cannot be
+        taken is counted and dropped (never raised: input never ends a stream)."""
+        self.count("input_messages")
+        assert self.paired is not None
+        client = self.paired.get(inp.client_fp)
+        if client is None or client.view_only:  # looked up per message: a change applies at once
+            self.count("input_view_only")
+            return
+        events = msg.get("events")
+        if not isinstance(events, list) or not events:
+            self.count("input_malformed")
+            return
+        if len(events) > MAX_INPUT_EVENTS:
+            self.count("input_oversized")
+            return
+        for item in events:
+            try:
+                event = decode_event(item)
+            except MalformedInput as exc:
+                self.count("input_malformed")
+                if inp.malformed_logged < 3:
+                    inp.malformed_logged += 1
+                    log.info("native: session input: dropped a malformed event: %s", exc)
+                continue
+            if inp.sink is None:
+                self.count("input_no_session")
+                return
+            inp.sink.submit(event, received_ns)
 
     def _await_probe(self, udp: socket.socket, key: bytes) -> tuple | None:
         opener = PacketOpener(key, DIR_CLIENT_TO_HOST)
@@ -419,7 +468,8 @@ class NativePlane(ProtocolPlane):
                 return src
         return None
 
-    def _control_loop(self, ctl: Control, session: Any, interval: float, timeout: float) -> None:
+    def _control_loop(self, ctl: Control, session: Any, interval: float, timeout: float,
+                      inp: _SessionInput) -> None:
         last_rx = time.monotonic()
         next_ping = last_rx
         pings: dict[int, float] = {}
@@ -451,15 +501,20 @@ class NativePlane(ProtocolPlane):
                         pings.pop(min(pings))
                     ctl.send({"type": "ping", "id": ping_id, "t_us": int(now * 1e6)})
                     next_ping = now + interval
+                    if inp.sink is not None:
+                        session.details["input"] = inp.sink.counters()  # live in `punktfunk status`
                 try:
                     msgs = ctl.poll(0.05)
                 except EOFError:
                     reason = "client disconnected"
                     break
+                received_ns = time.perf_counter_ns()
                 for msg in msgs:
                     last_rx = time.monotonic()
                     t = msg["type"]
-                    if t == "pong":
+                    if t == "input":
+                        self._input(inp, msg, received_ns)
+                    elif t == "pong":
                         sent = pings.pop(msg.get("id"), None) if isinstance(msg.get("id"), int) else None
                         if sent is not None:
                             sample = (last_rx - sent) * 1e6

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from punktfunk_native.client.inputscript import InputScriptError, load_input_script
 from punktfunk_native.client.session import (
     DEFAULT_PORT,
     EXIT_OK,
@@ -36,6 +37,12 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="", help="name the host shows for this client (default: hostname)")
     p.add_argument("--config-dir", default=None, help="where the client keeps its identity (default: punktfunk config dir)")
     p.add_argument("--details", action="store_true", help="with --json: add a 'details' object (rejections, rtt)")
+    p.add_argument("--input-script", metavar="FILE",
+                   help='send the input in FILE during the stream: JSON lines {"at": SECONDS, "event": [tag, ...]} '
+                        "(docs/protocol-native.md, Input)")
+    p.add_argument("--click-to-photon", action="store_true",
+                   help="measure click-to-photon with pointer moves (needs a capture that shows the pointer, "
+                        "e.g. x11); the summary gains click_to_photon_p50_ms/p99_ms")
 
 
 def options_from_args(args: argparse.Namespace) -> ClientOptions:
@@ -51,11 +58,18 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
         raise ClientError("--loss must be in 0..1 (e.g. 0.05)")
     if args.pin is not None and not (args.pin.isdigit() and 4 <= len(args.pin) <= 8):
         raise ClientError("--pin must be 4 to 8 digits")
+    script = None
+    if getattr(args, "input_script", None):
+        try:
+            script = load_input_script(args.input_script)
+        except InputScriptError as exc:
+            raise ClientError(str(exc)) from None
     return ClientOptions(
         host=host, port=port or DEFAULT_PORT, pin=args.pin, seconds=args.seconds, width=args.width,
         height=args.height, fps=args.fps, codec=args.codec, bitrate_kbps=args.bitrate, fec_percent=args.fec,
         loss=args.loss, loss_seed=args.loss_seed, save_frames=args.save_frames, json=args.json,
         name=args.name, config_dir=Path(args.config_dir) if args.config_dir else None,
+        input_script=script, click_to_photon=bool(getattr(args, "click_to_photon", False)),
     )
 
 

@@ -17,7 +17,9 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from punktfunk_core.paths import ensure_private_dir
 
@@ -93,6 +95,8 @@ class Decoder:
 
         self._read_stamp = read_stamp_from_av_frame
         self._latency = latency_us
+        #: called with each decoded frame (the click-to-photon probe), on the receive thread
+        self.on_frame: Callable[[Any], None] | None = None
 
     def decode(self, au: ReceivedAU) -> None:
         st = self.stats
@@ -127,6 +131,8 @@ class Decoder:
                 if fid != au.frame_id or fid <= st.last_id:
                     st.ids_in_order = False
                 st.last_id = fid
+            if self.on_frame is not None:
+                self.on_frame(frame)
             if self._saveq is not None:
                 self._saveq.put((au.frame_id, frame))
 

@@ -11,6 +11,7 @@ and decoded, and a last report when the session ends.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import ssl
 import threading
@@ -21,14 +22,20 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from punktfunk_core.inputevents import InputEvent
+from punktfunk_core.inputsink import merged
 from punktfunk_core.paths import Paths, ensure_private_dir
 from punktfunk_core.stats import percentile
+
+from punktfunk_native.client.inputscript import ScriptedEvent, ScriptPlayer
+from punktfunk_native.client.photon import ClickToPhoton
 
 from punktfunk_native.client.receive import AV_CODEC, Decoder, DecoderUnavailable, Stats, StreamReceiver
 from punktfunk_native.client.terminal import Terminal
 from punktfunk_native.control import ControlChannel
 from punktfunk_native.datapath import NativeReceiver
 from punktfunk_native.identity import Identity, KnownHosts, client_context, load_or_create_identity
+from punktfunk_native.input import MAX_INPUT_EVENTS, input_message
 from punktfunk_native.pairing import BadSpakeMessage, ClientPairing
 from punktfunk_native.wire import (
     PROTOCOL_VERSION,
@@ -149,6 +156,10 @@ class ClientOptions:
     status: bool = True
     name: str = ""
     config_dir: Path | None = None
+    #: events to send during the stream (``--input-script``)
+    input_script: list[ScriptedEvent] | None = None
+    #: measure click-to-photon with pointer moves (``--click-to-photon``)
+    click_to_photon: bool = False
 
 
 class NativeClient:
@@ -172,10 +183,78 @@ class NativeClient:
         #: totals as of the last report (reports carry deltas) and when it went out
         self._reported: dict[str, int] = {}
         self._last_report_at = 0.0
+        #: input waiting for the control thread, which alone writes to the connection
+        self._outbox: list[InputEvent | dict[str, Any]] = []
+        self._outbox_lock = threading.Lock()
+        #: wakes the control thread for queued input (a pipe, open while a stream runs)
+        self._wake_r = self._wake_w = -1
+        #: input events handed to the connection
+        self.input_sent = 0
+        self.script: ScriptPlayer | None = None
+        self.photon: ClickToPhoton | None = None
 
     def say(self, text: str) -> None:
         """A message for the person at the terminal."""
         self.terminal.say(text)
+
+    # -- input -------------------------------------------------------------------------
+    def send_input(self, *events: InputEvent) -> None:
+        """Send input events to the host during the stream (any thread; never blocks).
+
+        They go out in order on the control connection, which loses none;
+        consecutive moves still waiting are merged into one."""
+        with self._outbox_lock:
+            for event in events:
+                tail = self._outbox[-1] if self._outbox else None
+                folded = merged(tail, event) if tail is not None and not isinstance(tail, dict) else None
+                if folded is not None:
+                    self._outbox[-1] = folded
+                else:
+                    self._outbox.append(event)
+        self._wake()
+
+    def send_message(self, msg: dict[str, Any]) -> None:
+        """Send one control message as it is, in order with the input (any thread):
+        for messages this client does not know, and for tests of the host's checks."""
+        with self._outbox_lock:
+            self._outbox.append(msg)
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._outbox_lock:  # the pipe closes under this lock when the stream ends
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"!")
+            except BlockingIOError:  # the control thread has wake-ups pending already
+                pass
+
+    def _send_queued_input(self, ctl: HostControl) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        with self._outbox_lock:
+            items, self._outbox = self._outbox, []
+        events: list[InputEvent] = []
+        for item in [*items, None]:  # events between raw messages go out in messages of their own
+            if item is None or isinstance(item, dict):
+                for i in range(0, len(events), MAX_INPUT_EVENTS):
+                    ctl.send(input_message(events[i:i + MAX_INPUT_EVENTS]))
+                self.input_sent += len(events)
+                events = []
+                if item is not None:
+                    ctl.send(item)
+            else:
+                events.append(item)
+
+    def _wait_for_host(self, ctl: HostControl, timeout: float) -> bool:
+        """Wait until the host sent something (True) or input is queued (False)."""
+        if ctl.pending or ctl.sock.pending():  # TLS may hold a decrypted record already
+            return True
+        readable, _, _ = select.select([ctl.sock, self._wake_r], [], [], timeout)
+        return ctl.sock in readable
 
     # -- connecting -------------------------------------------------------------------
     def _connect(self, with_identity: bool) -> tuple[HostControl, bytes]:
@@ -322,11 +401,21 @@ class NativeClient:
         except Exception as exc:  # noqa: BLE001 - e.g. this PyAV build lacks the decoder
             udp.close()
             raise ClientError(f"cannot decode {codec} here: {exc}") from None
+        if o.click_to_photon:
+            self.photon = ClickToPhoton(get_int(acc, "width", 16, 8192, o.width),
+                                        get_int(acc, "height", 16, 8192, o.height), self.send_input)
+            decoder.on_frame = self.photon.on_frame
         rx = StreamReceiver(udp, (host_ip, udp_port), k_c2h, self.receiver, decoder, self.stats, loss=o.loss,
                             loss_seed=o.loss_seed)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         rx.start()
         try:
             started = ctl.recv(20.0, "session_started")
+            if o.input_script:
+                self.script = ScriptPlayer(o.input_script, self.send_input)
+                self.script.start()
             self.session_id = started.get("session_id")
             self.say(f"streaming {acc.get('width', o.width)}x{acc.get('height', o.height)}@{fps} {codec} from "
                      f"{self.address} (session {self.session_id}, encoder {started.get('encoder', '?')})")
@@ -338,7 +427,13 @@ class NativeClient:
             if ended_by != "closed":
                 self._last_report(ctl, ended_by)
         finally:
+            if self.script is not None:
+                self.script.stop()
             rx.stop()
+            with self._outbox_lock:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = -1
             udp.close()
             decoder.close()
             self.terminal.end_status_line()
@@ -400,7 +495,9 @@ class NativeClient:
                 self.terminal.status(self.summary())
                 next_status = now + 0.5
             try:
-                msgs = ctl.poll(0.05)
+                readable = self._wait_for_host(ctl, 0.05)
+                self._send_queued_input(ctl)
+                msgs = ctl.poll(0.05) if readable else []
             except (EOFError, ssl.SSLError, ConnectionError):
                 self.host_bye = self.host_bye or "connection closed"
                 return "closed"
@@ -468,6 +565,8 @@ class NativeClient:
             "e2e_p50_ms": round(percentile(e2e, 0.5) / 1000, 2) if e2e else None,
             "e2e_p99_ms": round(percentile(e2e, 0.99) / 1000, 2) if e2e else None,
             "mbps": round(st.bytes * 8 / span / 1e6, 3) if span > 0 else 0.0,
+            **({"input_sent": self.input_sent} if self.opts.input_script or self.photon else {}),
+            **(self.photon.summary() if self.photon is not None else {}),
         }
 
     def details(self) -> dict[str, Any]:
