@@ -408,6 +408,30 @@ def test_audio_tone_reaches_the_client(paired_host, encryption: str) -> None:
     assert res["tone_purity"] > 0.99, res["tone_purity"]
 
 
+@pytest.mark.parametrize(("channels", "bitrate", "layout"), [
+    (2, 8000, {"streams": 1, "coupled": 1, "mapping": [0, 1]}),
+    (6, 8000, {"streams": 4, "coupled": 2, "mapping": [0, 1, 4, 5, 2, 3]}),
+    (8, 8000, {"streams": 5, "coupled": 3, "mapping": [0, 1, 6, 7, 4, 5, 2, 3]}),
+    # Moonlight asks for the high-quality layout from 15 Mbit/s on, when the DESCRIBE offers one
+    (6, 20000, {"streams": 6, "coupled": 0, "mapping": [0, 1, 2, 3, 4, 5]}),
+    (8, 20000, {"streams": 8, "coupled": 0, "mapping": [0, 1, 2, 3, 4, 5, 6, 7]}),
+], ids=["stereo", "5.1", "7.1", "5.1-hq", "7.1-hq"])
+def test_surround_the_client_asks_for_decodes_every_packet(paired_host, channels, bitrate, layout) -> None:
+    host, client = paired_host(audio_source="tone")
+    res = run_client("stream", host, client, "--frames", "150", "--audio", "--channels", str(channels),
+                     "--bitrate", str(bitrate), "--cancel")
+    _assert_stream_ok(res, frames=150)
+    if host.call("gamestream.status")["counters"].get("audio_start_failed"):
+        pytest.skip("tone/opus media stages are not available on this host")
+    # the client read the layout from our DESCRIBE (LFE swap undone) and decodes with it
+    assert res["opus_config"] == {"channels": channels, **layout}, res["opus_config"]
+    assert res["audio_packets"] >= 100
+    assert res["audio_decode_errors"] == 0 and res["audio_decoded"] == res["audio_packets"], res
+    # the tone is on every channel: each one decodes at its level and pitch
+    assert len(res["channel_rms"]) == channels and min(res["channel_rms"]) > 0.05, res["channel_rms"]
+    assert abs(res["tone_hz"] - 440) < 15 and res["tone_purity"] > 0.99, res
+
+
 def test_audio_fec_repairs_lost_packets_in_the_client(paired_host) -> None:
     host, client = paired_host(faults=True, audio_sender="drop-audio", audio_sender_options={"every": 8})
     res = run_client("stream", host, client, "--frames", "150", "--audio", "--cancel")

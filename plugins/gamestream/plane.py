@@ -476,7 +476,8 @@ class GameStreamPlane(ProtocolPlane):
             if (stream.audio is not None or stream.audio_failed or stream.audio_peer is None or ann is None
                     or session is None):
                 return
-            ctx = stream.audio = AudioContext(packet_ms=ann.audio_packet_ms,
+            ctx = stream.audio = AudioContext(packet_ms=ann.audio_packet_ms, channels=ann.audio_channels,
+                                              high_quality=ann.audio_high_quality,
                                               key=stream.rikey if ann.audio_encrypted else None,
                                               rikeyid=stream.rikeyid, sock=self.audio_sock, peer=stream.audio_peer)
         try:
