@@ -385,7 +385,7 @@ def test_stats_capture_records_gamestream_windows(paired_host) -> None:
 
 @pytest.mark.parametrize("encryption", ["all", "none"])
 def test_audio_tone_reaches_the_client(paired_host, encryption: str) -> None:
-    host, client = paired_host()
+    host, client = paired_host(audio_source="tone")
     host.call("stats.start")
     res = run_client("stream", host, client, "--frames", "150", "--audio", "--encryption", encryption, "--cancel")
     _assert_stream_ok(res, frames=150)
@@ -432,8 +432,27 @@ def test_surround_the_client_asks_for_decodes_every_packet(paired_host, channels
     assert abs(res["tone_hz"] - 440) < 15 and res["tone_purity"] > 0.99, res
 
 
+def test_the_desktop_sound_reaches_the_client_by_default(paired_host, sound_server) -> None:
+    """``auto`` (the default) finds the private sound server and records its null sink's monitor:
+    the 997 Hz played into it is what Moonlight decodes."""
+    player = sound_server.play_tone(997, seconds=30, amplitude=0.5)
+    try:
+        host, client = paired_host()
+        res = run_client("stream", host, client, "--frames", "150", "--audio", "--cancel")
+    finally:
+        player.kill()
+        player.wait(5)
+    _assert_stream_ok(res, frames=150)
+    assert "audio source auto: desktop" in host.log(), host.log()[-2000:]
+    assert not host.call("gamestream.status")["counters"].get("audio_start_failed")
+    assert res["audio_packets"] >= 100 and res["audio_decode_errors"] == 0
+    assert res["tone_hz"] is not None and abs(res["tone_hz"] - 997) <= 5, res["tone_hz"]
+    assert res["audio_rms"] > 0.05, res["audio_rms"]  # 0.5 amplitude: ≈ 0.35 when nothing was lost
+
+
 def test_audio_fec_repairs_lost_packets_in_the_client(paired_host) -> None:
-    host, client = paired_host(faults=True, audio_sender="drop-audio", audio_sender_options={"every": 8})
+    host, client = paired_host(faults=True, audio_source="tone", audio_sender="drop-audio",
+                               audio_sender_options={"every": 8})
     res = run_client("stream", host, client, "--frames", "150", "--audio", "--cancel")
     _assert_stream_ok(res, frames=150)
     if host.call("gamestream.status")["counters"].get("audio_start_failed"):
