@@ -249,8 +249,8 @@ AUDIO_CHANNEL_MASKS = {2: 0x3, 6: 0x3F, 8: 0x63F}
 
 def start_stream(http: Any, info: Any, *, codec: str, width: int, height: int, fps: int, bitrate: int,
                  packet_size: int, audio: bool = False, resume: bool = False,
-                 channels: int = 2) -> tuple[Any, str, float]:
-    """Launch "Desktop" and start moonlight-common-c's stream on it, as a
+                 channels: int = 2, app: str = "Desktop") -> tuple[Any, str, float]:
+    """Launch ``app`` (by name) and start moonlight-common-c's stream on it, as a
     Moonlight client does: ``(session, "launch" | "resume", seconds to
     connect)``. An app already running is resumed with ``resume``, else quit
     first. ``channels`` (2, 6, 8) is the audioConfiguration asked for.
@@ -272,7 +272,7 @@ def start_stream(http: Any, info: Any, *, codec: str, width: int, height: int, f
     else:
         if info.current_game:
             http.quit_app()
-        url = http.launch_app(apps["Desktop"], width, height, fps, bitrate, fmt, key, iv,
+        url = http.launch_app(apps[app], width, height, fps, bitrate, fmt, key, iv,
                               config.surroundaudioinfo, config.sops, config.local_audio, params)
         launched = "launch"
     t0 = time.monotonic()

@@ -24,17 +24,22 @@ def _toml(value: Any) -> str:
     """A TOML value: JSON for scalars and arrays, an inline table for a dict."""
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     return json.dumps(value)
 
 
-def gs_config(**gamestream: Any) -> str:
-    """TOML for a test host: GameStream on ephemeral ports, no mDNS."""
+def gs_config(apps: tuple[dict[str, Any], ...] = (), **gamestream: Any) -> str:
+    """TOML for a test host: GameStream on ephemeral ports, no mDNS; ``apps`` are ``[[apps]]`` tables."""
     values = {"enabled": True, "port_base": 0, "mdns": False}
     values.update(gamestream)
     lines = ["[gamestream]"]
     for k, v in values.items():
         lines.append(f"{k} = {_toml(v)}")
     lines += ["[host]", 'log_level = "info"']
+    for app in apps:
+        lines.append("[[apps]]")
+        lines += [f"{k} = {_toml(v)}" for k, v in app.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -255,6 +260,7 @@ def _client_main(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("--cancel", action="store_true")
     ap.add_argument("--hold", type=float, default=0.0, help="keep streaming this long after the frames")
     ap.add_argument("--no-cert", action="store_true")
+    ap.add_argument("--app", default="Desktop", help="the app to launch, by name")
     a = ap.parse_args(argv)
 
     from moonlight_python.exceptions import PairingError, WrongPinError
@@ -282,7 +288,7 @@ def _client_main(argv: list[str]) -> dict[str, Any]:
             apps = http.get_app_list()
         except Exception as exc:  # noqa: BLE001 - the test looks at the error
             return {"ok": False, "error": type(exc).__name__, "detail": str(exc)[:300]}
-        return {"ok": True, "apps": [x.name for x in apps]}
+        return {"ok": True, "apps": [x.name for x in apps], "ids": [x.id for x in apps]}
     if a.op == "serverinfo":
         xml = http.get_server_info(use_https=True)
         info = http.parse_server_info(xml)
@@ -296,7 +302,8 @@ def _client_main(argv: list[str]) -> dict[str, Any]:
         cfg = StreamConfig(width=a.width, height=a.height, fps=a.fps, bitrate_kbps=a.bitrate,
                            packet_size=a.packet_size, supported_video_formats=CODEC_MAP[a.codec], codec=a.codec)
         try:
-            http.launch_app(1, a.width, a.height, a.fps, a.bitrate, CODEC_MAP[a.codec], secrets.token_bytes(16),
+            appid = {x.name: x.id for x in http.get_app_list()}[a.app]
+            http.launch_app(appid, a.width, a.height, a.fps, a.bitrate, CODEC_MAP[a.codec], secrets.token_bytes(16),
                             secrets.token_bytes(16), cfg.surroundaudioinfo)
         except Exception as exc:  # noqa: BLE001 - the test looks at the error
             return {"ok": False, "error": type(exc).__name__, "detail": str(exc)[:300]}
@@ -322,7 +329,7 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
     info = http.parse_server_info(http.get_server_info(use_https=True))
     session, launched, connect_s = start_stream(
         http, info, codec=a.codec, width=a.width, height=a.height, fps=a.fps, bitrate=a.bitrate,
-        packet_size=a.packet_size, audio=a.audio, resume=True, channels=a.channels)
+        packet_size=a.packet_size, audio=a.audio, resume=True, channels=a.channels, app=a.app)
     done = wake_when_terminated(session)
     ctx = av.CodecContext.create({"hevc": "hevc", "av1": "libdav1d"}.get(a.codec, "h264"), "r")
     frames: list[dict[str, Any]] = []
