@@ -243,19 +243,26 @@ def _client_main(argv: list[str]) -> dict[str, Any]:
     return _client_stream(a, http)
 
 
+#: Limelight.h's channel masks: stereo FL FR; 5.1 + FC LFE BL BR; 7.1 + SL SR
+AUDIO_CHANNEL_MASKS = {2: 0x3, 6: 0x3F, 8: 0x63F}
+
+
 def start_stream(http: Any, info: Any, *, codec: str, width: int, height: int, fps: int, bitrate: int,
-                 packet_size: int, audio: bool = False, resume: bool = False) -> tuple[Any, str, float]:
-    """Launch "Desktop" and start moonlight-common-c's stream on it, as a
+                 packet_size: int, audio: bool = False, resume: bool = False,
+                 channels: int = 2, app: str = "Desktop") -> tuple[Any, str, float]:
+    """Launch ``app`` (by name) and start moonlight-common-c's stream on it, as a
     Moonlight client does: ``(session, "launch" | "resume", seconds to
     connect)``. An app already running is resumed with ``resume``, else quit
-    first. Shared with the test client (tests/gamestream_helpers.py)."""
+    first. ``channels`` (2, 6, 8) is the audioConfiguration asked for.
+    Shared with the test client (tests/gamestream_helpers.py)."""
     import moonlight_python.stream as mstream
     from moonlight_python.config import CODEC_MAP, StreamConfig
 
     apps = {x.name: x.id for x in http.get_app_list()}
     fmt = CODEC_MAP[codec]
     config = StreamConfig(width=width, height=height, fps=fps, bitrate_kbps=bitrate, packet_size=packet_size,
-                          supported_video_formats=fmt, codec=codec)
+                          supported_video_formats=fmt, codec=codec,
+                          audio_configuration=(AUDIO_CHANNEL_MASKS[channels] << 16) | (channels << 8) | 0xCA)
     key, iv = secrets.token_bytes(16), secrets.token_bytes(16)
     session = mstream.StreamingSession()
     params = session.get_launch_query_params()
@@ -265,7 +272,7 @@ def start_stream(http: Any, info: Any, *, codec: str, width: int, height: int, f
     else:
         if info.current_game:
             http.quit_app()
-        url = http.launch_app(apps["Desktop"], width, height, fps, bitrate, fmt, key, iv,
+        url = http.launch_app(apps[app], width, height, fps, bitrate, fmt, key, iv,
                               config.surroundaudioinfo, config.sops, config.local_audio, params)
         launched = "launch"
     t0 = time.monotonic()

@@ -142,6 +142,9 @@ def load_apps(entries: Sequence[Mapping[str, Any]]) -> list[App]:
     return apps
 
 
+ExitCallback = Callable[["RunningApp", "int | None"], None]
+
+
 @dataclass(eq=False)
 class RunningApp:
     """The app that runs now: its process (None for Desktop and detached apps) and what ran before it."""
@@ -153,13 +156,14 @@ class RunningApp:
     started: float = field(default_factory=time.monotonic)
     #: set once, by whoever ends it first (quit or the app exiting)
     ending: bool = False
+    #: the launching protocol's own ``on_exit`` (called before the launcher's)
+    on_exit: ExitCallback | None = None
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
 
-ExitCallback = Callable[[RunningApp, "int | None"], None]
 
 
 class AppLauncher:
@@ -202,8 +206,10 @@ class AppLauncher:
     def running(self) -> RunningApp | None:
         return self._running
 
-    def launch(self, key: int | str, env: Mapping[str, str] | None = None) -> RunningApp:
-        """Run the prep steps and start the app; ``env`` adds per-session variables. Returns
+    def launch(self, key: int | str, env: Mapping[str, str] | None = None,
+               on_exit: ExitCallback | None = None) -> RunningApp:
+        """Run the prep steps and start the app; ``env`` adds per-session variables, ``on_exit``
+        is told (like the launcher's) when this app exits by itself. Returns
         the running app (the one already running when it is the same app). Raises
         :class:`LaunchError` when a step or the command fails, with everything it had done
         undone. Takes at most ``STEP_TIMEOUT_S`` per prep step (and per undo on failure)."""
@@ -219,6 +225,7 @@ class AppLauncher:
             self._running = claim
         try:
             running = self._start(app, dict(env or {}))
+            running.on_exit = on_exit
         except BaseException:
             with self._lock:
                 if self._running is claim:
@@ -298,9 +305,11 @@ class AppLauncher:
             running.ending = True
         log.info("app %r exited by itself (%s)", running.app.name, code)
         self._finish(running)
-        if self.on_exit is not None:
+        for callback in (running.on_exit, self.on_exit):
+            if callback is None:
+                continue
             try:
-                self.on_exit(running, code)
+                callback(running, code)
             except Exception:  # noqa: BLE001 - the callback's failure is its own
                 log.exception("app %r: the exit callback failed", running.app.name)
 

@@ -24,17 +24,22 @@ def _toml(value: Any) -> str:
     """A TOML value: JSON for scalars and arrays, an inline table for a dict."""
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     return json.dumps(value)
 
 
-def gs_config(**gamestream: Any) -> str:
-    """TOML for a test host: GameStream on ephemeral ports, no mDNS."""
+def gs_config(apps: tuple[dict[str, Any], ...] = (), **gamestream: Any) -> str:
+    """TOML for a test host: GameStream on ephemeral ports, no mDNS; ``apps`` are ``[[apps]]`` tables."""
     values = {"enabled": True, "port_base": 0, "mdns": False}
     values.update(gamestream)
     lines = ["[gamestream]"]
     for k, v in values.items():
         lines.append(f"{k} = {_toml(v)}")
     lines += ["[host]", 'log_level = "info"']
+    for app in apps:
+        lines.append("[[apps]]")
+        lines += [f"{k} = {_toml(v)}" for k, v in app.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -251,10 +256,12 @@ def _client_main(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("--encryption", choices=["all", "none"], default="all")
     ap.add_argument("--idr-at", type=int, default=0)
     ap.add_argument("--audio", action="store_true")
+    ap.add_argument("--channels", type=int, choices=[2, 6, 8], default=2, help="the audioConfiguration asked for")
     ap.add_argument("--cancel", action="store_true")
     ap.add_argument("--hold", type=float, default=0.0, help="keep streaming this long after the frames")
     ap.add_argument("--no-cert", action="store_true")
     ap.add_argument("--input-script", help="JSON list of input steps to send during the stream (see _send_input)")
+    ap.add_argument("--app", default="Desktop", help="the app to launch, by name")
     a = ap.parse_args(argv)
 
     from moonlight_python.exceptions import PairingError, WrongPinError
@@ -282,7 +289,7 @@ def _client_main(argv: list[str]) -> dict[str, Any]:
             apps = http.get_app_list()
         except Exception as exc:  # noqa: BLE001 - the test looks at the error
             return {"ok": False, "error": type(exc).__name__, "detail": str(exc)[:300]}
-        return {"ok": True, "apps": [x.name for x in apps]}
+        return {"ok": True, "apps": [x.name for x in apps], "ids": [x.id for x in apps]}
     if a.op == "serverinfo":
         xml = http.get_server_info(use_https=True)
         info = http.parse_server_info(xml)
@@ -296,7 +303,8 @@ def _client_main(argv: list[str]) -> dict[str, Any]:
         cfg = StreamConfig(width=a.width, height=a.height, fps=a.fps, bitrate_kbps=a.bitrate,
                            packet_size=a.packet_size, supported_video_formats=CODEC_MAP[a.codec], codec=a.codec)
         try:
-            http.launch_app(1, a.width, a.height, a.fps, a.bitrate, CODEC_MAP[a.codec], secrets.token_bytes(16),
+            appid = {x.name: x.id for x in http.get_app_list()}[a.app]
+            http.launch_app(appid, a.width, a.height, a.fps, a.bitrate, CODEC_MAP[a.codec], secrets.token_bytes(16),
                             secrets.token_bytes(16), cfg.surroundaudioinfo)
         except Exception as exc:  # noqa: BLE001 - the test looks at the error
             return {"ok": False, "error": type(exc).__name__, "detail": str(exc)[:300]}
@@ -324,21 +332,29 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
     info = http.parse_server_info(http.get_server_info(use_https=True))
     session, launched, connect_s = start_stream(
         http, info, codec=a.codec, width=a.width, height=a.height, fps=a.fps, bitrate=a.bitrate,
-        packet_size=a.packet_size, audio=a.audio, resume=True)
+        packet_size=a.packet_size, audio=a.audio, resume=True, channels=a.channels, app=a.app)
     done = wake_when_terminated(session)
     ctx = av.CodecContext.create({"hevc": "hevc", "av1": "libdav1d"}.get(a.codec, "h264"), "r")
     frames: list[dict[str, Any]] = []
     audio_packets = 0
-    opus: list[bytes] = []
+    audio_decoded = 0
+    pcm: list[Any] = []
+    decoder: Any = None
 
     def take_audio(timeout: float = 0.0) -> bool:
-        nonlocal audio_packets
+        """Decode every audio packet as the client delivers it, with the layout it negotiated."""
+        nonlocal audio_packets, audio_decoded, decoder
         pkt = session.pull_audio_packet(timeout=timeout)
         if pkt is None:
             return False
         audio_packets += 1
-        if len(opus) < 400:
-            opus.append(pkt.opus_data)
+        if decoder is None:
+            decoder = _OpusDecoder(session.opus_config)
+        out = decoder.decode(pkt.opus_data)
+        if out:
+            audio_decoded += 1
+            if len(pcm) < 400:
+                pcm.extend(out)
         return True
     idr_requested_at = None
     deadline = time.monotonic() + a.seconds
@@ -381,11 +397,16 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
     session.stop()
     if a.cancel:
         http.quit_app()
-    tone_hz, rms, purity = _analyse_opus(opus) if opus else (None, None, None)
+    tone_hz, rms, purity = _analyse_pcm(pcm) if pcm else (None, None, None)
+    oc = session.opus_config if a.audio else None
     return {
         "ok": True, "launched": launched, "tone_hz": tone_hz, "audio_rms": rms, "tone_purity": purity, "connect_s": round(connect_s, 3), "frames": frames,
         "decoded_ids": [i for fr in frames for i in fr["ids"]], "shape": shape, "audio_packets": audio_packets,
         "audio_lost": session.audio_loss_stats["lost"] if a.audio else None,
+        "audio_decoded": audio_decoded, "audio_decode_errors": decoder.decode_errors if decoder else None,
+        "opus_config": None if oc is None else {"channels": oc.channel_count, "streams": oc.streams,
+                                                "coupled": oc.coupled_streams, "mapping": list(oc.mapping)},
+        "channel_rms": [round(float(v), 4) for v in _channel_rms(pcm)] if pcm else None,
         "idr_requested_at": idr_requested_at, "terminated": terminated, "terminated_before_stop": terminated_before_stop,
     }
 
@@ -497,28 +518,56 @@ def _input_api() -> dict[str, list[Any]]:
     }
 
 
-def _analyse_opus(packets: list[bytes]) -> tuple[float | None, float | None, float | None]:
-    """Decode the Opus packets; the dominant frequency and RMS (full scale = 1)."""
-    import av
+class _OpusDecoder:
+    """libopus (through PyAV) set up from the layout moonlight-common-c negotiated, as a
+    Moonlight client's ``opus_multistream_decoder_create`` is. moonlight-python's own
+    ``AudioDecoder`` uses FFmpeg's native Opus decoder, which crashes on 7.1 multistream."""
+
+    def __init__(self, oc: Any) -> None:
+        import av
+        from moonlight_python.audio_decoder import build_opus_head
+
+        self.channels = oc.channel_count
+        self.ctx = av.CodecContext.create("libopus", "r")
+        self.ctx.extradata = build_opus_head(oc.sample_rate, oc.channel_count, oc.streams, oc.coupled_streams,
+                                             list(oc.mapping))
+        self.decode_errors = 0
+
+    def decode(self, data: bytes) -> list[Any]:
+        import av
+        import numpy as np
+
+        try:
+            frames = self.ctx.decode(av.Packet(data))
+        except av.error.InvalidDataError:
+            self.decode_errors += 1
+            return []
+        out = []
+        for f in frames:
+            arr = f.to_ndarray()
+            if arr.dtype == np.int16:
+                out.append(arr.reshape(-1, self.channels).astype(np.float32) / 32768.0)
+            else:  # planar float
+                out.append(np.ascontiguousarray(arr.reshape(self.channels, -1).T))
+        return out
+
+
+def _channel_rms(pcm: list[Any]) -> Any:
     import numpy as np
 
-    ctx = av.CodecContext.create("opus", "r")
-    ctx.sample_rate = 48000
-    ctx.layout = "stereo"
-    pcm = []
-    for p in packets:
-        try:
-            for fr in ctx.decode(av.Packet(p)):
-                arr = fr.to_ndarray()
-                pcm.append(arr[0] if arr.ndim == 2 and arr.shape[0] <= 2 else arr.reshape(-1))
-        except av.error.InvalidDataError:
-            continue
-    if not pcm:
-        return None, None, None
-    x = np.concatenate(pcm).astype(np.float64)
+    x = np.concatenate(pcm)  # (samples, channels) float32
+    x = x[len(x) // 4:]
+    return np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=0))
+
+
+def _analyse_pcm(pcm: list[Any]) -> tuple[float | None, float | None, float | None]:
+    """The dominant frequency, RMS (full scale = 1) and purity of the first channel of decoded PCM."""
+    import numpy as np
+
+    x = np.concatenate(pcm)[:, 0].astype(np.float64)
     x = x[len(x) // 4:]  # skip the codec's start-up
-    if x.dtype.kind != "f" or np.abs(x).max() > 2:
-        x = x / 32768.0
+    if len(x) < 480:
+        return None, None, None
     spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
     peak = int(np.argmax(spec[1:]) + 1)
     hz = peak * 48000 / len(x)

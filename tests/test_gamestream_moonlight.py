@@ -385,7 +385,7 @@ def test_stats_capture_records_gamestream_windows(paired_host) -> None:
 
 @pytest.mark.parametrize("encryption", ["all", "none"])
 def test_audio_tone_reaches_the_client(paired_host, encryption: str) -> None:
-    host, client = paired_host()
+    host, client = paired_host(audio_source="tone")
     host.call("stats.start")
     res = run_client("stream", host, client, "--frames", "150", "--audio", "--encryption", encryption, "--cancel")
     _assert_stream_ok(res, frames=150)
@@ -408,8 +408,51 @@ def test_audio_tone_reaches_the_client(paired_host, encryption: str) -> None:
     assert res["tone_purity"] > 0.99, res["tone_purity"]
 
 
+@pytest.mark.parametrize(("channels", "bitrate", "layout"), [
+    (2, 8000, {"streams": 1, "coupled": 1, "mapping": [0, 1]}),
+    (6, 8000, {"streams": 4, "coupled": 2, "mapping": [0, 1, 4, 5, 2, 3]}),
+    (8, 8000, {"streams": 5, "coupled": 3, "mapping": [0, 1, 6, 7, 4, 5, 2, 3]}),
+    # Moonlight asks for the high-quality layout from 15 Mbit/s on, when the DESCRIBE offers one
+    (6, 20000, {"streams": 6, "coupled": 0, "mapping": [0, 1, 2, 3, 4, 5]}),
+    (8, 20000, {"streams": 8, "coupled": 0, "mapping": [0, 1, 2, 3, 4, 5, 6, 7]}),
+], ids=["stereo", "5.1", "7.1", "5.1-hq", "7.1-hq"])
+def test_surround_the_client_asks_for_decodes_every_packet(paired_host, channels, bitrate, layout) -> None:
+    host, client = paired_host(audio_source="tone")
+    res = run_client("stream", host, client, "--frames", "150", "--audio", "--channels", str(channels),
+                     "--bitrate", str(bitrate), "--cancel")
+    _assert_stream_ok(res, frames=150)
+    if host.call("gamestream.status")["counters"].get("audio_start_failed"):
+        pytest.skip("tone/opus media stages are not available on this host")
+    # the client read the layout from our DESCRIBE (LFE swap undone) and decodes with it
+    assert res["opus_config"] == {"channels": channels, **layout}, res["opus_config"]
+    assert res["audio_packets"] >= 100
+    assert res["audio_decode_errors"] == 0 and res["audio_decoded"] == res["audio_packets"], res
+    # the tone is on every channel: each one decodes at its level and pitch
+    assert len(res["channel_rms"]) == channels and min(res["channel_rms"]) > 0.05, res["channel_rms"]
+    assert abs(res["tone_hz"] - 440) < 15 and res["tone_purity"] > 0.99, res
+
+
+def test_the_desktop_sound_reaches_the_client_by_default(paired_host, sound_server) -> None:
+    """``auto`` (the default) finds the private sound server and records its null sink's monitor:
+    the 997 Hz played into it is what Moonlight decodes."""
+    player = sound_server.play_tone(997, seconds=30, amplitude=0.5)
+    try:
+        host, client = paired_host()
+        res = run_client("stream", host, client, "--frames", "150", "--audio", "--cancel")
+    finally:
+        player.kill()
+        player.wait(5)
+    _assert_stream_ok(res, frames=150)
+    assert "audio source auto: desktop" in host.log(), host.log()[-2000:]
+    assert not host.call("gamestream.status")["counters"].get("audio_start_failed")
+    assert res["audio_packets"] >= 100 and res["audio_decode_errors"] == 0
+    assert res["tone_hz"] is not None and abs(res["tone_hz"] - 997) <= 5, res["tone_hz"]
+    assert res["audio_rms"] > 0.05, res["audio_rms"]  # 0.5 amplitude: ≈ 0.35 when nothing was lost
+
+
 def test_audio_fec_repairs_lost_packets_in_the_client(paired_host) -> None:
-    host, client = paired_host(faults=True, audio_sender="drop-audio", audio_sender_options={"every": 8})
+    host, client = paired_host(faults=True, audio_source="tone", audio_sender="drop-audio",
+                               audio_sender_options={"every": 8})
     res = run_client("stream", host, client, "--frames", "150", "--audio", "--cancel")
     _assert_stream_ok(res, frames=150)
     if host.call("gamestream.status")["counters"].get("audio_start_failed"):
@@ -473,3 +516,92 @@ def test_host_side_session_stop_terminates_and_the_client_can_resume(paired_host
     res2 = run_client("stream", host, client, "--frames", "60", "--cancel")
     assert res2["launched"] == "resume"
     _assert_stream_ok(res2, frames=60)
+
+
+# -- apps ([[apps]], docs/apps.md) -----------------------------------------------------------
+def _marker_app(d: Path, name: str = "Marker") -> dict:
+    """An app whose command checks its prep step ran, leaves a child in its group, writes its
+    process group id and a marker, and sleeps; prep/undo leave files behind."""
+    script = f'test -e {d}/prepared || exit 3; sleep 60 & echo $$ > {d}/pgid; touch {d}/marker; wait'
+    return {"name": name, "cmd": ["sh", "-c", script], "exit_timeout": 3,
+            "prep": [{"do": ["touch", f"{d}/prepared"], "undo": ["touch", f"{d}/undone"]}]}
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_for(cond, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_applist_shows_the_configured_apps_with_their_stable_ids(paired_host, tmp_path: Path) -> None:
+    from punktfunk_core.apps import app_id
+
+    host, client = paired_host(apps=(_marker_app(tmp_path), {"name": "Steam <Big> & Picture", "cmd": ["true"]}))
+    res = run_client("applist", host, client)
+    assert res["apps"] == ["Desktop", "Marker", "Steam <Big> & Picture"], res
+    assert res["ids"] == [1, app_id("Marker"), app_id("Steam <Big> & Picture")]
+
+
+@pytest.mark.parametrize("who", ["client", "operator"])
+def test_a_launched_app_runs_after_its_prep_and_quitting_ends_its_group_then_undoes(paired_host, tmp_path: Path,
+                                                                                       who: str) -> None:
+    from punktfunk_core.apps import app_id
+
+    host, client = paired_host(apps=(_marker_app(tmp_path),))
+    res = run_client("stream", host, client, "--app", "Marker", "--frames", "30")
+    _assert_stream_ok(res, frames=30)
+    assert _wait_for(lambda: (tmp_path / "marker").exists()), "the app did not start"
+    assert (tmp_path / "prepared").exists() and not (tmp_path / "undone").exists()
+    pgid = int((tmp_path / "pgid").read_text())
+    assert _group_alive(pgid) and os.getpgid(pgid) == pgid != os.getpgid(0)  # a group of its own
+    info = run_client("serverinfo", host, client)
+    assert info["current_game"] == app_id("Marker")
+    assert host.call("apps.list")["running"]["name"] == "Marker"
+    if who == "client":
+        assert "<cancel>1</cancel>" in run_client("quit", host, client)["xml"]
+    else:  # punktfunk gamestream cancel: answered at once, the app ends on its own thread
+        assert host.call("gamestream.cancel") == {"cancelled": True}
+    assert _wait_for(lambda: not _group_alive(pgid)), "the app's process group outlived the quit"
+    assert _wait_for(lambda: (tmp_path / "undone").exists()), "undo did not run"
+    assert host.call("gamestream.status")["app_running"] is False
+    assert _wait_for(lambda: host.call("apps.list")["running"] is None)
+    assert run_client("serverinfo", host, client)["current_game"] == 0
+
+
+def test_an_app_that_cannot_start_gives_the_client_an_error_and_the_host_stays_ready(paired_host,
+                                                                                        tmp_path: Path) -> None:
+    host, client = paired_host(apps=({"name": "Broken", "cmd": [str(tmp_path / "no-such-program")],
+                                      "prep": [{"do": ["true"], "undo": ["touch", f"{tmp_path}/undone"]}]},))
+    res = run_client("launch", host, client, "--app", "Broken")
+    assert res["ok"] is False and res["detail"].startswith("HTTP 503"), res
+    assert "cannot start" in res["detail"] and "not found" in res["detail"]
+    assert (tmp_path / "undone").exists()  # the prep step was undone
+    lines = [ln for ln in host.log().splitlines() if "no-such-program" in ln]
+    assert len(lines) == 1 and "cannot start" in lines[0], lines
+    st = host.call("gamestream.status")
+    assert st["app_running"] is False and st["counters"]["launch_failed"] == 1
+    # nothing is left half-launched: Desktop streams right away
+    _assert_stream_ok(run_client("stream", host, client, "--frames", "30", "--cancel"), frames=30)
+
+
+def test_an_app_that_exits_by_itself_ends_the_stream(paired_host, tmp_path: Path) -> None:
+    host, client = paired_host(apps=({"name": "Short", "cmd": ["sleep", "4"],
+                                      "prep": [{"do": ["true"], "undo": ["touch", f"{tmp_path}/undone"]}]},))
+    res = run_client("stream", host, client, "--app", "Short", "--frames", "100000", "--seconds", "40")
+    assert res["ok"] and len(res["frames"]) >= 30, res
+    assert res["terminated_before_stop"] is True, "the client was not told that the stream ended"
+    assert (tmp_path / "undone").exists()
+    st = host.call("gamestream.status")
+    assert st["app_running"] is False and not st["streaming"]
+    assert "exited by itself" in host.log()

@@ -264,6 +264,44 @@ def test_announce_is_parsed() -> None:
         wire_rtsp.parse_announce(b"a=x-nv-video[0].maxFPS:60\r\n")
 
 
+def test_announce_carries_the_channels_and_quality_asked_for() -> None:
+    base = b"a=x-nv-video[0].clientViewportWd:1280 \r\na=x-nv-video[0].clientViewportHt:720 \r\n"
+    stereo = wire_rtsp.parse_announce(base)
+    assert (stereo.audio_channels, stereo.audio_high_quality) == (2, False)
+    surround = wire_rtsp.parse_announce(base + b"a=x-nv-audio.surround.numChannels:8 \r\n"
+                                        b"a=x-nv-audio.surround.channelMask:1599 \r\n"
+                                        b"a=x-nv-audio.surround.AudioQuality:1 \r\n")
+    assert (surround.audio_channels, surround.audio_high_quality) == (8, True)
+    for bad in (b"4", b"9", b"x"):  # only the layouts the DESCRIBE offers
+        with pytest.raises(wire.BadInput):
+            wire_rtsp.parse_announce(base + b"a=x-nv-audio.surround.numChannels:" + bad + b"\r\n")
+
+
+def test_describe_offers_each_surround_layout_with_lfe_last_in_normal_quality() -> None:
+    """What moonlight-common-c parses (``parseOpusConfigurations``): per channel count the
+    normal-quality line, then the high-quality one; in normal quality the client moves the
+    last mapping entry to index 3 (GFE's order has LFE last), so it gets our mapping back."""
+    from punktfunk_core.media.audio import OPUS_LAYOUTS
+
+    lines = wire_rtsp.surround_params(OPUS_LAYOUTS.values())
+    assert lines == [
+        "a=fmtp:97 surround-params=642014235",    # 5.1: FL+FR, RL+RR coupled; mapping 0 1 4 5 2 3
+        "a=fmtp:97 surround-params=660012345",    # 5.1 high quality: one stream a channel
+        "a=fmtp:97 surround-params=85301645237",  # 7.1: mapping 0 1 6 7 4 5 2 3
+        "a=fmtp:97 surround-params=88001234567",  # 7.1 high quality
+    ]
+    for (channels, hq), lay in OPUS_LAYOUTS.items():
+        if channels == 2:
+            continue
+        # the client's reading of the first (normal) or second (high) line for its channel count
+        prefix = f"a=fmtp:97 surround-params={channels}"
+        value = [ln for ln in lines if ln.startswith(prefix)][int(hq)][len(prefix):]
+        streams, coupled, mapping = int(value[0]), int(value[1]), [int(c) for c in value[2:]]
+        if not hq:
+            mapping = mapping[:3] + [mapping[-1]] + mapping[3:-1]
+        assert (streams, coupled, tuple(mapping)) == (lay.streams, lay.coupled, lay.mapping)
+
+
 # -- fuzz: every parser either parses or raises BadInput -----------------------------------
 def _only_bad_input(fn, *args):
     try:

@@ -1,4 +1,8 @@
-"""GameStream audio: ``tone`` → ``opus`` (48 kHz stereo, 5 ms) → RTP with RS(4,2) FEC.
+"""GameStream audio: ``audio_source`` → ``opus`` (48 kHz; stereo, 5.1 or 7.1; 5 ms) → RTP with RS(4,2) FEC.
+
+The channel count and the Opus layout (normal or high quality) are what the
+client's ANNOUNCE asked for, out of the layouts the DESCRIBE offered
+(:func:`punktfunk_gamestream.wire_rtsp.surround_params`, docs/audio.md).
 
 RTP (version 2, payload type 97, timestamps in milliseconds) carries one Opus
 packet each; after every 4 data packets come 2 FEC packets (payload type 127)
@@ -95,6 +99,9 @@ class AudioContext:
     """What the plane negotiated for one session's audio (shared by its stages)."""
 
     packet_ms: int = 5
+    #: channels the client asked for (2, 6, 8) and whether in the high-quality layout
+    channels: int = 2
+    high_quality: bool = False
     #: AES-CBC key when audio encryption was negotiated
     key: bytes | None = None
     rikeyid: int = 0
@@ -124,8 +131,9 @@ def audio_stages(stages: Any, config: dict[str, Any], spec: StreamSpec, ctx: Aud
     stages made so far are closed."""
     made: list[Stage] = []
     try:
-        made.append(stages.create("audio_source", config.get("audio_source", "tone"), spec, {}))
-        made.append(_create_opus(stages, spec, ctx.packet_ms))
+        made.append(stages.create("audio_source", config.get("audio_source", "auto"), spec,
+                                  {"channels": ctx.channels}))
+        made.append(_create_opus(stages, spec, ctx))
         made.append(stages.create("packetizer", config.get("audio_packetizer", "gamestream-audio"), spec,
                                   {**config.get("audio_packetizer_options", {}), "context": ctx}))
         made.append(stages.create("sender", config.get("audio_sender", "gamestream"), spec,
@@ -140,12 +148,16 @@ def audio_stages(stages: Any, config: dict[str, Any], spec: StreamSpec, ctx: Aud
     return tuple(made)
 
 
-def _create_opus(stages: Any, spec: StreamSpec, packet_ms: int) -> Any:
-    """The ``opus`` stage at ``packet_ms`` frames (option names differ between versions)."""
-    last: Exception | None = None
-    for opts in ({"frame_samples": 48 * packet_ms}, {}):
-        try:
-            return stages.create("audio_encoder", "opus", spec, opts)
-        except ValueError as exc:
-            last = exc
-    raise last or ValueError("no opus encoder")
+def _create_opus(stages: Any, spec: StreamSpec, ctx: AudioContext) -> Any:
+    """The ``opus`` stage at the negotiated frame length, channels and quality; its layout must
+    be the one the DESCRIBE announced (the client decodes with that)."""
+    from punktfunk_core.media.audio import OPUS_LAYOUTS
+
+    enc = stages.create("audio_encoder", "opus", spec, {"frame_samples": 48 * ctx.packet_ms,
+                                                        "channels": ctx.channels, "high_quality": ctx.high_quality})
+    want = OPUS_LAYOUTS[(ctx.channels, ctx.high_quality)]
+    got = getattr(enc, "layout", None)
+    if got is not None and (got.streams, got.coupled, got.mapping) != (want.streams, want.coupled, want.mapping):
+        enc.close()
+        raise RuntimeError(f"opus: the encoder codes {got}, not the announced {want}")
+    return enc

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("punktfunk.gamestream.nvhttp")
 
-DESKTOP_APP_ID = 1
+#: the status a launch that could not start the app answers (Moonlight shows it with the message)
+LAUNCH_FAILED_STATUS = 503
 REQUEST_TIMEOUT_S = 100.0  # the first pairing request waits for the operator's PIN
 HANDSHAKE_TIMEOUT_S = 10.0
 
@@ -194,7 +195,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("LocalIP", local_ip),
             ("ServerCodecModeSupport", codecs),
             ("PairStatus", 1 if client is not None else 0),
-            ("currentgame", DESKTOP_APP_ID if busy else 0),
+            ("currentgame", launch.app_id if launch is not None else 0),
             ("state", "SUNSHINE_SERVER_BUSY" if busy else "SUNSHINE_SERVER_FREE"),
         ]
         self._xml(fields)
@@ -247,21 +248,31 @@ class _Handler(BaseHTTPRequestHandler):
         self._xml({})
 
     def applist(self, plane: GameStreamPlane, args: dict[str, str], client: PairedClient | None) -> None:
-        app = (f"<App><IsHdrSupported>0</IsHdrSupported><AppTitle>Desktop</AppTitle>"
-               f"<ID>{DESKTOP_APP_ID}</ID></App>")
-        self._xml({}, inner=app)
+        # the host's [[apps]] (Desktop first), with their stable ids (docs/apps.md)
+        apps = "".join(f"<App><IsHdrSupported>0</IsHdrSupported><AppTitle>{wire_nvhttp.xml_escape(app.name)}"
+                       f"</AppTitle><ID>{app.id}</ID></App>" for app in plane.host.apps.apps)
+        self._xml({}, inner=apps)
 
     def launch(self, plane: GameStreamPlane, args: dict[str, str], client: PairedClient | None) -> None:
         assert client is not None
-        appid = wire.parse_int(args.get("appid"), name="appid", lo=0)
-        if appid != DESKTOP_APP_ID:
+        appid = wire.parse_int(args.get("appid"), name="appid", lo=0, hi=0x7FFFFFFF)
+        try:
+            plane.host.apps.find(appid)
+        except LookupError:
             return self._error(404, f"no app with id {appid}")
         mode = wire_nvhttp.parse_mode(args.get("mode"))
         rikey = wire.parse_hex(args.get("rikey"), name="rikey", exact=16)
         rikeyid = wire.parse_int(args.get("rikeyid"), name="rikeyid")
-        ok, why = plane.start_launch(client, self.client_address[0], mode, rikey, rikeyid, resume=False)
+        # the prep steps may take a while (STEP_TIMEOUT_S each): not an idle connection
+        gate = self.server.gate
+        gate.set_deadline(self.client_address, None)
+        try:
+            ok, why = plane.start_launch(client, self.client_address[0], mode, rikey, rikeyid, resume=False,
+                                         appid=appid)
+        finally:
+            gate.set_deadline(self.client_address, self.server.request_timeout_s)
         if not ok:
-            return self._error(503, why)
+            return self._xml([("gamesession", 0)], LAUNCH_FAILED_STATUS, why)
         self._xml([("sessionUrl0", self._session_url(plane)), ("gamesession", 1)])
 
     def resume(self, plane: GameStreamPlane, args: dict[str, str], client: PairedClient | None) -> None:
@@ -276,8 +287,14 @@ class _Handler(BaseHTTPRequestHandler):
     def cancel(self, plane: GameStreamPlane, args: dict[str, str], client: PairedClient | None) -> None:
         assert client is not None
         # like GFE: 200 either way, "cancel" says whether it happened (Moonlight then tells its user that
-        # another device launched the app)
-        self._xml([("cancel", 1 if plane.cancel_launch_of(client) else 0)])
+        # another device launched the app). Ending the app waits for its group and undo steps.
+        gate = self.server.gate
+        gate.set_deadline(self.client_address, None)
+        try:
+            cancelled = plane.cancel_launch_of(client)
+        finally:
+            gate.set_deadline(self.client_address, self.server.request_timeout_s)
+        self._xml([("cancel", 1 if cancelled else 0)])
 
     def _session_url(self, plane: GameStreamPlane) -> str:
         ip = self.connection.getsockname()[0]

@@ -1,7 +1,9 @@
 """The GameStream protocol plane: nvhttp, RTSP, control (ENet), pings, sessions.
 
-One app ("Desktop") runs at a time: a :class:`Launch`, from ``/launch``
-(HTTPS, paired client) until ``/cancel`` or the operator ends it. Each
+One app runs at a time (the host's ``[[apps]]``, "Desktop" built in,
+started through ``host.apps``): a :class:`Launch`, from ``/launch`` (HTTPS,
+paired client) until ``/cancel``, the operator or the app's own exit ends it;
+ending it ends the stream and then the app's process group. Each
 ``/launch`` and ``/resume`` gives it a new :class:`Stream`: the client's
 address and AES key, then what the RTSP handshake from that address
 negotiates (ANNOUNCE, :mod:`punktfunk_gamestream.rtsp`); PLAY arms the
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from punktfunk_core.apps import LaunchError, RunningApp
 from punktfunk_core.identity import PairedClient
 from punktfunk_core.ipc import IpcError
 from punktfunk_core.protocol import PIN_FROM_CLIENT, ProtocolPlane
@@ -103,6 +106,12 @@ class Launch:
     height: int
     fps: int
     stream: Stream
+    #: the app it runs (host.apps); its id is the ``currentgame`` clients see
+    app: RunningApp | None = None
+
+    @property
+    def app_id(self) -> int:
+        return self.app.app.id if self.app is not None else 0
 
 
 class GameStreamPlane(ProtocolPlane):
@@ -226,7 +235,7 @@ class GameStreamPlane(ProtocolPlane):
 
     def stop(self) -> None:
         self._stop.set()
-        self.cancel_launch("host stopping")
+        self.cancel_launch("host stopping", wait=True)
         pairing = getattr(self, "pairing", None)
         if pairing is not None:
             pairing.cancel()
@@ -266,7 +275,10 @@ class GameStreamPlane(ProtocolPlane):
 
     # -- launch / cancel (nvhttp) ----------------------------------------------------------
     def start_launch(self, client: PairedClient, ip: str, mode: tuple[int, int, int] | None, rikey: bytes,
-                     rikeyid: int, resume: bool) -> tuple[bool, str]:
+                     rikeyid: int, resume: bool, appid: int = 0) -> tuple[bool, str]:
+        """``/launch`` (``appid``, ``mode``) or ``/resume``: (ok, why not). A new launch runs the
+        app's prep steps and command (``host.apps``) before the stream is set up; the same app
+        launched again by its client keeps running and gets a new stream."""
         with self._lock:
             cur = self.launch
             if resume:
@@ -280,11 +292,33 @@ class GameStreamPlane(ProtocolPlane):
             if cur is not None:
                 if cur.client.fingerprint != client.fingerprint:
                     return False, "another client runs the app"
+                if cur.app_id != appid:
+                    return False, f"{cur.app.app.name if cur.app else 'an app'} is running; quit it first"
+        # the prep steps and the command run outside the plane's lock (they may take seconds)
+        try:
+            running = self.host.apps.launch(appid, on_exit=self._app_exited)
+        except LaunchError as exc:  # the launcher logged it; the client is told
+            self.count("launch_failed")
+            return False, str(exc)
+        with self._lock:
+            cur = self.launch
+            if cur is not None:
                 self._end_stream(cur.stream, "relaunched by the client")
             w, h, fps = mode  # type: ignore[misc]
-            self.launch = Launch(client, w, h, fps, Stream(ip, rikey, rikeyid))
-            log.info("GameStream launch by %r from %s: %dx%d@%d", client.name, ip, w, h, fps)
+            self.launch = Launch(client, w, h, fps, Stream(ip, rikey, rikeyid), running)
+            log.info("GameStream launch of %r by %r from %s: %dx%d@%d", running.app.name, client.name, ip, w, h,
+                     fps)
             return True, ""
+
+    def _app_exited(self, running: RunningApp, code: int | None) -> None:
+        """The app ended by itself (the launcher already ended its group and ran its undo):
+        the stream ends and the client is told."""
+        with self._lock:
+            launch = self.launch
+            if launch is None or launch.app is not running:
+                return
+            self.launch = None
+        self._end_launch(launch, f"the app {running.app.name!r} exited ({code})", quit_app=False)
 
     def cancel_launch_of(self, client: PairedClient) -> bool:
         """``/cancel`` from a paired client: it may end the app it launched, not
@@ -300,17 +334,27 @@ class GameStreamPlane(ProtocolPlane):
         self._end_launch(launch, "cancelled by the client")
         return True
 
-    def cancel_launch(self, reason: str) -> None:
+    def cancel_launch(self, reason: str, wait: bool = False) -> None:
+        """The operator (or the host stopping, with ``wait``) ends the app: the stream at once,
+        the app's group and undo steps on a thread of their own unless ``wait``."""
         with self._lock:
             launch = self.launch
             self.launch = None
-        self._end_launch(launch, reason)
+        if wait or launch is None:
+            self._end_launch(launch, reason)
+            return
+        threading.Thread(target=self._end_launch, args=(launch, reason), name="gamestream-app-end",
+                         daemon=True).start()
 
-    def _end_launch(self, launch: Launch | None, reason: str) -> None:
+    def _end_launch(self, launch: Launch | None, reason: str, quit_app: bool = True) -> None:
+        """End the stream, then the app (its process group, then its undo steps); bounded by
+        the app's ``exit_timeout`` and its undo steps (docs/apps.md)."""
         if launch is not None:
             if self.control is not None:
                 self.control.terminate(launch.stream, reason)
             self._end_stream(launch.stream, reason)
+            if quit_app and launch.app is not None and self.host.apps.running is launch.app:
+                self.host.apps.quit()
             log.info("GameStream app ended: %s", reason)
 
     def _end_stream(self, stream: Stream, reason: str) -> None:
@@ -497,7 +541,8 @@ class GameStreamPlane(ProtocolPlane):
             if (stream.audio is not None or stream.audio_failed or stream.audio_peer is None or ann is None
                     or session is None):
                 return
-            ctx = stream.audio = AudioContext(packet_ms=ann.audio_packet_ms,
+            ctx = stream.audio = AudioContext(packet_ms=ann.audio_packet_ms, channels=ann.audio_channels,
+                                              high_quality=ann.audio_high_quality,
                                               key=stream.rikey if ann.audio_encrypted else None,
                                               rikeyid=stream.rikeyid, sock=self.audio_sock, peer=stream.audio_peer)
         try:

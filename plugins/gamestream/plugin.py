@@ -49,8 +49,10 @@ class GameStreamSettings(Settings):
                                             "this long", minimum=1, maximum=300)
     require_encryption: bool = setting(False, "ask clients to encrypt video and audio even if they would not",
                                        live=LIVE_NEW_SESSIONS)
-    audio: bool = setting(True, "stream audio (tone source → Opus)", live=LIVE_NEW_SESSIONS)
-    audio_source: str = setting("tone", "audio_source stage name", stage="audio_source")
+    audio: bool = setting(True, "stream audio (audio_source → Opus, in the channels the client asks for)",
+                          live=LIVE_NEW_SESSIONS)
+    audio_source: str = setting("auto", "audio_source stage name: auto (the desktop's sound when a sound server "
+                                        "answers, else the tone), desktop, tone", stage="audio_source")
     # the stages of a session (docs/plugins.md, "Replacing or wrapping a protocol's stages")
     video_packetizer: str = setting("gamestream", "packetizer stage for video (a plugin's stage may replace or "
                                                   "wrap the builtin)", stage="packetizer")

@@ -146,9 +146,10 @@ class RtspServer:
             if ann.codec != "h264" and not (scm & (wire.SCM_HEVC if ann.codec == "hevc" else wire.SCM_AV1_MAIN8)):
                 return reply(cseq, 415, "Unsupported Media Type")
             stream.announce = ann
-            log.info("GameStream ANNOUNCE: %dx%d@%d %s %d kbit/s packet %d, encryption %#x, features %#x",
-                     ann.width, ann.height, ann.fps, ann.codec, ann.bitrate_kbps, ann.packet_size,
-                     ann.encryption_enabled, ann.feature_flags)
+            log.info("GameStream ANNOUNCE: %dx%d@%d %s %d kbit/s packet %d, encryption %#x, features %#x, "
+                     "audio %d channels%s", ann.width, ann.height, ann.fps, ann.codec, ann.bitrate_kbps,
+                     ann.packet_size, ann.encryption_enabled, ann.feature_flags, ann.audio_channels,
+                     " high quality" if ann.audio_high_quality else "")
             return reply(cseq, headers=SESSION_HEADER)
         if m == "PLAY":
             if stream.announce is None:
@@ -174,4 +175,12 @@ class RtspServer:
             lines.append("a=rtpmap:98 AV1/90000")
         lines.append("m=video 0 RTP/AVP 96")
         lines.append("m=audio 0 RTP/AVP 97")
+        lines.extend(wire_rtsp.surround_params(_opus_layouts()))
         return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def _opus_layouts() -> list:
+    """The Opus layouts the audio pipeline encodes in (what the DESCRIBE offers)."""
+    from punktfunk_core.media.audio import OPUS_LAYOUTS
+
+    return list(OPUS_LAYOUTS.values())

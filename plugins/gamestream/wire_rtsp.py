@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from punktfunk_gamestream.wire import BadInput, parse_int
 
@@ -108,6 +110,10 @@ class AnnouncedStream:
     encryption_enabled: int
     feature_flags: int
     audio_packet_ms: int
+    #: x-nv-audio.surround.numChannels: 2, 6 (5.1) or 8 (7.1)
+    audio_channels: int = 2
+    #: x-nv-audio.surround.AudioQuality = 1: the high-quality layout the DESCRIBE offered
+    audio_high_quality: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -134,6 +140,9 @@ def parse_announce(body: bytes) -> AnnouncedStream:
     packet = _attr_int(a, "x-nv-video[0].packetSize", 1024, 256, 9000)
     if packet % 16:
         raise BadInput(f"packetSize {packet} is not a multiple of 16")
+    channels = _attr_int(a, "x-nv-audio.surround.numChannels", 2, 1, 8)
+    if channels not in AUDIO_CHANNELS:
+        raise BadInput(f"numChannels {channels}: only 2 (stereo), 6 (5.1) and 8 (7.1) are offered")
     return AnnouncedStream(
         width=_attr_int(a, "x-nv-video[0].clientViewportWd", None, 16, 8192),
         height=_attr_int(a, "x-nv-video[0].clientViewportHt", None, 16, 8192),
@@ -145,8 +154,45 @@ def parse_announce(body: bytes) -> AnnouncedStream:
         encryption_enabled=_attr_int(a, "x-ss-general.encryptionEnabled", 0, 0, 0xFFFFFFFF),
         feature_flags=_attr_int(a, "x-nv-general.featureFlags", 0, 0, 0xFFFFFFFF),
         audio_packet_ms=_attr_int(a, "x-nv-aqos.packetDuration", 5, 5, 20),
+        audio_channels=channels,
+        audio_high_quality=_attr_int(a, "x-nv-audio.surround.AudioQuality", 0, 0, 1) == 1,
         extra=a,
     )
+
+
+# -- surround (DESCRIBE) ---------------------------------------------------------
+#: the channel counts a client may ask for (Limelight.h's AUDIO_CONFIGURATION_*)
+AUDIO_CHANNELS = (2, 6, 8)
+
+
+class OpusLayoutLike(Protocol):
+    channels: int
+    streams: int
+    coupled: int
+    mapping: tuple[int, ...]
+    high_quality: bool
+
+
+def surround_params(layouts: Iterable[OpusLayoutLike]) -> list[str]:
+    """The DESCRIBE's ``a=fmtp:97 surround-params=`` lines: for each channel count above 2,
+    the normal-quality layout, then the high-quality one (stereo has none; the client knows it).
+
+    moonlight-common-c (``parseOpusConfigurations``) takes the first line for its channel count as
+    normal quality and a second one as the offer of high quality. The value is channels, streams,
+    coupled streams, then one digit per channel of the Opus mapping. A normal-quality mapping
+    is read in GFE's order (FL FR FC RL RR SL SR LFE) and the client moves the last entry to
+    index 3 (its order, ours: FL FR FC LFE RL RR SL SR); so LFE's entry is sent last here and
+    the client gets our mapping back. High-quality mappings are taken as they are."""
+    lines = []
+    ordered = sorted((lay for lay in layouts if lay.channels > 2), key=lambda lay: (lay.channels, lay.high_quality))
+    for lay in ordered:
+        m = list(lay.mapping)
+        if not lay.high_quality:
+            m = m[:3] + m[4:] + [m[3]]
+        if max(m, default=0) > 9 or lay.streams > 9:
+            raise ValueError(f"surround-params has one digit per value: {lay}")
+        lines.append(f"a=fmtp:97 surround-params={lay.channels}{lay.streams}{lay.coupled}{''.join(map(str, m))}")
+    return lines
 
 
 # -- UDP pings -------------------------------------------------------------------
