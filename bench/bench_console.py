@@ -10,7 +10,6 @@ recorder and back, so this measures the whole console path.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -51,6 +50,7 @@ def run(quick: bool) -> dict[str, Any]:
     from punktfunk_core.ipc import IpcClient
     from punktfunk_core.paths import Paths
     from punktfunk_core.plugins import load_plugin_manager
+
     from punktfunk_webui.server import start_console
 
     seconds = 3 if quick else 15

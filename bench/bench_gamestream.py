@@ -206,6 +206,7 @@ def _packetize_send(quick: bool, encrypted: bool, gso: bool = True) -> dict[str,
     import numpy as np
 
     from punktfunk_core.stages import AccessUnit, StreamSpec
+
     from punktfunk_gamestream.video import GameStreamPacketizer, GameStreamSender, VideoContext
 
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

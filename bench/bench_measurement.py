@@ -19,9 +19,9 @@ from punktfunk_core.pipeline import Pipeline
 from punktfunk_core.plugins import load_plugin_manager
 from punktfunk_core.session import Session
 from punktfunk_core.stages import StreamSpec
-from punktfunk_native.layout import NATIVE_LAYOUT
 
 from bench import instructions
+from punktfunk_native.layout import NATIVE_LAYOUT
 
 #: frame counts of the long and the short callgrind run (the difference is measured)
 INSTR_FRAMES = (75, 25)
@@ -72,7 +72,7 @@ def run(quick: bool) -> dict[str, Any]:
         else:
             off.append(one_run(pm, spec, frames, False, recorder))
             on.append(one_run(pm, spec, frames, True, recorder))
-    ratios = sorted(b / a for a, b in zip(off, on))
+    ratios = sorted(b / a for a, b in zip(off, on, strict=True))
     ratio = statistics.median(ratios)
     q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
     off_m, on_m = statistics.median(off), statistics.median(on)

@@ -142,6 +142,7 @@ def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run(quick: bool) -> dict[str, Any]:
     from punktfunk_core.transport import gso_supported
+
     from punktfunk_native.datapath import batch_sealer_available
 
     seconds = 1.0 if quick else 2.0

@@ -212,7 +212,7 @@ def render_markdown(results: list[tuple[str, str, dict]], machine: dict, argv: l
         "",
     ]
     summary = [["comparison", "ratio", "value", "target", "met"]]
-    for name, desc, res in results:
+    for name, _desc, res in results:
         for r in res.get("ratios", []):
             summary.append([name, r["name"], _fmt(r.get("value")), r.get("target") or "–",
                             "–" if r.get("ok") is None else ("yes" if r["ok"] else "**no**")])

@@ -89,7 +89,7 @@ def load_or_create_identity(directory: Path, role: str, common_name: str, *, key
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     key = ec.generate_private_key(ec.SECP256R1()) if key_type == "ec" else rsa.generate_private_key(65537, 2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (common_name or role)[:64])])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(key.public_key())

@@ -18,8 +18,9 @@ import importlib
 import importlib.metadata as md
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 

@@ -11,15 +11,15 @@ file discover wrote, and adds what its HTTP API answers for ``punktfunk_host_up`
 from __future__ import annotations
 
 import json
-import secrets
-import socket
-import urllib.parse
-import urllib.request
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from punktfunk_core.ipc import HostUnreachable, IpcClient

@@ -20,8 +20,7 @@ PACKAGES = ("punktfunk_native", "punktfunk_gamestream", "punktfunk_stats", "punk
             "punktfunk_input")
 #: a plugin by name: its package, its name alone or as a prefix ("gamestream.status", "native_…");
 #: "stats" alone is no plugin name in the core (the stats data model and the stats_window hook are the core's)
-PLUGIN_NAME = re.compile(r"^(?:(?:%s)\b|(?:%s)(?:\.|$)|(?:native|gamestream)_)" % (
-    "|".join(PACKAGES), "|".join(PLUGINS)))
+PLUGIN_NAME = re.compile(rf"^(?:(?:{'|'.join(PACKAGES)})\b|(?:{'|'.join(PLUGINS)})(?:\.|$)|(?:native|gamestream)_)")
 
 
 def _docstrings(tree: ast.AST) -> set[int]:

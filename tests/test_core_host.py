@@ -10,8 +10,6 @@ import stat
 import time
 from pathlib import Path
 
-import pytest
-
 from punktfunk_core.window import LOOPBACK_LAYOUT
 
 PLUGIN_DIR = str(Path(__file__).parent / "plugins")
@@ -47,7 +45,7 @@ class UdpSink:
         while time.monotonic() < end:
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             packets += 1
             nbytes += len(data)

@@ -8,15 +8,14 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from test_core_host import PLUGIN_DIR, UdpSink, plugin_env, read_samples, wait_no_sessions
 
 from punktfunk_core import hookimpl
 from punktfunk_core.plugins import PluginHookError, load_plugin_manager
 from punktfunk_core.registry import UnknownStageError
-from test_core_host import PLUGIN_DIR, UdpSink, plugin_env, read_samples, wait_no_sessions
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "punktfunk-example-plugin"

@@ -13,12 +13,12 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
-
 from conftest import pf_env
 from webui_helpers import run_cli_to_exit, wait_for
 

@@ -153,7 +153,7 @@ def test_the_console_child_never_reports_readiness_for_the_host(host_factory):
         try:
             while True:
                 msgs.append(notify.receive(2.0))
-        except socket.timeout:
+        except TimeoutError:
             pass
         assert [m for m, _ in msgs] == [{"STOPPING": "1", "STATUS": "stopping"}], msgs
     finally:

@@ -185,8 +185,8 @@ def test_av1_default_preset_stamps_are_exact_or_rejected():
         aus.extend(enc.receive())
     read = [read_stamp_from_av_frame(fr) for fr in decode_all("libdav1d", aus)]
     assert len(read) == 60
-    assert all(r is None or r == e for r, e in zip(read, expected))
-    assert sum(r == e for r, e in zip(read, expected)) >= 48
+    assert all(r is None or r == e for r, e in zip(read, expected, strict=True))
+    assert sum(r == e for r, e in zip(read, expected, strict=True)) >= 48
     enc.close()
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
-
 from gamestream_helpers import gs_config, pair, run_client, wait_ready
-from punktfunk_native.client import ClientOptions, NativeClient
-from punktfunk_native.wire import MessageReader, encode_message
 from test_core_tls import client_ctx, client_hello, self_signed, send_and_hang_up
 from test_native_protocol import open_session
+
+from punktfunk_native.client import ClientOptions, NativeClient
+from punktfunk_native.wire import MessageReader, encode_message
 
 pytest.importorskip("moonlight_python")
 

@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-
 from test_native_e2e import client_env, summary_of
 from test_security import _run
 

@@ -45,6 +45,7 @@ def test_admin_lane_refuses_non_loopback_addresses_app(host_factory, pf_dirs):
     from punktfunk_core.config import build_schema, validate
     from punktfunk_core.paths import Paths
     from punktfunk_core.plugins import load_plugin_manager
+
     from punktfunk_webui.app import create_app
 
     host_factory()

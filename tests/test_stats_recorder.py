@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from punktfunk_core.stats import StageTiming, StatsSample
+
 from punktfunk_stats.recorder import MAX_SAMPLES, NotRecording, Recorder, SaveFailed
 from punktfunk_stats.store import META_DEFAULTS, CaptureStore, NotFound, valid_id
 from punktfunk_stats.summary import summarize, to_csv
@@ -407,7 +408,7 @@ def test_list_newest_first_and_fast_with_2000_files(capdir: Path) -> None:
     list must not parse the samples."""
     clock = Clock()
     rec = Recorder(CaptureStore(capdir), clock_ns=clock)
-    for n in range(20):
+    for _ in range(20):
         rec.start()
         for i in range(5400):
             rec.push_sample(sample(fps=float(i)), 1, NATIVE_INFO)
@@ -415,7 +416,7 @@ def test_list_newest_first_and_fast_with_2000_files(capdir: Path) -> None:
     originals = sorted(capdir.iterdir())
     size = originals[0].stat().st_size
     assert size > 500_000
-    for n, src in enumerate(originals):
+    for src in originals:
         for k in range(99):
             os.link(src, capdir / f"{src.stem}-link{k:02d}.json")
     fresh = CaptureStore(capdir)  # cold: nothing cached

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 from flask import Blueprint, jsonify, render_template
+from webui_helpers import admin_token, console_cfg, iter_rules, paths_of, sample_url
 
 from punktfunk_core import hookimpl
 from punktfunk_core.plugins import load_plugin_manager
+
 from punktfunk_webui import auth
 from punktfunk_webui.app import create_app
-from webui_helpers import admin_token, console_cfg, iter_rules, paths_of, sample_url
 
 
 class RoutesPlugin:

@@ -7,15 +7,16 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
+from webui_helpers import UdpSink, admin_token, console_cfg, paths_of, wait_for
 
 from punktfunk_webui import units
 from punktfunk_webui.server import start_console
-from webui_helpers import UdpSink, admin_token, console_cfg, paths_of, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -191,7 +192,7 @@ def test_performance_page_end_to_end(browser: Any, stack: dict[str, Any], shots:
         return {fpsStroke: c.series[f]._stroke, targetStroke: c.series[t]._stroke, dash: c.series[t].dash,
                 fps: c.data[f], target: c.data[t], fpsMax: c.scales.fps.max, mbpsMax: c.scales.mbps.max}; })()""")
     assert thr["fpsStroke"] != thr["targetStroke"] and thr["dash"], thr
-    heights = [(a / thr["fpsMax"], b / thr["mbpsMax"]) for a, b in zip(thr["fps"], thr["target"]) if a and b]
+    heights = [(a / thr["fpsMax"], b / thr["mbpsMax"]) for a, b in zip(thr["fps"], thr["target"], strict=True) if a and b]
     assert heights and all(abs(a - b) > 0.05 for a, b in heights), heights
     shots(page, "3-detail-p50")
     page.click('#detail-card .segmented button[data-q="p99"]')

@@ -8,14 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
+from webui_helpers import UdpSink, admin_token, console_cfg, paths_of, wait_for
 
 from punktfunk_webui.server import ConsoleError, start_console
-from webui_helpers import UdpSink, admin_token, console_cfg, paths_of, wait_for
 
 
 @pytest.fixture

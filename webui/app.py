@@ -30,9 +30,10 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, render_template, request, url_for
 from flask.json.provider import DefaultJSONProvider
@@ -41,6 +42,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from punktfunk_core import __version__, boundedjson
 from punktfunk_core.ipc import DEFAULT_TIMEOUT_S, HostUnreachable, IpcClient, IpcError, host_endpoint
 from punktfunk_core.paths import Paths
+
 from punktfunk_webui import auth, metrics
 
 log = logging.getLogger("punktfunk.console")
