@@ -64,7 +64,8 @@ def cpu_of(cmd: list[str]) -> tuple[float, str]:
 def run(quick: bool) -> dict[str, Any]:
     from bench.soundserver import SoundServer, missing
 
-    reason = missing() or gstreamer_missing(("pulsesrc", "gstreamer1.0-pulseaudio"), ("opusenc", "gstreamer1.0-plugins-base"),
+    reason = missing() or gstreamer_missing(("pulsesrc", "gstreamer1.0-pulseaudio"),
+                                            ("opusenc", "gstreamer1.0-plugins-base"),
                                             ("rtpopuspay", "gstreamer1.0-plugins-good"))
     if reason:
         return {"not_run": reason}

@@ -63,7 +63,8 @@ class Desktop:
                 raise RuntimeError(f"Xvfb {self.display} did not start")
             time.sleep(0.05)
         content = subprocess.Popen(
-            ["gst-launch-1.0", "-q", *CONTENT.split(), "!", f"video/x-raw,width={self.w},height={self.h},framerate=60/1",
+            ["gst-launch-1.0", "-q", *CONTENT.split(),
+             "!", f"video/x-raw,width={self.w},height={self.h},framerate=60/1",
              "!", "videoconvert", "!", "ximagesink", f"display={self.display}", "sync=true"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._procs.append(content)

@@ -73,7 +73,8 @@ class NanorsKernel:
             lib.reed_solomon_init.restype = None
             lib.reed_solomon_init()
             if dispatch:
-                fn = {n: ctypes.c_void_p.in_dll(lib, f"reed_solomon_{n}_fn").value for n in ("new", "encode", "release")}
+                fn = {n: ctypes.c_void_p.in_dll(lib, f"reed_solomon_{n}_fn").value
+                      for n in ("new", "encode", "release")}
             else:
                 fn = {n: ctypes.cast(getattr(lib, f"reed_solomon_{n}"), ctypes.c_void_p).value
                       for n in ("new", "encode", "release")}

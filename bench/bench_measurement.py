@@ -125,7 +125,8 @@ def run(quick: bool) -> dict[str, Any]:
                      ["capture armed", on_m, ", ".join(f"{v:.0f}" for v in on)]],
         }, {
             "title": "the gate's own cost",
-            "headers": ["runner CPU µs/frame, on − off (no-op stages)", "x264 1080p CPU µs/frame", "share of frame time"],
+            "headers": ["runner CPU µs/frame, on − off (no-op stages)", "x264 1080p CPU µs/frame",
+                        "share of frame time"],
             "rows": [[delta_us, off_m, f"{gate_share:.4%}"]],
         }, *tables_extra],
         "ratios": [

@@ -65,7 +65,8 @@ def _sink() -> socket.socket:
 
 def gst_cmd(yuv: Path, w: int, h: int, frames: int, port: int) -> list[str]:
     frame_bytes = w * h * 3 // 2
-    return ["gst-launch-1.0", "-q", "filesrc", f"location={yuv}", f"blocksize={frame_bytes}", f"num-buffers={frames}", "!",
+    return ["gst-launch-1.0", "-q", "filesrc", f"location={yuv}", f"blocksize={frame_bytes}", f"num-buffers={frames}",
+           "!",
            "rawvideoparse", f"width={w}", f"height={h}", "format=i420", "framerate=60/1", "!",
            *gst_x264_udp(h, port)]
 

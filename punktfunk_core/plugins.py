@@ -127,7 +127,8 @@ class PluginManager:
             except Exception as exc:  # noqa: BLE001
                 info = PluginInfo(modname, "-", "-", modname, error=f"{type(exc).__name__}: {exc}")
                 self.failed.append(info)
-                log.warning("plugin module %s (PUNKTFUNK_PLUGINS) failed to load and is skipped: %s", modname, info.error)
+                log.warning("plugin module %s (PUNKTFUNK_PLUGINS) failed to load and is skipped: %s",
+                            modname, info.error)
                 continue
             self.register(module, modname, distribution="(PUNKTFUNK_PLUGINS)")
 

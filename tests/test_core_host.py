@@ -229,7 +229,8 @@ def test_bad_ipc_requests_get_errors_not_crashes(host_factory):
     s.setsockopt(zmq.RCVTIMEO, 2000)
     s.setsockopt(zmq.LINGER, 0)
     s.connect(host.ipc.endpoint)
-    for raw in (b"", b"not json", b"[1,2]", b'{"cmd": 5}', b'{"cmd": "nope"}', b'{"cmd": "sessions.stop", "args": {"id": "x"}}',
+    for raw in (b"", b"not json", b"[1,2]", b'{"cmd": 5}', b'{"cmd": "nope"}',
+                b'{"cmd": "sessions.stop", "args": {"id": "x"}}',
                 b'{"cmd": "sessions.loopback", "args": {"port": 99999}}', b"\xff" * 1000):
         s.send(raw)
         reply = json.loads(s.recv())

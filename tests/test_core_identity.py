@@ -40,7 +40,8 @@ def test_both_earlier_file_formats_are_read(tmp_path, certs):
     native = tmp_path / "native.json"  # punktfunk/1: an object by fingerprint, time in seconds
     native.write_text(json.dumps({fp0: {"name": "laptop", "cert": "PEM", "paired_unix": 1700000000}}))
     gamestream = tmp_path / "paired.json"  # GameStream: a list, time in ms
-    gamestream.write_text(json.dumps([{"name": "tv", "cert": "PEM", "fingerprint": fp1, "paired_unix_ms": 1700000000123}]))
+    gamestream.write_text(json.dumps([{"name": "tv", "cert": "PEM", "fingerprint": fp1,
+                                       "paired_unix_ms": 1700000000123}]))
     assert PairedClients(native).get(fp0).paired_unix_ms == 1700000000000
     assert PairedClients(gamestream).get(fp1).info() == {"fingerprint": fp1, "name": "tv",
                                                          "paired_unix_ms": 1700000000123, "view_only": False}

@@ -299,7 +299,8 @@ def test_libyuv_converts_bgra_like_swscale(fmt):
         px[..., :3] = bgr
         planes = alloc_planes(2, 2, "i420")[1]
         conv.convert(px, "i420", planes)
-        assert all(abs(int(p[0, 0]) - want) <= 1 for p, want in zip(planes, yuv, strict=True)), (bgr, [p[0, 0] for p in planes])
+        assert all(abs(int(p[0, 0]) - want) <= 1 for p, want in zip(planes, yuv, strict=True)), \
+            (bgr, [p[0, 0] for p in planes])
     with pytest.raises(ValueError):
         conv.convert(img, fmt, alloc_planes(w + 2, h, fmt)[1])
 

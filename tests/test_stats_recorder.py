@@ -29,8 +29,8 @@ NATIVE_INFO = {"kind": "native", "client": "ab12cd34", "width": 1920, "height": 
                "codec": "hevc", "encoder_backend": "nvenc", "gpu": "NVIDIA H100"}
 GS_INFO = {"kind": "gamestream", "client": "192.0.2.7:47998", "width": 1280, "height": 720, "fps": 120,
            "codec": "h264", "encoder_backend": "x264", "gpu": ""}
-TRAVERSAL_IDS = ["..", ".", ".index", "..a", "a/b", "a\\b", "", "/etc/passwd", "../x", "..%2F..%2Fetc%2Fpasswd", "%2e%2e",
-                 "x" * 300, "a:b", "a b", "\x00", None, 12]
+TRAVERSAL_IDS = ["..", ".", ".index", "..a", "a/b", "a\\b", "", "/etc/passwd", "../x", "..%2F..%2Fetc%2Fpasswd",
+                 "%2e%2e", "x" * 300, "a:b", "a b", "\x00", None, 12]
 
 
 class Clock:
@@ -63,7 +63,8 @@ def test_spec_field_names_and_absent_optionals(capdir: Path) -> None:
     rec = Recorder(CaptureStore(capdir), clock_ns=clock)
     idle = rec.status()
     assert SPEC_STATUS <= set(idle)
-    assert (idle["armed"], idle["sample_count"], idle["started_unix_ms"], idle["elapsed_ms"], idle["kind"]) == (False, 0, 0, 0, "")
+    assert (idle["armed"], idle["sample_count"], idle["started_unix_ms"], idle["elapsed_ms"], idle["kind"]) \
+        == (False, 0, 0, 0, "")
     st = rec.start()
     assert st["armed"] is True and st["started_unix_ms"] > 1_600_000_000_000
     rec.register_session(1, NATIVE_INFO)
@@ -137,7 +138,8 @@ def test_first_session_fills_meta_second_capture_gets_its_own(capdir: Path) -> N
     rec.push_sample(sample(), 11, GS_INFO)  # seen first in this capture: fills its meta
     m2 = rec.stop()
     assert m2["id"] != m1["id"]
-    assert (m2["kind"], m2["width"], m2["fps"], m2["codec"], m2["client"]) == ("gamestream", 1280, 120, "h264", "192.0.2.7:47998")
+    assert (m2["kind"], m2["width"], m2["fps"], m2["codec"], m2["client"]) \
+        == ("gamestream", 1280, 120, "h264", "192.0.2.7:47998")
     assert rec.store.load(m2["id"])["samples"][0]["session_id"] == 11
     assert rec.register_session(12, NATIVE_INFO) == 0  # idle
 
@@ -519,7 +521,8 @@ def _capture(samples: list[dict]) -> dict:
 
 
 def _s(t: int, sid: int, stages: dict[str, tuple[float, float]], fps: float, **kw) -> dict:
-    d = {"t_ms": t, "session_id": sid, "stages": [{"name": n, "p50_us": a, "p99_us": b} for n, (a, b) in stages.items()],
+    d = {"t_ms": t, "session_id": sid,
+         "stages": [{"name": n, "p50_us": a, "p99_us": b} for n, (a, b) in stages.items()],
          "fps": fps, "repeat_fps": 0.0, "mbps": 10.0, "bitrate_kbps": 8000}
     d.update(kw)
     return d

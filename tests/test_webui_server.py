@@ -76,7 +76,8 @@ def test_three_workers_share_one_recorder(host_factory: Any, pf_dirs: dict[str, 
 
 def test_serve_starts_the_console_and_prints_its_url(host_factory: Any, pf_dirs: dict[str, Path]) -> None:
     host = host_factory(args=["--console-port", "0", "--console-workers", "2"], console=True)
-    m = wait_for(lambda: re.search(r"punktfunk console: (http://127\.0\.0\.1:\d+/)", host.log()), 20, what="console URL")
+    m = wait_for(lambda: re.search(r"punktfunk console: (http://127\.0\.0\.1:\d+/)", host.log()), 20,
+                 what="console URL")
     url = m.group(1)
     assert "mgmt-token" in host.log()
     token = (pf_dirs["config"] / "mgmt-token").read_text().strip()
@@ -206,7 +207,8 @@ def _try_get(url: str, token: str) -> requests.Response | None:
 
 def test_console_exits_when_its_host_is_killed(host_factory: Any, pf_dirs: dict[str, Path]) -> None:
     host = host_factory(args=["--console-port", "0"], console=True)
-    m = wait_for(lambda: re.search(r"punktfunk console: (http://127\.0\.0\.1:\d+/)", host.log()), 20, what="console URL")
+    m = wait_for(lambda: re.search(r"punktfunk console: (http://127\.0\.0\.1:\d+/)", host.log()), 20,
+                 what="console URL")
     url = m.group(1)
     assert requests.get(url + "healthz", timeout=5).status_code == 200
     host.kill()  # SIGKILL: the host cannot stop its console
@@ -232,7 +234,8 @@ def test_pairing_bridge_serves_every_protocol_through_the_core_pairing_ipc(host_
     assert protocols["gamestream"]["running"] is False and protocols["gamestream"]["pin_from"] == "client"
     if "native" in host.call("host.status")["protocols"]:
         assert protocols["native"]["running"] is True and protocols["native"]["pin_from"] == "host"
-        assert protocols["native"]["pairing"] == {"open": False, "expires_in_s": 0.0} and protocols["native"]["paired"] == 0
+        assert protocols["native"]["pairing"] == {"open": False, "expires_in_s": 0.0}
+        assert protocols["native"]["paired"] == 0
         r = get(c.url + "api/v1/pairing/native/clients", token)
         assert r.status_code == 200 and r.json() == {"protocol": "native", "clients": []}
         r = requests.patch(c.url + "api/v1/pairing/native/clients/0123456789abcdef", json={"view_only": True},
