@@ -24,6 +24,7 @@ pairing), and the full run adds callgrind instruction counts.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -135,7 +136,7 @@ def run(quick: bool) -> dict[str, Any]:
         label = f"{w}×{h}"
         with Desktop(w, h) as desk:
             cmp.measure(label, reps, frames, warm, lambda k: gst_cmd(desk.display, h, k, port),
-                        {key: (lambda conv=conv: punktfunk_run(desk.display, w, h, frames, port, conv))
+                        {key: functools.partial(punktfunk_run, desk.display, w, h, frames, port, conv)
                          for key, conv in converters.items()})
             if not quick and instructions.available():
                 n, wn = INSTR_FRAMES

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from punktfunk_core.gate import MeasurementGate
@@ -93,9 +94,12 @@ def run(quick: bool) -> dict[str, Any]:
         tmp = Path(tempfile.mkdtemp(prefix="pf-clip-"))
         try:
             _yuv, y4m = write_clip(tmp, spec.width, spec.height, n)
+
+            def child_cmd(mode: str) -> Callable[[int], list[str]]:
+                return lambda k: instructions.python_cmd("bench.bench_measurement", "child", k, mode, y4m)
+
             for mode in ("off", "armed"):
-                instr[mode] = instructions.per_frame(lambda k, mode=mode: instructions.python_cmd(
-                    "bench.bench_measurement", "child", k, mode, y4m), n, wn)
+                instr[mode] = instructions.per_frame(child_cmd(mode), n, wn)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     tables_extra = []

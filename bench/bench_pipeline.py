@@ -91,7 +91,8 @@ def run_command(cmd: list[str]) -> tuple[float, float, str]:
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed: {proc.stderr.read().decode()[-400:]}")
+        err = proc.stderr.read() if proc.stderr else b""
+        raise RuntimeError(f"{cmd[0]} failed: {err.decode()[-400:]}")
     return ru.ru_utime + ru.ru_stime, wall, " ".join(cmd)
 
 
@@ -133,7 +134,7 @@ def pipeline_run(pm: Any, spec: Any, capture: Any, frames: int, port: int, prote
     return cpu, wall
 
 
-def gstreamer_missing(*elements: str) -> str:
+def gstreamer_missing(*elements: tuple[str, str]) -> str:
     """Why the GStreamer peer cannot run here ("" when it can)."""
     if not shutil.which("gst-launch-1.0"):
         return ("GStreamer is missing: apt-get install gstreamer1.0-tools gstreamer1.0-plugins-base "
@@ -259,11 +260,12 @@ def run(quick: bool) -> dict[str, Any]:
         })
         if not quick and instructions.available():
             n, wn = INSTR_FRAMES
-            cmp.count(label, n, wn, {
-                "gst": lambda k: gst_cmd(yuv, w, h, k, port),
-                **{mode: (lambda k, mode=mode: instructions.python_cmd(
-                    "bench.bench_pipeline", "child", y4m, w, h, k, mode)) for mode in ("off", "on")},
-            })
+
+            def child_cmd(mode: str) -> Callable[[int], list[str]]:
+                return lambda k: instructions.python_cmd("bench.bench_pipeline", "child", y4m, w, h, k, mode)
+
+            cmp.count(label, n, wn, {"gst": lambda k: gst_cmd(yuv, w, h, k, port),
+                                     "off": child_cmd("off"), "on": child_cmd("on")})
         yuv.unlink()
         y4m.unlink()
 

@@ -18,7 +18,7 @@ import importlib
 import importlib.metadata as md
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,11 +237,12 @@ class PluginManager:
     def enable_tracing(self) -> None:
         tlog = logging.getLogger("punktfunk.trace")
 
-        def before(hook_name: str, hook_impls: list, kwargs: dict) -> None:
+        def before(hook_name: str, hook_impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
             names = ",".join(i.plugin_name for i in hook_impls)
             tlog.info("hook %s(%s) -> [%s]", hook_name, ", ".join(f"{k}={_short(v)}" for k, v in kwargs.items()), names)
 
-        def after(outcome: Any, hook_name: str, hook_impls: list, kwargs: dict) -> None:
+        def after(outcome: pluggy.Result[Any], hook_name: str, hook_impls: Sequence[pluggy.HookImpl],
+                  kwargs: Mapping[str, Any]) -> None:
             try:
                 result = outcome.get_result()
             except BaseException as exc:  # noqa: BLE001 - reported, re-raised by pluggy

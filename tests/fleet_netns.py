@@ -41,7 +41,7 @@ def main() -> int:
             proc = subprocess.Popen([sys.executable, "-m", "punktfunk_core.cli", "serve", "-c", str(d / "host.toml")],
                                     env=env, stdout=log, stderr=subprocess.STDOUT)
             hosts.append((name, proc, d, advertise == "true"))
-        for name, proc, d, advertise in hosts:
+        for name, proc, d, advertised in hosts:
             ipc = IpcClient(f"ipc://{d / 'run' / 'host.sock'}", timeout=1.0)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -49,7 +49,7 @@ def main() -> int:
                     raise SystemExit(f"{name} exited:\n{(d / 'host.log').read_text()}")
                 try:
                     ipc.call("host.status")
-                    if not advertise or "mDNS: advertising" in (d / "host.log").read_text():
+                    if not advertised or "mDNS: advertising" in (d / "host.log").read_text():
                         break
                 except HostUnreachable:
                     pass

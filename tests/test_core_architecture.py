@@ -56,7 +56,7 @@ def _names_in_code(path: Path) -> list[tuple[int, str]]:
 
 def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
     tree = ast.parse(path.read_text(), str(path))
-    out = []
+    out: list[tuple[int, str, list[str]]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name, []) for a in node.names]

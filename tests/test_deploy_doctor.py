@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.conftest import pf_env
-from tests.x11_helpers import private_xvfb
+from conftest import pf_env
+from x11_helpers import private_xvfb
 
 
 def doctor(dirs: dict[str, Path], config: str = "", env: dict[str, str] | None = None,

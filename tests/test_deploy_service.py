@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import pf_env
+from conftest import pf_env
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import socket
 import av
 import numpy as np
 import pytest
+from av.video.codeccontext import VideoCodecContext
 
 from punktfunk_core.media.bitstream import is_keyframe
 from punktfunk_core.media.chunk import ChunkAssembler, ChunkPacketizer, NullSender, UdpSender
@@ -45,6 +46,7 @@ ENCODERS = {
 
 def decode_all(codec: str, aus: list[AccessUnit]) -> list:
     dec = av.CodecContext.create(codec, "r")
+    assert isinstance(dec, VideoCodecContext)
     frames = []
     for au in aus:
         frames.extend(dec.decode(av.Packet(au.data)))

@@ -312,7 +312,7 @@ def test_the_captures_index_is_not_a_capture_id(stack: Any, pf_dirs: dict[str, P
 
 # -- the IPC channel -----------------------------------------------------------------------
 def _raw_ipc(pf_dirs: dict[str, Path], body: bytes, timeout_ms: int = 3000) -> dict[str, Any] | None:
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     s = ctx.socket(zmq.REQ)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.RCVTIMEO, timeout_ms)

@@ -53,8 +53,8 @@ def test_capture_over_native_and_gamestream_sessions(host_factory, pf_dirs, tmp_
         time.sleep(1.0)
         res = run_client("stream", host, gs_client, "--frames", "180", "--cancel")
         assert res.get("ok", True) is not False, res
-        out, err = native.communicate(timeout=60)
-        assert native.returncode == 0, err[-3000:]
+        out, stderr = native.communicate(timeout=60)
+        assert native.returncode == 0, stderr[-3000:]
     finally:
         if native.poll() is None:
             native.kill()

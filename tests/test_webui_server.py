@@ -176,6 +176,7 @@ def test_punktfunk_console_runs_alone_against_a_running_host(host_factory: Any, 
                             env=host.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             # a suite started in the background inherits SIGINT ignored; Ctrl-C is the point here
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stdout is not None
     try:
         line = proc.stdout.readline()
         m = re.search(r"punktfunk console: (http://127\.0\.0\.1:\d+/)", line)
