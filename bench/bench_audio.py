@@ -64,7 +64,8 @@ def cpu_of(cmd: list[str]) -> tuple[float, str]:
 def run(quick: bool) -> dict[str, Any]:
     from bench.soundserver import SoundServer, missing
 
-    reason = missing() or gstreamer_missing(("pulsesrc", "gstreamer1.0-pulseaudio"), ("opusenc", "gstreamer1.0-plugins-base"),
+    reason = missing() or gstreamer_missing(("pulsesrc", "gstreamer1.0-pulseaudio"),
+                                            ("opusenc", "gstreamer1.0-plugins-base"),
                                             ("rtpopuspay", "gstreamer1.0-plugins-good"))
     if reason:
         return {"not_run": reason}
@@ -133,12 +134,14 @@ def run(quick: bool) -> dict[str, Any]:
 
 def _child(frames: int, port: int) -> None:
     """``python -m bench.bench_audio child FRAMES PORT``: one punktfunk run; prints its latencies as JSON."""
+    from punktfunk_core.media.desktop_audio import DesktopAudioSource
     from punktfunk_core.plugins import load_plugin_manager
-    from punktfunk_core.stages import StreamSpec
+    from punktfunk_core.stages import AudioEncoder, StreamSpec
 
     pm = load_plugin_manager()
     src = pm.stages.create("audio_source", "desktop", StreamSpec(), {})
     enc = pm.stages.create("audio_encoder", "opus", StreamSpec(), {"bitrate_kbps": BITRATE_KBPS})
+    assert isinstance(src, DesktopAudioSource) and isinstance(enc, AudioEncoder)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.connect(("127.0.0.1", port))
     frame_ns = FRAME * 1_000_000_000 // 48_000

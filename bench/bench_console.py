@@ -10,7 +10,6 @@ recorder and back, so this measures the whole console path.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -35,7 +34,10 @@ def _wrk(url: str, token: str, seconds: int, connections: int) -> dict[str, Any]
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
                           "-H", f"Authorization: Bearer {token}", url], capture_output=True, text=True,
                          timeout=seconds + 30).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    rps_line = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if rps_line is None:
+        raise RuntimeError(f"wrk printed no Requests/sec line: {out[-400:]!r}")
+    rps = float(rps_line.group(1))
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\b", out, re.M)
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
     p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else None
@@ -51,6 +53,7 @@ def run(quick: bool) -> dict[str, Any]:
     from punktfunk_core.ipc import IpcClient
     from punktfunk_core.paths import Paths
     from punktfunk_core.plugins import load_plugin_manager
+
     from punktfunk_webui.server import start_console
 
     seconds = 3 if quick else 15

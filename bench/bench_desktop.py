@@ -24,6 +24,7 @@ pairing), and the full run adds callgrind instruction counts.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -50,7 +51,7 @@ class Desktop:
         self.display = ""
         self._procs: list[subprocess.Popen] = []
 
-    def __enter__(self) -> "Desktop":
+    def __enter__(self) -> Desktop:
         num = next(n for n in range(200 + os.getpid() % 300, 1000) if not Path(f"/tmp/.X11-unix/X{n}").exists()
                    and not Path(f"/tmp/.X{n}-lock").exists())
         self.display = f":{num}"
@@ -66,7 +67,8 @@ class Desktop:
         if not self.content:
             return self
         content = subprocess.Popen(
-            ["gst-launch-1.0", "-q", *CONTENT.split(), "!", f"video/x-raw,width={self.w},height={self.h},framerate=60/1",
+            ["gst-launch-1.0", "-q", *CONTENT.split(),
+             "!", f"video/x-raw,width={self.w},height={self.h},framerate=60/1",
              "!", "videoconvert", "!", "ximagesink", f"display={self.display}", "sync=true"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._procs.append(content)
@@ -131,24 +133,29 @@ def run(quick: bool) -> dict[str, Any]:
     names = {"pf": f"punktfunk x11, {'libyuv' if 'sws' in converters else 'swscale'}",
              "sws": "punktfunk x11, swscale"}
     cmp = Comparison({k: names[k] for k in converters}, {"pf": 1.0})
+
+    def measure_size(w: int, h: int) -> str:
+        """Times one size (then counts its instructions); returns the GStreamer command measured."""
+        label = f"{w}×{h}"
+        with Desktop(w, h) as desk:
+            cmp.measure(label, reps, frames, warm, lambda k: gst_cmd(desk.display, h, k, port),
+                        {key: functools.partial(punktfunk_run, desk.display, w, h, frames, port, conv)
+                         for key, conv in converters.items()})
+            if not quick and instructions.available():
+                n, wn = INSTR_FRAMES
+                # the default converter only: callgrind runs ~50x slower, and a third count would
+                # not fit the benchmark's time on 2 cores
+                cmp.count(label, n, wn, {
+                    "gst": lambda k: gst_cmd(desk.display, h, k, port),
+                    "pf": lambda k: instructions.python_cmd("bench.bench_desktop", "child", desk.display, w, h,
+                                                            k, port, converters["pf"]),
+                })
+            return cmp.command.replace(desk.display, "$DISPLAY")
+
     command = ""
     try:
         for w, h in sizes:
-            label = f"{w}×{h}"
-            with Desktop(w, h) as desk:
-                cmp.measure(label, reps, frames, warm, lambda k: gst_cmd(desk.display, h, k, port),
-                            {key: (lambda conv=conv: punktfunk_run(desk.display, w, h, frames, port, conv))
-                             for key, conv in converters.items()})
-                command = cmp.command.replace(desk.display, "$DISPLAY")
-                if not quick and instructions.available():
-                    n, wn = INSTR_FRAMES
-                    # the default converter only: callgrind runs ~50x slower, and a third count would
-                    # not fit the benchmark's time on 2 cores
-                    cmp.count(label, n, wn, {
-                        "gst": lambda k: gst_cmd(desk.display, h, k, port),
-                        "pf": lambda k: instructions.python_cmd("bench.bench_desktop", "child", desk.display, w, h,
-                                                                k, port, converters["pf"]),
-                    })
+            command = measure_size(w, h)
     finally:
         sink.close()
     notes = [f"load average when the run started: {load[0]:.2f} on {os.cpu_count()} CPUs (the content window "

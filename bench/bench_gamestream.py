@@ -73,24 +73,26 @@ class NanorsKernel:
             lib.reed_solomon_init.restype = None
             lib.reed_solomon_init()
             if dispatch:
-                fn = {n: ctypes.c_void_p.in_dll(lib, f"reed_solomon_{n}_fn").value for n in ("new", "encode", "release")}
+                fn = {n: ctypes.c_void_p.in_dll(lib, f"reed_solomon_{n}_fn").value
+                      for n in ("new", "encode", "release")}
             else:
                 fn = {n: ctypes.cast(getattr(lib, f"reed_solomon_{n}"), ctypes.c_void_p).value
                       for n in ("new", "encode", "release")}
         except (AttributeError, ValueError) as exc:
             raise OSError(f"{path.name} has no usable nanors entry points: {exc}") from None
-        if not all(fn.values()):
+        addr = {n: a for n, a in fn.items() if a}
+        if len(addr) != len(fn):
             raise OSError("nanors did not initialise its dispatch table")
         if dispatch:
             self.variant = next((v for v in ("avx512", "avx2", "ssse3", "def")
                                  if ctypes.cast(getattr(lib, f"reed_solomon_encode_{v}", None) or 0,
-                                                ctypes.c_void_p).value == fn["encode"]), "unknown")
+                                                ctypes.c_void_p).value == addr["encode"]), "unknown")
         else:
             self.variant = "-march=native"
-        self._new = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_int, ctypes.c_int)(fn["new"])
+        self._new = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_int, ctypes.c_int)(addr["new"])
         self._encode = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
-                                        ctypes.c_int)(fn["encode"])
-        self._release = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(fn["release"])
+                                        ctypes.c_int)(addr["encode"])
+        self._release = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(addr["release"])
         self._rs: dict[tuple[int, int], int] = {}
         self._ptrs: dict[tuple[int, int, int], Any] = {}
 
@@ -206,6 +208,7 @@ def _packetize_send(quick: bool, encrypted: bool, gso: bool = True) -> dict[str,
     import numpy as np
 
     from punktfunk_core.stages import AccessUnit, StreamSpec
+
     from punktfunk_gamestream.video import GameStreamPacketizer, GameStreamSender, VideoContext
 
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -279,11 +282,11 @@ def _kernels(notes: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
     except OSError as exc:
         notes.append(f"nanors as Moonlight ships it not measured: {exc}")
     try:
-        lib = nanors_native.build()
-        native = NanorsKernel(lib)
+        built = nanors_native.build()
+        native = NanorsKernel(built)
         peers.append(("nanors -march=native", native))
         notes.append(f"nanors -march=native: {nanors_native.SDIST} {nanors_native._version()} sdist from PyPI, "
-                     f"built in bench/.cache/ with `{nanors_native.describe(lib)}`")
+                     f"built in bench/.cache/ with `{nanors_native.describe(built)}`")
     except (nanors_native.Unavailable, OSError) as exc:
         notes.append(f"nanors -march=native not measured: {exc}")
         roles["native_missing"] = str(exc)
@@ -306,7 +309,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     rates = _fec_rates(kernels, rounds, seconds)
     leopard = {label: _leopard_rate(k, m, seconds) for label, k, m in SHAPES}
     rows = [[label, *[rates[n][label] for n in kernels],
-             round(leopard[label], 1) if leopard[label] is not None else None] for label, _k, _m in SHAPES]
+             None if (rate := leopard[label]) is None else round(rate, 1)] for label, _k, _m in SHAPES]
     for kernel in kernels.values():
         kernel.close() if hasattr(kernel, "close") else None
     flags = cpu_flags()

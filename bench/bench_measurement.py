@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from punktfunk_core.gate import MeasurementGate
@@ -19,9 +20,9 @@ from punktfunk_core.pipeline import Pipeline
 from punktfunk_core.plugins import load_plugin_manager
 from punktfunk_core.session import Session
 from punktfunk_core.stages import StreamSpec
-from punktfunk_native.layout import NATIVE_LAYOUT
 
 from bench import instructions
+from punktfunk_native.layout import NATIVE_LAYOUT
 
 #: frame counts of the long and the short callgrind run (the difference is measured)
 INSTR_FRAMES = (75, 25)
@@ -72,7 +73,7 @@ def run(quick: bool) -> dict[str, Any]:
         else:
             off.append(one_run(pm, spec, frames, False, recorder))
             on.append(one_run(pm, spec, frames, True, recorder))
-    ratios = sorted(b / a for a, b in zip(off, on))
+    ratios = sorted(b / a for a, b in zip(off, on, strict=True))
     ratio = statistics.median(ratios)
     q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
     off_m, on_m = statistics.median(off), statistics.median(on)
@@ -93,9 +94,12 @@ def run(quick: bool) -> dict[str, Any]:
         tmp = Path(tempfile.mkdtemp(prefix="pf-clip-"))
         try:
             _yuv, y4m = write_clip(tmp, spec.width, spec.height, n)
+
+            def child_cmd(mode: str) -> Callable[[int], list[str]]:
+                return lambda k: instructions.python_cmd("bench.bench_measurement", "child", k, mode, y4m)
+
             for mode in ("off", "armed"):
-                instr[mode] = instructions.per_frame(lambda k, mode=mode: instructions.python_cmd(
-                    "bench.bench_measurement", "child", k, mode, y4m), n, wn)
+                instr[mode] = instructions.per_frame(child_cmd(mode), n, wn)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     tables_extra = []
@@ -125,7 +129,8 @@ def run(quick: bool) -> dict[str, Any]:
                      ["capture armed", on_m, ", ".join(f"{v:.0f}" for v in on)]],
         }, {
             "title": "the gate's own cost",
-            "headers": ["runner CPU µs/frame, on − off (no-op stages)", "x264 1080p CPU µs/frame", "share of frame time"],
+            "headers": ["runner CPU µs/frame, on − off (no-op stages)", "x264 1080p CPU µs/frame",
+                        "share of frame time"],
             "rows": [[delta_us, off_m, f"{gate_share:.4%}"]],
         }, *tables_extra],
         "ratios": [

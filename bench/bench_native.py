@@ -142,6 +142,7 @@ def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run(quick: bool) -> dict[str, Any]:
     from punktfunk_core.transport import gso_supported
+
     from punktfunk_native.datapath import batch_sealer_available
 
     seconds = 1.0 if quick else 2.0
@@ -199,7 +200,8 @@ def run(quick: bool) -> dict[str, Any]:
         "title": "punktfunk/1 data plane: sealed + FEC'd + sent per CPU core",
         "what": ("Pre-encoded access units (≈60 kB P-frames, a 250 kB keyframe every 60) through the real native "
                  "packetizer (1200-byte shards, Reed-Solomon GF(2^16) 20 % parity, AES-128-GCM per datagram) and "
-                 "sender (no pacing; compiled batch sealer unless marked portable) to an unread UDP socket on 127.0.0.1; CPU = process user+system time. "
+                 "sender (no pacing; compiled batch sealer unless marked portable) to an unread UDP socket on "
+                 "127.0.0.1; CPU = process user+system time. "
                  "Gbit/s counts video payload; wire Gbit/s adds headers, parity and tags."),
         "tables": [{"title": "per CPU core",
                     "headers": ["case", "payload Gbit/s (median round)", "rounds min–max", "wire Gbit/s",

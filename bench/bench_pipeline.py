@@ -20,14 +20,15 @@ sides are compared per frame in steady state.
 from __future__ import annotations
 
 import os
-import statistics
 import shutil
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench import instructions
 
@@ -64,7 +65,8 @@ def _sink() -> socket.socket:
 
 def gst_cmd(yuv: Path, w: int, h: int, frames: int, port: int) -> list[str]:
     frame_bytes = w * h * 3 // 2
-    return ["gst-launch-1.0", "-q", "filesrc", f"location={yuv}", f"blocksize={frame_bytes}", f"num-buffers={frames}", "!",
+    return ["gst-launch-1.0", "-q", "filesrc", f"location={yuv}", f"blocksize={frame_bytes}", f"num-buffers={frames}",
+           "!",
            "rawvideoparse", f"width={w}", f"height={h}", "format=i420", "framerate=60/1", "!",
            *gst_x264_udp(h, port)]
 
@@ -89,7 +91,8 @@ def run_command(cmd: list[str]) -> tuple[float, float, str]:
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed: {proc.stderr.read().decode()[-400:]}")
+        err = proc.stderr.read() if proc.stderr else b""
+        raise RuntimeError(f"{cmd[0]} failed: {err.decode()[-400:]}")
     return ru.ru_utime + ru.ru_stime, wall, " ".join(cmd)
 
 
@@ -110,8 +113,9 @@ def pipeline_run(pm: Any, spec: Any, capture: Any, frames: int, port: int, prote
     from punktfunk_core.gate import MeasurementGate
     from punktfunk_core.pipeline import Pipeline
     from punktfunk_core.session import Session
-    from punktfunk_native.layout import NATIVE_LAYOUT
+
     from punktfunk_native.datapath import FecParams, NativePacketizer, NativeSender
+    from punktfunk_native.layout import NATIVE_LAYOUT
 
     encoder = pm.stages.create("encoder", "x264", spec, {"preset": "ultrafast", "threads": 1, "vbv_frames": 1.0})
     if protected:
@@ -130,7 +134,7 @@ def pipeline_run(pm: Any, spec: Any, capture: Any, frames: int, port: int, prote
     return cpu, wall
 
 
-def gstreamer_missing(*elements: str) -> str:
+def gstreamer_missing(*elements: tuple[str, str]) -> str:
     """Why the GStreamer peer cannot run here ("" when it can)."""
     if not shutil.which("gst-launch-1.0"):
         return ("GStreamer is missing: apt-get install gstreamer1.0-tools gstreamer1.0-plugins-base "
@@ -164,22 +168,22 @@ class Comparison:
                 variants: dict[str, Callable[[], tuple[float, float]]]) -> None:
         per: dict[str, list[tuple[float, float]]] = {k: [] for k in self.names}
         ratios: dict[str, list[float]] = {k: [] for k in variants}
+
+        def gst_side(out: dict[str, tuple[float, float]]) -> None:
+            c_full, w_full, self.command = run_command(gst_cmd_for(frames))
+            c_warm, w_warm, _ = run_command(gst_cmd_for(warm))
+            out["gst"] = ((c_full - c_warm) / (frames - warm), (w_full - w_warm) / (frames - warm))
+
+        def pf_side(out: dict[str, tuple[float, float]]) -> None:
+            for key, fn in variants.items():
+                cpu, wall = fn()
+                out[key] = (cpu / frames, wall / frames)
+
         for rep in range(reps):  # interleaved: each rep compares runs made next to each other in time
-            out: dict[str, Any] = {}
-
-            def gst_side() -> None:
-                c_full, w_full, self.command = run_command(gst_cmd_for(frames))
-                c_warm, w_warm, _ = run_command(gst_cmd_for(warm))
-                out["gst"] = ((c_full - c_warm) / (frames - warm), (w_full - w_warm) / (frames - warm))
-
-            def pf_side() -> None:
-                for key, fn in variants.items():
-                    cpu, wall = fn()
-                    out[key] = (cpu / frames, wall / frames)
-
+            out: dict[str, tuple[float, float]] = {}
             # who goes first alternates, so a drift within a rep favours neither side
             for side in ((gst_side, pf_side) if rep % 2 == 0 else (pf_side, gst_side)):
-                side()
+                side(out)
             for key in per:
                 per[key].append(out[key])
             for key in variants:
@@ -245,23 +249,29 @@ def run(quick: bool) -> dict[str, Any]:
     port = sink.getsockname()[1]
     sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
     cmp = Comparison({"off": "punktfunk, FEC+AEAD off", "on": "punktfunk, FEC+AEAD on"}, {"off": 1.0, "on": 1.15})
+
+    def measure_size(w: int, h: int) -> None:
+        """Times one size (then counts its instructions) on a clip written for it."""
+        yuv, y4m = write_clip(tmp, w, h, frames)
+        label = f"{w}×{h}"
+        cmp.measure(label, reps, frames, warm, lambda k: gst_cmd(yuv, w, h, k, port), {
+            "off": lambda: punktfunk_run(y4m, w, h, frames, port, False),
+            "on": lambda: punktfunk_run(y4m, w, h, frames, port, True),
+        })
+        if not quick and instructions.available():
+            n, wn = INSTR_FRAMES
+
+            def child_cmd(mode: str) -> Callable[[int], list[str]]:
+                return lambda k: instructions.python_cmd("bench.bench_pipeline", "child", y4m, w, h, k, mode)
+
+            cmp.count(label, n, wn, {"gst": lambda k: gst_cmd(yuv, w, h, k, port),
+                                     "off": child_cmd("off"), "on": child_cmd("on")})
+        yuv.unlink()
+        y4m.unlink()
+
     try:
         for w, h in sizes:
-            yuv, y4m = write_clip(tmp, w, h, frames)
-            label = f"{w}×{h}"
-            cmp.measure(label, reps, frames, warm, lambda k: gst_cmd(yuv, w, h, k, port), {
-                "off": lambda: punktfunk_run(y4m, w, h, frames, port, False),
-                "on": lambda: punktfunk_run(y4m, w, h, frames, port, True),
-            })
-            if not quick and instructions.available():
-                n, wn = INSTR_FRAMES
-                cmp.count(label, n, wn, {
-                    "gst": lambda k: gst_cmd(yuv, w, h, k, port),
-                    **{mode: (lambda k, mode=mode: instructions.python_cmd(
-                        "bench.bench_pipeline", "child", y4m, w, h, k, mode)) for mode in ("off", "on")},
-                })
-            yuv.unlink()
-            y4m.unlink()
+            measure_size(w, h)
     finally:
         sink.close()
         shutil.rmtree(tmp, ignore_errors=True)

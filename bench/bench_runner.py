@@ -19,6 +19,7 @@ from punktfunk_core.gate import MeasurementGate
 from punktfunk_core.pipeline import Pipeline
 from punktfunk_core.session import Session
 from punktfunk_core.stages import AccessUnit, CaptureSource, Encoder, Frame, PacketBatch, Packetizer, Sender, StreamSpec
+
 from punktfunk_native.layout import NATIVE_LAYOUT
 
 

@@ -55,6 +55,7 @@ def _full_recorder(directory: Path, n: int) -> Any:
 def bench_push(n: int) -> dict[str, float]:
     from punktfunk_core.session import Session
     from punktfunk_core.stages import StreamSpec
+
     from punktfunk_stats import plugin
     from punktfunk_stats.recorder import Recorder
     from punktfunk_stats.store import CaptureStore

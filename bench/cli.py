@@ -34,7 +34,8 @@ COMPARISONS: list[tuple[str, str, str]] = [
 
 #: peers a comparison needs: name -> (how to check, how to install)
 PEERS = {
-    "gst-launch-1.0": "apt-get install gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly",
+    "gst-launch-1.0": "apt-get install gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good "
+                      "gstreamer1.0-plugins-ugly",
     "wrk": "apt-get install wrk",
     "Xvfb": "apt-get install xvfb gstreamer1.0-x",
     "valgrind": "apt-get install valgrind",
@@ -134,8 +135,10 @@ def _normalise(result: dict[str, Any]) -> dict[str, Any]:
             for k, v in value.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
         elif isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
-            headers = sorted({k for row in value for k in row}, key=lambda k: list(value[0]).index(k) if k in value[0] else 99)
-            tables.append({"title": prefix, "headers": headers, "rows": [[row.get(h) for h in headers] for row in value]})
+            headers = sorted({k for row in value for k in row},
+                             key=lambda k: list(value[0]).index(k) if k in value[0] else 99)
+            tables.append({"title": prefix, "headers": headers,
+                           "rows": [[row.get(h) for h in headers] for row in value]})
         else:
             if "ratio" in prefix and isinstance(value, (int, float)):
                 ratios.append({"name": prefix, "value": value, "target": None, "ok": None})
@@ -213,7 +216,7 @@ def render_markdown(results: list[tuple[str, str, dict]], machine: dict, argv: l
         "",
     ]
     summary = [["comparison", "ratio", "value", "target", "met"]]
-    for name, desc, res in results:
+    for name, _desc, res in results:
         for r in res.get("ratios", []):
             summary.append([name, r["name"], _fmt(r.get("value")), r.get("target") or "–",
                             "–" if r.get("ok") is None else ("yes" if r["ok"] else "**no**")])
@@ -237,7 +240,8 @@ def render_markdown(results: list[tuple[str, str, dict]], machine: dict, argv: l
         if res.get("ratios"):
             lines += [*_table(["ratio", "value", "target", "met"],
                               [[r["name"], _fmt(r.get("value")), r.get("target") or "–",
-                                "–" if r.get("ok") is None else ("yes" if r["ok"] else "**no**")] for r in res["ratios"]]), ""]
+                                "–" if r.get("ok") is None else ("yes" if r["ok"] else "**no**")]
+                               for r in res["ratios"]]), ""]
         if res.get("plot"):
             png = out.parent / f"bench-{name}.png"
             if render_plot(res["plot"], png):
@@ -259,11 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="short variant (under 2 minutes, used by CI)")
-    p.add_argument("--only", action="append", choices=[c[0] for c in COMPARISONS], help="run only this comparison (repeatable)")
-    p.add_argument("--out", type=Path, default=None, help="Markdown report (default docs/benchmarks.md; --quick: test-output/benchmarks-quick.md)")
+    p.add_argument("--only", action="append", choices=[c[0] for c in COMPARISONS],
+                   help="run only this comparison (repeatable)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="Markdown report (default docs/benchmarks.md; --quick: test-output/benchmarks-quick.md)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per comparison")
     args = p.parse_args(argv)
-    out: Path = args.out or (REPO / "test-output" / "benchmarks-quick.md" if args.quick else REPO / "docs" / "benchmarks.md")
+    out: Path = args.out or (REPO / "test-output" / "benchmarks-quick.md" if args.quick
+                             else REPO / "docs" / "benchmarks.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     timeout = args.timeout or (60.0 if args.quick else 1800.0)
     missing = [f"  {peer}: install with `{how}`" for peer, how in PEERS.items()

@@ -22,8 +22,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 INSTALL = "apt-get install valgrind"
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")

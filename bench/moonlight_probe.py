@@ -66,7 +66,8 @@ class _Host:
 
         self.base = base
         self.paths = Paths(base / "cfg", base / "run")
-        env = dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(self.paths.config), PUNKTFUNK_RUNTIME_DIR=str(self.paths.runtime))
+        env = dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(self.paths.config),
+                   PUNKTFUNK_RUNTIME_DIR=str(self.paths.runtime))
         (base / "host.toml").write_text(HOST_TOML)
         self.log_path = base / "host.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[1/2] property tests, {len(files)} files, profile fuzz ...", file=sys.stderr, flush=True)
     rc1, out1 = run_pytest([*files, "--hypothesis-show-statistics", "-m", "not slow or slow"], env, 3600)
     stats = parse_hypothesis_stats(out1)
-    print(f"[2/2] fault, load and security tests ...", file=sys.stderr, flush=True)
+    print("[2/2] fault, load and security tests ...", file=sys.stderr, flush=True)
     existing = [a for a in FAULT_SELECT if (REPO / a.split("::")[0]).exists()]
     rc2, out2 = run_pytest([*existing, "-m", "slow or not slow"], dict(env, HYPOTHESIS_PROFILE="default"), 3600)
     figures = [json.loads(line) for line in figures_path.read_text().splitlines() if line.strip()]

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from punktfunk_core.paths import read_regular_file
 

@@ -277,7 +277,8 @@ def cmd_pairing_unpair(args: argparse.Namespace) -> int:
 def cmd_pairing_view_only(args: argparse.Namespace) -> int:
     c = ipc.connect().call("pairing.permissions", protocol=args.protocol, fingerprint=args.fingerprint,
                            view_only=args.state == "on")
-    print(f"{c['fingerprint'][:16]}… ({c['name'] or 'no name'}): " + ("view only" if c["view_only"] else "full control"))
+    print(f"{c['fingerprint'][:16]}… ({c['name'] or 'no name'}): "
+          + ("view only" if c["view_only"] else "full control"))
     return 0
 
 
@@ -307,7 +308,8 @@ def cmd_loopback(args: argparse.Namespace) -> int:
     print(f"sent {final.get('frames_sent', 0)} frames"
           + (f" in {final['packets_sent']} datagrams" if "packets_sent" in final else "")
           + f", {final.get('bytes_sent', 0) / 1e6:.2f} MB in {seconds:.1f} s "
-          f"({final.get('frames_sent', 0) / seconds:.1f} fps, {final.get('bytes_sent', 0) * 8 / seconds / 1e6:.2f} Mb/s)"
+          f"({final.get('frames_sent', 0) / seconds:.1f} fps, "
+          f"{final.get('bytes_sent', 0) * 8 / seconds / 1e6:.2f} Mb/s)"
           + (f"; {final['frames_dropped']} frames dropped by the host" if final.get("frames_dropped") else ""))
     refused = final.get("send_dropped") or 0
     if refused:
@@ -354,7 +356,8 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     companions = _companions(pm)
     parser.set_defaults(companions=companions)
     p = sub.add_parser("serve", help="run the host (and its companions, such as the web console)")
-    p.add_argument("-c", "--config", metavar="FILE", help="TOML config file (default: host.toml in the config dir when present, else built-in "
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="TOML config file (default: host.toml in the config dir when present, else built-in "
                         "defaults); SIGHUP re-reads it")
     p.add_argument("--enable", action="append", default=[], metavar="SECTION",
                    help="turn on a plugin for this run (its SECTION.enabled = true); may be repeated")

@@ -39,10 +39,10 @@ class Companion(abc.ABC):
     def enabled(self, config: dict[str, Any]) -> bool:
         return bool(config.get(self.name, {}).get("enabled", False))
 
-    def add_serve_arguments(self, parser: argparse.ArgumentParser) -> None:
+    def add_serve_arguments(self, parser: argparse.ArgumentParser) -> None:  # noqa: B027 - optional hook, no-op by default
         """Add the options of ``punktfunk serve`` that concern this companion."""
 
-    def configure(self, config: dict[str, Any], args: argparse.Namespace) -> None:
+    def configure(self, config: dict[str, Any], args: argparse.Namespace) -> None:  # noqa: B027 - optional hook, no-op by default
         """Apply those options to the (validated) config, before anything starts."""
 
     def problem(self, config: dict[str, Any], paths: Paths) -> str | None:

@@ -78,9 +78,9 @@ def load_or_create_identity(directory: Path, role: str, common_name: str, *, key
                 p.chmod(0o600)
         try:
             cert = x509.load_pem_x509_certificate(read_regular_file(cert_path, MAX_SECRET_BYTES))
-            key = serialization.load_pem_private_key(read_regular_file(key_path, MAX_SECRET_BYTES), password=None)
+            existing = serialization.load_pem_private_key(read_regular_file(key_path, MAX_SECRET_BYTES), password=None)
             wanted = ec.EllipticCurvePrivateKey if key_type == "ec" else rsa.RSAPrivateKey
-            if not isinstance(key, wanted):
+            if not isinstance(existing, wanted):
                 raise ValueError(f"the key is not an {key_type.upper()} key")
         except (ValueError, TypeError) as exc:
             raise ValueError(f"the {what or role} identity {cert_path} / {key_path} is unreadable ({exc}); "
@@ -89,7 +89,7 @@ def load_or_create_identity(directory: Path, role: str, common_name: str, *, key
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     key = ec.generate_private_key(ec.SECP256R1()) if key_type == "ec" else rsa.generate_private_key(65537, 2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (common_name or role)[:64])])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(key.public_key())

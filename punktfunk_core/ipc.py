@@ -24,8 +24,9 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import zmq
 
@@ -64,7 +65,7 @@ class IpcServer:
         self.endpoint = endpoint
         self.handlers = dict(handlers)
         self.bad_requests = 0
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -171,7 +172,7 @@ class IpcClient:
     def __init__(self, endpoint: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._local = threading.local()
 
     def _socket(self) -> zmq.Socket:

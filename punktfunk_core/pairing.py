@@ -16,7 +16,8 @@ pairing`` / ``punktfunk <protocol> pin`` call these; the planes implement
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from punktfunk_core.ipc import IpcError
 from punktfunk_core.protocol import PIN_FROM_CLIENT, PIN_FROM_HOST, ProtocolPlane

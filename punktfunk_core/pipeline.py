@@ -38,11 +38,21 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from punktfunk_core.gate import MeasurementGate
 from punktfunk_core.session import Session
-from punktfunk_core.stages import AccessUnit, AudioEncoder, AudioSource, CaptureSource, Encoder, Packetizer, Sender, Stage
+from punktfunk_core.stages import (
+    AccessUnit,
+    AudioEncoder,
+    AudioSource,
+    CaptureSource,
+    Encoder,
+    Packetizer,
+    Sender,
+    Stage,
+)
 from punktfunk_core.stats import StatsSample, percentile
 from punktfunk_core.window import StageLayout, WindowAggregator
 

@@ -18,8 +18,9 @@ import importlib
 import importlib.metadata as md
 import logging
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -126,7 +127,8 @@ class PluginManager:
             except Exception as exc:  # noqa: BLE001
                 info = PluginInfo(modname, "-", "-", modname, error=f"{type(exc).__name__}: {exc}")
                 self.failed.append(info)
-                log.warning("plugin module %s (PUNKTFUNK_PLUGINS) failed to load and is skipped: %s", modname, info.error)
+                log.warning("plugin module %s (PUNKTFUNK_PLUGINS) failed to load and is skipped: %s",
+                            modname, info.error)
                 continue
             self.register(module, modname, distribution="(PUNKTFUNK_PLUGINS)")
 
@@ -235,11 +237,12 @@ class PluginManager:
     def enable_tracing(self) -> None:
         tlog = logging.getLogger("punktfunk.trace")
 
-        def before(hook_name: str, hook_impls: list, kwargs: dict) -> None:
+        def before(hook_name: str, hook_impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
             names = ",".join(i.plugin_name for i in hook_impls)
             tlog.info("hook %s(%s) -> [%s]", hook_name, ", ".join(f"{k}={_short(v)}" for k, v in kwargs.items()), names)
 
-        def after(outcome: Any, hook_name: str, hook_impls: list, kwargs: dict) -> None:
+        def after(outcome: pluggy.Result[Any], hook_name: str, hook_impls: Sequence[pluggy.HookImpl],
+                  kwargs: Mapping[str, Any]) -> None:
             try:
                 result = outcome.get_result()
             except BaseException as exc:  # noqa: BLE001 - reported, re-raised by pluggy

@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import threading
-from typing import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping
 
 log = logging.getLogger("punktfunk.sdnotify")
 

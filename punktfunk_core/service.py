@@ -113,7 +113,8 @@ def cmd_install(args: argparse.Namespace) -> int:
         if rc != 0:
             print(f"punktfunk: systemctl --user {' '.join(step)} failed: {out}", file=sys.stderr)
             return 1
-    print(f"enabled {UNIT_NAME}" + (" and started it" if args.now else f" (start it: systemctl --user start {UNIT_NAME})"))
+    print(f"enabled {UNIT_NAME}"
+          + (" and started it" if args.now else f" (start it: systemctl --user start {UNIT_NAME})"))
     if args.headless:
         print(f"to start it at boot without a login: sudo loginctl enable-linger {os.environ.get('USER', '$USER')}")
     return 0

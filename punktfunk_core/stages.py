@@ -17,8 +17,9 @@ only reads while measuring.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -111,7 +112,7 @@ class PacketBatch:
     datagram_size: int = 0
 
 
-class Stage(abc.ABC):
+class Stage(abc.ABC):  # noqa: B024 - the stage kinds below declare the abstract methods
     """Base of every stage: has a name and releases its resources on close()."""
 
     #: registry name of the stage (set by the factory's registration)

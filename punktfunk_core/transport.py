@@ -83,29 +83,29 @@ class Datagrams(Sequence[memoryview]):
     whole runs of it to the kernel as one buffer (one iovec per GSO send).
     """
 
-    __slots__ = ("buffer", "psize", "count")
+    __slots__ = ("buffer", "psize", "length")
 
     def __init__(self, buffer: memoryview, psize: int, count: int) -> None:
         self.buffer = buffer
         self.psize = psize
-        self.count = count
+        self.length = count  # not ``count``: that is Sequence's count(value)
 
     def __len__(self) -> int:
-        return self.count
+        return self.length
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
             buf, size = self.buffer, self.psize
-            return [buf[j * size:(j + 1) * size] for j in range(*i.indices(self.count))]
+            return [buf[j * size:(j + 1) * size] for j in range(*i.indices(self.length))]
         if i < 0:
-            i += self.count
-        if not 0 <= i < self.count:
+            i += self.length
+        if not 0 <= i < self.length:
             raise IndexError("datagram index out of range")
         return self.buffer[i * self.psize:(i + 1) * self.psize]
 
     def run(self, start: int, stop: int) -> memoryview:
         """Datagrams ``start..stop-1`` as one contiguous buffer."""
-        stop = min(stop, self.count)
+        stop = min(stop, self.length)
         return self.buffer[start * self.psize:stop * self.psize]
 
 
@@ -155,7 +155,8 @@ class UdpTransport:
     """The sending side of one UDP socket: GSO, pacing, the errno policy.
 
     ``peer`` is where datagrams go (it may change between frames: set the
-    attribute); a ``connected`` socket sends to its connected address. A
+    attribute; while it is None a frame is counted in ``send_dropped``); a
+    ``connected`` socket sends to its connected address. A
     transport given a socket someone else reads from (``shared``; its owner
     must read it with a timeout or non-blocking, as the planes do) sends
     through a duplicate of it: same port, its own file object that never
@@ -195,6 +196,9 @@ class UdpTransport:
         frame puts on the wire (it decides whether the frame is a burst)."""
         count = len(packets)
         if not count:
+            return 0, 0
+        if self.peer is None and not self.connected:  # nowhere to send yet: counted, never a TypeError
+            self.send_dropped += count
             return 0, 0
         gso = self.gso and datagram_size > 0 and count > 1
         per_gso = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // datagram_size)) if datagram_size else 1
@@ -245,6 +249,7 @@ class UdpTransport:
                     dropped += 1
         else:  # a loop of its own: no argument tuple to unpack per datagram
             sendto, peer = self.sock.sendto, self.peer
+            assert peer is not None  # send() drops a frame while there is no peer
             for p in packets:
                 try:
                     sendto(p, peer)

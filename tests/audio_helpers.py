@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class MultistreamDecoder:
         if n <= 0:
             self.failed += 1
             return np.zeros((0, self.channels), np.int16)
-        return np.frombuffer(self._pcm, np.int16, n * self.channels).reshape(n, self.channels).copy()
+        return np.ctypeslib.as_array(self._pcm)[:n * self.channels].reshape(n, self.channels).copy()
 
     def close(self) -> None:
         if self._dec:

@@ -11,15 +11,15 @@ file discover wrote, and adds what its HTTP API answers for ``punktfunk_host_up`
 from __future__ import annotations
 
 import json
-import secrets
-import socket
-import urllib.parse
-import urllib.request
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from punktfunk_core.ipc import HostUnreachable, IpcClient
@@ -41,7 +41,7 @@ def main() -> int:
             proc = subprocess.Popen([sys.executable, "-m", "punktfunk_core.cli", "serve", "-c", str(d / "host.toml")],
                                     env=env, stdout=log, stderr=subprocess.STDOUT)
             hosts.append((name, proc, d, advertise == "true"))
-        for name, proc, d, advertise in hosts:
+        for name, proc, d, advertised in hosts:
             ipc = IpcClient(f"ipc://{d / 'run' / 'host.sock'}", timeout=1.0)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -49,7 +49,7 @@ def main() -> int:
                     raise SystemExit(f"{name} exited:\n{(d / 'host.log').read_text()}")
                 try:
                     ipc.call("host.status")
-                    if not advertise or "mDNS: advertising" in (d / "host.log").read_text():
+                    if not advertised or "mDNS: advertising" in (d / "host.log").read_text():
                         break
                 except HostUnreachable:
                     pass

@@ -29,7 +29,7 @@ import numpy as np
 
 from punktfunk_core import hookimpl
 from punktfunk_core.ipc import IpcError
-from punktfunk_core.stages import AccessUnit, CaptureSource, Encoder, Frame, Packetizer, PacketBatch, Sender, StreamSpec
+from punktfunk_core.stages import AccessUnit, CaptureSource, Encoder, Frame, PacketBatch, Packetizer, Sender, StreamSpec
 from punktfunk_core.stats import StageTiming, StatsSample
 from punktfunk_core.window import (
     STEP_CAPTURE,

@@ -20,8 +20,7 @@ PACKAGES = ("punktfunk_native", "punktfunk_gamestream", "punktfunk_stats", "punk
             "punktfunk_input")
 #: a plugin by name: its package, its name alone or as a prefix ("gamestream.status", "native_…");
 #: "stats" alone is no plugin name in the core (the stats data model and the stats_window hook are the core's)
-PLUGIN_NAME = re.compile(r"^(?:(?:%s)\b|(?:%s)(?:\.|$)|(?:native|gamestream)_)" % (
-    "|".join(PACKAGES), "|".join(PLUGINS)))
+PLUGIN_NAME = re.compile(rf"^(?:(?:{'|'.join(PACKAGES)})\b|(?:{'|'.join(PLUGINS)})(?:\.|$)|(?:native|gamestream)_)")
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -57,7 +56,7 @@ def _names_in_code(path: Path) -> list[tuple[int, str]]:
 
 def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
     tree = ast.parse(path.read_text(), str(path))
-    out = []
+    out: list[tuple[int, str, list[str]]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name, []) for a in node.names]

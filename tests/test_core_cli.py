@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import pf_env
 
 PF = [sys.executable, "-m", "punktfunk_core.cli"]

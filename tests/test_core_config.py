@@ -170,9 +170,11 @@ def serve(tmp_path, text: str) -> subprocess.CompletedProcess:
 
 # -- stage names and stage options ------------------------------------------------------------
 @pytest.mark.parametrize("text, expected", [
-    ('[stream]\nencoder = "nvencx"\n', "stream.encoder: 'nvencx' is not one of ['auto', 'av1', 'hevc', 'nvenc', 'x264']"),
+    ('[stream]\nencoder = "nvencx"\n',
+     "stream.encoder: 'nvencx' is not one of ['auto', 'av1', 'hevc', 'nvenc', 'x264']"),
     ('[stream]\ncapture = "screen"\n', "stream.capture: 'screen' is not one of ['file', 'testpattern', 'x11']"),
-    ('[gamestream]\naudio_source = "mic"\n', "gamestream.audio_source: 'mic' is not one of ['auto', 'desktop', 'tone']"),
+    ('[gamestream]\naudio_source = "mic"\n',
+     "gamestream.audio_source: 'mic' is not one of ['auto', 'desktop', 'tone']"),
 ])
 def test_a_stage_name_nothing_registered_is_refused_by_check_and_serve(tmp_path, text, expected):
     for r in (check(tmp_path, text), serve(tmp_path, text)):

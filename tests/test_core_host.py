@@ -10,8 +10,6 @@ import stat
 import time
 from pathlib import Path
 
-import pytest
-
 from punktfunk_core.window import LOOPBACK_LAYOUT
 
 PLUGIN_DIR = str(Path(__file__).parent / "plugins")
@@ -47,7 +45,7 @@ class UdpSink:
         while time.monotonic() < end:
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             packets += 1
             nbytes += len(data)
@@ -231,7 +229,8 @@ def test_bad_ipc_requests_get_errors_not_crashes(host_factory):
     s.setsockopt(zmq.RCVTIMEO, 2000)
     s.setsockopt(zmq.LINGER, 0)
     s.connect(host.ipc.endpoint)
-    for raw in (b"", b"not json", b"[1,2]", b'{"cmd": 5}', b'{"cmd": "nope"}', b'{"cmd": "sessions.stop", "args": {"id": "x"}}',
+    for raw in (b"", b"not json", b"[1,2]", b'{"cmd": 5}', b'{"cmd": "nope"}',
+                b'{"cmd": "sessions.stop", "args": {"id": "x"}}',
                 b'{"cmd": "sessions.loopback", "args": {"port": 99999}}', b"\xff" * 1000):
         s.send(raw)
         reply = json.loads(s.recv())

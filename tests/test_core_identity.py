@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 
 from punktfunk_core.identity import AmbiguousClient, PairedClients, UnknownClient, load_or_create_identity
 from punktfunk_core.tls import cert_fingerprint
+
 from punktfunk_gamestream.pairing import Identity as GameStreamIdentity
 
 
@@ -39,7 +40,8 @@ def test_both_earlier_file_formats_are_read(tmp_path, certs):
     native = tmp_path / "native.json"  # punktfunk/1: an object by fingerprint, time in seconds
     native.write_text(json.dumps({fp0: {"name": "laptop", "cert": "PEM", "paired_unix": 1700000000}}))
     gamestream = tmp_path / "paired.json"  # GameStream: a list, time in ms
-    gamestream.write_text(json.dumps([{"name": "tv", "cert": "PEM", "fingerprint": fp1, "paired_unix_ms": 1700000000123}]))
+    gamestream.write_text(json.dumps([{"name": "tv", "cert": "PEM", "fingerprint": fp1,
+                                       "paired_unix_ms": 1700000000123}]))
     assert PairedClients(native).get(fp0).paired_unix_ms == 1700000000000
     assert PairedClients(gamestream).get(fp1).info() == {"fingerprint": fp1, "name": "tv",
                                                          "paired_unix_ms": 1700000000123, "view_only": False}
@@ -47,13 +49,13 @@ def test_both_earlier_file_formats_are_read(tmp_path, certs):
 
 def test_a_fingerprint_prefix_names_one_client_or_says_why_not(tmp_path, certs):
     store = PairedClients(tmp_path / "paired.json")
-    fps = [store.add(c, n).fingerprint for c, n in zip(certs, ("a", "b"))]
+    fps = [store.add(c, n).fingerprint for c, n in zip(certs, ("a", "b"), strict=True)]
     assert store.find(fps[0][:8].upper()) == fps[0]
     with pytest.raises(ValueError, match="8 hex digits"):
         store.find(fps[0][:7])
     with pytest.raises(UnknownClient):
         store.find("0" * 64 if not fps[0].startswith("0") else "f" * 64)
-    common = next((i for i in range(64) if fps[0][i] != fps[1][i]))
+    common = next(i for i in range(64) if fps[0][i] != fps[1][i])
     if common >= 8:  # two random fingerprints rarely share 8 digits; when they do, the prefix is ambiguous
         with pytest.raises(AmbiguousClient):
             store.find(fps[0][:common])

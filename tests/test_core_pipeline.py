@@ -23,6 +23,7 @@ from punktfunk_core.media.testpattern import TestPattern
 from punktfunk_core.pipeline import AudioPipeline, Pipeline
 from punktfunk_core.session import Session
 from punktfunk_core.stages import PacketBatch, StreamSpec
+
 from punktfunk_native.layout import NATIVE_LAYOUT
 
 SPEC = StreamSpec(320, 180, 60, "h264", 1000)
@@ -83,7 +84,7 @@ def _received_units(rx: socket.socket) -> list[tuple[int, bool, bytes]]:
             got = asm.feed(rx.recv(65536))
             if got:
                 units.append(got)
-    except socket.timeout:
+    except TimeoutError:
         pass
     return units
 

@@ -8,15 +8,14 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from test_core_host import PLUGIN_DIR, UdpSink, plugin_env, read_samples, wait_no_sessions
 
 from punktfunk_core import hookimpl
 from punktfunk_core.plugins import PluginHookError, load_plugin_manager
 from punktfunk_core.registry import UnknownStageError
-from test_core_host import PLUGIN_DIR, UdpSink, plugin_env, read_samples, wait_no_sessions
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "punktfunk-example-plugin"
@@ -110,9 +109,10 @@ def test_allow_list_loads_only_named_plugins(example_site):
 
 def test_plugin_that_fails_to_import_is_reported_and_skipped(tmp_path):
     site = tmp_path / "site"
-    (site / "broken_plugin-1.0.dist-info").mkdir(parents=True)
-    (site / "broken_plugin-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
-    (site / "broken_plugin-1.0.dist-info" / "entry_points.txt").write_text("[punktfunk.plugins]\nbroken = broken_plugin\n")
+    dist_info = site / "broken_plugin-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text("[punktfunk.plugins]\nbroken = broken_plugin\n")
     (site / "broken_plugin.py").write_text("raise ImportError('this plugin needs libfoo, which is missing')\n")
     env = {"PYTHONPATH": str(site)}
     table = plugins_json(env)
@@ -169,7 +169,8 @@ def test_no_available_encoder_for_a_codec_says_why_each_is_not():
                          available=lambda codec: "libvp9 is missing")
 
     pm = load_plugin_manager(extra=[(OnlyBroken(), "broken")])
-    with pytest.raises(UnknownStageError, match=r"no encoder stage for vp9 is available here \(broken: libvp9 is missing\)"):
+    with pytest.raises(UnknownStageError,
+                       match=r"no encoder stage for vp9 is available here \(broken: libvp9 is missing\)"):
         pm.stages.choose("encoder", "vp9")
 
 

@@ -13,12 +13,12 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
-
 from conftest import pf_env
 from webui_helpers import run_cli_to_exit, wait_for
 
@@ -34,7 +34,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cli(*args: str, env: dict[str, str], **kw: Any) -> subprocess.Popen:
+def _cli(*args: str, env: dict[str, str], **kw: Any) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "punktfunk_core.cli", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             # a suite started in the background inherits SIGINT ignored; it is tested here
@@ -200,6 +200,7 @@ def test_gunicorn_leaves_nothing_in_xdg_runtime_dir(pf_dirs: dict[str, Path]) ->
     env = pf_env(pf_dirs, XDG_RUNTIME_DIR=str(xdg))
     env.pop("PUNKTFUNK_RUNTIME_DIR")  # the default: $XDG_RUNTIME_DIR/punktfunk
     proc = _cli("serve", "--console-port", "0", env=env)
+    assert proc.stdout is not None
     try:
         line = ""
         while "punktfunk console:" not in line:

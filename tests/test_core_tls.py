@@ -36,7 +36,7 @@ def self_signed(directory: Path, name: str, cn: str = "NVIDIA GameStream Client"
                 "rsa1024": lambda: rsa.generate_private_key(65537, 1024),
                 "ed25519": ed25519.Ed25519PrivateKey.generate}[kind]()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     start, end = (now - datetime.timedelta(days=1), now + datetime.timedelta(days=days)) if days > 0 else \
         (now + datetime.timedelta(days=days - 1), now + datetime.timedelta(days=days))
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
@@ -236,7 +236,8 @@ def test_the_connection_serves_http_server_and_honours_its_timeouts(certs, tmp_p
             conn = self.tls.accept(request, 5.0)
             conn.settimeout(1.0)
             try:
-                super().finish_request(conn, client_address)
+                # the TLS connection stands in for the socket: makefile() is all the handler calls on it
+                super().finish_request(conn, client_address)  # type: ignore[arg-type]
             finally:
                 conn.close()
 

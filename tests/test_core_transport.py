@@ -123,6 +123,19 @@ def test_refused_datagrams_are_counted_and_the_stream_goes_on():
     tx.close()
 
 
+@pytest.mark.parametrize("gso", [True, False])
+def test_a_frame_before_the_peer_is_known_is_counted_as_dropped_and_the_next_one_arrives(rx, gso):
+    """GameStream learns the client's port from its first ping: until then there is nowhere to send."""
+    tx = UdpTransport(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), None, gso=gso)
+    assert tx.send(datagrams(3, 100), 100, 300) == (0, 0)
+    assert (tx.send_dropped, tx.packets_sent) == (3, 0)
+    tx.peer = rx.getsockname()
+    tx.send(datagrams(2, 100), 100, 200)
+    assert [int.from_bytes(d[:4], "big") for d in receive(rx, 2)] == [0, 1]
+    assert (tx.send_dropped, tx.packets_sent) == (3, 2)
+    tx.close()
+
+
 def test_a_datagram_the_path_cannot_carry_is_fatal(rx):
     """Not a passing condition: every later datagram would fail too, so the error ends the session."""
     tx = UdpTransport(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), rx.getsockname())

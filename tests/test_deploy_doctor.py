@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.conftest import pf_env
-from tests.x11_helpers import private_xvfb
+from conftest import pf_env
+from x11_helpers import private_xvfb
 
 
 def doctor(dirs: dict[str, Path], config: str = "", env: dict[str, str] | None = None,
@@ -131,7 +130,8 @@ def test_the_same_port_free_again_lets_the_host_stream(pf_dirs):
     port = holder.getsockname()[1]
     holder.close()
     rc, report, _ = doctor(pf_dirs, f"[native]\nbind = \"127.0.0.1\"\nport = {port}\n")
-    assert f"tcp/{port}" in next(f for f in report["findings"] if f["check"] == "port" and f["status"] == "ok")["message"]
+    port_ok = next(f for f in report["findings"] if f["check"] == "port" and f["status"] == "ok")
+    assert f"tcp/{port}" in port_ok["message"]
     assert report["can_stream"] is True and rc == 0
 
 

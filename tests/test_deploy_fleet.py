@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import HostProcess
 
 from punktfunk_fleet import advertise
-from tests.conftest import HostProcess
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"

@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import pf_env
+from conftest import pf_env
 
 
 @pytest.fixture
@@ -153,7 +152,7 @@ def test_the_console_child_never_reports_readiness_for_the_host(host_factory):
         try:
             while True:
                 msgs.append(notify.receive(2.0))
-        except socket.timeout:
+        except TimeoutError:
             pass
         assert [m for m, _ in msgs] == [{"STOPPING": "1", "STATUS": "stopping"}], msgs
     finally:

@@ -1,11 +1,17 @@
-"""ruff and mypy (strict) are clean on the paths below: configured in pyproject.toml.
+"""ruff and mypy are clean on the whole tree, as pyproject.toml configures them.
 
-The list grows until it is the whole tree (plugins/native, plugins/gamestream, webui/
-and the rest of the core join after their refactors land); a path on it stays clean.
+- ruff: every Python file of the repository (punktfunk_core, plugins, webui, bench, tests, examples).
+- mypy: every module in mypy's default mode, and the modules that pyproject.toml's
+  ``[[tool.mypy.overrides]]`` list in strict mode (tests on that list may leave test
+  functions and fixtures unannotated). The strict list keeps growing until it is the
+  whole tree; a module on it stays strict-clean.
+
+Both skip the files in NOT_YET_CLEAN, and only those.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import subprocess
 import sys
@@ -13,98 +19,87 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+SOURCE_DIRS = ["punktfunk_core", "plugins", "webui", "bench", "tests", "examples"]
 
-CLEAN_PATHS = [
-    "punktfunk_core/settings.py",
-    "punktfunk_core/config.py",
-    "punktfunk_core/apps.py",
-    "punktfunk_core/inputevents.py",
-    "punktfunk_core/inputsink.py",
-    "punktfunk_core/registry.py",
-    "punktfunk_core/paths.py",
-    "punktfunk_core/doctor.py",
-    "punktfunk_core/configfile.py",
-    "punktfunk_core/reload.py",
-    "punktfunk_core/media/__init__.py",
-    "punktfunk_core/media/audio.py",
-    "punktfunk_core/media/bitstream.py",
-    "punktfunk_core/media/cursor.py",
-    "punktfunk_core/media/desktop_audio.py",
-    "punktfunk_core/media/doctor.py",
-    "punktfunk_core/media/filecap.py",
-    "punktfunk_core/media/libyuv.py",
-    "punktfunk_core/media/nvenc.py",
-    "punktfunk_core/media/options.py",
-    "punktfunk_core/media/plugin.py",
-    "punktfunk_core/media/ratecontrol.py",
-    "punktfunk_core/media/stamp.py",
-    "punktfunk_core/media/swenc.py",
-    "punktfunk_core/media/testpattern.py",
-    "punktfunk_core/media/x11.py",
-    "punktfunk_core/media/yuv.py",
-    "plugins/input/__init__.py",
-    "plugins/input/doctor.py",
-    "plugins/input/keymap.py",
-    "plugins/input/options.py",
-    "plugins/input/plugin.py",
-    "plugins/input/uinput.py",
-    "plugins/input/xtest.py",
-    "plugins/stats/__init__.py",
-    "plugins/stats/cli.py",
-    "plugins/stats/plugin.py",
-    "plugins/stats/recorder.py",
-    "plugins/stats/store.py",
-    "plugins/stats/summary.py",
-    "examples/punktfunk-example-plugin/punktfunk_example/plugin.py",
-    "tests/test_core_paths.py",
-    "tests/test_core_settings.py",
-    "tests/test_lint.py",
+# Being changed in other branches right now: the lead cleans them after merging the
+# input/desktop branches, then this list is empty and goes away.
+NOT_YET_CLEAN = [
+    "plugins/gamestream",
+    "plugins/native",
+    "plugins/stats/static",
+    "punktfunk_core/host.py",
+    "punktfunk_core/session.py",
+    "punktfunk_core/stats.py",
+    "punktfunk_core/window.py",
+    "tests/gamestream_helpers.py",
+    "tests/test_gamestream_*.py",
+    "tests/test_native_*.py",
+    "tests/test_input_*.py",
 ]
 
 
-def test_ruff_finds_nothing_on_the_clean_paths():
-    r = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", *CLEAN_PATHS], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+def _not_yet_clean(rel: str) -> bool:
+    return any(fnmatch.fnmatch(rel, pattern) or rel.startswith(pattern + "/") for pattern in NOT_YET_CLEAN)
+
+
+def test_ruff_finds_nothing_in_the_tree():
+    r = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache",
+                        "--extend-exclude", ",".join(NOT_YET_CLEAN), *SOURCE_DIRS],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def _module_view(base: Path) -> dict[str, Path]:
-    """A folder where each package has its import name (plugins/stats is punktfunk_stats, as
-    pyproject's package-dir says), so mypy finds modules as the interpreter does."""
+def _packages() -> dict[str, Path]:
+    """Import name -> folder: plugins/stats is punktfunk_stats, as pyproject's package-dir says."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    package_dirs = dict(project["tool"]["setuptools"]["package-dir"])
-    package_dirs["punktfunk_example"] = "examples/punktfunk-example-plugin/punktfunk_example"
+    folders = dict(project["tool"]["setuptools"]["package-dir"])
+    folders["punktfunk_example"] = "examples/punktfunk-example-plugin/punktfunk_example"
+    folders["punktfunk_probe"] = "tests/punktfunk-probe-plugin/punktfunk_probe"
+    folders["bench"] = "bench"
+    return {name: REPO / folder for name, folder in folders.items()}
+
+
+def _module_view(base: Path, packages: dict[str, Path]) -> None:
+    """A folder where each package has its import name, so mypy finds modules as the interpreter does."""
     base.mkdir(parents=True, exist_ok=True)
-    for name, folder in package_dirs.items():
+    for name, folder in packages.items():
         link = base / name
-        if link.is_symlink() and link.resolve() != (REPO / folder).resolve():
+        if link.is_symlink() and link.resolve() != folder.resolve():
             link.unlink()
         if not link.is_symlink():
-            link.symlink_to(REPO / folder, target_is_directory=True)
-    return {name: REPO / folder for name, folder in package_dirs.items()}
+            link.symlink_to(folder, target_is_directory=True)
 
 
-def _module_name(path: str, packages: dict[str, Path]) -> str:
-    full = (REPO / path).resolve()
+def _module_name(path: Path, packages: dict[str, Path]) -> str:
     for name, folder in packages.items():
-        if full.is_relative_to(folder.resolve()):
-            parts = [name, *full.relative_to(folder.resolve()).with_suffix("").parts]
+        if path.is_relative_to(folder):
+            parts = [name, *path.relative_to(folder).with_suffix("").parts]
             return ".".join(p for p in parts if p != "__init__")
-    raise AssertionError(f"{path} is in no package")
+    # tests/ and tests/plugins/ are on the path (pytest's rootdir and PUNKTFUNK_PLUGINS)
+    assert path.parent in (REPO / "tests", REPO / "tests" / "plugins"), f"{path} is in no package"
+    return path.stem
 
 
-def test_mypy_strict_finds_nothing_on_the_clean_paths():
+def _checked_modules(packages: dict[str, Path]) -> list[str]:
+    modules = []
+    for top in SOURCE_DIRS:
+        for path in sorted((REPO / top).rglob("*.py")):
+            rel = path.relative_to(REPO).as_posix()
+            built = any(part in ("build", "__pycache__") or part.endswith(".egg-info") for part in path.parts)
+            if not built and not _not_yet_clean(rel):
+                modules.append(_module_name(path, packages))
+    return modules
+
+
+def test_mypy_finds_nothing_in_the_tree_strict_where_listed():
+    packages = _packages()
     view = REPO / ".mypy_cache" / "view"  # kept between runs, as mypy's cache is
-    packages = _module_view(view)
-    modules = [_module_name(p, packages) for p in CLEAN_PATHS if not p.startswith("tests/")]
-    args = [arg for m in modules for arg in ("-m", m)]
-    tests = [p for p in CLEAN_PATHS if p.startswith("tests/")]
-    env = dict(os.environ, MYPYPATH=str(view))
-    r = subprocess.run([sys.executable, "-m", "mypy", *args], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
+    _module_view(view, packages)
+    modules = _checked_modules(packages)
+    assert "punktfunk_core.pipeline" in modules and "test_lint" in modules and "bench.cli" in modules
+    env = dict(os.environ, MYPYPATH=os.pathsep.join(str(p) for p in (view, REPO / "tests", REPO / "tests" / "plugins")))
+    r = subprocess.run([sys.executable, "-m", "mypy", *(arg for m in modules for arg in ("-m", m))], cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
-    # tests are type-checked too, but need not annotate every test function and fixture
-    relaxed = ["--allow-untyped-defs", "--allow-incomplete-defs", "--allow-untyped-calls"]
-    r = subprocess.run([sys.executable, "-m", "mypy", *relaxed, *tests], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
+    # a module on the strict list that is not checked (renamed, moved) is an unused override section
+    assert "unused section" not in r.stdout + r.stderr, r.stdout + r.stderr

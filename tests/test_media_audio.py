@@ -5,8 +5,8 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
-
 from audio_helpers import MultistreamDecoder, libopus, peak_hz
+
 from punktfunk_core.media.audio import CHANNEL_ORDER, OPUS_LAYOUTS, OpusEncoder, ToneSource
 from punktfunk_core.plugins import load_plugin_manager
 from punktfunk_core.stages import StreamSpec

@@ -9,13 +9,13 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+from x11_helpers import private_xvfb
 
 from punktfunk_core.media.filecap import FileCapture
 from punktfunk_core.media.stamp import read_stamp
 from punktfunk_core.media.x11 import X11Capture, available
 from punktfunk_core.plugins import load_plugin_manager
 from punktfunk_core.stages import ScreenArea, StreamSpec
-from x11_helpers import private_xvfb
 
 LEVELS = [40, 60, 80, 100, 120, 140, 160, 180, 200, 220]  # luma of each frame in the file
 
@@ -61,7 +61,7 @@ def test_file_capture_scales_converts_stamps_and_loops(clip, fmt):
         frames.append(level(f))
     # the file's pictures in order, then again from the start
     expected = [LEVELS[i % 10] for i in range(25)]
-    assert all(abs(a - b) <= 2 for a, b in zip(frames, expected)), frames
+    assert all(abs(a - b) <= 2 for a, b in zip(frames, expected, strict=True)), frames
     assert cap.loops == 2
     cap.close()
 
@@ -161,7 +161,7 @@ def test_y4m_of_the_stream_size_is_read_straight_into_the_buffers_and_matches_py
     assert cap._y4m is not None  # the fast path, no decoder
     with av.open(str(path)) as c:  # what the PyAV path would have produced
         ref = [vf.to_ndarray(format="yuv420p") for vf in c.decode(video=0)]
-    assert all(np.array_equal(r, p) for r, p in zip(ref, pics))
+    assert all(np.array_equal(r, p) for r, p in zip(ref, pics, strict=True))
     for i in range(1, 10):  # loops back to the first picture
         f = cap.grab(i)
         got = np.concatenate([f.planes[0].ravel(), f.planes[1].ravel(), f.planes[2].ravel()])
@@ -291,7 +291,7 @@ def test_libyuv_converts_bgra_like_swscale(fmt):
     ours, ref = alloc_planes(w, h, fmt)[1], alloc_planes(w, h, fmt)[1]
     conv.convert(img, fmt, ours)
     copy_av_frame(av.VideoFrame.from_numpy_buffer(img, format="bgra").reformat(format=AV_FORMAT[fmt]), ref)
-    for a, b in zip(ours, ref):
+    for a, b in zip(ours, ref, strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
     # BT.601 limited range, as swscale's default: white, black and pure red
     for bgr, yuv in (((255, 255, 255), (235, 128, 128)), ((0, 0, 0), (16, 128, 128)), ((0, 0, 255), (82, 90, 240))):
@@ -299,7 +299,8 @@ def test_libyuv_converts_bgra_like_swscale(fmt):
         px[..., :3] = bgr
         planes = alloc_planes(2, 2, "i420")[1]
         conv.convert(px, "i420", planes)
-        assert all(abs(int(p[0, 0]) - want) <= 1 for p, want in zip(planes, yuv)), (bgr, [p[0, 0] for p in planes])
+        assert all(abs(int(p[0, 0]) - want) <= 1 for p, want in zip(planes, yuv, strict=True)), \
+            (bgr, [p[0, 0] for p in planes])
     with pytest.raises(ValueError):
         conv.convert(img, fmt, alloc_planes(w + 2, h, fmt)[1])
 
@@ -345,7 +346,8 @@ def test_x11_capture_converts_with_libyuv_when_it_can(x_display):
 
 def _pointer_to(display: str, x: int, y: int) -> Any:
     """Move the pointer as a device would (XTest) and return the cursor image XFixes reports."""
-    from Xlib import X, display as xdisplay
+    from Xlib import X
+    from Xlib import display as xdisplay
     from Xlib.ext import xtest
 
     d = xdisplay.Display(display)

@@ -12,13 +12,14 @@ import time
 
 import numpy as np
 import pytest
-
 from audio_helpers import peak_hz
-from bench.soundserver import SoundServer, missing, tone
+
 from punktfunk_core.media.audio import ToneSource
 from punktfunk_core.media.desktop_audio import DesktopAudioSource, available, make_auto
 from punktfunk_core.plugins import load_plugin_manager
 from punktfunk_core.stages import StreamSpec
+
+from bench.soundserver import SoundServer, missing, tone
 
 FRAME = 240  # 5 ms
 
@@ -158,7 +159,7 @@ def test_surround_capture_keeps_every_channel_in_its_place():
     assert steady.shape[0] >= 4800 and steady.shape[1] == 6, src.stats()
     # FL FR FC LFE RL RR in, FL FR FC LFE RL RR out
     heard = [peak_hz(steady[:, c]) for c in range(6)]
-    assert all(abs(h - f) <= 5 for h, f in zip(heard, freqs)), heard
+    assert all(abs(h - f) <= 5 for h, f in zip(heard, freqs, strict=True)), heard
 
 
 def test_auto_picks_the_desktop_when_a_server_answers_else_the_tone(sound_server, monkeypatch, caplog):

@@ -7,6 +7,7 @@ import socket
 import av
 import numpy as np
 import pytest
+from av.video.codeccontext import VideoCodecContext
 
 from punktfunk_core.media.bitstream import is_keyframe
 from punktfunk_core.media.chunk import ChunkAssembler, ChunkPacketizer, NullSender, UdpSender
@@ -45,6 +46,7 @@ ENCODERS = {
 
 def decode_all(codec: str, aus: list[AccessUnit]) -> list:
     dec = av.CodecContext.create(codec, "r")
+    assert isinstance(dec, VideoCodecContext)
     frames = []
     for au in aus:
         frames.extend(dec.decode(av.Packet(au.data)))
@@ -185,8 +187,8 @@ def test_av1_default_preset_stamps_are_exact_or_rejected():
         aus.extend(enc.receive())
     read = [read_stamp_from_av_frame(fr) for fr in decode_all("libdav1d", aus)]
     assert len(read) == 60
-    assert all(r is None or r == e for r, e in zip(read, expected))
-    assert sum(r == e for r, e in zip(read, expected)) >= 48
+    assert all(r is None or r == e for r, e in zip(read, expected, strict=True))
+    assert sum(r == e for r, e in zip(read, expected, strict=True)) >= 48
     enc.close()
 
 

@@ -16,16 +16,17 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
 import zmq
-
-from punktfunk_webui.server import start_console
 from conftest import pf_env
 from webui_helpers import admin_token, console_cfg, paths_of, run_cli_to_exit
+
+from punktfunk_webui.server import start_console
 
 DEEP = 100_000  # levels of nesting in the hostile documents: far beyond any recursion limit
 
@@ -144,7 +145,7 @@ def _closed_by_server(s: socket.socket) -> bool:
         return True
     except ConnectionResetError:
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 
@@ -250,7 +251,7 @@ def test_a_deeply_nested_captures_index_is_rebuilt_on_the_first_list(stack: Any,
     host.stop()
     index = pf_dirs["config"] / "captures" / ".index.json"
     for doc in ('{"version":1,"entries":' + _nested(DEEP, '{"a":', "}") + "}",
-                '{"version":1,"entries":{"%s.json":[1,2,3,{"id":"a","gpu":%s}]}}' % (good, _nested(900))):
+                '{"version":1,"entries":{"' + good + '.json":[1,2,3,{"id":"a","gpu":' + _nested(900) + "}]}}"):
         index.write_text(doc)
         host = host_factory()
         r = _api(console.url, token, "api/v1/stats/recordings")
@@ -311,7 +312,7 @@ def test_the_captures_index_is_not_a_capture_id(stack: Any, pf_dirs: dict[str, P
 
 # -- the IPC channel -----------------------------------------------------------------------
 def _raw_ipc(pf_dirs: dict[str, Path], body: bytes, timeout_ms: int = 3000) -> dict[str, Any] | None:
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     s = ctx.socket(zmq.REQ)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.RCVTIMEO, timeout_ms)

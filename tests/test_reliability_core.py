@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from punktfunk_core import config as pfconfig
 from punktfunk_core.host import Host
@@ -29,8 +30,8 @@ keys = st.one_of(st.sampled_from(["width", "height", "fps", "codec", "enabled", 
 scalars = st.one_of(st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=True), st.booleans(), st.text(max_size=30))
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
                       max_leaves=8)
-configs = st.dictionaries(st.one_of(st.sampled_from(SECTIONS), keys), st.one_of(st.dictionaries(keys, values, max_size=6), scalars),
-                          max_size=5)
+configs = st.dictionaries(st.one_of(st.sampled_from(SECTIONS), keys),
+                          st.one_of(st.dictionaries(keys, values, max_size=6), scalars), max_size=5)
 
 
 def _toml_value(v) -> str:

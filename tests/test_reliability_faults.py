@@ -3,20 +3,17 @@ under the console. Each test states what must survive."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from test_core_host import UdpSink, plugin_env
 
-from punktfunk_core.ipc import HostUnreachable, IpcClient, IpcError
-from test_core_host import PLUGIN_DIR, UdpSink, plugin_env
+from punktfunk_core.ipc import HostUnreachable, IpcError
 
 FAST_SESSION = dict(width=320, height=180, fps=60, capture="flat", encoder="sleepy",
                     encoder_options={"encode_ms": 0.3}, seconds=0)
@@ -60,7 +57,7 @@ def test_sigkill_while_saving_never_loses_or_corrupts_a_capture(host_factory, pf
             known.update(now)
             start_recording(host, sink)
             # stop (which saves) and SIGKILL the host at a random moment around the save
-            t = threading.Thread(target=lambda: _quiet(host.call, "stats.stop"), daemon=True)
+            t = threading.Thread(target=_quiet, args=(host.call, "stats.stop"), daemon=True)
             t.start()
             time.sleep(rng.uniform(0.0, 0.02))
             host.proc.send_signal(signal.SIGKILL)
@@ -136,7 +133,7 @@ def test_disk_full_during_save_keeps_the_capture_and_retry_works(host_factory, p
 def test_console_answers_503_while_the_host_restarts_and_recovers(host_factory, pf_dirs, figures):
     """The console (real gunicorn) outlives a host restart."""
     requests = pytest.importorskip("requests")
-    from punktfunk_core.config import validate, build_schema
+    from punktfunk_core.config import build_schema, validate
     from punktfunk_core.paths import Paths
     from punktfunk_core.plugins import load_plugin_manager
 

@@ -10,9 +10,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from punktfunk_core.identity import PairedClients
+
 from punktfunk_gamestream.pairing import Identity as GsIdentity
 from punktfunk_native.identity import KnownHosts, load_or_create_identity
 from punktfunk_stats.recorder import Recorder

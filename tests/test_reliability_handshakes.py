@@ -10,20 +10,21 @@ import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import pytest
-
 from gamestream_helpers import gs_config, pair, run_client, wait_ready
-from punktfunk_native.client import ClientOptions, NativeClient
-from punktfunk_native.wire import MessageReader, encode_message
 from test_core_tls import client_ctx, client_hello, self_signed, send_and_hang_up
 from test_native_protocol import open_session
+
+from punktfunk_native.client import ClientOptions, NativeClient
+from punktfunk_native.wire import MessageReader, encode_message
 
 pytest.importorskip("moonlight_python")
 
 #: unpaired client certificates: (label, self_signed() keyword arguments)
-STRANGERS = [
+STRANGERS: list[tuple[str, dict[str, Any]]] = [
     ("same subject as Moonlight's", {}),
     ("same subject as the native client's", {"cn": socket.gethostname()}),
     ("RSA 2048", {"kind": "rsa"}),
@@ -47,7 +48,8 @@ def _native_attempt(port: int, ctx: ssl.SSLContext) -> dict:
     with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5)) as s:
         s.sendall(encode_message({"type": "hello", "versions": ["punktfunk/1"]}))
         s.sendall(encode_message({"type": "session_request", "width": 320, "height": 180}))
-        reader, got = MessageReader(), []
+        reader = MessageReader()
+        got: list[dict[str, Any]] = []
         while len(got) < 2:
             got += reader.read(s)
     return {"welcome": got[0], "answer": got[1]}

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from punktfunk_core import boundedjson
 from punktfunk_core.boundedjson import MAX_DEPTH, JsonRefused

@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-
 from test_core_host import UdpSink, plugin_env
 
 CLIENTS = 50
@@ -22,6 +21,7 @@ def start_console(pf_dirs, workers: int = 2):
     from punktfunk_core.config import build_schema, validate
     from punktfunk_core.paths import Paths
     from punktfunk_core.plugins import load_plugin_manager
+
     from punktfunk_webui.server import start_console as start
 
     paths = Paths(pf_dirs["config"], pf_dirs["runtime"])

@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-
 from test_native_e2e import client_env, summary_of
 from test_security import _run
 
@@ -49,7 +48,8 @@ def lossy_ns():
 @pytest.mark.slow
 def test_native_under_10_and_20_percent_loss(host_factory, tmp_path, lossy_ns, figures):
     bind = lossy_ns["host_ip"] if lossy_ns else "127.0.0.1"
-    h = host_factory(config=f'[native]\nbind = "{bind}"\nport = 0\nkeepalive_timeout_s = 5\n[stream]\nencoder = "x264"\n')
+    h = host_factory(config=f'[native]\nbind = "{bind}"\nport = 0\nkeepalive_timeout_s = 5\n'
+                            '[stream]\nencoder = "x264"\n')
     deadline = time.monotonic() + 15
     while "native" not in (st := h.call("host.status"))["protocols"] and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -45,6 +45,7 @@ def test_admin_lane_refuses_non_loopback_addresses_app(host_factory, pf_dirs):
     from punktfunk_core.config import build_schema, validate
     from punktfunk_core.paths import Paths
     from punktfunk_core.plugins import load_plugin_manager
+
     from punktfunk_webui.app import create_app
 
     host_factory()
@@ -55,7 +56,8 @@ def test_admin_lane_refuses_non_loopback_addresses_app(host_factory, pf_dirs):
     token = TokenStore(paths.config).ensure_admin_token()
     c = app.test_client()
     hdr = {"Authorization": f"Bearer {token}"}
-    assert c.get("/api/v1/stats/capture/status", headers=hdr, environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+    local = {"REMOTE_ADDR": "127.0.0.1"}
+    assert c.get("/api/v1/stats/capture/status", headers=hdr, environ_base=local).status_code == 200
     for addr in ("192.168.1.20", "10.0.0.7", "fe80::1", "::ffff:192.168.1.20"):
         r = c.get("/api/v1/stats/capture/status", headers=hdr, environ_base={"REMOTE_ADDR": addr})
         assert r.status_code in (401, 403), (addr, r.status_code)
@@ -117,7 +119,8 @@ def test_admin_token_refused_from_another_network_real_sockets(host_factory, pf_
 
 def test_secret_files_and_directories_are_owner_only(host_factory, pf_dirs):
     port = free_port()
-    host = host_factory(config=f"[console]\nport = {port}\n[gamestream]\nmdns = false\nport_base = {free_port() // 100 * 100 % 50000 + 10000}\n",
+    port_base = free_port() // 100 * 100 % 50000 + 10000
+    host = host_factory(config=f"[console]\nport = {port}\n[gamestream]\nmdns = false\nport_base = {port_base}\n",
                         args=["--gamestream"], console=True)
     wait_console(host)
     host.call("stats.start")
@@ -164,8 +167,8 @@ def test_ipc_socket_refuses_other_users(host_factory, pf_dirs):
 def test_no_secret_in_logs_or_urls(host_factory, pf_dirs):
     requests = pytest.importorskip("requests")
     port = free_port()
-    host = host_factory(config=f"[console]\nport = {port}\n[native]\nport = 0\n", console=True, env={"PUNKTFUNK_LOG_LEVEL": "debug"},
-                        args=["-v"])
+    host = host_factory(config=f"[console]\nport = {port}\n[native]\nport = 0\n", console=True,
+                        env={"PUNKTFUNK_LOG_LEVEL": "debug"}, args=["-v"])
     wait_console(host)
     token = (pf_dirs["config"] / "mgmt-token").read_text().strip()
     base = f"http://127.0.0.1:{port}"
@@ -180,7 +183,8 @@ def test_no_secret_in_logs_or_urls(host_factory, pf_dirs):
             time.sleep(0.2)
     hdr = {"Authorization": f"Bearer {token}"}
     assert requests.get(base + "/api/v1/stats/capture/status", headers=hdr, timeout=5).status_code == 200
-    assert requests.get(base + "/api/v1/stats/capture/status", headers={"Authorization": "Bearer nope"}, timeout=5).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert requests.get(base + "/api/v1/stats/capture/status", headers=wrong, timeout=5).status_code == 401
     host.call("pairing.pin", protocol="native", pin="830592", seconds=5)
     page = requests.get(base + "/", timeout=5).text
     assert token not in page
@@ -209,7 +213,8 @@ def test_bad_network_input_is_counted_in_metrics(host_factory, pf_dirs):
     token = (pf_dirs["config"] / "mgmt-token").read_text().strip()
     deadline = time.monotonic() + 10
     while True:
-        text = requests.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=5).text
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"},
+                            timeout=5).text
         m = re.search(r'punktfunk_host_events_total\{counter="native\.tls_failed"\} (\d+)', text)
         if (m and int(m.group(1)) >= 3) or time.monotonic() > deadline:
             break

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import stat
@@ -11,10 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from stats_helpers import STAGES_A, STAGES_B, plugin_env, wait_for
 
 from punktfunk_core.ipc import HostUnreachable, IpcClient, IpcError
+
 from punktfunk_stats.store import CaptureStore
-from stats_helpers import STAGES_A, STAGES_B, plugin_env, wait_for
 
 TRAVERSAL = ["..", ".", "a/b", "a\\b", "", "/etc/passwd", "../mgmt-token", "..%2Fmgmt-token", "%2e%2e", "x" * 300]
 
@@ -206,6 +206,14 @@ def test_failed_save_over_ipc_is_kept_and_retried(host_factory, pf_dirs) -> None
     assert host.call("stats.load", id=meta["id"])["samples"] == expected
 
 
+def _stop_into(client: IpcClient, result: list) -> None:
+    """stats.stop from a thread: its answer, or the HostUnreachable of a host killed meanwhile."""
+    try:
+        result.append(client.call("stats.stop"))
+    except HostUnreachable as exc:
+        result.append(exc)
+
+
 def test_sigkill_while_saving_never_leaves_a_partial_file(host_factory, pf_dirs) -> None:
     env = plugin_env()
     capdir = captures_dir(pf_dirs)
@@ -228,14 +236,7 @@ def test_sigkill_while_saving_never_leaves_a_partial_file(host_factory, pf_dirs)
         assert host.call("stats.status")["sample_count"] == 5400
         client = IpcClient(host.ipc.endpoint, timeout=5.0)
         result: list = []
-
-        def stop() -> None:
-            try:
-                result.append(client.call("stats.stop"))
-            except HostUnreachable as exc:
-                result.append(exc)
-
-        t = threading.Thread(target=stop)
+        t = threading.Thread(target=_stop_into, args=(client, result))
         t.start()
         time.sleep(rng.uniform(0.0, 0.12))
         host.kill()

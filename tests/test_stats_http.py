@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from stats_helpers import DETAIL_B, STAGES_B, plugin_env, wait_for
 
-import punktfunk_stats.plugin as stats_plugin
 from punktfunk_core.paths import Paths
 from punktfunk_core.plugins import PluginManager
+
+import punktfunk_stats.plugin as stats_plugin
 from punktfunk_stats.routes import register_routes
-from stats_helpers import DETAIL_B, STAGES_B, plugin_env, wait_for
 
 SPEC_ROUTES = {
     ("/api/v1/stats/capture/start", "POST"),

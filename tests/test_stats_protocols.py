@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -52,8 +53,8 @@ def test_capture_over_native_and_gamestream_sessions(host_factory, pf_dirs, tmp_
         time.sleep(1.0)
         res = run_client("stream", host, gs_client, "--frames", "180", "--cancel")
         assert res.get("ok", True) is not False, res
-        out, err = native.communicate(timeout=60)
-        assert native.returncode == 0, err[-3000:]
+        out, stderr = native.communicate(timeout=60)
+        assert native.returncode == 0, stderr[-3000:]
     finally:
         if native.poll() is None:
             native.kill()
@@ -77,8 +78,8 @@ def test_capture_over_native_and_gamestream_sessions(host_factory, pf_dirs, tmp_
         assert all([st["name"] for st in s["stages"]] == names for s in samples[:-1])
         assert [st["name"] for st in samples[-1]["stages"]] in (names, [])
     # window lengths: ≈ 2 s native, ≈ 1 s GameStream (each session's last window is shorter)
-    dn = [b["t_ms"] - a["t_ms"] for a, b in zip(nat, nat[1:-1])]
-    dg = [b["t_ms"] - a["t_ms"] for a, b in zip(gs, gs[1:-1])]
+    dn = [b["t_ms"] - a["t_ms"] for a, b in pairwise(nat[:-1])]
+    dg = [b["t_ms"] - a["t_ms"] for a, b in pairwise(gs[:-1])]
     assert dn and all(1500 <= d <= 2600 for d in dn), dn
     assert dg and all(700 <= d <= 1600 for d in dg), dg
     assert all("rtt_us" in s or "packets_dropped" in s for s in nat[1:])  # client feedback on punktfunk/1

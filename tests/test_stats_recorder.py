@@ -12,10 +12,12 @@ import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from punktfunk_core.stats import StageTiming, StatsSample
+
 from punktfunk_stats.recorder import MAX_SAMPLES, NotRecording, Recorder, SaveFailed
 from punktfunk_stats.store import META_DEFAULTS, CaptureStore, NotFound, valid_id
 from punktfunk_stats.summary import summarize, to_csv
@@ -28,8 +30,8 @@ NATIVE_INFO = {"kind": "native", "client": "ab12cd34", "width": 1920, "height": 
                "codec": "hevc", "encoder_backend": "nvenc", "gpu": "NVIDIA H100"}
 GS_INFO = {"kind": "gamestream", "client": "192.0.2.7:47998", "width": 1280, "height": 720, "fps": 120,
            "codec": "h264", "encoder_backend": "x264", "gpu": ""}
-TRAVERSAL_IDS = ["..", ".", ".index", "..a", "a/b", "a\\b", "", "/etc/passwd", "../x", "..%2F..%2Fetc%2Fpasswd", "%2e%2e",
-                 "x" * 300, "a:b", "a b", "\x00", None, 12]
+TRAVERSAL_IDS = ["..", ".", ".index", "..a", "a/b", "a\\b", "", "/etc/passwd", "../x", "..%2F..%2Fetc%2Fpasswd",
+                 "%2e%2e", "x" * 300, "a:b", "a b", "\x00", None, 12]
 
 
 class Clock:
@@ -52,6 +54,13 @@ def sample(capture_us: float = 100.0, encode_us: float = 2000.0, fps: float = 60
     )
 
 
+def saved(rec: Recorder) -> dict[str, Any]:
+    """``rec.stop()`` where it must have saved a capture: that capture's meta."""
+    meta = rec.stop()
+    assert meta is not None, "stop() saved nothing"
+    return meta
+
+
 @pytest.fixture
 def capdir(tmp_path: Path) -> Path:
     return tmp_path / "cfg" / "captures"
@@ -62,7 +71,8 @@ def test_spec_field_names_and_absent_optionals(capdir: Path) -> None:
     rec = Recorder(CaptureStore(capdir), clock_ns=clock)
     idle = rec.status()
     assert SPEC_STATUS <= set(idle)
-    assert (idle["armed"], idle["sample_count"], idle["started_unix_ms"], idle["elapsed_ms"], idle["kind"]) == (False, 0, 0, 0, "")
+    assert (idle["armed"], idle["sample_count"], idle["started_unix_ms"], idle["elapsed_ms"], idle["kind"]) \
+        == (False, 0, 0, 0, "")
     st = rec.start()
     assert st["armed"] is True and st["started_unix_ms"] > 1_600_000_000_000
     rec.register_session(1, NATIVE_INFO)
@@ -71,7 +81,7 @@ def test_spec_field_names_and_absent_optionals(capdir: Path) -> None:
     rec.push_sample(sample(packets_dropped=0, rtt_us=850.0), 1)
     st = rec.status()
     assert st["sample_count"] == 2 and st["kind"] == "native" and st["elapsed_ms"] == 2000
-    meta = rec.stop()
+    meta = saved(rec)
     assert list(meta) == SPEC_META
     doc = json.loads((capdir / f"{meta['id']}.json").read_text())
     assert list(doc) == ["meta", "samples"]
@@ -127,16 +137,17 @@ def test_first_session_fills_meta_second_capture_gets_its_own(capdir: Path) -> N
     assert rec.register_session(11, GS_INFO) == 11
     assert rec.register_session(10, GS_INFO) == 10
     rec.push_sample(sample(), 11, GS_INFO)
-    m1 = rec.stop()
+    m1 = saved(rec)
     assert (m1["kind"], m1["width"], m1["codec"], m1["client"]) == ("native", 1920, "hevc", "ab12cd34")
     assert rec.store.load(m1["id"])["samples"][0]["session_id"] == 11
     rec.start()
     # before any session the session fields are absent, not placeholders ("" / 0)
     assert not {"kind", "width", "height", "fps", "codec", "client", "encoder_backend", "gpu"} & set(rec.live()["meta"])
     rec.push_sample(sample(), 11, GS_INFO)  # seen first in this capture: fills its meta
-    m2 = rec.stop()
+    m2 = saved(rec)
     assert m2["id"] != m1["id"]
-    assert (m2["kind"], m2["width"], m2["fps"], m2["codec"], m2["client"]) == ("gamestream", 1280, 120, "h264", "192.0.2.7:47998")
+    assert (m2["kind"], m2["width"], m2["fps"], m2["codec"], m2["client"]) \
+        == ("gamestream", 1280, 120, "h264", "192.0.2.7:47998")
     assert rec.store.load(m2["id"])["samples"][0]["session_id"] == 11
     assert rec.register_session(12, NATIVE_INFO) == 0  # idle
 
@@ -144,7 +155,7 @@ def test_first_session_fills_meta_second_capture_gets_its_own(capdir: Path) -> N
 def test_a_capture_without_a_session_saves_no_placeholders(capdir: Path) -> None:
     rec = Recorder(CaptureStore(capdir))
     rec.start()
-    meta = rec.stop()
+    meta = saved(rec)
     assert list(meta) == ["id", "started_unix_ms", "duration_ms", "sample_count", "truncated"]
     raw = json.loads((capdir / f"{meta['id']}.json").read_text())
     assert raw["meta"] == meta and raw["samples"] == []
@@ -162,7 +173,7 @@ def test_cap_keeps_oldest_sets_truncated_and_warns_once(capdir: Path, caplog: py
     assert rec.status()["sample_count"] == MAX_SAMPLES == 5400
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "full" in r.getMessage()]
     assert len(warnings) == 1
-    meta = rec.stop()
+    meta = saved(rec)
     assert meta["truncated"] is True and meta["sample_count"] == 5400
     cap = rec.store.load(meta["id"])
     assert len(cap["samples"]) == 5400
@@ -175,7 +186,7 @@ def test_save_is_owner_only_and_loads_lists_deletes(capdir: Path) -> None:
     assert stat.S_IMODE(capdir.stat().st_mode) == 0o700
     rec.start()
     rec.push_sample(sample(), 1, NATIVE_INFO)
-    meta = rec.stop()
+    meta = saved(rec)
     path = capdir / f"{meta['id']}.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(capdir.stat().st_mode) == 0o700
@@ -223,7 +234,7 @@ def test_stale_temp_files_are_removed_and_never_listed(capdir: Path) -> None:
     rec = Recorder(CaptureStore(capdir))
     rec.start()
     rec.push_sample(sample(), 1)
-    meta = rec.stop()
+    meta = saved(rec)
     (capdir / f".{meta['id']}.abc123.tmp").write_text('{"meta": {"id": "x", "started')
     assert [m["id"] for m in rec.store.list()] == [meta["id"]]
     CaptureStore(capdir)  # a restarted host cleans up after an interrupted save
@@ -255,7 +266,7 @@ def test_failed_save_keeps_capture_and_retry_saves_it_intact(capdir: Path) -> No
     rec = Recorder(CaptureStore(capdir), clock_ns=clock)
     rec.start()
     rec.push_sample(sample(), 1)
-    older = rec.stop()
+    older = saved(rec)
     rec.start()
     for i in range(100):
         clock.advance_ms(1000)
@@ -272,7 +283,7 @@ def test_failed_save_keeps_capture_and_retry_saves_it_intact(capdir: Path) -> No
         assert rec.status()["unsaved"] == 1
     finally:
         _repair_dir(capdir, aside)
-    meta = rec.stop()  # the retry
+    meta = saved(rec)  # the retry
     assert meta is not None and meta["sample_count"] == 100 and meta["kind"] == "gamestream"
     assert rec.status()["unsaved"] == 0
     assert rec.store.load(meta["id"])["samples"] == expected
@@ -293,7 +304,7 @@ def test_failed_save_is_retried_by_the_next_capture_stop(capdir: Path) -> None:
     rec.start()  # a new capture while the old one is unsaved
     assert rec.status()["unsaved"] == 1
     rec.push_sample(sample(), 1)
-    newest = rec.stop()
+    newest = saved(rec)
     assert rec.status()["unsaved"] == 0
     assert len(rec.store.list()) == 2 and rec.store.list()[0]["id"] == newest["id"]
 
@@ -305,7 +316,7 @@ def test_ids_never_collide_or_overwrite(capdir: Path) -> None:
     for n in range(3):
         rec.start()
         rec.push_sample(sample(fps=float(n)), 1)
-        metas.append(rec.stop())
+        metas.append(saved(rec))
     ids = [m["id"] for m in metas]
     assert len(set(ids)) == 3
     assert [rec.store.load(i)["samples"][0]["fps"] for i in ids] == [0.0, 1.0, 2.0]
@@ -314,7 +325,7 @@ def test_ids_never_collide_or_overwrite(capdir: Path) -> None:
     squatter = capdir / f"{st['id']}.json"
     squatter.write_text('{"meta":{"id":"squatter","started_unix_ms":1},"samples":[]}')
     rec.push_sample(sample(fps=9.0), 1)
-    meta = rec.stop()
+    meta = saved(rec)
     assert meta["id"] != st["id"]
     assert json.loads(squatter.read_text())["meta"]["id"] == "squatter"
     assert rec.store.load(meta["id"])["meta"]["id"] == meta["id"]
@@ -329,7 +340,7 @@ def test_two_recorders_same_second_both_survive(capdir: Path) -> None:
     b.start()  # same id chosen: nothing on disk yet
     a.push_sample(sample(fps=1.0), 1)
     b.push_sample(sample(fps=2.0), 1)
-    ma, mb = a.stop(), b.stop()
+    ma, mb = saved(a), saved(b)
     assert ma["id"] != mb["id"]
     assert sorted(s["samples"][0]["fps"] for s in (a.store.load(ma["id"]), a.store.load(mb["id"]))) == [1.0, 2.0]
 
@@ -360,7 +371,7 @@ def test_corrupt_and_odd_files_are_skipped(capdir: Path) -> None:
     rec = Recorder(CaptureStore(capdir))
     rec.start()
     rec.push_sample(sample(), 1)
-    good = rec.stop()
+    good = saved(rec)
     whole = (capdir / f"{good['id']}.json").read_bytes()
     (capdir / "cut.json").write_bytes(whole[: len(whole) // 2])
     (capdir / "headonly.json").write_bytes(whole[:40])
@@ -407,7 +418,7 @@ def test_list_newest_first_and_fast_with_2000_files(capdir: Path) -> None:
     list must not parse the samples."""
     clock = Clock()
     rec = Recorder(CaptureStore(capdir), clock_ns=clock)
-    for n in range(20):
+    for _ in range(20):
         rec.start()
         for i in range(5400):
             rec.push_sample(sample(fps=float(i)), 1, NATIVE_INFO)
@@ -415,7 +426,7 @@ def test_list_newest_first_and_fast_with_2000_files(capdir: Path) -> None:
     originals = sorted(capdir.iterdir())
     size = originals[0].stat().st_size
     assert size > 500_000
-    for n, src in enumerate(originals):
+    for src in originals:
         for k in range(99):
             os.link(src, capdir / f"{src.stem}-link{k:02d}.json")
     fresh = CaptureStore(capdir)  # cold: nothing cached
@@ -439,7 +450,7 @@ def test_list_index_is_persisted_owner_only_and_rebuilt_when_corrupt(capdir: Pat
     rec = Recorder(CaptureStore(capdir))
     rec.start()
     rec.push_sample(sample(), 1, NATIVE_INFO)
-    meta = rec.stop()
+    meta = saved(rec)
     assert rec.store.list()[0]["kind"] == "native"
     index = capdir / ".index.json"
     assert stat.S_IMODE(index.stat().st_mode) == 0o600
@@ -462,7 +473,7 @@ def test_list_index_is_persisted_owner_only_and_rebuilt_when_corrupt(capdir: Pat
 def test_list_sees_files_changed_behind_its_back(capdir: Path) -> None:
     rec = Recorder(CaptureStore(capdir))
     rec.start()
-    m = rec.stop()
+    m = saved(rec)
     assert len(rec.store.list()) == 1
     (capdir / f"{m['id']}.json").write_text("{broken")
     assert rec.store.list() == []
@@ -495,7 +506,7 @@ def test_threads_pushing_while_captures_start_and_stop(capdir: Path) -> None:
             time.sleep(0.01)
             rec.live(since=0)
             rec.status()
-            metas.append(rec.stop())
+            metas.append(saved(rec))
     finally:
         stop.set()
         for t in threads:
@@ -506,8 +517,8 @@ def test_threads_pushing_while_captures_start_and_stop(capdir: Path) -> None:
     for m in metas:
         cap = rec.store.load(m["id"])
         assert len(cap["samples"]) == m["sample_count"]
-        t = [s["t_ms"] for s in cap["samples"]]
-        assert t == sorted(t)
+        times = [s["t_ms"] for s in cap["samples"]]
+        assert times == sorted(times)
         assert {s["session_id"] for s in cap["samples"]} <= set(range(1, 7))
         total += m["sample_count"]
     assert total == sum(pushed) and total > 0
@@ -518,7 +529,8 @@ def _capture(samples: list[dict]) -> dict:
 
 
 def _s(t: int, sid: int, stages: dict[str, tuple[float, float]], fps: float, **kw) -> dict:
-    d = {"t_ms": t, "session_id": sid, "stages": [{"name": n, "p50_us": a, "p99_us": b} for n, (a, b) in stages.items()],
+    d = {"t_ms": t, "session_id": sid,
+         "stages": [{"name": n, "p50_us": a, "p99_us": b} for n, (a, b) in stages.items()],
          "fps": fps, "repeat_fps": 0.0, "mbps": 10.0, "bitrate_kbps": 8000}
     d.update(kw)
     return d
@@ -590,7 +602,7 @@ def test_non_finite_and_odd_values_are_made_json_safe(capdir: Path) -> None:
                      "repeat_fps": None, "mbps": 1.5, "bitrate_kbps": 100, "seal_us": nan}, 2)
     rec.push_sample(sample(), 1)
     json.dumps(rec.live(), allow_nan=False)
-    meta = rec.stop()
+    meta = saved(rec)
     a, b, c = rec.store.load(meta["id"])["samples"]
     assert a["fps"] == 0.0 and "rtt_us" not in a and a["packets_dropped"] == 3
     assert b["stages"] == [{"name": "x", "p50_us": 0.0, "p99_us": 0.0}] and b["fps"] == 60.0 and "seal_us" not in b

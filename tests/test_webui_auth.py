@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 from flask import Blueprint, jsonify, render_template
+from webui_helpers import admin_token, console_cfg, iter_rules, paths_of, sample_url
 
 from punktfunk_core import hookimpl
 from punktfunk_core.plugins import load_plugin_manager
+
 from punktfunk_webui import auth
 from punktfunk_webui.app import create_app
-from webui_helpers import admin_token, console_cfg, iter_rules, paths_of, sample_url
 
 
 class RoutesPlugin:
@@ -333,7 +334,8 @@ def test_a_blueprint_with_one_bad_route_adds_none_of_its_routes(env: dict[str, A
     assert app.test_client().get("/widget").status_code == 404
 
 
-def test_each_protocol_plugin_brings_its_pairing_card_and_stats_brings_the_performance_page(env: dict[str, Any]) -> None:
+def test_each_protocol_plugin_brings_its_pairing_card_and_stats_brings_the_performance_page(
+        env: dict[str, Any]) -> None:
     client = env["client"]
     pairing = client.get("/pairing").get_data(as_text=True)
     cards = ['<script src="/plugins/gamestream/static/pairing-card.js"></script>',

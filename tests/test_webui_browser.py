@@ -7,21 +7,23 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
+from webui_helpers import UdpSink, admin_token, console_cfg, paths_of, wait_for
 
 from punktfunk_webui import units
 from punktfunk_webui.server import start_console
-from webui_helpers import UdpSink, admin_token, console_cfg, paths_of, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"Debian chromium not installed at {CHROMIUM} (apt-get install chromium)"),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason=f"Debian chromium not installed at {CHROMIUM} (apt-get install chromium)"),
 ]
 
 
@@ -116,7 +118,8 @@ def record(page: Any, stack: dict[str, Any], seconds: float, shots: Any = None, 
     # the detail card switches to the capture just saved (until then it may still show the last one)
     page.wait_for_function(
         """prev => { const c = document.getElementById('detail-card');
-                     return !c.hidden && c.dataset.id && c.dataset.id !== prev && c.querySelector('#summary-table'); }""",
+                     return !c.hidden && c.dataset.id && c.dataset.id !== prev
+                            && c.querySelector('#summary-table'); }""",
         arg=shown)
     return page.get_attribute("#detail-card", "data-id")
 
@@ -171,17 +174,20 @@ def test_performance_page_end_to_end(browser: Any, stack: dict[str, Any], shots:
     assert f"over {windows} windows" in caption and "p50 and p99 of its frames" in caption, caption
     heads = page.text_content("#summary-table thead")
     assert "p50 of the frames, over windows" in heads and "p99 of the frames, over windows" in heads, heads
-    assert page.text_content("#sum-fps") == f"{units.format_fps(summary['fps']['min'])} / {units.format_fps(summary['fps']['mean'])}"
+    fps = summary["fps"]
+    assert page.text_content("#sum-fps") == f"{units.format_fps(fps['min'])} / {units.format_fps(fps['mean'])}"
     # durations keep their tenths (a 7 s capture is not cut to "7 s" when it ran 7.4 s)
     meta = api(stack, "/api/v1/stats/recordings")[0]
-    assert page.text_content(f'#recordings-table tr[data-id="{first}"] td:nth-child(7)') == units.format_duration_ms(meta["duration_ms"])
+    assert page.text_content(f'#recordings-table tr[data-id="{first}"] td:nth-child(7)') \
+        == units.format_duration_ms(meta["duration_ms"])
     assert re.fullmatch(r"\d+\.\d s", units.format_duration_ms(meta["duration_ms"]))
     # the latency axis reaches at least 1.2 × the 30 fps budget
     y_max = page.evaluate("document.querySelector('#detail-latency').pfChart.scales.y.max")
     assert y_max >= 1.2 * 1_000_000 / 30 - 1
     assert page.get_attribute("#detail-latency", "data-mode") == "stacked"
     # an idle legend names the lines, with no time and no dashes in it
-    idle_time = page.eval_on_selector("#detail-latency .u-legend .u-series:first-child", "e => getComputedStyle(e).display")
+    idle_time = page.eval_on_selector("#detail-latency .u-legend .u-series:first-child",
+                                      "e => getComputedStyle(e).display")
     assert idle_time == "none"
     assert "\u2013" not in page.inner_text("#detail-latency .u-legend"), page.inner_text("#detail-latency .u-legend")
     # throughput: the encoder target is its own colour and dash, and never sits on the fps line
@@ -191,7 +197,8 @@ def test_performance_page_end_to_end(browser: Any, stack: dict[str, Any], shots:
         return {fpsStroke: c.series[f]._stroke, targetStroke: c.series[t]._stroke, dash: c.series[t].dash,
                 fps: c.data[f], target: c.data[t], fpsMax: c.scales.fps.max, mbpsMax: c.scales.mbps.max}; })()""")
     assert thr["fpsStroke"] != thr["targetStroke"] and thr["dash"], thr
-    heights = [(a / thr["fpsMax"], b / thr["mbpsMax"]) for a, b in zip(thr["fps"], thr["target"]) if a and b]
+    heights = [(a / thr["fpsMax"], b / thr["mbpsMax"])
+               for a, b in zip(thr["fps"], thr["target"], strict=True) if a and b]
     assert heights and all(abs(a - b) > 0.05 for a, b in heights), heights
     shots(page, "3-detail-p50")
     page.click('#detail-card .segmented button[data-q="p99"]')
@@ -381,7 +388,8 @@ def _native_like_capture(cid: str, started: int, counters: bool, unrecoverable: 
         }
         if counters:  # FEC repairs every lost packet, except where frames are lost for good
             s.update(frames_dropped=0, packets_dropped=230 * (i % 3), send_dropped=0, fec_recovered=230 * (i % 3),
-                     frames_unrecoverable=unrecoverable if i == 5 else 0, delivered_fps=59.9 - (10 if i == 5 and unrecoverable else 0))
+                     frames_unrecoverable=unrecoverable if i == 5 else 0,
+                     delivered_fps=59.9 - (10 if i == 5 and unrecoverable else 0))
             if 2 <= i <= 8:  # the client's input in some windows (the others have none: no input fields)
                 s.update(input_events=500, input_dropped=0, input_p50_us=180.0 + i, input_p99_us=400.0 + 10 * i)
         samples.append(s)
@@ -412,7 +420,8 @@ def test_detail_of_a_native_capture_shows_every_chart(browser: Any, host_factory
         page.on("pageerror", lambda e: errors.append(str(e)))
         sign_in(page, stack)
         page.wait_for_selector('#recordings-table tr[data-id="native-a"]')
-        assert page.get_attribute('#recordings-table tr[data-id="native-a"] td.encoder', "title") == "GPU: NVIDIA RTX 4070"
+        row = '#recordings-table tr[data-id="native-a"]'
+        assert page.get_attribute(f"{row} td.encoder", "title") == "GPU: NVIDIA RTX 4070"
         assert "1920\u00d71080@60" in page.inner_text('#recordings-table tr[data-id="native-a"]')
         page.click('#recordings-table tr[data-id="native-a"] button.view')
         page.wait_for_selector("#detail-card:not([hidden]) #summary-table")

@@ -8,14 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
+from webui_helpers import UdpSink, admin_token, console_cfg, paths_of, wait_for
 
 from punktfunk_webui.server import ConsoleError, start_console
-from webui_helpers import UdpSink, admin_token, console_cfg, paths_of, wait_for
 
 
 @pytest.fixture
@@ -75,7 +76,8 @@ def test_three_workers_share_one_recorder(host_factory: Any, pf_dirs: dict[str, 
 
 def test_serve_starts_the_console_and_prints_its_url(host_factory: Any, pf_dirs: dict[str, Path]) -> None:
     host = host_factory(args=["--console-port", "0", "--console-workers", "2"], console=True)
-    m = wait_for(lambda: re.search(r"punktfunk console: (http://127\.0\.0\.1:\d+/)", host.log()), 20, what="console URL")
+    m = wait_for(lambda: re.search(r"punktfunk console: (http://127\.0\.0\.1:\d+/)", host.log()), 20,
+                 what="console URL")
     url = m.group(1)
     assert "mgmt-token" in host.log()
     token = (pf_dirs["config"] / "mgmt-token").read_text().strip()
@@ -174,6 +176,7 @@ def test_punktfunk_console_runs_alone_against_a_running_host(host_factory: Any, 
                             env=host.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             # a suite started in the background inherits SIGINT ignored; Ctrl-C is the point here
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stdout is not None
     try:
         line = proc.stdout.readline()
         m = re.search(r"punktfunk console: (http://127\.0\.0\.1:\d+/)", line)
@@ -205,7 +208,8 @@ def _try_get(url: str, token: str) -> requests.Response | None:
 
 def test_console_exits_when_its_host_is_killed(host_factory: Any, pf_dirs: dict[str, Path]) -> None:
     host = host_factory(args=["--console-port", "0"], console=True)
-    m = wait_for(lambda: re.search(r"punktfunk console: (http://127\.0\.0\.1:\d+/)", host.log()), 20, what="console URL")
+    m = wait_for(lambda: re.search(r"punktfunk console: (http://127\.0\.0\.1:\d+/)", host.log()), 20,
+                 what="console URL")
     url = m.group(1)
     assert requests.get(url + "healthz", timeout=5).status_code == 200
     host.kill()  # SIGKILL: the host cannot stop its console
@@ -231,7 +235,8 @@ def test_pairing_bridge_serves_every_protocol_through_the_core_pairing_ipc(host_
     assert protocols["gamestream"]["running"] is False and protocols["gamestream"]["pin_from"] == "client"
     if "native" in host.call("host.status")["protocols"]:
         assert protocols["native"]["running"] is True and protocols["native"]["pin_from"] == "host"
-        assert protocols["native"]["pairing"] == {"open": False, "expires_in_s": 0.0} and protocols["native"]["paired"] == 0
+        assert protocols["native"]["pairing"] == {"open": False, "expires_in_s": 0.0}
+        assert protocols["native"]["paired"] == 0
         r = get(c.url + "api/v1/pairing/native/clients", token)
         assert r.status_code == 200 and r.json() == {"protocol": "native", "clients": []}
         r = requests.patch(c.url + "api/v1/pairing/native/clients/0123456789abcdef", json={"view_only": True},

@@ -48,6 +48,7 @@ def test_no_budget_without_a_rate(fps: float | None) -> None:
 
 def test_latency_axis_reaches_at_least_1_2_budgets() -> None:
     budget = units.frame_budget_us(60)
+    assert budget is not None
     assert units.latency_axis_max_us(budget, 500) == pytest.approx(1.2 * budget)
     # data above the budget lifts the axis above the data
     assert units.latency_axis_max_us(budget, 30_000) > 30_000

@@ -8,10 +8,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from punktfunk_core.paths import Paths
+
 from punktfunk_webui.auth import TokenStore
 
 

@@ -30,17 +30,20 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, render_template, request, url_for
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from punktfunk_core import __version__, boundedjson
 from punktfunk_core.ipc import DEFAULT_TIMEOUT_S, HostUnreachable, IpcClient, IpcError, host_endpoint
 from punktfunk_core.paths import Paths
+
 from punktfunk_webui import auth, metrics
 
 log = logging.getLogger("punktfunk.console")
@@ -166,9 +169,9 @@ class RouteTable:
             raise ValueError(f"{plugin}: device-lane route {rule} must be read-only (GET), not {', '.join(wanted)}")
         for other in self.app.url_map.iter_rules():
             if other.rule == rule and set(wanted) & (other.methods or set()) - {"HEAD", "OPTIONS"}:
-                owner = self.by_endpoint.get(other.endpoint)
+                taken = self.by_endpoint.get(other.endpoint)
                 raise ValueError(f"route {' '.join(wanted)} {rule} is registered by both plugin "
-                                 f"{owner.plugin if owner else '?'!r} and plugin {plugin!r}")
+                                 f"{taken.plugin if taken else '?'!r} and plugin {plugin!r}")
 
     def add(self, plugin: str, rule: str, view: Callable[..., Any], methods: list[str] | None,
             lane: str) -> None:
@@ -264,6 +267,7 @@ def create_app(config: dict[str, Any], paths: Paths, pm: Any = None) -> Flask:
     table.plugins = set(pm.infos)
     app.extensions["punktfunk"] = {"ipc": ipc, "tokens": tokens, "routes": table, "paths": paths}
     # Flask's own static route: public, carries only the shipped files
+    assert app.static_url_path is not None  # Flask sets it with the static folder the console ships
     table.by_endpoint["static"] = RouteInfo(app.static_url_path + "/<path:filename>", "static",
                                             ("GET", "HEAD", "OPTIONS"), "public", CORE_PLUGIN)
 
@@ -351,16 +355,16 @@ def _install_error_handlers(app: Flask) -> None:
         return _refuse_body()
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
+    def http_error(exc: HTTPException) -> WerkzeugResponse:
         if request.path.startswith("/api/") or request.path == "/metrics":
             resp = json_error(exc.code or 500, exc.description or exc.name)
-            if exc.code == 405 and exc.valid_methods:
+            if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
                 resp.headers["Allow"] = ", ".join(exc.valid_methods)
             return resp
         return exc.get_response()
 
     @app.errorhandler(Exception)
-    def unexpected(exc: Exception) -> Response:
+    def unexpected(exc: Exception) -> WerkzeugResponse:
         if isinstance(exc, HTTPException):
             return http_error(exc)
         log.exception("console view failed")

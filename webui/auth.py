@@ -37,7 +37,13 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from punktfunk_core.paths import MAX_SECRET_BYTES, atomic_write, ensure_private_dir, read_or_create_secret, read_regular_file
+from punktfunk_core.paths import (
+    MAX_SECRET_BYTES,
+    atomic_write,
+    ensure_private_dir,
+    read_or_create_secret,
+    read_regular_file,
+)
 
 LANES = ("public", "admin", "device")
 ADMIN_TOKEN_FILE = "mgmt-token"

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -85,17 +86,22 @@ class HostCollector:
             v = _num(st.get(key)) if key != "measuring" else float(bool(st.get(key)))
             if v is not None:
                 yield GaugeMetricFamily(name, doc, value=v * scale)
-        protos = GaugeMetricFamily("punktfunk_protocol_enabled", "protocol planes running in the host", labels=["protocol"])
+        protos = GaugeMetricFamily("punktfunk_protocol_enabled", "protocol planes running in the host",
+                                   labels=["protocol"])
         for name in sorted(st.get("protocols", {}) or {}):
             protos.add_metric([str(name)], 1)
         yield protos
 
     def _sessions(self, sessions: list[dict[str, Any]]) -> Iterable[Metric]:
         # two gauges, not a "quantile" label: that label belongs to summaries (promtool check metrics)
-        stage = {key: GaugeMetricFamily(f"punktfunk_stage_latency_{q}_seconds", f"per-stage latency of the last window, {q}",
-                                        labels=[*SESSION_LABELS, "stage"]) for q, key in (("p50", "p50_us"), ("p99", "p99_us"))}
-        fps = GaugeMetricFamily("punktfunk_session_fps", "new source frames per second (last window)", labels=SESSION_LABELS)
-        repeat = GaugeMetricFamily("punktfunk_session_repeat_fps", "re-sent frames per second (last window)", labels=SESSION_LABELS)
+        stage = {key: GaugeMetricFamily(f"punktfunk_stage_latency_{q}_seconds",
+                                        f"per-stage latency of the last window, {q}",
+                                        labels=[*SESSION_LABELS, "stage"])
+                 for q, key in (("p50", "p50_us"), ("p99", "p99_us"))}
+        fps = GaugeMetricFamily("punktfunk_session_fps", "new source frames per second (last window)",
+                                labels=SESSION_LABELS)
+        repeat = GaugeMetricFamily("punktfunk_session_repeat_fps", "re-sent frames per second (last window)",
+                                   labels=SESSION_LABELS)
         # bytes, Prometheus' base unit (promtool refuses "bits"); Grafana shows them ×8 as bit/s
         wire = GaugeMetricFamily("punktfunk_session_wire_bytes_per_second",
                                  "attempted wire rate incl. framing and FEC (last window)", labels=SESSION_LABELS)

@@ -62,7 +62,8 @@ class ConsoleCompanion(Companion):
     name = SECTION
 
     def add_serve_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--console-workers", type=int, metavar="N", help="gunicorn workers for the console (default 2)")
+        parser.add_argument("--console-workers", type=int, metavar="N",
+                            help="gunicorn workers for the console (default 2)")
         parser.add_argument("--console-port", type=int, metavar="PORT", help="console port (default 47990)")
         parser.add_argument("--no-console", action="store_true", help="do not start the web console")
 

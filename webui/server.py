@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from punktfunk_core.paths import Paths
+
 from punktfunk_webui.auth import TokenStore
 from punktfunk_webui.gunicorn_conf import PARENT_ENV
 

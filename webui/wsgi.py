@@ -15,6 +15,7 @@ from typing import Any
 
 from punktfunk_core.paths import Paths
 from punktfunk_core.plugins import load_plugin_manager
+
 from punktfunk_webui.app import create_app
 from punktfunk_webui.server import CONFIG_ENV
 

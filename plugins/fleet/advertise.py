@@ -44,7 +44,7 @@ def advertised_addresses(bind: str) -> list[str]:
         addr = ipaddress.ip_address(bind)
     except ValueError:  # a name: whatever it resolves to
         try:
-            return sorted({info[4][0] for info in socket.getaddrinfo(bind, None, socket.AF_INET)})
+            return sorted({str(info[4][0]) for info in socket.getaddrinfo(bind, None, socket.AF_INET)})
         except OSError:
             return []
     if addr.is_unspecified:

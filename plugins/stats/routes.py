@@ -8,7 +8,8 @@ code the host gave (503 when the host is unreachable).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Response, jsonify, request
 

@@ -17,7 +17,7 @@ import struct
 from typing import Any
 
 from punktfunk_core.media.options import ChunkOptions, NoOptions, UdpOptions
-from punktfunk_core.stages import AccessUnit, Packetizer, PacketBatch, Sender, StreamSpec
+from punktfunk_core.stages import AccessUnit, PacketBatch, Packetizer, Sender, StreamSpec
 from punktfunk_core.transport import DatagramSender, UdpTransport
 
 HEADER = struct.Struct("!IHHB")

@@ -94,7 +94,8 @@ def register_stages(registry: Any) -> None:
 
 def _set_delays(args: dict[str, Any]) -> dict[str, float]:
     for key, value in args.items():
-        if key not in DELAYS_MS or isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        if (key not in DELAYS_MS or isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0 <= value <= 100):
             raise IpcError(400, f"probe.delays takes {', '.join(DELAYS_MS)} in ms (0..100), not {key}={value!r}")
         DELAYS_MS[key] = float(value)
     for held in HELD_NS.values():
