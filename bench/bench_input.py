@@ -57,6 +57,7 @@ capture_options = {{ display = "{display}" }}
 
 def _injected_latency(ipc: IpcClient, base: Path, port: int, seconds: float) -> dict[str, Any]:
     from punktfunk_core.inputevents import Key
+
     from punktfunk_native.client import ClientOptions, NativeClient
 
     ipc.call("pairing.pin", protocol="native", pin="2468", seconds=60)

@@ -9,7 +9,8 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from punktfunk_core import __version__
 from punktfunk_core.apps import AppLauncher

@@ -7,8 +7,9 @@ recorded"). Optional counters a path cannot measure are ``None`` here and
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 #: optional StatsSample fields, in the order they are written
 OPTIONAL_FIELDS = (

@@ -158,7 +158,7 @@ def client_cert(common_name: str = "NVIDIA GameStream Client") -> tuple[Any, Any
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=3650))
             .sign(key, hashes.SHA256()))
@@ -322,8 +322,9 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
     import av
     import moonlight_python.stream as mstream
 
-    from bench.moonlight_probe import start_stream, wake_when_terminated
     from punktfunk_core.media.stamp import read_stamp_from_av_frame
+
+    from bench.moonlight_probe import start_stream, wake_when_terminated
 
     if os.environ.get("PF_MOONLIGHT_LOG"):
         _install_c_log(mstream)

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from gamestream_helpers import MOONLIGHT_UID, HandPairing, gs_config, http_get, pair, run_client, wait_ready, xml_field
 
 

@@ -14,9 +14,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from conftest import pf_env
 from gamestream_helpers import gs_config, start_client, wait_ready
+
 from punktfunk_core.ipc import IpcError
 
 

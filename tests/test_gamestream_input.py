@@ -44,6 +44,7 @@ from punktfunk_core.inputevents import (
     TouchPhase,
     TriggerRumble,
 )
+
 from punktfunk_gamestream.input import (
     HapticsEnable,
     LegacyInputCipher,

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from gamestream_helpers import FAULTS_ENV, finish_client, gs_config, pair, run_client, start_client, wait_ready
 
 pytest.importorskip("moonlight_python")

@@ -12,11 +12,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
-
 from gamestream_helpers import client_cert, ecb
+
 from punktfunk_gamestream.pairing import Identity, Pairing, PairingError
 from punktfunk_gamestream.wire import BadInput
-
 
 CLIENT_IP = "192.168.1.20"
 

@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from punktfunk_core.stages import AccessUnit, StreamSpec
+
 from punktfunk_gamestream import fec, wire, wire_control, wire_nvhttp, wire_rtsp
-from punktfunk_gamestream.audio import AudioPacketizer
 from punktfunk_gamestream import video as video_mod
+from punktfunk_gamestream.audio import AudioPacketizer
 from punktfunk_gamestream.video import GameStreamPacketizer, VideoContext, fec_layout
 
 # -- a reference receiver (what moonlight-common-c checks), written from the layout --------

@@ -38,6 +38,7 @@ from punktfunk_core.inputevents import (
 from punktfunk_core.inputsink import open_input_sink
 from punktfunk_core.plugins import load_plugin_manager
 from punktfunk_core.stages import ScreenArea, StreamSpec
+
 from punktfunk_input.uinput import UInputBackend, available, permission_problem
 
 STREAM = StreamSpec(640, 360)
@@ -193,7 +194,8 @@ def test_touches_use_multitouch_slots_with_tracking_ids(uinput):
 
 @needs_uinput
 def test_a_controller_becomes_an_xbox_360_pad_until_it_is_removed(uinput):
-    from evdev import ecodes as e, list_devices
+    from evdev import ecodes as e
+    from evdev import list_devices
 
     uinput.inject(ControllerArrival(2))
     pad = uinput._pads[2].device.device
@@ -220,7 +222,8 @@ def test_a_controller_becomes_an_xbox_360_pad_until_it_is_removed(uinput):
 
 @needs_uinput
 def test_a_game_rumbling_the_pad_is_fed_back_with_both_motors(uinput):
-    from evdev import InputDevice, ecodes as e, ff
+    from evdev import InputDevice, ff
+    from evdev import ecodes as e
 
     uinput.inject(ControllerState(0))  # a pad never announced is created on its first state
     path = uinput._pads[0].device.device

@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+from x11_helpers import XWindowRecorder, keysym_char, private_xvfb
 
 from punktfunk_core import config
 from punktfunk_core.inputevents import (
@@ -28,7 +29,6 @@ from punktfunk_core.inputevents import (
 from punktfunk_core.inputsink import InputSink, open_input_sink
 from punktfunk_core.plugins import load_plugin_manager
 from punktfunk_core.stages import ScreenArea, StreamSpec
-from x11_helpers import XWindowRecorder, keysym_char, private_xvfb
 
 pytest.importorskip("Xlib", reason="python-xlib is not installed")
 

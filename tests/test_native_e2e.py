@@ -306,10 +306,10 @@ def test_live_status_line_and_saved_frames_with_gso_forced_off(host_factory, tmp
     pngs = sorted(frames_dir.glob("frame-*.png"))
     assert len(pngs) >= 30
     assert frames_dir.stat().st_mode & 0o777 == 0o700
-    from punktfunk_core.media.stamp import read_stamp
-
     import numpy as np
     from PIL import Image
+
+    from punktfunk_core.media.stamp import read_stamp
 
     img = np.asarray(Image.open(pngs[5]).convert("L"))
     stamp = read_stamp(img)

@@ -11,10 +11,10 @@ import threading
 import time
 
 import pytest
-
-from punktfunk_core.inputevents import Key, PointerPosition
 from test_native_e2e import run_client, start_host, summary_of
 from x11_helpers import XWindowRecorder, keysym_char, private_xvfb
+
+from punktfunk_core.inputevents import Key, PointerPosition
 
 pytest.importorskip("Xlib", reason="python-xlib is not installed")
 pytest.importorskip("mss", reason="mss is not installed (x11 capture)")
@@ -191,9 +191,31 @@ def test_click_to_photon_is_reported_on_xvfb(host_factory, tmp_path, xserver, wi
 
 def test_every_event_of_the_model_crosses_the_wire_unchanged_and_bad_arrays_are_refused():
     from punktfunk_core.inputevents import (
-        BatteryState, Button, ControllerArrival, ControllerBattery, ControllerButton, ControllerCapability,
-        ControllerMotion, ControllerRemoval, ControllerState, ControllerTouch, ControllerType, INPUT_EVENT_TYPES,
-        Modifier, MotionSensor, MouseButton, Pen, PenButton, PenTool, PointerMove, Scroll, Text, Touch, TouchPhase)
+        INPUT_EVENT_TYPES,
+        BatteryState,
+        Button,
+        ControllerArrival,
+        ControllerBattery,
+        ControllerButton,
+        ControllerCapability,
+        ControllerMotion,
+        ControllerRemoval,
+        ControllerState,
+        ControllerTouch,
+        ControllerType,
+        Modifier,
+        MotionSensor,
+        MouseButton,
+        Pen,
+        PenButton,
+        PenTool,
+        PointerMove,
+        Scroll,
+        Text,
+        Touch,
+        TouchPhase,
+    )
+
     from punktfunk_native.input import MalformedInput, decode_event, input_message
 
     events = [Key(0x41, True, Modifier.SHIFT), Text("hé 🙂"), PointerMove(1, -2), PointerPosition(3, 4, 639, 359),

@@ -12,6 +12,8 @@ import threading
 import time
 
 from spake2 import SPAKE2_A
+from test_native_e2e import start_host
+from test_native_protocol import Raw, open_session, paired_client
 
 from punktfunk_native.client import ClientOptions, NativeClient
 from punktfunk_native.identity import load_or_create_identity
@@ -24,8 +26,6 @@ from punktfunk_native.wire import (
     pairing_confirm_keys,
     pairing_mac,
 )
-from test_native_e2e import start_host
-from test_native_protocol import Raw, open_session, paired_client
 
 
 class Guess:

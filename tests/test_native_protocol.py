@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from test_native_e2e import start_host
 
 from punktfunk_native.client import ClientOptions, NativeClient, PairingFailed
 from punktfunk_native.datapath import NativeReceiver, make_probe
@@ -29,7 +30,6 @@ from punktfunk_native.wire import (
     fingerprint,
     session_keys,
 )
-from test_native_e2e import start_host
 
 
 class Raw:
@@ -98,6 +98,7 @@ def open_session(h, c: NativeClient, **req):
 
 def test_console_pairing_bridge_opens_pairing_and_sets_permissions(host_factory, tmp_path):
     from punktfunk_core.paths import Paths
+
     from punktfunk_webui.app import create_app
     from punktfunk_webui.auth import TokenStore
 

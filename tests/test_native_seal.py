@@ -16,6 +16,7 @@ import pytest
 
 from punktfunk_core.stages import AccessUnit
 from punktfunk_core.transport import Datagrams
+
 from punktfunk_native.datapath import (
     FecParams,
     NativePacketizer,

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from punktfunk_core.stages import AccessUnit
+
 from punktfunk_native.datapath import (
     FecParams,
     NativePacketizer,
@@ -289,7 +290,7 @@ def test_sender_over_loopback_with_tampering_relay(gso):
             r = rx.push(rx_sock.recv(4096))
             if r is not None:
                 frames.append(r)
-    except socket.timeout:
+    except TimeoutError:
         pass
     assert [f.data for f in frames] == units
     assert [f.frame_id for f in frames] == list(range(1, 21))
@@ -332,6 +333,7 @@ def test_feedback_report_parser(msg):
     from punktfunk_core.session import Session
     from punktfunk_core.stages import StreamSpec
     from punktfunk_core.stats import StatsSample
+
     from punktfunk_native.server import NativePlane
 
     session = Session("native", "test", StreamSpec())

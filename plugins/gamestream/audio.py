@@ -28,7 +28,7 @@ import numpy as np
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from punktfunk_core.stages import AccessUnit, Packetizer, PacketBatch, Stage, StreamSpec
+from punktfunk_core.stages import AccessUnit, PacketBatch, Packetizer, Stage, StreamSpec
 
 from punktfunk_gamestream import fec
 from punktfunk_gamestream.wire import AUDIO_DATA_SHARDS, AUDIO_FEC_MATRIX, AUDIO_FEC_PT, AUDIO_FEC_SHARDS, AUDIO_PT

@@ -394,7 +394,7 @@ class GameStreamPlane(ProtocolPlane):
         while not self._stop.is_set():
             try:
                 data, addr = sock.recvfrom(2048)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 if self._stop.is_set():

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any
 
 from punktfunk_core import hookimpl
 from punktfunk_core.ipc import IpcError, connect
 from punktfunk_core.settings import LIVE_NEW_SESSIONS, Settings, setting
+
 
 @dataclass(frozen=True, kw_only=True)
 class GameStreamSettings(Settings):

@@ -60,7 +60,7 @@ class RtspServer:
         while not self._stop.is_set():
             try:
                 conn, addr = self._sock.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 if self._stop.is_set():

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from punktfunk_core.stages import AccessUnit, Packetizer, PacketBatch, StreamSpec
+from punktfunk_core.stages import AccessUnit, PacketBatch, Packetizer, StreamSpec
 from punktfunk_core.transport import Datagrams, DatagramSender, Pacing, UdpTransport
 
 from punktfunk_gamestream import fec

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from reed_solomon_leopard import decode as rs_decode
 from reed_solomon_leopard import encode as rs_encode
 
-from punktfunk_core.stages import AccessUnit, Packetizer, PacketBatch
+from punktfunk_core.stages import AccessUnit, PacketBatch, Packetizer
 from punktfunk_core.transport import Datagrams, DatagramSender, Pacing, UdpTransport
 
 from punktfunk_native.wire import (

@@ -27,7 +27,6 @@ from punktfunk_core.tls import TlsServer
 
 from punktfunk_native.wire import fingerprint
 
-
 #: the host's and the client's certificate and key (one mechanism for every protocol: punktfunk_core.identity)
 Identity = HostIdentity
 

@@ -201,7 +201,7 @@ class NativePlane(ProtocolPlane):
         while not self._stop.is_set():
             try:
                 conn, addr = self._lsock.accept()
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 continue
             except OSError:
                 if self._stop.is_set():
@@ -455,7 +455,7 @@ class NativePlane(ProtocolPlane):
             udp.settimeout(min(left, 0.2))
             try:
                 pkt, src = udp.recvfrom(MAX_PACKET + 64)
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 continue
             except OSError:
                 continue

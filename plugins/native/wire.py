@@ -108,7 +108,7 @@ class MessageReader:
         """
         try:
             data = sock.recv(65536)
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             return []
         if not data:
             raise EOFError("peer closed the connection")

@@ -16,8 +16,8 @@ import random
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +209,7 @@ class StreamReceiver:
                 next_probe = now + PROBE_INTERVAL_S
             try:
                 n = udp.recv_into(buf)
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 continue
             except OSError:
                 if self._stop.is_set():

@@ -29,7 +29,6 @@ from punktfunk_core.stats import percentile
 
 from punktfunk_native.client.inputscript import ScriptedEvent, ScriptPlayer
 from punktfunk_native.client.photon import ClickToPhoton
-
 from punktfunk_native.client.receive import AV_CODEC, Decoder, DecoderUnavailable, Stats, StreamReceiver
 from punktfunk_native.client.terminal import Terminal
 from punktfunk_native.control import ControlChannel
