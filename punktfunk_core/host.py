@@ -293,7 +293,8 @@ class Host:
             stages = self.pm.stages
             chunk = {"payload_size": args["payload_size"]} if "payload_size" in args else {}
             made.append(stages.create("packetizer", stages.choose("packetizer").name, spec, chunk))
-            made.append(stages.create("sender", stages.choose("sender").name, spec, {"host": "127.0.0.1", "port": port}))
+            made.append(stages.create("sender", stages.choose("sender").name, spec,
+                                      {"host": "127.0.0.1", "port": port}))
             made.append(self.create_encoder(spec, args.get("encoder"), args.get("encoder_options")))
             made.append(self.create_capture(dataclasses.replace(spec, pixel_format=made[-1].input_format),
                                             args.get("capture"), args.get("capture_options")))

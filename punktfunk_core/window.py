@@ -107,7 +107,8 @@ class WindowAggregator:
         """Measurement went off mid-window: forget the partial window."""
         self._start_ns = 0
 
-    def add(self, steps_ns: tuple[int, ...], host_ns: int, is_repeat: bool, wire_bytes: int, extra_ns: dict[str, int]) -> None:
+    def add(self, steps_ns: tuple[int, ...], host_ns: int, is_repeat: bool, wire_bytes: int,
+            extra_ns: dict[str, int]) -> None:
         acc = self._acc
         for i in range(N_STEPS):
             acc.steps[i].append(steps_ns[i])
@@ -150,7 +151,7 @@ class WindowAggregator:
                     if len(step_ids) == 1:
                         values = acc.steps[step_ids[0]]
                     else:
-                        values = [sum(v) for v in zip(*(acc.steps[i] for i in step_ids))]
+                        values = [sum(v) for v in zip(*(acc.steps[i] for i in step_ids), strict=True)]
                     out.append(_timing(name, sorted(values), stage_max))
             for name in layout.extra_stages:
                 values = sorted(acc.extra_stage.get(name, ()))

@@ -71,7 +71,8 @@ def run_client(op: str, host: Any, client_dir: Path, *args: str, timeout: float 
     return finish_client(proc, timeout)
 
 
-def start_client(op: str, host: Any, client_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def start_client(op: str, host: Any, client_dir: Path, *args: str,
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
     ports = host.call("gamestream.status")["ports"]
     cmd = [sys.executable, str(HERE), op, "--dir", str(client_dir), "--http", str(ports["http"]),
            "--https", str(ports["https"]), "--cert", str(host.dirs["config"] / "gamestream" / "host-cert.pem"), *args]
@@ -401,14 +402,16 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
     tone_hz, rms, purity = _analyse_pcm(pcm) if pcm else (None, None, None)
     oc = session.opus_config if a.audio else None
     return {
-        "ok": True, "launched": launched, "tone_hz": tone_hz, "audio_rms": rms, "tone_purity": purity, "connect_s": round(connect_s, 3), "frames": frames,
+        "ok": True, "launched": launched, "tone_hz": tone_hz, "audio_rms": rms, "tone_purity": purity,
+        "connect_s": round(connect_s, 3), "frames": frames,
         "decoded_ids": [i for fr in frames for i in fr["ids"]], "shape": shape, "audio_packets": audio_packets,
         "audio_lost": session.audio_loss_stats["lost"] if a.audio else None,
         "audio_decoded": audio_decoded, "audio_decode_errors": decoder.decode_errors if decoder else None,
         "opus_config": None if oc is None else {"channels": oc.channel_count, "streams": oc.streams,
                                                 "coupled": oc.coupled_streams, "mapping": list(oc.mapping)},
         "channel_rms": [round(float(v), 4) for v in _channel_rms(pcm)] if pcm else None,
-        "idr_requested_at": idr_requested_at, "terminated": terminated, "terminated_before_stop": terminated_before_stop,
+        "idr_requested_at": idr_requested_at, "terminated": terminated,
+        "terminated_before_stop": terminated_before_stop,
     }
 
 
@@ -594,7 +597,8 @@ def _install_c_log(mstream: Any) -> None:
 
     def patched(self: Any) -> Any:
         cl = orig(self)
-        cl.logMessage = self._ffi.cast("void(*)(const char*, ...)", ffi.cast("uintptr_t", ffi.addressof(_LIBC, "printf")))
+        printf = ffi.cast("uintptr_t", ffi.addressof(_LIBC, "printf"))
+        cl.logMessage = self._ffi.cast("void(*)(const char*, ...)", printf)
         return cl
 
     mstream.StreamingSession._make_connection_callbacks = patched

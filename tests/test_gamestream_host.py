@@ -147,8 +147,8 @@ def test_bad_input_is_counted_and_dropped(host_factory) -> None:
             except OSError:
                 pass
     # HTTP: bad queries and unknown commands
-    for path in ("/serverinfo?a=%ff%fe", "/serverinfo?" + "a=1&" * 5000, "/pair?uniqueid=x&phrase=getservercert&salt=zz",
-                 "/nope"):
+    for path in ("/serverinfo?a=%ff%fe", "/serverinfo?" + "a=1&" * 5000,
+                 "/pair?uniqueid=x&phrase=getservercert&salt=zz", "/nope"):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}{path}", timeout=5).read()
         except urllib.error.HTTPError:

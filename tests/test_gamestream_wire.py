@@ -85,7 +85,8 @@ def _check_frame(pkts: list[dict], packet_size: int) -> bytes:
         data = blk[:k]
         for i, p in enumerate(data):
             assert p["spi"] == (p["seq"] & 0xFFFFFF) << 8
-            want = wire.VIDEO_FLAG_PIC_DATA | (wire.VIDEO_FLAG_SOF if i == 0 else 0) | (wire.VIDEO_FLAG_EOF if i == k - 1 else 0)
+            want = (wire.VIDEO_FLAG_PIC_DATA | (wire.VIDEO_FLAG_SOF if i == 0 else 0)
+                    | (wire.VIDEO_FLAG_EOF if i == k - 1 else 0))
             assert p["flags"] == want
             payload += p["raw"][32:]
         if parity:
@@ -187,7 +188,8 @@ def test_leading_sei_and_aud_are_stripped_before_the_first_slice() -> None:
 
 
 @settings(deadline=None)  # case count from the hypothesis profile (suite 300, fuzz run 10 000)
-@given(n=st.integers(1, 4 * 1023), pct=st.integers(0, 100), min_fec=st.integers(0, 8), limit=st.sampled_from([0, 0, 1, 3, 50]))
+@given(n=st.integers(1, 4 * 1023), pct=st.integers(0, 100), min_fec=st.integers(0, 8),
+       limit=st.sampled_from([0, 0, 1, 3, 50]))
 def test_fec_layout_rules(n: int, pct: int, min_fec: int, limit: int) -> None:
     try:
         blocks, used = fec_layout(n, pct, min_fec, limit)
@@ -213,7 +215,7 @@ def test_audio_packets_fec_and_cbc() -> None:
     out = [ap.packets_for(o) for o in opus]
     assert [len(x) for x in out] == [1, 1, 1, 3, 1, 1, 1, 3]
     datas = [x[0] for x in out]
-    for seq, (d, o) in enumerate(zip(datas, opus)):
+    for seq, (d, o) in enumerate(zip(datas, opus, strict=True)):
         v, pt, s, ts, ssrc = struct.unpack_from(">BBHII", d, 0)
         assert (v, pt, s, ts, ssrc) == (0x80, 97, seq, seq * 5, 0)
         iv = struct.pack(">I", (rikeyid + seq) & 0xFFFFFFFF) + bytes(12)
@@ -237,11 +239,13 @@ def test_audio_packets_fec_and_cbc() -> None:
 
 def test_control_messages_roundtrip_and_tamper() -> None:
     aead = AESGCM(bytes(16))
-    msg = wire_control.seal_control(aead, 7, wire_control.CTRL_TERMINATION, struct.pack(">I", wire_control.TERMINATION_GRACEFUL))
+    graceful = struct.pack(">I", wire_control.TERMINATION_GRACEFUL)
+    msg = wire_control.seal_control(aead, 7, wire_control.CTRL_TERMINATION, graceful)
     kind, length, seq = struct.unpack_from("<HHI", msg, 0)
     assert kind == 1 and seq == 7 and length == len(msg) - 4 == 4 + 16 + 4 + 4
     # the client decrypts host messages with IV byte 10 = 'H'
-    assert wire_control.open_control(aead, msg, origin=b"H") == (7, wire_control.CTRL_TERMINATION, struct.pack(">I", 0x80030023))
+    assert wire_control.open_control(aead, msg, origin=b"H") == (7, wire_control.CTRL_TERMINATION,
+                                                                 struct.pack(">I", 0x80030023))
     with pytest.raises(wire.BadInput):
         wire_control.open_control(aead, msg, origin=b"C")
     bad = bytearray(msg)

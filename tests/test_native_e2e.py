@@ -400,4 +400,5 @@ def test_two_clients_with_the_same_name_pair_and_stream_side_by_side(host_factor
     assert p.returncode == 3 and "does not recognise this client" in p.stderr, p.stderr
     s = summary_of(run_client(h, tmp_path, "--seconds", "1.5", *small, name="tablet"))
     assert s["frames_decoded"] > 30 and s["ids_in_order"], s
-    assert [c["fingerprint"] for c in h.call("pairing.clients", protocol="native")] == [fp for fp in paired if fp != laptop_fp]
+    still_paired = [c["fingerprint"] for c in h.call("pairing.clients", protocol="native")]
+    assert still_paired == [fp for fp in paired if fp != laptop_fp]

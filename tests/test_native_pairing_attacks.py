@@ -70,7 +70,7 @@ def test_parallel_pair_starts_share_the_attempt_limit(host_factory, tmp_path, fi
     h.call("pairing.pin", protocol="native", pin="4711")
     guesses = [Guess(h.native_port, f"{1000 + i}", cert, f"127.0.0.{10 + i}") for i in range(12)]
     answers = [g.reply() for g in guesses]
-    taken = [g for g, a in zip(guesses, answers) if a["type"] == "pair_reply"]
+    taken = [g for g, a in zip(guesses, answers, strict=True) if a["type"] == "pair_reply"]
     closed = [a for a in answers if a["type"] == "error"]
     figures("parallel pair_start attempts taken / sent within one window", f"{len(taken)} / {len(guesses)}")
     assert len(taken) == 5, answers

@@ -110,7 +110,8 @@ def test_console_pairing_bridge_opens_pairing_and_sets_permissions(host_factory,
     assert web.post("/api/v1/pairing/native/pin", json={"pin": "7777"}).status_code in (401, 403)
     bad = web.post("/api/v1/pairing/native/pin", json={"pin": "77x"}, headers={"Authorization": f"Bearer {token}"})
     assert bad.status_code == 400 and "digits" in bad.get_json()["error"]
-    ok = web.post("/api/v1/pairing/native/pin", json={"pin": "7777", "seconds": 60}, headers={"Authorization": f"Bearer {token}"})
+    ok = web.post("/api/v1/pairing/native/pin", json={"pin": "7777", "seconds": 60},
+                  headers={"Authorization": f"Bearer {token}"})
     assert ok.status_code == 200 and ok.get_json()["pairing_open"] is True
     assert h.call("host.status")["protocols"]["native"]["pairing_open"] is True
     # and the PIN opened that way really pairs
@@ -326,7 +327,8 @@ def test_client_refuses_a_host_whose_certificate_changed(host_factory, tmp_path)
     conns = h.call("host.status")["protocols"]["native"]["counters"]["connections"]
     env = dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(tmp_path / "cli"))
     p = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "client", "127.0.0.1", "--port", str(h.native_port),
-                        "--pin", "2468", "--seconds", "1", "--json"], env=env, capture_output=True, text=True, timeout=60)
+                        "--pin", "2468", "--seconds", "1", "--json"],
+                       env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 3 and "certificate of 127.0.0.1" in p.stderr and "changed" in p.stderr, p.stderr
     assert p.stdout == ""
     time.sleep(0.3)
@@ -338,7 +340,8 @@ def test_busy_host_refuses_clearly(host_factory, tmp_path):
     import subprocess
     import sys
 
-    h = host_factory(config='[host]\nmax_sessions = 1\n[native]\nbind = "127.0.0.1"\nport = 0\n[stream]\nencoder = "x264"\n')
+    h = host_factory(config='[host]\nmax_sessions = 1\n'
+                            '[native]\nbind = "127.0.0.1"\nport = 0\n[stream]\nencoder = "x264"\n')
     deadline = time.monotonic() + 15
     while "native" not in h.call("host.status")["protocols"]:
         assert time.monotonic() < deadline

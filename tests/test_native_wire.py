@@ -104,7 +104,8 @@ def test_control_roundtrip_property(dicts, cut):
 
 
 # -- shard plan / header ----------------------------------------------------------------
-@given(st.integers(1, 3_000_000), st.sampled_from([64, 256, 1200, 1408]), st.integers(1, 256), st.sampled_from([2, 64, 256]))
+@given(st.integers(1, 3_000_000), st.sampled_from([64, 256, 1200, 1408]), st.integers(1, 256),
+       st.sampled_from([2, 64, 256]))
 def test_shard_plan_properties(n, max_shard, target, min_shard):
     min_shard = min(min_shard, max_shard)
     if n > 32768 * max_shard:
@@ -221,10 +222,11 @@ def test_tampered_replayed_truncated_and_old_packets_are_counted():
     assert rx.rejected["forged"] >= 2
     assert rx.push(bytes(p2[:-1])) is None and rx.rejected["truncated"] == 1
     assert rx.push(bytes(p2)) is not None  # the genuine one still gets through after all that
-    wrong_key = bytes(NativePacketizer(os.urandom(16), FecParams(0, 0, 1200, 1, 64)).packetize(au(b"c" * 500, 3)).packets[0])
+    stranger = NativePacketizer(os.urandom(16), FecParams(0, 0, 1200, 1, 64))
+    wrong_key = bytes(stranger.packetize(au(b"c" * 500, 3)).packets[0])
     assert rx.push(wrong_key) is None and rx.rejected["forged"] >= 3
     # push the window far ahead, then an old packet is "too_old"
-    for i in range(3, 9000):
+    for _ in range(3, 9000):
         pk.seq += 1
     late = bytes(pk.packetize(au(b"d" * 10, 4)).packets[0])
     assert rx.push(late) is not None

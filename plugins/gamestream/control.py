@@ -198,7 +198,8 @@ class ControlServer:
                 for key, c in list(self._conns.items()):
                     if c.stream is stream and not c.closing:
                         log.info("sending termination to the client: %s", reason)
-                        self._send(c, wire_control.CTRL_TERMINATION, struct.pack(">I", wire_control.TERMINATION_GRACEFUL))
+                        graceful = struct.pack(">I", wire_control.TERMINATION_GRACEFUL)
+                        self._send(c, wire_control.CTRL_TERMINATION, graceful)
                         c.closing = True
                         c.peer.disconnect_later(0)
                         self._conns.pop(key, None)

@@ -210,7 +210,7 @@ class IsalLibrary:
             lib.isal_get_version.restype = ctypes.c_uint
             v = int(lib.isal_get_version())
             self.version = (v >> 16, (v >> 8) & 0xFF, v & 0xFF)
-            self.version_text = "%d.%d.%d" % self.version
+            self.version_text = ".".join(str(part) for part in self.version)
         elif hasattr(lib, "ec_init_tables_gfni"):
             self.version, self.version_text = (2, 31, 0), "2.31"
         else:

@@ -273,7 +273,8 @@ class GameStreamPacketizer(Packetizer):
             par[:, 20:24] = np.frombuffer(struct.pack("<I", frame), dtype=np.uint8)
             par[:, 26] = 0x10
             par[:, 27] = (b << 4) | ((nb - 1) << 6)
-            par[:, 28:32].view("<u4")[:, 0] = (k << 22) | (np.arange(k, k + p, dtype=np.uint32) << 12) | (blocks[b][2] << 4)
+            shard_index = np.arange(k, k + p, dtype=np.uint32)
+            par[:, 28:32].view("<u4")[:, 0] = (k << 22) | (shard_index << 12) | (blocks[b][2] << 4)
         self.seq = (seq0 + rows) & 0xFFFF
         seal_ns = 0
         if self.aead is not None:

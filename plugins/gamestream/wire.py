@@ -42,7 +42,8 @@ class BadInput(ValueError):
     """Untrusted input that does not parse; counted and dropped by the caller."""
 
 
-def parse_hex(value: str | None, *, name: str, min_len: int = 0, max_len: int = 65536, exact: int | None = None) -> bytes:
+def parse_hex(value: str | None, *, name: str, min_len: int = 0, max_len: int = 65536,
+              exact: int | None = None) -> bytes:
     if value is None:
         raise BadInput(f"{name} is missing")
     if len(value) % 2 or len(value) > 2 * max_len or not re.fullmatch(r"[0-9a-fA-F]*", value):

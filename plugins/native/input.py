@@ -121,7 +121,7 @@ def decode_event(item: Any) -> InputEvent:
     if len(args) != len(converters):
         raise MalformedInput(f"input event {item[0]!r} has {len(converters)} fields, not {len(args)}")
     try:
-        values = [convert(v) for convert, v in zip(converters, args)]
+        values = [convert(v) for convert, v in zip(converters, args, strict=True)]
         if cls is Scroll:
             return Scroll(values[0], horizontal=item[0] == "h")
         return cls(*values)

@@ -137,7 +137,8 @@ class NativePlane(ProtocolPlane):
         self.port = s.getsockname()[1]
         self._accept_thread = threading.Thread(target=self._accept_loop, name="native-accept", daemon=True)
         self._accept_thread.start()
-        log.info("native protocol listening on %s:%d (certificate %s…)", bind, self.port, self.identity.fingerprint[:16])
+        log.info("native protocol listening on %s:%d (certificate %s…)", bind, self.port,
+                 self.identity.fingerprint[:16])
 
     def stop(self) -> None:
         self._stop.set()
@@ -251,7 +252,8 @@ class NativePlane(ProtocolPlane):
             raise ProtocolError(f"expected hello, got {hello['type']!r}")
         versions = hello.get("versions")
         if not isinstance(versions, list) or PROTOCOL_VERSION not in versions:
-            ctl.error("unsupported_version", f"this host speaks {PROTOCOL_VERSION} only; the client offered {versions!r}")
+            ctl.error("unsupported_version",
+                      f"this host speaks {PROTOCOL_VERSION} only; the client offered {versions!r}")
             return
         assert self.paired is not None and self.identity is not None
         paired = client_fp is not None and self.paired.is_paired(client_fp)
@@ -336,7 +338,8 @@ class NativePlane(ProtocolPlane):
             width = get_int(req, "width", 16, 8192, 1280)
             height = get_int(req, "height", 16, 8192, 720)
             fps = get_int(req, "fps", 1, 480, 60)
-            bitrate = min(get_int(req, "bitrate_kbps", 100, 2_000_000, 10_000), int(cfg.get("max_bitrate_kbps", 200_000)))
+            bitrate = min(get_int(req, "bitrate_kbps", 100, 2_000_000, 10_000),
+                          int(cfg.get("max_bitrate_kbps", 200_000)))
             fec_percent = get_int(req, "fec_percent", 0, 100, int(cfg.get("fec_percent", 20)))
             spec = self.host.stream_spec(width=width, height=height, fps=fps, codec=codec, bitrate_kbps=bitrate)
         except (ProtocolError, ValueError) as exc:

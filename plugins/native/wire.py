@@ -145,10 +145,12 @@ SPAKE_ID_CLIENT = b"punktfunk/1 client"
 SPAKE_ID_HOST = b"punktfunk/1 host"
 
 
-def pairing_confirm_keys(spake_key: bytes, host_fp: str, client_fp: str, msg_a: bytes, msg_b: bytes) -> tuple[bytes, bytes]:
+def pairing_confirm_keys(spake_key: bytes, host_fp: str, client_fp: str, msg_a: bytes,
+                         msg_b: bytes) -> tuple[bytes, bytes]:
     """(client_key, host_key) for the pairing MACs, bound to both certificates."""
     info = b"punktfunk/1 pair confirm|" + host_fp.encode() + b"|" + client_fp.encode()
-    okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=hashlib.sha256(msg_a + msg_b).digest(), info=info).derive(spake_key)
+    salt = hashlib.sha256(msg_a + msg_b).digest()
+    okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=salt, info=info).derive(spake_key)
     return okm[:32], okm[32:]
 
 
@@ -163,12 +165,14 @@ KEY_BYTES = 16  # AES-128-GCM
 TAG_BYTES = 16
 
 
-def session_keys(shared: bytes, client_nonce: bytes, host_nonce: bytes, host_fp: str, client_fp: str) -> tuple[bytes, bytes]:
+def session_keys(shared: bytes, client_nonce: bytes, host_nonce: bytes, host_fp: str,
+                 client_fp: str) -> tuple[bytes, bytes]:
     """(host→client key, client→host key) from the session's X25519 secret."""
     out = []
     for label in (b"h2c", b"c2h"):
         info = b"punktfunk/1 data " + label + b"|" + host_fp.encode() + b"|" + client_fp.encode()
-        out.append(HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=client_nonce + host_nonce, info=info).derive(shared))
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=client_nonce + host_nonce, info=info)
+        out.append(hkdf.derive(shared))
     return out[0], out[1]
 
 

@@ -23,7 +23,8 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("host", metavar="HOST", help="host name or address (HOST or HOST:PORT)")
     p.add_argument("--port", type=int, default=None, help=f"control port (default {DEFAULT_PORT})")
     p.add_argument("--pin", help="pair with this PIN first if not paired yet")
-    p.add_argument("--seconds", type=float, default=0.0, help="stream this long, then print a summary (0 = until Ctrl-C)")
+    p.add_argument("--seconds", type=float, default=0.0,
+                   help="stream this long, then print a summary (0 = until Ctrl-C)")
     p.add_argument("--json", action="store_true", help="print one JSON summary object at the end, no live status")
     p.add_argument("--save-frames", metavar="DIR", help="save every decoded frame as PNG into DIR")
     p.add_argument("--loss", type=float, default=0.0, help="drop this fraction of received datagrams (testing FEC)")
@@ -35,7 +36,8 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bitrate", type=int, default=10_000, metavar="KBPS", help="bitrate in kbit/s (default 10000)")
     p.add_argument("--fec", type=int, default=None, metavar="PERCENT", help="FEC parity percent (default: the host's)")
     p.add_argument("--name", default="", help="name the host shows for this client (default: hostname)")
-    p.add_argument("--config-dir", default=None, help="where the client keeps its identity (default: punktfunk config dir)")
+    p.add_argument("--config-dir", default=None,
+                   help="where the client keeps its identity (default: punktfunk config dir)")
     p.add_argument("--details", action="store_true", help="with --json: add a 'details' object (rejections, rtt)")
     p.add_argument("--input-script", metavar="FILE",
                    help='send the input in FILE during the stream: JSON lines {"at": SECONDS, "event": [tag, ...]} '

@@ -48,7 +48,8 @@ def summary_text(s: dict[str, Any], session_id: int | None, host_bye: str | None
            if s["e2e_p50_ms"] is not None else "")
     rtt = f", round trip {rtt_us / 1000:.1f} ms" if rtt_us is not None else ""
     if s.get("click_to_photon_p50_ms") is not None:
-        rtt += (f", click to photon p50 {s['click_to_photon_p50_ms']:.1f} ms / p99 {s['click_to_photon_p99_ms']:.1f} ms "
+        rtt += (f", click to photon p50 {s['click_to_photon_p50_ms']:.1f} ms"
+                f" / p99 {s['click_to_photon_p99_ms']:.1f} ms "
                 f"({s['click_to_photon_samples']} moves, {s['click_to_photon_missed']} missed)")
     return (f"session {session_id if session_id is not None else '?'} ended{how}: "
             f"{s['frames_decoded']} of {s['frames_expected']} frames decoded ({s['fps']:.1f} fps), "
