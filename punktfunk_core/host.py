@@ -349,8 +349,8 @@ class Host:
 
         def session_id(args: dict) -> int:
             try:
-                return int(args.get("id"))
-            except (TypeError, ValueError):
+                return int(args["id"])
+            except (KeyError, TypeError, ValueError):
                 raise IpcError(400, "session id must be an integer") from None
 
         def sessions_get(args: dict) -> dict:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,7 +110,7 @@ class StageRegistry:
             names = ", ".join(sorted(n for k, n in self._entries if k == kind)) or "none"
             raise UnknownStageError(f"no {kind} stage named {name!r} (available: {names})") from None
 
-    def create(self, kind: str, name: str, spec: StreamSpec, options: dict[str, Any] | None = None) -> Stage:
+    def create(self, kind: str, name: str, spec: StreamSpec, options: Mapping[str, Any] | None = None) -> Stage:
         entry = self.get(kind, name)
         opts = dict(options or {})
         if entry.options_schema is not None:

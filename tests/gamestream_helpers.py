@@ -337,6 +337,7 @@ def _stream(a: argparse.Namespace, http: Any) -> dict[str, Any]:
         packet_size=a.packet_size, audio=a.audio, resume=True, channels=a.channels, app=a.app)
     done = wake_when_terminated(session)
     ctx = av.CodecContext.create({"hevc": "hevc", "av1": "libdav1d"}.get(a.codec, "h264"), "r")
+    assert isinstance(ctx, av.VideoCodecContext)
     frames: list[dict[str, Any]] = []
     audio_packets = 0
     audio_decoded = 0

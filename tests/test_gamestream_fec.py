@@ -104,7 +104,8 @@ def test_the_pinned_wheel_ships_isal_2_32_and_it_wins() -> None:
     wheel = [lib for lib in fec.isal_libraries() if lib.source.startswith(fec.ISAL_WHEEL)]
     assert wheel, "the pyeclib wheel is installed but its ISA-L was not loaded"
     assert wheel[0].version >= (2, 32, 0)
-    assert fec.best_kernel().library.version >= wheel[0].version
+    best = fec.best_kernel()
+    assert isinstance(best, fec.IsalKernel) and best.library.version >= wheel[0].version
 
 
 def test_the_batch_helper_is_built_where_it_can_be() -> None:
@@ -223,6 +224,7 @@ def test_the_batch_helper_rejects_what_would_write_out_of_bounds() -> None:
     """The compiled helper checks every block against the buffer and its tables
     before it releases the GIL: bad arguments raise, nothing is written."""
     kernel = _isal()
+    assert fec._cfec is not None
     enc, addr = fec._cfec.encode, kernel._encode_addr
     tables = kernel._gftbls(3, 1, None)[0]
     buf = np.zeros((4, 64), dtype=np.uint8)
@@ -329,7 +331,9 @@ def test_compiled_nanors_from_moonlight_writes_the_same_parity(k: int, m: int, s
     rng = np.random.default_rng(k * 7919 + m * 31 + size)
     data = rng.integers(0, 256, (k, size), dtype=np.uint8)
     parity = {}
-    for name, kern in (("nanors", nanors), *((str(i), kern) for i, kern in enumerate(_kernels()))):
+    kernels: list[tuple[str, NanorsKernel | fec.FecKernel]] = [("nanors", nanors), *(
+        (str(i), kern) for i, kern in enumerate(_kernels()))]
+    for name, kern in kernels:
         buf = np.zeros((k + m, size), dtype=np.uint8)
         buf[:k] = data
         kern.encode(buf, k, m)

@@ -11,7 +11,7 @@ import time
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from gamestream_helpers import client_cert, ecb
 
 from punktfunk_gamestream.pairing import Identity, Pairing, PairingError
@@ -55,7 +55,9 @@ def _run(identity: Identity, client_keys, client_pin: str, operator_pin: str, ta
     h = hashlib.sha256(server_challenge + cert.signature + client_secret).digest()
     secret = pairing.server_challenge_resp("uid", CLIENT_IP, ecb(k, h).hex())
     server_secret, sig = secret[:16], secret[16:]
-    server_cert.public_key().verify(sig, server_secret, padding.PKCS1v15(), hashes.SHA256())
+    server_key = server_cert.public_key()
+    assert isinstance(server_key, rsa.RSAPublicKey)  # GameStream certificates are RSA-2048
+    server_key.verify(sig, server_secret, padding.PKCS1v15(), hashes.SHA256())
     if client_pin == operator_pin:
         assert server_hash == hashlib.sha256(challenge + server_cert.signature + server_secret).digest()
     signed = key.sign(client_secret, padding.PKCS1v15(), hashes.SHA256())
@@ -133,7 +135,8 @@ def test_the_pairing_belongs_to_the_client_that_started_it(tmp_path, client_keys
         pairing.get_server_cert("uid", "192.168.1.66", "tv", "00" * 16, pem)
     with pytest.raises(PairingRefused):
         pairing.client_gave_up("uid", "192.168.1.66")
-    assert pairing.pending()["device"] == "tv"
+    pending = pairing.pending()
+    assert pending is not None and pending["device"] == "tv"
     pairing.submit_pin("1234")
     t.join(5)
     with pytest.raises(PairingRefused):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -43,7 +44,8 @@ def _gf_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return b
 
 
-def _parse(datagrams: list[bytes], packet_size: int, key: bytes | None = None) -> list[dict]:
+def _parse(datagrams: Sequence[bytes | bytearray | memoryview], packet_size: int,
+           key: bytes | None = None) -> list[dict]:
     out = []
     for d in datagrams:
         d = bytes(d)

@@ -33,7 +33,9 @@ class Guess:
 
     def __init__(self, port: int, pin: str, cert, source: str) -> None:
         self.r = Raw(port, source=source)
-        self.host_fp = fingerprint(self.r.sock.getpeercert(binary_form=True))
+        host_cert = self.r.sock.getpeercert(binary_form=True)
+        assert host_cert is not None
+        self.host_fp = fingerprint(host_cert)
         self.cert = cert
         self.r.send({"type": "hello", "versions": ["punktfunk/1"]})
         assert self.r.recv()["type"] == "welcome"

@@ -75,7 +75,9 @@ def paired_client(h, tmp_path: Path) -> NativeClient:
 
 def open_session(h, c: NativeClient, **req):
     r = Raw(h.native_port, c.identity)
-    host_fp = fingerprint(r.sock.getpeercert(binary_form=True))
+    host_cert = r.sock.getpeercert(binary_form=True)
+    assert host_cert is not None
+    host_fp = fingerprint(host_cert)
     r.send({"type": "hello", "versions": ["punktfunk/1"]})
     w = r.recv()
     assert w["type"] == "welcome" and w["paired"] is True and w["version"] == "punktfunk/1"

@@ -35,10 +35,12 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+_cfec: ModuleType | None
 try:  # the optional compiled batch encoder (setup.py); ctypes per block without it
     from punktfunk_gamestream import _fec as _cfec
 except ImportError:  # pragma: no cover - depends on the build
@@ -418,7 +420,7 @@ class IsalKernel(FecKernel):
                        size: int, parts: int) -> None:
         _, tp = self._gftbls(k, m, matrix)
         offsets, rows, addr = self._plan(k, m, shards.strides[0], parts)
-        base = ctypes.addressof(ctypes.c_char.from_buffer(shards)) + row0 * shards.strides[0]
+        base = ctypes.addressof(ctypes.c_char.from_buffer(shards.data)) + row0 * shards.strides[0]
         fn = self._encode_fn
         if parts == 1:
             np.add(offsets, base, out=rows[0])

@@ -33,6 +33,7 @@ from punktfunk_core.apps import LaunchError, RunningApp
 from punktfunk_core.identity import PairedClient
 from punktfunk_core.ipc import IpcError
 from punktfunk_core.protocol import PIN_FROM_CLIENT, ProtocolPlane
+from punktfunk_core.stages import Packetizer, Sender
 
 from punktfunk_gamestream import wire, wire_control, wire_rtsp
 from punktfunk_gamestream.audio import AudioContext
@@ -478,8 +479,10 @@ class GameStreamPlane(ProtocolPlane):
                 {**cfg.get("video_packetizer_options", {}), "context": ctx,
                  "fec_threads": int(cfg.get("fec_threads", 1))})
             try:
+                assert isinstance(packetizer, Packetizer)
                 sender = host.pm.stages.create("sender", cfg.get("video_sender", "gamestream"), spec,
                                                {**cfg.get("video_sender_options", {}), "context": ctx})
+                assert isinstance(sender, Sender)
             except BaseException:
                 packetizer.close()
                 raise
@@ -595,7 +598,8 @@ class GameStreamPlane(ProtocolPlane):
         if launch is None or launch.stream is not stream:
             self.count("input_not_current")
             return
-        client = self.paired.get(launch.client.fingerprint)  # read per packet: a change applies at once
+        # read per packet: a change applies at once
+        client = self.paired.get(launch.client.fingerprint) if self.paired is not None else None
         if client is None or client.view_only:
             self.count("input_view_only")
             if not stream.view_only_logged:
@@ -626,10 +630,10 @@ class GameStreamPlane(ProtocolPlane):
 
 
 def _local_ipv4s() -> list[str]:
-    out = set()
+    out: set[str] = set()
     try:
         for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
-            out.add(info[4][0])
+            out.add(str(info[4][0]))  # an AF_INET address: already a str
     except OSError:
         pass
     try:

@@ -277,9 +277,10 @@ class GameStreamPacketizer(Packetizer):
             par[:, 28:32].view("<u4")[:, 0] = (k << 22) | (shard_index << 12) | (blocks[b][2] << 4)
         self.seq = (seq0 + rows) & 0xFFFF
         seal_ns = 0
+        packets: list[bytes] | Datagrams
         if self.aead is not None:
             ts0 = perf_ns()
-            packets: list[Any] = []
+            packets = []
             prefix = struct.pack("<I", frame)
             aead = self.aead
             for r in range(rows):
@@ -290,7 +291,7 @@ class GameStreamPacketizer(Packetizer):
             seal_ns = perf_ns() - ts0
             wire = rows * (S + ENC_VIDEO_HEADER)
         else:
-            packets = Datagrams(memoryview(buf.reshape(-1)), S, rows)  # one buffer: one iovec per GSO send
+            packets = Datagrams(buf.reshape(-1).data, S, rows)  # one buffer: one iovec per GSO send
             wire = rows * S
         self.frames += 1
         extra = {"fec": fec_ns} if rows > n else {}  # no parity (fec_percent 0): fec_us stays absent

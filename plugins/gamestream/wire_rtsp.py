@@ -166,11 +166,17 @@ AUDIO_CHANNELS = (2, 6, 8)
 
 
 class OpusLayoutLike(Protocol):
-    channels: int
-    streams: int
-    coupled: int
-    mapping: tuple[int, ...]
-    high_quality: bool
+    # read-only: punktfunk_core.media.audio.OpusLayout is a frozen dataclass
+    @property
+    def channels(self) -> int: ...
+    @property
+    def streams(self) -> int: ...
+    @property
+    def coupled(self) -> int: ...
+    @property
+    def mapping(self) -> tuple[int, ...]: ...
+    @property
+    def high_quality(self) -> bool: ...
 
 
 def surround_params(layouts: Iterable[OpusLayoutLike]) -> list[str]:

@@ -80,7 +80,8 @@ class HostPairing:
         except ValueError as exc:
             raise ProtocolError(f"client_cert is not a usable certificate: {exc}") from None
         self.msg_a = b64d(start.get("spake"), "spake", 256)
-        self.name = start.get("name") if isinstance(start.get("name"), str) else ""
+        given_name = start.get("name")
+        self.name = given_name if isinstance(given_name, str) else ""
         spake = SPAKE2_B(pin.encode(), idA=SPAKE_ID_CLIENT, idB=SPAKE_ID_HOST)
         self.msg_b = spake.start()
         try:

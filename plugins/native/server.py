@@ -31,7 +31,7 @@ from punktfunk_core.tls import HandshakeFailed, TlsConnection, TlsServer
 
 from punktfunk_native.control import ControlChannel
 from punktfunk_native.datapath import FecParams, NativePacketizer, NativeSender, PacketOpener
-from punktfunk_native.identity import control_tls, load_or_create_identity
+from punktfunk_native.identity import Identity, control_tls, load_or_create_identity
 from punktfunk_native.input import MAX_INPUT_EVENTS, MalformedInput, decode_event
 from punktfunk_native.layout import NATIVE_LAYOUT
 from punktfunk_native.pairing import HostPairing
@@ -101,7 +101,7 @@ class NativePlane(ProtocolPlane):
         super().__init__(host)
         self.dir = host.paths.config / "native"
         self.port = 0
-        self.identity = None
+        self.identity: Identity | None = None
         self._tls: TlsServer | None = None
         self._lsock: socket.socket | None = None
         self._stop = threading.Event()
@@ -518,7 +518,8 @@ class NativePlane(ProtocolPlane):
                     if t == "input":
                         self._input(inp, msg, received_ns)
                     elif t == "pong":
-                        sent = pings.pop(msg.get("id"), None) if isinstance(msg.get("id"), int) else None
+                        pong_id = msg.get("id")
+                        sent = pings.pop(pong_id, None) if isinstance(pong_id, int) else None
                         if sent is not None:
                             sample = (last_rx - sent) * 1e6
                             rtt_us = sample if rtt_us is None else 0.875 * rtt_us + 0.125 * sample

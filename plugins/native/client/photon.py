@@ -76,12 +76,12 @@ class ClickToPhoton:
             return
         x, y = self.targets[self._next_target]
         self._next_target = 1 - self._next_target
-        before = self._square(frame, x, y)
-        if before is None:
+        square = self._square(frame, x, y)
+        if square is None:
             return
         sent = time.perf_counter()
         self.send(PointerPosition(x, y, self.width - 1, self.height - 1))
-        self._waiting = ((x, y), before, sent)
+        self._waiting = ((x, y), square, sent)
 
     def summary(self) -> dict[str, Any]:
         s = sorted(self.samples_ms)

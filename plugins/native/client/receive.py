@@ -70,7 +70,9 @@ class Decoder:
         import av
 
         self.av = av
-        self.ctx = av.CodecContext.create(AV_CODEC.get(codec, codec), "r")
+        ctx = av.CodecContext.create(AV_CODEC.get(codec, codec), "r")
+        assert isinstance(ctx, av.VideoCodecContext)
+        self.ctx = ctx
         try:
             self.ctx.thread_count = 1  # frame threading would add a frame of delay per thread
         except Exception:  # noqa: BLE001
@@ -152,10 +154,13 @@ class Decoder:
         if self._saveq is not None and self._saver is not None:
             self._saveq.put(None)
             self._saver.join(30.0)
-        try:
-            self.ctx.close()
-        except Exception:  # noqa: BLE001
-            pass
+        # PyAV before 14 closes a codec context by close(); later ones (no close) free it with the object
+        close = getattr(self.ctx, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # noqa: BLE001
+                pass
 
 
 class StreamReceiver:

@@ -340,7 +340,8 @@ class NativeClient:
 
     def _pair_and_say(self, pin: str) -> None:
         self.pair(pin)
-        self.say(f"paired with {self.address} (host certificate {self.known.fingerprint_of(self.address)[:16]}…, "
+        pinned = self.known.fingerprint_of(self.address) or "?"
+        self.say(f"paired with {self.address} (host certificate {pinned[:16]}…, "
                  f"pinned in {self.known.path})")
 
     # -- streaming -----------------------------------------------------------------------
@@ -510,7 +511,8 @@ class NativeClient:
                 if t == "ping":
                     ctl.send({"type": "pong", "id": m.get("id"), "t_us": m.get("t_us")})
                 elif t == "pong":
-                    sent = pings.pop(m.get("id"), None) if isinstance(m.get("id"), int) else None
+                    pong_id = m.get("id")
+                    sent = pings.pop(pong_id, None) if isinstance(pong_id, int) else None
                     if sent is not None:
                         s = (time.monotonic() - sent) * 1e6
                         self.rtt_us = s if self.rtt_us is None else 0.875 * self.rtt_us + 0.125 * s
