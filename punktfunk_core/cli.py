@@ -448,10 +448,7 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     p = sub.add_parser("apps", help="the apps clients can launch and the running one; quit it")
     p.add_argument("--json", action="store_true", help="print apps.list as JSON")
     p.set_defaults(func=cmd_apps_list)
-    asub = p.add_subparsers(dest="apps_command", metavar="ACTION")
-    c = asub.add_parser("list", help="the apps (the running one marked *)")
-    c.add_argument("--json", action="store_true", help="print apps.list as JSON")
-    c.set_defaults(func=cmd_apps_list)
+    asub = p.add_subparsers(dest="apps_command", metavar="ACTION")  # none: the list, the running one marked *
     c = asub.add_parser("quit", help="end the running app: its stream, its process group, then its undo steps")
     c.add_argument("--no-wait", action="store_true", help="return once the host took the quit")
     c.set_defaults(func=cmd_apps_quit)
