@@ -10,7 +10,10 @@ is. :class:`AppLauncher` runs one app at a time:
 - quit: SIGTERM to the group, SIGKILL after ``exit_timeout``, then the
   ``undo`` commands in reverse order;
 - an app that exits by itself is ended the same way and reported through
-  ``on_exit`` (the protocol ends the stream on it).
+  ``on_exit`` (the protocol ends the stream on it);
+- an operator's quit (``punktfunk apps quit``, the console) goes through
+  :meth:`AppLauncher.quit_from_operator`: the launching protocol's ``on_quit``
+  ends its stream first, then the app ends as above.
 
 Ids are stable: the first 31 bits of the SHA-256 of the app's name (0 and 1
 are never given: 0 means "none" to GameStream clients, 1 is Desktop), so
@@ -24,6 +27,7 @@ import functools
 import hashlib
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import threading
@@ -95,6 +99,13 @@ class App(Settings):
         """What a client or the console is shown."""
         return {"id": self.id, "name": self.name, "desktop": self.id == DESKTOP_ID}
 
+    def summary(self) -> str:
+        """The command as one shell-quoted line, cut to 200 characters (the operator's view)."""
+        if not self.cmd:
+            return ""
+        line = shlex.join(self.cmd)
+        return line if len(line) <= 200 else line[:199] + "…"
+
 
 def app_id(name: str) -> int:
     """The stable id of the app called ``name``."""
@@ -143,6 +154,8 @@ def load_apps(entries: Sequence[Mapping[str, Any]]) -> list[App]:
 
 
 ExitCallback = Callable[["RunningApp", "int | None"], None]
+#: ``on_quit(running, reason)``: the launching protocol ends the stream of this app
+QuitCallback = Callable[["RunningApp", str], None]
 
 
 @dataclass(eq=False)
@@ -154,16 +167,29 @@ class RunningApp:
     #: the prep steps whose ``do`` succeeded, in order (their undo runs in reverse)
     prepared: tuple[PrepStep, ...]
     started: float = field(default_factory=time.monotonic)
+    #: the wall-clock time it started (seconds since the epoch), for the operator
+    since: float = field(default_factory=time.time)
     #: set once, by whoever ends it first (quit or the app exiting)
     ending: bool = False
     #: the launching protocol's own ``on_exit`` (called before the launcher's)
     on_exit: ExitCallback | None = None
+    #: the launching protocol's way to end its stream when someone else quits the app
+    on_quit: QuitCallback | None = None
+    #: who launched it: the protocol and the client's name ("" when not said)
+    protocol: str = ""
+    client: str = ""
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
-
+    def describe(self) -> dict[str, Any]:
+        """The running app for the operator: the app, its process (group) and who launched it."""
+        return {**self.app.describe(), "cmd": self.app.summary(), "pid": self.pid,
+                "pgid": self.pid,  # started with start_new_session: the leader's pid is the group id
+                "detached": self.app.detached, "since": self.since,
+                "seconds": round(time.monotonic() - self.started, 1),
+                "protocol": self.protocol or None, "client": self.client or None}
 
 
 class AppLauncher:
@@ -207,9 +233,12 @@ class AppLauncher:
         return self._running
 
     def launch(self, key: int | str, env: Mapping[str, str] | None = None,
-               on_exit: ExitCallback | None = None) -> RunningApp:
+               on_exit: ExitCallback | None = None, on_quit: QuitCallback | None = None,
+               protocol: str = "", client: str = "") -> RunningApp:
         """Run the prep steps and start the app; ``env`` adds per-session variables, ``on_exit``
-        is told (like the launcher's) when this app exits by itself. Returns
+        is told (like the launcher's) when this app exits by itself, ``on_quit`` when the
+        operator quits it (:meth:`quit_from_operator`); ``protocol`` and ``client`` say who
+        launched it (shown to the operator). Returns
         the running app (the one already running when it is the same app). Raises
         :class:`LaunchError` when a step or the command fails, with everything it had done
         undone. Takes at most ``STEP_TIMEOUT_S`` per prep step (and per undo on failure)."""
@@ -225,7 +254,8 @@ class AppLauncher:
             self._running = claim
         try:
             running = self._start(app, dict(env or {}))
-            running.on_exit = on_exit
+            running.on_exit, running.on_quit = on_exit, on_quit
+            running.protocol, running.client = protocol, client
         except BaseException:
             with self._lock:
                 if self._running is claim:
@@ -247,21 +277,50 @@ class AppLauncher:
         """End the running app: SIGTERM to its process group, SIGKILL after its
         ``exit_timeout``, then its undo steps in reverse. Returns what was running (None if
         nothing was). Bounded by exit_timeout + KILL_WAIT_S + STEP_TIMEOUT_S per undo step."""
+        running = self._running
+        return running if running is not None and self._quit_if_running(running) else None
+
+    def quit_from_operator(self, reason: str = "quit by the operator") -> RunningApp | None:
+        """End the running app from outside its protocol (``apps.quit``: CLI, console) without
+        waiting: the launching protocol's ``on_quit`` ends its stream at once (on this thread;
+        it must not wait for the app), then a thread of its own quits the app (:meth:`quit`).
+        Returns what was running (None if nothing was)."""
         with self._lock:
             running = self._running
             if running is None or running.ending:
                 return None
-            running.ending = True
-        self._finish(running)
+        if running.on_quit is not None:
+            try:
+                running.on_quit(running, reason)
+            except Exception:  # noqa: BLE001 - the app is quit all the same
+                log.exception("app %r: the quit callback failed", running.app.name)
+        log.info("app %r: %s", running.app.name, reason)
+        threading.Thread(target=self._quit_if_running, args=(running,), name=f"app-{running.app.id}-quit",
+                         daemon=True).start()
         return running
 
+    @staticmethod
+    def ending_bound(running: RunningApp) -> float:
+        """The most seconds quitting ``running`` takes (group, then every undo step)."""
+        undo = sum(1 for step in running.prepared if step.undo)
+        return (running.app.exit_timeout + KILL_WAIT_S if running.proc is not None else 0.0) + undo * STEP_TIMEOUT_S
+
+    def _quit_if_running(self, running: RunningApp) -> bool:
+        """End ``running`` if it still runs and nobody else is ending it (a quit, its own
+        exit, its protocol's on_quit): whoever sets ``ending`` first ends it."""
+        with self._lock:
+            if self._running is not running or running.ending:
+                return False
+            running.ending = True
+        self._finish(running)
+        return True
+
     def status(self) -> dict[str, Any]:
-        """The apps and the running one, for a client list or the console."""
+        """The apps (with their command lines) and the running one, for the operator; an app
+        being quit stays there (``ending``) until its group is gone and its undo steps ran."""
         running = self._running
-        return {"apps": [a.describe() for a in self.apps],
-                "running": None if running is None or running.ending else
-                {**running.app.describe(), "pid": running.pid,
-                 "seconds": round(time.monotonic() - running.started, 1)}}
+        return {"apps": [{**a.describe(), "cmd": a.summary()} for a in self.apps],
+                "running": None if running is None else {**running.describe(), "ending": running.ending}}
 
     # -- inside ------------------------------------------------------------------------
 

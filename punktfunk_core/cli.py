@@ -282,6 +282,51 @@ def cmd_pairing_view_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launched_by(running: dict[str, Any]) -> str:
+    who = " ".join(x for x in (running.get("protocol"), repr(running["client"]) if running.get("client") else "") if x)
+    return f"launched by {who}" if who else "launched on the host"
+
+
+def cmd_apps_list(args: argparse.Namespace) -> int:
+    st = ipc.connect().call("apps.list")
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    running = st["running"]
+    for app in st["apps"]:
+        mark = "*" if running is not None and running["id"] == app["id"] else " "
+        print(f"{mark} {app['id']:>10}  {app['name']}" + (f"  ({app['cmd']})" if app["cmd"] else "  (the screen)"))
+    if running is None:
+        print("no app is running")
+    else:
+        group = f"process group {running['pgid']}" if running["pgid"] else "no process tracked"
+        state = "ending" if running["ending"] else "running"
+        print(f"* {state}: {running['name']} for {running['seconds']:.0f} s, {_launched_by(running)}, {group}")
+    return 0
+
+
+def cmd_apps_quit(args: argparse.Namespace) -> int:
+    host = ipc.connect()
+    quitting = host.call("apps.quit")["quitting"]
+    if quitting is None:
+        print("no app was running")
+        return 0
+    print(f"quitting {quitting['name']} ({_launched_by(quitting)}); its stream ends now", flush=True)
+    if args.no_wait:
+        return 0
+    # the host answers at once and ends the app on a thread: wait until it is gone (bounded)
+    deadline = time.monotonic() + quitting["ends_within_s"] + 2.0
+    while time.monotonic() < deadline:
+        running = host.call("apps.list")["running"]
+        if running is None or (running["id"], running["since"]) != (quitting["id"], quitting["since"]):
+            print(f"{quitting['name']} ended (its process group and undo steps done)")
+            return 0
+        time.sleep(0.1)
+    print(f"{quitting['name']} is still ending after {quitting['ends_within_s'] + 2.0:.0f} s; see the host's log",
+          file=sys.stderr)
+    return 1
+
+
 def _free_udp_port() -> int:
     """A UDP port on 127.0.0.1 that nobody listens on (just released by us)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -399,6 +444,14 @@ def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
     c.add_argument("fingerprint", help="the client's certificate fingerprint, or its first 8+ hex digits")
     c.add_argument("state", choices=["on", "off"])
     c.set_defaults(func=cmd_pairing_view_only)
+
+    p = sub.add_parser("apps", help="the apps clients can launch and the running one; quit it")
+    p.add_argument("--json", action="store_true", help="print apps.list as JSON")
+    p.set_defaults(func=cmd_apps_list)
+    asub = p.add_subparsers(dest="apps_command", metavar="ACTION")  # none: the list, the running one marked *
+    c = asub.add_parser("quit", help="end the running app: its stream, its process group, then its undo steps")
+    c.add_argument("--no-wait", action="store_true", help="return once the host took the quit")
+    c.set_defaults(func=cmd_apps_quit)
 
     p = sub.add_parser("loopback", help="stream a diagnostic session to a local UDP port (no client needed)",
                        description="Runs capture → encoder → UDP to 127.0.0.1 through the host's real runner, "

@@ -398,6 +398,12 @@ class Host:
 
             return reload_config(self)
 
+        def apps_quit(_args: dict) -> dict:
+            # answered at once: the launching protocol ends its stream, the app ends on a thread
+            running = self.apps.quit_from_operator("quit by the operator")
+            return {"quitting": None if running is None else
+                    {**running.describe(), "ends_within_s": self.apps.ending_bound(running)}}
+
         return {
             **{name: (fn, "core") for name, fn in pairing_commands(self).items()},
             "sessions.loopback": (loopback, "core"),
@@ -409,6 +415,7 @@ class Host:
             "host.metrics": (metrics, "core"),
             "config.reload": (config_reload, "core"),
             "apps.list": (lambda _args: self.apps.status(), "core"),
+            "apps.quit": (apps_quit, "core"),
         }
 
 

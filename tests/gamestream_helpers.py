@@ -43,6 +43,37 @@ def gs_config(apps: tuple[dict[str, Any], ...] = (), **gamestream: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+def marker_app(d: Path, name: str = "Marker") -> dict[str, Any]:
+    """An ``[[apps]]`` table whose command checks its prep step ran, leaves a child in its group,
+    writes its process group id (``d/pgid``) and a marker, and sleeps; prep/undo leave
+    ``d/prepared`` and ``d/undone`` behind."""
+    script = f'test -e {d}/prepared || exit 3; sleep 60 & echo $$ > {d}/pgid; touch {d}/marker; wait'
+    return {"name": name, "cmd": ["sh", "-c", script], "exit_timeout": 3,
+            "prep": [{"do": ["touch", f"{d}/prepared"], "undo": ["touch", f"{d}/undone"]}]}
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def launch_marker_app(host: Any, d: Path) -> int:
+    """Pair a Moonlight client with ``host`` (GameStream on, ``marker_app(d)`` configured) and
+    launch the app through it, without streaming; the app's process group id."""
+    wait_ready(host)
+    assert pair(host, d / "client")["ok"]
+    res = run_client("launch", host, d / "client", "--app", "Marker")
+    assert res["ok"], res
+    deadline = time.monotonic() + 30
+    while not (d / "marker").exists():
+        assert time.monotonic() < deadline, "the app did not start"
+        time.sleep(0.05)
+    return int((d / "pgid").read_text())
+
+
 #: environment of a host that loads the fault-injection stages (tests/plugins/pf_faults.py)
 FAULTS_ENV = {
     "PUNKTFUNK_PLUGINS": "pf_faults",

@@ -240,3 +240,32 @@ cmd = ["steam"]
     ]
     ok = check(tmp_path, '[[apps]]\nname = "Desktop"\n\n[[apps]]\nname = "Kodi"\ncmd = ["kodi"]\n')
     assert ok.returncode == 0, ok.stderr
+
+
+def test_an_operator_quit_ends_the_launching_protocols_stream_first_then_the_group_then_undoes(tmp_path):
+    lx = launcher(tmp_path, {"name": "Game", "cmd": game(tmp_path),
+                             "prep": [{"do": step(tmp_path, "do"), "undo": step(tmp_path, "undo")}]})
+    told: list[tuple[str, bool, list[str]]] = []
+
+    def on_quit(running, reason: str) -> None:  # what a protocol does: end its stream (here: note it)
+        told.append((reason, not group_gone(running.pid), journal(tmp_path)))
+
+    running = lx.launch("Game", on_quit=on_quit, protocol="gamestream", client="laptop")
+    assert wait_for(lambda: (tmp_path / "marker").exists())
+    shown = lx.status()["running"]
+    assert (shown["protocol"], shown["client"], shown["pgid"], shown["ending"]) == \
+        ("gamestream", "laptop", running.pid, False)
+    assert lx.quit_from_operator("quit by the operator") is running  # answers at once
+    assert told == [("quit by the operator", True, ["do"])]  # the stream ended while the app still ran
+    assert wait_for(lambda: lx.running is None)
+    assert group_gone(running.pid) and journal(tmp_path) == ["do", "undo"]
+    assert lx.quit_from_operator() is None and len(told) == 1
+
+
+def test_an_operator_quit_of_an_app_no_protocol_launched_still_ends_it(tmp_path):
+    lx = launcher(tmp_path, {"name": "Game", "cmd": game(tmp_path)})
+    running = lx.launch("Game")
+    assert wait_for(lambda: (tmp_path / "marker").exists())
+    assert lx.status()["running"]["protocol"] is None
+    assert lx.quit_from_operator() is running
+    assert wait_for(lambda: lx.running is None) and group_gone(running.pid)

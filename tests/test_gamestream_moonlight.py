@@ -10,12 +10,24 @@ import hashlib
 import os
 import signal
 import stat
+import subprocess
+import sys
 import time
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from gamestream_helpers import FAULTS_ENV, finish_client, gs_config, pair, run_client, start_client, wait_ready
+from gamestream_helpers import (
+    FAULTS_ENV,
+    finish_client,
+    group_alive,
+    gs_config,
+    marker_app,
+    pair,
+    run_client,
+    start_client,
+    wait_ready,
+)
 
 pytest.importorskip("moonlight_python")
 pytestmark = pytest.mark.moonlight
@@ -519,22 +531,6 @@ def test_host_side_session_stop_terminates_and_the_client_can_resume(paired_host
 
 
 # -- apps ([[apps]], docs/apps.md) -----------------------------------------------------------
-def _marker_app(d: Path, name: str = "Marker") -> dict:
-    """An app whose command checks its prep step ran, leaves a child in its group, writes its
-    process group id and a marker, and sleeps; prep/undo leave files behind."""
-    script = f'test -e {d}/prepared || exit 3; sleep 60 & echo $$ > {d}/pgid; touch {d}/marker; wait'
-    return {"name": name, "cmd": ["sh", "-c", script], "exit_timeout": 3,
-            "prep": [{"do": ["touch", f"{d}/prepared"], "undo": ["touch", f"{d}/undone"]}]}
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _wait_for(cond, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -547,7 +543,7 @@ def _wait_for(cond, timeout: float = 10.0) -> bool:
 def test_applist_shows_the_configured_apps_with_their_stable_ids(paired_host, tmp_path: Path) -> None:
     from punktfunk_core.apps import app_id
 
-    host, client = paired_host(apps=(_marker_app(tmp_path), {"name": "Steam <Big> & Picture", "cmd": ["true"]}))
+    host, client = paired_host(apps=(marker_app(tmp_path), {"name": "Steam <Big> & Picture", "cmd": ["true"]}))
     res = run_client("applist", host, client)
     assert res["apps"] == ["Desktop", "Marker", "Steam <Big> & Picture"], res
     assert res["ids"] == [1, app_id("Marker"), app_id("Steam <Big> & Picture")]
@@ -558,13 +554,13 @@ def test_a_launched_app_runs_after_its_prep_and_quitting_ends_its_group_then_und
                                                                                        who: str) -> None:
     from punktfunk_core.apps import app_id
 
-    host, client = paired_host(apps=(_marker_app(tmp_path),))
+    host, client = paired_host(apps=(marker_app(tmp_path),))
     res = run_client("stream", host, client, "--app", "Marker", "--frames", "30")
     _assert_stream_ok(res, frames=30)
     assert _wait_for(lambda: (tmp_path / "marker").exists()), "the app did not start"
     assert (tmp_path / "prepared").exists() and not (tmp_path / "undone").exists()
     pgid = int((tmp_path / "pgid").read_text())
-    assert _group_alive(pgid) and os.getpgid(pgid) == pgid != os.getpgid(0)  # a group of its own
+    assert group_alive(pgid) and os.getpgid(pgid) == pgid != os.getpgid(0)  # a group of its own
     info = run_client("serverinfo", host, client)
     assert info["current_game"] == app_id("Marker")
     assert host.call("apps.list")["running"]["name"] == "Marker"
@@ -572,7 +568,7 @@ def test_a_launched_app_runs_after_its_prep_and_quitting_ends_its_group_then_und
         assert "<cancel>1</cancel>" in run_client("quit", host, client)["xml"]
     else:  # punktfunk gamestream cancel: answered at once, the app ends on its own thread
         assert host.call("gamestream.cancel") == {"cancelled": True}
-    assert _wait_for(lambda: not _group_alive(pgid)), "the app's process group outlived the quit"
+    assert _wait_for(lambda: not group_alive(pgid)), "the app's process group outlived the quit"
     assert _wait_for(lambda: (tmp_path / "undone").exists()), "undo did not run"
     assert host.call("gamestream.status")["app_running"] is False
     assert _wait_for(lambda: host.call("apps.list")["running"] is None)
@@ -592,6 +588,53 @@ def test_an_app_that_cannot_start_gives_the_client_an_error_and_the_host_stays_r
     st = host.call("gamestream.status")
     assert st["app_running"] is False and st["counters"]["launch_failed"] == 1
     # nothing is left half-launched: Desktop streams right away
+    _assert_stream_ok(run_client("stream", host, client, "--frames", "30", "--cancel"), frames=30)
+
+
+def _punktfunk(host, *args: str) -> subprocess.CompletedProcess:
+    """The ``punktfunk`` CLI against this host."""
+    return subprocess.run([sys.executable, "-m", "punktfunk_core.cli", *args], env=host.env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_punktfunk_apps_quit_ends_the_live_stream_the_app_group_and_runs_undo(paired_host, tmp_path: Path) -> None:
+    """An operator's quit (CLI, IPC ``apps.quit``, the console) ends the app as the launching client's
+    /cancel does: the Moonlight stream ends (the client is told), the group goes, undo runs."""
+    host, client = paired_host(apps=(marker_app(tmp_path), {"name": "Other", "cmd": ["true"]}))
+    listed = _punktfunk(host, "apps")
+    assert listed.returncode == 0 and "no app is running" in listed.stdout, listed
+    proc = start_client("stream", host, client, "--app", "Marker", "--frames", "100000", "--seconds", "40")
+    try:
+        assert _wait_for(lambda: (tmp_path / "pgid").exists(), 30), "the app did not start"
+        pgid = int((tmp_path / "pgid").read_text())
+        assert _wait_for(lambda: host.call("gamestream.status")["streaming"], 30), "the stream did not start"
+        running = host.call("apps.list")["running"]
+        client_name = host.call("pairing.clients", protocol="gamestream")[0]["name"]
+        assert (running["name"], running["pgid"], running["protocol"], running["client"]) == \
+            ("Marker", pgid, "gamestream", client_name)
+        assert abs(running["since"] - time.time()) < 60 and running["cmd"].startswith("sh -c ")
+        listed = _punktfunk(host, "apps")
+        marked = [ln for ln in listed.stdout.splitlines() if ln.startswith("*")]
+        assert listed.returncode == 0 and "Marker" in marked[0] and "Other" not in "".join(marked), listed.stdout
+        assert f"launched by gamestream {client_name!r}, process group {pgid}" in marked[-1], listed.stdout
+
+        quit_ = _punktfunk(host, "apps", "quit")
+        # the CLI returns once the app is gone: no waiting here
+        assert quit_.returncode == 0 and "Marker ended" in quit_.stdout, (quit_.stdout, quit_.stderr)
+        assert not group_alive(pgid), "the app's process group outlived the quit"
+        assert (tmp_path / "undone").exists(), "undo did not run"
+        res = finish_client(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert res["terminated_before_stop"] is True, "the client was not told that the stream ended"
+    assert host.call("apps.list")["running"] is None
+    st = host.call("gamestream.status")
+    assert st["app_running"] is False and not st["streaming"]
+    assert "quit by the operator" in host.log()
+    again = _punktfunk(host, "apps", "quit")
+    assert again.returncode == 0 and "no app was running" in again.stdout
+    # the host is ready for the next launch
     _assert_stream_ok(run_client("stream", host, client, "--frames", "30", "--cancel"), frames=30)
 
 

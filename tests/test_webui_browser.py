@@ -518,3 +518,54 @@ def test_the_reload_button_reloads_the_config_file_and_shows_what_it_did(browser
         f"{host.config_path}: stats.max_samples: 1 is less than the minimum of 10"
     assert host.call("stats.status")["max_samples"] == 123
     assert not errors, errors
+
+
+def test_the_apps_card_shows_the_apps_and_the_running_one_and_quit_ends_it(browser: Any, host_factory: Any,
+                                                                           pf_dirs: dict[str, Path], shots: Any,
+                                                                           tmp_path: Path) -> None:
+    pytest.importorskip("moonlight_python")
+    from gamestream_helpers import group_alive, gs_config, launch_marker_app, marker_app
+
+    host = host_factory(config=gs_config(apps=(marker_app(tmp_path),)))
+    paths = paths_of(pf_dirs)
+    console = start_console(console_cfg(workers=2), paths)
+    try:
+        stack = {"url": console.url, "token": admin_token(paths)}
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        sign_in(page, stack, "host")
+        page.wait_for_selector("#apps-table tr[data-app='Marker']")
+        assert page.inner_text("#apps-running") == "No app is running."
+        assert not page.is_enabled("#apps-quit")
+        assert "sh -c" in page.inner_text("#apps-table tr[data-app='Marker']")
+
+        pgid = launch_marker_app(host, tmp_path)  # a real Moonlight launch through GameStream
+        page.wait_for_selector("#apps-table tr[data-app='Marker'].running .badge", timeout=10_000)
+        assert page.locator("#apps-table tr.running").count() == 1
+        text = page.inner_text("#apps-running")
+        assert text.startswith("Marker runs since ") and "launched by gamestream" in text, text
+        assert f"process group {pgid}" in text, text
+        wait_for(lambda: page.is_enabled("#apps-quit"), 10, interval=0.2, what="Quit to be enabled")
+        shots(page, "16-apps-running")
+
+        page.click("#apps-quit")
+        page.wait_for_selector("dialog#confirm[open]")
+        page.click("dialog#confirm .confirm-ok")
+        page.wait_for_selector("#apps-result .applied")
+        assert page.inner_text("#apps-result .applied").startswith("quitting Marker: its stream ended")
+        wait_for(lambda: not group_alive(pgid), 10, what="the app's process group to end")
+        wait_for(lambda: (tmp_path / "undone").exists(), 10, what="the undo step")
+        wait_for(lambda: page.inner_text("#apps-running") == "No app is running.", 10, interval=0.2,
+                 what="the card to show no running app")
+        assert page.locator("#apps-table tr.running").count() == 0 and not page.is_enabled("#apps-quit")
+        shots(page, "17-apps-quit")
+
+        host.stop()  # the host goes: the card says why it cannot tell, Quit stays off
+        page.wait_for_selector("#host-gone:not([hidden])", timeout=10_000)
+        wait_for(lambda: "not reachable" in page.inner_text("#apps-running"), 10, interval=0.2,
+                 what="the apps card to say the host is gone")
+        assert not page.is_enabled("#apps-quit")
+        assert not errors, errors
+    finally:
+        console.stop()

@@ -250,3 +250,31 @@ def test_pairing_bridge_serves_every_protocol_through_the_core_pairing_ipc(host_
     assert bad.status_code == 404
     r = requests.delete(c.url + "api/v1/pairing/nosuchproto/clients/abcd", headers=auth, timeout=5)
     assert r.status_code == 404 and "nosuchproto" in r.json()["error"]
+
+
+def test_console_lists_the_apps_and_quits_the_running_one_as_its_protocol_does(host_factory: Any,
+                                                                                pf_dirs: dict[str, Path], console: Any,
+                                                                                tmp_path: Path) -> None:
+    pytest.importorskip("moonlight_python")
+    from gamestream_helpers import group_alive, gs_config, launch_marker_app, marker_app
+
+    host = host_factory(config=gs_config(apps=(marker_app(tmp_path),)))
+    c = console()
+    token = admin_token(paths_of(pf_dirs))
+    st = get(c.url + "api/v1/apps", token).json()
+    assert [a["name"] for a in st["apps"]] == ["Desktop", "Marker"] and st["running"] is None
+    assert st["apps"][1]["cmd"].startswith("sh -c ") and st["apps"][0]["cmd"] == ""
+    assert post(c.url + "api/v1/apps/quit", token).json() == {"quitting": None}
+
+    pgid = launch_marker_app(host, tmp_path)  # a real Moonlight launch through GameStream
+    running = get(c.url + "api/v1/apps", token).json()["running"]
+    assert (running["name"], running["pgid"], running["protocol"]) == ("Marker", pgid, "gamestream")
+    assert running["client"] == host.call("pairing.clients", protocol="gamestream")[0]["name"]
+    r = post(c.url + "api/v1/apps/quit", token)
+    assert r.status_code == 200 and r.json()["quitting"]["name"] == "Marker", r.text
+    wait_for(lambda: not group_alive(pgid), 10, what="the app's process group to end")
+    wait_for(lambda: (tmp_path / "undone").exists(), 10, what="the undo step")
+    wait_for(lambda: get(c.url + "api/v1/apps", token).json()["running"] is None, 10, what="no running app")
+    assert host.call("gamestream.status")["app_running"] is False  # the plane's launch ended with it
+    # without a token: 401, like every admin route
+    assert requests.post(c.url + "api/v1/apps/quit", timeout=5).status_code == 401

@@ -428,6 +428,13 @@ def _add_core_routes(register: Callable[..., None], ipc: IpcClient, table: Route
         """Reload the host's config file (as SIGHUP); refused problems are in the answer, not an error."""
         return jsonify(ipc.call("config.reload"))
 
+    def apps_list() -> Response:
+        return jsonify(ipc.call("apps.list"))
+
+    def apps_quit() -> Response:
+        """Quit the running app as its protocol's cancel does; answered at once (``quitting``)."""
+        return jsonify(ipc.call("apps.quit"))
+
     def console_routes() -> Response:
         return jsonify({"routes": [r.to_dict() for r in table.routes()], "failed": table.failed})
 
@@ -494,6 +501,8 @@ def _add_core_routes(register: Callable[..., None], ipc: IpcClient, table: Route
     register("/api/v1/sessions/<int:session_id>/stop", session_stop, methods=["POST"])
     register("/api/v1/plugins", plugins_list)
     register("/api/v1/config/reload", config_reload, methods=["POST"])
+    register("/api/v1/apps", apps_list)
+    register("/api/v1/apps/quit", apps_quit, methods=["POST"])
     register("/api/v1/console/routes", console_routes)
     register("/api/v1/tokens", tokens_list)
     register("/api/v1/tokens/<kind>", token_issue, methods=["POST"])

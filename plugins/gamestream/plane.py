@@ -297,7 +297,8 @@ class GameStreamPlane(ProtocolPlane):
                     return False, f"{cur.app.app.name if cur.app else 'an app'} is running; quit it first"
         # the prep steps and the command run outside the plane's lock (they may take seconds)
         try:
-            running = self.host.apps.launch(appid, on_exit=self._app_exited)
+            running = self.host.apps.launch(appid, on_exit=self._app_exited, on_quit=self._app_quit,
+                                            protocol=self.name, client=client.name)
         except LaunchError as exc:  # the launcher logged it; the client is told
             self.count("launch_failed")
             return False, str(exc)
@@ -314,12 +315,17 @@ class GameStreamPlane(ProtocolPlane):
     def _app_exited(self, running: RunningApp, code: int | None) -> None:
         """The app ended by itself (the launcher already ended its group and ran its undo):
         the stream ends and the client is told."""
+        self._app_quit(running, f"the app {running.app.name!r} exited ({code})")
+
+    def _app_quit(self, running: RunningApp, reason: str) -> None:
+        """The app ends outside this plane (its own exit, ``apps.quit``): end its stream and
+        tell the client; the launcher ends the app itself."""
         with self._lock:
             launch = self.launch
             if launch is None or launch.app is not running:
                 return
             self.launch = None
-        self._end_launch(launch, f"the app {running.app.name!r} exited ({code})", quit_app=False)
+        self._end_launch(launch, reason, quit_app=False)
 
     def cancel_launch_of(self, client: PairedClient) -> bool:
         """``/cancel`` from a paired client: it may end the app it launched, not

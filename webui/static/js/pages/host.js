@@ -1,4 +1,4 @@
-/* Host: status, protocols, plugins, and the console's routes with their lanes. */
+/* Host: status, config, apps, protocols, plugins, and the console's routes with their lanes. */
 (function () {
   "use strict";
   const { el, api, card, clear } = PF;
@@ -9,10 +9,11 @@
   PF.pages.host = async function (root) {
     const status = card("Host", { id: "host-card" });
     const config = card("Configuration", { id: "config-card" });
+    const apps = card("Apps", { id: "apps-card" });
     const protocols = card("Protocols", { id: "protocols-card" });
     const plugins = card("Plugins", { id: "plugins-card" });
     const routes = card("Console routes", { id: "routes-card" });
-    root.append(status, config, protocols, plugins, routes);
+    root.append(status, config, apps, protocols, plugins, routes);
 
     // the config file: which one, and a reload (as SIGHUP) that says what it applied
     const configFile = el("p", { id: "config-file", class: "mono" }, U.NO_VALUE);
@@ -39,6 +40,64 @@
       }
     });
     config.body.append(configFile, reloadButton, reloadResult);
+
+    // the [[apps]] clients can launch, the running one and who launched it, and Quit (as the
+    // launching protocol's cancel: its stream ends, then the app's process group, then undo)
+    const appsTable = el("div", { id: "apps-list" });
+    const appsRunning = el("p", { id: "apps-running" }, U.NO_VALUE);
+    const quitButton = el("button", { id: "apps-quit", type: "button", class: "danger", disabled: true }, "Quit app");
+    const appsResult = el("div", { id: "apps-result" });
+    let runningApp = null;
+    quitButton.addEventListener("click", async () => {
+      const app = runningApp;
+      if (!app) return;
+      const ok = await PF.confirm(`Quit ${app.name}? Its stream ends, then the app and what it started.`, "Quit app");
+      if (!ok) return;
+      quitButton.disabled = true;
+      try {
+        const a = await api.post("/api/v1/apps/quit");
+        clear(appsResult).append(el("p", { class: "applied" }, a.quitting
+          ? `quitting ${a.quitting.name}: its stream ended; the app ends within ${U.formatDurationMs(a.quitting.ends_within_s * 1000)}`
+          : "no app was running"));
+      } catch (e) {
+        clear(appsResult).append(PF.errorBox(e));
+      }
+      await refreshApps();
+    });
+    apps.body.append(appsTable, appsRunning, quitButton, appsResult);
+
+    async function refreshApps() {
+      let st;
+      try {
+        st = await api.get("/api/v1/apps");
+      } catch (e) {
+        // the list stays as it was; what runs is unknown while the host is gone
+        runningApp = null;
+        quitButton.disabled = true;
+        clear(appsRunning).append(PF.errorBox(e));
+        return;
+      }
+      const r = st.running;
+      runningApp = r && !r.ending ? r : null;
+      clear(appsTable).append(el("div", { class: "table-scroll" }, el("table", { class: "data", id: "apps-table" },
+        el("thead", {}, el("tr", {}, ["", "app", "id", "command"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, st.apps.map((a) => {
+          const on = r !== null && r.id === a.id;
+          return el("tr", { class: on ? "running" : "", "data-app": a.name },
+            el("td", {}, on ? el("span", { class: "badge ok" }, "running") : ""), el("td", {}, a.name),
+            el("td", { class: "mono" }, String(a.id)), el("td", { class: "mono small" }, a.cmd || "(the screen as it is)"));
+        })))));
+      if (r === null) {
+        appsRunning.textContent = "No app is running.";
+      } else {
+        const who = r.protocol ? `${r.protocol}${r.client ? ` (client ${r.client})` : ""}` : "the host";
+        const group = r.pgid ? `process group ${r.pgid}` : r.detached ? "detached, not tracked" : "no process";
+        appsRunning.textContent = `${r.name} ${r.ending ? "is ending; it ran" : "runs"} since ${PF.fmtTime(r.since * 1000)} ` +
+          `(${U.formatDurationMs(r.seconds * 1000)}), launched by ${who}, ${group}.`;
+      }
+      // the page's own state; while the host is gone the banner holds every control off anyway
+      if (!PF.hostGone) quitButton.disabled = r === null || r.ending;
+    }
 
     async function refreshStatus() {
       let st;
@@ -91,6 +150,9 @@
     }
 
     loadPlugins();
-    return PF.every(3000, refreshStatus);
+    return PF.every(3000, async () => {
+      await refreshApps();
+      await refreshStatus();
+    });
   };
 })();
