@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -43,19 +42,28 @@ def private_xvfb(width: int = 640, height: int = 360, *extra: str) -> Iterator[X
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
         pytest.skip("no Xvfb to start a private display (apt-get install xvfb)")
-    # a number no other X server (another test run, a benchmark) holds: its socket
-    # would otherwise make a failed start look like ours
-    num = next(n for n in range(90 + os.getpid() % 500, 2000)
-               if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists())
-    proc = subprocess.Popen([xvfb, f":{num}", "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp", *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    sock = Path(f"/tmp/.X11-unix/X{num}")
+    # Xvfb picks a free display number itself and writes it to the pipe (-displayfd):
+    # picking one here raced with other test runs starting an X server at the same time
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen([xvfb, "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24",
+                             "-nolisten", "tcp", *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(write_fd,))
+    os.close(write_fd)
+    answer = b""
     deadline = time.monotonic() + 10
-    while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    if not sock.exists() or proc.poll() is not None:
+    try:
+        while not answer.endswith(b"\n") and time.monotonic() < deadline:
+            ready, _, _ = select.select([read_fd], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(read_fd, 16) if ready else b""
+            if not chunk:
+                break  # Xvfb exited (or the deadline passed)
+            answer += chunk
+    finally:
+        os.close(read_fd)
+    if not answer.strip().isdigit() or proc.poll() is not None:
         proc.kill()
-        pytest.skip(f"Xvfb :{num} did not start")
+        pytest.skip("Xvfb did not start")
+    num = int(answer)
     try:
         yield XvfbDisplay(f":{num}", width, height, proc)
     finally:
