@@ -29,6 +29,7 @@ from punktfunk_core.protocol import PIN_FROM_HOST, ProtocolPlane
 from punktfunk_core.stages import CODECS
 from punktfunk_core.tls import HandshakeFailed, TlsConnection, TlsServer
 
+from punktfunk_native.audio import AUDIO_CHANNELS, audio_layout, audio_stages, layout_message
 from punktfunk_native.control import ControlChannel
 from punktfunk_native.datapath import FecParams, NativePacketizer, NativeSender, PacketOpener
 from punktfunk_native.identity import control_tls, load_or_create_identity
@@ -95,7 +96,7 @@ class NativePlane(ProtocolPlane):
     counter_names = ("connections", "tls_failed", "tls_unpaired", "protocol_errors", "pairing_ok", "pairing_failed",
                      "sessions", "sessions_timed_out", "probes_rejected", "refused_busy", "unauthenticated_evicted",
                      "unauthenticated_timed_out", "input_messages", "input_malformed", "input_oversized",
-                     "input_view_only")
+                     "input_view_only", "audio_sessions", "audio_start_failed")
 
     def __init__(self, host: Any) -> None:
         super().__init__(host)
@@ -338,6 +339,11 @@ class NativePlane(ProtocolPlane):
             fps = get_int(req, "fps", 1, 480, 60)
             bitrate = min(get_int(req, "bitrate_kbps", 100, 2_000_000, 10_000), int(cfg.get("max_bitrate_kbps", 200_000)))
             fec_percent = get_int(req, "fec_percent", 0, 100, int(cfg.get("fec_percent", 20)))
+            audio_channels = get_int(req, "audio_channels", 0, 8, 0)
+            if audio_channels and audio_channels not in AUDIO_CHANNELS:
+                raise ProtocolError(f"field 'audio_channels' must be 0 (no audio) or one of {AUDIO_CHANNELS}")
+            if not cfg.get("audio", True):
+                audio_channels = 0  # the host streams no audio: session_accept has no "audio"
             spec = self.host.stream_spec(width=width, height=height, fps=fps, codec=codec, bitrate_kbps=bitrate)
         except (ProtocolError, ValueError) as exc:
             ctl.error("bad_request", f"cannot stream that: {exc}")
@@ -377,6 +383,7 @@ class NativePlane(ProtocolPlane):
                 "shard_bytes": fec.max_shard, "cipher": "AES-128-GCM",
                 "keepalive_interval_ms": int(interval * 1000), "keepalive_timeout_ms": int(timeout * 1000),
                 "report_interval_ms": int(NATIVE_LAYOUT.window_s * 1000),
+                **({"audio": layout_message(audio_layout(audio_channels))} if audio_channels else {}),
             })
             client_udp = self._await_probe(udp, k_c2h)
             if client_udp is None:
@@ -404,8 +411,13 @@ class NativePlane(ProtocolPlane):
         self.count("sessions")
         session.details.update({"cipher": "AES-128-GCM", "fec_percent": fec.fec_percent, "gso": sender.gso,
                                 "client_fingerprint": client_fp[:16], "control": f"{addr[0]}:{addr[1]}"})
-        ctl.send({"type": "session_started", "session_id": session.id, "encoder": session.encoder_backend,
-                  "gso": sender.gso})
+        started: dict[str, Any] = {"type": "session_started", "session_id": session.id,
+                                   "encoder": session.encoder_backend, "gso": sender.gso}
+        if audio_channels:
+            audio_error = self._start_audio(session, audio_channels, k_h2c, fec, udp, client_udp)
+            if audio_error:
+                started["audio_error"] = audio_error
+        ctl.send(started)
         # the session's sink (absolute positions land on the desktop part the capture shows);
         # the session closes it after its last stats window, which carries its input figures
         sink = self.host.start_input(session)
@@ -414,6 +426,21 @@ class NativePlane(ProtocolPlane):
         finally:
             if sink is not None:
                 session.details["input"] = sink.counters()
+
+    def _start_audio(self, session: Any, channels: int, key: bytes, fec: FecParams, udp: socket.socket,
+                     peer: tuple) -> str:
+        """The session's audio pipeline on its datapath; "" when it runs, else why not
+        (one log line; the video streams on without sound)."""
+        try:
+            stages = audio_stages(self.host.pm.stages, self.config, session.spec, channels, key, fec, udp, peer)
+            self.host.start_audio(session, *stages)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - audio never takes the video down
+            self.count("audio_start_failed")
+            log.warning("native: session %s: no audio: %s", session.id, exc)
+            return f"the host could not start audio: {exc}"
+        self.count("audio_sessions")
+        session.details["audio_channels"] = channels
+        return ""
 
     def _input(self, inp: _SessionInput, msg: dict[str, Any], received_ns: int) -> None:
         """One input message of the session's own client into its sink; what cannot be

@@ -40,6 +40,10 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-script", metavar="FILE",
                    help='send the input in FILE during the stream: JSON lines {"at": SECONDS, "event": [tag, ...]} '
                         "(docs/protocol-native.md, Input)")
+    p.add_argument("--audio", type=int, choices=[0, 2, 6, 8], default=None, metavar="CHANNELS",
+                   help="ask for audio in 2 (stereo), 6 (5.1) or 8 (7.1) channels; the summary counts its packets "
+                        "(default: none, or stereo with --audio-out)")
+    p.add_argument("--audio-out", metavar="FILE.wav", help="write the decoded audio to this WAV file")
     p.add_argument("--click-to-photon", action="store_true",
                    help="measure click-to-photon with pointer moves (needs a capture that shows the pointer, "
                         "e.g. x11); the summary gains click_to_photon_p50_ms/p99_ms")
@@ -70,6 +74,8 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
         loss=args.loss, loss_seed=args.loss_seed, save_frames=args.save_frames, json=args.json,
         name=args.name, config_dir=Path(args.config_dir) if args.config_dir else None,
         input_script=script, click_to_photon=bool(getattr(args, "click_to_photon", False)),
+        audio_channels=(args.audio if args.audio is not None else 2 if args.audio_out else 0),
+        audio_out=args.audio_out,
     )
 
 
