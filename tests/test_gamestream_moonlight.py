@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-
+from app_helpers import group_alive, marker_app, wait_for
 from gamestream_helpers import FAULTS_ENV, finish_client, gs_config, pair, run_client, start_client, wait_ready
 
 pytest.importorskip("moonlight_python")
@@ -519,35 +519,10 @@ def test_host_side_session_stop_terminates_and_the_client_can_resume(paired_host
 
 
 # -- apps ([[apps]], docs/apps.md) -----------------------------------------------------------
-def _marker_app(d: Path, name: str = "Marker") -> dict:
-    """An app whose command checks its prep step ran, leaves a child in its group, writes its
-    process group id and a marker, and sleeps; prep/undo leave files behind."""
-    script = f'test -e {d}/prepared || exit 3; sleep 60 & echo $$ > {d}/pgid; touch {d}/marker; wait'
-    return {"name": name, "cmd": ["sh", "-c", script], "exit_timeout": 3,
-            "prep": [{"do": ["touch", f"{d}/prepared"], "undo": ["touch", f"{d}/undone"]}]}
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _wait_for(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_applist_shows_the_configured_apps_with_their_stable_ids(paired_host, tmp_path: Path) -> None:
     from punktfunk_core.apps import app_id
 
-    host, client = paired_host(apps=(_marker_app(tmp_path), {"name": "Steam <Big> & Picture", "cmd": ["true"]}))
+    host, client = paired_host(apps=(marker_app(tmp_path), {"name": "Steam <Big> & Picture", "cmd": ["true"]}))
     res = run_client("applist", host, client)
     assert res["apps"] == ["Desktop", "Marker", "Steam <Big> & Picture"], res
     assert res["ids"] == [1, app_id("Marker"), app_id("Steam <Big> & Picture")]
@@ -558,13 +533,13 @@ def test_a_launched_app_runs_after_its_prep_and_quitting_ends_its_group_then_und
                                                                                        who: str) -> None:
     from punktfunk_core.apps import app_id
 
-    host, client = paired_host(apps=(_marker_app(tmp_path),))
+    host, client = paired_host(apps=(marker_app(tmp_path),))
     res = run_client("stream", host, client, "--app", "Marker", "--frames", "30")
     _assert_stream_ok(res, frames=30)
-    assert _wait_for(lambda: (tmp_path / "marker").exists()), "the app did not start"
+    assert wait_for(lambda: (tmp_path / "marker").exists()), "the app did not start"
     assert (tmp_path / "prepared").exists() and not (tmp_path / "undone").exists()
     pgid = int((tmp_path / "pgid").read_text())
-    assert _group_alive(pgid) and os.getpgid(pgid) == pgid != os.getpgid(0)  # a group of its own
+    assert group_alive(pgid) and os.getpgid(pgid) == pgid != os.getpgid(0)  # a group of its own
     info = run_client("serverinfo", host, client)
     assert info["current_game"] == app_id("Marker")
     assert host.call("apps.list")["running"]["name"] == "Marker"
@@ -572,10 +547,10 @@ def test_a_launched_app_runs_after_its_prep_and_quitting_ends_its_group_then_und
         assert "<cancel>1</cancel>" in run_client("quit", host, client)["xml"]
     else:  # punktfunk gamestream cancel: answered at once, the app ends on its own thread
         assert host.call("gamestream.cancel") == {"cancelled": True}
-    assert _wait_for(lambda: not _group_alive(pgid)), "the app's process group outlived the quit"
-    assert _wait_for(lambda: (tmp_path / "undone").exists()), "undo did not run"
+    assert wait_for(lambda: not group_alive(pgid)), "the app's process group outlived the quit"
+    assert wait_for(lambda: (tmp_path / "undone").exists()), "undo did not run"
     assert host.call("gamestream.status")["app_running"] is False
-    assert _wait_for(lambda: host.call("apps.list")["running"] is None)
+    assert wait_for(lambda: host.call("apps.list")["running"] is None)
     assert run_client("serverinfo", host, client)["current_game"] == 0
 
 

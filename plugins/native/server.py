@@ -21,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from punktfunk_core.admission import ConnectionGate
+from punktfunk_core.apps import DESKTOP_NAME, LaunchError, RunningApp
 from punktfunk_core.host import HostBusy
 from punktfunk_core.identity import PairedClients
 from punktfunk_core.inputsink import InputSink
@@ -69,6 +70,17 @@ class PairingWindow:
 
 
 @dataclass(eq=False, slots=True)
+class _SessionApp:
+    """The app a session asked for: what runs, whether this session started it (it ends only
+    its own), and the session to end when the app exits by itself."""
+
+    running: RunningApp
+    owned: bool
+    session: Any = None
+    exited: str = ""
+
+
+@dataclass(eq=False, slots=True)
 class _SessionInput:
     """A session's input path: its sink and the client whose input it takes."""
 
@@ -96,7 +108,8 @@ class NativePlane(ProtocolPlane):
     counter_names = ("connections", "tls_failed", "tls_unpaired", "protocol_errors", "pairing_ok", "pairing_failed",
                      "sessions", "sessions_timed_out", "probes_rejected", "refused_busy", "unauthenticated_evicted",
                      "unauthenticated_timed_out", "input_messages", "input_malformed", "input_oversized",
-                     "input_view_only", "audio_sessions", "audio_start_failed")
+                     "input_view_only", "audio_sessions", "audio_start_failed",
+                     "apps_launched", "launch_failed")
 
     def __init__(self, host: Any) -> None:
         super().__init__(host)
@@ -275,6 +288,11 @@ class NativePlane(ProtocolPlane):
             elif t == "pair_start":
                 self._pair(ctl, msg)
                 return
+            elif t == "app_list":
+                if not paired:
+                    ctl.error("not_paired", "only a paired client may list the host's apps")
+                    return
+                ctl.send({"type": "apps", **self.host.apps.status()})
             elif t == "session_request":
                 if not paired:
                     ctl.error("not_paired", "this client is not paired with the host: run `punktfunk native pin NNNN` "
@@ -348,6 +366,56 @@ class NativePlane(ProtocolPlane):
         except (ProtocolError, ValueError) as exc:
             ctl.error("bad_request", f"cannot stream that: {exc}")
             return
+        app_name = req.get("app", DESKTOP_NAME)
+        if not isinstance(app_name, str) or not app_name:
+            raise ProtocolError("field 'app' must be an app name (see app_list)")
+        app = self._launch(ctl, app_name)
+        if app is None:
+            return
+        try:
+            self._keyed_session(ctl, req, client_fp, addr, spec, fec_percent, audio_channels, app)
+        finally:
+            self._end_app(app)
+
+    def _launch(self, ctl: Control, name: str) -> _SessionApp | None:
+        """Start the app the client asked for through host.apps (prep steps, its own process
+        group); None after telling the client why not (the launcher logged it)."""
+        apps = self.host.apps
+        try:
+            apps.find(name)
+        except LookupError:
+            ctl.error("unknown_app", f"the host has no app {name!r}; its apps: "
+                                     + ", ".join(repr(a.name) for a in apps.apps))
+            return None
+        before = apps.running
+        holder: list[_SessionApp] = []
+
+        def exited(running: RunningApp, code: int | None) -> None:
+            why = f"the app {running.app.name!r} exited ({code})"
+            if holder and holder[0].session is not None:
+                holder[0].session.stop(why)
+            elif holder:
+                holder[0].exited = why
+        try:
+            running = apps.launch(name, on_exit=exited)
+        except LaunchError as exc:
+            self.count("launch_failed")
+            ctl.error("launch_failed", str(exc))
+            return None
+        owned = running is not before
+        if owned:
+            self.count("apps_launched")
+        holder.append(_SessionApp(running, owned))
+        return holder[0]
+
+    def _end_app(self, app: _SessionApp) -> None:
+        """The session is over: end the app it started (group, undo), unless it ended already."""
+        if app.owned and self.host.apps.running is app.running:
+            self.host.apps.quit()
+
+    def _keyed_session(self, ctl: Control, req: dict[str, Any], client_fp: str, addr: tuple, spec: Any,
+                       fec_percent: int, audio_channels: int, app: _SessionApp) -> None:
+        cfg = self.config
         client_pub = b64d(req.get("client_pub"), "client_pub", 64)
         client_nonce = b64d(req.get("client_nonce"), "client_nonce", 64)
         if len(client_pub) != 32 or len(client_nonce) != 16:
@@ -409,10 +477,15 @@ class NativePlane(ProtocolPlane):
             if not handed_over:
                 udp.close()
         self.count("sessions")
+        app.session = session
+        if app.exited:  # it exited while the session started
+            session.stop(app.exited)
+        session.details["app"] = app.running.app.name
         session.details.update({"cipher": "AES-128-GCM", "fec_percent": fec.fec_percent, "gso": sender.gso,
                                 "client_fingerprint": client_fp[:16], "control": f"{addr[0]}:{addr[1]}"})
         started: dict[str, Any] = {"type": "session_started", "session_id": session.id,
-                                   "encoder": session.encoder_backend, "gso": sender.gso}
+                                   "encoder": session.encoder_backend, "gso": sender.gso,
+                                   "app": app.running.app.name}
         if audio_channels:
             audio_error = self._start_audio(session, audio_channels, k_h2c, fec, udp, client_udp)
             if audio_error:

@@ -165,6 +165,8 @@ class ClientOptions:
     audio_channels: int = 0
     #: write the decoded audio to this WAV file (``--audio-out``)
     audio_out: str | None = None
+    #: the host's app to launch and stream (``--app``; its ``[[apps]]`` name)
+    app: str = "Desktop"
 
 
 class NativeClient:
@@ -352,6 +354,25 @@ class NativeClient:
         self.say(f"paired with {self.address} (host certificate {self.known.fingerprint_of(self.address)[:16]}…, "
                  f"pinned in {self.known.path})")
 
+    # -- apps ----------------------------------------------------------------------------
+    def list_apps(self) -> dict[str, Any]:
+        """The host's apps (``apps``: id, name, desktop) and the one running (or None)."""
+        self.ensure_paired()
+        ctl, _pinned, _welcome = self._open_stream()
+        try:
+            ctl.send({"type": "app_list"})
+            listed = ctl.recv(15.0, "apps")
+            ctl.send({"type": "bye", "reason": "listed apps"})
+        except ProtocolError as exc:
+            raise ClientError(f"protocol error: {exc}") from None
+        finally:
+            ctl.close()
+        apps = listed.get("apps")
+        if not isinstance(apps, list) or not all(isinstance(a, dict) and isinstance(a.get("name"), str)
+                                                 for a in apps):
+            raise ClientError("protocol error: the host's app list is not a list of apps")
+        return {"apps": apps, "running": listed.get("running")}
+
     # -- streaming -----------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         self.ensure_paired()
@@ -382,6 +403,7 @@ class NativeClient:
             req["fec_percent"] = o.fec_percent
         if o.audio_channels:
             req["audio_channels"] = o.audio_channels
+        req["app"] = o.app
         ctl.send(req)
         acc = ctl.recv(15.0, "session_accept")
         host_pub = b64d(acc.get("host_pub"), "host_pub", 64)
