@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from audio_helpers import peak_hz
 from test_native_e2e import run_client, start_host, summary_of
 
