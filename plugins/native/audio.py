@@ -16,6 +16,7 @@ import socket
 from typing import Any
 
 from punktfunk_core.media.audio import OPUS_LAYOUTS, SAMPLE_RATE, OpusLayout
+from punktfunk_core.pipeline import close_quietly
 from punktfunk_core.stages import Stage, StreamSpec
 
 from punktfunk_native.datapath import FecParams, NativePacketizer, NativeSender
@@ -63,9 +64,6 @@ def audio_stages(stages: Any, config: dict[str, Any], spec: StreamSpec, channels
         made.append(NativeSender(sock, peer, 1000 // AUDIO_FRAME_MS, gso=False, pace_percent=0, close_socket=False))
     except BaseException:
         for stage in made:
-            try:
-                stage.close()
-            except Exception:  # noqa: BLE001 - the creation error is the one to report
-                pass
+            close_quietly(stage)  # the creation error is the one to report
         raise
     return tuple(made)
