@@ -92,3 +92,45 @@ def test_an_app_that_exits_by_itself_ends_the_stream(host_factory, tmp_path: Pat
     assert (tmp_path / "undone").exists()
     assert h.call("apps.list")["running"] is None and not h.call("sessions.list")
     assert "exited by itself" in h.log()
+
+
+def _stream_in_background(h, tmp_path: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(client_cmd(h, "--pin", "4821", "--seconds", "60", *STREAM, *args),
+                            env=client_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stop(client: subprocess.Popen) -> None:
+    """Ctrl-C the client; it ends its session cleanly."""
+    client.send_signal(2)
+    try:
+        _out, err = client.communicate(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode == 0, err
+
+
+def test_the_plain_desktop_streams_without_taking_the_app_slot(host_factory, tmp_path: Path) -> None:
+    """Desktop with no prep steps has nothing to launch: a GameStream client could still launch an app."""
+    h = _host(host_factory, tmp_path)
+    client = _stream_in_background(h, tmp_path)
+    try:
+        assert wait_for(lambda: any(s.get("details", {}).get("app") == "Desktop" for s in h.call("sessions.list")), 30)
+        assert h.call("apps.list")["running"] is None
+    finally:
+        _stop(client)
+
+
+def test_a_desktop_with_prep_steps_runs_them_for_the_session_and_undoes_them_after(host_factory,
+                                                                                      tmp_path: Path) -> None:
+    h = _host(host_factory, tmp_path, {"name": "Desktop", "prep": [{"do": ["touch", f"{tmp_path}/prepared"],
+                                                                    "undo": ["touch", f"{tmp_path}/undone"]}]})
+    client = _stream_in_background(h, tmp_path)
+    try:
+        assert wait_for(lambda: h.call("sessions.list") != [], 30)
+        assert (tmp_path / "prepared").exists() and not (tmp_path / "undone").exists()
+        assert h.call("apps.list")["running"]["name"] == "Desktop"
+    finally:
+        _stop(client)
+    assert wait_for(lambda: (tmp_path / "undone").exists()), "undo did not run when the session ended"
+    assert h.call("apps.list")["running"] is None

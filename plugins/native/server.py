@@ -21,7 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from punktfunk_core.admission import ConnectionGate
-from punktfunk_core.apps import DESKTOP_NAME, LaunchError, RunningApp
+from punktfunk_core.apps import DESKTOP_ID, DESKTOP_NAME, LaunchError, RunningApp
 from punktfunk_core.host import HostBusy
 from punktfunk_core.identity import PairedClients
 from punktfunk_core.inputsink import InputSink
@@ -71,10 +71,12 @@ class PairingWindow:
 
 @dataclass(eq=False, slots=True)
 class _SessionApp:
-    """The app a session asked for: what runs, whether this session started it (it ends only
-    its own), and the session to end when the app exits by itself."""
+    """The app a session asked for: what runs (None: the plain Desktop, nothing to launch),
+    whether this session started it (it ends only its own), and the session to end when the
+    app exits by itself."""
 
-    running: RunningApp
+    name: str
+    running: RunningApp | None
     owned: bool
     session: Any = None
     exited: str = ""
@@ -382,11 +384,14 @@ class NativePlane(ProtocolPlane):
         group); None after telling the client why not (the launcher logged it)."""
         apps = self.host.apps
         try:
-            apps.find(name)
+            app = apps.find(name)
         except LookupError:
             ctl.error("unknown_app", f"the host has no app {name!r}; its apps: "
                                      + ", ".join(repr(a.name) for a in apps.apps))
             return None
+        if app.id == DESKTOP_ID and not app.cmd and not app.prep:
+            # the screen as it is: nothing to start, and the launcher's one app slot stays free
+            return _SessionApp(app.name, None, False)
         before = apps.running
         holder: list[_SessionApp] = []
 
@@ -405,12 +410,12 @@ class NativePlane(ProtocolPlane):
         owned = running is not before
         if owned:
             self.count("apps_launched")
-        holder.append(_SessionApp(running, owned))
+        holder.append(_SessionApp(running.app.name, running, owned))
         return holder[0]
 
     def _end_app(self, app: _SessionApp) -> None:
         """The session is over: end the app it started (group, undo), unless it ended already."""
-        if app.owned and self.host.apps.running is app.running:
+        if app.owned and app.running is not None and self.host.apps.running is app.running:
             self.host.apps.quit()
 
     def _keyed_session(self, ctl: Control, req: dict[str, Any], client_fp: str, addr: tuple, spec: Any,
@@ -480,12 +485,12 @@ class NativePlane(ProtocolPlane):
         app.session = session
         if app.exited:  # it exited while the session started
             session.stop(app.exited)
-        session.details["app"] = app.running.app.name
+        session.details["app"] = app.name
         session.details.update({"cipher": "AES-128-GCM", "fec_percent": fec.fec_percent, "gso": sender.gso,
                                 "client_fingerprint": client_fp[:16], "control": f"{addr[0]}:{addr[1]}"})
         started: dict[str, Any] = {"type": "session_started", "session_id": session.id,
                                    "encoder": session.encoder_backend, "gso": sender.gso,
-                                   "app": app.running.app.name}
+                                   "app": app.name}
         if audio_channels:
             audio_error = self._start_audio(session, audio_channels, k_h2c, fec, udp, client_udp)
             if audio_error:
