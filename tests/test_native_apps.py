@@ -49,7 +49,7 @@ def test_a_launched_app_runs_after_its_prep_and_the_session_end_ends_its_group_t
         pgid = int((tmp_path / "pgid").read_text())
         assert group_alive(pgid) and os.getpgid(pgid) == pgid != os.getpgid(0)  # a group of its own
         assert h.call("apps.list")["running"]["name"] == "Marker"
-        assert wait_for(lambda: any(s.get("details", {}).get("app") == "Marker" for s in h.call("sessions.list")))
+        assert wait_for(lambda: _streaming(h, "Marker"), 30)
         client.send_signal(2)  # Ctrl-C: the client says bye, the session ends
         out, err = client.communicate(timeout=30)
     finally:
@@ -94,6 +94,11 @@ def test_an_app_that_exits_by_itself_ends_the_stream(host_factory, tmp_path: Pat
     assert "exited by itself" in h.log()
 
 
+def _streaming(h, app: str) -> bool:
+    """A session of ``app`` runs and has sent frames (the client streams: Ctrl-C now ends a stream)."""
+    return any(s.get("details", {}).get("app") == app and s.get("frames_sent", 0) > 10 for s in h.call("sessions.list"))
+
+
 def _stream_in_background(h, tmp_path: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(client_cmd(h, "--pin", "4821", "--seconds", "60", *STREAM, *args),
                             env=client_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -115,7 +120,7 @@ def test_the_plain_desktop_streams_without_taking_the_app_slot(host_factory, tmp
     h = _host(host_factory, tmp_path)
     client = _stream_in_background(h, tmp_path)
     try:
-        assert wait_for(lambda: any(s.get("details", {}).get("app") == "Desktop" for s in h.call("sessions.list")), 30)
+        assert wait_for(lambda: _streaming(h, "Desktop"), 30)
         assert h.call("apps.list")["running"] is None
     finally:
         _stop(client)
@@ -127,7 +132,7 @@ def test_a_desktop_with_prep_steps_runs_them_for_the_session_and_undoes_them_aft
                                                                     "undo": ["touch", f"{tmp_path}/undone"]}]})
     client = _stream_in_background(h, tmp_path)
     try:
-        assert wait_for(lambda: h.call("sessions.list") != [], 30)
+        assert wait_for(lambda: _streaming(h, "Desktop"), 30)
         assert (tmp_path / "prepared").exists() and not (tmp_path / "undone").exists()
         assert h.call("apps.list")["running"]["name"] == "Desktop"
     finally:
