@@ -112,7 +112,10 @@ class AudioReceiver:
         if self._wav is not None:
             self._wav.close()
             self._wav = None
-        try:
-            self.ctx.close()
-        except Exception:  # noqa: BLE001
-            pass
+        # PyAV before 14 closes a codec context by close(); later ones free it with the object
+        close = getattr(self.ctx, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - nothing to save at close
+                pass
