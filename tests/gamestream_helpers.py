@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app_helpers import group_alive, marker_app  # noqa: F401 - the GameStream apps tests import them from here too
+
 HERE = Path(__file__).resolve()
 
 
@@ -41,23 +43,6 @@ def gs_config(apps: tuple[dict[str, Any], ...] = (), **gamestream: Any) -> str:
         lines.append("[[apps]]")
         lines += [f"{k} = {_toml(v)}" for k, v in app.items()]
     return "\n".join(lines) + "\n"
-
-
-def marker_app(d: Path, name: str = "Marker") -> dict[str, Any]:
-    """An ``[[apps]]`` table whose command checks its prep step ran, leaves a child in its group,
-    writes its process group id (``d/pgid``) and a marker, and sleeps; prep/undo leave
-    ``d/prepared`` and ``d/undone`` behind."""
-    script = f'test -e {d}/prepared || exit 3; sleep 60 & echo $$ > {d}/pgid; touch {d}/marker; wait'
-    return {"name": name, "cmd": ["sh", "-c", script], "exit_timeout": 3,
-            "prep": [{"do": ["touch", f"{d}/prepared"], "undo": ["touch", f"{d}/undone"]}]}
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def launch_marker_app(host: Any, d: Path) -> int:

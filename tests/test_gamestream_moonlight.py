@@ -17,17 +17,8 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from gamestream_helpers import (
-    FAULTS_ENV,
-    finish_client,
-    group_alive,
-    gs_config,
-    marker_app,
-    pair,
-    run_client,
-    start_client,
-    wait_ready,
-)
+from app_helpers import group_alive, marker_app, wait_for
+from gamestream_helpers import FAULTS_ENV, finish_client, gs_config, pair, run_client, start_client, wait_ready
 
 pytest.importorskip("moonlight_python")
 pytestmark = pytest.mark.moonlight
@@ -531,15 +522,6 @@ def test_host_side_session_stop_terminates_and_the_client_can_resume(paired_host
 
 
 # -- apps ([[apps]], docs/apps.md) -----------------------------------------------------------
-def _wait_for(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_applist_shows_the_configured_apps_with_their_stable_ids(paired_host, tmp_path: Path) -> None:
     from punktfunk_core.apps import app_id
 
@@ -557,7 +539,7 @@ def test_a_launched_app_runs_after_its_prep_and_quitting_ends_its_group_then_und
     host, client = paired_host(apps=(marker_app(tmp_path),))
     res = run_client("stream", host, client, "--app", "Marker", "--frames", "30")
     _assert_stream_ok(res, frames=30)
-    assert _wait_for(lambda: (tmp_path / "marker").exists()), "the app did not start"
+    assert wait_for(lambda: (tmp_path / "marker").exists()), "the app did not start"
     assert (tmp_path / "prepared").exists() and not (tmp_path / "undone").exists()
     pgid = int((tmp_path / "pgid").read_text())
     assert group_alive(pgid) and os.getpgid(pgid) == pgid != os.getpgid(0)  # a group of its own
@@ -568,10 +550,10 @@ def test_a_launched_app_runs_after_its_prep_and_quitting_ends_its_group_then_und
         assert "<cancel>1</cancel>" in run_client("quit", host, client)["xml"]
     else:  # punktfunk gamestream cancel: answered at once, the app ends on its own thread
         assert host.call("gamestream.cancel") == {"cancelled": True}
-    assert _wait_for(lambda: not group_alive(pgid)), "the app's process group outlived the quit"
-    assert _wait_for(lambda: (tmp_path / "undone").exists()), "undo did not run"
+    assert wait_for(lambda: not group_alive(pgid)), "the app's process group outlived the quit"
+    assert wait_for(lambda: (tmp_path / "undone").exists()), "undo did not run"
     assert host.call("gamestream.status")["app_running"] is False
-    assert _wait_for(lambda: host.call("apps.list")["running"] is None)
+    assert wait_for(lambda: host.call("apps.list")["running"] is None)
     assert run_client("serverinfo", host, client)["current_game"] == 0
 
 

@@ -359,3 +359,29 @@ def test_feedback_report_parser(msg):
         assert sample.delivered_fps is None
     # only a report marked last (exactly true) lets the session's last window close
     assert session.feedback.wait_last_report(0) is (msg.get("last") is True)
+
+
+def test_audio_units_are_one_shard_with_copies_and_never_open_as_video() -> None:
+    """An Opus packet is one data shard plus parity copies (type 3, nonce direction 3): any one
+    datagram gives it back, and neither stream's receiver takes the other's datagrams."""
+    from punktfunk_native.audio import audio_fec
+    from punktfunk_native.wire import DIR_AUDIO_HOST_TO_CLIENT, PKT_AUDIO
+
+    key = os.urandom(16)
+    opus = os.urandom(161)  # odd: the shard is padded to even, au_len stays exact
+    audio = NativePacketizer(key, audio_fec(FecParams(20, 2)), DIR_AUDIO_HOST_TO_CLIENT, packet_type=PKT_AUDIO)
+    video = NativePacketizer(key, FecParams(20, 2))
+    a_dgrams = [bytes(p) for p in audio.packetize(au(opus)).packets]
+    v_dgrams = [bytes(p) for p in video.packetize(au(os.urandom(3000), key=True)).packets]
+    assert len(a_dgrams) == 3 and all(d[1] == PKT_AUDIO for d in a_dgrams)
+    assert {parse_header(d).data_count for d in a_dgrams} == {1}
+    rx_audio = NativeReceiver(key, DIR_AUDIO_HOST_TO_CLIENT, PKT_AUDIO)
+    rx_video = NativeReceiver(key)
+    got = rx_audio.push(a_dgrams[2])  # only the last parity copy arrives
+    assert got is not None and got.data == opus and rx_audio.reasm.shards_recovered == 1
+    # same key, same sequence numbers, other nonce direction: each is forged to the other
+    assert rx_video.push(a_dgrams[0]) is None and rx_video.rejected["forged"] == 1
+    assert all(rx_audio.push(d) is None for d in v_dgrams)
+    # (video seq 2 is the audio seq the receiver accepted already: refused as a replay before opening)
+    assert rx_audio.rejected["forged"] + rx_audio.rejected["replayed"] == len(v_dgrams)
+    assert rx_audio.reasm.frames_complete == 1

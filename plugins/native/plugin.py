@@ -57,6 +57,11 @@ class NativeSettings(Settings):
     unauthenticated_timeout_s: float = setting(10.0, "a connection without a paired certificate is closed this "
                                                      "long after it was accepted, whatever it sends (pings included)",
                                                minimum=1, maximum=120)
+    audio: bool = setting(True, "stream audio when the client asks for it (audio_source → Opus in the channels "
+                                "it asks for, on the session's encrypted datapath)", live=LIVE_NEW_SESSIONS)
+    audio_source: str = setting("auto", "audio_source stage name: auto (the desktop's sound when a sound server "
+                                        "answers, else the tone), desktop, tone", stage="audio_source",
+                                live=LIVE_NEW_SESSIONS)
     pairing_attempts: int = setting(5, "PIN guesses (pairing attempts started) per pairing window",
                                     minimum=1, maximum=100, live=LIVE_NOW)
 

@@ -21,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from punktfunk_core.admission import ConnectionGate
+from punktfunk_core.apps import DESKTOP_ID, DESKTOP_NAME, LaunchError, RunningApp
 from punktfunk_core.host import HostBusy
 from punktfunk_core.identity import PairedClients
 from punktfunk_core.inputsink import InputSink
@@ -29,6 +30,7 @@ from punktfunk_core.protocol import PIN_FROM_HOST, ProtocolPlane
 from punktfunk_core.stages import CODECS
 from punktfunk_core.tls import HandshakeFailed, TlsConnection, TlsServer
 
+from punktfunk_native.audio import AUDIO_CHANNELS, audio_layout, audio_stages, layout_message
 from punktfunk_native.control import ControlChannel
 from punktfunk_native.datapath import FecParams, NativePacketizer, NativeSender, PacketOpener
 from punktfunk_native.identity import Identity, control_tls, load_or_create_identity
@@ -68,6 +70,19 @@ class PairingWindow:
 
 
 @dataclass(eq=False, slots=True)
+class _SessionApp:
+    """The app a session asked for: what runs (None: the plain Desktop, nothing to launch),
+    whether this session started it (it ends only its own), and the session to end when the
+    app exits by itself."""
+
+    name: str
+    running: RunningApp | None
+    owned: bool
+    session: Any = None
+    exited: str = ""
+
+
+@dataclass(eq=False, slots=True)
 class _SessionInput:
     """A session's input path: its sink and the client whose input it takes."""
 
@@ -95,7 +110,8 @@ class NativePlane(ProtocolPlane):
     counter_names = ("connections", "tls_failed", "tls_unpaired", "protocol_errors", "pairing_ok", "pairing_failed",
                      "sessions", "sessions_timed_out", "probes_rejected", "refused_busy", "unauthenticated_evicted",
                      "unauthenticated_timed_out", "input_messages", "input_malformed", "input_oversized",
-                     "input_view_only")
+                     "input_view_only", "audio_sessions", "audio_start_failed",
+                     "apps_launched", "launch_failed")
 
     def __init__(self, host: Any) -> None:
         super().__init__(host)
@@ -276,6 +292,11 @@ class NativePlane(ProtocolPlane):
             elif t == "pair_start":
                 self._pair(ctl, msg)
                 return
+            elif t == "app_list":
+                if not paired:
+                    ctl.error("not_paired", "only a paired client may list the host's apps")
+                    return
+                ctl.send({"type": "apps", **self.host.apps.status()})
             elif t == "session_request":
                 if not paired:
                     ctl.error("not_paired", "this client is not paired with the host: run `punktfunk native pin NNNN` "
@@ -341,10 +362,79 @@ class NativePlane(ProtocolPlane):
             bitrate = min(get_int(req, "bitrate_kbps", 100, 2_000_000, 10_000),
                           int(cfg.get("max_bitrate_kbps", 200_000)))
             fec_percent = get_int(req, "fec_percent", 0, 100, int(cfg.get("fec_percent", 20)))
+            audio_channels = get_int(req, "audio_channels", 0, 8, 0)
+            if audio_channels and audio_channels not in AUDIO_CHANNELS:
+                raise ProtocolError(f"field 'audio_channels' must be 0 (no audio) or one of {AUDIO_CHANNELS}")
+            if not cfg.get("audio", True):
+                audio_channels = 0  # the host streams no audio: session_accept has no "audio"
             spec = self.host.stream_spec(width=width, height=height, fps=fps, codec=codec, bitrate_kbps=bitrate)
         except (ProtocolError, ValueError) as exc:
             ctl.error("bad_request", f"cannot stream that: {exc}")
             return
+        app_name = req.get("app", DESKTOP_NAME)
+        if not isinstance(app_name, str) or not app_name:
+            raise ProtocolError("field 'app' must be an app name (see app_list)")
+        app = self._launch(ctl, app_name, client_fp)
+        if app is None:
+            return
+        try:
+            self._keyed_session(ctl, req, client_fp, addr, spec, fec_percent, audio_channels, app)
+        finally:
+            self._end_app(app)
+
+    def _launch(self, ctl: Control, name: str, client_fp: str) -> _SessionApp | None:
+        """Start the app the client asked for through host.apps (prep steps, its own process
+        group); None after telling the client why not (the launcher logged it)."""
+        apps = self.host.apps
+        try:
+            app = apps.find(name)
+        except LookupError:
+            ctl.error("unknown_app", f"the host has no app {name!r}; its apps: "
+                                     + ", ".join(repr(a.name) for a in apps.apps))
+            return None
+        if app.id == DESKTOP_ID and not app.cmd and not app.prep:
+            # the screen as it is: nothing to start, and the launcher's one app slot stays free
+            return _SessionApp(app.name, None, False)
+        before = apps.running
+        holder: list[_SessionApp] = []
+
+        def exited(running: RunningApp, code: int | None) -> None:
+            why = f"the app {running.app.name!r} exited ({code})"
+            if holder and holder[0].session is not None:
+                holder[0].session.stop(why)
+            elif holder:
+                holder[0].exited = why
+
+        def quit_by_operator(running: RunningApp, reason: str) -> None:
+            # `punktfunk apps quit` / the console: the stream that runs the app ends with it
+            if holder and holder[0].session is not None:
+                holder[0].session.stop(reason or f"the operator quit {running.app.name!r}")
+        try:
+            running = apps.launch(name, on_exit=exited, on_quit=quit_by_operator, protocol=self.name,
+                                  client=self._client_label(client_fp))
+        except LaunchError as exc:
+            self.count("launch_failed")
+            ctl.error("launch_failed", str(exc))
+            return None
+        owned = running is not before
+        if owned:
+            self.count("apps_launched")
+        holder.append(_SessionApp(running.app.name, running, owned))
+        return holder[0]
+
+    def _client_label(self, client_fp: str) -> str:
+        """How the operator sees who launched an app: the paired client's name, else its fingerprint."""
+        client = self.paired.get(client_fp) if self.paired is not None else None
+        return client.name if client is not None and client.name else client_fp[:16]
+
+    def _end_app(self, app: _SessionApp) -> None:
+        """The session is over: end the app it started (group, undo), unless it ended already."""
+        if app.owned and app.running is not None and self.host.apps.running is app.running:
+            self.host.apps.quit()
+
+    def _keyed_session(self, ctl: Control, req: dict[str, Any], client_fp: str, addr: tuple, spec: Any,
+                       fec_percent: int, audio_channels: int, app: _SessionApp) -> None:
+        cfg = self.config
         client_pub = b64d(req.get("client_pub"), "client_pub", 64)
         client_nonce = b64d(req.get("client_nonce"), "client_nonce", 64)
         if len(client_pub) != 32 or len(client_nonce) != 16:
@@ -380,6 +470,7 @@ class NativePlane(ProtocolPlane):
                 "shard_bytes": fec.max_shard, "cipher": "AES-128-GCM",
                 "keepalive_interval_ms": int(interval * 1000), "keepalive_timeout_ms": int(timeout * 1000),
                 "report_interval_ms": int(NATIVE_LAYOUT.window_s * 1000),
+                **({"audio": layout_message(audio_layout(audio_channels))} if audio_channels else {}),
             })
             client_udp = self._await_probe(udp, k_c2h)
             if client_udp is None:
@@ -405,10 +496,20 @@ class NativePlane(ProtocolPlane):
             if not handed_over:
                 udp.close()
         self.count("sessions")
+        app.session = session
+        if app.exited:  # it exited while the session started
+            session.stop(app.exited)
+        session.details["app"] = app.name
         session.details.update({"cipher": "AES-128-GCM", "fec_percent": fec.fec_percent, "gso": sender.gso,
                                 "client_fingerprint": client_fp[:16], "control": f"{addr[0]}:{addr[1]}"})
-        ctl.send({"type": "session_started", "session_id": session.id, "encoder": session.encoder_backend,
-                  "gso": sender.gso})
+        started: dict[str, Any] = {"type": "session_started", "session_id": session.id,
+                                   "encoder": session.encoder_backend, "gso": sender.gso,
+                                   "app": app.name}
+        if audio_channels:
+            audio_error = self._start_audio(session, audio_channels, k_h2c, fec, udp, client_udp)
+            if audio_error:
+                started["audio_error"] = audio_error
+        ctl.send(started)
         # the session's sink (absolute positions land on the desktop part the capture shows);
         # the session closes it after its last stats window, which carries its input figures
         sink = self.host.start_input(session)
@@ -417,6 +518,21 @@ class NativePlane(ProtocolPlane):
         finally:
             if sink is not None:
                 session.details["input"] = sink.counters()
+
+    def _start_audio(self, session: Any, channels: int, key: bytes, fec: FecParams, udp: socket.socket,
+                     peer: tuple) -> str:
+        """The session's audio pipeline on its datapath; "" when it runs, else why not
+        (one log line; the video streams on without sound)."""
+        try:
+            stages = audio_stages(self.host.pm.stages, self.config, session.spec, channels, key, fec, udp, peer)
+            self.host.start_audio(session, *stages)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - audio never takes the video down
+            self.count("audio_start_failed")
+            log.warning("native: session %s: no audio: %s", session.id, exc)
+            return f"the host could not start audio: {exc}"
+        self.count("audio_sessions")
+        session.details["audio_channels"] = channels
+        return ""
 
     def _input(self, inp: _SessionInput, msg: dict[str, Any], received_ns: int) -> None:
         """One input message of the session's own client into its sink; what cannot be

@@ -161,6 +161,9 @@ def pairing_mac(key: bytes, role: bytes) -> bytes:
 # -- session keys ------------------------------------------------------------------------
 DIR_HOST_TO_CLIENT = 1
 DIR_CLIENT_TO_HOST = 2
+#: the nonce direction of the host's audio datagrams: under the same h2c key as video, so the
+#: two streams' sequence numbers (counted apart) never give the same nonce
+DIR_AUDIO_HOST_TO_CLIENT = 3
 KEY_BYTES = 16  # AES-128-GCM
 TAG_BYTES = 16
 
@@ -185,6 +188,9 @@ def nonce(direction: int, seq: int) -> bytes:
 WIRE_VERSION = 1
 PKT_VIDEO = 1
 PKT_PROBE = 2
+PKT_AUDIO = 3
+#: packet types whose datagrams carry shards of an access unit (a video frame, an Opus packet)
+SHARD_TYPES = (PKT_VIDEO, PKT_AUDIO)
 FLAG_KEYFRAME = 0x01
 
 #: version, type, flags, reserved, seq, frame_id, au_seq, au_len, shard_index,
@@ -239,7 +245,7 @@ def parse_header(pkt: bytes | bytearray | memoryview) -> PacketHeader:
         raise PacketRejected("malformed", f"wire version {ver}")
     if rsv != 0 or flags & ~FLAG_KEYFRAME:
         raise PacketRejected("malformed", "reserved bits set")
-    if ptype == PKT_VIDEO:
+    if ptype in SHARD_TYPES:
         if not 1 <= k <= MAX_DATA_SHARDS or k + m > MAX_TOTAL_SHARDS or idx >= k + m:
             raise PacketRejected("malformed", f"shard {idx} of {k}+{m}")
         if slen == 0 or slen % 2 or slen > MAX_SHARD_BYTES:

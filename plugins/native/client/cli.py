@@ -42,6 +42,14 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-script", metavar="FILE",
                    help='send the input in FILE during the stream: JSON lines {"at": SECONDS, "event": [tag, ...]} '
                         "(docs/protocol-native.md, Input)")
+    p.add_argument("--audio", type=int, choices=[0, 2, 6, 8], default=None, metavar="CHANNELS",
+                   help="ask for audio in 2 (stereo), 6 (5.1) or 8 (7.1) channels; the summary counts its packets "
+                        "(default: none, or stereo with --audio-out)")
+    p.add_argument("--audio-out", metavar="FILE.wav", help="write the decoded audio to this WAV file")
+    p.add_argument("--app", default="Desktop", metavar="NAME",
+                   help="launch this app of the host's [[apps]] and stream it (default: Desktop); the stream ends "
+                        "when the app exits, and the app when the stream ends")
+    p.add_argument("--list-apps", action="store_true", help="print the host's apps and exit")
     p.add_argument("--click-to-photon", action="store_true",
                    help="measure click-to-photon with pointer moves (needs a capture that shows the pointer, "
                         "e.g. x11); the summary gains click_to_photon_p50_ms/p99_ms")
@@ -72,6 +80,8 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
         loss=args.loss, loss_seed=args.loss_seed, save_frames=args.save_frames, json=args.json,
         name=args.name, config_dir=Path(args.config_dir) if args.config_dir else None,
         input_script=script, click_to_photon=bool(getattr(args, "click_to_photon", False)),
+        audio_channels=(args.audio if args.audio is not None else 2 if args.audio_out else 0),
+        audio_out=args.audio_out, app=args.app,
     )
 
 
@@ -80,6 +90,15 @@ def main_from_args(args: argparse.Namespace) -> int:
     try:
         opts = options_from_args(args)
         client = NativeClient(opts)
+        if getattr(args, "list_apps", False):
+            listed = client.list_apps()
+            if opts.json:
+                print(json.dumps(listed))
+            else:
+                running = (listed["running"] or {}).get("name")
+                for app in listed["apps"]:
+                    print(f"{app.get('id', '?'):>10}  {app['name']}{'  (running)' if app['name'] == running else ''}")
+            return EXIT_OK
         try:
             summary = client.run()
         except KeyboardInterrupt:  # before the stream started (while pairing or connecting)

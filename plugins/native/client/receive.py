@@ -23,8 +23,9 @@ from typing import Any
 
 from punktfunk_core.paths import ensure_private_dir
 
+from punktfunk_native.client.audio import AudioReceiver
 from punktfunk_native.datapath import NativeReceiver, ReceivedAU, make_probe
-from punktfunk_native.wire import MAX_PACKET
+from punktfunk_native.wire import MAX_PACKET, PKT_AUDIO
 
 #: PyAV decoder per negotiated codec
 AV_CODEC = {"h264": "h264", "hevc": "hevc", "av1": "libdav1d"}
@@ -169,16 +170,19 @@ class StreamReceiver:
     Until the first datagram arrives it probes ``host`` (the host learns our
     UDP address from the probe); then every datagram goes through ``receiver``
     and each complete access unit to ``decoder``. ``loss`` drops that share of
-    the datagrams on purpose (testing FEC; seeded by ``loss_seed``).
+    the datagrams on purpose (testing FEC; seeded by ``loss_seed``). Audio datagrams
+    (packet type ``PKT_AUDIO``, same flow) go to ``audio`` when the session has audio.
     """
 
     def __init__(self, udp: socket.socket, host: tuple[str, int], k_c2h: bytes, receiver: NativeReceiver,
-                 decoder: Decoder, stats: Stats, *, loss: float = 0.0, loss_seed: int | None = None) -> None:
+                 decoder: Decoder, stats: Stats, *, loss: float = 0.0, loss_seed: int | None = None,
+                 audio: AudioReceiver | None = None) -> None:
         self.udp = udp
         self.host = host
         self.k_c2h = k_c2h
         self.receiver = receiver
         self.decoder = decoder
+        self.audio = audio
         self.stats = stats
         self.loss = loss
         self._rng = random.Random(loss_seed)
@@ -194,7 +198,7 @@ class StreamReceiver:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        r, st, udp, decoder = self.receiver, self.stats, self.udp, self.decoder
+        r, st, udp, decoder, audio = self.receiver, self.stats, self.udp, self.decoder, self.audio
         loss = self.loss
         rnd = self._rng.random
         buf = bytearray(MAX_PACKET + 64)
@@ -230,6 +234,9 @@ class StreamReceiver:
                 st.first_packet = t
             st.last_packet = t
             st.bytes += n
+            if audio is not None and n > 1 and buf[1] == PKT_AUDIO:
+                audio.push(bytes(buf[:n]))
+                continue
             au = r.push(bytes(buf[:n]))
             if r.reasm.frames_unrecoverable != unrec:
                 unrec = r.reasm.frames_unrecoverable

@@ -27,6 +27,7 @@ from punktfunk_core.inputsink import merged
 from punktfunk_core.paths import Paths, ensure_private_dir
 from punktfunk_core.stats import percentile
 
+from punktfunk_native.client.audio import AudioReceiver
 from punktfunk_native.client.inputscript import ScriptedEvent, ScriptPlayer
 from punktfunk_native.client.photon import ClickToPhoton
 from punktfunk_native.client.receive import AV_CODEC, Decoder, DecoderUnavailable, Stats, StreamReceiver
@@ -159,6 +160,12 @@ class ClientOptions:
     input_script: list[ScriptedEvent] | None = None
     #: measure click-to-photon with pointer moves (``--click-to-photon``)
     click_to_photon: bool = False
+    #: ask for audio in this many channels (2, 6, 8; 0 = none: ``--audio``)
+    audio_channels: int = 0
+    #: write the decoded audio to this WAV file (``--audio-out``)
+    audio_out: str | None = None
+    #: the host's app to launch and stream (``--app``; its ``[[apps]]`` name)
+    app: str = "Desktop"
 
 
 class NativeClient:
@@ -191,6 +198,9 @@ class NativeClient:
         self.input_sent = 0
         self.script: ScriptPlayer | None = None
         self.photon: ClickToPhoton | None = None
+        #: the session's audio (when asked for and the host streams it), and why there is none
+        self.audio: AudioReceiver | None = None
+        self.audio_error: str | None = None
 
     def say(self, text: str) -> None:
         """A message for the person at the terminal."""
@@ -344,6 +354,25 @@ class NativeClient:
         self.say(f"paired with {self.address} (host certificate {pinned[:16]}…, "
                  f"pinned in {self.known.path})")
 
+    # -- apps ----------------------------------------------------------------------------
+    def list_apps(self) -> dict[str, Any]:
+        """The host's apps (``apps``: id, name, desktop) and the one running (or None)."""
+        self.ensure_paired()
+        ctl, _pinned, _welcome = self._open_stream()
+        try:
+            ctl.send({"type": "app_list"})
+            listed = ctl.recv(15.0, "apps")
+            ctl.send({"type": "bye", "reason": "listed apps"})
+        except ProtocolError as exc:
+            raise ClientError(f"protocol error: {exc}") from None
+        finally:
+            ctl.close()
+        apps = listed.get("apps")
+        if not isinstance(apps, list) or not all(isinstance(a, dict) and isinstance(a.get("name"), str)
+                                                 for a in apps):
+            raise ClientError("protocol error: the host's app list is not a list of apps")
+        return {"apps": apps, "running": listed.get("running")}
+
     # -- streaming -----------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         self.ensure_paired()
@@ -372,6 +401,9 @@ class NativeClient:
                                "client_pub": b64e(priv.public_key().public_bytes_raw()), "client_nonce": b64e(nonce)}
         if o.fec_percent is not None:
             req["fec_percent"] = o.fec_percent
+        if o.audio_channels:
+            req["audio_channels"] = o.audio_channels
+        req["app"] = o.app
         ctl.send(req)
         acc = ctl.recv(15.0, "session_accept")
         host_pub = b64d(acc.get("host_pub"), "host_pub", 64)
@@ -401,12 +433,14 @@ class NativeClient:
         except Exception as exc:  # noqa: BLE001 - e.g. this PyAV build lacks the decoder
             udp.close()
             raise ClientError(f"cannot decode {codec} here: {exc}") from None
+        if o.audio_channels:
+            self._open_audio(acc.get("audio"), k_h2c, udp, decoder)
         if o.click_to_photon:
             self.photon = ClickToPhoton(get_int(acc, "width", 16, 8192, o.width),
                                         get_int(acc, "height", 16, 8192, o.height), self.send_input)
             decoder.on_frame = self.photon.on_frame
         rx = StreamReceiver(udp, (host_ip, udp_port), k_c2h, self.receiver, decoder, self.stats, loss=o.loss,
-                            loss_seed=o.loss_seed)
+                            loss_seed=o.loss_seed, audio=self.audio)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -417,6 +451,9 @@ class NativeClient:
                 self.script = ScriptPlayer(o.input_script, self.send_input)
                 self.script.start()
             self.session_id = started.get("session_id")
+            if isinstance(started.get("audio_error"), str):
+                self.audio_error = started["audio_error"]
+                self.say(f"no audio: {self.audio_error}")
             self.say(f"streaming {acc.get('width', o.width)}x{acc.get('height', o.height)}@{fps} {codec} from "
                      f"{self.address} (session {self.session_id}, encoder {started.get('encoder', '?')})")
             try:
@@ -436,8 +473,27 @@ class NativeClient:
                 self._wake_r = self._wake_w = -1
             udp.close()
             decoder.close()
+            if self.audio is not None:
+                self.audio.close()
             self.terminal.end_status_line()
         return self.summary()
+
+    def _open_audio(self, layout: Any, k_h2c: bytes, udp: socket.socket, decoder: Decoder) -> None:
+        """The audio receiver for the layout the host announced (none: the host streams no audio)."""
+        if not isinstance(layout, dict):
+            self.audio_error = "the host streams no audio (native.audio is off there)"
+            self.say(f"no audio: {self.audio_error}")
+            return
+        try:
+            self.audio = AudioReceiver(k_h2c, layout, self.opts.audio_out)
+        except ProtocolError:
+            udp.close()
+            decoder.close()
+            raise
+        except Exception as exc:  # noqa: BLE001 - no libopus in this PyAV, an unwritable --audio-out
+            udp.close()
+            decoder.close()
+            raise ClientError(f"cannot play the host's audio here: {exc}") from None
 
     def _last_report(self, ctl: HostControl, ended_by: str) -> None:
         """Our counters are final now (nothing is received any more): report them,
@@ -568,7 +624,12 @@ class NativeClient:
             "mbps": round(st.bytes * 8 / span / 1e6, 3) if span > 0 else 0.0,
             **({"input_sent": self.input_sent} if self.opts.input_script or self.photon else {}),
             **(self.photon.summary() if self.photon is not None else {}),
+            **(self._audio_summary() if self.opts.audio_channels else {}),
         }
+
+    def _audio_summary(self) -> dict[str, Any]:
+        out = self.audio.summary() if self.audio is not None else {"audio_channels": 0, "audio_packets": 0}
+        return {**out, "audio_error": self.audio_error} if self.audio_error else out
 
     def details(self) -> dict[str, Any]:
         """Everything beyond the summary (for --details and tests)."""
