@@ -587,9 +587,9 @@ def test_punktfunk_apps_quit_ends_the_live_stream_the_app_group_and_runs_undo(pa
     assert listed.returncode == 0 and "no app is running" in listed.stdout, listed
     proc = start_client("stream", host, client, "--app", "Marker", "--frames", "100000", "--seconds", "40")
     try:
-        assert _wait_for(lambda: (tmp_path / "pgid").exists(), 30), "the app did not start"
+        assert wait_for(lambda: (tmp_path / "pgid").exists(), 30), "the app did not start"
         pgid = int((tmp_path / "pgid").read_text())
-        assert _wait_for(lambda: host.call("gamestream.status")["streaming"], 30), "the stream did not start"
+        assert wait_for(lambda: host.call("gamestream.status")["streaming"], 30), "the stream did not start"
         running = host.call("apps.list")["running"]
         client_name = host.call("pairing.clients", protocol="gamestream")[0]["name"]
         assert (running["name"], running["pgid"], running["protocol"], running["client"]) == \

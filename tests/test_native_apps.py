@@ -62,6 +62,26 @@ def test_a_launched_app_runs_after_its_prep_and_the_session_end_ends_its_group_t
     assert wait_for(lambda: h.call("apps.list")["running"] is None)
 
 
+def test_the_operators_quit_ends_the_native_stream_the_group_and_runs_undo(host_factory, tmp_path: Path) -> None:
+    h = _host(host_factory, tmp_path, marker_app(tmp_path))
+    client = _stream_in_background(h, tmp_path, "--app", "Marker")
+    try:
+        assert wait_for(lambda: _streaming(h, "Marker"), 30), "the app's stream did not start"
+        pgid = int((tmp_path / "pgid").read_text())
+        running = h.call("apps.list")["running"]
+        assert running["name"] == "Marker" and running["protocol"] == "native", running
+        quitting = h.call("apps.quit")["quitting"]  # `punktfunk apps quit`, the console's Quit app
+        assert quitting["name"] == "Marker"
+        out, err = client.communicate(timeout=30)  # the stream ends with the app: the client returns
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert "quit" in err + out, (out, err)
+    assert wait_for(lambda: not group_alive(pgid)), "the app's process group outlived the quit"
+    assert wait_for(lambda: (tmp_path / "undone").exists()), "undo did not run"
+    assert wait_for(lambda: not h.call("sessions.list")) and h.call("apps.list")["running"] is None
+
+
 def test_an_app_that_cannot_start_gives_the_client_an_error_and_the_host_stays_ready(host_factory,
                                                                                         tmp_path: Path) -> None:
     h = _host(host_factory, tmp_path, {"name": "Broken", "cmd": [str(tmp_path / "no-such-program")],
