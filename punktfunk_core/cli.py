@@ -11,7 +11,6 @@ import signal
 import socket
 import sys
 import textwrap
-import threading
 import time
 from typing import Any
 
@@ -37,9 +36,43 @@ def setup_logging(level: str = "info") -> None:
                         force=True)
 
 
-def stop_on_signals(signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> threading.Event:
-    """An event set by any of ``signals`` (instead of dying half-way)."""
-    event = threading.Event()
+class SignalEvent:
+    """A flag a signal handler sets, for the main thread to wait on.
+
+    Not a ``threading.Event``: its ``set()`` takes the lock its ``wait()`` holds
+    for a moment, and when the signal lands in the thread that waits, the handler
+    blocks on that lock forever (seen: ``serve`` ignoring SIGTERM). Setting a
+    plain attribute takes no lock; ``wait`` polls it.
+    """
+
+    POLL_S = 0.05
+
+    def __init__(self) -> None:
+        self._fired = False
+
+    def set(self) -> None:
+        self._fired = True
+
+    def clear(self) -> None:
+        self._fired = False
+
+    def is_set(self) -> bool:
+        return self._fired
+
+    def wait(self, timeout: float) -> bool:
+        """True as soon as it is set, False after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self._fired:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, self.POLL_S))
+        return True
+
+
+def stop_on_signals(signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> SignalEvent:
+    """A flag set by any of ``signals`` (instead of dying half-way)."""
+    event = SignalEvent()
 
     def on_signal(_signum: int, _frame: Any) -> None:
         event.set()

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -76,3 +77,33 @@ def test_serve_enable_of_a_section_that_cannot_be_enabled_is_a_config_error(tmp_
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert f"--enable {section}: no plugin has a config section '{section}' that can be enabled" in r.stderr
     assert not (tmp_path / "run").exists()  # it stopped before creating anything
+
+
+def test_the_stop_flag_takes_every_signal_of_a_storm_without_a_lock():
+    """serve and console wait on the flag their signal handlers set. A threading.Event there once
+    hung serve on SIGTERM (the handler blocked on the lock the main thread's wait() held; py-spy
+    showed it); the flag takes no lock, so a storm of signals neither blocks nor gets lost."""
+    code = textwrap.dedent("""
+        import os, signal, threading, time
+        from punktfunk_core.cli import stop_on_signals
+        flag = stop_on_signals((signal.SIGUSR1,))
+        sent, done = [0], threading.Event()
+        def storm():
+            while not done.is_set():
+                os.kill(os.getpid(), signal.SIGUSR1)
+                sent[0] += 1
+        threading.Thread(target=storm, daemon=True).start()
+        seen, end = 0, time.monotonic() + 2
+        while time.monotonic() < end:
+            if flag.wait(0.01):
+                flag.clear()
+                seen += 1
+        done.set()
+        flag.clear()
+        os.kill(os.getpid(), signal.SIGUSR1)  # one more after the storm: still taken
+        print(seen, sent[0], flag.wait(5))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    seen, sent, last = r.stdout.split()
+    assert int(sent) > 100 and int(seen) > 10 and last == "True", r.stdout

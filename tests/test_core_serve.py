@@ -199,7 +199,9 @@ def test_gunicorn_leaves_nothing_in_xdg_runtime_dir(pf_dirs: dict[str, Path]) ->
     xdg.mkdir(mode=0o700)
     env = pf_env(pf_dirs, XDG_RUNTIME_DIR=str(xdg))
     env.pop("PUNKTFUNK_RUNTIME_DIR")  # the default: $XDG_RUNTIME_DIR/punktfunk
-    proc = _cli("serve", "--console-port", "0", env=env)
+    config = pf_dirs["base"] / "host.toml"
+    config.write_text("[native]\nport = 0\n")  # never the fixed default port (a real host may hold it)
+    proc = _cli("serve", "-c", str(config), "--console-port", "0", env=env)
     assert proc.stdout is not None
     try:
         line = ""
@@ -211,7 +213,12 @@ def test_gunicorn_leaves_nothing_in_xdg_runtime_dir(pf_dirs: dict[str, Path]) ->
         assert sorted(p.name for p in (xdg / "punktfunk").iterdir()) == ["host.sock"]
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=10)
+        try:
+            proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:  # a hang is this test's failure, not a host left running
+                proc.kill()
+                proc.wait()
 
 
 # -- every file the host creates is listed in docs/security.md --------------------------------
