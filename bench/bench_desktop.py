@@ -30,11 +30,11 @@ import shutil
 import socket
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 from bench import instructions
 from bench.bench_pipeline import BITRATE, KEYINT, Comparison, gst_x264_udp, gstreamer_missing, pipeline_run
+from bench.xvfb import start_xvfb
 
 FPS = 30
 #: frame counts of the long and the short callgrind run (the difference is measured)
@@ -52,18 +52,8 @@ class Desktop:
         self._procs: list[subprocess.Popen] = []
 
     def __enter__(self) -> Desktop:
-        num = next(n for n in range(200 + os.getpid() % 300, 1000) if not Path(f"/tmp/.X11-unix/X{n}").exists()
-                   and not Path(f"/tmp/.X{n}-lock").exists())
-        self.display = f":{num}"
-        xvfb = subprocess.Popen(["Xvfb", self.display, "-screen", "0", f"{self.w}x{self.h}x24", "-nolisten", "tcp",
-                                 "-noreset"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        xvfb, self.display = start_xvfb(self.w, self.h, "-noreset", timeout=15)
         self._procs.append(xvfb)
-        deadline = time.monotonic() + 15
-        while not Path(f"/tmp/.X11-unix/X{num}").exists():
-            if xvfb.poll() is not None or time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError(f"Xvfb {self.display} did not start")
-            time.sleep(0.05)
         if not self.content:
             return self
         content = subprocess.Popen(

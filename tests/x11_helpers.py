@@ -11,7 +11,6 @@ its own. Input tests drive a backend and read what this window saw.
 
 from __future__ import annotations
 
-import os
 import select
 import shutil
 import subprocess
@@ -22,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
+
+from bench.xvfb import start_xvfb
 
 
 @dataclass
@@ -42,30 +43,12 @@ def private_xvfb(width: int = 640, height: int = 360, *extra: str) -> Iterator[X
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
         pytest.skip("no Xvfb to start a private display (apt-get install xvfb)")
-    # Xvfb picks a free display number itself and writes it to the pipe (-displayfd):
-    # picking one here raced with other test runs starting an X server at the same time
-    read_fd, write_fd = os.pipe()
-    proc = subprocess.Popen([xvfb, "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24",
-                             "-nolisten", "tcp", *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(write_fd,))
-    os.close(write_fd)
-    answer = b""
-    deadline = time.monotonic() + 10
     try:
-        while not answer.endswith(b"\n") and time.monotonic() < deadline:
-            ready, _, _ = select.select([read_fd], [], [], max(0.0, deadline - time.monotonic()))
-            chunk = os.read(read_fd, 16) if ready else b""
-            if not chunk:
-                break  # Xvfb exited (or the deadline passed)
-            answer += chunk
-    finally:
-        os.close(read_fd)
-    if not answer.strip().isdigit() or proc.poll() is not None:
-        proc.kill()
+        proc, name = start_xvfb(width, height, *extra)
+    except RuntimeError:
         pytest.skip("Xvfb did not start")
-    num = int(answer)
     try:
-        yield XvfbDisplay(f":{num}", width, height, proc)
+        yield XvfbDisplay(name, width, height, proc)
     finally:
         if proc.poll() is None:
             proc.terminate()
