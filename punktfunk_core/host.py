@@ -262,6 +262,8 @@ class Host:
         if not session.attach_input(sink):
             sink.close()
             return None
+        if capture is not None:
+            capture.follow_pointer(sink.pointer)  # the test pattern draws it
         log.info("session %s: input to %s", session.id, sink.backend.name if sink.backend is not None
                  else f"nowhere ({sink.gone})")
         return sink

@@ -550,19 +550,20 @@ class NativePlane(ProtocolPlane):
         if len(events) > MAX_INPUT_EVENTS:
             self.count("input_oversized")
             return
+        if inp.sink is None:
+            self.count("input_no_session")
+            return
+        decoded = []
         for item in events:
             try:
-                event = decode_event(item)
+                decoded.append(decode_event(item))
             except MalformedInput as exc:
                 self.count("input_malformed")
                 if inp.malformed_logged < 3:
                     inp.malformed_logged += 1
                     log.info("native: session input: dropped a malformed event: %s", exc)
-                continue
-            if inp.sink is None:
-                self.count("input_no_session")
-                return
-            inp.sink.submit(event, received_ns)
+        if decoded:
+            inp.sink.submit_many(decoded, received_ns)  # one batch, one flush of the backend
 
     def _await_probe(self, udp: socket.socket, key: bytes) -> tuple | None:
         opener = PacketOpener(key, DIR_CLIENT_TO_HOST)
