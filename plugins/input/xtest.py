@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,9 +43,9 @@ from punktfunk_core.inputevents import (
     InputEvent,
     Key,
     MouseButton,
+    Pen,
     PointerMove,
     PointerPosition,
-    Pen,
     Scroll,
     Text,
     Touch,
@@ -67,6 +68,9 @@ WHEEL_BUTTONS = {False: (4, 5), True: (7, 6)}
 TOUCH_BUTTON = 1
 #: the pen's pointer id among touch contacts
 PEN_POINTER = -1
+#: XTest FakeInput (minor opcode 2, 9 words): major opcode, minor, length, type, detail, time,
+#: root, x, y; python-xlib's generic request encoder takes ~20 µs for it, struct well under 1
+FAKE_INPUT = struct.Struct("=BBHBBxxII8xhh8x")
 #: at most this often a flush also reads what the X server sent (MappingNotify): each look is a
 #: system call that gives up the GIL, which a busy thread may keep for a switch interval (5 ms)
 EVENT_CHECK_S = 0.1
@@ -81,6 +85,16 @@ def available(display: str | None = None) -> str:
     if not (display or os.environ.get("DISPLAY")):
         return "no X11 display (DISPLAY is not set)"
     return ""
+
+
+class _Request:
+    """An encoded request as python-xlib's send queue takes it: its bytes (and the serial
+    the display gives it), so the connection keeps counting requests for its replies."""
+
+    __slots__ = ("_binary", "_serial")
+
+    def __init__(self, binary: bytes) -> None:
+        self._binary = binary
 
 
 def char_keysym(ch: str) -> int:
@@ -119,9 +133,9 @@ class XTestInput(InputBackend):
         self._keysyms: dict[int, int] = {}  # VK → keysym
         self._touch: int | None = None  # the contact that holds TOUCH_BUTTON down
         self._checked = 0.0
-        self._x: Any = None  # Xlib.X, Xlib.ext.xtest and Xlib.error, imported at open
-        self._xtest: Any = None
+        self._x: Any = None  # Xlib.X and Xlib.error, imported at open
         self._xerror: Any = None
+        self._opcode = 0  # the XTEST extension's major opcode
         self.x_errors = 0
 
     # ---- setup ----------------------------------------------------------------------------------
@@ -134,7 +148,7 @@ class XTestInput(InputBackend):
         from Xlib import XK, X, display, error
         from Xlib.ext import xtest
 
-        self._x, self._xtest, self._xerror = X, xtest, error  # not looked up per event
+        self._x, self._xerror = X, error  # not looked up per event
         try:
             self._d = display.Display(self.display_name)
         except (error.DisplayError, error.ConnectionClosedError, OSError) as exc:
@@ -143,6 +157,7 @@ class XTestInput(InputBackend):
             self._d.close()
             raise RuntimeError(f"xtest: display {self.display_name!r} has no XTEST extension")
         self._d.set_error_handler(self._on_x_error)
+        self._opcode = self._d.display.get_extension_major(xtest.extname)
         root = self._d.screen()
         self.stream_size = stream_size
         self._area = screen or ScreenArea(0, 0, root.width_in_pixels, root.height_in_pixels)
@@ -176,14 +191,13 @@ class XTestInput(InputBackend):
             raise InputBackendGone(f"X display {self.display_name} closed: {exc}") from exc
 
     def _inject(self, event: InputEvent) -> None:
-        X, xtest = self._x, self._xtest
-        d = self._d
+        X = self._x
         if isinstance(event, PointerMove):
-            xtest.fake_input(d, X.MotionNotify, detail=True, x=event.dx, y=event.dy)
+            self._fake(X.MotionNotify, detail=1, x=event.dx, y=event.dy)  # detail 1: relative
         elif isinstance(event, PointerPosition):
             self._move_to(*event.fraction())
         elif isinstance(event, Button):
-            xtest.fake_input(d, X.ButtonPress if event.down else X.ButtonRelease, X_BUTTONS[MouseButton(event.button)])
+            self._fake(X.ButtonPress if event.down else X.ButtonRelease, X_BUTTONS[MouseButton(event.button)])
         elif isinstance(event, (Touch, Pen)):
             self._contact(PEN_POINTER if isinstance(event, Pen) else event.pointer_id, event)
         elif isinstance(event, Scroll):
@@ -196,10 +210,15 @@ class XTestInput(InputBackend):
         else:
             raise ValueError(f"xtest cannot inject {type(event).__name__}")
 
+    def _fake(self, event_type: int, detail: int = 0, x: int = 0, y: int = 0) -> None:
+        """Queue one XTest FakeInput on the connection (sent at flush)."""
+        self._d.display.send_request(_Request(FAKE_INPUT.pack(self._opcode, 2, 9, event_type, detail, 0, 0, x, y)),
+                                     False)
+
     def _move_to(self, fx: float, fy: float) -> None:
         """The pointer to a point of the picture (0.0..1.0 each way) on the captured screen area."""
         a = self._area
-        self._xtest.fake_input(self._d, self._x.MotionNotify, x=a.x + round(fx * (a.width - 1)),
+        self._fake(self._x.MotionNotify, x=a.x + round(fx * (a.width - 1)),
                                y=a.y + round(fy * (a.height - 1)))
 
     def _contact(self, pointer: int, event: Touch | Pen) -> None:
@@ -210,11 +229,11 @@ class XTestInput(InputBackend):
             if phase == TouchPhase.UP:
                 self._move_to(event.x, event.y)
             if self._touch is not None:
-                self._xtest.fake_input(self._d, X.ButtonRelease, TOUCH_BUTTON)
+                self._fake(X.ButtonRelease, TOUCH_BUTTON)
                 self._touch = None
         elif phase == TouchPhase.DOWN and self._touch is None:
             self._move_to(event.x, event.y)
-            self._xtest.fake_input(self._d, X.ButtonPress, TOUCH_BUTTON)
+            self._fake(X.ButtonPress, TOUCH_BUTTON)
             self._touch = pointer
         elif (phase == TouchPhase.MOVE and pointer == self._touch) or (phase == TouchPhase.HOVER
                                                                        and self._touch is None):
@@ -222,14 +241,14 @@ class XTestInput(InputBackend):
         # other contacts, hover leave and button-only changes have no pointer equivalent
 
     def _wheel(self, event: Scroll) -> None:
-        X, xtest = self._x, self._xtest
+        X = self._x
         total = self._scroll[event.horizontal] + event.amount
         notches = int(total / WHEEL_DELTA)  # toward zero: the remainder keeps its sign
         self._scroll[event.horizontal] = total - notches * WHEEL_DELTA
         button = WHEEL_BUTTONS[event.horizontal][0 if notches > 0 else 1]
         for _ in range(abs(notches)):
-            xtest.fake_input(self._d, X.ButtonPress, button)
-            xtest.fake_input(self._d, X.ButtonRelease, button)
+            self._fake(X.ButtonPress, button)
+            self._fake(X.ButtonRelease, button)
 
     def _key(self, event: Key) -> None:
         keysym = self._keysyms.get(event.code)
@@ -253,7 +272,7 @@ class XTestInput(InputBackend):
             self._press(shift, False)
 
     def _press(self, keycode: int, down: bool) -> None:
-        self._xtest.fake_input(self._d, self._x.KeyPress if down else self._x.KeyRelease, keycode)
+        self._fake(self._x.KeyPress if down else self._x.KeyRelease, keycode)
 
     def _keycode(self, keysym: int) -> tuple[int, bool]:
         """The key that makes ``keysym`` and whether it needs Shift; a spare
@@ -293,10 +312,13 @@ class XTestInput(InputBackend):
     def close(self) -> None:
         if self._d is None:
             return
-        d, self._d = self._d, None
         try:
             if self._touch is not None:  # a finger still down: lift it, as the sink releases buttons
-                self._xtest.fake_input(d, self._x.ButtonRelease, TOUCH_BUTTON)
+                self._fake(self._x.ButtonRelease, TOUCH_BUTTON)
+        except Exception as exc:  # noqa: BLE001 - the server may be gone already
+            log.debug("xtest: lifting the touch on %s: %s", self.display_name, exc)
+        d, self._d = self._d, None
+        try:
             for code in set(self._bound.values()):
                 d.change_keyboard_mapping(code, [(0, 0)])  # leave the keymap as we found it
             d.sync()  # done before anyone else looks
