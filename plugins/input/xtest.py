@@ -16,11 +16,11 @@ kept per axis. Everything is sent with one flush per batch.
 
 Touch and pen (XTest has neither) drive the pointer, as a touch screen does
 on a desktop without touch support: the first contact down moves the pointer
-there and presses button 1, its moves move it, lifting it (or a cancel)
-releases the button; a hover or a second finger while one is down only moves
-the pointer (hover) or nothing (the other finger). A pen is one contact
-(its tip); its barrel buttons are not mapped. A contact still down at close is
-lifted.
+there and presses button 1; that contact's moves move the pointer (a drag);
+lifting or cancelling it releases the button where the last move left it.
+While no contact is down a hover moves the pointer; other contacts change
+nothing. The pen is one contact (its tip); its barrel buttons are not mapped.
+A contact still down at close is lifted.
 
 A closed connection (the X server went away) raises
 :class:`~punktfunk_core.stages.InputBackendGone`.
@@ -226,8 +226,6 @@ class XTestInput(InputBackend):
         X, phase = self._x, event.phase
         if phase == TouchPhase.CANCEL_ALL or (phase in (TouchPhase.UP, TouchPhase.CANCEL)
                                               and pointer == self._touch):
-            if phase == TouchPhase.UP:
-                self._move_to(event.x, event.y)
             if self._touch is not None:
                 self._fake(X.ButtonRelease, TOUCH_BUTTON)
                 self._touch = None
