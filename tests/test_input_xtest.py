@@ -194,6 +194,7 @@ def test_fake_input_requests_are_the_bytes_python_xlib_makes(event_type, detail,
     """The stage packs XTest FakeInput itself (python-xlib's generic encoder was the largest
     part of an event's injection); the bytes must be the library's, field for field."""
     from Xlib.ext.xtest import FakeInput
+
     from punktfunk_input.xtest import FAKE_INPUT
 
     ours = FAKE_INPUT.pack(140, 2, 9, event_type, detail, 0, 0, x, y)
