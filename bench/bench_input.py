@@ -68,6 +68,21 @@ capture = "x11"
 capture_options = {{ display = "{display}" }}
 """
 
+#: the same stream from the test pattern, which draws the session's pointer as a marker; nothing injects
+TESTPATTERN_TOML = """
+[host]
+log_level = "warning"
+[native]
+bind = "127.0.0.1"
+port = 0
+[input]
+backend = "none"
+[stream]
+encoder = "x264"
+encoder_options = { preset = "ultrafast" }
+capture = "testpattern"
+"""
+
 
 class _Stream:
     """One punktfunk/1 session of the reference client, streaming until closed."""
@@ -116,14 +131,36 @@ def _injected_latency(ipc: IpcClient, base: Path, port: int, seconds: float, pai
     return {"events": n, "counters": counters, "client": stream.finish(seconds + 30)}
 
 
-def _cost_to_video(ipc: IpcClient, base: Path, port: int, phase_s: float, rounds: int) -> dict[str, Any]:
-    """Per-frame host time in 1 s windows with and without input, one session, phases alternating."""
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after the name: state is [0]
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def _cpu_snapshot(host_pid: int, xvfb_pid: int) -> dict[str, float]:
+    t = os.times()
+    return {"wall": time.monotonic(), "host process": _cpu_s(host_pid), "X server": _cpu_s(xvfb_pid),
+            "client process": t.user + t.system}
+
+
+def _cost_to_video(ipc: IpcClient, base: Path, port: int, phase_s: float, rounds: int, host_pid: int,
+                   xvfb_pid: int) -> dict[str, Any]:
+    """Per-frame host time in 1 s windows with and without input, one session, phases alternating;
+    and the CPU each process spent per input event (input phases minus quiet ones)."""
     ipc.call("stats.start")
+    spent = {"busy": dict.fromkeys(("wall", "host process", "X server", "client process"), 0.0)}
+    spent["idle"] = dict(spent["busy"])
     try:
         stream = _Stream(ipc, base, port, 2 * phase_s * rounds + 3, False)
         for _ in range(rounds):
+            a = _cpu_snapshot(host_pid, xvfb_pid)
             stream.send_keys(phase_s)
+            b = _cpu_snapshot(host_pid, xvfb_pid)
             time.sleep(phase_s)
+            c = _cpu_snapshot(host_pid, xvfb_pid)
+            for k in a:
+                spent["busy"][k] += b[k] - a[k]
+                spent["idle"][k] += c[k] - b[k]
         stream.finish(2 * phase_s * rounds + 30)
     finally:
         cap = ipc.call("stats.stop")
@@ -134,16 +171,24 @@ def _cost_to_video(ipc: IpcClient, base: Path, port: int, phase_s: float, rounds
     with_ms = statistics.median(busy) / 1e3 if busy else None
     without_ms = statistics.median(idle) / 1e3 if idle else None
     cost = (with_ms - without_ms) / (1000 / FPS) if with_ms is not None and without_ms is not None else None
+    bw, iw = spent["busy"].pop("wall"), spent["idle"].pop("wall")
+    cpu_us = {k: round((spent["busy"][k] / bw - spent["idle"][k] / iw) / RATE * 1e6, 1) for k in spent["busy"]}
     return {"windows_with": len(busy), "windows_without": len(idle), "host_p50_ms_with": with_ms,
-            "host_p50_ms_without": without_ms, "cost_of_frame_interval": cost, "busy_us": busy, "idle_us": idle}
+            "host_p50_ms_without": without_ms, "cost_of_frame_interval": cost, "busy_us": busy, "idle_us": idle,
+            "cpu_us_per_event": cpu_us}
 
 
-def _click_to_photon(base: Path, port: int, seconds: float) -> dict[str, Any]:
+def _click_to_photon(base: Path, port: int, seconds: float, ipc: IpcClient | None = None) -> dict[str, Any]:
+    """The reference client's click-to-photon; with ``ipc`` it pairs with that host first."""
     import json
 
+    pin = []
+    if ipc is not None:
+        ipc.call("pairing.pin", protocol="native", pin="2468", seconds=60)
+        pin = ["--pin", "2468"]
     out = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "client", "127.0.0.1", "--port", str(port),
                           "--seconds", str(seconds), "--json", "--width", str(W), "--height", str(H), "--fps",
-                          str(FPS), "--bitrate", "6000", "--click-to-photon"],
+                          str(FPS), "--bitrate", "6000", "--click-to-photon", *pin],
                          env=dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(base / "client")), capture_output=True,
                          text=True, timeout=seconds + 60)
     if out.returncode != 0:
@@ -177,9 +222,14 @@ def run(quick: bool) -> dict[str, Any]:
                 for r in range(rounds):  # alternate, so a change in the machine's load hits both
                     for mode, (_proc, ipc, port) in hosts.items():
                         runs[mode].append(_injected_latency(ipc, base, port, seconds, pair=r == 0))
-                _proc, ipc, port = hosts["inline"]
-                cost = _cost_to_video(ipc, base, port, 2.0 if quick else 3.0, 2 if quick else 4)
+                proc, ipc, port = hosts["inline"]
+                cost = _cost_to_video(ipc, base, port, 2.0 if quick else 3.0, 2 if quick else 4, proc.pid,
+                                      desk.xvfb_pid)
                 ctp = _click_to_photon(base, port, 3.0 if quick else 10.0)
+                (base / "testpattern").mkdir()
+                proc, ipc, port, _env = _start_host(base / "testpattern", TESTPATTERN_TOML)
+                hosts["testpattern"] = (proc, ipc, port)
+                ctp_pattern = _click_to_photon(base, port, 3.0 if quick else 10.0, ipc)
             finally:
                 for proc, ipc, _port in hosts.values():
                     proc.terminate()
@@ -215,11 +265,17 @@ def run(quick: bool) -> dict[str, Any]:
                          "difference / frame interval"],
              "rows": [[cost["windows_with"], cost["windows_without"], cost["host_p50_ms_with"],
                        cost["host_p50_ms_without"], f"{share * 100:.2f} %" if share is not None else None]]},
+            {"title": "CPU per input event (µs; input phases minus quiet phases of the same session)",
+             "headers": list(cost["cpu_us_per_event"]),
+             "rows": [list(cost["cpu_us_per_event"].values())]},
             {"title": f"click-to-photon, {W}×{H}@{FPS} x264 ultrafast",
-             "headers": ["moves measured", "missed", "p50 ms", "p99 ms", "video e2e p50 ms (stamps)", "fps"],
-             "rows": [[ctp.get("click_to_photon_samples"), ctp.get("click_to_photon_missed"),
-                       ctp.get("click_to_photon_p50_ms"), ctp.get("click_to_photon_p99_ms"),
-                       ctp.get("e2e_p50_ms"), ctp.get("fps")]]},
+             "headers": ["capture", "moves measured", "missed", "p50 ms", "p99 ms", "video e2e p50 ms (stamps)",
+                         "fps"],
+             "rows": [[name, c.get("click_to_photon_samples"), c.get("click_to_photon_missed"),
+                       c.get("click_to_photon_p50_ms"), c.get("click_to_photon_p99_ms"), c.get("e2e_p50_ms"),
+                       c.get("fps")]
+                      for name, c in (("x11 (pointer in the picture), xtest", ctp),
+                                      ("testpattern (pointer marker), no backend", ctp_pattern))]},
         ],
         "ratios": [
             {"name": "receive → injected p50 / 0.5 ms goal", "value": inline_p50 / 1000 / GOAL_P50_MS
@@ -235,5 +291,5 @@ def run(quick: bool) -> dict[str, Any]:
                   "the receive stamp is taken when the control thread has the message, after it got the GIL back "
                   "from its poll; a p99 of several ms is a wait for the GIL (5 ms switch interval) behind the "
                   "capture/encode threads at a system call in the injection (docs/input.md, \"Latency\")"],
-        "raw": {"injected": runs, "cost": cost, "click_to_photon": ctp},
+        "raw": {"injected": runs, "cost": cost, "click_to_photon": ctp, "click_to_photon_testpattern": ctp_pattern},
     }
