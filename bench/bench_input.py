@@ -219,9 +219,9 @@ def run(quick: bool) -> dict[str, Any]:
                     proc, ipc, port, _env = _start_host(base / mode, HOST_TOML.format(
                         display=desk.display, inline="true" if mode == "inline" else "false"), DISPLAY=desk.display)
                     hosts[mode] = (proc, ipc, port)
-                for r in range(rounds):  # alternate, so a change in the machine's load hits both
+                for n in range(rounds):  # alternate, so a change in the machine's load hits both
                     for mode, (_proc, ipc, port) in hosts.items():
-                        runs[mode].append(_injected_latency(ipc, base, port, seconds, pair=r == 0))
+                        runs[mode].append(_injected_latency(ipc, base, port, seconds, pair=n == 0))
                 proc, ipc, port = hosts["inline"]
                 cost = _cost_to_video(ipc, base, port, 2.0 if quick else 3.0, 2 if quick else 4, proc.pid,
                                       desk.xvfb_pid)
@@ -246,10 +246,10 @@ def run(quick: bool) -> dict[str, Any]:
     rows = []
     for mode, label in (("thread", "injector thread (peer)"), ("inline", "on the receiving thread (default)")):
         for i, r in enumerate(runs[mode]):
-            c = r["counters"]
-            rows.append([label, i + 1, r["events"], c.get("received"), c.get("injected"), c.get("merged"),
-                         c.get("dropped_throttled"), _ms(c.get("latency_p50_us")), _ms(c.get("latency_p99_us")),
-                         r["client"].get("fps")])
+            got = r["counters"]
+            rows.append([label, i + 1, r["events"], got.get("received"), got.get("injected"), got.get("merged"),
+                         got.get("dropped_throttled"), _ms(got.get("latency_p50_us")),
+                         _ms(got.get("latency_p99_us")), r["client"].get("fps")])
     share = cost["cost_of_frame_interval"]
     return {
         "title": "Input: receive → injected, cost to the video, click-to-photon (punktfunk/1, xtest, x11 capture)",
