@@ -51,12 +51,14 @@ RATE = 1000  # input events per second
 GOAL_P50_MS = 0.5
 GOAL_COST = 0.01  # of the frame interval
 
-HOST_TOML = """
+_SERVE = """
 [host]
 log_level = "warning"
 [native]
 bind = "127.0.0.1"
 port = 0
+"""
+HOST_TOML = _SERVE + """
 [input]
 backend = "xtest"
 backend_options = {{ display = "{display}" }}
@@ -67,14 +69,8 @@ encoder_options = {{ preset = "ultrafast" }}
 capture = "x11"
 capture_options = {{ display = "{display}" }}
 """
-
 #: the same stream from the test pattern, which draws the session's pointer as a marker; nothing injects
-TESTPATTERN_TOML = """
-[host]
-log_level = "warning"
-[native]
-bind = "127.0.0.1"
-port = 0
+TESTPATTERN_TOML = _SERVE + """
 [input]
 backend = "none"
 [stream]

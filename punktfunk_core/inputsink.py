@@ -258,13 +258,7 @@ class InputSink:
             if not target:
                 return kept
             self._injecting = True
-        try:
-            self._inject_batch(target)
-        finally:
-            with self._cond:
-                self._injecting = False
-                if self._queue or self._closing:
-                    self._cond.notify()  # queued meanwhile by another thread, or closing: the injector's turn
+        self._inject_batch(target)
         return kept
 
     def _admit(self, event: InputEvent, received_ns: int, target: deque[_Queued]) -> bool:
@@ -394,16 +388,20 @@ class InputSink:
                     break
                 batch, self._queue = self._queue, deque()
                 self._injecting = True
-            try:
-                self._inject_batch(batch)
-            finally:
-                with self._cond:
-                    self._injecting = False
+            self._inject_batch(batch)
         self._release_and_close(backend)
 
     def _inject_batch(self, batch: deque[_Queued]) -> None:
-        """Inject one batch and flush once, then count it; the caller set ``_injecting``
-        (so no two batches overlap, whichever thread runs them)."""
+        """Inject one batch, flush once, count it and clear ``_injecting``, which the caller
+        set (so no two batches overlap, whichever thread runs them)."""
+        try:
+            self._inject_and_count(batch)
+        finally:
+            with self._cond:
+                self._injecting = False
+                self._cond.notify()  # what was queued meanwhile, or a close: the injector's turn
+
+    def _inject_and_count(self, batch: deque[_Queued]) -> None:
         backend = self.backend
         assert backend is not None
         if self.gone is not None:

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_native_input import input_host, write_script
+from test_native_input import SCREEN, input_host, write_script
 from x11_helpers import XWindowRecorder, private_xvfb
 
 pytest.importorskip("Xlib", reason="python-xlib is not installed")
@@ -31,9 +31,6 @@ TOUCH_HOVER, TOUCH_DOWN, TOUCH_UP, TOUCH_MOVE = 0x00, 0x01, 0x02, 0x03
 TOOL_PEN = 0x01
 ROT_UNKNOWN, TILT_UNKNOWN = 0xFFFF, 0xFF
 LI_ERR_UNSUPPORTED = -5501
-
-SCREEN = (1280, 720)
-
 
 def on_screen(fx: float, fy: float, screen: tuple[int, int] = SCREEN) -> tuple[int, int]:
     """Where a touch at (fx, fy) of the picture lands on a capture showing the whole screen."""
@@ -74,25 +71,22 @@ def contact_story(events) -> list[tuple[str, tuple[int, int]]]:
 
 
 @pytest.fixture
-def display(monkeypatch):
+def desktop():
+    """A private Xvfb and a real X client window on it that records what arrives."""
     with private_xvfb(*SCREEN) as x:
-        monkeypatch.setenv("DISPLAY", x.name)  # the host inherits it: x11 capture and xtest
-        yield x
+        recorder = XWindowRecorder(x.name)
+        yield x.name, recorder
+        recorder.close()
 
 
-@pytest.fixture
-def window(display):
-    rec = XWindowRecorder(display.name)
-    yield rec
-    rec.close()
-
-
-def _moonlight_host(host_factory, tmp_path: Path, touch_on: bool = True):
+def _moonlight_host(host_factory, tmp_path: Path, display: str, touch_on: bool = True):
     from gamestream_helpers import gs_config, pair, wait_ready
 
     config = gs_config(client_timeout_s=5) + (
-        '[stream]\ncapture = "x11"\nencoder = "x264"\nencoder_options = { preset = "ultrafast" }\n'
-        f'[input]\nbackend = "xtest"\ntouch = {"true" if touch_on else "false"}\n')
+        f'[stream]\ncapture = "x11"\ncapture_options = {{ display = "{display}" }}\nencoder = "x264"\n'
+        'encoder_options = { preset = "ultrafast" }\n'
+        f'[input]\nbackend = "xtest"\nbackend_options = {{ display = "{display}" }}\n'
+        f'touch = {"true" if touch_on else "false"}\n')
     host = host_factory(config=config)
     wait_ready(host)
     client = tmp_path / "client"
@@ -112,9 +106,10 @@ def _moonlight_send(host, client: Path, tmp_path: Path, steps: list) -> dict:
 
 
 @pytest.mark.moonlight
-def test_moonlight_touch_and_pen_drive_the_x_pointer(host_factory, display, window, tmp_path: Path) -> None:
+def test_moonlight_touch_and_pen_drive_the_x_pointer(host_factory, desktop, tmp_path: Path) -> None:
     pytest.importorskip("moonlight_python")
-    host, client = _moonlight_host(host_factory, tmp_path)
+    display, window = desktop
+    host, client = _moonlight_host(host_factory, tmp_path, display)
     res = _moonlight_send(host, client, tmp_path, MOONLIGHT_SCRIPT)
     assert res["results"] == [0] * 9, res["results"]  # the host announced touch: the library sent each
     events = window.wait_for(lambda evs: sum(e.kind == "button_release" for e in evs) >= 2)
@@ -131,52 +126,41 @@ def test_moonlight_touch_and_pen_drive_the_x_pointer(host_factory, display, wind
 
 
 @pytest.mark.moonlight
-def test_without_touch_input_the_host_does_not_ask_moonlight_for_touch(host_factory, display, window,
+def test_without_touch_input_the_host_does_not_ask_moonlight_for_touch(host_factory, desktop,
                                                                        tmp_path: Path) -> None:
     pytest.importorskip("moonlight_python")
-    host, client = _moonlight_host(host_factory, tmp_path, touch_on=False)
+    display, window = desktop
+    host, client = _moonlight_host(host_factory, tmp_path, display, touch_on=False)
     res = _moonlight_send(host, client, tmp_path, [touch(TOUCH_DOWN, 1, 0.5, 0.5), ["sleep", 0.3]])
     # moonlight-common-c refuses, so a client falls back to mouse input of its own
     assert res["results"] == [LI_ERR_UNSUPPORTED], res["results"]
     assert window.snapshot("button_press") == []
 
 
-NATIVE_SCREEN = (640, 360)
-
-
-@pytest.fixture
-def small_display():
-    with private_xvfb(*NATIVE_SCREEN) as x:
-        yield x
-
-
-def test_reference_client_touch_and_pen_drive_the_x_pointer(host_factory, tmp_path, small_display) -> None:
+def test_reference_client_touch_and_pen_drive_the_x_pointer(host_factory, tmp_path, desktop) -> None:
     from test_native_e2e import run_client, summary_of
 
-    window = XWindowRecorder(small_display.name)
-    try:
-        h = input_host(host_factory, tmp_path, small_display.name)
-        h.call("pairing.pin", protocol="native", pin="4821", seconds=120)
-        # ["to", pointer id, phase, x, y, pressure, major, minor, rotation] and
-        # ["pe", phase, tool, buttons, x, y, pressure, major, minor, rotation, tilt]
-        script = write_script(tmp_path, [
-            (0.3, ["to", 3, TOUCH_DOWN, 0.25, 0.5, 1.0, 0.0, 0.0, None]),
-            (0.4, ["to", 4, TOUCH_DOWN, 0.875, 0.875, 1.0, 0.0, 0.0, None]),  # a second finger: nothing
-            (0.5, ["to", 3, TOUCH_MOVE, 0.5, 0.25, 1.0, 0.0, 0.0, None]),
-            (0.6, ["to", 4, TOUCH_UP, 0.875, 0.875, 1.0, 0.0, 0.0, None]),
-            (0.7, ["to", 3, TOUCH_UP, 0.5, 0.25, 1.0, 0.0, 0.0, None]),
-            (0.8, ["pe", TOUCH_DOWN, TOOL_PEN, 0, 0.75, 0.75, 0.5, 0.0, 0.0, None, 30]),
-            (0.9, ["pe", TOUCH_UP, TOOL_PEN, 0, 0.75, 0.75, 0.0, 0.0, 0.0, None, 30]),
-        ])
-        s = summary_of(run_client(h, tmp_path, "--pin", "4821", "--seconds", "2.5", "--json", "--width", "320",
-                                  "--height", "180", "--fps", "30", "--bitrate", "2000", "--input-script", script))
-        assert s["input_sent"] == 7 and s["frames_decoded"] > 0, s
-        events = window.wait_for(lambda evs: sum(e.kind == "button_release" for e in evs) >= 2)
-        at = lambda fx, fy: on_screen(fx, fy, NATIVE_SCREEN)  # noqa: E731 - a table of expectations
-        assert contact_story(events) == [
-            ("motion", at(0.25, 0.5)), ("button_press", at(0.25, 0.5)), ("motion", at(0.5, 0.25)),
-            ("button_release", at(0.5, 0.25)),
-            ("motion", at(0.75, 0.75)), ("button_press", at(0.75, 0.75)), ("button_release", at(0.75, 0.75)),
-        ]
-    finally:
-        window.close()
+    display, window = desktop
+    h = input_host(host_factory, tmp_path, display)
+    h.call("pairing.pin", protocol="native", pin="4821", seconds=120)
+    # ["to", pointer id, phase, x, y, pressure, major, minor, rotation] and
+    # ["pe", phase, tool, buttons, x, y, pressure, major, minor, rotation, tilt]
+    script = write_script(tmp_path, [
+        (0.3, ["to", 3, TOUCH_DOWN, 0.25, 0.5, 1.0, 0.0, 0.0, None]),
+        (0.4, ["to", 4, TOUCH_DOWN, 0.875, 0.875, 1.0, 0.0, 0.0, None]),  # a second finger: nothing
+        (0.5, ["to", 3, TOUCH_MOVE, 0.5, 0.25, 1.0, 0.0, 0.0, None]),
+        (0.6, ["to", 4, TOUCH_UP, 0.875, 0.875, 1.0, 0.0, 0.0, None]),
+        (0.7, ["to", 3, TOUCH_UP, 0.5, 0.25, 1.0, 0.0, 0.0, None]),
+        (0.8, ["pe", TOUCH_DOWN, TOOL_PEN, 0, 0.75, 0.75, 0.5, 0.0, 0.0, None, 30]),
+        (0.9, ["pe", TOUCH_UP, TOOL_PEN, 0, 0.75, 0.75, 0.0, 0.0, 0.0, None, 30]),
+    ])
+    s = summary_of(run_client(h, tmp_path, "--pin", "4821", "--seconds", "2.5", "--json", "--width", "320",
+                              "--height", "180", "--fps", "30", "--bitrate", "2000", "--input-script", script))
+    assert s["input_sent"] == 7 and s["frames_decoded"] > 0, s
+    events = window.wait_for(lambda evs: sum(e.kind == "button_release" for e in evs) >= 2)
+    assert contact_story(events) == [
+        ("motion", on_screen(0.25, 0.5)), ("button_press", on_screen(0.25, 0.5)), ("motion", on_screen(0.5, 0.25)),
+        ("button_release", on_screen(0.5, 0.25)),
+        ("motion", on_screen(0.75, 0.75)), ("button_press", on_screen(0.75, 0.75)),
+        ("button_release", on_screen(0.75, 0.75)),
+    ]
