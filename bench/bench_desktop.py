@@ -49,11 +49,13 @@ class Desktop:
         self.w, self.h = w, h
         self.content = content  # False: a still desktop (the input benchmark watches the pointer on it)
         self.display = ""
+        self.xvfb_pid = 0
         self._procs: list[subprocess.Popen] = []
 
     def __enter__(self) -> Desktop:
         xvfb, self.display = start_xvfb(self.w, self.h, "-noreset", timeout=15)
         self._procs.append(xvfb)
+        self.xvfb_pid = xvfb.pid
         if not self.content:
             return self
         content = subprocess.Popen(

@@ -27,7 +27,8 @@ COMPARISONS: list[tuple[str, str, str]] = [
     ("fec", "bench.bench_gamestream", "GameStream GF(2^8) FEC and packetize+send"),
     ("native", "bench.bench_native", "punktfunk/1 data plane: sealed + FEC'd send rate, GSO on/off"),
     ("latency", "bench.bench_latency", "host and end-to-end latency, native client and Moonlight"),
-    ("input", "bench.bench_input", "input: receive → injected at 1000 events/s, click-to-photon (punktfunk/1, xtest)"),
+    ("input", "bench.bench_input", "input: receive → injected at 1000 events/s, its cost to the video, "
+                                   "click-to-photon (punktfunk/1, xtest; test pattern)"),
     ("console", "bench.bench_console", "console under load, gunicorn 1 vs 4 workers"),
     ("stats", "bench.bench_stats", "stats recorder: push cost and listing thousands of captures"),
 ]

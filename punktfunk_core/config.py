@@ -107,6 +107,9 @@ class InputSettings(Settings):
                          minimum=1, maximum=1_000_000, live=LIVE_NEW_SESSIONS)
     queue: int = setting(256, "events waiting for injection per session; beyond it moves are dropped first",
                          minimum=8, maximum=65536, live=LIVE_NEW_SESSIONS)
+    inject_on_receive: bool = setting(True, "inject on the thread that received the input when the backend never "
+                                            "blocks (xtest, uinput) and nothing is queued; false: always through "
+                                            "the session's injector thread", live=LIVE_NEW_SESSIONS)
 
 
 #: the sections the core owns, by TOML table name: tables, and the ``[[apps]]`` list every protocol

@@ -250,7 +250,8 @@ class Host:
     def start_input(self, session: Session,
                     feedback: Callable[[FeedbackEvent], None] | None = None) -> InputSink | None:
         """Open the input sink of a running session as ``[input]`` says and attach it:
-        absolute positions land on the part of the desktop its capture shows, and
+        absolute positions land on the part of the desktop its capture shows, the
+        capture gets the session's pointer (the test pattern draws it), and
         ``feedback`` (rumble …, on the backend's thread, must not block) goes back to
         its client. The session closes it when it ends, after its last window. None
         when the session is already ending (nothing is left open). A backend that
@@ -262,6 +263,8 @@ class Host:
         if not session.attach_input(sink):
             sink.close()
             return None
+        if capture is not None:
+            capture.follow_pointer(sink.pointer)  # the test pattern draws it
         log.info("session %s: input to %s", session.id, sink.backend.name if sink.backend is not None
                  else f"nowhere ({sink.gone})")
         return sink

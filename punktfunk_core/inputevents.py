@@ -464,6 +464,44 @@ InputEvent = (
 INPUT_EVENT_TYPES: tuple[type, ...] = InputEvent.__args__
 
 
+#: touch and pen phases whose coordinates say where the contact is
+_PLACED = frozenset({TouchPhase.HOVER, TouchPhase.DOWN, TouchPhase.MOVE, TouchPhase.UP})
+
+
+class ScreenPointer:
+    """Where a session's pointer is on the picture, as its client's input moved it:
+    absolute positions, relative moves from there (in stream pixels, clamped to the
+    picture), touch and pen contacts. The session's sink writes it; a capture that
+    draws the pointer itself (the test pattern) reads it per frame without a lock:
+    :attr:`position` is replaced whole, one store."""
+
+    __slots__ = ("width", "height", "position")
+
+    def __init__(self, width: int = 0, height: int = 0) -> None:
+        self.width, self.height = width, height
+        #: (x, y), each 0.0..1.0 of the picture; None before the first pointing event
+        self.position: tuple[float, float] | None = None
+
+    def follow(self, event: InputEvent) -> None:
+        """Move as ``event`` moves the pointer (other events leave it)."""
+        if isinstance(event, PointerPosition):
+            self.position = event.fraction()
+        elif isinstance(event, (Touch, Pen)):
+            if event.phase in _PLACED:
+                self.position = (event.x, event.y)
+        elif isinstance(event, PointerMove) and self.width > 1 and self.height > 1:
+            x, y = self.position or (0.5, 0.5)
+            self.position = (min(1.0, max(0.0, x + event.dx / (self.width - 1))),
+                             min(1.0, max(0.0, y + event.dy / (self.height - 1))))
+
+    def pixel(self, width: int, height: int) -> tuple[int, int] | None:
+        """The position in a ``width``×``height`` picture, None before any."""
+        pos = self.position
+        if pos is None:
+            return None
+        return round(pos[0] * (width - 1)), round(pos[1] * (height - 1))
+
+
 # ---- feedback: host → client ------------------------------------------------------------------
 
 

@@ -53,6 +53,7 @@ from punktfunk_core.inputevents import (
     Pen,
     PointerMove,
     PointerPosition,
+    ScreenPointer,
     Scroll,
     Text,
     Touch,
@@ -81,6 +82,8 @@ MAX_CONSECUTIVE_ERRORS = 100
 DROP_REASONS = ("disabled", "unsupported", "throttled", "queue_full", "no_backend")
 
 _MOVING = (TouchPhase.MOVE, TouchPhase.HOVER)
+#: the classes whose events move the session's pointer
+_POINTING = (InputClass.MOUSE, InputClass.TOUCH)
 
 
 def essential(event: InputEvent) -> bool:
@@ -179,6 +182,7 @@ class InputSink:
 
     def __init__(self, backend: InputBackend | None, *, enabled: Iterable[InputClass] = tuple(InputClass),
                  max_events_per_s: float = 5000, burst: int = 1000, queue_size: int = 256,
+                 inject_on_receive: bool = True, stream_size: tuple[int, int] = (0, 0),
                  name: str = "input") -> None:
         if max_events_per_s <= 0 or burst < 1 or queue_size < 1:
             raise ValueError("max_events_per_s, burst and queue_size must be positive")
@@ -195,6 +199,14 @@ class InputSink:
         self._queue: deque[_Queued] = deque()
         self._cond = threading.Condition()
         self._closing = False
+        #: a batch is being injected (by the injector thread or inline by a protocol thread)
+        self._injecting = False
+        #: classes injected on the submitting thread when nothing is queued (see submit_many)
+        self._inline = backend.inline_classes if inject_on_receive and backend is not None else frozenset()
+        #: events that failed in a row (a hundred: the backend is gone)
+        self._failures = 0
+        #: where the session's pointer is, as its input moved it (the test pattern draws it)
+        self.pointer = ScreenPointer(*stream_size)
         #: keys and buttons the client holds (as submitted): their release bypasses the throttle
         self._held: set[tuple[str, int]] = set()
         #: keys and buttons injected down and not yet up: released at close
@@ -216,51 +228,74 @@ class InputSink:
     # ---- protocol side ------------------------------------------------------------------------
 
     def submit(self, event: InputEvent, received_ns: int | None = None) -> bool:
-        """Queue one event for injection; False when it was dropped (counted).
+        """Take one event; False when it was dropped (counted).
 
         ``received_ns`` is ``time.perf_counter_ns()`` when the protocol
-        received it (now, when not given). Never blocks, never raises for an
-        event."""
+        received it (now, when not given). Never blocks on the backend's
+        target, never raises for an event."""
+        return self.submit_many((event,), received_ns) == 1
+
+    def submit_many(self, events: Iterable[InputEvent], received_ns: int | None = None) -> int:
+        """Take several events received together (one packet); returns how many were kept.
+
+        When all are of the backend's :attr:`~punktfunk_core.stages.InputBackend.inline_classes`
+        and nothing is queued or being injected, they are injected here, on the caller's
+        thread, with one flush: no hand-off to the injector thread, whose wake-up
+        (and wait for the GIL) would be most of the latency. Else they are queued."""
         if received_ns is None:
             received_ns = time.perf_counter_ns()
         with self._cond:
-            self._count("received")
-            if self._closing:
-                return self._drop("no_backend")
-            cls = getattr(event, "input_class", None)  # not an input event: nothing injects it
-            if cls not in self._accepted and not (cls in self._supported and self._releases_held(event)):
-                # (a class switched off by a reload still lets go of what it holds: no stuck keys)
-                return self._drop("disabled" if cls is not None and cls not in self._enabled else "unsupported")
-            if self.gone is not None:
-                return self._drop("no_backend")
-            if self._queue:
-                tail = self._queue[-1]
-                folded = merged(tail.event, event)
-                if folded is not None:
-                    tail.event = folded
-                    self._count("merged")
-                    return True
-            release = self._held_key(event)
-            if release is not None and not getattr(event, "down", True) and release in self._held:
-                self._held.discard(release)  # a release of something held: never throttled
-            elif not self._take_token():
-                return self._drop("throttled")
-            elif release is not None:
-                if event.down:  # type: ignore[union-attr]
-                    self._held.add(release)
-                else:
-                    self._held.discard(release)
-            if len(self._queue) >= self._limit and not self._make_room(event):
-                return self._drop("queue_full")
-            self._queue.append(_Queued(event, received_ns))
-            self._cond.notify()
-            return True
+            inline = bool(self._inline) and not self._queue and not self._injecting and not self._closing \
+                and self.gone is None
+            target: deque[_Queued] = deque() if inline else self._queue
+            kept = sum(self._admit(event, received_ns, target) for event in events)
+            if inline and any(q.event.input_class not in self._inline for q in target):
+                self._queue.extend(target)  # one may wait (a device to create): the injector's job
+                inline = False
+            if not inline:
+                self._cond.notify()
+                return kept
+            if not target:
+                return kept
+            self._injecting = True
+        self._inject_batch(target)
+        return kept
 
-    def submit_many(self, events: Iterable[InputEvent], received_ns: int | None = None) -> int:
-        """Queue several events received together; returns how many were kept."""
-        if received_ns is None:
-            received_ns = time.perf_counter_ns()
-        return sum(self.submit(e, received_ns) for e in events)
+    def _admit(self, event: InputEvent, received_ns: int, target: deque[_Queued]) -> bool:
+        """Switches, merging, throttle and bound for one event into ``target``
+        (the queue, or a batch injected at once); the caller holds the lock."""
+        self._count("received")
+        if self._closing:
+            return self._drop("no_backend")
+        cls = getattr(event, "input_class", None)  # not an input event: nothing injects it
+        if cls in self._enabled and cls in _POINTING:
+            self.pointer.follow(event)  # what the session's pointer did, whatever injects it
+        if cls not in self._accepted and not (cls in self._supported and self._releases_held(event)):
+            # (a class switched off by a reload still lets go of what it holds: no stuck keys)
+            return self._drop("disabled" if cls is not None and cls not in self._enabled else "unsupported")
+        if self.gone is not None:
+            return self._drop("no_backend")
+        if target:
+            tail = target[-1]
+            folded = merged(tail.event, event)
+            if folded is not None:
+                tail.event = folded
+                self._count("merged")
+                return True
+        release = self._held_key(event)
+        if release is not None and not getattr(event, "down", True) and release in self._held:
+            self._held.discard(release)  # a release of something held: never throttled
+        elif not self._take_token():
+            return self._drop("throttled")
+        elif release is not None:
+            if event.down:  # type: ignore[union-attr]
+                self._held.add(release)
+            else:
+                self._held.discard(release)
+        if len(target) >= self._limit and not self._make_room(event, target):
+            return self._drop("queue_full")
+        target.append(_Queued(event, received_ns))
+        return True
 
     def set_enabled(self, enabled: Iterable[InputClass]) -> None:
         """Switch input classes on or off for the running session (a config reload)."""
@@ -288,13 +323,13 @@ class InputSink:
         self._tokens -= 1.0
         return True
 
-    def _make_room(self, event: InputEvent) -> bool:
+    def _make_room(self, event: InputEvent, target: deque[_Queued]) -> bool:
         """Push out the oldest superseded event for an essential one."""
         if not essential(event):
             return False
-        for i, queued in enumerate(self._queue):
+        for i, queued in enumerate(target):
             if not essential(queued.event):
-                del self._queue[i]
+                del target[i]
                 self._count("dropped_queue_full")
                 return True
         return False
@@ -345,52 +380,68 @@ class InputSink:
     def _run(self) -> None:
         backend = self.backend
         assert backend is not None
-        failures = 0
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
+                while self._injecting or (not self._queue and not self._closing):
                     self._cond.wait()
                 if not self._queue:
                     break
                 batch, self._queue = self._queue, deque()
-            if self.gone is not None:
-                with self._cond:
-                    self._count("dropped_no_backend", len(batch))
-                continue
-            injected: list[_Queued] = []
-            errors = 0
-            try:
-                for queued in batch:
-                    try:
-                        backend.inject(queued.event)
-                    except InputBackendGone:
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - one bad event must not stop input
-                        errors += 1
-                        failures += 1
-                        self._log_error(queued.event, exc)
-                        if failures >= MAX_CONSECUTIVE_ERRORS:
-                            raise InputBackendGone(f"{failures} events in a row failed, the last with {exc}") from exc
-                        continue
-                    failures = 0
-                    injected.append(queued)
-                    self._track_down(queued.event)
-                backend.flush()
-            except Exception as exc:  # noqa: BLE001 - InputBackendGone, or a flush that failed
-                self._went(exc)
-                with self._cond:
-                    self._count("inject_errors", errors)
-                    self._count("dropped_no_backend", len(batch) - errors)
-                continue
-            done = time.perf_counter_ns()
-            with self._cond:
-                self._count("injected", len(injected))
-                self._count("inject_errors", errors)
-                samples = self._window.latency_us
-                room = MAX_SAMPLES - len(samples)
-                samples.extend((done - q.received_ns) / 1000.0 for q in injected[:max(room, 0)])
-                self._recent_us.extend((done - q.received_ns) / 1000.0 for q in injected[-RECENT_SAMPLES:])
+                self._injecting = True
+            self._inject_batch(batch)
         self._release_and_close(backend)
+
+    def _inject_batch(self, batch: deque[_Queued]) -> None:
+        """Inject one batch, flush once, count it and clear ``_injecting``, which the caller
+        set (so no two batches overlap, whichever thread runs them)."""
+        try:
+            self._inject_and_count(batch)
+        finally:
+            with self._cond:
+                self._injecting = False
+                self._cond.notify()  # what was queued meanwhile, or a close: the injector's turn
+
+    def _inject_and_count(self, batch: deque[_Queued]) -> None:
+        backend = self.backend
+        assert backend is not None
+        if self.gone is not None:
+            with self._cond:
+                self._count("dropped_no_backend", len(batch))
+            return
+        injected: list[_Queued] = []
+        errors = 0
+        try:
+            for queued in batch:
+                try:
+                    backend.inject(queued.event)
+                except InputBackendGone:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one bad event must not stop input
+                    errors += 1
+                    self._failures += 1
+                    self._log_error(queued.event, exc)
+                    if self._failures >= MAX_CONSECUTIVE_ERRORS:
+                        raise InputBackendGone(f"{self._failures} events in a row failed, the last with {exc}") \
+                            from exc
+                    continue
+                self._failures = 0
+                injected.append(queued)
+                self._track_down(queued.event)
+            backend.flush()
+        except Exception as exc:  # noqa: BLE001 - InputBackendGone, or a flush that failed
+            self._went(exc)
+            with self._cond:
+                self._count("inject_errors", errors)
+                self._count("dropped_no_backend", len(batch) - errors)
+            return
+        done = time.perf_counter_ns()
+        with self._cond:
+            self._count("injected", len(injected))
+            self._count("inject_errors", errors)
+            samples = self._window.latency_us
+            room = MAX_SAMPLES - len(samples)
+            samples.extend((done - q.received_ns) / 1000.0 for q in injected[:max(room, 0)])
+            self._recent_us.extend((done - q.received_ns) / 1000.0 for q in injected[-RECENT_SAMPLES:])
 
     def _track_down(self, event: InputEvent) -> None:
         key = self._held_key(event)
@@ -475,7 +526,7 @@ def open_input_sink(registry: StageRegistry, settings: InputSettings, spec: Stre
         backend = None
     sink = InputSink(backend, enabled=allowed_classes(settings),
                      max_events_per_s=settings.max_events_per_s, burst=settings.burst, queue_size=settings.queue,
-                     name=name)
+                     inject_on_receive=settings.inject_on_receive, stream_size=(spec.width, spec.height), name=name)
     _session_sinks.add(sink)
     return sink
 

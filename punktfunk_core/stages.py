@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
-    from punktfunk_core.inputevents import FeedbackEvent, InputClass, InputEvent
+    from punktfunk_core.inputevents import FeedbackEvent, InputClass, InputEvent, ScreenPointer
 
 PIXEL_FORMATS = ("i420", "nv12")
 CODECS = ("h264", "hevc", "av1")
@@ -146,6 +146,12 @@ class CaptureSource(Stage):
     #: not a desktop (a test pattern, a file)
     screen_area: ScreenArea | None = None
 
+    def follow_pointer(self, pointer: ScreenPointer) -> None:  # noqa: B027 - optional
+        """The session's pointer as its client's input moves it, given once its
+        input opens. A source that draws the pointer itself (the test pattern's
+        marker) keeps it and reads ``pointer.position`` per frame; a desktop
+        capture shows the real pointer and ignores it."""
+
     @abc.abstractmethod
     def grab(self, frame_id: int) -> Frame:
         """Return the next picture. ``frame_id`` is the runner's counter; a
@@ -250,15 +256,21 @@ class InputBackend(Stage):
     """Injects client input into the host (an X server, the kernel's uinput).
 
     The session's :class:`punktfunk_core.inputsink.InputSink` owns it: it
-    calls :meth:`open` once, then, on its own injector thread, :meth:`inject`
-    for each event of a batch followed by one :meth:`flush`, and finally
-    ``close()`` on that same thread. Protocol threads never call a backend.
+    calls :meth:`open` once, then :meth:`inject` for each event of a batch
+    followed by one :meth:`flush`, and finally ``close()`` on its injector
+    thread. No two calls overlap. A batch runs on the injector thread, or, when
+    all its events are of :attr:`inline_classes` and nothing else is queued,
+    on the protocol thread that received it.
     """
 
     #: the input classes (``InputClass`` values: "keyboard", "mouse",
     #: "gamepad", "touch") this backend can inject; the sink counts and drops
     #: events of the others
     classes: frozenset[InputClass] = frozenset()
+    #: the classes whose events ``inject`` and ``flush`` take without waiting:
+    #: they only write to a local socket or device (no round trip, no sleep, no
+    #: device to create); the sink may inject those on the thread that received them
+    inline_classes: frozenset[InputClass] = frozenset()
 
     def open(self, stream_size: tuple[int, int], screen: ScreenArea | None,
              feedback: Callable[[FeedbackEvent], None]) -> None:  # noqa: B027 - optional

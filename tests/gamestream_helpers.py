@@ -535,6 +535,10 @@ def _input_api() -> dict[str, list[Any]]:
         "LiSendUtf8TextEvent": [c.c_char_p, c.c_uint],
         "LiSendMultiControllerEvent": [c.c_short, c.c_short, c.c_int, c.c_ubyte, c.c_ubyte,
                                        c.c_short, c.c_short, c.c_short, c.c_short],
+        "LiSendTouchEvent": [c.c_uint8, c.c_uint32, c.c_float, c.c_float, c.c_float, c.c_float, c.c_float,
+                             c.c_uint16],
+        "LiSendPenEvent": [c.c_uint8, c.c_uint8, c.c_uint8, c.c_float, c.c_float, c.c_float, c.c_float, c.c_float,
+                           c.c_uint16, c.c_uint8],
         "sendInputPacketOnControlStream": [c.c_char_p, c.c_int, c.c_uint8, c.c_uint32, c.c_bool],
     }
 

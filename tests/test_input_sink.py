@@ -19,7 +19,9 @@ import pytest
 from punktfunk_core import config
 from punktfunk_core.inputevents import (
     Button,
+    ControllerArrival,
     ControllerState,
+    ControllerType,
     InputClass,
     Key,
     MouseButton,
@@ -295,3 +297,65 @@ def test_the_input_section_has_defaults_and_refuses_nonsense():
         config.validate(schema, {"input": {"max_events_per_s": 0, "queue": "big", "joystick": True}})
     text = str(err.value)
     assert "input.max_events_per_s" in text and "input.queue" in text and "input.joystick: unknown key" in text
+
+
+def test_with_nothing_queued_a_packet_is_injected_on_the_receiving_thread_with_one_flush(registry):
+    sink, backend = open_sink(registry, {"inline": ["keyboard", "mouse"]})
+    kept = sink.submit_many([Key(0x41, True), Key(0x41, False), PointerMove(1, 2)])
+    assert kept == 3 and backend.events == [Key(0x41, True), Key(0x41, False), PointerMove(1, 2)]  # done on return
+    assert backend.threads == [threading.current_thread().name] * 3 and backend.batches == [3]
+    # a controller may need a device made (it may wait): the injector thread takes it
+    sink.submit(ControllerArrival(0, ControllerType.XBOX))
+    drain(sink, backend, 4)
+    assert backend.threads[-1].endswith("-inject")
+    c = sink.counters()
+    assert c["injected"] == 4 and c["latency_p50_us"] is not None
+    sink.close()
+
+
+def test_inline_off_hands_every_event_to_the_injector_thread(registry):
+    sink, backend = open_sink(registry, {"inline": ["keyboard"]}, inject_on_receive=False)
+    sink.submit(Key(0x41, True))
+    drain(sink, backend, 1)
+    assert backend.threads == [f"{sink.name}-inject"]
+    sink.close()
+
+
+def test_events_arriving_while_a_batch_is_injected_follow_it_in_order(registry):
+    """Another thread's batch is being injected (the backend is slow): what arrives meanwhile
+    is queued for the injector thread, which starts only when that batch is done."""
+    sink, backend = open_sink(registry, {"inline": ["keyboard"], "paused": True})
+    first = threading.Thread(target=sink.submit, args=(Key(0x41, True),))
+    first.start()
+    assert backend.waiting.wait(5)  # the first key is inside inject, on the thread that received it
+    assert sink.submit(Key(0x41, False)) and sink.submit(Key(0x42, True))  # they do not wait for it
+    backend.resume()
+    first.join(5)
+    drain(sink, backend, 3)
+    assert backend.events == [Key(0x41, True), Key(0x41, False), Key(0x42, True)]
+    assert backend.threads[0] == first.name and set(backend.threads[1:]) == {f"{sink.name}-inject"}
+    sink.close()
+    assert backend.closed and backend.events[-1] == Key(0x42, False)  # the held key is released at close
+
+
+def test_the_sink_follows_the_session_pointer_for_a_capture_that_draws_it(registry):
+    """Where the client's pointing input put the pointer, whatever the backend does with it:
+    absolute positions, relative moves (stream pixels, clamped), touches and pens."""
+    from punktfunk_core.inputevents import Pen
+
+    sink, _backend = open_sink(registry, {"classes": ["keyboard"]})  # a backend without a mouse
+    assert sink.pointer.position is None and sink.pointer.pixel(640, 360) is None
+    sink.submit(PointerPosition(160, 90, 639, 359))
+    assert sink.pointer.pixel(640, 360) == (160, 90)
+    sink.submit(PointerMove(-1000, 9))
+    assert sink.pointer.pixel(640, 360) == (0, 99)
+    sink.submit(Touch(1, TouchPhase.DOWN, 0.5, 1.0))
+    assert sink.pointer.pixel(640, 360) == (320, 359)
+    sink.submit(Pen(TouchPhase.CANCEL))  # a cancel says nothing about where
+    assert sink.pointer.pixel(640, 360) == (320, 359)
+    sink.submit(Pen(TouchPhase.HOVER, x=0.0, y=0.0))
+    assert sink.pointer.position == (0.0, 0.0)
+    sink.set_enabled(["keyboard"])  # the mouse switched off: its moves are not the session's any more
+    sink.submit(PointerPosition(1, 1, 639, 359))
+    assert sink.pointer.position == (0.0, 0.0)
+    sink.close()

@@ -181,3 +181,43 @@ def test_the_x_server_going_away_is_logged_once_and_stops_nothing_else(registry,
     sink.close()
     assert time.monotonic() - started < 3  # the injector was not stuck
     assert not sink._thread.is_alive()
+
+
+@pytest.mark.parametrize(("event_type", "detail", "x", "y"), [
+    (2, 38, 0, 0),         # KeyPress of keycode 38
+    (5, 3, 0, 0),          # ButtonRelease of button 3
+    (6, 1, -5, 10),        # relative MotionNotify
+    (6, 0, 1279, 719),     # absolute MotionNotify
+    (6, 1, -32768, 32767),  # the extremes of a coordinate
+])
+def test_fake_input_requests_are_the_bytes_python_xlib_makes(event_type, detail, x, y):
+    """The stage packs XTest FakeInput itself (python-xlib's generic encoder was the largest
+    part of an event's injection); the bytes must be the library's, field for field."""
+    from Xlib.ext.xtest import FakeInput
+
+    from punktfunk_input.xtest import FAKE_INPUT
+
+    ours = FAKE_INPUT.pack(140, 2, 9, event_type, detail, 0, 0, x, y)
+    assert ours == FakeInput._request.to_binary(opcode=140, event_type=event_type, detail=detail, time=0, root=0,
+                                                x=x, y=y)
+
+
+def test_touch_drags_with_the_first_finger_and_the_sink_injects_it_on_the_calling_thread(registry, window):
+    """Touch on XTest is the pointer and button 1 (docs/input.md); with nothing queued the
+    sink injects on the submitting thread, so the X server has the press when submit returns."""
+    from punktfunk_core.inputevents import Touch, TouchPhase
+
+    sink = xtest_sink(registry)
+    try:
+        assert sink.submit(Touch(1, TouchPhase.DOWN, 0.5, 0.5))
+        assert sink.counters()["injected"] == 1  # injected and flushed before submit returned
+        window.wait_for(lambda evs: any(e.kind == "button_press" for e in evs))
+        sink.submit(Touch(2, TouchPhase.DOWN, 0.0, 0.0))  # a second finger: nothing
+        sink.submit(Touch(1, TouchPhase.MOVE, 0.25, 0.75))
+        sink.submit(Touch(2, TouchPhase.UP, 0.0, 0.0))
+    finally:
+        sink.close()  # finger 1 is still down: closing lifts it
+    events = window.wait_for(lambda evs: any(e.kind == "button_release" for e in evs))
+    assert [(e.kind, e.detail, e.x, e.y) for e in events if e.kind != "motion"] == [
+        ("button_press", 1, 320, 180), ("button_release", 1, 160, 269)]
+    assert sink.counters()["injected"] == 4

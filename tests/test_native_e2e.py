@@ -30,9 +30,10 @@ encoder = "x264"
 
 
 def start_host(host_factory, tmp_path, timeout: float = 3.0, probe: bool = False, extra: str = "",
-               stream: str = ""):
-    """A host speaking punktfunk/1 on loopback; ``extra`` adds sections, ``stream`` keys of ``[stream]``."""
-    env = {}
+               stream: str = "", env: dict | None = None):
+    """A host speaking punktfunk/1 on loopback; ``extra`` adds sections, ``stream`` keys of ``[stream]``,
+    ``env`` its environment."""
+    env = dict(env or {})
     if probe:
         env = {"PUNKTFUNK_PLUGINS": "test_native_probe", "PF_NATIVE_PROBE_OUT": str(tmp_path / "samples.jsonl"),
                "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}

@@ -159,12 +159,19 @@ class RtspServer:
         plane.count("rtsp_bad")
         return reply(cseq, 501, "Not Implemented")
 
+    def feature_flags(self) -> int:
+        """Touch and pen packets are asked for when ``[input]`` takes touch input; else a
+        client turns touches into mouse input itself. Controller touchpads stay off: no
+        builtin backend gives a pad one."""
+        inp = self.plane.host.settings.input
+        return wire_rtsp.SS_FF_PEN_TOUCH_EVENTS if inp.touch and inp.backend != "none" else 0
+
     def describe_sdp(self) -> bytes:
         supported = wire_rtsp.SS_ENC_CONTROL_V2 | wire_rtsp.SS_ENC_VIDEO | wire_rtsp.SS_ENC_AUDIO
         requested = supported if self.plane.config.get("require_encryption", False) else 0
         lines = [
             "v=0", "o=- 0 0 IN IP4 0.0.0.0", "s=punktfunk", "t=0 0",
-            "a=x-ss-general.featureFlags:0",
+            f"a=x-ss-general.featureFlags:{self.feature_flags()}",
             f"a=x-ss-general.encryptionSupported:{supported}",
             f"a=x-ss-general.encryptionRequested:{requested}",
         ]

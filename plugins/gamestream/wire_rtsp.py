@@ -17,6 +17,10 @@ SS_ENC_VIDEO = 0x02
 SS_ENC_AUDIO = 0x04
 #: x-nv-general.featureFlags bit: the client wants AES-CBC audio
 NVFF_AUDIO_ENCRYPTION = 0x20
+#: x-ss-general.featureFlags bits the host announces in DESCRIBE (moonlight-common-c
+#: LI_FF_*): with PEN_TOUCH the client sends touch and pen packets instead of making mouse input
+SS_FF_PEN_TOUCH_EVENTS = 0x01
+SS_FF_CONTROLLER_TOUCH_EVENTS = 0x02
 
 MAX_RTSP = 65536
 _RTSP_LINE = re.compile(r"^([A-Z_]{3,16}) (\S{1,512}) RTSP/1\.0$")

@@ -138,6 +138,8 @@ class UInputBackend(InputBackend):
 
     name = "uinput"
     classes = frozenset(InputClass)
+    #: writes to devices made at open; a gamepad may have to be created (udev: up to 100s of ms)
+    inline_classes = frozenset({InputClass.KEYBOARD, InputClass.MOUSE, InputClass.TOUCH})
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
         opts = UInputOptions.take("uinput", options)

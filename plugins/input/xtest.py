@@ -14,6 +14,14 @@ are left/middle/right, 8/9 back/forward; scrolling is buttons 4/5 (up/down)
 and 6/7 (left/right), one click per 120 units, high-resolution remainders
 kept per axis. Everything is sent with one flush per batch.
 
+Touch and pen (XTest has neither) drive the pointer, as a touch screen does
+on a desktop without touch support: the first contact down moves the pointer
+there and presses button 1; that contact's moves move the pointer (a drag);
+lifting or cancelling it releases the button where the last move left it.
+While no contact is down a hover moves the pointer; other contacts change
+nothing. The pen is one contact (its tip); its barrel buttons are not mapped.
+A contact still down at close is lifted.
+
 A closed connection (the X server went away) raises
 :class:`~punktfunk_core.stages.InputBackendGone`.
 """
@@ -22,6 +30,8 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,10 +43,13 @@ from punktfunk_core.inputevents import (
     InputEvent,
     Key,
     MouseButton,
+    Pen,
     PointerMove,
     PointerPosition,
     Scroll,
     Text,
+    Touch,
+    TouchPhase,
 )
 from punktfunk_core.stages import InputBackend, InputBackendGone, ScreenArea, StreamSpec
 
@@ -51,6 +64,16 @@ SPARE_KEYS = 8
 X_BUTTONS = {MouseButton.LEFT: 1, MouseButton.MIDDLE: 2, MouseButton.RIGHT: 3, MouseButton.X1: 8, MouseButton.X2: 9}
 #: X buttons for one notch: (positive, negative) per axis
 WHEEL_BUTTONS = {False: (4, 5), True: (7, 6)}
+#: the X button a touch contact presses
+TOUCH_BUTTON = 1
+#: the pen's pointer id among touch contacts
+PEN_POINTER = -1
+#: XTest FakeInput (minor opcode 2, 9 words): major opcode, minor, length, type, detail, time,
+#: root, x, y; python-xlib's generic request encoder takes ~20 µs for it, struct well under 1
+FAKE_INPUT = struct.Struct("=BBHBBxxII8xhh8x")
+#: at most this often a flush also reads what the X server sent (MappingNotify): each look is a
+#: system call that gives up the GIL, which a busy thread may keep for a switch interval (5 ms)
+EVENT_CHECK_S = 0.1
 
 
 def available(display: str | None = None) -> str:
@@ -62,6 +85,16 @@ def available(display: str | None = None) -> str:
     if not (display or os.environ.get("DISPLAY")):
         return "no X11 display (DISPLAY is not set)"
     return ""
+
+
+class _Request:
+    """An encoded request as python-xlib's send queue takes it: its bytes (and the serial
+    the display gives it), so the connection keeps counting requests for its replies."""
+
+    __slots__ = ("_binary", "_serial")
+
+    def __init__(self, binary: bytes) -> None:
+        self._binary = binary
 
 
 def char_keysym(ch: str) -> int:
@@ -82,7 +115,9 @@ class XTestInput(InputBackend):
     :class:`punktfunk_input.options.XTestOptions`)."""
 
     name = "xtest"
-    classes = frozenset({InputClass.KEYBOARD, InputClass.MOUSE})
+    classes = frozenset({InputClass.KEYBOARD, InputClass.MOUSE, InputClass.TOUCH})
+    #: XTest requests go into the X connection's buffer and one write: nothing to wait for
+    inline_classes = classes
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any] | None = None) -> None:
         opts = XTestOptions.take("xtest", options)
@@ -96,6 +131,11 @@ class XTestInput(InputBackend):
         self._bound: dict[int, int] = {}  # keysym → spare keycode it is bound to
         self._next_spare = 0
         self._keysyms: dict[int, int] = {}  # VK → keysym
+        self._touch: int | None = None  # the contact that holds TOUCH_BUTTON down
+        self._checked = 0.0
+        self._x: Any = None  # Xlib.X and Xlib.error, imported at open
+        self._xerror: Any = None
+        self._opcode = 0  # the XTEST extension's major opcode
         self.x_errors = 0
 
     # ---- setup ----------------------------------------------------------------------------------
@@ -105,8 +145,10 @@ class XTestInput(InputBackend):
         reason = available(self.display_name)
         if reason:
             raise RuntimeError(f"xtest: {reason}")
-        from Xlib import XK, display, error
+        from Xlib import XK, X, display, error
+        from Xlib.ext import xtest
 
+        self._x, self._xerror = X, error  # not looked up per event
         try:
             self._d = display.Display(self.display_name)
         except (error.DisplayError, error.ConnectionClosedError, OSError) as exc:
@@ -115,6 +157,7 @@ class XTestInput(InputBackend):
             self._d.close()
             raise RuntimeError(f"xtest: display {self.display_name!r} has no XTEST extension")
         self._d.set_error_handler(self._on_x_error)
+        self._opcode = self._d.display.get_extension_major(xtest.extname)
         root = self._d.screen()
         self.stream_size = stream_size
         self._area = screen or ScreenArea(0, 0, root.width_in_pixels, root.height_in_pixels)
@@ -142,26 +185,21 @@ class XTestInput(InputBackend):
     # ---- injection ------------------------------------------------------------------------------
 
     def inject(self, event: InputEvent) -> None:
-        from Xlib import error
-
         try:
             self._inject(event)
-        except (error.ConnectionClosedError, BrokenPipeError, ConnectionError) as exc:
+        except (self._xerror.ConnectionClosedError, BrokenPipeError, ConnectionError) as exc:
             raise InputBackendGone(f"X display {self.display_name} closed: {exc}") from exc
 
     def _inject(self, event: InputEvent) -> None:
-        from Xlib import X
-        from Xlib.ext import xtest
-
-        d = self._d
+        X = self._x
         if isinstance(event, PointerMove):
-            xtest.fake_input(d, X.MotionNotify, detail=True, x=event.dx, y=event.dy)
+            self._fake(X.MotionNotify, detail=1, x=event.dx, y=event.dy)  # detail 1: relative
         elif isinstance(event, PointerPosition):
-            fx, fy = event.fraction()
-            a = self._area
-            xtest.fake_input(d, X.MotionNotify, x=a.x + round(fx * (a.width - 1)), y=a.y + round(fy * (a.height - 1)))
+            self._move_to(*event.fraction())
         elif isinstance(event, Button):
-            xtest.fake_input(d, X.ButtonPress if event.down else X.ButtonRelease, X_BUTTONS[MouseButton(event.button)])
+            self._fake(X.ButtonPress if event.down else X.ButtonRelease, X_BUTTONS[MouseButton(event.button)])
+        elif isinstance(event, (Touch, Pen)):
+            self._contact(PEN_POINTER if isinstance(event, Pen) else event.pointer_id, event)
         elif isinstance(event, Scroll):
             self._wheel(event)
         elif isinstance(event, Key):
@@ -172,17 +210,43 @@ class XTestInput(InputBackend):
         else:
             raise ValueError(f"xtest cannot inject {type(event).__name__}")
 
-    def _wheel(self, event: Scroll) -> None:
-        from Xlib import X
-        from Xlib.ext import xtest
+    def _fake(self, event_type: int, detail: int = 0, x: int = 0, y: int = 0) -> None:
+        """Queue one XTest FakeInput on the connection (sent at flush)."""
+        self._d.display.send_request(_Request(FAKE_INPUT.pack(self._opcode, 2, 9, event_type, detail, 0, 0, x, y)),
+                                     False)
 
+    def _move_to(self, fx: float, fy: float) -> None:
+        """The pointer to a point of the picture (0.0..1.0 each way) on the captured screen area."""
+        a = self._area
+        self._fake(self._x.MotionNotify, x=a.x + round(fx * (a.width - 1)),
+                               y=a.y + round(fy * (a.height - 1)))
+
+    def _contact(self, pointer: int, event: Touch | Pen) -> None:
+        """A touch contact or the pen as the pointer and button 1 (see the module's doc)."""
+        X, phase = self._x, event.phase
+        if phase == TouchPhase.CANCEL_ALL or (phase in (TouchPhase.UP, TouchPhase.CANCEL)
+                                              and pointer == self._touch):
+            if self._touch is not None:
+                self._fake(X.ButtonRelease, TOUCH_BUTTON)
+                self._touch = None
+        elif phase == TouchPhase.DOWN and self._touch is None:
+            self._move_to(event.x, event.y)
+            self._fake(X.ButtonPress, TOUCH_BUTTON)
+            self._touch = pointer
+        elif (phase == TouchPhase.MOVE and pointer == self._touch) or (phase == TouchPhase.HOVER
+                                                                       and self._touch is None):
+            self._move_to(event.x, event.y)
+        # other contacts, hover leave and button-only changes have no pointer equivalent
+
+    def _wheel(self, event: Scroll) -> None:
+        X = self._x
         total = self._scroll[event.horizontal] + event.amount
         notches = int(total / WHEEL_DELTA)  # toward zero: the remainder keeps its sign
         self._scroll[event.horizontal] = total - notches * WHEEL_DELTA
         button = WHEEL_BUTTONS[event.horizontal][0 if notches > 0 else 1]
         for _ in range(abs(notches)):
-            xtest.fake_input(self._d, X.ButtonPress, button)
-            xtest.fake_input(self._d, X.ButtonRelease, button)
+            self._fake(X.ButtonPress, button)
+            self._fake(X.ButtonRelease, button)
 
     def _key(self, event: Key) -> None:
         keysym = self._keysyms.get(event.code)
@@ -206,10 +270,7 @@ class XTestInput(InputBackend):
             self._press(shift, False)
 
     def _press(self, keycode: int, down: bool) -> None:
-        from Xlib import X
-        from Xlib.ext import xtest
-
-        xtest.fake_input(self._d, X.KeyPress if down else X.KeyRelease, keycode)
+        self._fake(self._x.KeyPress if down else self._x.KeyRelease, keycode)
 
     def _keycode(self, keysym: int) -> tuple[int, bool]:
         """The key that makes ``keysym`` and whether it needs Shift; a spare
@@ -232,21 +293,28 @@ class XTestInput(InputBackend):
         return code, False
 
     def flush(self) -> None:
-        from Xlib import X, error
-
         try:
             self._d.flush()
+            now = time.monotonic()
+            if now - self._checked < EVENT_CHECK_S:
+                return
+            self._checked = now
             # take in MappingNotify (someone ran setxkbmap, or our own bindings) so lookups stay true
             while self._d.pending_events():
                 ev = self._d.next_event()
-                if ev.type == X.MappingNotify:
+                if ev.type == self._x.MappingNotify:
                     self._d.refresh_keyboard_mapping(ev)
-        except (error.ConnectionClosedError, OSError) as exc:
+        except (self._xerror.ConnectionClosedError, OSError) as exc:
             raise InputBackendGone(f"X display {self.display_name} closed: {exc}") from exc
 
     def close(self) -> None:
         if self._d is None:
             return
+        try:
+            if self._touch is not None:  # a finger still down: lift it, as the sink releases buttons
+                self._fake(self._x.ButtonRelease, TOUCH_BUTTON)
+        except Exception as exc:  # noqa: BLE001 - the server may be gone already
+            log.debug("xtest: lifting the touch on %s: %s", self.display_name, exc)
         d, self._d = self._d, None
         try:
             for code in set(self._bound.values()):

@@ -7,6 +7,11 @@ whose other elements are the event's fields in the order of
 :mod:`punktfunk_core.inputevents` (docs/protocol-native.md, "Input"). The
 host and the reference client share this table, so the two sides cannot
 drift apart.
+
+The host answers with ``{"type": "feedback", "events": [[tag, field, …], …]}``
+on the same connection when the input backend has something for the client
+(rumble of a virtual gamepad, …): :data:`FEEDBACK_FIELDS`, decoded by the
+reference client with :func:`decode_feedback`.
 """
 
 from __future__ import annotations
@@ -22,14 +27,17 @@ from punktfunk_core.inputevents import (
     ControllerBattery,
     ControllerButton,
     ControllerCapability,
+    ControllerLed,
     ControllerMotion,
     ControllerRemoval,
     ControllerState,
     ControllerTouch,
     ControllerType,
+    FeedbackEvent,
     InputEvent,
     Key,
     Modifier,
+    MotionEventRate,
     MotionSensor,
     MouseButton,
     Pen,
@@ -37,14 +45,18 @@ from punktfunk_core.inputevents import (
     PenTool,
     PointerMove,
     PointerPosition,
+    Rumble,
     Scroll,
     Text,
     Touch,
     TouchPhase,
+    TriggerRumble,
 )
 
 #: the most events one input message may carry; a larger message is dropped whole
 MAX_INPUT_EVENTS = 256
+#: the most events one feedback message carries
+MAX_FEEDBACK_EVENTS = 64
 
 
 class MalformedInput(ValueError):
@@ -109,17 +121,25 @@ _FIELDS: dict[str, tuple[type, tuple[Callable[[Any], Any], ...]]] = {
 }
 
 
-def decode_event(item: Any) -> InputEvent:
-    """One event array as an event; :class:`MalformedInput` when it is not one."""
+#: host → client feedback: tag → (event type, field converters in the event's field order)
+FEEDBACK_FIELDS: dict[str, tuple[type, tuple[Callable[[Any], Any], ...]]] = {
+    "r": (Rumble, (_int, _int, _int)),
+    "tr": (TriggerRumble, (_int, _int, _int)),
+    "mr": (MotionEventRate, (_int, _enum(MotionSensor), _int)),
+    "led": (ControllerLed, (_int, _int, _int, _int)),
+}
+
+
+def _decode(item: Any, table: dict[str, tuple[type, tuple[Callable[[Any], Any], ...]]], what: str) -> Any:
     if not isinstance(item, list) or not item or not isinstance(item[0], str):
-        raise MalformedInput("an input event is an array starting with its tag")
-    entry = _FIELDS.get(item[0])
+        raise MalformedInput(f"an {what} event is an array starting with its tag")
+    entry = table.get(item[0])
     if entry is None:
-        raise MalformedInput(f"unknown input event {item[0][:8]!r}")
+        raise MalformedInput(f"unknown {what} event {item[0][:8]!r}")
     cls, converters = entry
     args = item[1:]
     if len(args) != len(converters):
-        raise MalformedInput(f"input event {item[0]!r} has {len(converters)} fields, not {len(args)}")
+        raise MalformedInput(f"{what} event {item[0]!r} has {len(converters)} fields, not {len(args)}")
     try:
         values = [convert(v) for convert, v in zip(converters, args, strict=True)]
         if cls is Scroll:
@@ -131,14 +151,28 @@ def decode_event(item: Any) -> InputEvent:
         raise MalformedInput(str(exc)) from None
 
 
+def decode_event(item: Any) -> InputEvent:
+    """One event array as an event; :class:`MalformedInput` when it is not one."""
+    return _decode(item, _FIELDS, "input")  # type: ignore[no-any-return]
+
+
+def decode_feedback(item: Any) -> FeedbackEvent:
+    """One feedback array (host → client) as an event; :class:`MalformedInput` when it is not one."""
+    return _decode(item, FEEDBACK_FIELDS, "feedback")  # type: ignore[no-any-return]
+
+
+def _encode(event: Any, table: dict[str, tuple[type, tuple[Callable[[Any], Any], ...]]]) -> list[Any]:
+    for tag, (cls, _) in table.items():
+        if type(event) is cls:
+            return [tag, *(_plain(getattr(event, f.name)) for f in fields(cls))]
+    raise TypeError(f"{type(event).__name__} is not an event of this message")
+
+
 def encode_event(event: InputEvent) -> list[Any]:
     """The wire array of one event."""
     if isinstance(event, Scroll):
         return ["h" if event.horizontal else "s", event.amount]
-    for tag, (cls, _) in _FIELDS.items():
-        if type(event) is cls:
-            return [tag, *(_plain(getattr(event, f.name)) for f in fields(cls))]
-    raise TypeError(f"{type(event).__name__} is not an input event")
+    return _encode(event, _FIELDS)
 
 
 def _plain(v: Any) -> Any:
@@ -154,3 +188,16 @@ def input_message(events: Iterable[InputEvent]) -> dict[str, Any]:
     if not 1 <= len(items) <= MAX_INPUT_EVENTS:
         raise ValueError(f"an input message carries 1..{MAX_INPUT_EVENTS} events")
     return {"type": "input", "events": items}
+
+
+def encode_feedback(event: FeedbackEvent) -> list[Any]:
+    """The wire array of one feedback event."""
+    return _encode(event, FEEDBACK_FIELDS)
+
+
+def feedback_message(events: Iterable[FeedbackEvent]) -> dict[str, Any]:
+    """The control message carrying ``events`` to the client (at most :data:`MAX_FEEDBACK_EVENTS`)."""
+    items = [encode_feedback(e) for e in events]
+    if not 1 <= len(items) <= MAX_FEEDBACK_EVENTS:
+        raise ValueError(f"a feedback message carries 1..{MAX_FEEDBACK_EVENTS} events")
+    return {"type": "feedback", "events": items}

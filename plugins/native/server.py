@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from punktfunk_core.admission import ConnectionGate
 from punktfunk_core.apps import DESKTOP_ID, DESKTOP_NAME, LaunchError, RunningApp
 from punktfunk_core.host import HostBusy
 from punktfunk_core.identity import PairedClients
+from punktfunk_core.inputevents import FeedbackEvent
 from punktfunk_core.inputsink import InputSink
 from punktfunk_core.ipc import IpcError
 from punktfunk_core.protocol import PIN_FROM_HOST, ProtocolPlane
@@ -34,7 +36,13 @@ from punktfunk_native.audio import AUDIO_CHANNELS, audio_layout, audio_stages, l
 from punktfunk_native.control import ControlChannel
 from punktfunk_native.datapath import FecParams, NativePacketizer, NativeSender, PacketOpener
 from punktfunk_native.identity import Identity, control_tls, load_or_create_identity
-from punktfunk_native.input import MAX_INPUT_EVENTS, MalformedInput, decode_event
+from punktfunk_native.input import (
+    MAX_FEEDBACK_EVENTS,
+    MAX_INPUT_EVENTS,
+    MalformedInput,
+    decode_event,
+    feedback_message,
+)
 from punktfunk_native.layout import NATIVE_LAYOUT
 from punktfunk_native.pairing import HostPairing
 from punktfunk_native.wire import (
@@ -56,6 +64,8 @@ HANDSHAKE_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 30.0  # before a session starts
 PROBE_TIMEOUT_S = 5.0
 SEND_TIMEOUT_S = 5.0
+#: feedback events waiting for the control thread; beyond it the oldest go (a newer rumble supersedes)
+FEEDBACK_QUEUE = 256
 #: the one answer to every failed pairing confirmation: which failure it was would tell a guesser about the PIN
 PAIRING_FAILED = ("wrong PIN, or the pairing window closed before pairing finished "
                   "(check the PIN given to `punktfunk native pin` on the host)")
@@ -88,6 +98,8 @@ class _SessionInput:
 
     sink: InputSink | None  # None: the session ended before its input could open
     client_fp: str
+    #: rumble … from the backend (its thread appends), sent by the control thread
+    feedback: deque[FeedbackEvent]
     malformed_logged: int = 0
 
 
@@ -110,7 +122,7 @@ class NativePlane(ProtocolPlane):
     counter_names = ("connections", "tls_failed", "tls_unpaired", "protocol_errors", "pairing_ok", "pairing_failed",
                      "sessions", "sessions_timed_out", "probes_rejected", "refused_busy", "unauthenticated_evicted",
                      "unauthenticated_timed_out", "input_messages", "input_malformed", "input_oversized",
-                     "input_view_only", "audio_sessions", "audio_start_failed",
+                     "input_view_only", "feedback_sent", "audio_sessions", "audio_start_failed",
                      "apps_launched", "launch_failed")
 
     def __init__(self, host: Any) -> None:
@@ -512,9 +524,10 @@ class NativePlane(ProtocolPlane):
         ctl.send(started)
         # the session's sink (absolute positions land on the desktop part the capture shows);
         # the session closes it after its last stats window, which carries its input figures
-        sink = self.host.start_input(session)
+        feedback: deque[FeedbackEvent] = deque(maxlen=FEEDBACK_QUEUE)  # append: never blocks the backend
+        sink = self.host.start_input(session, feedback.append)
         try:
-            self._control_loop(ctl, session, interval, timeout, _SessionInput(sink, client_fp))
+            self._control_loop(ctl, session, interval, timeout, _SessionInput(sink, client_fp, feedback))
         finally:
             if sink is not None:
                 session.details["input"] = sink.counters()
@@ -550,19 +563,27 @@ class NativePlane(ProtocolPlane):
         if len(events) > MAX_INPUT_EVENTS:
             self.count("input_oversized")
             return
+        if inp.sink is None:
+            self.count("input_no_session")
+            return
+        decoded = []
         for item in events:
             try:
-                event = decode_event(item)
+                decoded.append(decode_event(item))
             except MalformedInput as exc:
                 self.count("input_malformed")
                 if inp.malformed_logged < 3:
                     inp.malformed_logged += 1
                     log.info("native: session input: dropped a malformed event: %s", exc)
-                continue
-            if inp.sink is None:
-                self.count("input_no_session")
-                return
-            inp.sink.submit(event, received_ns)
+        if decoded:
+            inp.sink.submit_many(decoded, received_ns)  # one batch, one flush of the backend
+
+    def _send_feedback(self, ctl: Control, queue: deque[FeedbackEvent]) -> None:
+        """What the input backend has for the client, on the control connection."""
+        while queue:
+            batch = [queue.popleft() for _ in range(min(len(queue), MAX_FEEDBACK_EVENTS))]
+            ctl.send(feedback_message(batch))
+            self.count("feedback_sent", len(batch))
 
     def _await_probe(self, udp: socket.socket, key: bytes) -> tuple | None:
         opener = PacketOpener(key, DIR_CLIENT_TO_HOST)
@@ -622,6 +643,8 @@ class NativePlane(ProtocolPlane):
                     next_ping = now + interval
                     if inp.sink is not None:
                         session.details["input"] = inp.sink.counters()  # live in `punktfunk status`
+                if inp.feedback:
+                    self._send_feedback(ctl, inp.feedback)
                 try:
                     msgs = ctl.poll(0.05)
                 except EOFError:

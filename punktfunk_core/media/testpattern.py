@@ -8,6 +8,13 @@ frame id + capture time are drawn with :func:`stamp.draw_stamp`. Per frame
 that is one strided copy of the picture and one small store: no per-pixel
 Python, no colour conversion.
 
+Once the session's input opens, the source draws a **pointer marker**: a
+white square of :data:`MARKER` pixels centred where the client's pointing
+input put the pointer (:class:`~punktfunk_core.inputevents.ScreenPointer`,
+read once per frame, no lock), so a client can measure click-to-photon on
+the test pattern as on a desktop capture. No marker before the first
+pointing event.
+
 Like every builtin capture source, the planes of a returned frame are reused
 buffers: they stay valid for the next two grabs (the encoder consumes a frame
 inside ``submit``); copy them to keep a picture longer.
@@ -20,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from punktfunk_core.inputevents import ScreenPointer
 from punktfunk_core.media import stamp
 from punktfunk_core.media.options import TestPatternOptions
 from punktfunk_core.media.yuv import alloc_planes
@@ -28,6 +36,10 @@ from punktfunk_core.stages import CaptureSource, Frame, StreamSpec
 #: output buffers in rotation; the encoder consumes a frame before the next grab,
 #: a few spares keep a late reader (a test holding two frames) safe
 RING = 3
+#: side of the pointer marker in pixels (even: chroma covers it in whole samples)
+MARKER = 32
+#: the marker's luma: the legal white, above anything the pattern's waves reach (222)
+MARKER_LUMA = 235
 
 
 def _pattern(w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,6 +90,10 @@ class TestPattern(CaptureSource):
             self._uv = np.tile(uv.reshape(h // 2, w), (2, 2))
         self._ring = [alloc_planes(w, h, self.format)[1] for _ in range(RING)]
         self._next = 0
+        self._pointer: ScreenPointer | None = None
+
+    def follow_pointer(self, pointer: ScreenPointer) -> None:
+        self._pointer = pointer
 
     def grab(self, frame_id: int) -> Frame:
         w, h = self.width, self.height
@@ -95,9 +111,24 @@ class TestPattern(CaptureSource):
         else:
             np.copyto(planes[1], self._uv[cy : cy + h // 2, 2 * cx : 2 * cx + w])
             chroma = planes[1]
+        at = self._pointer.pixel(w, h) if self._pointer is not None else None
+        if at is not None:
+            self._draw_marker(planes, *at)
         capture_ns = time.monotonic_ns()
         stamp.draw_stamp(planes[0], frame_id, (capture_ns // 1000) & 0xFFFFFFFF, chroma)
         return Frame(planes, self.format, w, h, frame_id, capture_ns)
+
+    def _draw_marker(self, planes: tuple[np.ndarray, ...], x: int, y: int) -> None:
+        """A white square centred on (x, y), clipped to the picture."""
+        half = MARKER // 2
+        x0, y0 = max(0, (x - half) & ~1), max(0, (y - half) & ~1)
+        x1, y1 = min(self.width, x0 + MARKER), min(self.height, y0 + MARKER)
+        planes[0][y0:y1, x0:x1] = MARKER_LUMA
+        if self.format == "i420":
+            planes[1][y0 // 2:y1 // 2, x0 // 2:x1 // 2] = 128
+            planes[2][y0 // 2:y1 // 2, x0 // 2:x1 // 2] = 128
+        else:
+            planes[1][y0 // 2:y1 // 2, x0:x1] = 128  # interleaved U and V: one byte each per pixel pair
 
     def close(self) -> None:
         self._ring = []

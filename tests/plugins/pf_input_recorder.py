@@ -6,6 +6,8 @@ process, ``PUNKTFUNK_PLUGINS=pf_input_recorder`` with this folder on
 PYTHONPATH in a host). Options:
 
 * ``classes``: the input classes it claims (default all);
+* ``inline``: the classes it may be given on the submitting thread
+  (``inline_classes``; default none: always the injector thread);
 * ``paused``: start with the gate closed: ``inject`` waits until the test
   calls ``resume()``, so events pile up in the sink's queue;
 * ``fail_on``: an event type name whose events raise ValueError (a bad event);
@@ -33,6 +35,9 @@ class RecordingInput(InputBackend):
 
     def __init__(self, spec: StreamSpec, options: dict[str, Any]) -> None:
         self.classes = frozenset(InputClass(c) for c in options.get("classes", list(InputClass)))
+        self.inline_classes = frozenset(InputClass(c) for c in options.get("inline", []))
+        #: the thread each event was injected on
+        self.threads: list[str] = []
         self.events: list[InputEvent] = []
         self.batches: list[int] = []
         self.opened: tuple[tuple[int, int], ScreenArea | None] | None = None
@@ -63,6 +68,7 @@ class RecordingInput(InputBackend):
         if type(event).__name__ == self.fail_on:
             raise ValueError(f"the recorder refuses {event!r}")
         self.events.append(event)
+        self.threads.append(threading.current_thread().name)
         self._in_batch += 1
         if self.rumble_echo and isinstance(event, ControllerState):
             self.feedback(Rumble(event.number, event.left_trigger * 257, event.right_trigger * 257))

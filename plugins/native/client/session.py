@@ -22,7 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from punktfunk_core.inputevents import InputEvent
+from punktfunk_core.inputevents import FeedbackEvent, InputEvent
 from punktfunk_core.inputsink import merged
 from punktfunk_core.paths import Paths, ensure_private_dir
 from punktfunk_core.stats import percentile
@@ -35,7 +35,7 @@ from punktfunk_native.client.terminal import Terminal
 from punktfunk_native.control import ControlChannel
 from punktfunk_native.datapath import NativeReceiver
 from punktfunk_native.identity import Identity, KnownHosts, client_context, load_or_create_identity
-from punktfunk_native.input import MAX_INPUT_EVENTS, input_message
+from punktfunk_native.input import MAX_INPUT_EVENTS, MalformedInput, decode_feedback, encode_feedback, input_message
 from punktfunk_native.pairing import BadSpakeMessage, ClientPairing
 from punktfunk_native.wire import (
     PROTOCOL_VERSION,
@@ -50,6 +50,8 @@ from punktfunk_native.wire import (
 
 DEFAULT_PORT = 47992
 NO_VIDEO_TIMEOUT_S = 5.0
+#: feedback events (rumble …) the summary keeps; later ones are only counted
+MAX_FEEDBACK_KEPT = 100
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -198,6 +200,10 @@ class NativeClient:
         self.input_sent = 0
         self.script: ScriptPlayer | None = None
         self.photon: ClickToPhoton | None = None
+        #: what the host's input backend sent back (rumble …), the first MAX_FEEDBACK_KEPT
+        self.feedback: list[FeedbackEvent] = []
+        self.feedback_received = 0
+        self.feedback_malformed = 0
         #: the session's audio (when asked for and the host streams it), and why there is none
         self.audio: AudioReceiver | None = None
         self.audio_error: str | None = None
@@ -572,6 +578,8 @@ class NativeClient:
                     if sent is not None:
                         s = (time.monotonic() - sent) * 1e6
                         self.rtt_us = s if self.rtt_us is None else 0.875 * self.rtt_us + 0.125 * s
+                elif t == "feedback":
+                    self._on_feedback(m)
                 elif t == "bye":
                     self.host_bye = str(m.get("reason", ""))
                     done = True
@@ -579,6 +587,21 @@ class NativeClient:
                     raise ClientError(f"host error ({m.get('code')}): {m.get('message')}")
             if done:
                 return "host"
+
+    def _on_feedback(self, msg: dict[str, Any]) -> None:
+        """Rumble and other feedback from the host's input backend: kept and shown (this client
+        has no gamepad to play it on); what it cannot read is counted."""
+        events = msg.get("events")
+        for item in events if isinstance(events, list) else [None]:
+            try:
+                event = decode_feedback(item)
+            except MalformedInput:
+                self.feedback_malformed += 1
+                continue
+            self.feedback_received += 1
+            if len(self.feedback) < MAX_FEEDBACK_KEPT:
+                self.feedback.append(event)
+                self.say(f"feedback from the host: {event}")
 
     def _report(self, ctl: HostControl, *, last: bool = False) -> None:
         """Counts since the previous report (deltas), and the span they cover."""
@@ -624,6 +647,8 @@ class NativeClient:
             "mbps": round(st.bytes * 8 / span / 1e6, 3) if span > 0 else 0.0,
             **({"input_sent": self.input_sent} if self.opts.input_script or self.photon else {}),
             **(self.photon.summary() if self.photon is not None else {}),
+            **({"feedback": [encode_feedback(e) for e in self.feedback], "feedback_received": self.feedback_received}
+               if self.feedback_received else {}),
             **(self._audio_summary() if self.opts.audio_channels else {}),
         }
 
