@@ -16,7 +16,10 @@ GameStream's bitrate for the channel count and send them to a UDP socket on
   ``native`` sender, as ``plugins/native/audio.py`` builds it, same runner;
 - GStreamer (stereo): ``pulsesrc latency-time=5000 ! opusenc frame-size=5
   bitrate-type=cbr audio-type=restricted-lowdelay ! rtpopuspay ! udpsink``
-  (RTP only: no encryption, no FEC).
+  (RTP only: no encryption, no FEC);
+- the floor: the ``opus`` stage alone encoding a tone, one 5 ms frame per
+  wake-up on the monotonic clock, nothing captured or sent: what libopus and
+  the wake-up cost before any capture, packetizing or sending.
 
 CPU is the whole process tree's (punktfunk's parec child included), per
 second of audio, with start-up taken out by a long and a short run of each
@@ -46,8 +49,9 @@ FRAME = 240  # 5 ms at 48 kHz
 #: GameStream's bitrate per channel count (Sunshine's table; the opus stage's defaults)
 BITRATE_KBPS = {2: 96, 6: 256}
 #: what runs, in the order of a rep: (side, channels)
-VARIANTS = (("gst", 2), ("gamestream", 2), ("native", 2), ("gamestream", 6), ("native", 6))
-NAMES = {"gst": "GStreamer", "gamestream": "punktfunk GameStream", "native": "punktfunk punktfunk/1"}
+VARIANTS = (("gst", 2), ("gamestream", 2), ("native", 2), ("floor", 2), ("gamestream", 6), ("native", 6))
+NAMES = {"gst": "GStreamer", "gamestream": "punktfunk GameStream", "native": "punktfunk punktfunk/1",
+         "floor": "floor: the opus stage alone (libopus, paced 5 ms)"}
 
 
 def gst_cmd(frames: int, port: int) -> list[str]:
@@ -96,7 +100,8 @@ def run(quick: bool) -> dict[str, Any]:
     saved = {k: os.environ.get(k) for k in ("PULSE_SERVER", "PULSE_RUNTIME_PATH", "PULSE_COOKIE")}
     cpu: dict[str, list[float]] = {f"{side} {ch}": [] for side, ch in VARIANTS}
     ratios: dict[str, list[float]] = {"gamestream": [], "native": []}
-    latency: dict[str, list[dict[str, Any]]] = {f"{side} {ch}": [] for side, ch in VARIANTS if side != "gst"}
+    latency: dict[str, list[dict[str, Any]]] = {f"{side} {ch}": [] for side, ch in VARIANTS
+                                                if side not in ("gst", "floor")}
     try:
         with SoundServer() as server:
             os.environ.update(server.env)
@@ -109,7 +114,7 @@ def run(quick: bool) -> dict[str, Any]:
                     c_warm, _ = cpu_of(cmd_for(side, ch, warm, port))
                     out[key] = (c_full - c_warm) / ((frames - warm) * FRAME / 48_000)
                     cpu[key].append(out[key])
-                    if side != "gst":
+                    if key in latency:
                         latency[key].append(json.loads(text))
                 for protocol in ratios:
                     ratios[protocol].append(out[f"{protocol} 2"] / out["gst 2"])
@@ -126,7 +131,7 @@ def run(quick: bool) -> dict[str, Any]:
     rows: list[list[Any]] = []
     for side, ch in VARIANTS:
         key = f"{side} {ch}"
-        p50, p99 = lat.get(key, ("", ""))
+        p50, p99 = lat.get(key, ("", ""))  # the floor and GStreamer: CPU only
         rows.append([NAMES[side], "stereo" if ch == 2 else "5.1", med[key] * 100, p50, p99])
     ratio_rows: list[dict[str, Any]] = []
     for protocol, values in ratios.items():
@@ -137,6 +142,8 @@ def run(quick: bool) -> dict[str, Any]:
         pct = med[f"{protocol} 2"] * 100
         ratio_rows.append({"name": f"stereo CPU, {NAMES[protocol]}, % of one core", "value": pct, "target": "<= 2",
                            "ok": pct <= 2})
+    ratio_rows.append({"name": "floor: the opus stage alone (libopus, one 5 ms frame per wake-up), stereo, % of one "
+                               "core", "value": med["floor 2"] * 100, "target": None, "ok": None})
     for protocol in ratios:
         p99 = lat[f"{protocol} 2"][1]
         ratio_rows.append({"name": f"added latency p99 ms (frame complete → sent), {NAMES[protocol]} stereo",
@@ -190,6 +197,22 @@ class _TimedSender:
         self.inner.close()
 
 
+def _floor(channels: int, frames: int) -> None:
+    """What libopus alone costs at this frame rate: the ``opus`` stage encoding a tone, one 5 ms
+    frame per wake-up on the monotonic clock (as the audio runner calls it), no capture, no send."""
+    from punktfunk_core.media.audio import OpusEncoder, ToneSource
+
+    tone = ToneSource(None, {"channels": channels, "frequency": 997, "amplitude": 0.5})
+    pcm = [tone.read(FRAME) for _ in range(200)]
+    enc = OpusEncoder(None, {"channels": channels})
+    due = time.monotonic()
+    for i in range(frames):
+        due += FRAME / 48_000
+        time.sleep(max(0.0, due - time.monotonic()))
+        enc.encode(pcm[i % len(pcm)])
+    enc.close()
+
+
 def _child(protocol: str, channels: int, frames: int, port: int) -> None:
     """``python -m bench.bench_audio child PROTOCOL CHANNELS FRAMES PORT``: one punktfunk run of the
     protocol's audio pipeline; prints its latencies as JSON."""
@@ -200,6 +223,9 @@ def _child(protocol: str, channels: int, frames: int, port: int) -> None:
     from punktfunk_core.session import Session
     from punktfunk_core.stages import StreamSpec
 
+    if protocol == "floor":
+        _floor(channels, frames)
+        return
     pm = load_plugin_manager()
     spec = StreamSpec()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
