@@ -9,8 +9,8 @@ GameStream's bitrate for the channel count and send them to a UDP socket on
   builds it (``plugins/gamestream/audio.py``): the ``desktop`` source (parec
   into the ring) → ``opus`` (libopus) → ``gamestream-audio`` (RTP, AES-CBC
   per packet as Moonlight asks for, RS(4,2) FEC) → the ``gamestream`` sender,
-  run by the core's audio runner (``AudioPipeline``: one frame every 5 ms on
-  its frame clock);
+  run by the core's audio runner (``AudioPipeline``, woken by the source
+  when the sound server's next 5 ms fragment arrives);
 - punktfunk, punktfunk/1: the same source and encoder → the ``native``
   packetizer (AES-GCM, one data shard and two parity copies a packet) → the
   ``native`` sender, as ``plugins/native/audio.py`` builds it, same runner;
