@@ -373,7 +373,7 @@ class AudioPipeline:
 
     Each encoder call takes ``encoder.frame_samples`` samples: the loop runs
     once per audio frame, woken by the source when it is ``self_paced`` (its
-    ``read`` waits for the device, at most a frame), else on a :class:`FrameClock`
+    ``read`` waits for the device, about a frame at most), else on a :class:`FrameClock`
     (a loop less than 200 ms behind catches up, so the client hears no gap). Each packet the encoder
     returns goes to the packetizer as an :class:`AccessUnit` (``codec`` the
     encoder's; ``capture_ns`` the source's, or the read time when the source

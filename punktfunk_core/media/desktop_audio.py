@@ -7,7 +7,8 @@ of :data:`punktfunk_core.media.audio.CHANNEL_ORDER`, with 5 ms fragments.
 
 ``read()`` reads the pipe itself, straight into a bounded ring
 (:class:`PcmRing`), and waits on the pipe (``poll``) for a frame that is not
-there yet, never longer than that frame: the sound server's own clock wakes
+there yet, until it is due at the latest (``LATE_NS`` of jitter past one frame
+after the newest data; a frame when none came): the sound server's own clock wakes
 the audio runner once per frame (``self_paced``), and nothing else does. When
 the sound server stalls or goes away, ``read()`` returns silence and counts it
 (``gap_samples``); a supervisor thread, which only waits on ``parec``, starts
@@ -143,7 +144,7 @@ class DesktopAudioSource(AudioSource):
     (backlog trimmed), ``restarts`` (times parec was started again)."""
 
     sample_rate = SAMPLE_RATE
-    #: read() waits for the sound server's next fragment (at most a frame): the runner needs no clock
+    #: read() waits for the sound server's next fragment (until it is due): the runner needs no clock
     self_paced = True
 
     def __init__(self, spec: StreamSpec | None = None, options: dict[str, Any] | None = None) -> None:
