@@ -18,10 +18,11 @@ as ``libopus0``.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from functools import lru_cache
 
 import numpy as np
+
+from punktfunk_core.media.clib import load_library
 
 #: ``opus_defines.h``: the applications, by the names FFmpeg's wrapper uses for them
 APPLICATIONS = {"voip": 2048, "audio": 2049, "lowdelay": 2051}  # lowdelay = OPUS_APPLICATION_RESTRICTED_LOWDELAY
@@ -62,14 +63,8 @@ class LibOpus:
 @lru_cache(maxsize=1)
 def load() -> LibOpus | None:
     """libopus when it loads and has the multistream encoder, else None."""
-    for name in dict.fromkeys(n for n in (ctypes.util.find_library("opus"), "libopus.so.0") if n):
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        if hasattr(lib, "opus_multistream_encode"):
-            return LibOpus(lib, name)
-    return None
+    found = load_library("opus", "libopus.so.0", ("opus_multistream_encode",))
+    return LibOpus(*found) if found else None
 
 
 def missing() -> str:
