@@ -7,7 +7,7 @@ int16 samples where they are and writes into a buffer made once
 (docs/audio.md, "Why libopus through ctypes"). The encoder is created as
 Sunshine creates its own: ``opus_multistream_encoder_create`` with the
 layout's streams, coupled streams and mapping, and the restricted low-delay
-application (CELT only, no look-ahead), then a bitrate and CBR; libopus's
+application (CELT only, 2.5 ms look-ahead), then a bitrate and CBR; libopus's
 default complexity is kept.
 
 libopus's ABI is stable since 1.0 (the functions and request numbers below
