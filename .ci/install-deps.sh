@@ -15,7 +15,8 @@
 #   valgrind                 callgrind instruction counts in the full benchmark run
 #   pulseaudio pulseaudio-utils  a private sound server for the desktop audio tests (null sink, pacat plays a
 #                            tone into it); parec is what the `desktop` audio source records with
-#   libopus0                 libopus's own multistream decoder, which the surround tests decode with (ctypes)
+#   libopus0                 libopus through ctypes: the `opus` stage encodes with it, the surround tests decode
+#                            with its own multistream decoder
 #   gstreamer1.0-pulseaudio  pulsesrc: the peer in the audio benchmark
 #   systemd                  systemd-analyze verifies the user unit `punktfunk service install` writes (nothing
 #                            starts systemd; in a container the package is only its tools)

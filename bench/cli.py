@@ -22,7 +22,8 @@ COMPARISONS: list[tuple[str, str, str]] = [
     ("runner", "bench.bench_runner", "pipeline runner overhead per frame, measurement off / on"),
     ("pipeline", "bench.bench_pipeline", "punktfunk pipeline vs GStreamer (x264, loopback UDP)"),
     ("desktop", "bench.bench_desktop", "x11 desktop capture → x264 → UDP vs GStreamer ximagesrc"),
-    ("audio", "bench.bench_audio", "desktop audio (PulseAudio monitor) → Opus → UDP vs GStreamer pulsesrc"),
+    ("audio", "bench.bench_audio", "desktop audio (PulseAudio monitor) → Opus → UDP, GameStream and punktfunk/1, "
+              "vs GStreamer pulsesrc"),
     ("measurement", "bench.bench_measurement", "cost of an armed capture on a real x264 pipeline"),
     ("fec", "bench.bench_gamestream", "GameStream GF(2^8) FEC and packetize+send"),
     ("native", "bench.bench_native", "punktfunk/1 data plane: sealed + FEC'd send rate, GSO on/off"),

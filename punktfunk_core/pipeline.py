@@ -372,8 +372,9 @@ class AudioPipeline:
     """Runs one session's audio: source → encoder → packetizer → sender, one thread.
 
     Each encoder call takes ``encoder.frame_samples`` samples: the loop runs
-    once per audio frame on a :class:`FrameClock` (a loop less than 200 ms
-    behind catches up, so the client hears no gap). Each packet the encoder
+    once per audio frame, woken by the source when it is ``self_paced`` (its
+    ``read`` waits for the device, about a frame at most), else on a :class:`FrameClock`
+    (a loop less than 200 ms behind catches up, so the client hears no gap). Each packet the encoder
     returns goes to the packetizer as an :class:`AccessUnit` (``codec`` the
     encoder's; ``capture_ns`` the source's, or the read time when the source
     cannot tell). The sender should not wait (the loop's pace is the audio
@@ -466,11 +467,13 @@ class AudioPipeline:
     # -- the thread ---------------------------------------------------------------------
     def _run(self) -> None:
         gate, measured = self.gate, self._measured
-        tick = FrameClock(self.interval_ns, AUDIO_MAX_LAG_NS).wait
+        # a source that waits for its device is the clock; any other gets one of the runner's
+        clock = None if self.source.self_paced else FrameClock(self.interval_ns, AUDIO_MAX_LAG_NS)
         frame = self._frame
         try:
             while self.running:
-                tick()
+                if clock is not None:
+                    clock.wait()
                 if gate.measuring:
                     t0 = perf_counter_ns()
                     wire = frame()

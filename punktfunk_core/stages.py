@@ -227,6 +227,10 @@ class AudioSource(Stage):
     #: ``time.monotonic_ns()`` when the first sample of the last ``read()`` was
     #: captured (0 = unknown): the start of the audio path's latency
     capture_ns: int = 0
+    #: True when ``read()`` itself waits for the device's next frame (a bounded wait: about a
+    #: frame, and silence when it does not come): the audio runner then needs no clock of its
+    #: own, and wakes once per frame
+    self_paced: bool = False
 
     @abc.abstractmethod
     def read(self, samples: int) -> np.ndarray:

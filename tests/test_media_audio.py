@@ -58,6 +58,22 @@ def test_opus_200_frames_decode_to_the_right_length_and_pitch(freq):
     enc.close()
 
 
+def test_opus_codes_as_sunshine_does_celt_only_5_ms_frames_at_a_constant_size():
+    """Restricted low delay (CELT only, no look-ahead) and CBR, as Sunshine sets its encoder:
+    every packet's TOC byte (RFC 6716, 3.1) says CELT fullband 5 ms, stereo, one frame, and
+    every packet is 96 kbps × 5 ms = 60 bytes, silence included."""
+    enc = OpusEncoder(StreamSpec(), {})
+    tone = ToneSource(StreamSpec(), {"frequency": 997, "amplitude": 0.5})
+    frames = [np.zeros((240, 2), np.int16)] * 10 + [tone.read(240) for _ in range(100)]
+    frames.append(np.asfortranarray(tone.read(240)))  # not C-contiguous: copied, then coded alike
+    packets = [p for pcm in frames for p in enc.encode(pcm)]
+    enc.close()
+    assert len(packets) == len(frames)
+    assert {p[0] >> 3 for p in packets} == {29}  # config 29: CELT-only, fullband, 5 ms
+    assert {(p[0] >> 2) & 1 for p in packets} == {1} and {p[0] & 3 for p in packets} == {0}  # stereo, 1 frame
+    assert {len(p) for p in packets} == {60}
+
+
 def test_opus_frame_size_and_bitrate_options():
     enc = OpusEncoder(StreamSpec(), {"frame_samples": 960, "bitrate_kbps": 64})
     tone = ToneSource(StreamSpec(), {"frequency": 600})

@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 from audio_helpers import peak_hz
 
+from punktfunk_core.gate import MeasurementGate
 from punktfunk_core.media.audio import ToneSource
 from punktfunk_core.media.desktop_audio import DesktopAudioSource, available, make_auto
+from punktfunk_core.pipeline import AudioPipeline
 from punktfunk_core.plugins import load_plugin_manager
+from punktfunk_core.session import Session
 from punktfunk_core.stages import StreamSpec
 
 from bench.soundserver import SoundServer, missing, tone
@@ -191,3 +194,45 @@ def test_desktop_audio_options_and_registration(sound_server):
     finally:
         src.close()
     assert "auto" in pm.stages.names("audio_source")
+
+
+def test_the_desktop_source_paces_the_audio_runner_and_a_hung_server_keeps_that_pace(sound_server):
+    """The runner has no clock of its own for the desktop source: it is woken by the sound
+    server's fragments. A hung server must neither stall it (no frames) nor let it spin
+    (frames back to back): each read then waits one frame's duration and sends silence."""
+    pm = load_plugin_manager()
+    spec = StreamSpec()
+    src = DesktopAudioSource(spec, {})
+    assert src.self_paced
+    stages = (src, pm.stages.create("audio_encoder", "opus", spec, {}),
+              pm.stages.create("packetizer", "chunk", spec, {}), pm.stages.create("sender", "null", spec, {}))
+    audio = AudioPipeline(Session("test", "-", spec), *stages, MeasurementGate(perf=False))
+    sound_server.play_tone(997, seconds=20, amplitude=0.5)
+    audio.start()
+    try:
+        deadline = time.monotonic() + 10
+        while src.bytes_read < 48_000 * 4 and time.monotonic() < deadline:  # a second of sound came
+            time.sleep(0.05)
+        assert src.bytes_read >= 48_000 * 4, src.stats()
+        sound_server.pause()
+        try:
+            time.sleep(0.1)  # the last fragments drained; from here on only silence
+            frames, gaps, t0 = audio.frames_sent, src.gaps, time.monotonic()
+            time.sleep(1.0)
+            sent, silent, took = audio.frames_sent - frames, src.gaps - gaps, time.monotonic() - t0
+        finally:
+            sound_server.resume()
+        # one 5 ms frame of silence per 5 ms: 200 in the second, give or take the machine's load
+        assert 100 <= sent <= 1.2 * took * 200, (sent, took)
+        assert silent >= sent - 2, (silent, sent)
+        deadline, quiet = time.monotonic() + 10, False
+        while not quiet and time.monotonic() < deadline:  # the server is back: 0.2 s without silence
+            gaps = src.gaps
+            time.sleep(0.2)
+            quiet = src.gaps == gaps
+        assert quiet, src.stats()
+        assert audio.running and audio.error is None
+    finally:
+        audio.stop("test over")
+        assert audio.join(10)
+    assert audio.state == "ended"

@@ -1,4 +1,4 @@
-"""Audio stages: the ``tone`` source and the ``opus`` encoder (PyAV libopus).
+"""Audio stages: the ``tone`` source and the ``opus`` encoder (libopus through ctypes).
 
 ``tone`` produces a phase-continuous sine (48 kHz, s16, 2/6/8 channels) so
 that a receiver can check pitch and continuity after decoding. ``opus``
@@ -20,12 +20,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
-import av
 import numpy as np
 
+from punktfunk_core.media.libopus import MultistreamEncoder
 from punktfunk_core.media.options import AUDIO_SAMPLE_RATE, OpusOptions, ToneOptions
 from punktfunk_core.stages import AudioEncoder, AudioSource, StreamSpec
 
@@ -36,11 +35,6 @@ CHANNEL_ORDER: dict[int, tuple[str, ...]] = {
     6: ("front-left", "front-right", "front-center", "lfe", "rear-left", "rear-right"),
     8: ("front-left", "front-right", "front-center", "lfe", "rear-left", "rear-right", "side-left", "side-right"),
 }
-#: FFmpeg's name of each layout
-_AV_LAYOUT = {2: "stereo", 6: "5.1", 8: "7.1"}
-#: where each of our channels sits in Vorbis order (FL FC FR [SL SR] BL BR LFE), which
-#: is the order of the mapping an Ogg Opus header (family 1) carries
-_VORBIS_POSITION = {6: (0, 2, 1, 5, 3, 4), 8: (0, 2, 1, 7, 5, 6, 3, 4)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +52,8 @@ class OpusLayout:
 
 #: The layouts GameStream hosts use (Sunshine's stream_configs, the bitrates included):
 #: normal quality couples channel pairs, high quality codes every channel on its own.
-#: The normal-quality mappings are the ones libopus's surround layout gives (and the
-#: encoder reports): FL+FR, BL+BR (and SL+SR) coupled, FC and LFE mono.
+#: The normal-quality mappings are the ones libopus's surround layout gives: FL+FR,
+#: BL+BR (and SL+SR) coupled, FC and LFE mono. The encoder is created with them.
 OPUS_LAYOUTS: dict[tuple[int, bool], OpusLayout] = {
     (2, False): OpusLayout(2, 1, 1, (0, 1), 96),
     (2, True): OpusLayout(2, 1, 1, (0, 1), 512, True),
@@ -98,29 +92,16 @@ class ToneSource(AudioSource):
         return np.repeat(mono[:, None], self.channels, axis=1)
 
 
-def _layout_from_header(head: bytes, channels: int) -> tuple[int, int, tuple[int, ...]]:
-    """(streams, coupled, libopus mapping in our channel order) from the encoder's OpusHead."""
-    if len(head) < 19 or head[:8] != b"OpusHead" or head[9] != channels:
-        raise RuntimeError("opus: the encoder wrote no usable OpusHead")
-    family = head[18]
-    if family == 0:
-        return 1, channels - 1, tuple(range(channels))
-    if len(head) < 21 + channels:
-        raise RuntimeError("opus: the encoder's OpusHead has no channel mapping")
-    streams, coupled, mapping = head[19], head[20], tuple(head[21:21 + channels])
-    if family == 1:  # the header lists Vorbis order; ours is FFmpeg's
-        mapping = tuple(mapping[pos] for pos in _VORBIS_POSITION[channels])
-    return streams, coupled, mapping
-
-
 class OpusEncoder(AudioEncoder):
-    """Opus through PyAV libopus: 48 kHz, low-delay application, CBR.
+    """Opus through libopus's multistream encoder (:mod:`punktfunk_core.media.libopus`): 48 kHz,
+    restricted low delay (``application`` "lowdelay"), CBR, libopus's default complexity.
 
     Options: :class:`punktfunk_core.media.options.OpusOptions` (``channels`` 2/6/8,
     ``high_quality``: see :data:`OPUS_LAYOUTS`; ``bitrate_kbps`` 0 = the layout's).
     ``encode(pcm)`` takes exactly ``frame_samples`` frames of int16 shaped (n, channels)
-    and returns the Opus packets produced (one per call in steady state). ``layout``
-    says streams, coupled streams and mapping, for the protocol to announce.
+    and returns one Opus packet in a list. ``layout`` says streams, coupled streams and
+    mapping, for the protocol to announce: the encoder is created with exactly those,
+    as Sunshine creates its own.
     """
 
     codec = "opus"
@@ -128,47 +109,24 @@ class OpusEncoder(AudioEncoder):
     def __init__(self, spec: StreamSpec | None = None, options: dict[str, Any] | None = None) -> None:
         opts = OpusOptions.take("opus", options)  # the bitrate's range per channel count included
         self.channels = channels = opts.channels
-        kbps = opts.bitrate_kbps or OPUS_LAYOUTS[(channels, opts.high_quality)].bitrate_kbps
+        table = OPUS_LAYOUTS[(channels, opts.high_quality)]
+        kbps = opts.bitrate_kbps or table.bitrate_kbps
         self.frame_samples = opts.frame_samples
         if opts.frame_ms:
             self.frame_samples = round(opts.frame_ms * SAMPLE_RATE / 1000)
         self.bitrate_kbps = kbps
-        self._av_layout = _AV_LAYOUT[channels]
-        ctx = av.CodecContext.create("libopus", "w")
-        ctx.sample_rate = SAMPLE_RATE
-        ctx.layout = self._av_layout
-        ctx.format = "s16"
-        ctx.bit_rate = kbps * 1000
-        ctx.time_base = Fraction(1, SAMPLE_RATE)
-        ms = self.frame_samples * 1000 / SAMPLE_RATE
-        options_av = {"application": opts.application, "frame_duration": f"{ms:g}", "vbr": "off"}
-        if opts.high_quality and channels > 2:
-            options_av["mapping_family"] = "255"  # one mono stream a channel, in input order
-        ctx.options = options_av
-        ctx.open()
-        streams, coupled, mapping = _layout_from_header(bytes(ctx.extradata or b""), channels)
         #: the multistream configuration the packets are coded in
-        self.layout = OpusLayout(channels, streams, coupled, mapping, kbps, opts.high_quality)
-        self._ctx: av.AudioCodecContext | None = ctx
-        self._pts = 0
+        self.layout = OpusLayout(channels, table.streams, table.coupled, table.mapping, kbps, opts.high_quality)
+        self._enc = MultistreamEncoder(channels, table.streams, table.coupled, table.mapping, opts.application,
+                                       kbps * 1000, self.frame_samples)
+        self._shape = (self.frame_samples, channels)
 
     def encode(self, pcm: np.ndarray) -> list[bytes]:
-        if pcm.dtype != np.int16 or pcm.shape != (self.frame_samples, self.channels):
-            raise ValueError(f"opus: expected int16 PCM shaped ({self.frame_samples}, {self.channels}), "
-                             f"got {pcm.dtype} {pcm.shape}")
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm).reshape(1, -1), format="s16",
-                                           layout=self._av_layout)
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._pts
-        self._pts += self.frame_samples
-        if self._ctx is None:
-            raise RuntimeError("opus: the encoder is closed")
-        return [bytes(p) for p in self._ctx.encode(frame)]
+        if pcm.dtype != np.int16 or pcm.shape != self._shape:
+            raise ValueError(f"opus: expected int16 PCM shaped {self._shape}, got {pcm.dtype} {pcm.shape}")
+        if not pcm.flags.c_contiguous:
+            pcm = np.ascontiguousarray(pcm)
+        return [self._enc.encode(pcm)]
 
     def close(self) -> None:
-        ctx, self._ctx = self._ctx, None
-        if ctx is not None:
-            try:
-                ctx.encode(None)
-            except Exception:  # noqa: BLE001 - nothing to save at close
-                pass
+        self._enc.close()

@@ -5,12 +5,15 @@ configured source with ``parec`` (PulseAudio's recording client; PipeWire's
 pulse server speaks the same protocol), as s16 at 48 kHz in the channel order
 of :data:`punktfunk_core.media.audio.CHANNEL_ORDER`, with 5 ms fragments.
 
-A capture thread of its own reads the pipe straight into a bounded ring
-(:class:`PcmRing`); ``read()`` takes from the ring and never waits longer than
-the frame it was asked for. When the sound server stalls or goes away,
-``read()`` returns silence and counts it (``gap_samples``), and the thread
-starts ``parec`` again; the caller (and with it the video) is never blocked.
-The ring keeps at most ``max_delay_ms`` of backlog: older samples are dropped
+``read()`` reads the pipe itself, straight into a bounded ring
+(:class:`PcmRing`), and waits on the pipe (``poll``) for a frame that is not
+there yet, until it is due at the latest (``LATE_NS`` of jitter past one frame
+after the newest data; a frame when none came): the sound server's own clock wakes
+the audio runner once per frame (``self_paced``), and nothing else does. When
+the sound server stalls or goes away, ``read()`` returns silence and counts it
+(``gap_samples``); a supervisor thread, which only waits on ``parec``, starts
+it again; the caller (and with it the video) is never blocked. The ring keeps
+at most ``max_delay_ms`` of backlog: older samples are dropped
 (``dropped_samples``), so a burst after a stall does not become latency.
 
 ``auto`` (:func:`make_auto`) picks this source when a sound server answers,
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import shutil
 import subprocess
 import threading
@@ -42,8 +46,8 @@ PROBE_TIMEOUT_S = 2.0
 FRAGMENT_MS = 5
 #: seconds between attempts to start parec again after it exited (doubling up to the max)
 RETRY_S, RETRY_MAX_S = 0.5, 5.0
-#: how long the reader sleeps between looks once the next fragment is late
-POLL_S = 0.001
+#: how late a fragment may be (past one frame after the last) before its frame gets silence
+LATE_NS = 2 * FRAGMENT_MS * 1_000_000
 #: reads over which a backlog that never drained counts as standing latency (1 s of 5 ms frames)
 TRIM_READS = 200
 
@@ -77,12 +81,11 @@ def available() -> str:
 
 
 class PcmRing:
-    """Interleaved int16 frames between one writer thread and one reader thread.
+    """Interleaved int16 frames between the pipe and the frames a reader takes.
 
-    The writer fills the ring in place (``writable()`` → ``wrote(n)``); the
-    reader copies frames out. Each position counter has one writer (like the
-    runner's queue bound), so neither side takes a lock. The writer never
-    waits: a reader that falls more than the ring behind skips ahead.
+    The pipe is read into the ring in place (``writable()`` → ``wrote(n)``);
+    frames are copied out (``take``) or skipped. Writing never waits: a reader
+    that falls more than the ring behind skips ahead.
     """
 
     def __init__(self, frames: int, channels: int) -> None:
@@ -91,11 +94,11 @@ class PcmRing:
         self.capacity = frames
         self._buf = np.zeros((frames, channels), np.int16)
         self._bytes = self._buf.data.cast("B")
-        #: bytes written in all (writer-owned); whole frames = written_bytes // frame_bytes
+        #: bytes written in all; whole frames = written_bytes // frame_bytes
         self.written_bytes = 0
-        #: frames taken or skipped (reader-owned)
+        #: frames taken or skipped
         self.read_frames = 0
-        #: (frame count, monotonic ns) when the newest data arrived (writer-owned, replaced whole)
+        #: (frame count, monotonic ns) when the newest data arrived
         self.mark: tuple[int, int] = (0, 0)
 
     def writable(self) -> memoryview:
@@ -105,12 +108,11 @@ class PcmRing:
 
     def wrote(self, nbytes: int, arrival_ns: int) -> None:
         total = self.written_bytes + nbytes
-        # the mark first: a reader that sees the new count never sees an older mark
         self.mark = (total // self.frame_bytes, arrival_ns)
         self.written_bytes = total
 
     def realign(self) -> None:
-        """Start the next write on a frame boundary (a writer that died mid-frame left a part)."""
+        """Start the next write on a frame boundary (a parec that died mid-frame left a part)."""
         self.written_bytes = -(-self.written_bytes // self.frame_bytes) * self.frame_bytes
 
     def backlog(self) -> int:
@@ -142,6 +144,8 @@ class DesktopAudioSource(AudioSource):
     (backlog trimmed), ``restarts`` (times parec was started again)."""
 
     sample_rate = SAMPLE_RATE
+    #: read() waits for the sound server's next fragment (until it is due): the runner needs no clock
+    self_paced = True
 
     def __init__(self, spec: StreamSpec | None = None, options: dict[str, Any] | None = None) -> None:
         opts = DesktopAudioOptions.take("desktop", options)
@@ -164,23 +168,35 @@ class DesktopAudioSource(AudioSource):
         self.restarts = 0
         #: the last reason parec stopped ("" while it runs)
         self.last_error = ""
+        #: bytes read from parec in all (the reader's; the supervisor looks whether a run delivered any)
+        self.bytes_read = 0
         self._stop = threading.Event()
+        #: the running parec, published by the supervisor (replaced whole; None before the first)
         self._proc: subprocess.Popen[bytes] | None = None
         self._proc_lock = threading.Lock()  # start/stop of the child only, never on the read path
-        self._thread = threading.Thread(target=self._capture, name="desktop-audio", daemon=True)
+        # the reader's side: the parec whose pipe it reads, that pipe, and a poll object on it
+        self._reading: subprocess.Popen[bytes] | None = None
+        self._fd = -1
+        self._poll = select.poll()
+        #: when the next frame's data is due at the latest (the reader's schedule; 0 = not yet)
+        self._due_ns = 0
+        self._thread = threading.Thread(target=self._supervise, name="desktop-audio", daemon=True)
         self._thread.start()
 
-    # -- the capture thread --------------------------------------------------------------
+    # -- the supervisor thread: starts parec, waits for it to end, starts it again ----------
 
     def _spawn(self) -> subprocess.Popen[bytes] | None:
         with self._proc_lock:
             if self._stop.is_set():
                 return None
-            self._proc = subprocess.Popen(self._cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, start_new_session=True)
-            return self._proc
+            proc = subprocess.Popen(self._cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+            assert proc.stdout is not None
+            os.set_blocking(proc.stdout.fileno(), False)  # the reader drains what is there and polls
+            self._proc = proc
+            return proc
 
-    def _capture(self) -> None:
+    def _supervise(self) -> None:
         retry = RETRY_S
         while not self._stop.is_set():
             try:
@@ -191,13 +207,12 @@ class DesktopAudioSource(AudioSource):
                 if self._stop.is_set():
                     return
             else:
-                got = self._pump(proc)
-                code = self._reap(proc)
+                before = self.bytes_read
+                code = proc.wait()  # the reader sees its pipe close; terminate() in close() ends this
                 if self._stop.is_set():
                     return
-                if got:
+                if self.bytes_read != before:
                     retry = RETRY_S  # it ran: the next failure starts the backoff again
-                self._ring.realign()
                 err = ""
                 if proc.stderr:
                     err = proc.stderr.read(4096).decode(errors="replace").strip()
@@ -210,41 +225,60 @@ class DesktopAudioSource(AudioSource):
                 return
             retry = min(retry * 2, RETRY_MAX_S)
 
-    def _pump(self, proc: subprocess.Popen[bytes]) -> int:
-        """Read the pipe into the ring until it ends; returns the bytes read."""
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        ring = self._ring
-        total = 0
-        while True:
-            try:
-                n = os.readv(fd, [ring.writable()])
-            except OSError:
-                return total
-            if n <= 0:
-                return total
-            ring.wrote(n, time.monotonic_ns())
-            total += n
-            self.last_error = ""
-
-    def _reap(self, proc: subprocess.Popen[bytes]) -> int | None:
-        if proc.stdout:
-            proc.stdout.close()
-        try:
-            return proc.wait(2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait(2)
-
     # -- the reader ------------------------------------------------------------------------
+
+    def _pipe(self) -> int:
+        """The pipe to read: the published parec's, once the reader has let go of the last one."""
+        proc = self._proc
+        if proc is not self._reading and proc is not None and proc.stdout is not None:
+            self._let_go()
+            self._reading, self._fd = proc, proc.stdout.fileno()
+            self._poll.register(self._fd, select.POLLIN)
+            self._ring.realign()
+        return self._fd
+
+    def _let_go(self) -> None:
+        """Close the pipe being read (parec ended, or the source is closing)."""
+        if self._fd >= 0:
+            self._poll.unregister(self._fd)
+            self._fd = -1
+            if self._reading is not None and self._reading.stdout is not None:
+                self._reading.stdout.close()
+
+    def _drain(self) -> None:
+        """Whatever the pipe holds now, into the ring (never waits)."""
+        fd = self._fd if self._reading is self._proc else self._pipe()
+        if fd < 0:
+            return
+        ring = self._ring
+        while True:
+            room = ring.writable()
+            try:
+                n = os.readv(fd, [room])
+            except BlockingIOError:
+                return
+            except OSError:
+                n = 0
+            if n <= 0:  # parec ended: the supervisor starts the next one
+                self._let_go()
+                return
+            ring.wrote(n, time.monotonic_ns())
+            self.bytes_read += n
+            if self.last_error:
+                self.last_error = ""
+            if n < len(room):
+                return
 
     def read(self, samples: int) -> np.ndarray:
         if samples <= 0:
             raise ValueError("desktop: samples must be positive")
         ring = self._ring
+        self._drain()
         backlog = ring.backlog()
-        if backlog < samples:  # not here yet: wait for at most this frame's duration
+        if backlog < samples:  # not here yet: wait until it is due at the latest
             backlog = self._wait(samples, backlog)
+        if backlog >= samples:  # the next frame is due a frame after the newest data, give or take
+            self._due_ns = ring.mark[1] + samples * 1_000_000_000 // SAMPLE_RATE + LATE_NS
         excess = backlog - max(self.max_delay, samples)
         if excess > 0:  # a burst (after a stall, or a reader that paused): keep the newest
             self._drop(excess)
@@ -256,7 +290,7 @@ class DesktopAudioSource(AudioSource):
                 self._drop(self._least_left)
                 backlog -= self._least_left
             self._reads, self._least_left = 0, DESKTOP_RING_MS * SAMPLE_RATE
-        out = np.zeros((samples, self.channels), np.int16)
+        out = np.empty((samples, self.channels), np.int16)
         have = min(backlog, samples)
         if have:
             self.capture_ns = ring.capture_ns(ring.read_frames)
@@ -264,22 +298,29 @@ class DesktopAudioSource(AudioSource):
         else:
             self.capture_ns = time.monotonic_ns()
         if have < samples:
+            out[have:] = 0
             self.gap_samples += samples - have
             self.gaps += 1
         return out
 
     def _wait(self, samples: int, backlog: int) -> int:
-        """Sleep until the next fragment is due (from the newest one's arrival), then look every
-        millisecond; never past this frame's duration. Returns the backlog then."""
-        ring = self._ring
+        """Wait on the pipe until ``samples`` are there or the frame is due at the latest: one
+        frame after the newest data plus ``LATE_NS`` of jitter, or, with none, one frame after
+        the last deadline, so a hung server costs each read a frame's duration and the runner
+        keeps its pace (no pipe: sleep until then). Returns the backlog then."""
         now = time.monotonic_ns()
-        deadline = now + samples * 1_000_000_000 // SAMPLE_RATE
-        due = ring.mark[1] + FRAGMENT_MS * 1_000_000
-        poll = int(POLL_S * 1e9)
+        frame_ns = samples * 1_000_000_000 // SAMPLE_RATE
+        deadline = self._due_ns if self._due_ns > now else now + frame_ns
         while backlog < samples and now < deadline:
-            time.sleep((min(deadline, max(due, now + poll)) - now) / 1e9)
-            backlog = ring.backlog()
-            now, due = time.monotonic_ns(), 0
+            if self._fd < 0:
+                time.sleep((deadline - now) / 1e9)
+            else:
+                self._poll.poll((deadline - now) / 1e6)
+            self._drain()
+            backlog = self._ring.backlog()
+            now = time.monotonic_ns()
+        if backlog < samples:
+            self._due_ns = deadline + frame_ns
         return backlog
 
     def _drop(self, frames: int) -> None:
@@ -300,6 +341,9 @@ class DesktopAudioSource(AudioSource):
         if proc is not None and proc.poll() is None:  # did not go on SIGTERM
             proc.kill()
             self._thread.join(2)
+        self._let_go()
+        if proc is not None and proc is not self._reading and proc.stdout is not None:
+            proc.stdout.close()  # started, never read
 
 
 def make_auto(spec: StreamSpec | None = None, options: dict[str, Any] | None = None) -> AudioSource:

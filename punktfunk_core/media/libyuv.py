@@ -16,10 +16,11 @@ uses swscale.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from functools import lru_cache
 
 import numpy as np
+
+from punktfunk_core.media.clib import load_library
 
 #: libyuv's entry points by our pixel format: (src, stride, then each plane and its stride, w, h)
 _FUNCTIONS = {"i420": ("ARGBToI420", 3), "nv12": ("ARGBToNV12", 2)}
@@ -52,11 +53,5 @@ class Converter:
 @lru_cache(maxsize=1)
 def converter() -> Converter | None:
     """libyuv when it loads and has the conversions, else None (use swscale)."""
-    for name in dict.fromkeys(n for n in (ctypes.util.find_library("yuv"), "libyuv.so.0") if n):
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        if all(hasattr(lib, fn) for fn, _ in _FUNCTIONS.values()):
-            return Converter(lib, name)
-    return None
+    found = load_library("yuv", "libyuv.so.0", tuple(fn for fn, _ in _FUNCTIONS.values()))
+    return Converter(*found) if found else None

@@ -55,6 +55,11 @@ def _codec_probe(codec_name: str) -> Callable[[str | None], str]:
     return available
 
 
+def _libopus_available(codec: str | None = None) -> str:
+    from punktfunk_core.media.libopus import missing
+    return missing()
+
+
 def _nvenc(spec: StreamSpec, options: dict[str, Any]) -> Any:
     from punktfunk_core.media.nvenc import NvencEncoder
     return NvencEncoder(spec, options)
@@ -133,9 +138,10 @@ def register_stages(registry: Any) -> None:
                  description="what the desktop plays: the default output's monitor of PulseAudio/PipeWire (parec)")
     registry.add("audio_source", "auto", _auto_audio, options_schema=o.AutoAudioOptions.schema(),
                  description="desktop when a sound server answers, else tone (one log line says which)")
-    registry.add("audio_encoder", "opus", _opus, available=_codec_probe("libopus"),
+    registry.add("audio_encoder", "opus", _opus, available=_libopus_available,
                  options_schema=o.OpusOptions.schema(),
-                 description="Opus via PyAV libopus (low delay, 5 ms frames; stereo, 5.1, 7.1 multistream)")
+                 description="Opus via libopus (ctypes; restricted low delay, 5 ms frames; stereo, 5.1, 7.1 "
+                             "multistream)")
     # the loopback session's packetizer and sender (priority: chosen when a session names none)
     registry.add("packetizer", "chunk", _chunk, options_schema=o.ChunkOptions.schema(), priority=0,
                  description="splits access units into datagrams with a 9-byte header")
