@@ -1,0 +1,219 @@
+"""The adaptive controllers (punktfunk_core/adaptive.py) on real numbers: the parity
+table against the binomial tail computed independently, Gilbert–Elliott bursts
+against a simulated chain, smoothing, AIMD and keyframe coalescing."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from punktfunk_core.adaptive import (
+    HEADROOM,
+    REFERENCE_DATA_SHARDS,
+    FecController,
+    FecPolicy,
+    KeyframeCoalescer,
+    LossReport,
+    RateController,
+    RatePolicy,
+    block_failure,
+    fixed_parity,
+    parity_table,
+)
+
+
+def binomial_failure(k: int, m: int, p: float) -> float:
+    """P(more than m of k+m independent shards lost), summed term by term."""
+    n = k + m
+    return sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(m + 1, n + 1))
+
+
+def report(lost: int, expected: int = 10_000, runs: int | None = None, unrec: int = 0,
+           rtt_us: float | None = None) -> LossReport:
+    return LossReport(window_s=2.0, packets_expected=expected, packets_lost=lost,
+                      loss_runs=runs if runs is not None else lost, frames_unrecoverable=unrec, rtt_us=rtt_us)
+
+
+@pytest.mark.parametrize("loss", [0.013, 0.05, 0.12])
+def test_parity_is_the_least_that_keeps_independent_loss_under_target(loss):
+    policy = FecPolicy(floor_percent=0, ceiling_percent=100)
+    table = parity_table(policy, loss, 1.0)
+    for k in (1, 2, 5, 10, 32, 64, 128):
+        m = table[k]
+        assert binomial_failure(k, m, loss) <= policy.target, (k, m)
+        if m > 0:  # one fewer would miss the target: the least, not just enough
+            assert binomial_failure(k, m - 1, loss) > policy.target, (k, m)
+
+
+def test_small_blocks_get_parity_that_follows_the_loss():
+    policy = FecPolicy()
+    clean, lossy = parity_table(policy, 0.0, 1.0), parity_table(policy, 0.12, 1.0)
+    assert clean[1] == 1  # the 5 % floor rounds up to one shard
+    # a one-shard frame at 12 % loss: 0.12^(m+1) <= 0.001 needs m = 3; at 20 %, 0.2^5 < 0.001 needs 4
+    assert lossy[1] == 3
+    assert parity_table(policy, 0.20, 1.0)[1] == 4
+    assert lossy[2] > clean[2] and lossy[64] > clean[64]
+
+
+def test_shares_are_clamped_between_floor_and_ceiling():
+    policy = FecPolicy(floor_percent=10, ceiling_percent=30)
+    assert parity_table(policy, 0.0, 1.0)[100] == 10
+    assert parity_table(policy, 0.001, 1.0)[100] == 10  # the binomial asks for fewer: the floor holds
+    assert parity_table(policy, 0.40, 1.0)[100] == 30  # it asks for more than the ceiling allows
+
+
+def test_bursty_loss_asks_for_more_parity_than_independent_loss():
+    policy = FecPolicy()
+    independent = parity_table(policy, 0.05, 1.0)
+    bursty = parity_table(policy, 0.05, 4.0)
+    assert bursty[64] > independent[64]
+    assert all(b >= i for b, i in zip(bursty[1:], independent[1:], strict=True))
+
+
+def test_gilbert_elliott_failure_matches_a_simulated_chain():
+    """The forward computation against 100 000 blocks drawn from the same chain."""
+    p, burst, k, m = 0.08, 3.0, 20, 6
+    r = 1 / burst
+    g = p * r / (1 - p)
+    rng = random.Random(19)
+    bad = rng.random() < p
+    failures, blocks = 0, 100_000
+    for _ in range(blocks):
+        lost = 0
+        for _ in range(k + m):
+            bad = (rng.random() >= r) if bad else (rng.random() < g)
+            lost += bad
+        failures += lost > m
+    simulated = failures / blocks
+    computed = block_failure(k, m, p, burst)
+    assert computed == pytest.approx(simulated, rel=0.1), (computed, simulated)
+    # and with runs as short as independent loss makes them, it is the binomial
+    assert block_failure(k, m, p, 1 / (1 - p)) == pytest.approx(binomial_failure(k, m, p), rel=1e-6)
+
+
+def test_fixed_mode_is_todays_share_with_its_minimum():
+    fec = FecController(FecPolicy(mode="fixed", fixed_percent=20, min_parity=2))
+    assert [fec.parity_for(k) for k in (1, 5, 10, 64, 1000)] == [2, 2, 2, 13, 200]
+    fec.observe(report(lost=2000))
+    assert fec.parity_for(64) == 13 and fec.loss_estimate == 0.0
+    assert fixed_parity(64, 0, 2) == 0
+
+
+def test_loss_raises_parity_at_once_and_clean_windows_bring_it_back_to_the_floor():
+    policy = FecPolicy()
+    fec = FecController(policy)
+    floor = fec.parity_for(REFERENCE_DATA_SHARDS)
+    assert fec.percent == pytest.approx(100 * floor / REFERENCE_DATA_SHARDS)
+    fec.observe(report(lost=1000))  # 10 %
+    assert fec.loss_estimate == pytest.approx(0.10)  # fast attack: one window is enough
+    high = fec.parity_for(REFERENCE_DATA_SHARDS)
+    assert binomial_failure(REFERENCE_DATA_SHARDS, high, 0.10 * HEADROOM) <= policy.target
+    clean_windows = 0
+    while fec.parity_for(REFERENCE_DATA_SHARDS) > floor:
+        fec.observe(report(lost=0))
+        clean_windows += 1
+        assert fec.parity_for(REFERENCE_DATA_SHARDS) <= high  # it only decays
+    assert 2 <= clean_windows <= 6, clean_windows  # slow decay, but within a few windows
+    for _ in range(12):
+        fec.observe(report(lost=0))
+    assert fec.loss_estimate == 0.0 and fec.percent == pytest.approx(100 * floor / REFERENCE_DATA_SHARDS)
+
+
+def test_a_thin_window_moves_the_estimate_less_than_a_full_one():
+    fec = FecController(FecPolicy())
+    fec.observe(report(lost=5, expected=50))  # 10 % of 50 datagrams
+    assert 0 < fec.loss_estimate < 0.10
+    fec.observe(report(lost=0, expected=0))  # nothing sent: no news
+    assert fec.windows == 1
+
+
+def test_loss_runs_drive_the_burst_estimate():
+    fec = FecController(FecPolicy())
+    fec.observe(report(lost=500, runs=500))
+    independent = fec.parity_for(64)
+    assert fec.burst_estimate == pytest.approx(1.0)
+    fec.observe(report(lost=500, runs=125))  # same rate, runs of 4
+    assert fec.burst_estimate == pytest.approx(4.0)
+    assert fec.parity_for(64) > independent
+
+
+def test_blocks_larger_than_the_table_keep_its_share():
+    fec = FecController(FecPolicy())
+    fec.observe(report(lost=500))
+    big = fec.parity_for(256)
+    assert fec.parity_for(1024) == math.ceil(1024 * big / 256)
+
+
+def test_bad_policies_are_refused():
+    with pytest.raises(ValueError, match="fec mode"):
+        FecPolicy(mode="magic")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="fec_target"):
+        FecPolicy(target=0)
+    with pytest.raises(ValueError, match="floor"):
+        FecPolicy(floor_percent=60, ceiling_percent=50)
+    with pytest.raises(ValueError, match="bitrate_max_kbps"):
+        RatePolicy(min_kbps=5000, max_kbps=1000)
+
+
+def test_random_loss_that_fec_absorbs_leaves_the_bitrate_alone():
+    fec = FecController(FecPolicy())
+    rate = RateController(RatePolicy(), start_kbps=8000)
+    for _ in range(10):
+        r = report(lost=1000)  # 10 %, independent
+        fec.observe(r)
+        assert rate.observe(r, fec.residual_loss) is None
+    assert rate.target_kbps == 8000
+
+
+def test_loss_beyond_the_fec_ceiling_steps_down_then_clean_windows_probe_back_up():
+    fec = FecController(FecPolicy())
+    rate = RateController(RatePolicy(min_kbps=1000), start_kbps=8000)
+    r = report(lost=4000, runs=400)  # 40 % in runs of 10: no parity budget covers it
+    fec.observe(r)
+    assert fec.residual_loss > 10 * fec.policy.target
+    assert rate.observe(r, fec.residual_loss) == 6400 and rate.last_reason == "loss"
+    for _ in range(20):
+        rate.observe(r, fec.residual_loss)
+    assert rate.target_kbps == 1000  # never below the minimum
+    ups = []
+    for _ in range(40):
+        got = rate.observe(report(lost=0), 0.0)
+        if got is not None:
+            ups.append(got)
+    assert ups[0] == 1400 and ups[1] - ups[0] == 400  # additive: 5 % of the ceiling per window
+    assert rate.target_kbps == 8000  # never above the start rate (max 0 = start)
+
+
+def test_unrecoverable_frames_in_two_windows_in_a_row_are_congestion():
+    rate = RateController(RatePolicy(), start_kbps=4000)
+    assert rate.observe(report(lost=10, unrec=1), 0.0) is None  # one window: could be chance
+    assert rate.observe(report(lost=10, unrec=2), 0.0) == 3200
+
+
+def test_rising_rtt_steps_the_bitrate_down():
+    rate = RateController(RatePolicy(), start_kbps=4000)
+    assert rate.observe(report(lost=0, rtt_us=2_000), 0.0) is None
+    assert rate.observe(report(lost=0, rtt_us=40_000), 0.0) == 3200 and rate.last_reason == "rtt"
+
+
+def test_fixed_rate_control_never_moves():
+    rate = RateController(RatePolicy(mode="fixed"), start_kbps=4000)
+    assert rate.observe(report(lost=9000, unrec=50), 1.0) is None
+    assert rate.target_kbps == 4000
+
+
+def test_the_client_may_ask_for_less():
+    rate = RateController(RatePolicy(min_kbps=500), start_kbps=4000)
+    assert rate.client_asks(2000) == 2000
+    assert rate.client_asks(100) == 500
+    assert rate.client_asks(500) is None
+
+
+def test_one_keyframe_per_burst():
+    kc = KeyframeCoalescer(hold_s=0.5)
+    burst = [kc.request(now=10.0 + i * 0.016) for i in range(20)]  # 20 lost frames in 0.32 s
+    assert burst.count(True) == 1 and burst[0]
+    assert kc.request(now=11.0)  # a later burst gets its own
+    assert (kc.forced, kc.coalesced) == (2, 19)
