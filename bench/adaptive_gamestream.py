@@ -84,13 +84,20 @@ def sweep_point(mode: str, pattern: str, seconds: float) -> dict[str, Any]:
         proc = subprocess.Popen(_client_cmd("stream", host, client_dir, "--width", "1280", "--height", "720",
                                             "--fps", "60", "--bitrate", "8000", "--seconds", str(seconds)),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        adaptive, kbps = None, []  # the stream's last adaptive state, the bitrate targets it went through
         try:
-            res = _finish(proc, seconds + 90)
+            while proc.poll() is None:
+                state = host.call("gamestream.status").get("adaptive")
+                if state is not None:
+                    adaptive = state
+                    if state["bitrate_target_kbps"] and (not kbps or kbps[-1] != state["bitrate_target_kbps"]):
+                        kbps.append(state["bitrate_target_kbps"])
+                time.sleep(0.25)
+            res = _finish(proc, 30)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
-        adaptive = host.call("gamestream.status").get("adaptive")  # the stream's last state
         deadline = time.monotonic() + 5  # the client's last reports reach the host after it stops
         while host.call("gamestream.status")["streaming"] and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -116,6 +123,7 @@ def sweep_point(mode: str, pattern: str, seconds: float) -> dict[str, Any]:
         # frames Moonlight never handed to its decoder: lost, or dropped while it waited for an IDR
         "frames_missing": (max(numbers) - min(numbers) + 1 - len(numbers)) if numbers else None,
         "final": adaptive,
+        "bitrate_targets_kbps": kbps,
     }
 
 

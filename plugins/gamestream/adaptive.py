@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from punktfunk_core.adaptive import AdaptiveControl, FecController, FecPolicy, LossReport, RatePolicy
+from punktfunk_core.adaptive import FecController, FecPolicy, LossReport, RateController, RatePolicy
 
 from punktfunk_gamestream.wire_control import FecStatus
 
@@ -49,11 +49,13 @@ class StreamAdaptation:
     else. Each counter has one writer.
     """
 
-    def __init__(self, control: AdaptiveControl, fps: int) -> None:
-        self.control = control
+    def __init__(self, fec: FecController | None, rate: RateController | None, fps: int,
+                 set_bitrate: Callable[[int], None]) -> None:
         #: what the packetizer asks per block; None with ``fec = "fixed"`` (``fec_percent`` as before)
-        self.fec: FecController | None = control.fec if control.fec.adaptive else None
+        self.fec = fec
+        self.rate = rate
         self.frame_s = 1.0 / max(1, fps)
+        self._set_bitrate = set_bitrate
         # written by the packetize thread
         self.packets_sent = 0
         self.frames_sent = 0
@@ -121,18 +123,22 @@ class StreamAdaptation:
         self._lost_frames = set()
         self.reports = [*self.reports[-7:], report]
         self.windows += 1
-        kbps = self.control.observe(report)
-        if kbps is not None:
-            log.info("bitrate target %d kbps (%s; loss %.1f %%, rtt %s)", kbps, self.control.rate.last_reason,
-                     100 * report.loss_rate, f"{rtt_us / 1000:.1f} ms" if rtt_us is not None else "unknown")
+        if self.fec is not None:
+            self.fec.observe(report)
+        if self.rate is not None:
+            kbps = self.rate.observe(report, self.fec.residual_loss if self.fec is not None else 0.0)
+            if kbps is not None:
+                log.info("bitrate target %d kbps (%s; loss %.1f %%, rtt %s)", kbps, self.rate.last_reason,
+                         100 * report.loss_rate, f"{rtt_us / 1000:.1f} ms" if rtt_us is not None else "unknown")
+                self._set_bitrate(kbps)
         return report
 
     def status(self) -> dict[str, Any]:
-        fec, rate = self.control.fec, self.control.rate
+        fec, rate = self.fec, self.rate
         return {
-            "fec_parity_pct": round(fec.percent, 2) if fec.adaptive else None,
-            "loss_estimate_pct": round(100 * fec.loss_estimate, 3) if fec.adaptive else None,
-            "bitrate_target_kbps": rate.target_kbps if rate.policy.mode == "adaptive" else None,
+            "fec_parity_pct": round(fec.percent, 2) if fec is not None else None,
+            "loss_estimate_pct": round(100 * fec.loss_estimate, 3) if fec is not None else None,
+            "bitrate_target_kbps": rate.target_kbps if rate is not None else None,
             "windows": self.windows,
             "keyframes_forced": self.keyframes_forced,
             "idr_coalesced": self.idr_coalesced,
@@ -145,11 +151,14 @@ def adaptation_for(settings: GameStreamSettings, spec: StreamSpec, min_fec_packe
                    set_bitrate: Callable[[int], None]) -> StreamAdaptation | None:
     """The stream's adaptation from the ``[gamestream]`` settings; None when FEC and rate are both fixed.
     The client's ``minRequiredFecPackets`` is the least parity of any block, adaptive or not."""
-    if settings.fec == "fixed" and settings.rate_control == "fixed":
+    fec = rate = None
+    if settings.fec == "adaptive":
+        fec = FecController(FecPolicy(target=settings.fec_target, floor_percent=settings.fec_floor_percent,
+                                      ceiling_percent=settings.fec_ceiling_percent,
+                                      fixed_percent=settings.fec_percent, min_parity=min_fec_packets))
+    if settings.rate_control == "adaptive":
+        rate = RateController(RatePolicy(min_kbps=settings.bitrate_min_kbps, max_kbps=settings.bitrate_max_kbps),
+                              spec.bitrate_kbps, settings.fec_target)
+    if fec is None and rate is None:
         return None
-    fec = FecPolicy(mode=settings.fec, target=settings.fec_target,  # type: ignore[arg-type]
-                    floor_percent=settings.fec_floor_percent, ceiling_percent=settings.fec_ceiling_percent,
-                    fixed_percent=settings.fec_percent, min_parity=min_fec_packets)
-    rate = RatePolicy(mode=settings.rate_control, min_kbps=settings.bitrate_min_kbps,  # type: ignore[arg-type]
-                      max_kbps=settings.bitrate_max_kbps)
-    return StreamAdaptation(AdaptiveControl(fec, rate, spec.bitrate_kbps, set_bitrate), spec.fps)
+    return StreamAdaptation(fec, rate, spec.fps, set_bitrate)

@@ -36,14 +36,14 @@ class GameStreamSettings(Settings):
                                maximum=100, live=LIVE_NEW_SESSIONS)
     fec_target: float = setting(0.001, "adaptive FEC: the share of frames it lets go unrecoverable",
                                 exclusiveMinimum=0, maximum=0.5, live=LIVE_NEW_SESSIONS)
-    fec_floor_percent: int = setting(10, "adaptive FEC: the parity share on a clean link", minimum=0, maximum=100,
+    fec_floor_percent: int = setting(5, "adaptive FEC: the parity share on a clean link", minimum=0, maximum=100,
                                      live=LIVE_NEW_SESSIONS)
-    fec_ceiling_percent: int = setting(80, "adaptive FEC: the largest parity share it chooses", minimum=1,
-                                       maximum=200, live=LIVE_NEW_SESSIONS)
+    fec_ceiling_percent: int = setting(50, "adaptive FEC: the largest parity share it chooses", minimum=1,
+                                       maximum=255, live=LIVE_NEW_SESSIONS)
     rate_control: str = setting("adaptive", "video bitrate: adaptive (lower in steps on sustained loss or rising "
                                             "round-trip time, probe back up when clean) or fixed (what the client "
                                             "asked for)", enum=["adaptive", "fixed"], live=LIVE_NEW_SESSIONS)
-    bitrate_min_kbps: int = setting(1000, "adaptive bitrate: never below this", minimum=100, maximum=1_000_000,
+    bitrate_min_kbps: int = setting(500, "adaptive bitrate: never below this", minimum=100, maximum=1_000_000,
                                     live=LIVE_NEW_SESSIONS)
     bitrate_max_kbps: int = setting(0, "adaptive bitrate: never above this (0 = the bitrate the client asked for)",
                                     minimum=0, maximum=1_000_000, live=LIVE_NEW_SESSIONS)

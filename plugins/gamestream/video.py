@@ -142,12 +142,14 @@ def fec_layout(n: int, pct: int, min_fec: int, block_limit: int = 0,
         if not use_fec:
             blocks.append((k, 0, 0))
             continue
-        want = min(max(parity_for(k) if parity_for is not None else -(-k * pct // 100), min_fec), 255 - k)
+        # the header's percent is 8 bits: k data shards can announce at most (255·k + 99) // 100 parity
+        top = min((255 * k + 99) // 100, 255 - k)
+        want = min(max(parity_for(k) if parity_for is not None else -(-k * pct // 100), min_fec), top)
         # the header carries a percentage, not a count: take the nearest parity count
         # the client derives from some percentage, upwards first (never below the
         # client's minimum), downwards only at the 255-shard ceiling
         p, w = want, _written_pct(k, want)
-        while w is None and k + p < 255:
+        while w is None and p < top:
             p += 1
             w = _written_pct(k, p)
         if w is None:

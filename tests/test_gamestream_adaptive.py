@@ -1,0 +1,163 @@
+"""Adaptive FEC and bitrate on GameStream: the packetizer's per-frame share, and a real Moonlight core under loss.
+
+The loss is injected in the host's own sender (the ``drop-packets`` stage of
+tests/plugins/pf_faults.py: a seeded uniform drop, a token bucket), so every
+datagram Moonlight misses was really never sent; Moonlight's FEC status
+reports then drive the controllers.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from pathlib import Path
+
+import pytest
+from gamestream_helpers import FAULTS_ENV, finish_client, gs_config, pair, start_client, wait_ready
+
+from punktfunk_core.adaptive import FecController, FecPolicy, LossReport
+from punktfunk_core.stages import AccessUnit, StreamSpec
+
+from punktfunk_gamestream.adaptive import StreamAdaptation
+from punktfunk_gamestream.video import GameStreamPacketizer, VideoContext, fec_layout
+from punktfunk_gamestream.wire import RTP_HEADER
+
+SEED = 7
+
+
+def _lossy(fec: FecController, rate: float, windows: int = 3) -> None:
+    for _ in range(windows):
+        fec.observe(LossReport(window_s=0.5, packets_expected=2000, packets_lost=int(2000 * rate)))
+
+
+# -- the packetizer ------------------------------------------------------------------------
+@pytest.mark.parametrize("loss", [0.0, 0.05, 0.3])
+def test_adaptive_layout_keeps_the_clients_minimum_and_255_shards(loss: float) -> None:
+    fec = FecController(FecPolicy(floor_percent=5, ceiling_percent=50))
+    _lossy(fec, loss)
+    pct = max(1, round(fec.percent))
+    largest = 4 * (255 * 100 // (100 + pct))  # beyond 4 blocks a frame goes without FEC (as before)
+    for n in [*range(1, 300), largest // 2, largest]:
+        blocks, _ = fec_layout(n, pct, 2, 0, fec.parity_for)
+        assert sum(k for k, _, _ in blocks) == n
+        for k, p, written in blocks:
+            assert k + p <= 255, (n, k, p)
+            assert p >= 2, f"{n} data shards: block of {k} got {p} parity, below the client's minimum"
+            assert (k * written + 99) // 100 == p, "the client derives the parity count we sent"
+            assert written <= 255
+            if k <= 255 - fec.parity_for(k) and fec.parity_for(k) <= (255 * k + 99) // 100:
+                assert p >= fec.parity_for(k), "the controller's count is sent where it fits"
+
+
+def _fec_percents(batch) -> set[int]:
+    """The FEC percent field of every datagram of a frame (as Moonlight reads it)."""
+    out = set()
+    for pkt in batch.packets:
+        info = struct.unpack_from("<I", bytes(pkt), RTP_HEADER + 12)[0]
+        out.add((info >> 4) & 0xFF)
+    return out
+
+
+def test_the_parity_share_changes_from_one_frame_to_the_next() -> None:
+    fec = FecController(FecPolicy(floor_percent=5, ceiling_percent=50))
+    ctx = VideoContext(packet_size=1392, min_fec_packets=2)
+    ctx.adaptive = StreamAdaptation(fec, None, 60, lambda kbps: None)
+    pk = GameStreamPacketizer(StreamSpec(), {"context": ctx, "fec_kernel": "numpy"})
+    au = AccessUnit(b"\x00\x00\x00\x01\x65" + bytes(range(256)) * 160, True, 1, time.monotonic_ns())
+    clean = pk.packetize(au)
+    _lossy(fec, 0.1)
+    lossy = pk.packetize(au)
+    assert clean.meta["data"] == lossy.meta["data"] == 30
+    assert clean.meta["parity"] == 2, "a clean link: the floor, but never below the client's minimum"
+    assert lossy.meta["parity"] > 2 * clean.meta["parity"], (clean.meta, lossy.meta)
+    assert _fec_percents(clean) != _fec_percents(lossy)
+    assert ctx.adaptive.packets_sent == clean.meta["data"] + clean.meta["parity"] + lossy.meta["data"] + \
+        lossy.meta["parity"]
+
+
+# -- a real Moonlight core --------------------------------------------------------------------
+def _stream_host(host_factory, tmp_path: Path, mode: str, **sender: object):
+    """A host with ``fec``/``rate_control`` = ``mode`` whose video sender drops datagrams as
+    ``sender`` says, and a paired Moonlight client."""
+    host = host_factory(config=gs_config(fec=mode, rate_control=mode, client_timeout_s=3,
+                                         video_sender="drop-packets", video_sender_options=sender),
+                        env=FAULTS_ENV)
+    wait_ready(host)
+    client = tmp_path / f"client-{mode}"
+    assert pair(host, client)["ok"]
+    return host, client
+
+
+def _wait_streaming(host, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while host.call("gamestream.status")["frames_sent"] < 10:
+        assert time.monotonic() < deadline, "no GameStream session started"
+        time.sleep(0.05)
+
+
+def _lossy_run(host, client, seconds: float, hold: float = 0.0, after=None) -> dict:
+    """Stream 720p60 under the host's loss for ``seconds`` (from the first frames); the counters
+    at that mark; then ``after(host)`` while the stream goes on for up to ``hold`` more seconds."""
+    proc = start_client("stream", host, client, "--frames", "100000", "--seconds", str(seconds + hold + 1))
+    try:
+        _wait_streaming(host)
+        time.sleep(seconds)
+        status = host.call("gamestream.status")
+        faults = host.call("faults.status")
+        extra = after(host) if after is not None else None
+        res = finish_client(proc, seconds + hold + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert res["ok"] and res["frames"], res
+    counters = status["counters"]
+    return {"frames_unrecoverable": counters.get("frames_unrecoverable", 0),
+            "idr_requests": counters.get("idr_requests", 0), "idr_coalesced": counters.get("idr_coalesced", 0),
+            "frames": faults["frames"]["drop-packets"], "dropped": faults["dropped"]["drop-packets"],
+            "keyframes": faults["keyframes"]["drop-packets"], "adaptive": status["adaptive"], "after": extra}
+
+
+def _back_to_the_floor(host, limit_s: float = 10.0) -> dict:
+    """Stop the loss; poll until the parity share is the floor again: the windows that took."""
+    floor = FecController(FecPolicy(floor_percent=5, ceiling_percent=50)).percent
+    start = host.call("gamestream.status")["adaptive"]
+    assert host.call("faults.loss", rate=None)["stages"] == 1
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        now = host.call("gamestream.status")["adaptive"]
+        if now["fec_parity_pct"] <= floor:
+            return {"from_pct": start["fec_parity_pct"], "floor_pct": now["fec_parity_pct"],
+                    "windows": now["windows"] - start["windows"]}
+        time.sleep(0.1)
+    raise AssertionError(f"the parity share stayed above the floor {floor} %: {now}")
+
+
+@pytest.mark.moonlight
+def test_adaptive_fec_loses_fewer_frames_and_asks_fewer_idrs_than_fixed_at_5_percent_loss(host_factory,
+                                                                                             tmp_path: Path) -> None:
+    pytest.importorskip("moonlight_python")
+    seconds = 8.0
+    runs = {}
+    for mode in ("fixed", "adaptive"):
+        host, client = _stream_host(host_factory, tmp_path, mode, rate=0.05, seed=SEED)
+        runs[mode] = _lossy_run(host, client, seconds, hold=8.0 if mode == "adaptive" else 0.0,
+                                after=_back_to_the_floor if mode == "adaptive" else None)
+        host.stop()
+    fixed, adaptive = runs["fixed"], runs["adaptive"]
+    for mode, r in runs.items():
+        print(f"{mode:8s} 5 % loss, {seconds:.0f} s 720p60: {r['frames']} frames, {r['dropped']} datagrams dropped, "
+              f"{r['frames_unrecoverable']} unrecoverable, {r['idr_requests']} IDR requests "
+              f"({r['idr_coalesced']} coalesced), {r['keyframes']} keyframes sent; adaptive: {r['adaptive']}")
+    print(f"loss stopped: parity share {adaptive['after']}")
+    for r in runs.values():  # both saw the loss
+        assert r["dropped"] >= 0.03 * r["frames"], r
+    assert fixed["frames_unrecoverable"] > adaptive["frames_unrecoverable"]
+    assert fixed["idr_requests"] > adaptive["idr_requests"]
+    assert fixed["keyframes"] > adaptive["keyframes"]
+    assert fixed["adaptive"] is None, "fec = fixed: nothing adapts (and the capture fields stay absent)"
+    state = adaptive["adaptive"]
+    assert 3.5 <= state["loss_estimate_pct"] <= 7.5, state  # Moonlight's reports measured the 5 %
+    assert state["fec_parity_pct"] > 10, state
+    # the loss stops: the share is back at the floor within a few 0.5 s windows
+    assert adaptive["after"]["windows"] <= 10, adaptive["after"]
