@@ -161,3 +161,42 @@ def test_adaptive_fec_loses_fewer_frames_and_asks_fewer_idrs_than_fixed_at_5_per
     assert state["fec_parity_pct"] > 10, state
     # the loss stops: the share is back at the floor within a few 0.5 s windows
     assert adaptive["after"]["windows"] <= 10, adaptive["after"]
+
+
+@pytest.mark.moonlight
+def test_a_bandwidth_cap_brings_the_bitrate_under_it_and_lifting_it_brings_it_back(host_factory,
+                                                                                    tmp_path: Path) -> None:
+    pytest.importorskip("moonlight_python")
+    cap_kbps = 3000  # the test pattern at 720p60 sends about 4.5 Mbit/s with the client's 6.4 Mbit/s target
+    host, client = _stream_host(host_factory, tmp_path, "adaptive", cap_kbps=cap_kbps, seed=SEED)
+    proc = start_client("stream", host, client, "--frames", "100000", "--seconds", "26")
+    try:
+        _wait_streaming(host)
+        start_kbps = host.call("gamestream.status")["adaptive"]["bitrate_target_kbps"]
+        time.sleep(4)  # the controller finds the cap
+        first = host.call("gamestream.status")["frames_sent"]
+        t0 = time.monotonic()
+        targets = []
+        while time.monotonic() - t0 < 4:  # settled: sampled for 4 s
+            targets.append(host.call("gamestream.status")["adaptive"]["bitrate_target_kbps"])
+            time.sleep(0.2)
+        last = host.call("gamestream.status")["frames_sent"]
+        host_fps = (last - first) / (time.monotonic() - t0)
+        host.call("faults.loss", cap_kbps=None)
+        t1 = time.monotonic()
+        while host.call("gamestream.status")["adaptive"]["bitrate_target_kbps"] < start_kbps:
+            assert time.monotonic() - t1 < 15, "the bitrate did not come back after the cap was lifted"
+            time.sleep(0.2)
+        recovered_s = time.monotonic() - t1
+        res = finish_client(proc, 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    delivered = sum(1 for f in res["frames"] if first < f["n"] <= last)
+    print(f"cap {cap_kbps} kbit/s from a {start_kbps} kbit/s start: targets {min(targets)}..{max(targets)} kbit/s, "
+          f"host {host_fps:.1f} fps, client decoded {delivered} of {last - first} frames; "
+          f"back to {start_kbps} kbit/s {recovered_s:.1f} s after the cap was lifted")
+    assert max(targets) < cap_kbps < start_kbps, targets
+    assert host_fps >= 45, "the frame rate holds: the encoder sends fewer bits, not fewer frames"
+    assert delivered >= 0.5 * (last - first), "most frames reach the client under the cap"
