@@ -84,7 +84,8 @@ def sweep_point(mode: str, pattern: str, seconds: float) -> dict[str, Any]:
         proc = subprocess.Popen(_client_cmd("stream", host, client_dir, "--width", "1280", "--height", "720",
                                             "--fps", "60", "--bitrate", "8000", "--seconds", str(seconds)),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        adaptive, kbps = None, []  # the stream's last adaptive state, the bitrate targets it went through
+        adaptive: dict[str, Any] | None = None  # the stream's last adaptive state
+        kbps: list[int] = []  # the bitrate targets it went through
         try:
             while proc.poll() is None:
                 state = host.call("gamestream.status").get("adaptive")
