@@ -26,26 +26,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.moonlight_probe import _client_cmd, _finish, _Host, _pair
+from bench.moonlight_probe import HOST_TOML, _client_cmd, _finish, _Host, _pair
 
 ROOT = Path(__file__).resolve().parent.parent
 PATTERNS = ("uniform:0", "uniform:0.01", "uniform:0.02", "uniform:0.05", "uniform:0.1", "uniform:0.2",
             "ge:0.01,0.3,0.5")
 SEED = 7
 
-HOST_TOML = """
-[host]
-log_level = "warning"
-[native]
-port = 0
-[stream]
-encoder = "x264"
-encoder_options = {{ preset = "ultrafast" }}
-[gamestream]
-enabled = true
-port_base = 0
-mdns = false
-client_timeout_s = 5
+#: the latency probe's host (x264 ultrafast, GameStream on ephemeral ports) with these [gamestream] keys
+GAMESTREAM_KEYS = """client_timeout_s = 5
 fec = "{mode}"
 rate_control = "{mode}"
 video_sender = "drop-packets"
@@ -76,7 +65,8 @@ def sweep_point(mode: str, pattern: str, seconds: float) -> dict[str, Any]:
     os.chmod(base, 0o700)
     path = [str(ROOT / "tests" / "plugins"), str(ROOT), os.environ.get("PYTHONPATH", "")]
     env = {"PUNKTFUNK_PLUGINS": "pf_faults", "PYTHONPATH": os.pathsep.join(path)}
-    host = _Host(base, HOST_TOML.format(mode=mode, options=_toml_table(loss_options(pattern))), env)
+    keys = GAMESTREAM_KEYS.format(mode=mode, options=_toml_table(loss_options(pattern)))
+    host = _Host(base, HOST_TOML.replace("mdns = false\n", "mdns = false\n" + keys), env)
     try:
         host.wait_ready()
         client_dir = base / "client"
