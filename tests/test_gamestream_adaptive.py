@@ -200,3 +200,21 @@ def test_a_bandwidth_cap_brings_the_bitrate_under_it_and_lifting_it_brings_it_ba
     assert max(targets) < cap_kbps < start_kbps, targets
     assert host_fps >= 45, "the frame rate holds: the encoder sends fewer bits, not fewer frames"
     assert delivered >= 0.5 * (last - first), "most frames reach the client under the cap"
+
+
+def test_one_idr_per_burst_but_a_lost_idr_gets_another() -> None:
+    ad = StreamAdaptation(None, None, 60, lambda kbps: None)
+    rtt_us = 20_000.0
+    t = time.monotonic()
+    assert ad.idr_request(t, rtt_us), "the first request of a burst forces an IDR"
+    assert not ad.idr_request(t + 0.005, rtt_us), "the IDR is not out yet: it covers this request"
+    ad.packetized(40, keyframe=True)
+    sent = ad.keyframe_sent_at
+    # requests that left the client before the IDR reached it: within a round trip (+ half a frame)
+    assert not ad.idr_request(sent + 0.015, rtt_us)
+    # later ones mean the IDR (or a frame after it) was lost: a new IDR
+    assert ad.idr_request(sent + 0.035, rtt_us)
+    assert (ad.keyframes_forced, ad.idr_coalesced) == (2, 2)
+    # an encoder that never produces the IDR does not swallow requests for ever
+    assert not ad.idr_request(sent + 0.2, rtt_us)
+    assert ad.idr_request(sent + 0.035 + 0.3, rtt_us)

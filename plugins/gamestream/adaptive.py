@@ -152,13 +152,17 @@ def adaptation_for(settings: GameStreamSettings, spec: StreamSpec, min_fec_packe
     """The stream's adaptation from the ``[gamestream]`` settings; None when FEC and rate are both fixed.
     The client's ``minRequiredFecPackets`` is the least parity of any block, adaptive or not."""
     fec = rate = None
+    # what the schema cannot relate is reconciled, never refused: a floor above the ceiling is
+    # the ceiling, a maximum below the minimum the minimum
     if settings.fec == "adaptive":
-        fec = FecController(FecPolicy(target=settings.fec_target, floor_percent=settings.fec_floor_percent,
-                                      ceiling_percent=settings.fec_ceiling_percent,
+        ceiling = settings.fec_ceiling_percent
+        floor = min(settings.fec_floor_percent, ceiling)
+        fec = FecController(FecPolicy(target=settings.fec_target, floor_percent=floor, ceiling_percent=ceiling,
                                       fixed_percent=settings.fec_percent, min_parity=min_fec_packets))
     if settings.rate_control == "adaptive":
-        rate = RateController(RatePolicy(min_kbps=settings.bitrate_min_kbps, max_kbps=settings.bitrate_max_kbps),
-                              spec.bitrate_kbps, settings.fec_target)
+        low, high = settings.bitrate_min_kbps, settings.bitrate_max_kbps
+        rate = RateController(RatePolicy(min_kbps=low, max_kbps=max(high, low) if high else 0), spec.bitrate_kbps,
+                              settings.fec_target)
     if fec is None and rate is None:
         return None
     return StreamAdaptation(fec, rate, spec.fps, set_bitrate)
