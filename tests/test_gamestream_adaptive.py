@@ -208,7 +208,7 @@ def test_one_idr_per_burst_but_a_lost_idr_gets_another() -> None:
     t = time.monotonic()
     assert ad.idr_request(t, rtt_us), "the first request of a burst forces an IDR"
     assert not ad.idr_request(t + 0.005, rtt_us), "the IDR is not out yet: it covers this request"
-    ad.packetized(40, keyframe=True)
+    ad.packetized(40, 32, keyframe=True)
     sent = ad.keyframe_sent_at
     # requests that left the client before the IDR reached it: within a round trip (+ half a frame)
     assert not ad.idr_request(sent + 0.015, rtt_us)

@@ -3,9 +3,10 @@
 Moonlight reports only the FEC blocks it had to repair or gave up on
 (docs/gamestream.md, "What Moonlight reports"), so a window's loss is built
 from both ends: the host counts the datagrams it sent, the client's reports
-say which were missing. For a repaired block the client saw only the
-packets up to the one that completed the repair; the rest of that block is
-neither counted lost nor expected. The window closes on the control thread
+say which were missing. Only what the client looked at counts as expected:
+the data packets of a block that arrived whole (its parity is never
+reported on, lost or not), the packets of a repaired block up to the one
+that completed the repair, every packet of a block it gave up on. The window closes on the control thread
 (every client message, at least the 100 ms ping, checks it); the controllers
 of :mod:`punktfunk_core.adaptive` then choose the parity share the
 packetizer reads for its next frame (no lock, one attribute) and the encoder
@@ -58,6 +59,7 @@ class StreamAdaptation:
         self._set_bitrate = set_bitrate
         # written by the packetize thread
         self.packets_sent = 0
+        self.data_sent = 0
         self.frames_sent = 0
         self.keyframes_sent = 0
         self.keyframe_sent_at = 0.0  # monotonic
@@ -68,14 +70,16 @@ class StreamAdaptation:
         self.reports: list[LossReport] = []  # the last few, for status and tests
         self.windows = 0
         self._start = time.monotonic()
-        self._sent_at_start = 0
+        self._data_at_start = 0
         self._lost = 0
-        self._unseen = 0  # packets of repaired blocks after the repair point: the client never looked
+        self._seen = 0  # packets of the reported blocks the client looked at
+        self._reported_data = 0  # data packets of the reported blocks
         self._lost_frames: set[int] = set()
 
     # -- packetize thread ----------------------------------------------------------------
-    def packetized(self, datagrams: int, keyframe: bool) -> None:
+    def packetized(self, datagrams: int, data: int, keyframe: bool) -> None:
         self.packets_sent += datagrams
+        self.data_sent += data
         self.frames_sent += 1
         if keyframe:
             self.keyframes_sent += 1
@@ -86,11 +90,13 @@ class StreamAdaptation:
         """One of Moonlight's block reports into the open window."""
         total = st.total_data + st.total_parity
         received = st.received_data + st.received_parity
-        if st.recovered:
+        self._reported_data += st.total_data
+        if st.recovered:  # repaired at the packet that made enough: the rest it never looked at
             self._lost += st.missing_before_highest
-            self._unseen += max(0, total - received - st.missing_before_highest)
+            self._seen += min(total, received + st.missing_before_highest)
         else:
             self._lost += max(0, total - received)
+            self._seen += total
             self._lost_frames.add(st.frame)
 
     def idr_request(self, now: float, rtt_us: float | None) -> bool:
@@ -114,12 +120,12 @@ class StreamAdaptation:
         span = now - self._start
         if span < WINDOW_S:
             return None
-        sent = self.packets_sent
-        expected = max(0, sent - self._sent_at_start - self._unseen)
+        data = self.data_sent
+        expected = max(0, data - self._data_at_start - self._reported_data + self._seen)
         report = LossReport(window_s=span, packets_expected=expected, packets_lost=min(self._lost, expected),
                             frames_unrecoverable=len(self._lost_frames), rtt_us=rtt_us)
-        self._start, self._sent_at_start = now, sent
-        self._lost = self._unseen = 0
+        self._start, self._data_at_start = now, data
+        self._lost = self._seen = self._reported_data = 0
         self._lost_frames = set()
         self.reports = [*self.reports[-7:], report]
         self.windows += 1

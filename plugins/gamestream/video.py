@@ -313,7 +313,7 @@ class GameStreamPacketizer(Packetizer):
             wire = rows * S
         self.frames += 1
         if adaptive is not None:
-            adaptive.packetized(rows, au.keyframe)
+            adaptive.packetized(rows, n, au.keyframe)
         extra = {"fec": fec_ns} if rows > n else {}  # no parity (fec_percent 0): fec_us stays absent
         if seal_ns:
             extra["seal"] = seal_ns
