@@ -75,14 +75,15 @@ def sweep_point(mode: str, pattern: str, seconds: float) -> dict[str, Any]:
                                             "--fps", "60", "--bitrate", "8000", "--seconds", str(seconds)),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         adaptive: dict[str, Any] | None = None  # the stream's last adaptive state
-        kbps: list[int] = []  # the bitrate targets it went through
+        kbps: list[tuple[int, str]] = []  # the bitrate targets it went through, and why
         try:
             while proc.poll() is None:
                 state = host.call("gamestream.status").get("adaptive")
                 if state is not None:
                     adaptive = state
-                    if state["bitrate_target_kbps"] and (not kbps or kbps[-1] != state["bitrate_target_kbps"]):
-                        kbps.append(state["bitrate_target_kbps"])
+                    target = state["bitrate_target_kbps"]
+                    if target and (not kbps or kbps[-1][0] != target):
+                        kbps.append((target, state["bitrate_reason"]))
                 time.sleep(0.25)
             res = _finish(proc, 30)
         finally:

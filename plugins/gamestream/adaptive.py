@@ -145,6 +145,7 @@ class StreamAdaptation:
             "fec_parity_pct": round(fec.percent, 2) if fec is not None else None,
             "loss_estimate_pct": round(100 * fec.loss_estimate, 3) if fec is not None else None,
             "bitrate_target_kbps": rate.target_kbps if rate is not None else None,
+            "bitrate_reason": rate.last_reason if rate is not None else None,  # why it last moved
             "windows": self.windows,
             "keyframes_forced": self.keyframes_forced,
             "idr_coalesced": self.idr_coalesced,
