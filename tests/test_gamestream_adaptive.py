@@ -157,7 +157,8 @@ def test_adaptive_fec_loses_fewer_frames_and_asks_fewer_idrs_than_fixed_at_5_per
     assert fixed["keyframes"] > adaptive["keyframes"]
     assert fixed["adaptive"] is None, "fec = fixed: nothing adapts (and the capture fields stay absent)"
     state = adaptive["adaptive"]
-    assert 3.5 <= state["loss_estimate_pct"] <= 7.5, state  # Moonlight's reports measured the 5 %
+    # Moonlight's reports measured the 5 % (the estimate jumps up to a lossier window at once, decays slowly)
+    assert 3 <= state["loss_estimate_pct"] <= 10, state
     assert state["fec_parity_pct"] > 10, state
     # the loss stops: the share is back at the floor within a few 0.5 s windows
     assert adaptive["after"]["windows"] <= 10, adaptive["after"]
