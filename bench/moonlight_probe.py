@@ -60,15 +60,17 @@ def _pct(values: list[float], q: float) -> float | None:
 # ---------------------------------------------------------------------------------
 # host side
 class _Host:
-    def __init__(self, base: Path) -> None:
+    """A ``punktfunk serve --gamestream`` on private dirs: ``toml`` is its config, ``env`` added to its environment."""
+
+    def __init__(self, base: Path, toml: str = HOST_TOML, env: dict[str, str] | None = None) -> None:
         from punktfunk_core.ipc import IpcClient
         from punktfunk_core.paths import Paths
 
         self.base = base
         self.paths = Paths(base / "cfg", base / "run")
-        env = dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(self.paths.config),
+        env = dict(os.environ, **(env or {}), PUNKTFUNK_CONFIG_DIR=str(self.paths.config),
                    PUNKTFUNK_RUNTIME_DIR=str(self.paths.runtime))
-        (base / "host.toml").write_text(HOST_TOML)
+        (base / "host.toml").write_text(toml)
         self.log_path = base / "host.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "punktfunk_core.cli", "serve", "--gamestream", "-c",

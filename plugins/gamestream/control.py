@@ -42,6 +42,15 @@ log = logging.getLogger("punktfunk.gamestream.control")
 CHANNELS = 0x30  # moonlight asks for CTRL_CHANNEL_COUNT channels
 
 
+def _rtt_us(peer: Any) -> float | None:
+    """ENet's smoothed round-trip time of the peer (ms, from acknowledged reliable packets and its pings)."""
+    try:
+        rtt = float(peer.roundTripTime)
+    except Exception:  # noqa: BLE001 - a peer torn down under us
+        return None
+    return rtt * 1000 if rtt > 0 else None
+
+
 @dataclass
 class _Conn:
     peer: Any
@@ -160,11 +169,14 @@ class ControlServer:
     def handle_message(self, conn: _Conn, msg_type: int, payload: bytes, received_ns: int) -> None:
         plane = self.plane
         plane.count("control_messages")
+        # every message (at least the 100 ms ping) may close the stream's loss window
+        rtt_us = _rtt_us(conn.peer)
+        plane.on_control_message(conn.stream, rtt_us)
         if msg_type == wire_control.CTRL_INPUT:
             plane.on_input(conn.stream, payload, received_ns)
         elif msg_type in (wire_control.CTRL_REQUEST_IDR, wire_control.CTRL_INVALIDATE_REF):
             log.info("client requests an IDR frame (%#06x)", msg_type)
-            plane.on_idr_request(conn.stream)
+            plane.on_idr_request(conn.stream, rtt_us)
         elif msg_type == wire_control.CTRL_FEC_STATUS:
             try:
                 st = wire_control.parse_fec_status(payload)

@@ -36,10 +36,12 @@ from punktfunk_core.protocol import PIN_FROM_CLIENT, ProtocolPlane
 from punktfunk_core.stages import Packetizer, Sender
 
 from punktfunk_gamestream import wire, wire_control, wire_rtsp
+from punktfunk_gamestream.adaptive import adaptation_for
 from punktfunk_gamestream.audio import AudioContext
 from punktfunk_gamestream.input import HapticsEnable, MalformedInput, parse_input
 from punktfunk_gamestream.layout import GAMESTREAM_LAYOUT
 from punktfunk_gamestream.pairing import Identity, Pairing
+from punktfunk_gamestream.plugin import GameStreamSettings
 from punktfunk_gamestream.video import VideoContext
 from punktfunk_gamestream.wire import BadInput
 from punktfunk_gamestream.wire_rtsp import AnnouncedStream
@@ -165,6 +167,7 @@ class GameStreamPlane(ProtocolPlane):
             "streaming": bool(session and not session.ended),
             "session_id": session.id if session else None,
             "frames_sent": session.pipeline.frames_sent if session and session.pipeline else 0,
+            "adaptive": stream.video.adaptive.status() if stream and stream.video and stream.video.adaptive else None,
             "sessions_started": self.sessions_started,
             "last_session": self.last_session,
             "counters": self.counters.snapshot(),
@@ -478,6 +481,8 @@ class GameStreamPlane(ProtocolPlane):
                 peer=stream.video_peer,
                 pacing=float(cfg.get("pacing", 0.5)),
                 gso=bool(cfg.get("gso", True)),
+                adaptive=adaptation_for(GameStreamSettings.of(cfg), spec, ann.min_fec_packets,
+                                        lambda kbps: stream.session.set_bitrate(kbps) if stream.session else None),
             )
             # the stages the config names (a plugin's stage may replace or wrap the builtin)
             packetizer = host.pm.stages.create(
@@ -513,12 +518,13 @@ class GameStreamPlane(ProtocolPlane):
             "video_encryption": ann.video_encrypted,
             "audio_encryption": ann.audio_encrypted,
             "control_encryption": "aes-gcm",
+            "fec": "adaptive" if ctx.adaptive is not None and ctx.adaptive.fec is not None else "fixed",
             "fec_percent": ctx.fec_percent,
             "min_fec_packets": ann.min_fec_packets,
         })
         # what Moonlight reports is measured from the start: no report is no loss (0, not absent)
         session.feedback.report(packets_dropped=0, frames_unrecoverable=0,
-                                fec_recovered=0 if ctx.fec_percent > 0 else None)
+                                fec_recovered=0 if ctx.fec_percent > 0 or ctx.adaptive is not None else None)
         self.last_session = {"id": session.id, "client": session.client, **session.details,
                              "codec": spec.codec, "width": spec.width, "height": spec.height, "fps": spec.fps}
         with self._lock:
@@ -567,11 +573,24 @@ class GameStreamPlane(ProtocolPlane):
             self.count("audio_failed")
 
     # -- control events ---------------------------------------------------------------------------
-    def on_idr_request(self, stream: Stream) -> None:
+    def on_idr_request(self, stream: Stream, rtt_us: float | None = None) -> None:
+        """The client asked for an IDR; with adaptation, one per loss burst (the rest are counted)."""
         self.count("idr_requests")
         s = stream.session
-        if s is not None and s.pipeline is not None:
-            s.pipeline.request_keyframe()
+        if s is None or s.pipeline is None:
+            return
+        ctx = stream.video
+        adaptive = ctx.adaptive if ctx is not None else None
+        if adaptive is not None and not adaptive.idr_request(time.monotonic(), rtt_us):
+            self.count("idr_coalesced")
+            return
+        s.pipeline.request_keyframe()
+
+    def on_control_message(self, stream: Stream, rtt_us: float | None) -> None:
+        """Any message from the client (control thread): close the loss window when it is due."""
+        ctx = stream.video
+        if ctx is not None and ctx.adaptive is not None:
+            ctx.adaptive.tick(time.monotonic(), rtt_us)
 
     def on_fec_status(self, stream: Stream, st: wire_control.FecStatus) -> None:
         """Moonlight's per-block FEC report (0x5502) into the session's stats.
@@ -585,12 +604,17 @@ class GameStreamPlane(ProtocolPlane):
         s = stream.session
         if s is None:
             return
+        ctx = stream.video
+        if ctx is not None and ctx.adaptive is not None:
+            ctx.adaptive.fec_status(st)
         if st.recovered:
             s.feedback.report(packets_dropped=st.missing_before_highest, fec_recovered=st.data_missing)
             return
         lost = st.total_data + st.total_parity - st.received_data - st.received_parity
         first = st.frame != stream.last_lost_frame
         stream.last_lost_frame = st.frame
+        if first:
+            self.count("frames_unrecoverable")
         s.feedback.report(packets_dropped=max(0, lost), frames_unrecoverable=int(first))
 
     def on_input(self, stream: Stream, packet: bytes, received_ns: int) -> None:

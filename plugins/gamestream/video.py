@@ -18,12 +18,14 @@ leaving as one burst.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -43,6 +45,9 @@ from punktfunk_gamestream.wire import (
     VIDEO_FLAG_SOF,
 )
 
+if TYPE_CHECKING:
+    from punktfunk_gamestream.adaptive import StreamAdaptation
+
 perf_ns = time.perf_counter_ns
 
 
@@ -61,6 +66,8 @@ class VideoContext:
     pacing: float = 0.5
     #: hand the kernel up to 64 equal datagrams per sendmsg (UDP GSO) when it can
     gso: bool = True
+    #: adaptive FEC/bitrate of the session (None: ``fec_percent`` for every frame)
+    adaptive: StreamAdaptation | None = None
 
 
 _SKIP_NALS = {"h264": (6, 9), "hevc": (39, 35)}  # SEI, access unit delimiter
@@ -102,16 +109,19 @@ def strip_leading_sei(data: bytes, codec: str) -> bytes:
     return data
 
 
-def fec_layout(n: int, pct: int, min_fec: int, block_limit: int = 0) -> tuple[list[tuple[int, int, int]], int]:
+def fec_layout(n: int, pct: int, min_fec: int, block_limit: int = 0,
+               parity_for: Callable[[int], int] | None = None) -> tuple[list[tuple[int, int, int]], int]:
     """Split ``n`` data shards into FEC blocks: [(data, parity, written_pct)], pct.
 
     Blocks hold at most 255·100/(100+pct) data shards (212 at 20 %), parity is
-    ceil(data·pct/100) but at least ``min_fec``, data + parity ≤ 255, and the
-    written percentage makes the client's (data·pct+99)/100 give the same
-    parity count. Frames too large for 4 FEC blocks go without FEC (up to 4
-    blocks of 1023 data shards). ``block_limit`` makes blocks smaller than
-    needed (at most that many data shards, up to 4 blocks), so that small
-    frames use several blocks too."""
+    ceil(data·pct/100) — or ``parity_for(data)`` when given (the adaptive
+    controller's count, which may exceed the share for small blocks) — but at
+    least ``min_fec``, data + parity ≤ 255, and the written percentage makes
+    the client's (data·pct+99)/100 give the same parity count. Frames too
+    large for 4 FEC blocks go without FEC (up to 4 blocks of 1023 data
+    shards). ``block_limit`` makes blocks smaller than needed (at most that
+    many data shards, up to 4 blocks), so that small frames use several
+    blocks too."""
     if n <= 0:
         raise ValueError("a frame has at least one data shard")
     max_k = 255 * 100 // (100 + pct) if pct > 0 else 255
@@ -132,12 +142,14 @@ def fec_layout(n: int, pct: int, min_fec: int, block_limit: int = 0) -> tuple[li
         if not use_fec:
             blocks.append((k, 0, 0))
             continue
-        want = min(max(-(-k * pct // 100), min_fec), 255 - k)
+        # the header's percent is 8 bits: k data shards can announce at most (255·k + 99) // 100 parity
+        top = min((255 * k + 99) // 100, 255 - k)
+        want = min(max(parity_for(k) if parity_for is not None else -(-k * pct // 100), min_fec), top)
         # the header carries a percentage, not a count: take the nearest parity count
         # the client derives from some percentage, upwards first (never below the
         # client's minimum), downwards only at the 255-shard ceiling
         p, w = want, _written_pct(k, want)
-        while w is None and k + p < 255:
+        while w is None and p < top:
             p += 1
             w = _written_pct(k, p)
         if w is None:
@@ -215,7 +227,13 @@ class GameStreamPacketizer(Packetizer):
         n = -(-total // self.payload)
         last_len = total - (n - 1) * self.payload
         header = struct.pack("<BHBHH", 0x01, latency, 2 if au.keyframe else 1, min(last_len, 0xFFFF), 0)
-        blocks, _ = fec_layout(n, self.ctx.fec_percent, self.ctx.min_fec_packets, self.block_limit)
+        adaptive = self.ctx.adaptive
+        fec_ctl = adaptive.fec if adaptive is not None else None
+        if fec_ctl is not None:  # the share the controller chose last, read without a lock
+            blocks, _ = fec_layout(n, min(255, max(1, math.ceil(fec_ctl.percent))), self.ctx.min_fec_packets,
+                                   self.block_limit, fec_ctl.parity_for)
+        else:
+            blocks, _ = fec_layout(n, self.ctx.fec_percent, self.ctx.min_fec_packets, self.block_limit)
         rows = sum(k + p for k, p, _ in blocks)
         S = self.shard
         buf = fec.shard_buffer(rows, S)  # 64-byte aligned rows: faster SIMD parity
@@ -294,12 +312,14 @@ class GameStreamPacketizer(Packetizer):
             packets = Datagrams(buf.reshape(-1).data, S, rows)  # one buffer: one iovec per GSO send
             wire = rows * S
         self.frames += 1
+        if adaptive is not None:
+            adaptive.packetized(rows, n, au.keyframe)
         extra = {"fec": fec_ns} if rows > n else {}  # no parity (fec_percent 0): fec_us stays absent
         if seal_ns:
             extra["seal"] = seal_ns
         return PacketBatch(packets, au.frame_id, au.capture_ns, au.keyframe, wire, extra,
                            {"frame_index": frame, "blocks": nb, "data": n, "parity": rows - n,
-                            "packetize_ns": perf_ns() - t0}, wire // rows)
+                            "payload_bytes": len(data), "packetize_ns": perf_ns() - t0}, wire // rows)
 
     def close(self) -> None:
         if isinstance(self.kernel, fec.IsalKernel) and self.kernel is not fec.best_kernel():
