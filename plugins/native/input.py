@@ -16,8 +16,8 @@ reference client with :func:`decode_feedback`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 from typing import Any
 
