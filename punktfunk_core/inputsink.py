@@ -393,21 +393,34 @@ class InputSink:
 
     def _inject_batch(self, batch: deque[_Queued]) -> None:
         """Inject one batch, flush once, count it and clear ``_injecting``, which the caller
-        set (so no two batches overlap, whichever thread runs them)."""
+        set (so no two batches overlap, whichever thread runs them): one lock for all of that."""
+        injected: list[_Queued] = []
+        errors = dropped = 0
         try:
-            self._inject_and_count(batch)
+            injected, errors, dropped = self._inject(batch)
         finally:
+            done = time.perf_counter_ns()
             with self._cond:
+                if injected:
+                    self._count("injected", len(injected))
+                    latencies = [(done - q.received_ns) / 1000.0 for q in injected]
+                    samples = self._window.latency_us
+                    samples.extend(latencies[:max(MAX_SAMPLES - len(samples), 0)])
+                    self._recent_us.extend(latencies)
+                if errors:
+                    self._count("inject_errors", errors)
+                if dropped:
+                    self._count("dropped_no_backend", dropped)
                 self._injecting = False
-                self._cond.notify()  # what was queued meanwhile, or a close: the injector's turn
+                if self._queue or self._closing:  # queued meanwhile, or a close: the injector's turn
+                    self._cond.notify()  # (not otherwise: waking it for nothing costs the GIL twice)
 
-    def _inject_and_count(self, batch: deque[_Queued]) -> None:
+    def _inject(self, batch: deque[_Queued]) -> tuple[list[_Queued], int, int]:
+        """(events injected, events that failed, events dropped because the backend is gone)."""
         backend = self.backend
         assert backend is not None
         if self.gone is not None:
-            with self._cond:
-                self._count("dropped_no_backend", len(batch))
-            return
+            return [], 0, len(batch)
         injected: list[_Queued] = []
         errors = 0
         try:
@@ -430,18 +443,8 @@ class InputSink:
             backend.flush()
         except Exception as exc:  # noqa: BLE001 - InputBackendGone, or a flush that failed
             self._went(exc)
-            with self._cond:
-                self._count("inject_errors", errors)
-                self._count("dropped_no_backend", len(batch) - errors)
-            return
-        done = time.perf_counter_ns()
-        with self._cond:
-            self._count("injected", len(injected))
-            self._count("inject_errors", errors)
-            samples = self._window.latency_us
-            room = MAX_SAMPLES - len(samples)
-            samples.extend((done - q.received_ns) / 1000.0 for q in injected[:max(room, 0)])
-            self._recent_us.extend((done - q.received_ns) / 1000.0 for q in injected[-RECENT_SAMPLES:])
+            return [], errors, len(batch) - errors
+        return injected, errors, 0
 
     def _track_down(self, event: InputEvent) -> None:
         key = self._held_key(event)
