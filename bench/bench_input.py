@@ -129,6 +129,11 @@ def _injected_latency(ipc: IpcClient, base: Path, port: int, seconds: float, pai
     return {"events": n, "counters": counters, "client": stream.finish(seconds + 30)}
 
 
+def _input_messages(ipc: IpcClient) -> int:
+    """Input messages (batches) the host's punktfunk/1 plane took so far."""
+    return int(ipc.call("host.status")["protocols"]["native"]["counters"].get("input_messages", 0))
+
+
 def _cpu_s(pid: int) -> float:
     """CPU seconds (user + system) a process used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after the name: state is [0]
@@ -146,6 +151,7 @@ def _cost_to_video(ipc: IpcClient, base: Path, port: int, phase_s: float, rounds
     """Per-frame host time in 1 s windows with and without input, one session, phases alternating;
     and the CPU each process spent per input event (input phases minus quiet ones)."""
     ipc.call("stats.start")
+    messages_before = _input_messages(ipc)
     spent = {"busy": dict.fromkeys(("wall", "host process", "X server", "client process"), 0.0)}
     spent["idle"] = dict(spent["busy"])
     try:
@@ -160,6 +166,7 @@ def _cost_to_video(ipc: IpcClient, base: Path, port: int, phase_s: float, rounds
                 spent["busy"][k] += b[k] - a[k]
                 spent["idle"][k] += c[k] - b[k]
         stream.finish(2 * phase_s * rounds + 30)
+        messages = _input_messages(ipc) - messages_before
     finally:
         cap = ipc.call("stats.stop")
     samples = ipc.call("stats.load", id=cap["id"])["samples"] if cap else []
@@ -174,7 +181,9 @@ def _cost_to_video(ipc: IpcClient, base: Path, port: int, phase_s: float, rounds
     bw, iw = spent["busy"].pop("wall"), spent["idle"].pop("wall")
     cpu_us = {k: round((spent["busy"][k] / bw - spent["idle"][k] / iw) / RATE * 1e6, 1) for k in spent["busy"]}
     return {"windows_with": len(busy), "windows_without": len(idle), "host_p50_ms_with": with_ms,
-            "host_p50_ms_without": without_ms, "cost_of_frame_interval": cost, "busy_us": busy, "idle_us": idle,
+            "host_p50_ms_without": without_ms, "cost_of_frame_interval": cost,
+            "events_per_message": round(RATE * phase_s * rounds / messages, 2) if messages else None,
+            "busy_us": busy, "idle_us": idle,
             "cpu_us_per_event": cpu_us}
 
 
@@ -263,9 +272,10 @@ def run(quick: bool) -> dict[str, Any]:
             {"title": f"per-frame host time with and without {RATE} input events/s (stats windows of one session, "
                       "phases of input and none alternating)",
              "headers": ["windows with input", "windows without", "host p50 ms with", "host p50 ms without",
-                         "difference / frame interval"],
+                         "difference / frame interval", "events per input message"],
              "rows": [[cost["windows_with"], cost["windows_without"], cost["host_p50_ms_with"],
-                       cost["host_p50_ms_without"], f"{share * 100:.2f} %" if share is not None else None]]},
+                       cost["host_p50_ms_without"], f"{share * 100:.2f} %" if share is not None else None,
+                       cost["events_per_message"]]]},
             {"title": "CPU per input event (µs; input phases minus quiet phases of the same session)",
              "headers": list(cost["cpu_us_per_event"]),
              "rows": [list(cost["cpu_us_per_event"].values())]},

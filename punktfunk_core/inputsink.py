@@ -368,9 +368,9 @@ class InputSink:
         with self._cond:
             out: dict[str, Any] = dict(self._totals)
             out["queued"] = len(self._queue)
-            recent = InputWindow(0.0, latency_us=list(self._recent_us))
-        out["latency_p50_us"] = recent.percentile_us(0.5)  # of the latest RECENT_SAMPLES events; None before any
-        out["latency_p99_us"] = recent.percentile_us(0.99)
+            recent = sorted(self._recent_us)  # of the latest RECENT_SAMPLES events; None before any
+        out["latency_p50_us"] = recent[min(len(recent) - 1, int(0.5 * len(recent)))] if recent else None
+        out["latency_p99_us"] = recent[min(len(recent) - 1, int(0.99 * len(recent)))] if recent else None
         out["backend"] = self.backend.name if self.backend is not None else None
         out["gone"] = self.gone
         return out
