@@ -60,7 +60,7 @@ def _pct(values: list[float], q: float) -> float | None:
 # ---------------------------------------------------------------------------------
 # host side
 class _Host:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, config: str = HOST_TOML) -> None:
         from punktfunk_core.ipc import IpcClient
         from punktfunk_core.paths import Paths
 
@@ -68,7 +68,7 @@ class _Host:
         self.paths = Paths(base / "cfg", base / "run")
         env = dict(os.environ, PUNKTFUNK_CONFIG_DIR=str(self.paths.config),
                    PUNKTFUNK_RUNTIME_DIR=str(self.paths.runtime))
-        (base / "host.toml").write_text(HOST_TOML)
+        (base / "host.toml").write_text(config)
         self.log_path = base / "host.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "punktfunk_core.cli", "serve", "--gamestream", "-c",
