@@ -182,6 +182,36 @@ def test_garbage_input_is_counted_and_the_stream_keeps_its_frame_rate(host_facto
     assert [keysym_char(e.keysym) for e in events if e.kind == "key_press"] == ["b"] * 20
 
 
+def test_a_burst_of_keys_goes_out_in_a_few_batches_and_arrives_whole_and_in_order(host_factory, tmp_path, xserver,
+                                                                                  window):
+    from punktfunk_native.client import ClientOptions, NativeClient
+
+    h = input_host(host_factory, tmp_path, xserver.name)
+    h.call("pairing.pin", protocol="native", pin="4821", seconds=120)
+    client = NativeClient(ClientOptions(host="127.0.0.1", port=h.native_port, pin="4821", seconds=3, width=320,
+                                        height=180, fps=30, bitrate_kbps=2000, json=True, status=False,
+                                        config_dir=tmp_path / "cli"))
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(client.run()))
+    runner.start()
+    deadline = time.monotonic() + 20
+    while client.stats.frames_decoded < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    keys = [0x41 + i % 26 for i in range(60)]  # a..z, a..z, a..h
+    for vk in keys:  # one call per event, as a keyboard driver would make them
+        client.send_input(Key(vk, True))
+        client.send_input(Key(vk, False))
+    runner.join(30)
+    assert not runner.is_alive() and result["frames_decoded"] > 0, result
+    events = window.wait_for(lambda evs: sum(e.kind == "key_release" for e in evs) >= len(keys))
+    # none lost, none reordered: each key went down and up before the next
+    assert [(e.kind, keysym_char(e.keysym)) for e in events if e.kind.startswith("key")] == [
+        (kind, chr(vk).lower()) for vk in keys for kind in ("key_press", "key_release")]
+    # binary batches of the client's 2 ms tick, not a message per event
+    messages = native_counters(h)["input_messages"]
+    assert 1 <= messages < len(keys), messages
+
+
 def test_click_to_photon_is_reported_on_xvfb(host_factory, tmp_path, xserver, window):
     h = input_host(host_factory, tmp_path, xserver.name)
     h.call("pairing.pin", protocol="native", pin="4821", seconds=120)
