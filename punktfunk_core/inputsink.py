@@ -25,7 +25,8 @@ fails to flush) is logged once and no longer called; the stream goes on and
 later events are counted as dropped. At close the sink releases the keys and
 buttons it pressed and closes the backend on the injector thread.
 
-The sink takes a lock per event; it is not on the per-frame path.
+The sink takes its lock once per batch (and once more after injecting it); it is not on the
+per-frame path.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""punktfunk/1 input messages: the protocol-neutral event model as compact JSON arrays.
+"""punktfunk/1 input messages: the protocol-neutral event model as binary batches or JSON arrays.
 
-The client sends ``{"type": "input", "events": [[tag, field, …], …]}`` on
+The reference client sends its input as binary batches (:func:`encode_batch`,
+:func:`decode_batch`: struct records, framed by ``wire.encode_input_batch``).
+The host also takes ``{"type": "input", "events": [[tag, field, …], …]}`` on
 the TLS control connection (reliable and ordered, so no key or button event
 is lost); each event is one array whose first element names its kind and
 whose other elements are the event's fields in the order of
