@@ -25,7 +25,8 @@ fails to flush) is logged once and no longer called; the stream goes on and
 later events are counted as dropped. At close the sink releases the keys and
 buttons it pressed and closes the backend on the injector thread.
 
-The sink takes a lock per event; it is not on the per-frame path.
+The sink takes its lock once per batch (and once more after injecting it); it is not on the
+per-frame path.
 """
 
 from __future__ import annotations
@@ -368,9 +369,9 @@ class InputSink:
         with self._cond:
             out: dict[str, Any] = dict(self._totals)
             out["queued"] = len(self._queue)
-            recent = InputWindow(0.0, latency_us=list(self._recent_us))
-        out["latency_p50_us"] = recent.percentile_us(0.5)  # of the latest RECENT_SAMPLES events; None before any
-        out["latency_p99_us"] = recent.percentile_us(0.99)
+            recent = sorted(self._recent_us)  # of the latest RECENT_SAMPLES events; None before any
+        out["latency_p50_us"] = recent[min(len(recent) - 1, int(0.5 * len(recent)))] if recent else None
+        out["latency_p99_us"] = recent[min(len(recent) - 1, int(0.99 * len(recent)))] if recent else None
         out["backend"] = self.backend.name if self.backend is not None else None
         out["gone"] = self.gone
         return out
@@ -393,21 +394,34 @@ class InputSink:
 
     def _inject_batch(self, batch: deque[_Queued]) -> None:
         """Inject one batch, flush once, count it and clear ``_injecting``, which the caller
-        set (so no two batches overlap, whichever thread runs them)."""
+        set (so no two batches overlap, whichever thread runs them): one lock for all of that."""
+        injected: list[_Queued] = []
+        errors = dropped = 0
         try:
-            self._inject_and_count(batch)
+            injected, errors, dropped = self._inject(batch)
         finally:
+            done = time.perf_counter_ns()
             with self._cond:
+                if injected:
+                    self._count("injected", len(injected))
+                    latencies = [(done - q.received_ns) / 1000.0 for q in injected]
+                    samples = self._window.latency_us
+                    samples.extend(latencies[:max(MAX_SAMPLES - len(samples), 0)])
+                    self._recent_us.extend(latencies)
+                if errors:
+                    self._count("inject_errors", errors)
+                if dropped:
+                    self._count("dropped_no_backend", dropped)
                 self._injecting = False
-                self._cond.notify()  # what was queued meanwhile, or a close: the injector's turn
+                if self._queue or self._closing:  # queued meanwhile, or a close: the injector's turn
+                    self._cond.notify()  # (not otherwise: waking it for nothing costs the GIL twice)
 
-    def _inject_and_count(self, batch: deque[_Queued]) -> None:
+    def _inject(self, batch: deque[_Queued]) -> tuple[list[_Queued], int, int]:
+        """(events injected, events that failed, events dropped because the backend is gone)."""
         backend = self.backend
         assert backend is not None
         if self.gone is not None:
-            with self._cond:
-                self._count("dropped_no_backend", len(batch))
-            return
+            return [], 0, len(batch)
         injected: list[_Queued] = []
         errors = 0
         try:
@@ -430,18 +444,8 @@ class InputSink:
             backend.flush()
         except Exception as exc:  # noqa: BLE001 - InputBackendGone, or a flush that failed
             self._went(exc)
-            with self._cond:
-                self._count("inject_errors", errors)
-                self._count("dropped_no_backend", len(batch) - errors)
-            return
-        done = time.perf_counter_ns()
-        with self._cond:
-            self._count("injected", len(injected))
-            self._count("inject_errors", errors)
-            samples = self._window.latency_us
-            room = MAX_SAMPLES - len(samples)
-            samples.extend((done - q.received_ns) / 1000.0 for q in injected[:max(room, 0)])
-            self._recent_us.extend((done - q.received_ns) / 1000.0 for q in injected[-RECENT_SAMPLES:])
+            return [], errors, len(batch) - errors
+        return injected, errors, 0
 
     def _track_down(self, event: InputEvent) -> None:
         key = self._held_key(event)

@@ -138,6 +138,13 @@ GARBAGE = [
     {"type": "input", "events": [["cm", 0, 3, 0.0, 0.0, 0.0]]},  # no motion sensor 3
     {"type": "input", "events": [[]]},
     {"type": "input", "events": [["m", 1, 1]] * 300},            # more than 256 events
+    # binary batches (how the reference client sends input): one record each, bad in its own way
+    bytes([99, 0, 0]),                                           # unknown record tag
+    bytes([1, 65]),                                              # a key record cut off
+    bytes([1, 0, 1, 0]),                                         # VK code 0
+    bytes([5, 9, 1]),                                            # no button 9
+    bytes([2, 0, 2, 0xC3]),                                      # text: not UTF-8 / cut off
+    bytes([3, 0, 0, 0, 1, 0, 0, 0, 1]) * 300,                    # more than 256 events
 ]
 
 
@@ -156,7 +163,7 @@ def test_garbage_input_is_counted_and_the_stream_keeps_its_frame_rate(host_facto
     while client.stats.frames_decoded < 5 and time.monotonic() < deadline:
         time.sleep(0.05)
     sent = 0
-    for _ in range(20):  # 220 bad messages over ~2 s, a good key in between
+    for _ in range(20):  # 340 bad messages over ~2 s, a good key in between
         for msg in GARBAGE:
             client.send_message(msg)
             sent += 1
@@ -165,14 +172,44 @@ def test_garbage_input_is_counted_and_the_stream_keeps_its_frame_rate(host_facto
     runner.join(30)
     assert not runner.is_alive()
     c = native_counters(h)
-    assert c["input_oversized"] == 20, c
-    assert c["input_malformed"] == 20 * (len(GARBAGE) - 1), c
+    assert c["input_oversized"] == 20 * 2, c
+    assert c["input_malformed"] == 20 * (len(GARBAGE) - 2), c
     assert c["protocol_errors"] == 0, c  # bad input never ended the connection
     # the stream kept its frame rate (30 fps; a busy shared machine may lose a few)
     assert result["frames_decoded"] >= 0.95 * result["frames_expected"] and result["fps"] >= 20, result
     # and good input still went through: 20 taps of "b"
     events = window.wait_for(lambda evs: sum(e.kind == "key_release" for e in evs) >= 20)
     assert [keysym_char(e.keysym) for e in events if e.kind == "key_press"] == ["b"] * 20
+
+
+def test_a_burst_of_keys_goes_out_in_a_few_batches_and_arrives_whole_and_in_order(host_factory, tmp_path, xserver,
+                                                                                  window):
+    from punktfunk_native.client import ClientOptions, NativeClient
+
+    h = input_host(host_factory, tmp_path, xserver.name)
+    h.call("pairing.pin", protocol="native", pin="4821", seconds=120)
+    client = NativeClient(ClientOptions(host="127.0.0.1", port=h.native_port, pin="4821", seconds=3, width=320,
+                                        height=180, fps=30, bitrate_kbps=2000, json=True, status=False,
+                                        config_dir=tmp_path / "cli"))
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(client.run()))
+    runner.start()
+    deadline = time.monotonic() + 20
+    while client.stats.frames_decoded < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    keys = [0x41 + i % 26 for i in range(60)]  # a..z, a..z, a..h
+    for vk in keys:  # one call per event, as a keyboard driver would make them
+        client.send_input(Key(vk, True))
+        client.send_input(Key(vk, False))
+    runner.join(30)
+    assert not runner.is_alive() and result["frames_decoded"] > 0, result
+    events = window.wait_for(lambda evs: sum(e.kind == "key_release" for e in evs) >= len(keys))
+    # none lost, none reordered: each key went down and up before the next
+    assert [(e.kind, keysym_char(e.keysym)) for e in events if e.kind.startswith("key")] == [
+        (kind, chr(vk).lower()) for vk in keys for kind in ("key_press", "key_release")]
+    # binary batches of the client's 2 ms tick, not a message per event
+    messages = native_counters(h)["input_messages"]
+    assert 1 <= messages < len(keys), messages
 
 
 def test_click_to_photon_is_reported_on_xvfb(host_factory, tmp_path, xserver, window):
@@ -216,7 +253,14 @@ def test_every_event_of_the_model_crosses_the_wire_unchanged_and_bad_arrays_are_
         TouchPhase,
     )
 
-    from punktfunk_native.input import MalformedInput, decode_event, input_message
+    from punktfunk_native.input import (
+        BatchTooLarge,
+        MalformedInput,
+        decode_batch,
+        decode_event,
+        encode_batch,
+        input_message,
+    )
 
     events = [Key(0x41, True, Modifier.SHIFT), Text("hé 🙂"), PointerMove(1, -2), PointerPosition(3, 4, 639, 359),
               Button(MouseButton.X2, False), Scroll(-120), Scroll(60, horizontal=True),
@@ -229,6 +273,18 @@ def test_every_event_of_the_model_crosses_the_wire_unchanged_and_bad_arrays_are_
     assert {type(e) for e in events} == set(INPUT_EVENT_TYPES)
     wire = json.loads(json.dumps(input_message(events)))  # as the host reads it
     assert [decode_event(item) for item in wire["events"]] == events
+    # the binary batch the reference client sends carries the same, enum fields as their members
+    batch = decode_batch(encode_batch(events))
+    assert batch == (events, []) and [type(e.modifiers) for e in batch[0] if isinstance(e, Key)] == [Modifier]
+    # a record out of range is dropped on its own, the records around it stay, in order
+    bad_key = bytes([1, 0, 1, 0])
+    got, bad = decode_batch(encode_batch(events[:2]) + bad_key + encode_batch(events[2:3]))
+    assert got == events[:3] and len(bad) == 1 and "virtual-key code 0" in bad[0]
+    # what cannot be framed ends the batch there
+    assert decode_batch(encode_batch(events[:1]) + bytes([99]) + encode_batch(events[:1]))[0] == events[:1]
+    assert decode_batch(encode_batch(events[:1])[:-1])[0] == []
+    with pytest.raises(BatchTooLarge):
+        decode_batch(encode_batch([PointerMove(1, 1)] * 256) + encode_batch([PointerMove(1, 1)]))
     for bad in ([], ["k"], ["k", 0, True, 0], ["k", 65, 1, 0], ["zz"], "k", ["p", 1, 2, 0, 0], ["t", ""],
                 ["b", 6, True], ["cs", 16, 0, 0, 0, 0, 0, 0, 0], ["to", 1, 3, 1.5, 0, 0, 0, 0, None], [7]):
         with pytest.raises(MalformedInput):

@@ -33,13 +33,15 @@ from punktfunk_gamestream.input import encode_feedback
 from punktfunk_gamestream.wire import BadInput
 
 if TYPE_CHECKING:
-    from punktfunk_core.inputevents import FeedbackEvent
+    from punktfunk_core.inputevents import FeedbackEvent, InputEvent
 
     from punktfunk_gamestream.plane import GameStreamPlane, Stream
 
 log = logging.getLogger("punktfunk.gamestream.control")
 
 CHANNELS = 0x30  # moonlight asks for CTRL_CHANNEL_COUNT channels
+#: ENet events taken in one round of the loop before its input is handed on and its queue served
+MAX_EVENTS_PER_ROUND = 64
 
 
 def _rtt_us(peer: Any) -> float | None:
@@ -70,6 +72,9 @@ class ControlServer:
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._conns: dict[tuple[str, int], _Conn] = {}
+        #: input events of this round of the loop, with their stream, and the first one's receive stamp
+        self._input: list[tuple[Stream, InputEvent]] = []
+        self._input_received_ns = 0
         self._thread = threading.Thread(target=self._loop, name="gamestream-control", daemon=True)
         self.timeout_s = float(plane.config.get("client_timeout_s", 10.0))
 
@@ -104,8 +109,12 @@ class ControlServer:
                 continue
             busy = ev is not None and ev.type != enet.EVENT_TYPE_NONE
             try:
-                if busy:
+                for _ in range(MAX_EVENTS_PER_ROUND):  # all that arrived: its input goes in as one batch
+                    if ev is None or ev.type == enet.EVENT_TYPE_NONE:
+                        break
                     self._event(ev)
+                    ev = self.host.service(0)
+                self._submit_input()
                 self._drain_queue()
                 self._check_timeouts()
             except Exception:  # noqa: BLE001 - the control thread must survive anything
@@ -156,7 +165,7 @@ class ControlServer:
         if conn is None:
             plane.count("control_bad")
             return
-        received_ns = time.perf_counter_ns()  # an input event's receive stamp
+        received_ns = time.perf_counter_ns()  # an input event's receive stamp (the batch's first)
         try:
             seq, msg_type, payload = wire_control.open_control(conn.aead, ev.packet.data)
         except BadInput as exc:
@@ -173,7 +182,11 @@ class ControlServer:
         rtt_us = _rtt_us(conn.peer)
         plane.on_control_message(conn.stream, rtt_us)
         if msg_type == wire_control.CTRL_INPUT:
-            plane.on_input(conn.stream, payload, received_ns)
+            event = plane.on_input(conn.stream, payload)
+            if event is not None:
+                if not self._input:
+                    self._input_received_ns = received_ns
+                self._input.append((conn.stream, event))
         elif msg_type in (wire_control.CTRL_REQUEST_IDR, wire_control.CTRL_INVALIDATE_REF):
             log.info("client requests an IDR frame (%#06x)", msg_type)
             plane.on_idr_request(conn.stream, rtt_us)
@@ -186,6 +199,15 @@ class ControlServer:
             plane.count("fec_reports")
             plane.on_fec_status(conn.stream, st)
         # pings (0x0200), start B, frame/loss stats: nothing to do
+
+    def _submit_input(self) -> None:
+        """The input of this round into the sinks, in order, one batch per run of a stream."""
+        batch, self._input = self._input, []
+        start = 0
+        for i in range(1, len(batch) + 1):
+            if i == len(batch) or batch[i][0] is not batch[start][0]:
+                self.plane.submit_input(batch[start][0], [e for _, e in batch[start:i]], self._input_received_ns)
+                start = i
 
     def _send(self, conn: _Conn, msg_type: int, payload: bytes) -> None:
         data = wire_control.seal_control(conn.aead, conn.seq_out, msg_type, payload)

@@ -48,6 +48,7 @@ from punktfunk_gamestream.wire_rtsp import AnnouncedStream
 
 if TYPE_CHECKING:
     from punktfunk_core.host import Host
+    from punktfunk_core.inputevents import InputEvent
     from punktfunk_core.inputsink import InputSink
     from punktfunk_core.session import Session
 
@@ -617,17 +618,17 @@ class GameStreamPlane(ProtocolPlane):
             self.count("frames_unrecoverable")
         s.feedback.report(packets_dropped=max(0, lost), frames_unrecoverable=int(first))
 
-    def on_input(self, stream: Stream, packet: bytes, received_ns: int) -> None:
+    def on_input(self, stream: Stream, packet: bytes) -> InputEvent | None:
         """One input packet (the payload of control message 0x0206) from the
-        authenticated control connection of ``stream``: decoded and handed to the
-        session's input sink. Dropped and counted: input for a stream that is not the
-        current one, from a client the operator made view-only (or unpaired since),
-        before the session's sink is open, oversized, or malformed."""
+        authenticated control connection of ``stream``: the event for the session's
+        input sink (:meth:`submit_input`), or None. Dropped and counted: input for a
+        stream that is not the current one, from a client the operator made view-only
+        (or unpaired since), oversized, or malformed."""
         self.count("input_packets")
         launch = self.launch
         if launch is None or launch.stream is not stream:
             self.count("input_not_current")
-            return
+            return None
         # read per packet: a change applies at once
         client = self.paired.get(launch.client.fingerprint) if self.paired is not None else None
         if client is None or client.view_only:
@@ -636,24 +637,29 @@ class GameStreamPlane(ProtocolPlane):
                 stream.view_only_logged = True
                 log.info("GameStream client %r is %s: its input is dropped", launch.client.name,
                          "no longer paired" if client is None else "view-only")
-            return
+            return None
         if len(packet) > MAX_INPUT_PACKET:
             self.count("input_oversized")
-            return
+            return None
         try:
             event = parse_input(packet)
         except MalformedInput as exc:
             self.count("input_malformed")
             log.debug("input packet dropped: %s", exc)
-            return
+            return None
         if isinstance(event, HapticsEnable):
             stream.haptics = event.enabled
-            return
+            return None
+        return event
+
+    def submit_input(self, stream: Stream, events: list[InputEvent], received_ns: int) -> None:
+        """The input events of the packets the control stream took in one go (in order), into
+        the session's sink together: one lock and one flush of the backend for all of them."""
         sink = stream.input
         if sink is None:
-            self.count("input_no_session")
+            self.count("input_no_session", len(events))
             return
-        sink.submit(event, received_ns)
+        sink.submit_many(events, received_ns)
 
     def aead_for(self, stream: Stream) -> AESGCM:
         return AESGCM(stream.rikey)

@@ -129,6 +129,8 @@ class XTestInput(InputBackend):
         self._scroll = {False: 0, True: 0}
         self._spares: list[int] = []
         self._bound: dict[int, int] = {}  # keysym → spare keycode it is bound to
+        #: keysym → (keycode, needs Shift) as the keymap has it: looked up once, forgotten when the keymap changes
+        self._codes: dict[int, tuple[int, bool]] = {}
         self._next_spare = 0
         self._keysyms: dict[int, int] = {}  # VK → keysym
         self._touch: int | None = None  # the contact that holds TOUCH_BUTTON down
@@ -277,8 +279,12 @@ class XTestInput(InputBackend):
         key is bound to it when no key does."""
         if keysym in self._bound:
             return self._bound[keysym], False
+        known = self._codes.get(keysym)
+        if known is not None:
+            return known
         for code, index in self._d.keysym_to_keycodes(keysym):
             if index in (0, 1):
+                self._codes[keysym] = (code, index == 1)
                 return code, index == 1
         if not self._spares:
             raise ValueError(f"keysym {keysym:#x} is on no key and the keymap has no spare keycode")
@@ -289,6 +295,7 @@ class XTestInput(InputBackend):
                 del self._bound[old]
         # both levels, so a held Shift does not change what the key types
         self._d.change_keyboard_mapping(code, [(keysym, keysym)])
+        self._codes.clear()
         self._bound[keysym] = code
         return code, False
 
@@ -304,6 +311,7 @@ class XTestInput(InputBackend):
                 ev = self._d.next_event()
                 if ev.type == self._x.MappingNotify:
                     self._d.refresh_keyboard_mapping(ev)
+                    self._codes.clear()
         except (self._xerror.ConnectionClosedError, OSError) as exc:
             raise InputBackendGone(f"X display {self.display_name} closed: {exc}") from exc
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from punktfunk_native.wire import MessageReader, encode_message
+from punktfunk_native.wire import MessageReader, encode_input_batch, encode_message
 
 #: how long one control message may take to write
 SEND_TIMEOUT_S = 5.0
@@ -30,6 +30,11 @@ class ControlChannel:
     def send(self, msg: dict[str, Any]) -> None:
         self.sock.settimeout(self.send_timeout)  # reads poll with short timeouts; a write may take longer
         self.sock.sendall(encode_message(msg))
+
+    def send_input_batch(self, batch: bytes) -> None:
+        """A binary input batch (punktfunk_native.input.encode_batch) as one frame."""
+        self.sock.settimeout(self.send_timeout)
+        self.sock.sendall(encode_input_batch(batch))
 
     def recv(self, timeout: float) -> dict[str, Any]:
         """The next message; TimeoutError after ``timeout``; EOFError when the peer closed."""

@@ -1,6 +1,8 @@
-"""punktfunk/1 input messages: the protocol-neutral event model as compact JSON arrays.
+"""punktfunk/1 input messages: the protocol-neutral event model as binary batches or JSON arrays.
 
-The client sends ``{"type": "input", "events": [[tag, field, …], …]}`` on
+The reference client sends its input as binary batches (:func:`encode_batch`,
+:func:`decode_batch`: struct records, framed by ``wire.encode_input_batch``).
+The host also takes ``{"type": "input", "events": [[tag, field, …], …]}`` on
 the TLS control connection (reliable and ordered, so no key or button event
 is lost); each event is one array whose first element names its kind and
 whose other elements are the event's fields in the order of
@@ -16,6 +18,7 @@ reference client with :func:`decode_feedback`.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import fields
 from typing import Any
@@ -201,3 +204,127 @@ def feedback_message(events: Iterable[FeedbackEvent]) -> dict[str, Any]:
     if not 1 <= len(items) <= MAX_FEEDBACK_EVENTS:
         raise ValueError(f"a feedback message carries 1..{MAX_FEEDBACK_EVENTS} events")
     return {"type": "feedback", "events": items}
+
+
+# -- binary input batches (client → host) ---------------------------------------------------------
+# The client's input goes as binary frames of the control connection (wire.encode_input_batch): a run
+# of records, each a one-byte tag and the event's fields packed big-endian, so the host reads a batch
+# with struct and builds the events without JSON or per-event dicts. Enum fields come from tables,
+# optional integers are 0xFFFF when absent (docs/protocol-native.md, "Input").
+
+_NONE16 = 0xFFFF
+_MODIFIERS = tuple(Modifier(i) for i in range(16))
+_MOUSE_BUTTONS = {int(b): b for b in MouseButton}
+_PHASES = {int(p): p for p in TouchPhase}
+_TEXT_LEN = struct.Struct("!H")
+
+
+def _opt16(v: int) -> int | None:
+    return None if v == _NONE16 else v
+
+
+def _none16(v: int | None) -> int:
+    return _NONE16 if v is None else v
+
+
+#: record tag → (event type, packed fields, the event from the unpacked fields, the fields of an event)
+_RECORDS: dict[int, tuple[type, struct.Struct, Callable[..., Any], Callable[[Any], tuple[Any, ...]]]] = {
+    1: (Key, struct.Struct("!B?B"), lambda c, d, m: Key(c, d, _MODIFIERS[m]),
+        lambda e: (e.code, e.down, int(e.modifiers))),
+    3: (PointerMove, struct.Struct("!ii"), PointerMove, lambda e: (e.dx, e.dy)),
+    4: (PointerPosition, struct.Struct("!iiII"), PointerPosition, lambda e: (e.x, e.y, e.width, e.height)),
+    5: (Button, struct.Struct("!B?"), lambda b, d: Button(_MOUSE_BUTTONS[b], d), lambda e: (int(e.button), e.down)),
+    6: (Scroll, struct.Struct("!i"), Scroll, lambda e: (e.amount,)),
+    7: (Scroll, struct.Struct("!i"), lambda a: Scroll(a, horizontal=True), lambda e: (e.amount,)),
+    8: (ControllerArrival, struct.Struct("!BBHI"),
+        lambda n, t, c, b: ControllerArrival(n, ControllerType(t), ControllerCapability(c), ControllerButton(b)),
+        lambda e: (e.number, int(e.kind), int(e.capabilities), int(e.buttons))),
+    9: (ControllerState, struct.Struct("!BIBBhhhh"), lambda n, b, *axes: ControllerState(n, ControllerButton(b), *axes),
+        lambda e: (e.number, int(e.buttons), e.left_trigger, e.right_trigger, e.left_x, e.left_y, e.right_x,
+                   e.right_y)),
+    10: (ControllerRemoval, struct.Struct("!B"), ControllerRemoval, lambda e: (e.number,)),
+    11: (ControllerMotion, struct.Struct("!BBddd"), lambda n, s, x, y, z: ControllerMotion(n, MotionSensor(s), x, y, z),
+         lambda e: (e.number, int(e.sensor), e.x, e.y, e.z)),
+    12: (ControllerBattery, struct.Struct("!BBB"), lambda n, s, p: ControllerBattery(n, BatteryState(s), p),
+         lambda e: (e.number, int(e.state), e.percent)),
+    13: (ControllerTouch, struct.Struct("!BBIdddB"),
+         lambda n, ph, i, x, y, p, pad: ControllerTouch(n, _PHASES[ph], i, x, y, p, pad),
+         lambda e: (e.number, int(e.phase), e.pointer_id, e.x, e.y, e.pressure, e.pad)),
+    14: (Touch, struct.Struct("!IBdddddH"),
+         lambda i, ph, x, y, p, a, b, r: Touch(i, _PHASES[ph], x, y, p, a, b, _opt16(r)),
+         lambda e: (e.pointer_id, int(e.phase), e.x, e.y, e.pressure, e.contact_major, e.contact_minor,
+                    _none16(e.rotation))),
+    15: (Pen, struct.Struct("!BBBdddddHH"),
+         lambda ph, t, b, x, y, p, a, mi, r, tl: Pen(_PHASES[ph], PenTool(t), PenButton(b), x, y, p, a, mi,
+                                                   _opt16(r), _opt16(tl)),
+         lambda e: (int(e.phase), int(e.tool), int(e.buttons), e.x, e.y, e.pressure, e.contact_major,
+                    e.contact_minor, _none16(e.rotation), _none16(e.tilt))),
+}
+#: the text record: its tag, then the UTF-8 byte length (u16) and the bytes
+TEXT_TAG = 2
+#: event type → its record tag (horizontal scroll is tag 7)
+_TAGS: dict[type, int] = {cls: tag for tag, (cls, *_) in _RECORDS.items() if tag != 7}
+
+
+def encode_batch(events: Iterable[InputEvent]) -> bytes:
+    """The binary batch of ``events`` (1..:data:`MAX_INPUT_EVENTS` of them), in order."""
+    out = bytearray()
+    n = 0
+    for event in events:
+        n += 1
+        if type(event) is Text:
+            text = event.text.encode("utf-8")
+            out += bytes((TEXT_TAG,)) + _TEXT_LEN.pack(len(text)) + text
+            continue
+        tag = _TAGS.get(type(event))
+        if tag is None:
+            raise TypeError(f"{type(event).__name__} is not an input event")
+        if tag == 6 and event.horizontal:  # type: ignore[union-attr]
+            tag = 7
+        _, packer, _, values = _RECORDS[tag]
+        out.append(tag)
+        out += packer.pack(*values(event))
+    if not 1 <= n <= MAX_INPUT_EVENTS:
+        raise ValueError(f"an input batch carries 1..{MAX_INPUT_EVENTS} events")
+    return bytes(out)
+
+
+class BatchTooLarge(MalformedInput):
+    """A batch of more than :data:`MAX_INPUT_EVENTS` events (dropped whole)."""
+
+
+def decode_batch(data: bytes) -> tuple[list[InputEvent], list[str]]:
+    """The events of one binary batch, and why each record that is not one was dropped.
+
+    A record out of its event's range is dropped on its own; an unknown tag or a
+    truncated record ends the batch there (what follows cannot be framed).
+    :class:`BatchTooLarge` when it holds more than :data:`MAX_INPUT_EVENTS` records."""
+    events: list[InputEvent] = []
+    bad: list[str] = []
+    off, end, records = 0, len(data), _RECORDS
+    while off < end:
+        if len(events) + len(bad) >= MAX_INPUT_EVENTS:
+            raise BatchTooLarge(f"an input batch carries at most {MAX_INPUT_EVENTS} events")
+        tag = data[off]
+        entry = records.get(tag)
+        try:
+            if entry is not None:
+                unpacker, make = entry[1], entry[2]
+                values = unpacker.unpack_from(data, off + 1)
+                off += 1 + unpacker.size
+                events.append(make(*values))
+            elif tag == TEXT_TAG:
+                (length,) = _TEXT_LEN.unpack_from(data, off + 1)
+                off += 3 + length
+                if off > end:
+                    raise struct.error("text runs past the batch")
+                events.append(Text(data[off - length:off].decode("utf-8")))
+            else:
+                bad.append(f"unknown input record {tag}")
+                break
+        except struct.error:
+            bad.append(f"input record {tag} is cut off")
+            break
+        except (ValueError, KeyError, IndexError, TypeError) as exc:  # a field out of its range
+            bad.append(f"input record {tag}: {exc}")
+    return events, bad

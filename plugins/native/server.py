@@ -25,7 +25,7 @@ from punktfunk_core.admission import ConnectionGate
 from punktfunk_core.apps import DESKTOP_ID, DESKTOP_NAME, LaunchError, RunningApp
 from punktfunk_core.host import HostBusy
 from punktfunk_core.identity import PairedClients
-from punktfunk_core.inputevents import FeedbackEvent
+from punktfunk_core.inputevents import FeedbackEvent, InputEvent
 from punktfunk_core.inputsink import InputSink
 from punktfunk_core.ipc import IpcError
 from punktfunk_core.protocol import PIN_FROM_HOST, ProtocolPlane
@@ -39,7 +39,9 @@ from punktfunk_native.identity import Identity, control_tls, load_or_create_iden
 from punktfunk_native.input import (
     MAX_FEEDBACK_EVENTS,
     MAX_INPUT_EVENTS,
+    BatchTooLarge,
     MalformedInput,
+    decode_batch,
     decode_event,
     feedback_message,
 )
@@ -556,27 +558,47 @@ class NativePlane(ProtocolPlane):
         if client is None or client.view_only:  # looked up per message: a change applies at once
             self.count("input_view_only")
             return
-        events = msg.get("events")
+        batch = msg.get("batch")
+        if isinstance(batch, bytes):  # a binary batch (the reference client's way)
+            if inp.sink is None:
+                self.count("input_no_session")
+                return
+            try:
+                decoded, bad = decode_batch(batch)
+            except BatchTooLarge:
+                self.count("input_oversized")
+                return
+            for reason in bad:
+                self._malformed_input(inp, reason)
+        else:
+            decoded = self._json_input(inp, msg.get("events"))
+        if decoded and inp.sink is not None:
+            inp.sink.submit_many(decoded, received_ns)  # one batch, one flush of the backend
+
+    def _json_input(self, inp: _SessionInput, events: Any) -> list[InputEvent]:
+        """The events of a JSON ``input`` message ([] when it is dropped whole, counted)."""
         if not isinstance(events, list) or not events:
             self.count("input_malformed")
-            return
+            return []
         if len(events) > MAX_INPUT_EVENTS:
             self.count("input_oversized")
-            return
+            return []
         if inp.sink is None:
             self.count("input_no_session")
-            return
+            return []
         decoded = []
         for item in events:
             try:
                 decoded.append(decode_event(item))
             except MalformedInput as exc:
-                self.count("input_malformed")
-                if inp.malformed_logged < 3:
-                    inp.malformed_logged += 1
-                    log.info("native: session input: dropped a malformed event: %s", exc)
-        if decoded:
-            inp.sink.submit_many(decoded, received_ns)  # one batch, one flush of the backend
+                self._malformed_input(inp, str(exc))
+        return decoded
+
+    def _malformed_input(self, inp: _SessionInput, reason: str) -> None:
+        self.count("input_malformed")
+        if inp.malformed_logged < 3:
+            inp.malformed_logged += 1
+            log.info("native: session input: dropped a malformed event: %s", reason)
 
     def _send_feedback(self, ctl: Control, queue: deque[FeedbackEvent]) -> None:
         """What the input backend has for the client, on the control connection."""

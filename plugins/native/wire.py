@@ -33,6 +33,9 @@ SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
 #: control messages larger than this are refused from their length prefix alone
 MAX_CONTROL_MESSAGE = 64 * 1024
 _LEN = struct.Struct("!I")
+#: set in a length prefix: the body is a binary input batch (client → host), not JSON; the
+#: reader hands it on as ``{"type": "input", "batch": <bytes>}`` (docs/protocol-native.md, "Input")
+BINARY_INPUT = 0x8000_0000
 
 
 class ProtocolError(Exception):
@@ -53,6 +56,13 @@ def encode_message(msg: dict[str, Any]) -> bytes:
     return _LEN.pack(len(body)) + body
 
 
+def encode_input_batch(batch: bytes) -> bytes:
+    """One control frame carrying a binary input batch (plugins/native/input.py encodes it)."""
+    if not 0 < len(batch) <= MAX_CONTROL_MESSAGE:
+        raise MessageTooLarge(f"input batch of {len(batch)} bytes is not 1..{MAX_CONTROL_MESSAGE}")
+    return _LEN.pack(BINARY_INPUT | len(batch)) + batch
+
+
 def decode_body(body: bytes) -> dict[str, Any]:
     """Parse one message body (without its length prefix)."""
     try:
@@ -70,7 +80,8 @@ class MessageReader:
     """Incremental decoder of length-prefixed control messages.
 
     ``feed(data)`` accepts any split of the byte stream and returns the
-    complete messages. A length prefix above :data:`MAX_CONTROL_MESSAGE` (or
+    complete messages. A prefix with :data:`BINARY_INPUT` set frames a binary
+    input batch, returned undecoded. A length above :data:`MAX_CONTROL_MESSAGE` (or
     zero) raises :class:`MessageTooLarge`/:class:`ProtocolError` before the
     body is buffered.
     """
@@ -79,6 +90,7 @@ class MessageReader:
         self.max_size = max_size
         self._buf = bytearray()
         self._need: int | None = None
+        self._binary = False
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         self._buf += data
@@ -88,6 +100,8 @@ class MessageReader:
                 if len(self._buf) < 4:
                     return out
                 (n,) = _LEN.unpack_from(self._buf, 0)
+                self._binary = bool(n & BINARY_INPUT)
+                n &= ~BINARY_INPUT
                 if n > self.max_size:
                     raise MessageTooLarge(f"peer announced a {n}-byte control message (limit {self.max_size})")
                 if n == 0:
@@ -99,7 +113,7 @@ class MessageReader:
             body = bytes(self._buf[: self._need])
             del self._buf[: self._need]
             self._need = None
-            out.append(decode_body(body))
+            out.append({"type": "input", "batch": body} if self._binary else decode_body(body))
 
     def read(self, sock: socket.socket) -> list[dict[str, Any]]:
         """Read what the socket has (honouring its timeout); [] on timeout.

@@ -35,7 +35,7 @@ from punktfunk_native.client.terminal import Terminal
 from punktfunk_native.control import ControlChannel
 from punktfunk_native.datapath import NativeReceiver
 from punktfunk_native.identity import Identity, KnownHosts, client_context, load_or_create_identity
-from punktfunk_native.input import MAX_INPUT_EVENTS, MalformedInput, decode_feedback, encode_feedback, input_message
+from punktfunk_native.input import MAX_INPUT_EVENTS, MalformedInput, decode_feedback, encode_batch, encode_feedback
 from punktfunk_native.pairing import BadSpakeMessage, ClientPairing
 from punktfunk_native.wire import (
     PROTOCOL_VERSION,
@@ -52,6 +52,9 @@ DEFAULT_PORT = 47992
 NO_VIDEO_TIMEOUT_S = 5.0
 #: feedback events (rumble …) the summary keeps; later ones are only counted
 MAX_FEEDBACK_KEPT = 100
+#: queued input goes out at most once per tick, as one batch: at 1000 events/s a few per message
+#: instead of one, and a lone event (nothing sent within a tick) still leaves at once
+INPUT_TICK_S = 0.002
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -192,10 +195,12 @@ class NativeClient:
         self._reported: dict[str, int] = {}
         self._last_report_at = 0.0
         #: input waiting for the control thread, which alone writes to the connection
-        self._outbox: list[InputEvent | dict[str, Any]] = []
+        self._outbox: list[InputEvent | dict[str, Any] | bytes] = []
         self._outbox_lock = threading.Lock()
         #: wakes the control thread for queued input (a pipe, open while a stream runs)
         self._wake_r = self._wake_w = -1
+        #: queued input is sent no sooner than this (monotonic s): one batch per INPUT_TICK_S
+        self._input_due = 0.0
         #: input events handed to the connection
         self.input_sent = 0
         self.script: ScriptPlayer | None = None
@@ -221,16 +226,16 @@ class NativeClient:
         with self._outbox_lock:
             for event in events:
                 tail = self._outbox[-1] if self._outbox else None
-                folded = merged(tail, event) if tail is not None and not isinstance(tail, dict) else None
+                folded = merged(tail, event) if tail is not None and not isinstance(tail, (dict, bytes)) else None
                 if folded is not None:
                     self._outbox[-1] = folded
                 else:
                     self._outbox.append(event)
         self._wake()
 
-    def send_message(self, msg: dict[str, Any]) -> None:
-        """Send one control message as it is, in order with the input (any thread):
-        for messages this client does not know, and for tests of the host's checks."""
+    def send_message(self, msg: dict[str, Any] | bytes) -> None:
+        """Send one control message as it is, in order with the input (any thread): for messages
+        this client does not know, and for tests of the host's checks (bytes: a binary input batch)."""
         with self._outbox_lock:
             self._outbox.append(msg)
         self._wake()
@@ -245,6 +250,9 @@ class NativeClient:
                 pass
 
     def _send_queued_input(self, ctl: HostControl) -> None:
+        now = time.monotonic()
+        if now < self._input_due:  # a batch went out less than a tick ago: this one gathers more
+            return
         try:
             while os.read(self._wake_r, 4096):
                 pass
@@ -252,14 +260,18 @@ class NativeClient:
             pass
         with self._outbox_lock:
             items, self._outbox = self._outbox, []
+        if items:
+            self._input_due = now + INPUT_TICK_S
         events: list[InputEvent] = []
         for item in [*items, None]:  # events between raw messages go out in messages of their own
-            if item is None or isinstance(item, dict):
+            if item is None or isinstance(item, (dict, bytes)):
                 for i in range(0, len(events), MAX_INPUT_EVENTS):
-                    ctl.send(input_message(events[i:i + MAX_INPUT_EVENTS]))
+                    ctl.send_input_batch(encode_batch(events[i:i + MAX_INPUT_EVENTS]))
                 self.input_sent += len(events)
                 events = []
-                if item is not None:
+                if isinstance(item, bytes):
+                    ctl.send_input_batch(item)
+                elif item is not None:
                     ctl.send(item)
             else:
                 events.append(item)
@@ -268,7 +280,9 @@ class NativeClient:
         """Wait until the host sent something (True) or input is queued (False)."""
         if ctl.pending or ctl.sock.pending():  # TLS may hold a decrypted record already
             return True
-        readable, _, _ = select.select([ctl.sock, self._wake_r], [], [], timeout)
+        hold = self._input_due - time.monotonic()  # queued input waits for its tick, the host does not
+        watch = [ctl.sock] if hold > 0 else [ctl.sock, self._wake_r]
+        readable, _, _ = select.select(watch, [], [], min(timeout, hold) if hold > 0 else timeout)
         return ctl.sock in readable
 
     # -- connecting -------------------------------------------------------------------
