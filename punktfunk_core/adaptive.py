@@ -20,18 +20,24 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from punktfunk_core.stats import StatsSample
 
 Mode = Literal["adaptive", "fixed"]
 MODES: tuple[Mode, ...] = ("adaptive", "fixed")
 
 #: blocks up to this many data shards get their own table row; larger ones use its share
 TABLE_DATA_SHARDS = 256
-#: a block this small (in data shards) may get this many parity shards whatever the ceiling
-#: says: a one-shard frame at 20 % loss needs 4 to meet 0.1 % (0.2⁵ = 3·10⁻⁴), and costs little
-SMALL_BLOCK_PARITY = 6
+#: a small block may get this many parity shards whatever the ceiling says: a one-shard frame
+#: at 20 % loss needs 4 to meet 0.1 % (0.2⁵ = 3·10⁻⁴), twelve shards at 12.5 % need 8; small
+#: blocks are small frames (native: 64-byte shards below 4 kB), so their parity costs little
+SMALL_BLOCK_PARITY = 8
 #: the reference block the reported share (``percent``) is computed for: the native
 #: packetizer splits small access units into about this many shards
 REFERENCE_DATA_SHARDS = 64
@@ -155,7 +161,8 @@ class FecController:
     """Parity per FEC block from the loss the client reports.
 
     ``observe`` (control thread) updates the smoothed loss rate and run length and
-    publishes a new table; ``parity_for`` (packetize thread) reads it.
+    publishes a new table; ``parity_for`` (packetize thread) reads it. Until the
+    first report the link is unknown and blocks get the fixed share.
     """
 
     def __init__(self, policy: FecPolicy) -> None:
@@ -167,6 +174,9 @@ class FecController:
         #: P(unrecoverable) of the reference block at the chosen parity: > target when the ceiling binds
         self.residual_loss = 0.0
         self.windows = 0
+        #: data and parity shards of the blocks asked for so far (written by the packetize thread only)
+        self.data_shards = 0
+        self.parity_shards = 0
         self._table: list[int] = []
         self._publish()
 
@@ -198,7 +208,7 @@ class FecController:
 
     def _publish(self) -> None:
         p = self.policy
-        if not self.adaptive:
+        if not self.adaptive or not self.windows:  # before the first report nothing is known: the fixed share
             self._table = [fixed_parity(k, p.fixed_percent, p.min_parity) for k in range(TABLE_DATA_SHARDS + 1)]
             self.residual_loss = 0.0
             return
@@ -212,12 +222,15 @@ class FecController:
         """Parity shards for a block of ``data_shards`` data shards (per frame: no lock)."""
         table = self._table
         if data_shards < len(table):
-            return table[data_shards]
-        if not self.adaptive:
+            m = table[data_shards]
+        elif not self.adaptive or not self.windows:
             p = self.policy
-            return fixed_parity(data_shards, p.fixed_percent, p.min_parity)
-        # a larger block needs no larger share than the largest row (losses average out)
-        return math.ceil(data_shards * table[-1] / (len(table) - 1))
+            m = fixed_parity(data_shards, p.fixed_percent, p.min_parity)
+        else:  # a larger block needs no larger share than the largest row (losses average out)
+            m = math.ceil(data_shards * table[-1] / (len(table) - 1))
+        self.data_shards += data_shards
+        self.parity_shards += m
+        return m
 
     @property
     def percent(self) -> float:
@@ -305,8 +318,10 @@ class RateController:
         return self.target_kbps
 
     def client_asks(self, kbps: int) -> int | None:
-        """The client asked for a lower rate: take it as the new ceiling for probing."""
-        kbps = max(self.min_kbps, min(int(kbps), self.max_kbps))
+        """The client asked for a rate: it becomes the target and the ceiling probing stops at
+        (never below the minimum); the new target, or None when it does not change."""
+        kbps = max(self.min_kbps, int(kbps))
+        self.max_kbps = kbps
         if kbps == self.target_kbps:
             return None
         self.target_kbps = kbps
@@ -333,3 +348,79 @@ class KeyframeCoalescer:
         self._last = now
         self.forced += 1
         return True
+
+
+def policies(cfg: Mapping[str, Any], fixed_percent: float | None = None) -> tuple[FecPolicy, RatePolicy]:
+    """The policies of a protocol's config section (the keys are the same in every protocol's
+    section; their schema checked each one). Values the schema cannot relate are reconciled,
+    never refused: a floor above the ceiling is the ceiling, a maximum below the minimum the
+    minimum. ``fixed_percent``: the share fixed mode uses (default: the section's ``fec_percent``)."""
+    ceiling = float(cfg.get("fec_ceiling_percent", 50.0))
+    fec = FecPolicy(
+        mode="fixed" if cfg.get("fec", "adaptive") == "fixed" else "adaptive",
+        target=float(cfg.get("fec_target", 0.001)),
+        floor_percent=min(float(cfg.get("fec_floor_percent", 5.0)), ceiling),
+        ceiling_percent=ceiling,
+        fixed_percent=float(cfg.get("fec_percent", 20) if fixed_percent is None else fixed_percent),
+        min_parity=int(cfg.get("fec_min_parity", 2)),
+    )
+    low = int(cfg.get("bitrate_min_kbps", 500))
+    high = int(cfg.get("bitrate_max_kbps", 0))
+    rate = RatePolicy(mode="fixed" if cfg.get("rate_control", "adaptive") == "fixed" else "adaptive",
+                      min_kbps=low, max_kbps=max(high, low) if high else 0)
+    return fec, rate
+
+
+class AdaptiveControl:
+    """One session's controllers, fed by its protocol's control thread.
+
+    ``observe`` takes a report window and applies a new bitrate through
+    ``set_bitrate``; ``keyframe`` says whether a client's keyframe request
+    forces an IDR; ``fill`` writes the capture fields into a window's sample
+    (called by the runner when the window closes; fields of a fixed
+    controller stay absent).
+    """
+
+    def __init__(self, fec: FecPolicy, rate: RatePolicy, start_kbps: int,
+                 set_bitrate: Callable[[int], None] | None = None, keyframe_hold_s: float = 0.5) -> None:
+        self.fec = FecController(fec)
+        self.rate = RateController(rate, start_kbps, fec.target)
+        self.keyframes = KeyframeCoalescer(keyframe_hold_s)
+        #: where a new bitrate goes (the session's encoder); the protocol may set it once the session runs
+        self.set_bitrate = set_bitrate
+        #: the latest smoothed RTT, from the protocol's pings
+        self.rtt_us: float | None = None
+        self._shards_seen = (0, 0)
+
+    def observe(self, report: LossReport) -> int | None:
+        """A client report window: update FEC, then the bitrate (returned when it changed)."""
+        if report.rtt_us is None and self.rtt_us is not None:
+            report = LossReport(report.window_s, report.packets_expected, report.packets_lost, report.loss_runs,
+                                report.frames_unrecoverable, self.rtt_us)
+        self.fec.observe(report)
+        kbps = self.rate.observe(report, self.fec.residual_loss)
+        if kbps is not None and self.set_bitrate is not None:
+            self.set_bitrate(kbps)
+        return kbps
+
+    def client_asks(self, kbps: int) -> int:
+        """The client asked for a bitrate: the new target (and ceiling) when rate control is adaptive."""
+        if self.rate.policy.mode == "adaptive":
+            self.rate.client_asks(kbps)
+            return self.rate.target_kbps
+        return int(kbps)
+
+    def keyframe(self, now: float | None = None) -> bool:
+        """A keyframe request: True = force an IDR now."""
+        return self.keyframes.request(now)
+
+    def fill(self, sample: StatsSample) -> None:
+        if self.fec.adaptive:
+            k, m = self.fec.data_shards, self.fec.parity_shards
+            k0, m0 = self._shards_seen
+            self._shards_seen = (k, m)
+            # the share the window's blocks got; the share chosen now when none was sent
+            sample.fec_parity_pct = round(100 * (m - m0) / (k - k0), 2) if k > k0 else round(self.fec.percent, 2)
+            sample.loss_estimate_pct = round(100 * self.fec.loss_estimate, 3)
+        if self.rate.policy.mode == "adaptive":
+            sample.bitrate_target_kbps = self.rate.target_kbps

@@ -101,9 +101,17 @@ def test_fixed_mode_is_todays_share_with_its_minimum():
     assert fixed_parity(64, 0, 2) == 0
 
 
+def test_before_the_first_report_blocks_get_the_fixed_share():
+    fec = FecController(FecPolicy(fixed_percent=20, min_parity=2))
+    assert [fec.parity_for(k) for k in (1, 64, 1000)] == [2, 13, 200]
+    fec.observe(report(lost=0))
+    assert fec.parity_for(64) == 4  # a clean first window: the 5 % floor
+
+
 def test_loss_raises_parity_at_once_and_clean_windows_bring_it_back_to_the_floor():
     policy = FecPolicy()
     fec = FecController(policy)
+    fec.observe(report(lost=0))
     floor = fec.parity_for(REFERENCE_DATA_SHARDS)
     assert fec.percent == pytest.approx(100 * floor / REFERENCE_DATA_SHARDS)
     fec.observe(report(lost=1000))  # 10 %
@@ -204,9 +212,12 @@ def test_fixed_rate_control_never_moves():
     assert rate.target_kbps == 4000
 
 
-def test_the_client_may_ask_for_less():
+def test_the_client_may_ask_for_less_and_probing_stops_there():
     rate = RateController(RatePolicy(min_kbps=500), start_kbps=4000)
     assert rate.client_asks(2000) == 2000
+    for _ in range(10):
+        rate.observe(report(lost=0), 0.0)
+    assert rate.target_kbps == 2000
     assert rate.client_asks(100) == 500
     assert rate.client_asks(500) is None
 
