@@ -49,6 +49,8 @@ HEADROOM = 1.25
 DECAY = 0.5
 #: an estimate below this is taken as a clean link (the table is then the floor)
 CLEAN_LOSS = 1e-4
+#: after this many full windows in a row without a single loss the estimate is 0: the link is clean
+CLEAN_WINDOWS = 3
 #: windows with fewer datagrams say little about the loss rate: they are blended in by weight
 MIN_PACKETS = 200
 
@@ -174,9 +176,11 @@ class FecController:
         #: P(unrecoverable) of the reference block at the chosen parity: > target when the ceiling binds
         self.residual_loss = 0.0
         self.windows = 0
+        self._clean_windows = 0
         #: data and parity shards of the blocks asked for so far (written by the packetize thread only)
         self.data_shards = 0
         self.parity_shards = 0
+        self.payload_bytes = 0
         self._table: list[int] = []
         self._publish()
 
@@ -194,7 +198,8 @@ class FecController:
             self.loss_estimate += weight * (measured - self.loss_estimate)  # fast attack
         else:
             self.loss_estimate += weight * DECAY * (measured - self.loss_estimate)  # slow decay
-        if self.loss_estimate < CLEAN_LOSS:
+        self._clean_windows = self._clean_windows + 1 if report.packets_lost == 0 and weight == 1.0 else 0
+        if self.loss_estimate < CLEAN_LOSS or self._clean_windows >= CLEAN_WINDOWS:
             self.loss_estimate = 0.0
         if report.loss_runs and report.packets_lost:
             run = report.packets_lost / report.loss_runs
@@ -218,8 +223,21 @@ class FecController:
         self.residual_loss = block_failure(REFERENCE_DATA_SHARDS, m, self.loss_estimate, self.burst_estimate)
         self._table = table  # one rebinding: the packetize thread sees the old table or the new one
 
-    def parity_for(self, data_shards: int) -> int:
-        """Parity shards for a block of ``data_shards`` data shards (per frame: no lock)."""
+    def congestion_cleared(self) -> None:
+        """The rate was cut because the loss was ours (congestion): the new rate should not
+        see it, and parity sized for it would only add to the load. The next report decides
+        again (fast attack)."""
+        if self.adaptive:
+            self.windows += 1  # the link is known now: no longer the fixed share of the start
+            self.loss_estimate = 0.0
+            self.burst_estimate = 1.0
+            self._clean_windows = 0
+            self._publish()
+
+    def parity_for(self, data_shards: int, payload_bytes: int = 0) -> int:
+        """Parity shards for a block of ``data_shards`` data shards (per frame: no lock).
+        ``payload_bytes``, the block's size, is counted for the rate controller (what the
+        encoder really sent, which may be less than its target)."""
         table = self._table
         if data_shards < len(table):
             m = table[data_shards]
@@ -230,6 +248,7 @@ class FecController:
             m = math.ceil(data_shards * table[-1] / (len(table) - 1))
         self.data_shards += data_shards
         self.parity_shards += m
+        self.payload_bytes += payload_bytes
         return m
 
     @property
@@ -255,10 +274,25 @@ class RatePolicy:
             raise ValueError("bitrate_max_kbps must be 0 or at least bitrate_min_kbps")
 
 
-#: multiplicative decrease on congestion
+#: multiplicative decrease on congestion ...
 DECREASE = 0.8
-#: additive increase per clean window, as a share of the ceiling
+#: ... or, when the window lost more, down to this share of what got through: a link that
+#: delivered (1 - p) of the datagrams carries about (1 - p) of the rate, with a margin
+THROUGH_MARGIN = 0.9
+#: loss in runs at least this long on average (and above BURSTY_LOSS) is a queue overflowing
+BURSTY_RUN = 3.0
+BURSTY_LOSS = 0.001
+#: the reasons for a decrease that say the loss was caused by our own rate
+CONGESTION = ("loss", "burst")
+#: additive increase per clean window, as a share of the ceiling ...
 INCREASE_SHARE = 0.05
+#: ... and near the rate that last congested the link (above NEAR_SHARE of it, up to FAR_SHARE
+#: above it) this much: probing where the link broke costs a loss burst, so it is done slowly
+CAUTIOUS_SHARE = 0.01
+NEAR_SHARE = 0.9
+FAR_SHARE = 1.1
+#: for this many windows after the cut; later the link may have changed, and probing is additive again
+CAUTIOUS_WINDOWS = 5
 #: clean windows after a decrease before probing up again
 HOLD_WINDOWS = 2
 #: RTT above the smallest seen by this factor plus RTT_SLACK_US means a queue is building
@@ -270,8 +304,12 @@ class RateController:
     """AIMD on the encoder's target: down on congestion, up additively when clean.
 
     Congestion is loss FEC cannot absorb (``residual_loss`` above the FEC target, or
-    unrecoverable frames in two windows in a row) or an RTT that rose well above the
-    smallest one seen (a queue). Random loss that FEC covers leaves the rate alone.
+    unrecoverable frames in two windows in a row) unless its runs are as short as
+    independent loss makes them, loss in long runs (a queue overflowing: bursts,
+    not scattered drops) or an RTT that rose well above the smallest one seen (a
+    queue). Random loss leaves the rate alone: a lower rate would not reduce it.
+    The window right after a decrease does not decrease again (it still carries
+    the old rate).
     """
 
     def __init__(self, policy: RatePolicy, start_kbps: int, fec_target: float = 0.001) -> None:
@@ -282,34 +320,65 @@ class RateController:
         self.fec_target = fec_target
         self.min_rtt_us: float | None = None
         self._lossy_windows = 0
-        self._since_decrease = HOLD_WINDOWS
-        #: why the target last moved ("loss", "rtt", "probe", "client"), for logs and tests
+        self._since_decrease = HOLD_WINDOWS + 1
+        #: why the target last moved ("loss", "burst", "rtt", "probe", "client"), for logs and tests
         self.last_reason = ""
+        #: the last window's loss was caused by our own rate ("loss" or "burst"), cut or not
+        self.congested = False
+        #: the target when congestion last cut it: probing near it goes slowly
+        self.congested_at_kbps: int | None = None
 
-    def observe(self, report: LossReport, residual_loss: float) -> int | None:
-        """A report window: the new target in kbps when it changes, else None."""
+    def observe(self, report: LossReport, residual_loss: float, *, sent_kbps: float | None = None,
+                relief: float = 1.0) -> int | None:
+        """A report window: the new target in kbps when it changes, else None.
+
+        ``sent_kbps``: what the encoder really sent in the window (a cut starts from it when
+        it is below the target); ``relief``: how much the wire rate shrinks besides the cut
+        (parity dropped back to the floor: (1 + share then) / (1 + share now)).
+        """
         if self.policy.mode != "adaptive":
             return None
         reason = ""
+        # the parity in force could not cover the loss the window had (none: nothing to cover)
+        residual_loss = residual_loss if report.packets_lost else 0.0
         if report.frames_unrecoverable > 0 or residual_loss > self.fec_target:
             self._lossy_windows += 1
         else:
             self._lossy_windows = 0
-        if residual_loss > 10 * self.fec_target or self._lossy_windows >= 2:
+        loss = report.loss_rate
+        run = report.packets_lost / report.loss_runs if report.loss_runs else None
+        # runs as short as independent loss makes them: the link drops at random, whatever our rate
+        scattered = run is not None and run < 1.5 / (1 - min(loss, 0.9))
+        if (residual_loss > 10 * self.fec_target or self._lossy_windows >= 2) and not scattered:
             reason = "loss"
+        elif loss > BURSTY_LOSS and run is not None and run >= BURSTY_RUN:
+            reason = "burst"
         if report.rtt_us is not None and report.rtt_us > 0:
             base = self.min_rtt_us = report.rtt_us if self.min_rtt_us is None else min(self.min_rtt_us, report.rtt_us)
             if report.rtt_us > base * RTT_RISE + RTT_SLACK_US:
                 reason = reason or "rtt"
+        self.congested = reason in CONGESTION
         old = self.target_kbps
-        if reason:
-            self.target_kbps = max(self.min_kbps, int(old * DECREASE))
+        if reason and self._since_decrease == 0:
+            reason = ""  # the window after a decrease still carries the old rate
+            self._since_decrease = 1
+        elif reason:
+            if reason in CONGESTION:
+                self.congested_at_kbps = old
+            base = min(old, sent_kbps) if sent_kbps else old
+            factor = min(DECREASE, (1 - loss) * THROUGH_MARGIN * max(1.0, relief))
+            self.target_kbps = max(self.min_kbps, min(int(old * DECREASE), int(base * factor)))
             self._since_decrease = 0
             self._lossy_windows = 0
         else:
             self._since_decrease += 1
             if self._since_decrease > HOLD_WINDOWS and self._lossy_windows == 0 and report.loss_rate < 0.5:
                 step = max(1, int(self.max_kbps * INCREASE_SHARE))
+                broke = self.congested_at_kbps
+                if broke is not None and (old >= FAR_SHARE * broke or self._since_decrease > CAUTIOUS_WINDOWS):
+                    self.congested_at_kbps = broke = None  # well past it: the link has grown
+                if broke is not None and old + step > NEAR_SHARE * broke:
+                    step = max(1, int(self.max_kbps * CAUTIOUS_SHARE))
                 self.target_kbps = min(self.max_kbps, old + step)
                 reason = "probe"
         if self.target_kbps == old:
@@ -391,14 +460,39 @@ class AdaptiveControl:
         #: the latest smoothed RTT, from the protocol's pings
         self.rtt_us: float | None = None
         self._shards_seen = (0, 0)
+        self._observed = (0, 0, 0)  # data shards, parity shards, payload bytes at the last report
+        self._observed_at: float | None = time.monotonic()  # the session starts sending now
+
+    def _window_sent(self) -> tuple[float | None, float]:
+        """Since the last report: the kbit/s the encoder sent and the parity share (0..) its blocks got."""
+        fec = self.fec
+        now = time.monotonic()
+        k0, m0, b0 = self._observed
+        k, m, b = fec.data_shards, fec.parity_shards, fec.payload_bytes
+        self._observed = (k, m, b)
+        since, self._observed_at = self._observed_at, now
+        share = (m - m0) / (k - k0) if k > k0 else fec.percent / 100
+        if since is None or now <= since or b <= b0:
+            return None, share
+        return (b - b0) * 8 / (now - since) / 1000, share
 
     def observe(self, report: LossReport) -> int | None:
         """A client report window: update FEC, then the bitrate (returned when it changed)."""
         if report.rtt_us is None and self.rtt_us is not None:
             report = LossReport(report.window_s, report.packets_expected, report.packets_lost, report.loss_runs,
                                 report.frames_unrecoverable, self.rtt_us)
-        self.fec.observe(report)
-        kbps = self.rate.observe(report, self.fec.residual_loss)
+        sent_kbps, share = self._window_sent()
+        floor = self.fec.policy.floor_percent / 100
+        # the rate first, judged by the parity that was in force during the window; a cut for
+        # congestion also drops the parity to the floor (below), which it counts as relief
+        kbps = self.rate.observe(report, self.fec.residual_loss, sent_kbps=sent_kbps,
+                                 relief=(1 + share) / (1 + floor))
+        if self.rate.congested and self.rate.target_kbps > self.rate.min_kbps:
+            # the loss is our rate's: the cut answers it, and parity sized for it would only add
+            # to the load (at the minimum rate nothing is left to cut: then FEC protects)
+            self.fec.congestion_cleared()
+        else:
+            self.fec.observe(report)
         if kbps is not None and self.set_bitrate is not None:
             self.set_bitrate(kbps)
         return kbps

@@ -104,7 +104,7 @@ class NativePacketizer(Packetizer):
 
     def __init__(self, key: bytes, fec: FecParams, direction: int = DIR_HOST_TO_CLIENT,
                  *, batch_seal: bool = True, packet_type: int = PKT_VIDEO,
-                 parity_for: Callable[[int], int] | None = None) -> None:
+                 parity_for: Callable[[int, int], int] | None = None) -> None:
         self._aead = AESGCM(key)
         self._sealer = _CSealer(key, direction) if batch_seal and _CSealer is not None else None
         self.fec = fec
@@ -115,14 +115,14 @@ class NativePacketizer(Packetizer):
         self.au_seq = 0
         #: parity shards per block of k data shards: the session's FEC controller (docs/adaptive.md),
         #: else the fixed share of ``fec``
-        self.parity_for = parity_for or (lambda k: parity_count(k, fec.fec_percent, fec.min_parity))
+        self.parity_for = parity_for or (lambda k, _n: parity_count(k, fec.fec_percent, fec.min_parity))
 
     def packetize(self, au: AccessUnit) -> PacketBatch:
         data = au.data
         n = len(data)
         fec = self.fec
         k, slen = shard_plan(n, fec.max_shard, fec.target_shards, fec.min_shard)
-        m = min(self.parity_for(k), MAX_TOTAL_SHARDS - k)
+        m = min(self.parity_for(k, n), MAX_TOTAL_SHARDS - k)
         total = k + m
         psize = OVERHEAD + slen
         shards = (_csplit if self._sealer is not None else split_shards)(data, k, slen)

@@ -657,8 +657,12 @@ class NativePlane(ProtocolPlane):
                         self._feedback(session, msg)
                     elif t == "keyframe_request":
                         # one IDR per loss burst: the client asks after every frame it lost
-                        if session.adaptive is None or session.adaptive.keyframe():
+                        control = session.adaptive
+                        if control is None or control.keyframe():
                             session.request_keyframe()
+                        if control is not None:  # live in `punktfunk status`
+                            session.details["keyframe_requests"] = {"forced": control.keyframes.forced,
+                                                                    "coalesced": control.keyframes.coalesced}
                     elif t == "set_bitrate":
                         kbps = min(get_int(msg, "bitrate_kbps", 100, 2_000_000),
                                    int(self.config.get("max_bitrate_kbps", 200_000)))

@@ -15,10 +15,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-#: the bucket holds this many seconds of traffic at the cap (a small router queue)
-BUCKET_S = 0.02
-#: but never less than this many bytes (one frame's worth of datagrams must be able to pass)
-BUCKET_MIN_BYTES = 16_000
+#: the bucket holds this many seconds of traffic at the cap (a router's queue: a frame's
+#: datagrams arrive in a burst, and a keyframe is many times the mean frame)
+BUCKET_S = 0.25
+#: but never less than this many bytes (a keyframe at a low rate must be able to pass)
+BUCKET_MIN_BYTES = 64_000
 
 
 @dataclass(frozen=True)
