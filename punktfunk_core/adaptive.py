@@ -53,6 +53,8 @@ CLEAN_LOSS = 1e-4
 CLEAN_WINDOWS = 3
 #: windows with fewer datagrams say little about the loss rate: they are blended in by weight
 MIN_PACKETS = 200
+#: a report of fewer datagrams than this is no news (the stream has barely started, or paused)
+MIN_REPORT_PACKETS = 50
 
 
 def fixed_parity(data_shards: int, percent: float, min_parity: int) -> int:
@@ -189,7 +191,7 @@ class FecController:
         return self.policy.mode == "adaptive"
 
     def observe(self, report: LossReport) -> None:
-        if not self.adaptive or report.packets_expected <= 0:
+        if not self.adaptive or report.packets_expected < MIN_REPORT_PACKETS:
             return
         self.windows += 1
         measured = report.loss_rate
@@ -451,7 +453,8 @@ class AdaptiveControl:
     """
 
     def __init__(self, fec: FecPolicy, rate: RatePolicy, start_kbps: int,
-                 set_bitrate: Callable[[int], None] | None = None, keyframe_hold_s: float = 0.5) -> None:
+                 set_bitrate: Callable[[int], None] | None = None, keyframe_hold_s: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.fec = FecController(fec)
         self.rate = RateController(rate, start_kbps, fec.target)
         self.keyframes = KeyframeCoalescer(keyframe_hold_s)
@@ -461,12 +464,14 @@ class AdaptiveControl:
         self.rtt_us: float | None = None
         self._shards_seen = (0, 0)
         self._observed = (0, 0, 0)  # data shards, parity shards, payload bytes at the last report
-        self._observed_at: float | None = time.monotonic()  # the session starts sending now
+        #: the time base of the sent rate (a simulation passes its own)
+        self.clock = clock
+        self._observed_at: float | None = clock()  # the session starts sending now
 
     def _window_sent(self) -> tuple[float | None, float]:
         """Since the last report: the kbit/s the encoder sent and the parity share (0..) its blocks got."""
         fec = self.fec
-        now = time.monotonic()
+        now = self.clock()
         k0, m0, b0 = self._observed
         k, m, b = fec.data_shards, fec.parity_shards, fec.payload_bytes
         self._observed = (k, m, b)
@@ -506,7 +511,7 @@ class AdaptiveControl:
 
     def keyframe(self, now: float | None = None) -> bool:
         """A keyframe request: True = force an IDR now."""
-        return self.keyframes.request(now)
+        return self.keyframes.request(self.clock() if now is None else now)
 
     def fill(self, sample: StatsSample) -> None:
         if self.fec.adaptive:

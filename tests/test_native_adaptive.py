@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from test_native_e2e import client_cmd, client_env, start_host, summary_of
 
-#: (start_host puts extra keys into [native]) adaptive rate control would answer the fixed session's unrecoverable frames by lowering its
-#: bitrate; the loss tests compare FEC alone, so the rate stays where the client asked
+#: (start_host puts extra keys into [native]) adaptive rate control would answer the fixed
+#: session's unrecoverable frames by lowering its bitrate; the loss tests compare FEC alone
 FEC_ONLY = "rate_control = \"fixed\"\n"
 
 

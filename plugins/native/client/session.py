@@ -22,6 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from punktfunk_core.adaptive import MIN_REPORT_PACKETS
 from punktfunk_core.inputevents import InputEvent
 from punktfunk_core.inputsink import merged
 from punktfunk_core.paths import Paths, ensure_private_dir
@@ -51,6 +52,8 @@ from punktfunk_native.wire import (
 
 DEFAULT_PORT = 47992
 NO_VIDEO_TIMEOUT_S = 5.0
+#: the first report goes out this soon: the host's adaptive FEC learns the link from it
+FIRST_REPORT_S = 0.5
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -526,7 +529,7 @@ class NativeClient:
         ping_every = get_int(acc, "keepalive_interval_ms", 50, 60_000, 500) / 1000
         report_every = get_int(acc, "report_interval_ms", 200, 60_000, 2000) / 1000
         next_ping = t0
-        next_report = t0 + report_every
+        next_report = t0 + min(report_every, FIRST_REPORT_S)
         next_status = t0 + 0.5
         last_kf = 0.0
         host_timeout = get_int(acc, "keepalive_timeout_ms", 200, 600_000, 3000) / 1000
@@ -615,7 +618,8 @@ class NativeClient:
             self._reported[k] = self._reported.get(k, 0) + d
         self._reported["decode_samples"] = len(self.stats.decode_us)
         self._last_report_at = now
-        if self._at_first_report is None:  # from here on the host has heard from us: adaptive FEC can act
+        if self._at_first_report is None and deltas["packets_expected"] >= MIN_REPORT_PACKETS:
+            # from here on the host has heard how the link is: adaptive FEC can act
             self._at_first_report = self._loss_counts()
         ctl.send(msg)
 
