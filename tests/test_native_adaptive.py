@@ -127,3 +127,17 @@ def test_bitrate_settles_under_a_bandwidth_cap_and_recovers_when_it_is_lifted(pr
     assert sum(f < 20 for f in settled) <= 1, fps
     assert targets[-1] > 1.3 * max(capped), targets  # lifted: it probes back up
     assert h.proc.poll() is None
+
+
+@pytest.mark.slow
+def test_fixed_keeps_todays_share_and_records_no_adaptive_fields(probed_host, tmp_path):
+    h = probed_host('fec = "fixed"\nrate_control = "fixed"\n')
+    _pair(h, tmp_path, "c")
+    s = _finish(_stream(h, tmp_path, "c", "--seconds", "5", "--bitrate", "1500", "--loss", "0.05",
+                        "--loss-seed", "2"))
+    samples = _samples(h.samples_path, s["details"]["session_id"])
+    assert samples and s["packets_lost"] > 0, s
+    for x in samples:
+        assert not {"fec_parity_pct", "loss_estimate_pct", "bitrate_target_kbps"} & set(x), x
+        assert x["bitrate_kbps"] == 1500
+    assert h.proc.poll() is None
