@@ -55,7 +55,8 @@ def sweep_point(mode: str, pattern: str, seconds: float) -> dict[str, Any]:
     link = LinkImpairment(LossPattern.parse(pattern), seed=19)
     rnd = random.Random(7)
     frames = int(seconds * FPS)
-    sent = {"frames_sent": 0, "frames_unrecoverable": 0, "keyframes": 0, "wire_bytes": 0, "payload_bytes": 0}
+    sent: dict[str, Any] = {"frames_sent": 0, "frames_unrecoverable": 0, "keyframes": 0, "wire_bytes": 0,
+                            "payload_bytes": 0}
     reported = {"expected": 0, "lost": 0, "runs": 0, "unrec": 0}
     next_report = FIRST_REPORT_S
     last_report = 0.0
