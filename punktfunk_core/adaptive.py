@@ -41,9 +41,10 @@ SMALL_BLOCK_PARITY = 8
 #: the reference block the reported share (``percent``) is computed for: the native
 #: packetizer splits small access units into about this many shards
 REFERENCE_DATA_SHARDS = 64
-#: the loss rate the table is designed for is the estimate times this (estimation error,
-#: the loss varying within a window)
-HEADROOM = 1.25
+#: the loss rate the table is designed for is the estimate plus this many standard errors of a
+#: window's measurement (an upper confidence bound: a window of n datagrams in runs of b measures
+#: p within about sqrt(p(1-p)·b/n))
+CONFIDENCE_Z = 2.5
 #: per clean-ish window the estimate moves this share of the way down to the measured rate
 #: (attack is immediate: a worse window replaces the estimate)
 DECAY = 0.5
@@ -179,6 +180,7 @@ class FecController:
         self.residual_loss = 0.0
         self.windows = 0
         self._clean_windows = 0
+        self._window_packets = 0
         #: data and parity shards of the blocks asked for so far (written by the packetize thread only)
         self.data_shards = 0
         self.parity_shards = 0
@@ -194,6 +196,7 @@ class FecController:
         if not self.adaptive or report.packets_expected < MIN_REPORT_PACKETS:
             return
         self.windows += 1
+        self._window_packets = report.packets_expected
         measured = report.loss_rate
         weight = min(1.0, report.packets_expected / MIN_PACKETS)  # a thin window moves the estimate less
         if measured >= self.loss_estimate:
@@ -219,11 +222,20 @@ class FecController:
             self._table = [fixed_parity(k, p.fixed_percent, p.min_parity) for k in range(TABLE_DATA_SHARDS + 1)]
             self.residual_loss = 0.0
             return
-        design = min(0.95, self.loss_estimate * HEADROOM)
+        design = self.design_loss
         table = parity_table(p, design, self.burst_estimate)
         m = table[REFERENCE_DATA_SHARDS]
         self.residual_loss = block_failure(REFERENCE_DATA_SHARDS, m, self.loss_estimate, self.burst_estimate)
         self._table = table  # one rebinding: the packetize thread sees the old table or the new one
+
+    @property
+    def design_loss(self) -> float:
+        """The loss rate the parity is sized for: the estimate plus its uncertainty."""
+        p = self.loss_estimate
+        if p <= 0:
+            return 0.0
+        n = max(MIN_PACKETS, self._window_packets)
+        return min(0.95, p + CONFIDENCE_Z * math.sqrt(p * (1 - p) * self.burst_estimate / n))
 
     def congestion_cleared(self) -> None:
         """The rate was cut because the loss was ours (congestion): the new rate should not
@@ -286,14 +298,16 @@ BURSTY_RUN = 3.0
 BURSTY_LOSS = 0.001
 #: the reasons for a decrease that say the loss was caused by our own rate
 CONGESTION = ("loss", "burst")
-#: additive increase per clean window, as a share of the ceiling ...
-INCREASE_SHARE = 0.05
-#: ... and near the rate that last congested the link (above NEAR_SHARE of it, up to FAR_SHARE
-#: above it) this much: probing where the link broke costs a loss burst, so it is done slowly
-CAUTIOUS_SHARE = 0.01
+#: increase per clean window: this share of the target or CEILING_SHARE of the ceiling, whichever
+#: is more (brisk far below the ceiling, in proportion near it) ...
+INCREASE_SHARE = 0.1
+CEILING_SHARE = 0.05
+#: ... and this share near the rate the link carried when it last congested (from NEAR_SHARE to
+#: FAR_SHARE of it): probing past what the link carries costs a loss burst, so it is done slowly
+CAUTIOUS_SHARE = 0.02
 NEAR_SHARE = 0.9
 FAR_SHARE = 1.1
-#: for this many windows after the cut; later the link may have changed, and probing is additive again
+#: for this many windows after the cut; later the link may have changed, and probing is brisk again
 CAUTIOUS_WINDOWS = 5
 #: clean windows after a decrease before probing up again
 HOLD_WINDOWS = 2
@@ -327,7 +341,8 @@ class RateController:
         self.last_reason = ""
         #: the last window's loss was caused by our own rate ("loss" or "burst"), cut or not
         self.congested = False
-        #: the target when congestion last cut it: probing near it goes slowly
+        #: what the link carried when congestion last cut the rate (what was sent times what got
+        #: through, in encoder kbit/s): probing near it goes slowly
         self.congested_at_kbps: int | None = None
 
     def observe(self, report: LossReport, residual_loss: float, *, sent_kbps: float | None = None,
@@ -365,9 +380,9 @@ class RateController:
             reason = ""  # the window after a decrease still carries the old rate
             self._since_decrease = 1
         elif reason:
-            if reason in CONGESTION:
-                self.congested_at_kbps = old
             base = min(old, sent_kbps) if sent_kbps else old
+            if reason in CONGESTION:
+                self.congested_at_kbps = int(base * (1 - loss))
             factor = min(DECREASE, (1 - loss) * THROUGH_MARGIN * max(1.0, relief))
             self.target_kbps = max(self.min_kbps, min(int(old * DECREASE), int(base * factor)))
             self._since_decrease = 0
@@ -375,12 +390,12 @@ class RateController:
         else:
             self._since_decrease += 1
             if self._since_decrease > HOLD_WINDOWS and self._lossy_windows == 0 and report.loss_rate < 0.5:
-                step = max(1, int(self.max_kbps * INCREASE_SHARE))
+                step = max(1, int(old * INCREASE_SHARE), int(self.max_kbps * CEILING_SHARE))
                 broke = self.congested_at_kbps
                 if broke is not None and (old >= FAR_SHARE * broke or self._since_decrease > CAUTIOUS_WINDOWS):
                     self.congested_at_kbps = broke = None  # well past it: the link has grown
                 if broke is not None and old + step > NEAR_SHARE * broke:
-                    step = max(1, int(self.max_kbps * CAUTIOUS_SHARE))
+                    step = max(1, int(old * CAUTIOUS_SHARE))
                 self.target_kbps = min(self.max_kbps, old + step)
                 reason = "probe"
         if self.target_kbps == old:

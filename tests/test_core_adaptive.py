@@ -10,7 +10,6 @@ import random
 import pytest
 
 from punktfunk_core.adaptive import (
-    HEADROOM,
     REFERENCE_DATA_SHARDS,
     FecController,
     FecPolicy,
@@ -117,7 +116,9 @@ def test_loss_raises_parity_at_once_and_clean_windows_bring_it_back_to_the_floor
     fec.observe(report(lost=1000))  # 10 %
     assert fec.loss_estimate == pytest.approx(0.10)  # fast attack: one window is enough
     high = fec.parity_for(REFERENCE_DATA_SHARDS)
-    assert binomial_failure(REFERENCE_DATA_SHARDS, high, 0.10 * HEADROOM) <= policy.target
+    # sized for the estimate plus 2.5 standard errors of a 10 000-datagram window: 10.75 %
+    assert fec.design_loss == pytest.approx(0.10 + 2.5 * math.sqrt(0.1 * 0.9 / 10_000))
+    assert binomial_failure(REFERENCE_DATA_SHARDS, high, fec.design_loss) <= policy.target
     clean_windows = 0
     while fec.parity_for(REFERENCE_DATA_SHARDS) > floor:
         fec.observe(report(lost=0))
@@ -133,7 +134,7 @@ def test_one_clean_window_after_a_lossy_one_keeps_most_of_the_protection():
     high = fec.parity_for(64)
     fec.observe(report(lost=0))
     assert fec.loss_estimate == pytest.approx(0.05)  # half way down, not back to zero
-    assert fec.parity_for(64) == parity_table(fec.policy, 0.05 * HEADROOM, 1.0)[64] > 4 < high
+    assert fec.parity_for(64) == parity_table(fec.policy, fec.design_loss, 1.0)[64] > 4 < high
 
 
 def test_a_thin_window_moves_the_estimate_less_than_a_full_one():
@@ -195,15 +196,25 @@ def test_loss_beyond_the_fec_ceiling_steps_down_then_clean_windows_probe_back_up
         rate.observe(r, fec.residual_loss)
     assert rate.target_kbps == 1000  # never below the minimum
     broke = rate.congested_at_kbps
-    assert broke == 1000  # the last rate that was too much (here: the minimum)
+    assert broke == 600  # what the link carried at the last cut: 1000 kbit/s sent, 60 % through
     ups = []
-    for _ in range(40):
+    for _ in range(60):
         got = rate.observe(report(lost=0), 0.0)
         if got is not None:
             ups.append(got)
-    # near it the probe is cautious (1 % of the ceiling per window), well past it additive (5 %)
-    assert ups[:3] == [1080, 1160, 1560]
+    # 5 % of the ceiling (or 10 % of the target, when more) per clean window; 2 % near what the link
+    # carried (not here: 1000 > 1.1 × 600)
+    assert ups[:3] == [1400, 1800, 2200]
     assert rate.target_kbps == 8000  # never above the start rate (max 0 = start)
+
+
+def test_probing_is_cautious_near_what_the_link_carried_when_it_congested():
+    rate = RateController(RatePolicy(min_kbps=100), start_kbps=4000)
+    assert rate.observe(report(lost=5000, runs=100), 0.0, sent_kbps=2000) == 900  # 2000 sent, half through
+    assert rate.congested_at_kbps == 1000
+    ups = [rate.observe(report(lost=0), 0.0) for _ in range(8)]
+    # held two windows, then 2 % steps while within 90–110 % of the 1000 the link carried
+    assert ups == [None, None, 918, 936, 954, 1154, 1354, 1554], ups  # brisk again 5 windows after the cut
 
 
 def test_mild_loss_in_long_runs_is_a_queue_overflowing():

@@ -57,13 +57,13 @@ def test_adaptive_fec_keeps_frames_whole_where_the_fixed_share_loses_some(host_f
     adaptive = _stream(h, tmp_path, "adaptive", *seed, fps=60)
     fixed = _stream(h, tmp_path, "fixed", *seed, "--fec", "20", fps=60)
     a, f = _finish(adaptive), _finish(fixed)
-    print(json.dumps(a["details"]), json.dumps(f["details"]))
     da, df = a["details"]["after_first_report"], f["details"]["after_first_report"]
     share_a = da["frames_unrecoverable"] / max(1, da["frames_expected"])
     share_f = df["frames_unrecoverable"] / max(1, df["frames_expected"])
     print(f"\n{loss:.0%} uniform loss, 20 s, after the first report window: adaptive "
           f"{da['frames_unrecoverable']}/{da['frames_expected']} frames unrecoverable ({share_a:.3%}), "
-          f"fixed 20 % {df['frames_unrecoverable']}/{df['frames_expected']} ({share_f:.3%})")
+          f"fixed 20 % {df['frames_unrecoverable']}/{df['frames_expected']} ({share_f:.3%}); adaptive gave up "
+          f"frames at {a['details']['unrecoverable_at_s']} s")
     figures(f"punktfunk/1 frames unrecoverable at {loss:.0%} loss, adaptive / fixed 20 %",
             f"{share_a:.3%} / {share_f:.3%}")
     for s in (a, f):
