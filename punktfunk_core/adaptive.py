@@ -417,9 +417,14 @@ class RateController:
 
 
 class KeyframeCoalescer:
-    """One forced IDR per loss burst: requests within ``hold_s`` of the last forced one are absorbed."""
+    """One forced IDR per loss burst: requests within ``hold_s`` of the last forced one are absorbed.
 
-    def __init__(self, hold_s: float = 0.5) -> None:
+    ``hold_s`` is about the time the forced IDR needs to reach the client: requests sent before it
+    arrived belong to the same burst; one after it is a new loss (or the IDR itself was lost) and
+    gets its own. Holding longer would leave a client that lost the IDR waiting.
+    """
+
+    def __init__(self, hold_s: float = 0.1) -> None:
         self.hold_s = hold_s
         self._last: float | None = None
         self.forced = 0
@@ -468,11 +473,12 @@ class AdaptiveControl:
     """
 
     def __init__(self, fec: FecPolicy, rate: RatePolicy, start_kbps: int,
-                 set_bitrate: Callable[[int], None] | None = None, keyframe_hold_s: float = 0.5,
+                 set_bitrate: Callable[[int], None] | None = None, keyframe_hold_s: float = 0.1,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.fec = FecController(fec)
         self.rate = RateController(rate, start_kbps, fec.target)
         self.keyframes = KeyframeCoalescer(keyframe_hold_s)
+        self._keyframe_hold_s = keyframe_hold_s
         #: where a new bitrate goes (the session's encoder); the protocol may set it once the session runs
         self.set_bitrate = set_bitrate
         #: the latest smoothed RTT, from the protocol's pings
@@ -526,6 +532,8 @@ class AdaptiveControl:
 
     def keyframe(self, now: float | None = None) -> bool:
         """A keyframe request: True = force an IDR now."""
+        if self.rtt_us is not None:  # the IDR needs a round trip and a bit to arrive
+            self.keyframes.hold_s = max(self._keyframe_hold_s, 1.5 * self.rtt_us / 1e6)
         return self.keyframes.request(self.clock() if now is None else now)
 
     def fill(self, sample: StatsSample) -> None:

@@ -276,3 +276,13 @@ def test_one_keyframe_per_burst():
     assert burst.count(True) == 1 and burst[0]
     assert kc.request(now=11.0)  # a later burst gets its own
     assert (kc.forced, kc.coalesced) == (2, 19)
+
+
+def test_a_request_after_the_idr_could_have_arrived_gets_its_own():
+    from punktfunk_core.adaptive import AdaptiveControl
+
+    control = AdaptiveControl(FecPolicy(), RatePolicy(), 4000)
+    assert control.keyframe(now=1.0) and not control.keyframe(now=1.05)  # in flight: same burst
+    assert control.keyframe(now=1.15)  # the IDR had time to arrive: this is a new loss
+    control.rtt_us = 200_000  # a long path: the IDR needs 1.5 round trips
+    assert not control.keyframe(now=1.40) and control.keyframe(now=1.46)
