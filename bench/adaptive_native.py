@@ -46,7 +46,8 @@ def sweep_point(mode: str, pattern: str, seconds: float) -> dict[str, Any]:
     target = [START_KBPS]
     adaptive = mode == "adaptive"
     share = float(mode.partition(":")[2] or 20)
-    control = AdaptiveControl(FecPolicy(mode="adaptive" if adaptive else "fixed", fixed_percent=share),
+    control = AdaptiveControl(FecPolicy(mode="adaptive" if adaptive else "fixed", fixed_percent=share,
+                                        start_fixed=True),
                               RatePolicy(mode="adaptive" if adaptive else "fixed"), START_KBPS,
                               set_bitrate=lambda kbps: target.__setitem__(0, kbps), clock=lambda: clock[0])
     key = os.urandom(16)

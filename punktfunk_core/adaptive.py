@@ -95,6 +95,9 @@ class FecPolicy:
     ceiling_percent: float = 50.0
     fixed_percent: float = 20.0
     min_parity: int = 2
+    #: adaptive: until the first report (nothing is known about the link yet) blocks get the fixed
+    #: share rather than the floor
+    start_fixed: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -167,7 +170,8 @@ class FecController:
 
     ``observe`` (control thread) updates the smoothed loss rate and run length and
     publishes a new table; ``parity_for`` (packetize thread) reads it. Until the
-    first report the link is unknown and blocks get the fixed share.
+    first report the link is unknown: blocks get the floor, or the fixed share
+    with ``start_fixed``.
     """
 
     def __init__(self, policy: FecPolicy) -> None:
@@ -218,7 +222,7 @@ class FecController:
 
     def _publish(self) -> None:
         p = self.policy
-        if not self.adaptive or not self.windows:  # before the first report nothing is known: the fixed share
+        if not self.adaptive or (not self.windows and p.start_fixed):  # fixed, or nothing known yet
             self._table = [fixed_parity(k, p.fixed_percent, p.min_parity) for k in range(TABLE_DATA_SHARDS + 1)]
             self.residual_loss = 0.0
             return
@@ -255,7 +259,7 @@ class FecController:
         table = self._table
         if data_shards < len(table):
             m = table[data_shards]
-        elif not self.adaptive or not self.windows:
+        elif not self.adaptive or (not self.windows and self.policy.start_fixed):
             p = self.policy
             m = fixed_parity(data_shards, p.fixed_percent, p.min_parity)
         else:  # a larger block needs no larger share than the largest row (losses average out)
@@ -441,11 +445,13 @@ class KeyframeCoalescer:
         return True
 
 
-def policies(cfg: Mapping[str, Any], fixed_percent: float | None = None) -> tuple[FecPolicy, RatePolicy]:
+def policies(cfg: Mapping[str, Any], fixed_percent: float | None = None,
+             start_fixed: bool = False) -> tuple[FecPolicy, RatePolicy]:
     """The policies of a protocol's config section (the keys are the same in every protocol's
     section; their schema checked each one). Values the schema cannot relate are reconciled,
     never refused: a floor above the ceiling is the ceiling, a maximum below the minimum the
-    minimum. ``fixed_percent``: the share fixed mode uses (default: the section's ``fec_percent``)."""
+    minimum. ``fixed_percent``: the share fixed mode uses (default: the section's ``fec_percent``);
+    ``start_fixed``: see :class:`FecPolicy`."""
     ceiling = float(cfg.get("fec_ceiling_percent", 50.0))
     fec = FecPolicy(
         mode="fixed" if cfg.get("fec", "adaptive") == "fixed" else "adaptive",
@@ -454,6 +460,7 @@ def policies(cfg: Mapping[str, Any], fixed_percent: float | None = None) -> tupl
         ceiling_percent=ceiling,
         fixed_percent=float(cfg.get("fec_percent", 20) if fixed_percent is None else fixed_percent),
         min_parity=int(cfg.get("fec_min_parity", 2)),
+        start_fixed=start_fixed,
     )
     low = int(cfg.get("bitrate_min_kbps", 500))
     high = int(cfg.get("bitrate_max_kbps", 0))

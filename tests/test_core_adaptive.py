@@ -100,8 +100,9 @@ def test_fixed_mode_is_todays_share_with_its_minimum():
     assert fixed_parity(64, 0, 2) == 0
 
 
-def test_before_the_first_report_blocks_get_the_fixed_share():
-    fec = FecController(FecPolicy(fixed_percent=20, min_parity=2))
+def test_before_the_first_report_blocks_get_the_floor_or_with_start_fixed_the_fixed_share():
+    assert FecController(FecPolicy()).parity_for(64) == 4  # the 5 % floor
+    fec = FecController(FecPolicy(fixed_percent=20, min_parity=2, start_fixed=True))
     assert [fec.parity_for(k) for k in (1, 64, 1000)] == [2, 13, 200]
     fec.observe(report(lost=0))
     assert fec.parity_for(64) == 4  # a clean first window: the 5 % floor

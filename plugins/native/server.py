@@ -448,7 +448,8 @@ class NativePlane(ProtocolPlane):
         host_nonce = os.urandom(16)
         assert self.identity is not None
         k_h2c, k_c2h = session_keys(shared, client_nonce, host_nonce, self.identity.fingerprint, client_fp)
-        fec_policy, rate_policy = policies(cfg, fixed_percent=fec_percent)
+        # until the client's first report (0.5 s in) the link is unknown: today's fixed share
+        fec_policy, rate_policy = policies(cfg, fixed_percent=fec_percent, start_fixed=True)
         if "fec_percent" in req:  # the client asked for a share: it gets that share, fixed
             fec_policy = replace(fec_policy, mode="fixed")
         control = AdaptiveControl(fec_policy, rate_policy, spec.bitrate_kbps)
