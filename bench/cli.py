@@ -27,6 +27,8 @@ COMPARISONS: list[tuple[str, str, str]] = [
     ("measurement", "bench.bench_measurement", "cost of an armed capture on a real x264 pipeline"),
     ("fec", "bench.bench_gamestream", "GameStream GF(2^8) FEC and packetize+send"),
     ("native", "bench.bench_native", "punktfunk/1 data plane: sealed + FEC'd send rate, GSO on/off"),
+    ("adaptive", "bench.bench_adaptive", "adaptive FEC: loss sweep, fixed vs adaptive, frames unrecoverable, "
+                                         "keyframes, overhead"),
     ("latency", "bench.bench_latency", "host and end-to-end latency, native client and Moonlight"),
     ("input", "bench.bench_input", "input: receive → injected at 1000 events/s, its cost to the video, "
                                    "click-to-photon (punktfunk/1, xtest; test pattern)"),

@@ -20,31 +20,42 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from punktfunk_core.stats import StatsSample
 
 Mode = Literal["adaptive", "fixed"]
 MODES: tuple[Mode, ...] = ("adaptive", "fixed")
 
 #: blocks up to this many data shards get their own table row; larger ones use its share
 TABLE_DATA_SHARDS = 256
-#: a block this small (in data shards) may get this many parity shards whatever the ceiling
-#: says: a one-shard frame at 20 % loss needs 4 to meet 0.1 % (0.2⁵ = 3·10⁻⁴), and costs little
-SMALL_BLOCK_PARITY = 6
+#: a small block may get this many parity shards whatever the ceiling says: a one-shard frame
+#: at 20 % loss needs 4 to meet 0.1 % (0.2⁵ = 3·10⁻⁴), twelve shards at 12.5 % need 8; small
+#: blocks are small frames (native: 64-byte shards below 4 kB), so their parity costs little
+SMALL_BLOCK_PARITY = 8
 #: the reference block the reported share (``percent``) is computed for: the native
 #: packetizer splits small access units into about this many shards
 REFERENCE_DATA_SHARDS = 64
-#: the loss rate the table is designed for is the estimate times this (estimation error,
-#: the loss varying within a window)
-HEADROOM = 1.25
+#: the loss rate the table is designed for is the estimate plus this many standard errors of a
+#: window's measurement (an upper confidence bound: a window of n datagrams in runs of b measures
+#: p within about sqrt(p(1-p)·b/n))
+CONFIDENCE_Z = 2.5
 #: per clean-ish window the estimate moves this share of the way down to the measured rate
 #: (attack is immediate: a worse window replaces the estimate)
 DECAY = 0.5
 #: an estimate below this is taken as a clean link (the table is then the floor)
 CLEAN_LOSS = 1e-4
+#: after this many full windows in a row without a single loss the estimate is 0: the link is clean
+CLEAN_WINDOWS = 3
 #: windows with fewer datagrams say little about the loss rate: they are blended in by weight
 MIN_PACKETS = 200
+#: a report of fewer datagrams than this is no news (the stream has barely started, or paused)
+MIN_REPORT_PACKETS = 50
 
 
 def fixed_parity(data_shards: int, percent: float, min_parity: int) -> int:
@@ -84,6 +95,9 @@ class FecPolicy:
     ceiling_percent: float = 50.0
     fixed_percent: float = 20.0
     min_parity: int = 2
+    #: adaptive: until the first report (nothing is known about the link yet) blocks get the fixed
+    #: share rather than the floor
+    start_fixed: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -155,7 +169,9 @@ class FecController:
     """Parity per FEC block from the loss the client reports.
 
     ``observe`` (control thread) updates the smoothed loss rate and run length and
-    publishes a new table; ``parity_for`` (packetize thread) reads it.
+    publishes a new table; ``parity_for`` (packetize thread) reads it. Until the
+    first report the link is unknown: blocks get the floor, or the fixed share
+    with ``start_fixed``.
     """
 
     def __init__(self, policy: FecPolicy) -> None:
@@ -167,6 +183,12 @@ class FecController:
         #: P(unrecoverable) of the reference block at the chosen parity: > target when the ceiling binds
         self.residual_loss = 0.0
         self.windows = 0
+        self._clean_windows = 0
+        self._window_packets = 0
+        #: data and parity shards of the blocks asked for so far (written by the packetize thread only)
+        self.data_shards = 0
+        self.parity_shards = 0
+        self.payload_bytes = 0
         self._table: list[int] = []
         self._publish()
 
@@ -175,16 +197,18 @@ class FecController:
         return self.policy.mode == "adaptive"
 
     def observe(self, report: LossReport) -> None:
-        if not self.adaptive or report.packets_expected <= 0:
+        if not self.adaptive or report.packets_expected < MIN_REPORT_PACKETS:
             return
         self.windows += 1
+        self._window_packets = report.packets_expected
         measured = report.loss_rate
         weight = min(1.0, report.packets_expected / MIN_PACKETS)  # a thin window moves the estimate less
         if measured >= self.loss_estimate:
             self.loss_estimate += weight * (measured - self.loss_estimate)  # fast attack
         else:
             self.loss_estimate += weight * DECAY * (measured - self.loss_estimate)  # slow decay
-        if self.loss_estimate < CLEAN_LOSS:
+        self._clean_windows = self._clean_windows + 1 if report.packets_lost == 0 and weight == 1.0 else 0
+        if self.loss_estimate < CLEAN_LOSS or self._clean_windows >= CLEAN_WINDOWS:
             self.loss_estimate = 0.0
         if report.loss_runs and report.packets_lost:
             run = report.packets_lost / report.loss_runs
@@ -198,26 +222,52 @@ class FecController:
 
     def _publish(self) -> None:
         p = self.policy
-        if not self.adaptive:
+        if not self.adaptive or (not self.windows and p.start_fixed):  # fixed, or nothing known yet
             self._table = [fixed_parity(k, p.fixed_percent, p.min_parity) for k in range(TABLE_DATA_SHARDS + 1)]
             self.residual_loss = 0.0
             return
-        design = min(0.95, self.loss_estimate * HEADROOM)
+        design = self.design_loss
         table = parity_table(p, design, self.burst_estimate)
         m = table[REFERENCE_DATA_SHARDS]
         self.residual_loss = block_failure(REFERENCE_DATA_SHARDS, m, self.loss_estimate, self.burst_estimate)
         self._table = table  # one rebinding: the packetize thread sees the old table or the new one
 
-    def parity_for(self, data_shards: int) -> int:
-        """Parity shards for a block of ``data_shards`` data shards (per frame: no lock)."""
+    @property
+    def design_loss(self) -> float:
+        """The loss rate the parity is sized for: the estimate plus its uncertainty."""
+        p = self.loss_estimate
+        if p <= 0:
+            return 0.0
+        n = max(MIN_PACKETS, self._window_packets)
+        return min(0.95, p + CONFIDENCE_Z * math.sqrt(p * (1 - p) * self.burst_estimate / n))
+
+    def congestion_cleared(self) -> None:
+        """The rate was cut because the loss was ours (congestion): the new rate should not
+        see it, and parity sized for it would only add to the load. The next report decides
+        again (fast attack)."""
+        if self.adaptive:
+            self.windows += 1  # the link is known now: no longer the fixed share of the start
+            self.loss_estimate = 0.0
+            self.burst_estimate = 1.0
+            self._clean_windows = 0
+            self._publish()
+
+    def parity_for(self, data_shards: int, payload_bytes: int = 0) -> int:
+        """Parity shards for a block of ``data_shards`` data shards (per frame: no lock).
+        ``payload_bytes``, the block's size, is counted for the rate controller (what the
+        encoder really sent, which may be less than its target)."""
         table = self._table
         if data_shards < len(table):
-            return table[data_shards]
-        if not self.adaptive:
+            m = table[data_shards]
+        elif not self.adaptive or (not self.windows and self.policy.start_fixed):
             p = self.policy
-            return fixed_parity(data_shards, p.fixed_percent, p.min_parity)
-        # a larger block needs no larger share than the largest row (losses average out)
-        return math.ceil(data_shards * table[-1] / (len(table) - 1))
+            m = fixed_parity(data_shards, p.fixed_percent, p.min_parity)
+        else:  # a larger block needs no larger share than the largest row (losses average out)
+            m = math.ceil(data_shards * table[-1] / (len(table) - 1))
+        self.data_shards += data_shards
+        self.parity_shards += m
+        self.payload_bytes += payload_bytes
+        return m
 
     @property
     def percent(self) -> float:
@@ -242,10 +292,27 @@ class RatePolicy:
             raise ValueError("bitrate_max_kbps must be 0 or at least bitrate_min_kbps")
 
 
-#: multiplicative decrease on congestion
+#: multiplicative decrease on congestion ...
 DECREASE = 0.8
-#: additive increase per clean window, as a share of the ceiling
-INCREASE_SHARE = 0.05
+#: ... or, when the window lost more, down to this share of what got through: a link that
+#: delivered (1 - p) of the datagrams carries about (1 - p) of the rate, with a margin
+THROUGH_MARGIN = 0.9
+#: loss in runs at least this long on average (and above BURSTY_LOSS) is a queue overflowing
+BURSTY_RUN = 3.0
+BURSTY_LOSS = 0.001
+#: the reasons for a decrease that say the loss was caused by our own rate
+CONGESTION = ("loss", "burst")
+#: increase per clean window: this share of the target or CEILING_SHARE of the ceiling, whichever
+#: is more (brisk far below the ceiling, in proportion near it) ...
+INCREASE_SHARE = 0.1
+CEILING_SHARE = 0.05
+#: ... and this share near the rate the link carried when it last congested (from NEAR_SHARE to
+#: FAR_SHARE of it): probing past what the link carries costs a loss burst, so it is done slowly
+CAUTIOUS_SHARE = 0.02
+NEAR_SHARE = 0.9
+FAR_SHARE = 1.1
+#: for this many windows after the cut; later the link may have changed, and probing is brisk again
+CAUTIOUS_WINDOWS = 5
 #: clean windows after a decrease before probing up again
 HOLD_WINDOWS = 2
 #: RTT above the smallest seen by this factor plus RTT_SLACK_US means a queue is building
@@ -257,8 +324,12 @@ class RateController:
     """AIMD on the encoder's target: down on congestion, up additively when clean.
 
     Congestion is loss FEC cannot absorb (``residual_loss`` above the FEC target, or
-    unrecoverable frames in two windows in a row) or an RTT that rose well above the
-    smallest one seen (a queue). Random loss that FEC covers leaves the rate alone.
+    unrecoverable frames in two windows in a row) unless its runs are as short as
+    independent loss makes them, loss in long runs (a queue overflowing: bursts,
+    not scattered drops) or an RTT that rose well above the smallest one seen (a
+    queue). Random loss leaves the rate alone: a lower rate would not reduce it.
+    The window right after a decrease does not decrease again (it still carries
+    the old rate).
     """
 
     def __init__(self, policy: RatePolicy, start_kbps: int, fec_target: float = 0.001) -> None:
@@ -269,34 +340,66 @@ class RateController:
         self.fec_target = fec_target
         self.min_rtt_us: float | None = None
         self._lossy_windows = 0
-        self._since_decrease = HOLD_WINDOWS
-        #: why the target last moved ("loss", "rtt", "probe", "client"), for logs and tests
+        self._since_decrease = HOLD_WINDOWS + 1
+        #: why the target last moved ("loss", "burst", "rtt", "probe", "client"), for logs and tests
         self.last_reason = ""
+        #: the last window's loss was caused by our own rate ("loss" or "burst"), cut or not
+        self.congested = False
+        #: what the link carried when congestion last cut the rate (what was sent times what got
+        #: through, in encoder kbit/s): probing near it goes slowly
+        self.congested_at_kbps: int | None = None
 
-    def observe(self, report: LossReport, residual_loss: float) -> int | None:
-        """A report window: the new target in kbps when it changes, else None."""
+    def observe(self, report: LossReport, residual_loss: float, *, sent_kbps: float | None = None,
+                relief: float = 1.0) -> int | None:
+        """A report window: the new target in kbps when it changes, else None.
+
+        ``sent_kbps``: what the encoder really sent in the window (a cut starts from it when
+        it is below the target); ``relief``: how much the wire rate shrinks besides the cut
+        (parity dropped back to the floor: (1 + share then) / (1 + share now)).
+        """
         if self.policy.mode != "adaptive":
             return None
         reason = ""
+        # the parity in force could not cover the loss the window had (none: nothing to cover)
+        residual_loss = residual_loss if report.packets_lost else 0.0
         if report.frames_unrecoverable > 0 or residual_loss > self.fec_target:
             self._lossy_windows += 1
         else:
             self._lossy_windows = 0
-        if residual_loss > 10 * self.fec_target or self._lossy_windows >= 2:
+        loss = report.loss_rate
+        run = report.packets_lost / report.loss_runs if report.loss_runs else None
+        # runs as short as independent loss makes them: the link drops at random, whatever our rate
+        scattered = run is not None and run < 1.5 / (1 - min(loss, 0.9))
+        if (residual_loss > 10 * self.fec_target or self._lossy_windows >= 2) and not scattered:
             reason = "loss"
+        elif loss > BURSTY_LOSS and run is not None and run >= BURSTY_RUN:
+            reason = "burst"
         if report.rtt_us is not None and report.rtt_us > 0:
             base = self.min_rtt_us = report.rtt_us if self.min_rtt_us is None else min(self.min_rtt_us, report.rtt_us)
             if report.rtt_us > base * RTT_RISE + RTT_SLACK_US:
                 reason = reason or "rtt"
+        self.congested = reason in CONGESTION
         old = self.target_kbps
-        if reason:
-            self.target_kbps = max(self.min_kbps, int(old * DECREASE))
+        if reason and self._since_decrease == 0:
+            reason = ""  # the window after a decrease still carries the old rate
+            self._since_decrease = 1
+        elif reason:
+            base = min(old, sent_kbps) if sent_kbps else old
+            if reason in CONGESTION:
+                self.congested_at_kbps = int(base * (1 - loss))
+            factor = min(DECREASE, (1 - loss) * THROUGH_MARGIN * max(1.0, relief))
+            self.target_kbps = max(self.min_kbps, min(int(old * DECREASE), int(base * factor)))
             self._since_decrease = 0
             self._lossy_windows = 0
         else:
             self._since_decrease += 1
             if self._since_decrease > HOLD_WINDOWS and self._lossy_windows == 0 and report.loss_rate < 0.5:
-                step = max(1, int(self.max_kbps * INCREASE_SHARE))
+                step = max(1, int(old * INCREASE_SHARE), int(self.max_kbps * CEILING_SHARE))
+                broke = self.congested_at_kbps
+                if broke is not None and (old >= FAR_SHARE * broke or self._since_decrease > CAUTIOUS_WINDOWS):
+                    self.congested_at_kbps = broke = None  # well past it: the link has grown
+                if broke is not None and old + step > NEAR_SHARE * broke:
+                    step = max(1, int(old * CAUTIOUS_SHARE))
                 self.target_kbps = min(self.max_kbps, old + step)
                 reason = "probe"
         if self.target_kbps == old:
@@ -305,8 +408,10 @@ class RateController:
         return self.target_kbps
 
     def client_asks(self, kbps: int) -> int | None:
-        """The client asked for a lower rate: take it as the new ceiling for probing."""
-        kbps = max(self.min_kbps, min(int(kbps), self.max_kbps))
+        """The client asked for a rate: it becomes the target and the ceiling probing stops at
+        (never below the minimum); the new target, or None when it does not change."""
+        kbps = max(self.min_kbps, int(kbps))
+        self.max_kbps = kbps
         if kbps == self.target_kbps:
             return None
         self.target_kbps = kbps
@@ -316,9 +421,14 @@ class RateController:
 
 
 class KeyframeCoalescer:
-    """One forced IDR per loss burst: requests within ``hold_s`` of the last forced one are absorbed."""
+    """One forced IDR per loss burst: requests within ``hold_s`` of the last forced one are absorbed.
 
-    def __init__(self, hold_s: float = 0.5) -> None:
+    ``hold_s`` is about the time the forced IDR needs to reach the client: requests sent before it
+    arrived belong to the same burst; one after it is a new loss (or the IDR itself was lost) and
+    gets its own. Holding longer would leave a client that lost the IDR waiting.
+    """
+
+    def __init__(self, hold_s: float = 0.1) -> None:
         self.hold_s = hold_s
         self._last: float | None = None
         self.forced = 0
@@ -333,3 +443,113 @@ class KeyframeCoalescer:
         self._last = now
         self.forced += 1
         return True
+
+
+def policies(cfg: Mapping[str, Any], fixed_percent: float | None = None,
+             start_fixed: bool = False) -> tuple[FecPolicy, RatePolicy]:
+    """The policies of a protocol's config section (the keys are the same in every protocol's
+    section; their schema checked each one). Values the schema cannot relate are reconciled,
+    never refused: a floor above the ceiling is the ceiling, a maximum below the minimum the
+    minimum. ``fixed_percent``: the share fixed mode uses (default: the section's ``fec_percent``);
+    ``start_fixed``: see :class:`FecPolicy`."""
+    ceiling = float(cfg.get("fec_ceiling_percent", 50.0))
+    fec = FecPolicy(
+        mode="fixed" if cfg.get("fec", "adaptive") == "fixed" else "adaptive",
+        target=float(cfg.get("fec_target", 0.001)),
+        floor_percent=min(float(cfg.get("fec_floor_percent", 5.0)), ceiling),
+        ceiling_percent=ceiling,
+        fixed_percent=float(cfg.get("fec_percent", 20) if fixed_percent is None else fixed_percent),
+        min_parity=int(cfg.get("fec_min_parity", 2)),
+        start_fixed=start_fixed,
+    )
+    low = int(cfg.get("bitrate_min_kbps", 500))
+    high = int(cfg.get("bitrate_max_kbps", 0))
+    rate = RatePolicy(mode="fixed" if cfg.get("rate_control", "adaptive") == "fixed" else "adaptive",
+                      min_kbps=low, max_kbps=max(high, low) if high else 0)
+    return fec, rate
+
+
+class AdaptiveControl:
+    """One session's controllers, fed by its protocol's control thread.
+
+    ``observe`` takes a report window and applies a new bitrate through
+    ``set_bitrate``; ``keyframe`` says whether a client's keyframe request
+    forces an IDR; ``fill`` writes the capture fields into a window's sample
+    (called by the runner when the window closes; fields of a fixed
+    controller stay absent).
+    """
+
+    def __init__(self, fec: FecPolicy, rate: RatePolicy, start_kbps: int,
+                 set_bitrate: Callable[[int], None] | None = None, keyframe_hold_s: float = 0.1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.fec = FecController(fec)
+        self.rate = RateController(rate, start_kbps, fec.target)
+        self.keyframes = KeyframeCoalescer(keyframe_hold_s)
+        self._keyframe_hold_s = keyframe_hold_s
+        #: where a new bitrate goes (the session's encoder); the protocol may set it once the session runs
+        self.set_bitrate = set_bitrate
+        #: the latest smoothed RTT, from the protocol's pings
+        self.rtt_us: float | None = None
+        self._shards_seen = (0, 0)
+        self._observed = (0, 0, 0)  # data shards, parity shards, payload bytes at the last report
+        #: the time base of the sent rate (a simulation passes its own)
+        self.clock = clock
+        self._observed_at: float | None = clock()  # the session starts sending now
+
+    def _window_sent(self) -> tuple[float | None, float]:
+        """Since the last report: the kbit/s the encoder sent and the parity share (0..) its blocks got."""
+        fec = self.fec
+        now = self.clock()
+        k0, m0, b0 = self._observed
+        k, m, b = fec.data_shards, fec.parity_shards, fec.payload_bytes
+        self._observed = (k, m, b)
+        since, self._observed_at = self._observed_at, now
+        share = (m - m0) / (k - k0) if k > k0 else fec.percent / 100
+        if since is None or now <= since or b <= b0:
+            return None, share
+        return (b - b0) * 8 / (now - since) / 1000, share
+
+    def observe(self, report: LossReport) -> int | None:
+        """A client report window: update FEC, then the bitrate (returned when it changed)."""
+        if report.rtt_us is None and self.rtt_us is not None:
+            report = LossReport(report.window_s, report.packets_expected, report.packets_lost, report.loss_runs,
+                                report.frames_unrecoverable, self.rtt_us)
+        sent_kbps, share = self._window_sent()
+        floor = self.fec.policy.floor_percent / 100
+        # the rate first, judged by the parity that was in force during the window; a cut for
+        # congestion also drops the parity to the floor (below), which it counts as relief
+        kbps = self.rate.observe(report, self.fec.residual_loss, sent_kbps=sent_kbps,
+                                 relief=(1 + share) / (1 + floor))
+        if self.rate.congested and self.rate.target_kbps > self.rate.min_kbps:
+            # the loss is our rate's: the cut answers it, and parity sized for it would only add
+            # to the load (at the minimum rate nothing is left to cut: then FEC protects)
+            self.fec.congestion_cleared()
+        else:
+            self.fec.observe(report)
+        if kbps is not None and self.set_bitrate is not None:
+            self.set_bitrate(kbps)
+        return kbps
+
+    def client_asks(self, kbps: int) -> int:
+        """The client asked for a bitrate: the new target (and ceiling) when rate control is adaptive."""
+        if self.rate.policy.mode == "adaptive":
+            self.rate.client_asks(kbps)
+            return self.rate.target_kbps
+        return int(kbps)
+
+    def keyframe(self, now: float | None = None) -> bool:
+        """A keyframe request: True = force an IDR now."""
+        if self.rtt_us is not None:  # the IDR needs a round trip and a bit to arrive
+            self.keyframes.hold_s = max(self._keyframe_hold_s, 1.5 * self.rtt_us / 1e6)
+        return self.keyframes.request(self.clock() if now is None else now)
+
+    def fill(self, sample: StatsSample) -> None:
+        if self.fec.adaptive:
+            k, m = self.fec.data_shards, self.fec.parity_shards
+            k0, m0 = self._shards_seen
+            self._shards_seen = (k, m)
+            # the share the window's blocks got; the share chosen now when none was sent
+            sample.fec_parity_pct = round(100 * (m - m0) / (k - k0), 2) if k > k0 else round(self.fec.percent, 2)
+            sample.loss_estimate_pct = round(100 * self.fec.loss_estimate, 3)
+        if self.rate.policy.mode == "adaptive":
+            sample.bitrate_target_kbps = self.rate.target_kbps

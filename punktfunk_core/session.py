@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from punktfunk_core.stages import StreamSpec
 
 if TYPE_CHECKING:
+    from punktfunk_core.adaptive import AdaptiveControl
     from punktfunk_core.inputsink import InputSink
     from punktfunk_core.pipeline import AudioPipeline, Pipeline
     from punktfunk_core.stats import StatsSample
@@ -46,6 +47,9 @@ class ClientFeedback:
         self.decode_us: float | None = None
         self._expects_last = False
         self._last_in = threading.Event()
+        #: what the protocol's controllers decided from these reports (docs/adaptive.md); its
+        #: capture fields go into each window with the counts
+        self.adaptive: AdaptiveControl | None = None
 
     def report(
         self,
@@ -88,6 +92,8 @@ class ClientFeedback:
             if self._rtt_us is not None:
                 sample.rtt_us = round(self._rtt_us, 1)
             self._zero_locked()
+        if self.adaptive is not None:
+            self.adaptive.fill(sample)
 
     def forget(self) -> None:
         """Drop counts of a stretch no window covers (measurement was off)."""
@@ -185,6 +191,15 @@ class Session:
     def set_bitrate(self, kbps: int) -> None:
         if self.pipeline is not None:
             self.pipeline.set_bitrate(kbps)
+
+    @property
+    def adaptive(self) -> AdaptiveControl | None:
+        """The session's adaptive FEC/bitrate/keyframe control, when its protocol runs one."""
+        return self.feedback.adaptive
+
+    @adaptive.setter
+    def adaptive(self, control: AdaptiveControl | None) -> None:
+        self.feedback.adaptive = control
 
     def attach_audio(self, audio: AudioPipeline) -> bool:
         """Make ``audio`` this session's audio; False when the session is ending

@@ -35,12 +35,15 @@ OPTIONAL_FIELDS = (
     "input_dropped",
     "input_p50_us",
     "input_p99_us",
+    "fec_parity_pct",
+    "bitrate_target_kbps",
+    "loss_estimate_pct",
 )
 #: optional fields that are integer counts of events in the window
 COUNT_FIELDS = frozenset({"frames_dropped", "packets_dropped", "send_dropped", "fec_recovered", "frames_unrecoverable",
                           "audio_send_dropped", "input_events", "input_dropped"})
 #: optional fields that are integers but not counts (summed over a capture they mean nothing)
-INT_FIELDS = COUNT_FIELDS | {"window_ms"}
+INT_FIELDS = COUNT_FIELDS | {"window_ms", "bitrate_target_kbps"}
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -114,6 +117,12 @@ class StatsSample:
     input_dropped: int | None = None
     input_p50_us: float | None = None
     input_p99_us: float | None = None
+    #: adaptive control (docs/adaptive.md), absent when fixed: the parity share the window's FEC
+    #: blocks got (percent of their data shards), the encoder's target at the window's end, and
+    #: the smoothed loss estimate (percent) that drove them
+    fec_parity_pct: float | None = None
+    bitrate_target_kbps: int | None = None
+    loss_estimate_pct: float | None = None
     #: the finer split: parts of a stage (``encode.submit``) and measurements inside one
     #: (``send_spread``); never stacked, they do not add up to the host total
     detail: list[StageTiming] = field(default_factory=list)

@@ -62,3 +62,26 @@ def test_busy_port_is_a_clear_error_and_the_host_keeps_running(host_factory):
         assert h.call("host.status")["pid"] > 0
     finally:
         s.close()
+
+
+def test_bad_adaptive_values_are_one_line_each(tmp_path):
+    f = tmp_path / "host.toml"
+    f.write_text('[native]\nfec = "magic"\nfec_target = 0\nfec_ceiling_percent = 500\nrate_control = "auto"\n'
+                 "bitrate_min_kbps = 0\n")
+    r = subprocess.run([sys.executable, "-m", "punktfunk_core.cli", "config", "check", str(f)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    for key in ("fec", "fec_target", "fec_ceiling_percent", "rate_control", "bitrate_min_kbps"):
+        assert sum(f"native.{key}:" in x or f"native.{key} " in x for x in lines) == 1, (key, lines)
+
+
+def test_adaptive_keys_default_to_adaptive_and_reconcile_a_floor_above_the_ceiling():
+    from punktfunk_core.adaptive import policies
+
+    cfg = configmod.load(None, load_plugin_manager())["native"]
+    assert cfg["fec"] == "adaptive" and cfg["rate_control"] == "adaptive" and cfg["fec_target"] == 0.001
+    fec, rate = policies({**cfg, "fec_floor_percent": 60, "fec_ceiling_percent": 40, "bitrate_min_kbps": 900,
+                          "bitrate_max_kbps": 800})
+    assert fec.floor_percent == fec.ceiling_percent == 40  # never refused at session start
+    assert rate.max_kbps == 900

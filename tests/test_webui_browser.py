@@ -390,6 +390,9 @@ def _native_like_capture(cid: str, started: int, counters: bool, unrecoverable: 
             s.update(frames_dropped=0, packets_dropped=230 * (i % 3), send_dropped=0, fec_recovered=230 * (i % 3),
                      frames_unrecoverable=unrecoverable if i == 5 else 0,
                      delivered_fps=59.9 - (10 if i == 5 and unrecoverable else 0))
+            # adaptive FEC and rate control: parity up with the loss, the target stepping down and back
+            s.update(fec_parity_pct=6.2 + 20 * (i % 3), loss_estimate_pct=3.0 * (i % 3),
+                     bitrate_target_kbps=20000 - 2000 * (i % 3))
             if 2 <= i <= 8:  # the client's input in some windows (the others have none: no input fields)
                 s.update(input_events=500, input_dropped=0, input_p50_us=180.0 + i, input_p99_us=400.0 + 10 * i)
         samples.append(s)
@@ -432,6 +435,15 @@ def test_detail_of_a_native_capture_shows_every_chart(browser: Any, host_factory
         assert xs == 1
         labels = page.evaluate("document.querySelector('#detail-health').pfChart.series.map(s => s.label)")
         assert {"packets lost (client)", "recovered by FEC (client)", "frames unrecoverable (client)"} <= set(labels)
+        # adaptive FEC on the health chart against a percent axis of its own; its target on the throughput chart
+        pct = page.evaluate("""(() => { const c = document.querySelector('#detail-health').pfChart;
+            return c.series.filter(s => s.scale === 'pct').map(s => s.label); })()""")
+        assert pct == ["FEC parity % (adaptive)", "loss estimate % (adaptive)"], pct
+        assert page.query_selector("#adaptive-hint") is not None
+        steered = page.evaluate("""(() => { const c = document.querySelector('#detail-throughput').pfChart;
+            const i = c.series.findIndex(s => s.label === 'adaptive target Mb/s');
+            return i < 0 ? null : [c.series[i].scale, c.data[i].filter(v => v !== null)]; })()""")
+        assert steered is not None and steered[0] == "mbps" and max(steered[1]) == 20.0, steered
         assert page.text_content('#summary-table tr[data-stage="host total"] td[data-key="p50_us"]') == "6.1 ms"
         assert page.get_attribute('#summary-table tr[data-stage="encode.receive"]', "class") == "detail"
         # the budget line at 1000/60 ms, axis at least 1.2 × budget
@@ -463,6 +475,9 @@ def test_detail_of_a_native_capture_shows_every_chart(browser: Any, host_factory
         assert page.text_content("#no-loss-counters") == "This path records no loss counters."
         assert page.text_content("#sum-loss") == "none on this path"
         assert page.query_selector("#detail-input") is None and page.query_selector("#sum-input") is None
+        # fixed FEC and rate: no adaptive lines anywhere
+        thr = page.evaluate("document.querySelector('#detail-throughput').pfChart.series.map(s => s.label)")
+        assert "adaptive target Mb/s" not in thr and page.query_selector("#adaptive-hint") is None
         shots(page, "13-no-loss-counters")
         assert errors == []
     finally:

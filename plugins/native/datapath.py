@@ -19,12 +19,15 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from reed_solomon_leopard import decode as rs_decode
 from reed_solomon_leopard import encode as rs_encode
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 from punktfunk_core.stages import AccessUnit, PacketBatch, Packetizer
 from punktfunk_core.transport import Datagrams, DatagramSender, Pacing, UdpTransport
@@ -35,6 +38,7 @@ from punktfunk_native.wire import (
     FLAG_KEYFRAME,
     HEADER,
     HEADER_BYTES,
+    MAX_TOTAL_SHARDS,
     OVERHEAD,
     PKT_PROBE,
     PKT_VIDEO,
@@ -99,7 +103,8 @@ class NativePacketizer(Packetizer):
     name = "native"
 
     def __init__(self, key: bytes, fec: FecParams, direction: int = DIR_HOST_TO_CLIENT,
-                 *, batch_seal: bool = True, packet_type: int = PKT_VIDEO) -> None:
+                 *, batch_seal: bool = True, packet_type: int = PKT_VIDEO,
+                 parity_for: Callable[[int, int], int] | None = None) -> None:
         self._aead = AESGCM(key)
         self._sealer = _CSealer(key, direction) if batch_seal and _CSealer is not None else None
         self.fec = fec
@@ -108,13 +113,16 @@ class NativePacketizer(Packetizer):
         self.packet_type = packet_type
         self.seq = 0  # next packet sequence number = nonce counter; never reused
         self.au_seq = 0
+        #: parity shards per block of k data shards: the session's FEC controller (docs/adaptive.md),
+        #: else the fixed share of ``fec``
+        self.parity_for = parity_for or (lambda k, _n: parity_count(k, fec.fec_percent, fec.min_parity))
 
     def packetize(self, au: AccessUnit) -> PacketBatch:
         data = au.data
         n = len(data)
         fec = self.fec
         k, slen = shard_plan(n, fec.max_shard, fec.target_shards, fec.min_shard)
-        m = parity_count(k, fec.fec_percent, fec.min_parity)
+        m = min(self.parity_for(k, n), MAX_TOTAL_SHARDS - k)
         total = k + m
         psize = OVERHEAD + slen
         shards = (_csplit if self._sealer is not None else split_shards)(data, k, slen)
@@ -322,6 +330,8 @@ class NativeReceiver:
         self.packets_accepted = 0
         self.bytes_received = 0
         self._first_seq = -1
+        #: runs of consecutive missing sequence numbers (a gap before a datagram that arrived)
+        self.loss_runs = 0
 
     @property
     def packets_lost(self) -> int:
@@ -330,8 +340,16 @@ class NativeReceiver:
             return 0
         return max(0, self.opener.window.highest - self._first_seq + 1 - self.packets_accepted)
 
+    @property
+    def packets_expected(self) -> int:
+        """Datagrams the sequence numbers say were sent, from the first one seen to the highest."""
+        if self._first_seq < 0:
+            return 0
+        return self.opener.window.highest - self._first_seq + 1
+
     def push(self, pkt: bytes | bytearray | memoryview, now_ns: int = 0) -> ReceivedAU | None:
         self.bytes_received += len(pkt)
+        highest = self.opener.window.highest
         try:
             hdr, plain = self.opener.open(pkt)
         except PacketRejected as exc:
@@ -347,6 +365,8 @@ class NativeReceiver:
             self._first_seq = hdr.seq
         elif hdr.seq < self._first_seq:
             self._first_seq = hdr.seq
+        elif hdr.seq > highest + 1:
+            self.loss_runs += 1
         self.packets_accepted += 1
         before = self.reasm.late + self.reasm.inconsistent
         au = self.reasm.add(hdr, plain, now_ns)
@@ -359,6 +379,7 @@ class NativeReceiver:
         return {
             "packets_accepted": self.packets_accepted,
             "packets_lost": self.packets_lost,
+            "loss_runs": self.loss_runs,
             "shards_recovered": self.reasm.shards_recovered,
             "frames_complete": self.reasm.frames_complete,
             "frames_unrecoverable": self.reasm.frames_unrecoverable,

@@ -16,11 +16,12 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from punktfunk_core.adaptive import AdaptiveControl, LossReport, policies
 from punktfunk_core.admission import ConnectionGate
 from punktfunk_core.apps import DESKTOP_ID, DESKTOP_NAME, LaunchError, RunningApp
 from punktfunk_core.host import HostBusy
@@ -461,6 +462,11 @@ class NativePlane(ProtocolPlane):
         host_nonce = os.urandom(16)
         assert self.identity is not None
         k_h2c, k_c2h = session_keys(shared, client_nonce, host_nonce, self.identity.fingerprint, client_fp)
+        # until the client's first report (0.5 s in) the link is unknown: today's fixed share
+        fec_policy, rate_policy = policies(cfg, fixed_percent=fec_percent, start_fixed=True)
+        if "fec_percent" in req:  # the client asked for a share: it gets that share, fixed
+            fec_policy = replace(fec_policy, mode="fixed")
+        control = AdaptiveControl(fec_policy, rate_policy, spec.bitrate_kbps)
         fec = FecParams(fec_percent, int(cfg.get("fec_min_parity", 2)), int(cfg.get("shard_bytes", 1200)),
                         int(cfg.get("target_shards", 64)),
                         min(int(cfg.get("min_shard_bytes", 64)), int(cfg.get("shard_bytes", 1200))))
@@ -481,6 +487,7 @@ class NativePlane(ProtocolPlane):
                 "host_pub": b64e(priv.public_key().public_bytes_raw()), "host_nonce": b64e(host_nonce),
                 "width": spec.width, "height": spec.height, "fps": spec.fps, "codec": spec.codec,
                 "bitrate_kbps": spec.bitrate_kbps, "fec_percent": fec.fec_percent, "fec_min_parity": fec.min_parity,
+                "fec": fec_policy.mode, "rate_control": rate_policy.mode,
                 "shard_bytes": fec.max_shard, "cipher": "AES-128-GCM",
                 "keepalive_interval_ms": int(interval * 1000), "keepalive_timeout_ms": int(timeout * 1000),
                 "report_interval_ms": int(NATIVE_LAYOUT.window_s * 1000),
@@ -491,7 +498,7 @@ class NativePlane(ProtocolPlane):
                 ctl.error("probe_timeout", f"no valid UDP probe from the client within {PROBE_TIMEOUT_S:.0f} s "
                                            "(is UDP blocked between client and host?)")
                 return
-            packetizer = NativePacketizer(k_h2c, fec)
+            packetizer = NativePacketizer(k_h2c, fec, parity_for=control.fec.parity_for)
             sender = NativeSender(udp, client_udp, spec.fps, gso=bool(cfg.get("gso", True)),
                                   pace_percent=int(cfg.get("pace_percent", 50)))
             handed_over = True  # the session owns packetizer and sender (and the socket) now
@@ -510,11 +517,14 @@ class NativePlane(ProtocolPlane):
             if not handed_over:
                 udp.close()
         self.count("sessions")
+        control.set_bitrate = session.set_bitrate
+        session.adaptive = control
         app.session = session
         if app.exited:  # it exited while the session started
             session.stop(app.exited)
         session.details["app"] = app.name
-        session.details.update({"cipher": "AES-128-GCM", "fec_percent": fec.fec_percent, "gso": sender.gso,
+        session.details.update({"cipher": "AES-128-GCM", "fec_percent": fec.fec_percent, "fec": fec_policy.mode,
+                                "rate_control": rate_policy.mode, "gso": sender.gso,
                                 "client_fingerprint": client_fp[:16], "control": f"{addr[0]}:{addr[1]}"})
         started: dict[str, Any] = {"type": "session_started", "session_id": session.id,
                                    "encoder": session.encoder_backend, "gso": sender.gso,
@@ -685,15 +695,25 @@ class NativePlane(ProtocolPlane):
                             sample = (last_rx - sent) * 1e6
                             rtt_us = sample if rtt_us is None else 0.875 * rtt_us + 0.125 * sample
                             session.feedback.report(rtt_us=rtt_us)
+                            if session.adaptive is not None:
+                                session.adaptive.rtt_us = rtt_us
                     elif t == "ping":
                         ctl.send({"type": "pong", "id": msg.get("id"), "t_us": msg.get("t_us")})
                     elif t == "report":
                         self._feedback(session, msg)
                     elif t == "keyframe_request":
-                        session.request_keyframe()
+                        # one IDR per loss burst: the client asks after every frame it lost
+                        control = session.adaptive
+                        if control is None or control.keyframe():
+                            session.request_keyframe()
+                        if control is not None:  # live in `punktfunk status`
+                            session.details["keyframe_requests"] = {"forced": control.keyframes.forced,
+                                                                    "coalesced": control.keyframes.coalesced}
                     elif t == "set_bitrate":
                         kbps = min(get_int(msg, "bitrate_kbps", 100, 2_000_000),
                                    int(self.config.get("max_bitrate_kbps", 200_000)))
+                        if session.adaptive is not None:  # it is the ceiling adaptive control probes up to
+                            kbps = session.adaptive.client_asks(kbps)
                         session.set_bitrate(kbps)
                         ctl.send({"type": "bitrate_changed", "bitrate_kbps": kbps})
                     elif t == "bye":
@@ -748,5 +768,16 @@ class NativePlane(ProtocolPlane):
                 kw[dst] = float(v)
         if kw:
             session.feedback.report(**kw)
+        control = session.adaptive
+        if control is not None and "packets_expected" in msg and not msg.get("last"):
+            runs = get_int(msg, "loss_runs", 0, big) if "loss_runs" in msg else None
+            report = LossReport(kw.get("span_us", 0.0) / 1e6, get_int(msg, "packets_expected", 0, big),
+                                kw.get("packets_dropped", 0), runs, kw.get("frames_unrecoverable", 0))
+            before = control.rate.target_kbps
+            control.observe(report)
+            if control.rate.target_kbps != before:
+                log.info("native: session %s: bitrate %d → %d kbps (%s; loss %.2f %%, parity %.1f %%)", session.id,
+                         before, control.rate.target_kbps, control.rate.last_reason,
+                         100 * control.fec.loss_estimate, control.fec.percent)
         if msg.get("last") is True:
             session.feedback.last_report_in()

@@ -14,7 +14,6 @@ import base64
 import hashlib
 import hmac
 import json
-import math
 import socket
 import struct
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from punktfunk_core.adaptive import fixed_parity
 from punktfunk_core.tls import cert_fingerprint
 
 PROTOCOL_VERSION = "punktfunk/1"
@@ -302,10 +302,7 @@ def shard_plan(au_len: int, max_shard: int, target_shards: int, min_shard: int) 
 
 def parity_count(data_count: int, fec_percent: int, min_parity: int) -> int:
     """Parity shards for ``data_count`` data shards: ceil(k·p/100), at least ``min_parity`` (0 when p = 0)."""
-    if fec_percent <= 0:
-        return 0
-    m = max(math.ceil(data_count * fec_percent / 100), min_parity)
-    return min(m, MAX_TOTAL_SHARDS - data_count)
+    return min(fixed_parity(data_count, fec_percent, min_parity), MAX_TOTAL_SHARDS - data_count)
 
 
 class ReplayWindow:

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from punktfunk_native.client.impair import LossPattern
 from punktfunk_native.client.inputscript import InputScriptError, load_input_script
 from punktfunk_native.client.session import (
     DEFAULT_PORT,
@@ -29,6 +30,15 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-frames", metavar="DIR", help="save every decoded frame as PNG into DIR")
     p.add_argument("--loss", type=float, default=0.0, help="drop this fraction of received datagrams (testing FEC)")
     p.add_argument("--loss-seed", type=int, default=None, help="seed of the loss injection")
+    p.add_argument("--loss-pattern", metavar="PATTERN", default=None,
+                   help="drop received datagrams by a pattern instead: uniform:RATE, or ge:P,R,H (Gilbert-Elliott "
+                        "bursts: good→bad P, bad→good R, loss in the bad state H)")
+    p.add_argument("--loss-until", type=float, default=0.0, metavar="SECONDS",
+                   help="stop the injected loss this long after the first datagram (0 = never)")
+    p.add_argument("--cap-mbps", type=float, default=0.0, metavar="MBPS",
+                   help="drop received datagrams beyond this rate (a token bucket; testing rate control)")
+    p.add_argument("--cap-until", type=float, default=0.0, metavar="SECONDS",
+                   help="lift the cap this long after the first datagram (0 = never)")
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--fps", type=int, default=60)
@@ -66,6 +76,14 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
             port = int(rest[1:])
     if not 0.0 <= args.loss < 1.0:
         raise ClientError("--loss must be in 0..1 (e.g. 0.05)")
+    pattern = None
+    if args.loss_pattern:
+        try:
+            pattern = LossPattern.parse(args.loss_pattern)
+        except ValueError as exc:
+            raise ClientError(f"--loss-pattern: {exc}") from None
+    if args.cap_mbps < 0 or args.loss_until < 0 or args.cap_until < 0:
+        raise ClientError("--cap-mbps, --loss-until and --cap-until must not be negative")
     if args.pin is not None and not (args.pin.isdigit() and 4 <= len(args.pin) <= 8):
         raise ClientError("--pin must be 4 to 8 digits")
     script = None
@@ -77,7 +95,8 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
     return ClientOptions(
         host=host, port=port or DEFAULT_PORT, pin=args.pin, seconds=args.seconds, width=args.width,
         height=args.height, fps=args.fps, codec=args.codec, bitrate_kbps=args.bitrate, fec_percent=args.fec,
-        loss=args.loss, loss_seed=args.loss_seed, save_frames=args.save_frames, json=args.json,
+        loss=args.loss, loss_seed=args.loss_seed, loss_pattern=pattern, loss_until_s=args.loss_until,
+        cap_mbps=args.cap_mbps, cap_until_s=args.cap_until, save_frames=args.save_frames, json=args.json,
         name=args.name, config_dir=Path(args.config_dir) if args.config_dir else None,
         input_script=script, click_to_photon=bool(getattr(args, "click_to_photon", False)),
         audio_channels=(args.audio if args.audio is not None else 2 if args.audio_out else 0),

@@ -12,7 +12,6 @@ the client ask for a keyframe.
 from __future__ import annotations
 
 import queue
-import random
 import socket
 import threading
 import time
@@ -24,6 +23,7 @@ from typing import Any
 from punktfunk_core.paths import ensure_private_dir
 
 from punktfunk_native.client.audio import AudioReceiver
+from punktfunk_native.client.impair import LinkImpairment
 from punktfunk_native.datapath import NativeReceiver, ReceivedAU, make_probe
 from punktfunk_native.wire import MAX_PACKET, PKT_AUDIO
 
@@ -49,6 +49,12 @@ class Stats:
     decode_us: list[int] = field(default_factory=list)
     bytes: int = 0
     injected_loss: int = 0
+    #: of those, dropped by the bandwidth cap (``--cap-mbps``)
+    injected_cap: int = 0
+    #: keyframes that arrived complete (rebuilt or not)
+    keyframes: int = 0
+    #: seconds after the first datagram at which frames were given up (the first 100)
+    unrecoverable_at: list[float] = field(default_factory=list)
     datagrams: int = 0
     first_packet: float = 0.0
     last_packet: float = 0.0
@@ -169,13 +175,13 @@ class StreamReceiver:
 
     Until the first datagram arrives it probes ``host`` (the host learns our
     UDP address from the probe); then every datagram goes through ``receiver``
-    and each complete access unit to ``decoder``. ``loss`` drops that share of
-    the datagrams on purpose (testing FEC; seeded by ``loss_seed``). Audio datagrams
+    and each complete access unit to ``decoder``. ``impair`` drops datagrams on
+    purpose (loss and a bandwidth cap: testing FEC and rate control). Audio datagrams
     (packet type ``PKT_AUDIO``, same flow) go to ``audio`` when the session has audio.
     """
 
     def __init__(self, udp: socket.socket, host: tuple[str, int], k_c2h: bytes, receiver: NativeReceiver,
-                 decoder: Decoder, stats: Stats, *, loss: float = 0.0, loss_seed: int | None = None,
+                 decoder: Decoder, stats: Stats, *, impair: LinkImpairment | None = None,
                  audio: AudioReceiver | None = None) -> None:
         self.udp = udp
         self.host = host
@@ -184,8 +190,7 @@ class StreamReceiver:
         self.decoder = decoder
         self.audio = audio
         self.stats = stats
-        self.loss = loss
-        self._rng = random.Random(loss_seed)
+        self.impair = impair if impair is not None and impair.active else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="native-rx", daemon=True)
 
@@ -199,8 +204,7 @@ class StreamReceiver:
 
     def _run(self) -> None:
         r, st, udp, decoder, audio = self.receiver, self.stats, self.udp, self.decoder, self.audio
-        loss = self.loss
-        rnd = self._rng.random
+        impair = self.impair
         buf = bytearray(MAX_PACKET + 64)
         probe_seq = 0
         got_data = False
@@ -226,10 +230,11 @@ class StreamReceiver:
                 continue
             got_data = True
             st.datagrams += 1
-            if loss and rnd() < loss:
-                st.injected_loss += 1
-                continue
             t = time.monotonic()
+            if impair is not None and impair.drop(n, t):
+                st.injected_loss += 1
+                st.injected_cap = impair.capped
+                continue
             if not st.first_packet:
                 st.first_packet = t
             st.last_packet = t
@@ -239,8 +244,12 @@ class StreamReceiver:
                 continue
             au = r.push(bytes(buf[:n]))
             if r.reasm.frames_unrecoverable != unrec:
+                if len(st.unrecoverable_at) < 100:
+                    st.unrecoverable_at.extend([round(t - st.first_packet, 3)] * (r.reasm.frames_unrecoverable - unrec))
                 unrec = r.reasm.frames_unrecoverable
                 decoder.need_keyframe = True
                 decoder.want_keyframe.set()
             if au is not None:
+                if au.keyframe:
+                    st.keyframes += 1
                 decoder.decode(au)

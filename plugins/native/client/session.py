@@ -22,12 +22,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from punktfunk_core.adaptive import MIN_REPORT_PACKETS
 from punktfunk_core.inputevents import FeedbackEvent, InputEvent
 from punktfunk_core.inputsink import merged
 from punktfunk_core.paths import Paths, ensure_private_dir
 from punktfunk_core.stats import percentile
 
 from punktfunk_native.client.audio import AudioReceiver
+from punktfunk_native.client.impair import LinkImpairment, LossPattern
 from punktfunk_native.client.inputscript import ScriptedEvent, ScriptPlayer
 from punktfunk_native.client.photon import ClickToPhoton
 from punktfunk_native.client.receive import AV_CODEC, Decoder, DecoderUnavailable, Stats, StreamReceiver
@@ -55,6 +57,8 @@ MAX_FEEDBACK_KEPT = 100
 #: queued input goes out at most once per tick, as one batch: at 1000 events/s a few per message
 #: instead of one, and a lone event (nothing sent within a tick) still leaves at once
 INPUT_TICK_S = 0.002
+#: the first report goes out this soon: the host's adaptive FEC learns the link from it
+FIRST_REPORT_S = 0.5
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -156,6 +160,12 @@ class ClientOptions:
     fec_percent: int | None = None
     loss: float = 0.0
     loss_seed: int | None = None
+    #: bursty or uniform loss (``--loss-pattern``; ``loss`` is uniform:loss), and when it stops
+    loss_pattern: LossPattern | None = None
+    loss_until_s: float = 0.0
+    #: a token bucket on what arrives (``--cap-mbps``), and when it is lifted
+    cap_mbps: float = 0.0
+    cap_until_s: float = 0.0
     save_frames: str | None = None
     json: bool = False
     status: bool = True
@@ -193,6 +203,9 @@ class NativeClient:
         self.fec_on = True
         #: totals as of the last report (reports carry deltas) and when it went out
         self._reported: dict[str, int] = {}
+        #: loss counts when the first report went out (what happened after it is the host's doing)
+        self._at_first_report: dict[str, int] | None = None
+        self.keyframe_requests = 0
         self._last_report_at = 0.0
         #: input waiting for the control thread, which alone writes to the connection
         self._outbox: list[InputEvent | dict[str, Any] | bytes] = []
@@ -439,7 +452,7 @@ class NativeClient:
             raise ProtocolError(f"bad host_pub: {exc}") from None
         k_h2c, k_c2h = session_keys(shared, nonce, host_nonce, host_fp, self.identity.fingerprint)
         self.accept = acc
-        self.fec_on = get_int(acc, "fec_percent", 0, 100, 0) > 0
+        self.fec_on = get_int(acc, "fec_percent", 0, 100, 0) > 0 or acc.get("fec") == "adaptive"
         self.receiver = NativeReceiver(k_h2c)
         host_ip = ctl.sock.getpeername()[0]
         udp = socket.socket(ctl.sock.family, socket.SOCK_DGRAM)
@@ -459,8 +472,11 @@ class NativeClient:
             self.photon = ClickToPhoton(get_int(acc, "width", 16, 8192, o.width),
                                         get_int(acc, "height", 16, 8192, o.height), self.send_input)
             decoder.on_frame = self.photon.on_frame
-        rx = StreamReceiver(udp, (host_ip, udp_port), k_c2h, self.receiver, decoder, self.stats, loss=o.loss,
-                            loss_seed=o.loss_seed, audio=self.audio)
+        pattern = o.loss_pattern or (LossPattern("uniform", rate=o.loss) if o.loss else None)
+        impair = LinkImpairment(pattern, loss_until_s=o.loss_until_s, cap_mbps=o.cap_mbps,
+                                cap_until_s=o.cap_until_s, seed=o.loss_seed)
+        rx = StreamReceiver(udp, (host_ip, udp_port), k_c2h, self.receiver, decoder, self.stats, impair=impair,
+                            audio=self.audio)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -533,7 +549,7 @@ class NativeClient:
         ping_every = get_int(acc, "keepalive_interval_ms", 50, 60_000, 500) / 1000
         report_every = get_int(acc, "report_interval_ms", 200, 60_000, 2000) / 1000
         next_ping = t0
-        next_report = t0 + report_every
+        next_report = t0 + min(report_every, FIRST_REPORT_S)
         next_status = t0 + 0.5
         last_kf = 0.0
         host_timeout = get_int(acc, "keepalive_timeout_ms", 200, 600_000, 3000) / 1000
@@ -567,6 +583,7 @@ class NativeClient:
                 self.want_keyframe.clear()
                 last_kf = now
                 ctl.send({"type": "keyframe_request"})
+                self.keyframe_requests += 1
             if now >= next_status:
                 self.terminal.status(self.summary())
                 next_status = now + 0.5
@@ -622,8 +639,8 @@ class NativeClient:
         r = self.receiver
         assert r is not None
         now = time.monotonic()
-        total = {"packets_lost": r.packets_lost, "frames_unrecoverable": r.reasm.frames_unrecoverable,
-                 "frames_decoded": self.stats.frames_decoded}
+        total = {"packets_lost": r.packets_lost, "packets_expected": r.packets_expected, "loss_runs": r.loss_runs,
+                 "frames_unrecoverable": r.reasm.frames_unrecoverable, "frames_decoded": self.stats.frames_decoded}
         if self.fec_on:  # without FEC nothing can be recovered: the count stays absent, not 0
             total["shards_recovered"] = r.reasm.shards_recovered
         dec = self.stats.decode_us[self._reported.get("decode_samples", 0):]
@@ -638,7 +655,18 @@ class NativeClient:
             self._reported[k] = self._reported.get(k, 0) + d
         self._reported["decode_samples"] = len(self.stats.decode_us)
         self._last_report_at = now
+        if self._at_first_report is None and deltas["packets_expected"] >= MIN_REPORT_PACKETS:
+            # from here on the host has heard how the link is: adaptive FEC can act
+            self._at_first_report = self._loss_counts()
         ctl.send(msg)
+
+    def _loss_counts(self) -> dict[str, int]:
+        r = self.receiver
+        reasm = r.reasm if r else None
+        return {"frames_expected": (reasm.last_delivered - reasm.first_au + 1) if reasm and reasm.first_au >= 0 else 0,
+                "frames_unrecoverable": reasm.frames_unrecoverable if reasm else 0,
+                "packets_lost": r.packets_lost if r else 0, "packets_expected": r.packets_expected if r else 0,
+                "keyframe_requests": self.keyframe_requests, "keyframes": self.stats.keyframes}
 
     # -- results -------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -678,4 +706,15 @@ class NativeClient:
                 "datagrams_received": self.stats.datagrams,
                 "skipped_waiting_keyframe": self.stats.skipped_waiting_keyframe, "host_bye": self.host_bye,
                 "session_id": self.session_id,
-                "rtt_us": round(self.rtt_us, 1) if self.rtt_us is not None else None}
+                "rtt_us": round(self.rtt_us, 1) if self.rtt_us is not None else None,
+                "keyframe_requests": self.keyframe_requests, "keyframes_received": self.stats.keyframes,
+                "injected_cap": self.stats.injected_cap, "unrecoverable_at_s": self.stats.unrecoverable_at[:100],
+                "packets_expected": self.receiver.packets_expected if self.receiver else 0,
+                "after_first_report": self._since_first_report()}
+
+    def _since_first_report(self) -> dict[str, int] | None:
+        """The loss counts since the first report went out (None before it)."""
+        if self._at_first_report is None:
+            return None
+        now = self._loss_counts()
+        return {k: v - self._at_first_report[k] for k, v in now.items()}

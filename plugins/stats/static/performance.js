@@ -411,6 +411,11 @@
       } else {
         health.node.append(el("p", { class: "hint" }, "Lost, recovered and unrecoverable are counted apart: a packet FEC ",
           "rebuilt was lost and recovered, and cost nothing. Only unrecoverable frames reached the picture."));
+        if (C.ADAPTIVE.some(([f]) => C.has(cap.samples, f))) {
+          health.node.append(el("p", { class: "hint", id: "adaptive-hint" }, "Dashed, against the % axis: the parity ",
+            "share adaptive FEC gave the window's frames and the loss estimate that chose it; the throughput chart's ",
+            "dotted line is the adaptive bitrate target."));
+        }
       }
       if (C.has(cap.samples, "rtt_us")) {
         const rtt = chartBlock("Round trip", "detail-rtt");

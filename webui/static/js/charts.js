@@ -18,6 +18,11 @@
     ["send_dropped", "datagrams not sent (host socket)", "#868e96"],
   ];
   const SEALING = [["fec_us", "FEC"], ["seal_us", "encryption"], ["sock_us", "socket"]];
+  /** Adaptive FEC (docs/adaptive.md), drawn on the health chart against a percent axis of its own. */
+  const ADAPTIVE = [
+    ["fec_parity_pct", "FEC parity % (adaptive)", "#7048e8"],
+    ["loss_estimate_pct", "loss estimate % (adaptive)", "#f08c00"],
+  ];
   /** The two sides of a comparison: never the same colour. */
   const SIDE_COLORS = { A: "#1c7ed6", B: "#e8590c" };
   const HOST_COLOR = "#222";
@@ -166,8 +171,16 @@
       { label: "Mb/s (wire)", stroke: "#e8590c", width: 2, scale: "mbps", value: shown(U.formatMbps) },
       { label: "target Mb/s (encoder)", stroke: "#868e96", width: 1.5, dash: [8, 5], scale: "mbps", value: shown(U.formatMbps) });
     data.push(field(rs, "repeat_fps"), field(rs, "mbps"), target);
+    // adaptive rate control: where the controller is steering the encoder (absent when fixed)
+    const steered = has(samples, "bitrate_target_kbps") ? field(rs, "bitrate_target_kbps", 1 / 1000) : [];
+    if (steered.length) {
+      series.push({ label: "adaptive target Mb/s", stroke: "#7048e8", width: 1.5, dash: [2, 3], scale: "mbps",
+        value: shown(U.formatMbps) });
+      data.push(steered);
+    }
     const fpsTop = (mx) => Math.max(1, mx, fps || 0) * 1.25;
-    const mbpsTop = (mx) => Math.max(0.1, mx, ...target.filter((v) => v !== null)) * 1.6;
+    const mbpsTop = (mx) => Math.max(0.1, mx, ...target.filter((v) => v !== null),
+      ...steered.filter((v) => v !== null)) * 1.6;
     return mount(el, {
       height, series,
       scales: { x: { time: false }, fps: { range: (u, mn, mx) => [0, fpsTop(mx)] }, mbps: { range: (u, mn, mx) => [0, mbpsTop(mx)] } },
@@ -176,10 +189,12 @@
     }, data);
   }
 
-  /** Simple line chart of sample fields; returns null when none of the fields is present. */
-  function fieldLines(el, samples, fields, { height = 180, unit = "count" } = {}) {
+  /** Simple line chart of sample fields; returns null when none of the fields is present.
+      ``percent`` fields, when present, are drawn dashed against a percent axis on the right. */
+  function fieldLines(el, samples, fields, { height = 180, unit = "count", percent = [] } = {}) {
     const present = fields.filter(([f]) => has(samples, f));
     if (!present.length) return null;
+    const pct = percent.filter(([f]) => has(samples, f));
     const rs = rows(samples);
     const data = [rs.map((r) => r.x)];
     const series = [timeSeries];
@@ -190,18 +205,24 @@
       series.push({ label, stroke: color || EXTRA_COLORS[i % EXTRA_COLORS.length], width: 2, value: shown(fmt),
         dash: f === "fec_recovered" ? [6, 4] : undefined });
     });
+    pct.forEach(([f, label, color]) => {
+      data.push(field(rs, f));
+      series.push({ label, stroke: color, width: 1.5, dash: [3, 3], scale: "pct", value: shown((v) => `${v.toFixed(1)} %`) });
+    });
     // counts are whole numbers: only integer ticks
     const axis = unit === "us" ? usAxis("")
       : { label: "per window", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 1e6],
         values: (u, t) => t.map((v) => U.formatCount(v)) };
-    return mount(el, {
-      height, series,
-      scales: { x: { time: false }, y: { range: (u, mn, mx) => [0, Math.max(unit === "us" ? 10 : 1, mx * 1.15)] } },
-      axes: [secondsAxis, axis],
-    }, data);
+    const scales = { x: { time: false }, y: { range: (u, mn, mx) => [0, Math.max(unit === "us" ? 10 : 1, mx * 1.15)] } };
+    const axes = [secondsAxis, axis];
+    if (pct.length) {
+      scales.pct = { range: (u, mn, mx) => [0, Math.max(10, mx * 1.15)] };
+      axes.push({ scale: "pct", side: 1, label: "%", grid: { show: false } });
+    }
+    return mount(el, { height, series, scales, axes }, data);
   }
 
-  const health = (el, samples, o) => fieldLines(el, samples, COUNTERS, { ...o, unit: "count" });
+  const health = (el, samples, o) => fieldLines(el, samples, COUNTERS, { ...o, unit: "count", percent: ADAPTIVE });
   const roundTrip = (el, samples, o) => fieldLines(el, samples, [["rtt_us", "round trip"]], { ...o, unit: "us" });
   const sealing = (el, samples, o) => fieldLines(el, samples, SEALING, { ...o, unit: "us" });
   const inputLatency = (el, samples, o) => fieldLines(el, samples,
@@ -249,6 +270,6 @@
 
   window.PFCharts = {
     latency, latencyNote, throughput, health, roundTrip, sealing, inputLatency, compare, stageNames, stageColor, has, rows,
-    COUNTERS, SEALING, SIDE_COLORS,
+    COUNTERS, SEALING, ADAPTIVE, SIDE_COLORS,
   };
 })();
