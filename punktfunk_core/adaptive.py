@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from punktfunk_core.settings import LIVE_NEW_SESSIONS, Settings, setting
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
@@ -443,6 +445,31 @@ class KeyframeCoalescer:
         self._last = now
         self.forced += 1
         return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptiveSettings(Settings):
+    """The adaptive keys, the same in every protocol's section: a protocol's settings class
+    inherits them (declared once here), :func:`policies` reads them."""
+
+    fec: str = setting("adaptive", "video FEC: adaptive (the parity share follows the loss the client reports, "
+                                   "between fec_floor_percent and fec_ceiling_percent; docs/adaptive.md) or "
+                                   "fixed (fec_percent)", enum=list(MODES), live=LIVE_NEW_SESSIONS)
+    fec_target: float = setting(0.001, "adaptive FEC: the share of frames it lets go unrecoverable",
+                                exclusiveMinimum=0, maximum=0.1, live=LIVE_NEW_SESSIONS)
+    fec_floor_percent: float = setting(5.0, "adaptive FEC: the parity share on a clean link (a floor above the "
+                                            "ceiling is the ceiling)", minimum=0, maximum=100, live=LIVE_NEW_SESSIONS)
+    fec_ceiling_percent: float = setting(50.0, "adaptive FEC: the largest parity share it chooses, in percent of "
+                                               "a block's data shards", minimum=0, maximum=200,
+                                         live=LIVE_NEW_SESSIONS)
+    rate_control: str = setting("adaptive", "video bitrate: adaptive (lower in steps on congestion: loss FEC "
+                                            "cannot absorb or a rising round-trip time; probe back up when clean) "
+                                            "or fixed (the bitrate the client asked for)", enum=list(MODES),
+                                live=LIVE_NEW_SESSIONS)
+    bitrate_min_kbps: int = setting(500, "adaptive bitrate: never below this", minimum=100, maximum=2_000_000,
+                                    live=LIVE_NEW_SESSIONS)
+    bitrate_max_kbps: int = setting(0, "adaptive bitrate: never above this (0 = the bitrate the session started "
+                                       "with)", minimum=0, maximum=2_000_000, live=LIVE_NEW_SESSIONS)
 
 
 def policies(cfg: Mapping[str, Any], fixed_percent: float | None = None,

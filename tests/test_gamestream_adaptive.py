@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from gamestream_helpers import FAULTS_ENV, finish_client, gs_config, pair, start_client, wait_ready
 
-from punktfunk_core.adaptive import FecController, FecPolicy, LossReport
+from punktfunk_core.adaptive import AdaptiveControl, FecController, FecPolicy, LossReport, RatePolicy
 from punktfunk_core.stages import AccessUnit, StreamSpec
 
 from punktfunk_gamestream.adaptive import StreamAdaptation
@@ -59,9 +59,10 @@ def _fec_percents(batch) -> set[int]:
 
 
 def test_the_parity_share_changes_from_one_frame_to_the_next() -> None:
-    fec = FecController(FecPolicy(floor_percent=5, ceiling_percent=50))
     ctx = VideoContext(packet_size=1392, min_fec_packets=2)
-    ctx.adaptive = StreamAdaptation(fec, None, 60, lambda kbps: None)
+    ctx.adaptive = StreamAdaptation(AdaptiveControl(FecPolicy(floor_percent=5, ceiling_percent=50),
+                                                    RatePolicy(mode="fixed"), 6000), 60)
+    fec = ctx.adaptive.control.fec
     pk = GameStreamPacketizer(StreamSpec(), {"context": ctx, "fec_kernel": "numpy"})
     au = AccessUnit(b"\x00\x00\x00\x01\x65" + bytes(range(256)) * 160, True, 1, time.monotonic_ns())
     clean = pk.packetize(au)
@@ -98,6 +99,7 @@ def _wait_streaming(host, timeout: float = 30.0) -> None:
 def _lossy_run(host, client, seconds: float, hold: float = 0.0, after=None) -> dict:
     """Stream 720p60 under the host's loss for ``seconds`` (from the first frames); the counters
     at that mark; then ``after(host)`` while the stream goes on for up to ``hold`` more seconds."""
+    host.call("stats.start")  # the capture's windows carry the adaptive fields (or not)
     proc = start_client("stream", host, client, "--frames", "100000", "--seconds", str(seconds + hold + 1))
     try:
         _wait_streaming(host)
@@ -106,6 +108,7 @@ def _lossy_run(host, client, seconds: float, hold: float = 0.0, after=None) -> d
         faults = host.call("faults.status")
         extra = after(host) if after is not None else None
         res = finish_client(proc, seconds + hold + 60)
+        samples = host.call("stats.live")["samples"]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -115,7 +118,8 @@ def _lossy_run(host, client, seconds: float, hold: float = 0.0, after=None) -> d
     return {"frames_unrecoverable": counters.get("frames_unrecoverable", 0),
             "idr_requests": counters.get("idr_requests", 0), "idr_coalesced": counters.get("idr_coalesced", 0),
             "frames": faults["frames"]["drop-packets"], "dropped": faults["dropped"]["drop-packets"],
-            "keyframes": faults["keyframes"]["drop-packets"], "adaptive": status["adaptive"], "after": extra}
+            "keyframes": faults["keyframes"]["drop-packets"], "adaptive": status["adaptive"], "after": extra,
+            "samples": samples}
 
 
 def _back_to_the_floor(host, limit_s: float = 10.0) -> dict:
@@ -155,7 +159,14 @@ def test_adaptive_fec_loses_fewer_frames_and_asks_fewer_idrs_than_fixed_at_5_per
     assert fixed["frames_unrecoverable"] > adaptive["frames_unrecoverable"]
     assert fixed["idr_requests"] > adaptive["idr_requests"]
     assert fixed["keyframes"] > adaptive["keyframes"]
-    assert fixed["adaptive"] is None, "fec = fixed: nothing adapts (and the capture fields stay absent)"
+    assert fixed["adaptive"] is None, "fec = fixed: nothing adapts"
+    fields = {"fec_parity_pct", "loss_estimate_pct", "bitrate_target_kbps"}
+    assert fixed["samples"] and not any(fields & set(x) for x in fixed["samples"]), "fixed: no adaptive fields"
+    recorded = [x for x in adaptive["samples"] if fields <= set(x)]
+    print("adaptive capture windows (parity %, loss estimate %, bitrate target):",
+          [(x["fec_parity_pct"], x["loss_estimate_pct"], x["bitrate_target_kbps"]) for x in recorded])
+    assert recorded, adaptive["samples"]
+    assert max(x["fec_parity_pct"] for x in recorded) > 10 and max(x["loss_estimate_pct"] for x in recorded) > 2
     state = adaptive["adaptive"]
     # Moonlight's reports measured the 5 % (the estimate jumps up to a lossier window at once, decays slowly)
     assert 3 <= state["loss_estimate_pct"] <= 10, state
@@ -204,7 +215,7 @@ def test_a_bandwidth_cap_brings_the_bitrate_under_it_and_lifting_it_brings_it_ba
 
 
 def test_one_idr_per_burst_but_a_lost_idr_gets_another() -> None:
-    ad = StreamAdaptation(None, None, 60, lambda kbps: None)
+    ad = StreamAdaptation(AdaptiveControl(FecPolicy(mode="fixed"), RatePolicy(mode="fixed"), 6000), 60)
     rtt_us = 20_000.0
     t = time.monotonic()
     assert ad.idr_request(t, rtt_us), "the first request of a burst forces an IDR"

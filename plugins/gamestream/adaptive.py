@@ -22,17 +22,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from punktfunk_core.adaptive import FecController, FecPolicy, LossReport, RateController, RatePolicy
+from punktfunk_core.adaptive import AdaptiveControl, LossReport, policies
 
 from punktfunk_gamestream.wire_control import FecStatus
 
 if TYPE_CHECKING:
     from punktfunk_core.stages import StreamSpec
-
-    from punktfunk_gamestream.plugin import GameStreamSettings
 
 log = logging.getLogger("punktfunk.gamestream.adaptive")
 
@@ -43,20 +41,20 @@ IDR_PENDING_S = 0.25
 
 
 class StreamAdaptation:
-    """The loss windows and controllers of one stream.
+    """The loss windows of one stream and the session's controllers (``control``).
 
     The packetize thread calls :meth:`packetized` per frame and reads ``fec``
     (its ``percent`` and ``parity_for``); the control thread calls everything
-    else. Each counter has one writer.
+    else. Each counter has one writer. ``control`` is also the session's
+    ``adaptive``: the runner has it fill the capture fields of each window.
     """
 
-    def __init__(self, fec: FecController | None, rate: RateController | None, fps: int,
-                 set_bitrate: Callable[[int], None]) -> None:
+    def __init__(self, control: AdaptiveControl, fps: int) -> None:
+        self.control = control
         #: what the packetizer asks per block; None with ``fec = "fixed"`` (``fec_percent`` as before)
-        self.fec = fec
-        self.rate = rate
+        self.fec = control.fec if control.fec.adaptive else None
+        self.rate = control.rate if control.rate.policy.mode == "adaptive" else None
         self.frame_s = 1.0 / max(1, fps)
-        self._set_bitrate = set_bitrate
         # written by the packetize thread
         self.packets_sent = 0
         self.data_sent = 0
@@ -129,14 +127,10 @@ class StreamAdaptation:
         self._lost_frames = set()
         self.reports = [*self.reports[-7:], report]
         self.windows += 1
-        if self.fec is not None:
-            self.fec.observe(report)
-        if self.rate is not None:
-            kbps = self.rate.observe(report, self.fec.residual_loss if self.fec is not None else 0.0)
-            if kbps is not None:
-                log.info("bitrate target %d kbps (%s; loss %.1f %%, rtt %s)", kbps, self.rate.last_reason,
-                         100 * report.loss_rate, f"{rtt_us / 1000:.1f} ms" if rtt_us is not None else "unknown")
-                self._set_bitrate(kbps)
+        kbps = self.control.observe(report)  # FEC, then the bitrate (applied through control.set_bitrate)
+        if kbps is not None:
+            log.info("bitrate target %d kbps (%s; loss %.1f %%, rtt %s)", kbps, self.control.rate.last_reason,
+                     100 * report.loss_rate, f"{rtt_us / 1000:.1f} ms" if rtt_us is not None else "unknown")
         return report
 
     def status(self) -> dict[str, Any]:
@@ -154,22 +148,13 @@ class StreamAdaptation:
         }
 
 
-def adaptation_for(settings: GameStreamSettings, spec: StreamSpec, min_fec_packets: int,
+def adaptation_for(cfg: Mapping[str, Any], spec: StreamSpec, min_fec_packets: int,
                    set_bitrate: Callable[[int], None]) -> StreamAdaptation | None:
-    """The stream's adaptation from the ``[gamestream]`` settings; None when FEC and rate are both fixed.
-    The client's ``minRequiredFecPackets`` is the least parity of any block, adaptive or not."""
-    fec = rate = None
-    # what the schema cannot relate is reconciled, never refused: a floor above the ceiling is
-    # the ceiling, a maximum below the minimum the minimum
-    if settings.fec == "adaptive":
-        ceiling = settings.fec_ceiling_percent
-        floor = min(settings.fec_floor_percent, ceiling)
-        fec = FecController(FecPolicy(target=settings.fec_target, floor_percent=floor, ceiling_percent=ceiling,
-                                      fixed_percent=settings.fec_percent, min_parity=min_fec_packets))
-    if settings.rate_control == "adaptive":
-        low, high = settings.bitrate_min_kbps, settings.bitrate_max_kbps
-        rate = RateController(RatePolicy(min_kbps=low, max_kbps=max(high, low) if high else 0), spec.bitrate_kbps,
-                              settings.fec_target)
-    if fec is None and rate is None:
+    """The stream's adaptation from the ``[gamestream]`` section (its schema checked the keys);
+    None when FEC and rate are both fixed. The client's ``minRequiredFecPackets`` is the least
+    parity of any block, adaptive or not (``fec_layout`` keeps it)."""
+    fec, rate = policies(cfg)  # a floor above the ceiling, a maximum below the minimum: reconciled
+    if fec.mode == "fixed" and rate.mode == "fixed":
         return None
-    return StreamAdaptation(fec, rate, spec.fps, set_bitrate)
+    fec = dataclasses.replace(fec, min_parity=min_fec_packets)
+    return StreamAdaptation(AdaptiveControl(fec, rate, spec.bitrate_kbps, set_bitrate), spec.fps)

@@ -41,7 +41,6 @@ from punktfunk_gamestream.audio import AudioContext
 from punktfunk_gamestream.input import HapticsEnable, MalformedInput, parse_input
 from punktfunk_gamestream.layout import GAMESTREAM_LAYOUT
 from punktfunk_gamestream.pairing import Identity, Pairing
-from punktfunk_gamestream.plugin import GameStreamSettings
 from punktfunk_gamestream.video import VideoContext
 from punktfunk_gamestream.wire import BadInput
 from punktfunk_gamestream.wire_rtsp import AnnouncedStream
@@ -482,7 +481,7 @@ class GameStreamPlane(ProtocolPlane):
                 peer=stream.video_peer,
                 pacing=float(cfg.get("pacing", 0.5)),
                 gso=bool(cfg.get("gso", True)),
-                adaptive=adaptation_for(GameStreamSettings.of(cfg), spec, ann.min_fec_packets,
+                adaptive=adaptation_for(cfg, spec, ann.min_fec_packets,
                                         lambda kbps: stream.session.set_bitrate(kbps) if stream.session else None),
             )
             # the stages the config names (a plugin's stage may replace or wrap the builtin)
@@ -513,6 +512,8 @@ class GameStreamPlane(ProtocolPlane):
             if self.control is not None:
                 self.control.terminate(stream, f"session failed: {exc}")
             return
+        if ctx.adaptive is not None:  # the runner has it fill each window's adaptive fields
+            session.adaptive = ctx.adaptive.control
         session.details.update({
             "client_name": launch.client.name if launch is not None else "",
             "packet_size": ann.packet_size,

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from punktfunk_core import hookimpl
+from punktfunk_core.adaptive import AdaptiveSettings
 from punktfunk_core.ipc import IpcError, connect
-from punktfunk_core.settings import LIVE_NEW_SESSIONS, Settings, setting
+from punktfunk_core.settings import LIVE_NEW_SESSIONS, setting
 
 
 @dataclass(frozen=True, kw_only=True)
-class GameStreamSettings(Settings):
+class GameStreamSettings(AdaptiveSettings):
     """GameStream/Moonlight compatibility (opt-in; pairing runs over plain HTTP)."""
 
     enabled: bool = setting(False, "serve Moonlight clients (also: punktfunk serve --gamestream)")
@@ -29,24 +30,8 @@ class GameStreamSettings(Settings):
     port_base: int = setting(47989, "HTTP port; the others follow GameStream's offsets (0 = ephemeral ports, "
                                     "see `punktfunk gamestream status`)", minimum=0, maximum=65500)
     mdns: bool = setting(True, "advertise _nvstream._tcp via mDNS")
-    fec: str = setting("adaptive", "video FEC: adaptive (the parity share follows the loss Moonlight reports, "
-                                   "between fec_floor_percent and fec_ceiling_percent) or fixed (fec_percent)",
-                       enum=["adaptive", "fixed"], live=LIVE_NEW_SESSIONS)
     fec_percent: int = setting(20, "video FEC parity in percent of data packets (fec = fixed)", minimum=0,
                                maximum=100, live=LIVE_NEW_SESSIONS)
-    fec_target: float = setting(0.001, "adaptive FEC: the share of frames it lets go unrecoverable",
-                                exclusiveMinimum=0, maximum=0.5, live=LIVE_NEW_SESSIONS)
-    fec_floor_percent: int = setting(5, "adaptive FEC: the parity share on a clean link", minimum=0, maximum=100,
-                                     live=LIVE_NEW_SESSIONS)
-    fec_ceiling_percent: int = setting(50, "adaptive FEC: the largest parity share it chooses", minimum=1,
-                                       maximum=255, live=LIVE_NEW_SESSIONS)
-    rate_control: str = setting("adaptive", "video bitrate: adaptive (lower in steps on sustained loss or rising "
-                                            "round-trip time, probe back up when clean) or fixed (what the client "
-                                            "asked for)", enum=["adaptive", "fixed"], live=LIVE_NEW_SESSIONS)
-    bitrate_min_kbps: int = setting(500, "adaptive bitrate: never below this", minimum=100, maximum=1_000_000,
-                                    live=LIVE_NEW_SESSIONS)
-    bitrate_max_kbps: int = setting(0, "adaptive bitrate: never above this (0 = the bitrate the client asked for)",
-                                    minimum=0, maximum=1_000_000, live=LIVE_NEW_SESSIONS)
     fec_threads: int = setting(1, "threads the ISA-L FEC encoder splits a large frame over (small frames stay "
                                   "on one)", minimum=1, maximum=16, live=LIVE_NEW_SESSIONS)
     gso: bool = setting(True, "batch each paced group of video datagrams into UDP GSO sends where the kernel "

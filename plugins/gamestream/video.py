@@ -230,8 +230,9 @@ class GameStreamPacketizer(Packetizer):
         adaptive = self.ctx.adaptive
         fec_ctl = adaptive.fec if adaptive is not None else None
         if fec_ctl is not None:  # the share the controller chose last, read without a lock
+            shard_bytes = self.payload  # each block's bytes count toward the rate the controller sees sent
             blocks, _ = fec_layout(n, min(255, max(1, math.ceil(fec_ctl.percent))), self.ctx.min_fec_packets,
-                                   self.block_limit, fec_ctl.parity_for)
+                                   self.block_limit, lambda k: fec_ctl.parity_for(k, k * shard_bytes))
         else:
             blocks, _ = fec_layout(n, self.ctx.fec_percent, self.ctx.min_fec_packets, self.block_limit)
         rows = sum(k + p for k, p, _ in blocks)

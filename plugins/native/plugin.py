@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from punktfunk_core import hookimpl
+from punktfunk_core.adaptive import AdaptiveSettings
 from punktfunk_core.ipc import connect
 from punktfunk_core.settings import LIVE_NEW_SESSIONS, LIVE_NOW, Settings, setting
 from punktfunk_core.stages import StreamSpec
@@ -23,7 +24,7 @@ SECTION = "native"
 
 
 @dataclass(frozen=True, kw_only=True)
-class NativeSettings(Settings):
+class NativeSettings(AdaptiveSettings):
     """The native punktfunk/1 protocol (TLS 1.3 control, encrypted FEC'd UDP video)."""
 
     enabled: bool = setting(True)
@@ -36,23 +37,6 @@ class NativeSettings(Settings):
                                minimum=0, maximum=100, live=LIVE_NEW_SESSIONS)
     fec_min_parity: int = setting(2, "at least this many parity shards per access unit when fec_percent > 0",
                                   minimum=0, maximum=64, live=LIVE_NEW_SESSIONS)
-    fec: str = setting("adaptive", "adaptive: parity per frame from the loss the client reports (docs/adaptive.md); "
-                                   "fixed: always fec_percent (at least fec_min_parity)",
-                       enum=["adaptive", "fixed"], live=LIVE_NEW_SESSIONS)
-    fec_target: float = setting(0.001, "adaptive FEC: the share of frames allowed to be unrecoverable",
-                                exclusiveMinimum=0, maximum=0.1, live=LIVE_NEW_SESSIONS)
-    fec_floor_percent: float = setting(5.0, "adaptive FEC: the parity share on a clean link",
-                                       minimum=0, maximum=100, live=LIVE_NEW_SESSIONS)
-    fec_ceiling_percent: float = setting(50.0, "adaptive FEC: the most parity it adds (in percent of the data "
-                                               "shards; a lower floor than this wins)",
-                                         minimum=0, maximum=200, live=LIVE_NEW_SESSIONS)
-    rate_control: str = setting("adaptive", "adaptive: lower the bitrate on congestion, probe back up when clean; "
-                                            "fixed: the bitrate the client asked for", enum=["adaptive", "fixed"],
-                                live=LIVE_NEW_SESSIONS)
-    bitrate_min_kbps: int = setting(500, "adaptive rate control never goes below this",
-                                    minimum=100, maximum=2_000_000, live=LIVE_NEW_SESSIONS)
-    bitrate_max_kbps: int = setting(0, "adaptive rate control never goes above this (0 = the bitrate the session "
-                                       "started with)", minimum=0, maximum=2_000_000, live=LIVE_NEW_SESSIONS)
     shard_bytes: int = setting(1200, "largest shard payload (datagram = shard + 48 bytes)",
                                minimum=64, maximum=1408, multipleOf=2, live=LIVE_NEW_SESSIONS)
     target_shards: int = setting(64, "split small access units into about this many shards (FEC statistics)",
