@@ -273,10 +273,14 @@ class DesktopAudioSource(AudioSource):
         if samples <= 0:
             raise ValueError("desktop: samples must be positive")
         ring = self._ring
-        self._drain()
+        if self._reading is not self._proc:
+            self._pipe()  # a new parec: read its pipe from now on
         backlog = ring.backlog()
-        if backlog < samples:  # not here yet: wait until it is due at the latest
+        if backlog < samples:  # not all here yet: poll (at once when the pipe holds data) until due at the latest
             backlog = self._wait(samples, backlog)
+        else:  # a backlog (rare): take what the pipe holds too, to keep the newest and count the excess
+            self._drain()
+            backlog = ring.backlog()
         if backlog >= samples:  # the next frame is due a frame after the newest data, give or take
             self._due_ns = ring.mark[1] + samples * 1_000_000_000 // SAMPLE_RATE + LATE_NS
         excess = backlog - max(self.max_delay, samples)
@@ -314,9 +318,9 @@ class DesktopAudioSource(AudioSource):
         while backlog < samples and now < deadline:
             if self._fd < 0:
                 time.sleep((deadline - now) / 1e9)
-            else:
-                self._poll.poll((deadline - now) / 1e6)
-            self._drain()
+                self._drain()  # picks up a parec started meanwhile
+            elif self._poll.poll((deadline - now) / 1e6):  # data, or the pipe closed
+                self._drain()
             backlog = self._ring.backlog()
             now = time.monotonic_ns()
         if backlog < samples:
