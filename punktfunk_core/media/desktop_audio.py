@@ -121,14 +121,19 @@ class PcmRing:
     def skip(self, frames: int) -> None:
         self.read_frames += frames
 
-    def take(self, out: np.ndarray, frames: int) -> None:
-        """Copy the next ``frames`` frames into ``out[:frames]``."""
+    def take(self, frames: int, total: int) -> np.ndarray:
+        """The next ``frames`` frames (``frames`` ≤ ``total``), copied once into a new
+        ``(total, channels)`` array whose rest is silence."""
         at = self.read_frames % self.capacity
+        self.read_frames += frames
+        if frames == total and at + frames <= self.capacity:  # the common case: one slice of the ring
+            return self._buf[at:at + frames].copy()
+        out = np.zeros((total, self.channels), np.int16)
         first = min(frames, self.capacity - at)
         out[:first] = self._buf[at:at + first]
         if first < frames:
             out[first:frames] = self._buf[:frames - first]
-        self.read_frames += frames
+        return out
 
     def capture_ns(self, frame_index: int) -> int:
         """When frame ``frame_index`` was captured: the newest arrival, less the frames after it."""
@@ -294,18 +299,12 @@ class DesktopAudioSource(AudioSource):
                 self._drop(self._least_left)
                 backlog -= self._least_left
             self._reads, self._least_left = 0, DESKTOP_RING_MS * SAMPLE_RATE
-        out = np.empty((samples, self.channels), np.int16)
         have = min(backlog, samples)
-        if have:
-            self.capture_ns = ring.capture_ns(ring.read_frames)
-            ring.take(out, have)
-        else:
-            self.capture_ns = time.monotonic_ns()
+        self.capture_ns = ring.capture_ns(ring.read_frames) if have else time.monotonic_ns()
         if have < samples:
-            out[have:] = 0
             self.gap_samples += samples - have
             self.gaps += 1
-        return out
+        return ring.take(have, samples)
 
     def _wait(self, samples: int, backlog: int) -> int:
         """Wait on the pipe until ``samples`` are there or the frame is due at the latest: one
