@@ -43,26 +43,25 @@ _int = int.from_bytes
 class CbcEncryptor:
     """AES-128-CBC with PKCS#7 of one payload per call, the IV ``BE u32(rikeyid + seq)`` || 12 zero bytes.
 
-    The IV changes with every packet, and a cryptography CBC context is made per
-    IV (most of a packet's cost); so one ECB context, made once, encrypts each
-    block and the chaining (a payload is a few blocks) is done here:
-    ``C[i] = AES(P[i] XOR C[i-1])``, ``C[-1] = IV``. Same bytes as CBC."""
+    The IV changes with every packet, and a cryptography CBC context is made per IV
+    (most of a packet's cost before). One CBC context made once carries on from the
+    last ciphertext block ``L`` it wrote instead: feeding it ``P[0] XOR IV XOR L`` as
+    the first block gives ``AES(P[0] XOR IV)``, the block a fresh context with this
+    IV would write, and the rest chains as usual. Same bytes as CBC per packet."""
 
     def __init__(self, key: bytes, rikeyid: int) -> None:
-        self._aes = Cipher(algorithms.AES(key), modes.ECB()).encryptor().update
+        self._cbc = Cipher(algorithms.AES(key), modes.CBC(bytes(_AES_BLOCK))).encryptor().update
+        self._last = 0  # the context's chaining block (its IV before the first call)
         self.rikeyid = rikeyid
 
     def encrypt(self, seq: int, data: bytes) -> bytes:
         pad = _AES_BLOCK - len(data) % _AES_BLOCK
         plain = data + bytes((pad,)) * pad
-        chain = ((self.rikeyid + seq) & 0xFFFFFFFF) << 96  # the IV as a 128-bit integer
-        aes = self._aes
-        out = []
-        for at in range(0, len(plain), _AES_BLOCK):
-            block = aes((_int(plain[at:at + _AES_BLOCK], "big") ^ chain).to_bytes(_AES_BLOCK, "big"))
-            out.append(block)
-            chain = _int(block, "big")
-        return b"".join(out)
+        iv = ((self.rikeyid + seq) & 0xFFFFFFFF) << 96  # the IV as a 128-bit integer
+        first = _int(plain[:_AES_BLOCK], "big") ^ iv ^ self._last
+        out = self._cbc(first.to_bytes(_AES_BLOCK, "big") + plain[_AES_BLOCK:])
+        self._last = _int(out[-_AES_BLOCK:], "big")
+        return out
 
 
 class AudioPacketizer:
