@@ -97,7 +97,7 @@ class AudioPacketizer:
             self._block_ts = ts
             if size != self._shards.shape[1]:  # CBR: once per session
                 self._shards = np.zeros((AUDIO_DATA_SHARDS + AUDIO_FEC_SHARDS, size), dtype=np.uint8)
-                self._rows = [memoryview(row) for row in self._shards]
+                self._rows = [row.data for row in self._shards]
             self._size = size
         if size == self._size:
             self._rows[at][:] = payload
