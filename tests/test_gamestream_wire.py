@@ -239,6 +239,24 @@ def test_audio_packets_fec_and_cbc() -> None:
     assert struct.unpack_from(">H", out[7][1], 14)[0] == 4  # second block's base sequence
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.binary(max_size=200), min_size=1, max_size=12), st.integers(-(2**31), 2**31 - 1))
+def test_each_audio_payload_decrypts_alone_with_its_own_iv(opus: list[bytes], rikeyid: int) -> None:
+    """The packetizer chains one CBC context across packets; a client still decrypts every
+    payload on its own, with a fresh context and that packet's IV, whatever the sizes
+    (multiples of 16 included) and whichever packets it lost before."""
+    key = bytes(range(32, 48))
+    ap = AudioPacketizer(5, key, rikeyid, fec.NumpyKernel())
+    for seq, o in enumerate(opus):
+        d = ap.packets_for(o)[0]
+        assert struct.unpack_from(">H", d, 2)[0] == seq
+        iv = struct.pack(">I", (rikeyid + seq) & 0xFFFFFFFF) + bytes(12)
+        dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        padded = dec.update(d[12:]) + dec.finalize()
+        unp = padding.PKCS7(128).unpadder()
+        assert unp.update(padded) + unp.finalize() == o
+
+
 def test_control_messages_roundtrip_and_tamper() -> None:
     aead = AESGCM(bytes(16))
     graceful = struct.pack(">I", wire_control.TERMINATION_GRACEFUL)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from punktfunk_core.stages import AccessUnit, PacketBatch, Packetizer, Stage, StreamSpec
@@ -34,63 +33,92 @@ from punktfunk_gamestream import fec
 from punktfunk_gamestream.wire import AUDIO_DATA_SHARDS, AUDIO_FEC_MATRIX, AUDIO_FEC_PT, AUDIO_FEC_SHARDS, AUDIO_PT
 
 _MATRIX = np.array(AUDIO_FEC_MATRIX, dtype=np.uint8)
+_RTP = struct.Struct(">BBHII")
+#: an FEC datagram's RTP header and the 12-byte audio FEC header after it
+_FEC_HEADERS = struct.Struct(">BBHIIBBHII")
+_AES_BLOCK = 16
+_int = int.from_bytes
 
 
-def cbc_encrypt(key: bytes, rikeyid: int, seq: int, data: bytes) -> bytes:
-    iv = struct.pack(">I", (rikeyid + seq) & 0xFFFFFFFF) + bytes(12)
-    padder = padding.PKCS7(128).padder()
-    padded = padder.update(data) + padder.finalize()
-    enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-    return enc.update(padded) + enc.finalize()
+class CbcEncryptor:
+    """AES-128-CBC with PKCS#7 of one payload per call, the IV ``BE u32(rikeyid + seq)`` || 12 zero bytes.
+
+    The IV changes with every packet, and a cryptography CBC context is made per IV
+    (most of a packet's cost before). One CBC context made once carries on from the
+    last ciphertext block ``L`` it wrote instead: feeding it ``P[0] XOR IV XOR L`` as
+    the first block gives ``AES(P[0] XOR IV)``, the block a fresh context with this
+    IV would write, and the rest chains as usual. Same bytes as CBC per packet."""
+
+    def __init__(self, key: bytes, rikeyid: int) -> None:
+        self._cbc = Cipher(algorithms.AES(key), modes.CBC(bytes(_AES_BLOCK))).encryptor().update
+        self._last = 0  # the context's chaining block (its IV before the first call)
+        self.rikeyid = rikeyid
+
+    def encrypt(self, seq: int, data: bytes) -> bytes:
+        pad = _AES_BLOCK - len(data) % _AES_BLOCK
+        plain = data + bytes((pad,)) * pad
+        iv = ((self.rikeyid + seq) & 0xFFFFFFFF) << 96  # the IV as a 128-bit integer
+        first = _int(plain[:_AES_BLOCK], "big") ^ iv ^ self._last
+        out = self._cbc(first.to_bytes(_AES_BLOCK, "big") + plain[_AES_BLOCK:])
+        self._last = _int(out[-_AES_BLOCK:], "big")
+        return out
 
 
 class AudioPacketizer:
-    """Opus packets → RTP datagrams (+ FEC every 4 packets); pure, testable."""
+    """Opus packets → RTP datagrams (+ FEC every 4 packets); pure, testable.
+
+    Each payload is copied once into a block buffer kept from block to block
+    (rows 0..3 data, 4..5 parity), which the FEC kernel fills in place."""
 
     def __init__(self, packet_ms: int = 5, key: bytes | None = None, rikeyid: int = 0,
                  kernel: fec.FecKernel | None = None) -> None:
         self.packet_ms = packet_ms
         self.key = key
         self.rikeyid = rikeyid
+        self._cbc = CbcEncryptor(key, rikeyid) if key else None
         self.kernel = kernel or fec.best_kernel()
         self.seq = 0
         self.ts = 0
         self.fec_seq = 0
-        self._block: list[bytes] = []
+        self._shards = np.zeros((AUDIO_DATA_SHARDS + AUDIO_FEC_SHARDS, 0), dtype=np.uint8)
+        self._rows: list[memoryview] = []
+        #: the payload size of the block being collected; None once its packets differ in size
+        self._size: int | None = 0
         self._block_ts = 0
         self.fec_skipped = 0
 
     def packets_for(self, opus: bytes) -> list[bytes]:
-        seq = self.seq
-        payload = cbc_encrypt(self.key, self.rikeyid, seq, opus) if self.key else opus
-        out = [struct.pack(">BBHII", 0x80, AUDIO_PT, seq, self.ts & 0xFFFFFFFF, 0) + payload]
-        if seq % AUDIO_DATA_SHARDS == 0:
-            self._block = []
-            self._block_ts = self.ts
-        self._block.append(payload)
+        seq, ts = self.seq, self.ts
+        payload = self._cbc.encrypt(seq, opus) if self._cbc is not None else opus
+        out = [_RTP.pack(0x80, AUDIO_PT, seq, ts, 0) + payload]
+        at = seq % AUDIO_DATA_SHARDS
+        size = len(payload)
+        if at == 0:
+            self._block_ts = ts
+            if size != self._shards.shape[1]:  # CBR: once per session
+                self._shards = np.zeros((AUDIO_DATA_SHARDS + AUDIO_FEC_SHARDS, size), dtype=np.uint8)
+                self._rows = [row.data for row in self._shards]
+            self._size = size
+        if size == self._size:
+            self._rows[at][:] = payload
+        else:
+            self._size = None
         self.seq = (seq + 1) & 0xFFFF
-        self.ts = (self.ts + self.packet_ms) & 0xFFFFFFFF
-        if len(self._block) == AUDIO_DATA_SHARDS:
-            out.extend(self._fec(seq - AUDIO_DATA_SHARDS + 1))
-            self._block = []
+        self.ts = (ts + self.packet_ms) & 0xFFFFFFFF
+        if at == AUDIO_DATA_SHARDS - 1:
+            if self._size is None:
+                self.fec_skipped += 1  # variable-size packets: the client cannot use FEC for them
+            else:
+                out += self._fec(seq - AUDIO_DATA_SHARDS + 1)
         return out
 
     def _fec(self, base_seq: int) -> list[bytes]:
-        sizes = {len(p) for p in self._block}
-        if len(sizes) != 1:
-            self.fec_skipped += 1  # variable-size packets: the client cannot use FEC for them
-            return []
-        size = sizes.pop()
-        buf = np.zeros((AUDIO_DATA_SHARDS + AUDIO_FEC_SHARDS, size), dtype=np.uint8)
-        for i, p in enumerate(self._block):
-            buf[i] = np.frombuffer(p, dtype=np.uint8)
-        self.kernel.encode(buf, AUDIO_DATA_SHARDS, AUDIO_FEC_SHARDS, _MATRIX)
+        self.kernel.encode(self._shards, AUDIO_DATA_SHARDS, AUDIO_FEC_SHARDS, _MATRIX)
         out = []
         for j in range(AUDIO_FEC_SHARDS):
-            rtp = struct.pack(">BBHII", 0x80, AUDIO_FEC_PT, self.fec_seq, 0, 0)
+            out.append(_FEC_HEADERS.pack(0x80, AUDIO_FEC_PT, self.fec_seq, 0, 0, j, AUDIO_PT, base_seq & 0xFFFF,
+                                         self._block_ts, 0) + self._rows[AUDIO_DATA_SHARDS + j])
             self.fec_seq = (self.fec_seq + 1) & 0xFFFF
-            hdr = struct.pack(">BBHII", j, AUDIO_PT, base_seq & 0xFFFF, self._block_ts & 0xFFFFFFFF, 0)
-            out.append(rtp + hdr + buf[AUDIO_DATA_SHARDS + j].tobytes())
         return out
 
 

@@ -124,9 +124,7 @@ class OpusEncoder(AudioEncoder):
     def encode(self, pcm: np.ndarray) -> list[bytes]:
         if pcm.dtype != np.int16 or pcm.shape != self._shape:
             raise ValueError(f"opus: expected int16 PCM shaped {self._shape}, got {pcm.dtype} {pcm.shape}")
-        if not pcm.flags.c_contiguous:
-            pcm = np.ascontiguousarray(pcm)
-        return [self._enc.encode(pcm)]
+        return [self._enc.encode(pcm)]  # copied into the encoder's own buffer, whatever its strides
 
     def close(self) -> None:
         self._enc.close()

@@ -121,14 +121,19 @@ class PcmRing:
     def skip(self, frames: int) -> None:
         self.read_frames += frames
 
-    def take(self, out: np.ndarray, frames: int) -> None:
-        """Copy the next ``frames`` frames into ``out[:frames]``."""
+    def take(self, frames: int, total: int) -> np.ndarray:
+        """The next ``frames`` frames (``frames`` ≤ ``total``), copied once into a new
+        ``(total, channels)`` array whose rest is silence."""
         at = self.read_frames % self.capacity
+        self.read_frames += frames
+        if frames == total and at + frames <= self.capacity:  # the common case: one slice of the ring
+            return self._buf[at:at + frames].copy()
+        out = np.zeros((total, self.channels), np.int16)
         first = min(frames, self.capacity - at)
         out[:first] = self._buf[at:at + first]
         if first < frames:
             out[first:frames] = self._buf[:frames - first]
-        self.read_frames += frames
+        return out
 
     def capture_ns(self, frame_index: int) -> int:
         """When frame ``frame_index`` was captured: the newest arrival, less the frames after it."""
@@ -273,10 +278,14 @@ class DesktopAudioSource(AudioSource):
         if samples <= 0:
             raise ValueError("desktop: samples must be positive")
         ring = self._ring
-        self._drain()
+        if self._reading is not self._proc:
+            self._pipe()  # a new parec: read its pipe from now on
         backlog = ring.backlog()
-        if backlog < samples:  # not here yet: wait until it is due at the latest
+        if backlog < samples:  # not all here yet: poll (at once when the pipe holds data) until due at the latest
             backlog = self._wait(samples, backlog)
+        else:  # a backlog (rare): take what the pipe holds too, to keep the newest and count the excess
+            self._drain()
+            backlog = ring.backlog()
         if backlog >= samples:  # the next frame is due a frame after the newest data, give or take
             self._due_ns = ring.mark[1] + samples * 1_000_000_000 // SAMPLE_RATE + LATE_NS
         excess = backlog - max(self.max_delay, samples)
@@ -290,18 +299,12 @@ class DesktopAudioSource(AudioSource):
                 self._drop(self._least_left)
                 backlog -= self._least_left
             self._reads, self._least_left = 0, DESKTOP_RING_MS * SAMPLE_RATE
-        out = np.empty((samples, self.channels), np.int16)
         have = min(backlog, samples)
-        if have:
-            self.capture_ns = ring.capture_ns(ring.read_frames)
-            ring.take(out, have)
-        else:
-            self.capture_ns = time.monotonic_ns()
+        self.capture_ns = ring.capture_ns(ring.read_frames) if have else time.monotonic_ns()
         if have < samples:
-            out[have:] = 0
             self.gap_samples += samples - have
             self.gaps += 1
-        return out
+        return ring.take(have, samples)
 
     def _wait(self, samples: int, backlog: int) -> int:
         """Wait on the pipe until ``samples`` are there or the frame is due at the latest: one
@@ -314,9 +317,9 @@ class DesktopAudioSource(AudioSource):
         while backlog < samples and now < deadline:
             if self._fd < 0:
                 time.sleep((deadline - now) / 1e9)
-            else:
-                self._poll.poll((deadline - now) / 1e6)
-            self._drain()
+                self._drain()  # picks up a parec started meanwhile
+            elif self._poll.poll((deadline - now) / 1e6):  # data, or the pipe closed
+                self._drain()
             backlog = self._ring.backlog()
             now = time.monotonic_ns()
         if backlog < samples:

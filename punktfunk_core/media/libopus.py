@@ -2,8 +2,8 @@
 
 The ``opus`` stage codes 200 packets a second. Through PyAV each one costs a
 frame object built from the array, a packet object and a copy out of it, on
-top of libopus itself; here one ``opus_multistream_encode`` call reads the
-int16 samples where they are and writes into a buffer made once
+top of libopus itself; here the frame is copied into an input buffer made once
+and one ``opus_multistream_encode`` call writes into an output buffer made once
 (docs/audio.md, "Why libopus through ctypes"). The encoder is created as
 Sunshine creates its own: ``opus_multistream_encoder_create`` with the
 layout's streams, coupled streams and mapping, and the restricted low-delay
@@ -96,6 +96,10 @@ class MultistreamEncoder:
             self.close()
             raise
         self._out = ctypes.create_string_buffer(MAX_PACKET * streams)
+        # the frame is copied into an input buffer made once (about 0.5 µs): asking a new array
+        # for its address (``ndarray.ctypes``) costs several times that, every frame
+        self._pcm = np.zeros((frame_samples, channels), np.int16)
+        self._pcm_at = self._pcm.ctypes.data
         self._encode = opus.lib.opus_multistream_encode
 
     def _set(self, request: int, value: int) -> None:
@@ -112,10 +116,11 @@ class MultistreamEncoder:
         return value.value
 
     def encode(self, pcm: np.ndarray) -> bytes:
-        """One packet from ``frame_samples`` C-contiguous int16 frames (the caller checks the shape)."""
+        """One packet from ``frame_samples`` int16 frames shaped ``(frame_samples, channels)``."""
         if self._handle is None:
             raise RuntimeError("opus: the encoder is closed")
-        n = self._encode(self._handle, pcm.ctypes.data, self.frame_samples, self._out, len(self._out))
+        np.copyto(self._pcm, pcm, casting="no")
+        n = self._encode(self._handle, self._pcm_at, self.frame_samples, self._out, len(self._out))
         if n < 0:
             raise RuntimeError(f"opus: libopus could not encode: {self._opus.strerror(n)}")
         return ctypes.string_at(self._out, n)
