@@ -148,13 +148,14 @@ GARBAGE = [
 ]
 
 
-def test_garbage_input_is_counted_and_the_stream_keeps_its_frame_rate(host_factory, tmp_path, xserver, window):
+def _streaming_client(h, tmp_path, seconds: float):
+    """A paired reference client streaming from ``h`` on its own thread, once it has decoded a few
+    frames: (client, thread, the dict its summary goes into)."""
     from punktfunk_native.client import ClientOptions, NativeClient
 
-    h = input_host(host_factory, tmp_path, xserver.name)
     h.call("pairing.pin", protocol="native", pin="4821", seconds=120)
-    client = NativeClient(ClientOptions(host="127.0.0.1", port=h.native_port, pin="4821", seconds=4, width=320,
-                                        height=180, fps=30, bitrate_kbps=2000, json=True, status=False,
+    client = NativeClient(ClientOptions(host="127.0.0.1", port=h.native_port, pin="4821", seconds=seconds,
+                                        width=320, height=180, fps=30, bitrate_kbps=2000, json=True, status=False,
                                         config_dir=tmp_path / "cli"))
     result: dict = {}
     runner = threading.Thread(target=lambda: result.update(client.run()))
@@ -162,6 +163,12 @@ def test_garbage_input_is_counted_and_the_stream_keeps_its_frame_rate(host_facto
     deadline = time.monotonic() + 20
     while client.stats.frames_decoded < 5 and time.monotonic() < deadline:
         time.sleep(0.05)
+    return client, runner, result
+
+
+def test_garbage_input_is_counted_and_the_stream_keeps_its_frame_rate(host_factory, tmp_path, xserver, window):
+    h = input_host(host_factory, tmp_path, xserver.name)
+    client, runner, result = _streaming_client(h, tmp_path, seconds=4)
     sent = 0
     for _ in range(20):  # 340 bad messages over ~2 s, a good key in between
         for msg in GARBAGE:
@@ -184,19 +191,8 @@ def test_garbage_input_is_counted_and_the_stream_keeps_its_frame_rate(host_facto
 
 def test_a_burst_of_keys_goes_out_in_a_few_batches_and_arrives_whole_and_in_order(host_factory, tmp_path, xserver,
                                                                                   window):
-    from punktfunk_native.client import ClientOptions, NativeClient
-
     h = input_host(host_factory, tmp_path, xserver.name)
-    h.call("pairing.pin", protocol="native", pin="4821", seconds=120)
-    client = NativeClient(ClientOptions(host="127.0.0.1", port=h.native_port, pin="4821", seconds=3, width=320,
-                                        height=180, fps=30, bitrate_kbps=2000, json=True, status=False,
-                                        config_dir=tmp_path / "cli"))
-    result: dict = {}
-    runner = threading.Thread(target=lambda: result.update(client.run()))
-    runner.start()
-    deadline = time.monotonic() + 20
-    while client.stats.frames_decoded < 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    client, runner, result = _streaming_client(h, tmp_path, seconds=3)
     keys = [0x41 + i % 26 for i in range(60)]  # a..z, a..z, a..h
     for vk in keys:  # one call per event, as a keyboard driver would make them
         client.send_input(Key(vk, True))
