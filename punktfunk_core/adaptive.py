@@ -479,19 +479,19 @@ def policies(cfg: Mapping[str, Any], fixed_percent: float | None = None,
     never refused: a floor above the ceiling is the ceiling, a maximum below the minimum the
     minimum. ``fixed_percent``: the share fixed mode uses (default: the section's ``fec_percent``);
     ``start_fixed``: see :class:`FecPolicy`."""
-    ceiling = float(cfg.get("fec_ceiling_percent", 50.0))
-    fec = FecPolicy(
-        mode="fixed" if cfg.get("fec", "adaptive") == "fixed" else "adaptive",
-        target=float(cfg.get("fec_target", 0.001)),
-        floor_percent=min(float(cfg.get("fec_floor_percent", 5.0)), ceiling),
-        ceiling_percent=ceiling,
-        fixed_percent=float(cfg.get("fec_percent", 20) if fixed_percent is None else fixed_percent),
-        min_parity=int(cfg.get("fec_min_parity", 2)),
-        start_fixed=start_fixed,
-    )
-    low = int(cfg.get("bitrate_min_kbps", 500))
-    high = int(cfg.get("bitrate_max_kbps", 0))
-    rate = RatePolicy(mode="fixed" if cfg.get("rate_control", "adaptive") == "fixed" else "adaptive",
+    s = AdaptiveSettings.of(cfg)  # absent keys: the defaults declared there, stated once
+    # the protocol's own FEC keys (each protocol declares its fixed share and minimum; absent: the policy's)
+    own: dict[str, Any] = {}
+    if fixed_percent is not None or "fec_percent" in cfg:
+        own["fixed_percent"] = float(cfg["fec_percent"] if fixed_percent is None else fixed_percent)
+    if "fec_min_parity" in cfg:
+        own["min_parity"] = int(cfg["fec_min_parity"])
+    ceiling = float(s.fec_ceiling_percent)
+    fec = FecPolicy(mode="fixed" if s.fec == "fixed" else "adaptive", target=float(s.fec_target),
+                    floor_percent=min(float(s.fec_floor_percent), ceiling), ceiling_percent=ceiling,
+                    start_fixed=start_fixed, **own)
+    low, high = s.bitrate_min_kbps, s.bitrate_max_kbps
+    rate = RatePolicy(mode="fixed" if s.rate_control == "fixed" else "adaptive",
                       min_kbps=low, max_kbps=max(high, low) if high else 0)
     return fec, rate
 
