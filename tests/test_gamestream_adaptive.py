@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 from gamestream_helpers import FAULTS_ENV, finish_client, gs_config, pair, start_client, wait_ready
 
-from punktfunk_core.adaptive import (AdaptiveControl, FecController, FecPolicy, LossReport, RatePolicy,
-                                     block_failure)
+from punktfunk_core.adaptive import AdaptiveControl, FecController, FecPolicy, LossReport, RatePolicy, block_failure
 from punktfunk_core.stages import AccessUnit, StreamSpec
 
 from punktfunk_gamestream.adaptive import StreamAdaptation, adaptation_for
