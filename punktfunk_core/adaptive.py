@@ -288,6 +288,9 @@ class RatePolicy:
     mode: Mode = "adaptive"
     min_kbps: int = 500
     max_kbps: int = 0
+    #: an RTT rise counts when it lasts this many windows in a row (GameStream: 2, since ENet's RTT
+    #: on a loaded host jumps for a window without any queue on the path; native: 1, its own pings)
+    rtt_windows: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -324,9 +327,6 @@ HOLD_WINDOWS = 2
 #: RTT above the smallest seen by this factor plus RTT_SLACK_US means a queue is building ...
 RTT_RISE = 1.5
 RTT_SLACK_US = 10_000.0
-#: ... when it stays there this many windows in a row: a loaded host's scheduler (or ENet's own
-#: acknowledgement timing) makes one window's RTT jump without any queue on the path
-RTT_WINDOWS = 2
 
 
 class RateController:
@@ -387,7 +387,7 @@ class RateController:
         if report.rtt_us is not None and report.rtt_us > 0:
             base = self.min_rtt_us = report.rtt_us if self.min_rtt_us is None else min(self.min_rtt_us, report.rtt_us)
             self._rtt_windows = self._rtt_windows + 1 if report.rtt_us > base * RTT_RISE + RTT_SLACK_US else 0
-            if self._rtt_windows >= RTT_WINDOWS:
+            if self._rtt_windows >= self.policy.rtt_windows:
                 reason = reason or "rtt"
         self.congested = reason in CONGESTION
         old = self.target_kbps

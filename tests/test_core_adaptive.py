@@ -264,8 +264,14 @@ def test_a_congestion_cut_clears_the_loss_the_fec_was_sized_for():
     assert control.fec.loss_estimate == 0.0 and control.fec.parity_for(64) == 4
 
 
-def test_a_sustained_rtt_rise_steps_the_bitrate_down_a_single_spike_does_not():
+def test_rising_rtt_steps_the_bitrate_down():
     rate = RateController(RatePolicy(), start_kbps=4000)
+    assert rate.observe(report(lost=0, rtt_us=2_000), 0.0) is None
+    assert rate.observe(report(lost=0, rtt_us=40_000), 0.0) == 3200 and rate.last_reason == "rtt"
+
+
+def test_with_two_rtt_windows_a_sustained_rise_steps_the_bitrate_down_a_single_spike_does_not():
+    rate = RateController(RatePolicy(rtt_windows=2), start_kbps=4000)
     assert rate.observe(report(lost=0, rtt_us=2_000), 0.0) is None
     # one window's RTT jumps (a loaded host's scheduler, not a queue on the path): the rate holds
     assert rate.observe(report(lost=0, rtt_us=40_000), 0.0) is None

@@ -161,4 +161,5 @@ def adaptation_for(cfg: Mapping[str, Any], spec: StreamSpec, min_fec_packets: in
     if fec.mode == "fixed" and rate.mode == "fixed":
         return None
     fec = dataclasses.replace(fec, min_parity=min_fec_packets, start_loss=START_LOSS)
+    rate = dataclasses.replace(rate, rtt_windows=2)  # ENet's RTT on a loaded host jumps for a window
     return StreamAdaptation(AdaptiveControl(fec, rate, spec.bitrate_kbps, set_bitrate), spec.fps)
