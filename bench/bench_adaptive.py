@@ -45,7 +45,9 @@ def _label(pattern: str) -> str:
 
 def _figures(r: dict[str, Any], seconds: float) -> dict[str, float]:
     frames = max(1, int(r["frames_sent"]))
+    after = r.get("frames_unrecoverable_after_first_window")
     return {"unrec_pct": 100 * r["frames_unrecoverable"] / frames, "kbps": r.get("mean_target_kbps"),
+            "unrec_after_pct": 100 * after / frames if after is not None else None,
             "kf_min": r["keyframes"] / (seconds / 60),
             "overhead_pct": 100 * (r["wire_bytes"] / max(1, r["payload_bytes"]) - 1)}
 
@@ -79,7 +81,7 @@ def _sweep(point: Callable[..., dict[str, Any]], patterns: list[str], seconds: f
 def run(quick: bool = False) -> dict[str, Any]:
     patterns = QUICK_PATTERNS if quick else PATTERNS
     seconds = 4.0 if quick else 60.0
-    gs_seconds = 3.0 if quick else 10.0
+    gs_seconds = 3.0 if quick else 8.0
     native = _runner("bench.adaptive_native")
     assert native is not None
     t0 = time.perf_counter()
@@ -109,12 +111,17 @@ def run(quick: bool = False) -> dict[str, Any]:
                      f"{meet['share']} %: {meet['overhead_pct']:.1f}" if meet else "–",
                      n["adaptive"]["kbps"],
                      cell(g, "fixed", "unrec_pct") if gs else "not measured",
-                     cell(g, "adaptive", "unrec_pct") if gs else "not measured"])
+                     cell(g, "adaptive", "unrec_pct") if gs else "not measured",
+                     cell(g, "adaptive", "unrec_after_pct") if gs else "not measured",
+                     cell(g, "fixed", "overhead_pct") if gs else "not measured",
+                     cell(g, "adaptive", "overhead_pct") if gs else "not measured"])
     headers = ["loss", "mean loss %", "native fixed: unrec. %", "native adaptive: unrec. %",
                "native fixed: keyframes/min", "native adaptive: keyframes/min", "native fixed: overhead %",
                "native adaptive: overhead %", "smallest fixed share meeting 0.1 %: overhead %",
                "native adaptive: mean bitrate target kbps",
-               "GameStream fixed: unrec. %", "GameStream adaptive: unrec. %"]
+               "GameStream fixed: unrec. %", "GameStream adaptive: unrec. %",
+               "GameStream adaptive: unrec. % after the first report window",
+               "GameStream fixed: overhead %", "GameStream adaptive: overhead %"]
     ratios = []
     for p in patterns:
         kind, _, rate = p.partition(":")
@@ -128,6 +135,12 @@ def run(quick: bool = False) -> dict[str, Any]:
                 ratio = (100 + nat[p]["adaptive"]["overhead_pct"]) / (100 + base["overhead_pct"])
                 ratios.append({"name": f"native wire bytes adaptive / fixed meeting the goal at {_label(p)}",
                                "value": round(ratio, 3), "target": "< 1", "ok": ratio < 1})
+    for p in patterns:
+        kind, _, rate = p.partition(":")
+        if gs and kind == "uniform" and float(rate) <= 0.10:  # the whole run, first window included
+            v = gs[p]["adaptive"]["unrec_pct"]
+            ratios.append({"name": f"GameStream adaptive frames unrecoverable % at {_label(p)} loss",
+                           "value": round(v, 3), "target": f"<= {GOAL_PCT}", "ok": v <= GOAL_PCT})
     series = {"native fixed 20 %": [nat[p]["fixed"]["unrec_pct"] for p in patterns],
               "native adaptive": [nat[p]["adaptive"]["unrec_pct"] for p in patterns]}
     if gs:
@@ -148,6 +161,11 @@ def run(quick: bool = False) -> dict[str, Any]:
         "plot": {"title": "frames unrecoverable (%), fixed vs adaptive", "labels": [_label(p) for p in patterns],
                  "series": series, "ylabel": "% of frames", "log": True, "target": GOAL_PCT},
         "notes": [gs_note,
+                  "GameStream: a real Moonlight core (moonlight-python) against a real host streaming 720p60 at "
+                  "8 Mbit/s (x264), the loss dropped in the host's sender. Its goal ratios use the whole run "
+                  "(unrec. %), the first 0.5 s window included; the issue's tests count after the first report "
+                  "window (the next column). Overhead is high at any loss: most frames of the test pattern are "
+                  "a few shards, and a small block gets at least the client's 2 parity shards.",
                   "The rate controller takes loss in long runs (3 datagrams or more on average) as congestion "
                   "and lowers the bitrate instead of adding parity; the mean bitrate target column shows where "
                   "it did (the simulated link's loss does not depend on the rate, so a cut does not help here).",

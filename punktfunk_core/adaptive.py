@@ -17,6 +17,7 @@ block likelier and ask for more parity.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -100,6 +101,9 @@ class FecPolicy:
     #: adaptive: until the first report (nothing is known about the link yet) blocks get the fixed
     #: share rather than the floor
     start_fixed: bool = False
+    #: adaptive, when above 0 (and not ``start_fixed``): until the first report blocks get the
+    #: parity this loss rate needs (a protocol whose first report comes late, with many small frames)
+    start_loss: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -172,8 +176,8 @@ class FecController:
 
     ``observe`` (control thread) updates the smoothed loss rate and run length and
     publishes a new table; ``parity_for`` (packetize thread) reads it. Until the
-    first report the link is unknown: blocks get the floor, or the fixed share
-    with ``start_fixed``.
+    first report the link is unknown: blocks get the floor, the fixed share
+    with ``start_fixed``, or the parity ``start_loss`` needs.
     """
 
     def __init__(self, policy: FecPolicy) -> None:
@@ -228,7 +232,7 @@ class FecController:
             self._table = [fixed_parity(k, p.fixed_percent, p.min_parity) for k in range(TABLE_DATA_SHARDS + 1)]
             self.residual_loss = 0.0
             return
-        design = self.design_loss
+        design = self.design_loss if self.windows or p.start_loss <= 0 else min(0.95, p.start_loss)
         table = parity_table(p, design, self.burst_estimate)
         m = table[REFERENCE_DATA_SHARDS]
         self.residual_loss = block_failure(REFERENCE_DATA_SHARDS, m, self.loss_estimate, self.burst_estimate)
@@ -284,6 +288,9 @@ class RatePolicy:
     mode: Mode = "adaptive"
     min_kbps: int = 500
     max_kbps: int = 0
+    #: an RTT rise counts when it lasts this many windows in a row (GameStream: 2, since ENet's RTT
+    #: on a loaded host jumps for a window without any queue on the path; native: 1, its own pings)
+    rtt_windows: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -317,7 +324,7 @@ FAR_SHARE = 1.1
 CAUTIOUS_WINDOWS = 5
 #: clean windows after a decrease before probing up again
 HOLD_WINDOWS = 2
-#: RTT above the smallest seen by this factor plus RTT_SLACK_US means a queue is building
+#: RTT above the smallest seen by this factor plus RTT_SLACK_US means a queue is building ...
 RTT_RISE = 1.5
 RTT_SLACK_US = 10_000.0
 
@@ -328,8 +335,8 @@ class RateController:
     Congestion is loss FEC cannot absorb (``residual_loss`` above the FEC target, or
     unrecoverable frames in two windows in a row) unless its runs are as short as
     independent loss makes them, loss in long runs (a queue overflowing: bursts,
-    not scattered drops) or an RTT that rose well above the smallest one seen (a
-    queue). Random loss leaves the rate alone: a lower rate would not reduce it.
+    not scattered drops) or an RTT that stayed well above the smallest one seen
+    for two windows (a queue). Random loss leaves the rate alone: a lower rate would not reduce it.
     The window right after a decrease does not decrease again (it still carries
     the old rate).
     """
@@ -342,6 +349,7 @@ class RateController:
         self.fec_target = fec_target
         self.min_rtt_us: float | None = None
         self._lossy_windows = 0
+        self._rtt_windows = 0
         self._since_decrease = HOLD_WINDOWS + 1
         #: why the target last moved ("loss", "burst", "rtt", "probe", "client"), for logs and tests
         self.last_reason = ""
@@ -378,7 +386,8 @@ class RateController:
             reason = "burst"
         if report.rtt_us is not None and report.rtt_us > 0:
             base = self.min_rtt_us = report.rtt_us if self.min_rtt_us is None else min(self.min_rtt_us, report.rtt_us)
-            if report.rtt_us > base * RTT_RISE + RTT_SLACK_US:
+            self._rtt_windows = self._rtt_windows + 1 if report.rtt_us > base * RTT_RISE + RTT_SLACK_US else 0
+            if self._rtt_windows >= self.policy.rtt_windows:
                 reason = reason or "rtt"
         self.congested = reason in CONGESTION
         old = self.target_kbps
@@ -392,7 +401,7 @@ class RateController:
             factor = min(DECREASE, (1 - loss) * THROUGH_MARGIN * max(1.0, relief))
             self.target_kbps = max(self.min_kbps, min(int(old * DECREASE), int(base * factor)))
             self._since_decrease = 0
-            self._lossy_windows = 0
+            self._lossy_windows = self._rtt_windows = 0
         else:
             self._since_decrease += 1
             if self._since_decrease > HOLD_WINDOWS and self._lossy_windows == 0 and report.loss_rate < 0.5:
@@ -543,6 +552,10 @@ class AdaptiveControl:
                                 report.frames_unrecoverable, self.rtt_us)
         sent_kbps, share = self._window_sent()
         floor = self.fec.policy.floor_percent / 100
+        if self.fec.adaptive and not self.fec.windows and report.frames_unrecoverable:
+            # the frames were lost under the start share, chosen before anything was known of the
+            # link: that says the share was wrong, not that our rate congests it
+            report = dataclasses.replace(report, frames_unrecoverable=0)
         # the rate first, judged by the parity that was in force during the window; a cut for
         # congestion also drops the parity to the floor (below), which it counts as relief
         kbps = self.rate.observe(report, self.fec.residual_loss, sent_kbps=sent_kbps,

@@ -236,6 +236,21 @@ def test_random_loss_beyond_what_fec_covers_does_not_lower_the_rate():
         assert rate.observe(report(lost=3000, runs=2100, unrec=5), 0.5) is None
 
 
+def test_frames_lost_under_the_start_share_are_not_congestion():
+    from punktfunk_core.adaptive import AdaptiveControl
+
+    applied: list[int] = []
+    control = AdaptiveControl(FecPolicy(start_fixed=True), RatePolicy(), 4000, set_bitrate=applied.append)
+    # 10 % loss as GameStream reports it (no run lengths). The first window ran on the fixed share
+    # before anything was known; the second on parity sized for the link
+    window = LossReport(window_s=0.5, packets_expected=10_000, packets_lost=1000, frames_unrecoverable=1)
+    control.observe(window)
+    control.observe(window)
+    assert applied == [] and control.fec.loss_estimate > 0.05, "random loss: more parity, the same rate"
+    control.observe(window)  # lost again with parity sized for the link: congestion
+    assert len(applied) == 1 and control.rate.last_reason == "loss"
+
+
 def test_a_congestion_cut_clears_the_loss_the_fec_was_sized_for():
     from punktfunk_core.adaptive import AdaptiveControl
 
@@ -253,6 +268,17 @@ def test_rising_rtt_steps_the_bitrate_down():
     rate = RateController(RatePolicy(), start_kbps=4000)
     assert rate.observe(report(lost=0, rtt_us=2_000), 0.0) is None
     assert rate.observe(report(lost=0, rtt_us=40_000), 0.0) == 3200 and rate.last_reason == "rtt"
+
+
+def test_with_two_rtt_windows_a_sustained_rise_steps_the_bitrate_down_a_single_spike_does_not():
+    rate = RateController(RatePolicy(rtt_windows=2), start_kbps=4000)
+    assert rate.observe(report(lost=0, rtt_us=2_000), 0.0) is None
+    # one window's RTT jumps (a loaded host's scheduler, not a queue on the path): the rate holds
+    assert rate.observe(report(lost=0, rtt_us=40_000), 0.0) is None
+    assert rate.observe(report(lost=0, rtt_us=3_000), 0.0) is None
+    assert rate.observe(report(lost=0, rtt_us=40_000), 0.0) is None
+    # two windows in a row: a queue is building
+    assert rate.observe(report(lost=0, rtt_us=45_000), 0.0) == 3200 and rate.last_reason == "rtt"
 
 
 def test_fixed_rate_control_never_moves():

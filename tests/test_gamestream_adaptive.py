@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from gamestream_helpers import FAULTS_ENV, finish_client, gs_config, pair, start_client, wait_ready
 
-from punktfunk_core.adaptive import AdaptiveControl, FecController, FecPolicy, LossReport, RatePolicy
+from punktfunk_core.adaptive import AdaptiveControl, FecController, FecPolicy, LossReport, RatePolicy, block_failure
 from punktfunk_core.stages import AccessUnit, StreamSpec
 
-from punktfunk_gamestream.adaptive import StreamAdaptation
+from punktfunk_gamestream.adaptive import StreamAdaptation, adaptation_for
 from punktfunk_gamestream.video import GameStreamPacketizer, VideoContext, fec_layout
 from punktfunk_gamestream.wire import RTP_HEADER
 
@@ -74,6 +74,16 @@ def test_the_parity_share_changes_from_one_frame_to_the_next() -> None:
     assert _fec_percents(clean) != _fec_percents(lossy)
     assert ctx.adaptive.packets_sent == clean.meta["data"] + clean.meta["parity"] + lossy.meta["data"] + \
         lossy.meta["parity"]
+
+
+def test_before_moonlights_first_report_small_frames_get_parity_for_ten_percent_loss() -> None:
+    ad = adaptation_for({}, StreamSpec(), 2, lambda kbps: None)
+    assert ad is not None and ad.fec is not None
+    start = {k: ad.fec.parity_for(k) for k in (1, 5, 30)}
+    for k, m in start.items():  # the floor gave a 5-shard frame 1 (2 with the client's minimum): ~3 % lost
+        assert block_failure(k, m, 0.10, 1.0) <= 0.001, f"{k} data shards got {m} parity"
+    ad.control.observe(LossReport(window_s=0.5, packets_expected=300, packets_lost=0))
+    assert ad.fec.parity_for(5) < start[5], "a clean first report: down towards the floor"
 
 
 # -- a real Moonlight core --------------------------------------------------------------------
