@@ -155,3 +155,16 @@ def test_multichannel_options_are_checked():
     assert tone.read(240).shape == (240, 6) and tone.capture_ns > 0
     assert len(enc.encode(tone.read(240))) == 1
     enc.close()
+
+
+def test_without_a_system_libopus_the_copy_in_pyavs_wheel_encodes() -> None:
+    """A fresh ``pip install`` needs no libopus0: the opus stage falls back to PyAV's bundled copy."""
+    from punktfunk_core.media.clib import load_library
+    from punktfunk_core.media.libopus import LibOpus, _wheel_copies
+
+    copies = _wheel_copies()
+    assert copies, "PyAV's wheel bundles libopus (av.libs/libopus-*.so*)"
+    # a stem and soname that do not exist: only the wheel's copy can load
+    found = load_library("opus-not-installed", "libopus-not-installed.so.0", ("opus_multistream_encode",), copies)
+    assert found is not None and found[1] in copies
+    assert LibOpus(*found).version.startswith("libopus")

@@ -18,7 +18,9 @@ as ``libopus0``.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -60,10 +62,21 @@ class LibOpus:
         return (self.lib.opus_strerror(code) or b"").decode()
 
 
+def _wheel_copies() -> tuple[str, ...]:
+    """libopus inside PyAV's wheel (``av.libs/libopus-<hash>.so.*``, as auditwheel names it)."""
+    spec = importlib.util.find_spec("av")
+    if spec is None or spec.origin is None:
+        return ()
+    libs = Path(spec.origin).parent.parent / "av.libs"
+    return tuple(str(p) for p in sorted(libs.glob("libopus*.so*")))
+
+
 @lru_cache(maxsize=1)
 def load() -> LibOpus | None:
-    """libopus when it loads and has the multistream encoder, else None."""
-    found = load_library("opus", "libopus.so.0", ("opus_multistream_encode",))
+    """libopus when it loads and has the multistream encoder, else None: the system's
+    (``libopus0``), else the copy PyAV's wheel bundles (a pip dependency already), so a
+    fresh ``pip install`` streams audio with nothing installed by hand."""
+    found = load_library("opus", "libopus.so.0", ("opus_multistream_encode",), _wheel_copies())
     return LibOpus(*found) if found else None
 
 
