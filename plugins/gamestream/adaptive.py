@@ -62,7 +62,6 @@ class StreamAdaptation:
         # written by the packetize thread
         self.packets_sent = 0
         self.data_sent = 0
-        self.frames_sent = 0
         self.keyframes_sent = 0
         self.keyframe_sent_at = 0.0  # monotonic
         # written by the control thread
@@ -82,7 +81,6 @@ class StreamAdaptation:
     def packetized(self, datagrams: int, data: int, keyframe: bool) -> None:
         self.packets_sent += datagrams
         self.data_sent += data
-        self.frames_sent += 1
         if keyframe:
             self.keyframes_sent += 1
             self.keyframe_sent_at = time.monotonic()
