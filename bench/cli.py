@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -91,6 +93,27 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live process below ``pid``, deepest first (from /proc: no dependency for one kill)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name in () may hold spaces
+        children.setdefault(ppid, []).append(int(entry.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out[::-1]
+
+
 def run_one(module: str, quick: bool, timeout: float) -> dict[str, Any]:
     """Run ``module.run(quick)`` in a child process; a crash or hang costs only this section."""
     code = (
@@ -100,11 +123,18 @@ def run_one(module: str, quick: bool, timeout: float) -> dict[str, Any]:
         "sys.stdout.write('\\n@@BENCH@@' + json.dumps(r, default=str))\n"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO, env=env)
     try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                              cwd=REPO, env=env)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        # hosts, Xvfb and sound servers the section started (some in sessions of their own) go with it
+        for pid in [*_descendants(proc.pid), proc.pid]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        proc.communicate()
         return {"not_run": f"timed out after {timeout:.0f} s"}
+    proc = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     if "@@BENCH@@" not in proc.stdout:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
         if proc.returncode != 0 and any("ModuleNotFoundError: No module named 'bench." in t for t in tail):

@@ -28,3 +28,22 @@ def test_bench_quick_runs_every_comparison(tmp_path):
     assert all(r["value"] > 0 for r in runner["ratios"])
     assert "## Machine" in report and "CPU:" in report
     assert (tmp_path / "bench-runner.png").stat().st_size > 1000
+
+
+def test_a_section_that_times_out_takes_the_processes_it_started_with_it(tmp_path, monkeypatch):
+    # a section that starts a server in a session of its own (as bench/soundserver.py does) and hangs
+    (tmp_path / "hanging_section.py").write_text(
+        "import subprocess, sys, time\n"
+        "def run(quick):\n"
+        "    p = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+        f"    open({str(tmp_path / 'pid')!r}, 'w').write(str(p.pid))\n"
+        "    time.sleep(300)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    from bench.cli import run_one
+
+    res = run_one("hanging_section", quick=True, timeout=5)
+    assert res == {"not_run": "timed out after 5 s"}
+    pid = int((tmp_path / "pid").read_text())
+    stat = Path(f"/proc/{pid}/stat")
+    # gone, or a zombie waiting for init to reap it
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
