@@ -123,18 +123,18 @@ def run_one(module: str, quick: bool, timeout: float) -> dict[str, Any]:
         "sys.stdout.write('\\n@@BENCH@@' + json.dumps(r, default=str))\n"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=REPO, env=env)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, cwd=REPO, env=env)
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         # hosts, Xvfb and sound servers the section started (some in sessions of their own) go with it
-        for pid in [*_descendants(proc.pid), proc.pid]:
+        for pid in [*_descendants(child.pid), child.pid]:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        proc.communicate()
+        child.communicate()
         return {"not_run": f"timed out after {timeout:.0f} s"}
-    proc = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
     if "@@BENCH@@" not in proc.stdout:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
         if proc.returncode != 0 and any("ModuleNotFoundError: No module named 'bench." in t for t in tail):
