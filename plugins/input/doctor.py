@@ -19,7 +19,8 @@ def check_xtest() -> list[Finding]:
         xtest = display_extensions(name, "XTEST")["XTEST"]
     except (ProbeTimeout, Exception):  # noqa: BLE001 - the x11-display line says what is wrong with the display
         return []
-    return [Finding("xtest", OK, "XTest present: keyboard and mouse input can be injected") if xtest else
+    return [Finding("xtest", OK, "XTest present: keyboard, mouse, touch and pen (as the pointer) can be injected")
+            if xtest else
             Finding("xtest", WARN, f"X display {name} has no XTEST extension: no input through xtest",
                     "enable XTEST in the X server, or use input.backend = \"uinput\"")]
 

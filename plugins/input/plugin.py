@@ -80,7 +80,7 @@ def _auto(spec: StreamSpec, options: dict[str, Any]) -> InputBackend:
 @hookimpl
 def register_stages(registry: Any) -> None:
     registry.add("input", "xtest", _xtest, available=_xtest_available, options_schema=XTestOptions.schema(),
-                 description="keyboard and mouse on an X11 display through XTest (python-xlib)")
+                 description="keyboard, mouse, touch and pen (as the pointer) on X11 through XTest (python-xlib)")
     registry.add("input", "uinput", _uinput, available=_uinput_available, options_schema=UInputOptions.schema(),
                  description="virtual keyboard, mouse, touch, pen and Xbox 360 pads through /dev/uinput (python-evdev)")
     registry.add("input", "none", NoInput, options_schema=NoOptions.schema(),
