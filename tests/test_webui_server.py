@@ -104,6 +104,21 @@ def test_console_answers_503_within_2_s_once_the_host_is_gone(host_factory: Any,
         assert r.status_code == 503 and "not reachable" in r.json()["error"]
 
 
+def _thread_states(pid: int) -> list[str]:
+    """Each thread's state letter from /proc (T: stopped)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            continue
+    return states
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    return all(s in ("T", "t") for s in _thread_states(pid))
+
+
 def test_console_answers_503_within_2_s_while_the_host_is_frozen(host_factory: Any, pf_dirs: dict[str, Path],
                                                                 console: Any) -> None:
     host = host_factory()
@@ -111,11 +126,14 @@ def test_console_answers_503_within_2_s_while_the_host_is_frozen(host_factory: A
     token = admin_token(paths_of(pf_dirs))
     os.kill(host.proc.pid, signal.SIGSTOP)
     try:
-        for _ in range(4):  # more requests than workers: none may hang
+        # kill() returns before every thread has stopped: wait until the kernel shows them all stopped
+        assert wait_for(lambda: _all_threads_stopped(host.proc.pid), 5, what="host stopped")
+        for i in range(4):  # more requests than workers: none may hang
             t0 = time.monotonic()
             r = get(c.url + "api/v1/stats/capture/status", token)
-            assert time.monotonic() - t0 < 2.0
-            assert r.status_code == 503
+            took = time.monotonic() - t0
+            assert took < 2.0, (i, took)
+            assert r.status_code == 503, (i, r.status_code, r.text, _thread_states(host.proc.pid))
     finally:
         os.kill(host.proc.pid, signal.SIGCONT)
     assert wait_for(lambda: get(c.url + "api/v1/host", token).status_code == 200, 10, what="host back")
