@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,22 +41,33 @@ TABLE_DATA_SHARDS = 256
 #: a small block may get this many parity shards whatever the ceiling says: a one-shard frame
 #: at 20 % loss needs 4 to meet 0.1 % (0.2⁵ = 3·10⁻⁴), twelve shards at 12.5 % need 8; small
 #: blocks are small frames (native: 64-byte shards below 4 kB), so their parity costs little
-SMALL_BLOCK_PARITY = 8
+SMALL_BLOCK_PARITY = 12
 #: the reference block the reported share (``percent``) is computed for: the native
 #: packetizer splits small access units into about this many shards
 REFERENCE_DATA_SHARDS = 64
-#: the loss rate the table is designed for is the estimate plus this many standard errors of a
-#: window's measurement (an upper confidence bound: a window of n datagrams in runs of b measures
-#: p within about sqrt(p(1-p)·b/n))
+#: the loss rate the table is designed for is the estimate plus this many standard errors of its
+#: measurement (an upper confidence bound: n datagrams in runs of b measure p within about
+#: sqrt(p(1-p)·b/n)); a thin pool (the first window, a short one) widens it
 CONFIDENCE_Z = 2.5
-#: per clean-ish window the estimate moves this share of the way down to the measured rate
-#: (attack is immediate: a worse window replaces the estimate)
-DECAY = 0.5
+#: the parity is planned for this share of ``fec_target``: a controller that held every frame's
+#: chance of loss exactly at the target would lose target·N of N frames on average, so over the
+#: 1/target frames the target speaks of it would exceed it about a third of the time (Poisson: more
+#: than 1 when 1 is expected); planned at a quarter, 2.6 % of the time (P(Poisson(0.25) >= 2))
+PLAN_SHARE = 0.25
+#: the estimate pools the report windows of this many seconds (4 native windows, 16 GameStream
+#: ones): more datagrams, a narrower bound, so less parity for the same confidence; a window
+#: significantly worse than the pool replaces it at once (the link changed), a better one only
+#: pushes the old windows out as it rolls (the loss decays over POOL_S)
+POOL_S = 8.0
+#: and at most this many windows (a report without a span)
+POOL_WINDOWS = 32
 #: an estimate below this is taken as a clean link (the table is then the floor)
 CLEAN_LOSS = 1e-4
-#: after this many full windows in a row without a single loss the estimate is 0: the link is clean
+#: after this many windows in a row without a single loss, of MIN_PACKETS datagrams together, the
+#: estimate is 0: the link is clean
 CLEAN_WINDOWS = 3
-#: windows with fewer datagrams say little about the loss rate: they are blended in by weight
+#: the clean windows that end the loss carry at least this many datagrams; the confidence bound
+#: never counts on fewer
 MIN_PACKETS = 200
 #: a report of fewer datagrams than this is no news (the stream has barely started, or paused)
 MIN_REPORT_PACKETS = 50
@@ -141,9 +153,10 @@ def _tail_table(p: float, burst: float, n_max: int) -> np.ndarray:
     return tail
 
 
-def parity_table(policy: FecPolicy, loss: float, burst: float, max_k: int = TABLE_DATA_SHARDS) -> list[int]:
+def parity_table(policy: FecPolicy, loss: float, burst: float, max_k: int = TABLE_DATA_SHARDS,
+                 target: float | None = None) -> list[int]:
     """``table[k]``: parity shards for a block of ``k`` data shards (index 0 unused) so that
-    P(more than m of k+m lost) <= target at loss rate ``loss`` and mean run ``burst``,
+    P(more than m of k+m lost) <= ``target`` (default: the policy's) at loss rate ``loss`` and mean run ``burst``,
     clamped to [floor, ceiling] of ``k`` (a small block may exceed the ceiling up to
     SMALL_BLOCK_PARITY)."""
     lo = [math.ceil(k * policy.floor_percent / 100 - 1e-9) for k in range(max_k + 1)]
@@ -155,10 +168,11 @@ def parity_table(policy: FecPolicy, loss: float, burst: float, max_k: int = TABL
     burst = max(burst, 1 / (1 - loss))  # a run is at least as long as independent loss makes it
     n_max = max_k + hi[max_k]
     tail = _tail_table(loss, burst, n_max)
+    goal = policy.target if target is None else target
     table = [0] * (max_k + 1)
     for k in range(1, max_k + 1):
         ms = np.arange(lo[k], hi[k] + 1)
-        ok = np.nonzero(tail[k + ms, ms] <= policy.target)[0]
+        ok = np.nonzero(tail[k + ms, ms] <= goal)[0]
         table[k] = int(ms[ok[0]]) if ok.size else hi[k]
     return table
 
@@ -174,27 +188,36 @@ def block_failure(k: int, m: int, loss: float, burst: float) -> float:
 class FecController:
     """Parity per FEC block from the loss the client reports.
 
-    ``observe`` (control thread) updates the smoothed loss rate and run length and
-    publishes a new table; ``parity_for`` (packetize thread) reads it. Until the
-    first report the link is unknown: blocks get the floor, the fixed share
-    with ``start_fixed``, or the parity ``start_loss`` needs.
+    ``observe`` (control thread) pools the report windows of the last ``POOL_S``
+    seconds into a loss rate and a run length and publishes a new table;
+    ``parity_for`` (packetize thread) reads it. Until the first report the link
+    is unknown: blocks get the floor, the fixed share with ``start_fixed``, or
+    the parity ``start_loss`` needs.
     """
 
     def __init__(self, policy: FecPolicy) -> None:
         self.policy = policy
-        #: smoothed loss rate (0..1) that drove the table
+        #: pooled loss rate (0..1) that drove the table
         self.loss_estimate = 0.0
         #: mean loss-run length (1.0 = independent losses)
         self.burst_estimate = 1.0
         #: P(unrecoverable) of the reference block at the chosen parity: > target when the ceiling binds
         self.residual_loss = 0.0
         self.windows = 0
+        #: the report windows the estimate pools, oldest first
+        self._pool: deque[LossReport] = deque(maxlen=POOL_WINDOWS)
+        #: clean windows in a row, and their datagrams
         self._clean_windows = 0
-        self._window_packets = 0
-        #: data and parity shards of the blocks asked for so far (written by the packetize thread only)
+        self._clean_packets = 0
+        #: blocks asked for so far, and data and parity shards and payload bytes of those (written
+        #: by the packetize thread only)
+        self.blocks = 0
         self.data_shards = 0
         self.parity_shards = 0
         self.payload_bytes = 0
+        #: the first block (counted from 0) whose parity the last ``observe`` chose: every block
+        #: from it on saw that table (the native host tells its client, docs/adaptive.md)
+        self.informed_from: int | None = None
         self._table: list[int] = []
         self._publish()
 
@@ -203,28 +226,50 @@ class FecController:
         return self.policy.mode == "adaptive"
 
     def observe(self, report: LossReport) -> None:
-        if not self.adaptive or report.packets_expected < MIN_REPORT_PACKETS:
+        if report.packets_expected < MIN_REPORT_PACKETS:
+            return
+        if not self.adaptive:  # the share never changes; the report is taken in all the same
+            self.informed_from = self.blocks
             return
         self.windows += 1
-        self._window_packets = report.packets_expected
-        measured = report.loss_rate
-        weight = min(1.0, report.packets_expected / MIN_PACKETS)  # a thin window moves the estimate less
-        if measured >= self.loss_estimate:
-            self.loss_estimate += weight * (measured - self.loss_estimate)  # fast attack
+        pool = self._pool
+        if pool and self._worse_than_pool(report):
+            pool.clear()  # the link got worse: the older windows no longer describe it (fast attack)
+        pool.append(report)
+        while len(pool) > 1 and sum(w.window_s for w in pool) - pool[0].window_s >= POOL_S:
+            pool.popleft()  # it rolls: a lower loss takes over as the lossy windows leave (slow decay)
+        if report.packets_lost:
+            self._clean_windows = self._clean_packets = 0
         else:
-            self.loss_estimate += weight * DECAY * (measured - self.loss_estimate)  # slow decay
-        self._clean_windows = self._clean_windows + 1 if report.packets_lost == 0 and weight == 1.0 else 0
-        if self.loss_estimate < CLEAN_LOSS or self._clean_windows >= CLEAN_WINDOWS:
+            self._clean_windows += 1
+            self._clean_packets += report.packets_expected
+        if self._clean_windows >= CLEAN_WINDOWS and self._clean_packets >= MIN_PACKETS:
+            while len(pool) > self._clean_windows:  # the link is clean: the lossy windows before go
+                pool.popleft()
+        self.loss_estimate, self.burst_estimate = self._pooled()
+        if self.loss_estimate < CLEAN_LOSS:
             self.loss_estimate = 0.0
-        if report.loss_runs and report.packets_lost:
-            run = report.packets_lost / report.loss_runs
-            if run >= self.burst_estimate:
-                self.burst_estimate += weight * (run - self.burst_estimate)
-            else:
-                self.burst_estimate += weight * DECAY * (run - self.burst_estimate)
-        elif measured == 0:
-            self.burst_estimate += weight * DECAY * (1.0 - self.burst_estimate)
         self._publish()
+        self.informed_from = self.blocks  # after the table: every block counted later read it
+
+    def _pooled(self) -> tuple[float, float]:
+        """Loss rate and mean run length of the pooled windows."""
+        expected = sum(w.packets_expected for w in self._pool)
+        lost = sum(w.packets_lost for w in self._pool)
+        counted = [w for w in self._pool if w.loss_runs and w.packets_lost]  # windows whose runs the client counted
+        runs = sum(w.loss_runs or 0 for w in counted)
+        burst = sum(w.packets_lost for w in counted) / runs if runs else 1.0
+        return (lost / expected if expected else 0.0), burst
+
+    def _worse_than_pool(self, report: LossReport) -> bool:
+        """The window lost significantly more than the pool (a two-sample test at CONFIDENCE_Z)."""
+        n0 = sum(w.packets_expected for w in self._pool)
+        p0, burst = self._pooled()
+        n1, p1 = report.packets_expected, report.loss_rate
+        if p1 <= p0 or not n0:
+            return False
+        pbar = (p0 * n0 + p1 * n1) / (n0 + n1)
+        return p1 - p0 > CONFIDENCE_Z * math.sqrt(pbar * (1 - pbar) * burst * (1 / n0 + 1 / n1))
 
     def _publish(self) -> None:
         p = self.policy
@@ -233,35 +278,38 @@ class FecController:
             self.residual_loss = 0.0
             return
         design = self.design_loss if self.windows or p.start_loss <= 0 else min(0.95, p.start_loss)
-        table = parity_table(p, design, self.burst_estimate)
+        table = parity_table(p, design, self.burst_estimate, target=p.target * PLAN_SHARE)
         m = table[REFERENCE_DATA_SHARDS]
         self.residual_loss = block_failure(REFERENCE_DATA_SHARDS, m, self.loss_estimate, self.burst_estimate)
         self._table = table  # one rebinding: the packetize thread sees the old table or the new one
 
     @property
     def design_loss(self) -> float:
-        """The loss rate the parity is sized for: the estimate plus its uncertainty."""
+        """The loss rate the parity is sized for: the pooled estimate plus its uncertainty."""
         p = self.loss_estimate
         if p <= 0:
             return 0.0
-        n = max(MIN_PACKETS, self._window_packets)
+        n = max(MIN_PACKETS, sum(w.packets_expected for w in self._pool))
         return min(0.95, p + CONFIDENCE_Z * math.sqrt(p * (1 - p) * self.burst_estimate / n))
 
     def congestion_cleared(self) -> None:
         """The rate was cut because the loss was ours (congestion): the new rate should not
         see it, and parity sized for it would only add to the load. The next report decides
-        again (fast attack)."""
+        again (a pool of one window)."""
         if self.adaptive:
             self.windows += 1  # the link is known now: no longer the fixed share of the start
+            self._pool.clear()
             self.loss_estimate = 0.0
             self.burst_estimate = 1.0
-            self._clean_windows = 0
+            self._clean_windows = self._clean_packets = 0
             self._publish()
+            self.informed_from = self.blocks
 
     def parity_for(self, data_shards: int, payload_bytes: int = 0) -> int:
         """Parity shards for a block of ``data_shards`` data shards (per frame: no lock).
         ``payload_bytes``, the block's size, is counted for the rate controller (what the
         encoder really sent, which may be less than its target)."""
+        self.blocks += 1  # before the table is read: ``informed_from`` never counts a block that read an older one
         table = self._table
         if data_shards < len(table):
             m = table[data_shards]

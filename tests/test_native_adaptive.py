@@ -48,6 +48,13 @@ def _finish(proc: subprocess.Popen, timeout: float = 90) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", [0.05, 0.10])
 def test_adaptive_fec_keeps_frames_whole_where_the_fixed_share_loses_some(host_factory, tmp_path, loss, figures):
+    """After the first report window, at most 0.1 % of the frames are given up (the issue's goal).
+
+    "After the first report window" starts at the first unit whose parity the host chose knowing
+    a report: the host names it (``report_applied``), the client counts the frames from it on and
+    those it gave up among them. Frames sent before (under the fixed start share) are not the
+    controller's doing. The controller plans for a quarter of the target, so the observed count
+    stays under it (about 1 frame allowed in 1 170) in nearly every run, not just on average."""
     h = start_host(host_factory, tmp_path, timeout=5.0, extra=FEC_ONLY)
     _pair(h, tmp_path, "adaptive")
     _pair(h, tmp_path, "fixed")
@@ -63,7 +70,8 @@ def test_adaptive_fec_keeps_frames_whole_where_the_fixed_share_loses_some(host_f
     print(f"\n{loss:.0%} uniform loss, 20 s, after the first report window: adaptive "
           f"{da['frames_unrecoverable']}/{da['frames_expected']} frames unrecoverable ({share_a:.3%}), "
           f"fixed 20 % {df['frames_unrecoverable']}/{df['frames_expected']} ({share_f:.3%}); adaptive gave up "
-          f"frames at {a['details']['unrecoverable_at_s']} s")
+          f"frames at {a['details']['unrecoverable_at_s']} s; counted from unit {da['from_unit']} "
+          f"(adaptive) / {df['from_unit']} (fixed)")
     figures(f"punktfunk/1 frames unrecoverable at {loss:.0%} loss, adaptive / fixed 20 %",
             f"{share_a:.3%} / {share_f:.3%}")
     for s in (a, f):

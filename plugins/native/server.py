@@ -21,7 +21,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from punktfunk_core.adaptive import AdaptiveControl, LossReport, policies
+from punktfunk_core.adaptive import MIN_REPORT_PACKETS, AdaptiveControl, LossReport, policies
 from punktfunk_core.admission import ConnectionGate
 from punktfunk_core.apps import DESKTOP_ID, DESKTOP_NAME, LaunchError, RunningApp
 from punktfunk_core.host import HostBusy
@@ -700,7 +700,9 @@ class NativePlane(ProtocolPlane):
                     elif t == "ping":
                         ctl.send({"type": "pong", "id": msg.get("id"), "t_us": msg.get("t_us")})
                     elif t == "report":
-                        self._feedback(session, msg)
+                        unit = self._feedback(session, msg)
+                        if unit is not None:  # from this unit on the parity was chosen knowing the report
+                            ctl.send({"type": "report_applied", "from_unit": unit})
                     elif t == "keyframe_request":
                         # one IDR per loss burst: the client asks after every frame it lost
                         control = session.adaptive
@@ -752,8 +754,9 @@ class NativePlane(ProtocolPlane):
                     return
 
     @staticmethod
-    def _feedback(session: Any, msg: dict[str, Any]) -> None:
-        """A client report into the session's feedback (see docs/protocol-native.md)."""
+    def _feedback(session: Any, msg: dict[str, Any]) -> int | None:
+        """A client report into the session's feedback (see docs/protocol-native.md); the first
+        video unit (``au_seq``) whose parity was chosen knowing it, when FEC took it in."""
         big = 1 << 40
         kw: dict[str, Any] = {}
         for src, dst in (("packets_lost", "packets_dropped"), ("shards_recovered", "fec_recovered"),
@@ -769,15 +772,19 @@ class NativePlane(ProtocolPlane):
         if kw:
             session.feedback.report(**kw)
         control = session.adaptive
+        unit = None
         if control is not None and "packets_expected" in msg and not msg.get("last"):
             runs = get_int(msg, "loss_runs", 0, big) if "loss_runs" in msg else None
             report = LossReport(kw.get("span_us", 0.0) / 1e6, get_int(msg, "packets_expected", 0, big),
                                 kw.get("packets_dropped", 0), runs, kw.get("frames_unrecoverable", 0))
             before = control.rate.target_kbps
             control.observe(report)
+            if report.packets_expected >= MIN_REPORT_PACKETS and control.fec.informed_from is not None:
+                unit = control.fec.informed_from & 0xFFFFFFFF  # one FEC block per unit: the block count is au_seq
             if control.rate.target_kbps != before:
                 log.info("native: session %s: bitrate %d → %d kbps (%s; loss %.2f %%, parity %.1f %%)", session.id,
                          before, control.rate.target_kbps, control.rate.last_reason,
                          100 * control.fec.loss_estimate, control.fec.percent)
         if msg.get("last") is True:
             session.feedback.last_report_in()
+        return unit

@@ -31,6 +31,8 @@ from punktfunk_native.wire import MAX_PACKET, PKT_AUDIO
 AV_CODEC = {"h264": "h264", "hevc": "hevc", "av1": "libdav1d"}
 #: how often the client probes the data port until the first datagram arrives
 PROBE_INTERVAL_S = 0.05
+#: give-ups kept by unit number (a few per second at the worst loss FEC is meant for)
+MAX_GIVE_UPS = 100_000
 
 
 class DecoderUnavailable(Exception):
@@ -55,6 +57,9 @@ class Stats:
     keyframes: int = 0
     #: seconds after the first datagram at which frames were given up (the first 100)
     unrecoverable_at: list[float] = field(default_factory=list)
+    #: the units given up, as (first au_seq, count) per give-up (the first MAX_GIVE_UPS): counting
+    #: from a unit on, whenever the client learns which (``report_applied``)
+    unrecoverable_units: list[tuple[int, int]] = field(default_factory=list)
     datagrams: int = 0
     first_packet: float = 0.0
     last_packet: float = 0.0
@@ -244,8 +249,12 @@ class StreamReceiver:
                 continue
             au = r.push(bytes(buf[:n]))
             if r.reasm.frames_unrecoverable != unrec:
+                gave_up = r.reasm.frames_unrecoverable - unrec
                 if len(st.unrecoverable_at) < 100:
-                    st.unrecoverable_at.extend([round(t - st.first_packet, 3)] * (r.reasm.frames_unrecoverable - unrec))
+                    st.unrecoverable_at.extend([round(t - st.first_packet, 3)] * gave_up)
+                if len(st.unrecoverable_units) < MAX_GIVE_UPS:  # the units before the one delivered, or the next
+                    first = au.au_seq - gave_up if au is not None else r.reasm.last_delivered + 1
+                    st.unrecoverable_units.append((first, gave_up))
                 unrec = r.reasm.frames_unrecoverable
                 decoder.need_keyframe = True
                 decoder.want_keyframe.set()

@@ -22,7 +22,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from punktfunk_core.adaptive import MIN_REPORT_PACKETS
 from punktfunk_core.inputevents import FeedbackEvent, InputEvent
 from punktfunk_core.inputsink import merged
 from punktfunk_core.paths import Paths, ensure_private_dir
@@ -203,7 +202,9 @@ class NativeClient:
         self.fec_on = True
         #: totals as of the last report (reports carry deltas) and when it went out
         self._reported: dict[str, int] = {}
-        #: loss counts when the first report went out (what happened after it is the host's doing)
+        #: the first unit (au_seq) whose parity the host chose knowing one of our reports (its first
+        #: ``report_applied``), and the loss counts when that arrived: what comes after is the host's doing
+        self._informed_from: int | None = None
         self._at_first_report: dict[str, int] | None = None
         self.keyframe_requests = 0
         self._last_report_at = 0.0
@@ -611,6 +612,8 @@ class NativeClient:
                         self.rtt_us = s if self.rtt_us is None else 0.875 * self.rtt_us + 0.125 * s
                 elif t == "feedback":
                     self._on_feedback(m)
+                elif t == "report_applied":
+                    self._report_applied(m)
                 elif t == "bye":
                     self.host_bye = str(m.get("reason", ""))
                     done = True
@@ -618,6 +621,14 @@ class NativeClient:
                     raise ClientError(f"host error ({m.get('code')}): {m.get('message')}")
             if done:
                 return "host"
+
+    def _report_applied(self, msg: dict[str, Any]) -> None:
+        """The host took a report in: the units from ``from_unit`` on carry parity it chose knowing
+        the link. The first one is where "after the first report" starts (docs/adaptive.md)."""
+        unit = msg.get("from_unit")
+        if self._informed_from is None and isinstance(unit, int) and not isinstance(unit, bool) and unit >= 0:
+            self._informed_from = unit
+            self._at_first_report = self._loss_counts()
 
     def _on_feedback(self, msg: dict[str, Any]) -> None:
         """Rumble and other feedback from the host's input backend: kept and shown (this client
@@ -655,9 +666,6 @@ class NativeClient:
             self._reported[k] = self._reported.get(k, 0) + d
         self._reported["decode_samples"] = len(self.stats.decode_us)
         self._last_report_at = now
-        if self._at_first_report is None and deltas["packets_expected"] >= MIN_REPORT_PACKETS:
-            # from here on the host has heard how the link is: adaptive FEC can act
-            self._at_first_report = self._loss_counts()
         ctl.send(msg)
 
     def _loss_counts(self) -> dict[str, int]:
@@ -713,8 +721,16 @@ class NativeClient:
                 "after_first_report": self._since_first_report()}
 
     def _since_first_report(self) -> dict[str, int] | None:
-        """The loss counts since the first report went out (None before it)."""
-        if self._at_first_report is None:
+        """Frames from the first unit whose parity the host chose knowing our reports (None before
+        the host said which): expected and given up among them; the other counts since its word came."""
+        r = self.receiver
+        if self._informed_from is None or self._at_first_report is None or r is None:
             return None
         now = self._loss_counts()
-        return {k: v - self._at_first_report[k] for k, v in now.items()}
+        out = {k: v - self._at_first_report[k] for k, v in now.items()}
+        first, last = self._informed_from, r.reasm.last_delivered
+        out["frames_expected"] = max(0, last - first + 1)
+        out["frames_unrecoverable"] = sum(max(0, min(unit + n, last + 1) - max(unit, first))
+                                          for unit, n in self.stats.unrecoverable_units)
+        out["from_unit"] = first
+        return out
