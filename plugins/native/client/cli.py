@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -60,6 +61,9 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
                    help="launch this app of the host's [[apps]] and stream it (default: Desktop); the stream ends "
                         "when the app exits, and the app when the stream ends")
     p.add_argument("--list-apps", action="store_true", help="print the host's apps and exit")
+    p.add_argument("--ask-bitrate", action="append", default=[], metavar="KBPS@SECONDS",
+                   help="ask the host for this bitrate so many seconds into the stream (repeatable); with "
+                        "adaptive rate control it is also the most the host probes up to")
     p.add_argument("--click-to-photon", action="store_true",
                    help="measure click-to-photon with pointer moves (needs a capture that shows the pointer, "
                         "e.g. x11); the summary gains click_to_photon_p50_ms/p99_ms")
@@ -86,6 +90,7 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
         raise ClientError("--cap-mbps, --loss-until and --cap-until must not be negative")
     if args.pin is not None and not (args.pin.isdigit() and 4 <= len(args.pin) <= 8):
         raise ClientError("--pin must be 4 to 8 digits")
+    asks = [_bitrate_ask(a) for a in getattr(args, "ask_bitrate", None) or []]
     script = None
     if getattr(args, "input_script", None):
         try:
@@ -100,8 +105,20 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
         name=args.name, config_dir=Path(args.config_dir) if args.config_dir else None,
         input_script=script, click_to_photon=bool(getattr(args, "click_to_photon", False)),
         audio_channels=(args.audio if args.audio is not None else 2 if args.audio_out else 0),
-        audio_out=args.audio_out, app=args.app,
+        audio_out=args.audio_out, app=args.app, bitrate_asks=asks,
     )
+
+
+def _bitrate_ask(text: str) -> tuple[float, int]:
+    """``KBPS@SECONDS`` (``2000@5``: 2000 kbit/s five seconds in; ``KBPS`` alone: at the start)."""
+    kbps, _, at = text.partition("@")
+    try:
+        ask = (float(at) if at else 0.0, int(kbps))
+    except ValueError:
+        raise ClientError(f"--ask-bitrate {text!r}: expected KBPS@SECONDS, e.g. 2000@5") from None
+    if not math.isfinite(ask[0]) or ask[0] < 0 or ask[1] <= 0:
+        raise ClientError(f"--ask-bitrate {text!r}: the rate must be positive, the time not negative")
+    return ask
 
 
 def main_from_args(args: argparse.Namespace) -> int:

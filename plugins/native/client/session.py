@@ -180,6 +180,8 @@ class ClientOptions:
     audio_out: str | None = None
     #: the host's app to launch and stream (``--app``; its ``[[apps]]`` name)
     app: str = "Desktop"
+    #: bitrates to ask the host for during the stream, as (seconds into it, kbit/s) (``--ask-bitrate``)
+    bitrate_asks: list[tuple[float, int]] | None = None
 
 
 class NativeClient:
@@ -207,6 +209,8 @@ class NativeClient:
         self._informed_from: int | None = None
         self._at_first_report: dict[str, int] | None = None
         self.keyframe_requests = 0
+        #: the host's answers to our bitrate asks: (seconds into the stream, kbit/s it set)
+        self.bitrates_granted: list[tuple[float, int]] = []
         self._last_report_at = 0.0
         #: input waiting for the control thread, which alone writes to the connection
         self._outbox: list[InputEvent | dict[str, Any] | bytes] = []
@@ -246,6 +250,12 @@ class NativeClient:
                 else:
                     self._outbox.append(event)
         self._wake()
+
+    def ask_bitrate(self, kbps: int) -> None:
+        """Ask the host for this video bitrate (any thread): its answer, the rate it set (clamped), is
+        in ``details()["bitrates_granted"]``. With adaptive rate control it is also the ceiling the host
+        probes up to: ask for less when this side's link or decoder cannot take more."""
+        self.send_message({"type": "set_bitrate", "bitrate_kbps": int(kbps)})
 
     def send_message(self, msg: dict[str, Any] | bytes) -> None:
         """Send one control message as it is, in order with the input (any thread): for messages
@@ -559,8 +569,11 @@ class NativeClient:
         pid = 0
         self._last_report_at = t0
         end = t0 + o.seconds if o.seconds > 0 else float("inf")
+        asks = sorted(o.bitrate_asks or [])
         while True:
             now = time.monotonic()
+            while asks and now - t0 >= asks[0][0]:
+                self.ask_bitrate(asks.pop(0)[1])
             if not self.stats.datagrams and now - t0 > NO_VIDEO_TIMEOUT_S:
                 try:
                     ctl.send({"type": "bye", "reason": "no video arrived"})
@@ -614,6 +627,10 @@ class NativeClient:
                     self._on_feedback(m)
                 elif t == "report_applied":
                     self._report_applied(m)
+                elif t == "bitrate_changed":
+                    kbps = m.get("bitrate_kbps")
+                    if isinstance(kbps, int) and not isinstance(kbps, bool):
+                        self.bitrates_granted.append((round(time.monotonic() - t0, 3), kbps))
                 elif t == "bye":
                     self.host_bye = str(m.get("reason", ""))
                     done = True
@@ -718,7 +735,7 @@ class NativeClient:
                 "keyframe_requests": self.keyframe_requests, "keyframes_received": self.stats.keyframes,
                 "injected_cap": self.stats.injected_cap, "unrecoverable_at_s": self.stats.unrecoverable_at[:100],
                 "packets_expected": self.receiver.packets_expected if self.receiver else 0,
-                "after_first_report": self._since_first_report()}
+                "after_first_report": self._since_first_report(), "bitrates_granted": self.bitrates_granted}
 
     def _since_first_report(self) -> dict[str, int] | None:
         """Frames from the first unit whose parity the host chose knowing our reports (None before
