@@ -71,7 +71,9 @@ def test_adaptive_fec_keeps_frames_whole_where_the_fixed_share_loses_some(host_f
           f"{da['frames_unrecoverable']}/{da['frames_expected']} frames unrecoverable ({share_a:.3%}), "
           f"fixed 20 % {df['frames_unrecoverable']}/{df['frames_expected']} ({share_f:.3%}); adaptive gave up "
           f"frames at {a['details']['unrecoverable_at_s']} s; counted from unit {da['from_unit']} "
-          f"(adaptive) / {df['from_unit']} (fixed)")
+          f"(adaptive) / {df['from_unit']} (fixed); datagrams lost beyond those injected (the host or the "
+          f"receive path dropped them): {a['packets_lost'] - a['details']['injected_loss']} / "
+          f"{f['packets_lost'] - f['details']['injected_loss']}")
     figures(f"punktfunk/1 frames unrecoverable at {loss:.0%} loss, adaptive / fixed 20 %",
             f"{share_a:.3%} / {share_f:.3%}")
     for s in (a, f):
