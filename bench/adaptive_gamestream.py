@@ -39,6 +39,7 @@ FIRST_WINDOW_FRAMES = 30
 GAMESTREAM_KEYS = """client_timeout_s = 5
 fec = "{mode}"
 rate_control = "{mode}"
+fec_percent = {share}
 video_sender = "drop-packets"
 video_sender_options = {options}
 """
@@ -60,14 +61,16 @@ def _toml_table(d: dict[str, Any]) -> str:
 
 
 def sweep_point(mode: str, pattern: str, seconds: float) -> dict[str, Any]:
-    """One host, one Moonlight stream under ``pattern`` loss with ``fec``/``rate_control`` = ``mode``."""
-    if mode not in ("adaptive", "fixed"):
-        raise ValueError(f"mode is adaptive or fixed, not {mode!r}")
+    """One host, one Moonlight stream under ``pattern`` loss with ``fec``/``rate_control`` = ``mode``
+    ("adaptive", "fixed" at 20 %, or "fixed:PERCENT")."""
+    mode, _, share = mode.partition(":")
+    if mode not in ("adaptive", "fixed") or (share and mode != "fixed"):
+        raise ValueError(f"mode is adaptive, fixed or fixed:PERCENT, not {mode!r}")
     base = Path(tempfile.mkdtemp(prefix="pf-adapt-gs-"))
     os.chmod(base, 0o700)
     path = [str(ROOT / "tests" / "plugins"), str(ROOT), os.environ.get("PYTHONPATH", "")]
     env = {"PUNKTFUNK_PLUGINS": "pf_faults", "PYTHONPATH": os.pathsep.join(path)}
-    keys = GAMESTREAM_KEYS.format(mode=mode, options=_toml_table(loss_options(pattern)))
+    keys = GAMESTREAM_KEYS.format(mode=mode, share=int(share or 20), options=_toml_table(loss_options(pattern)))
     host = _Host(base, HOST_TOML.replace("mdns = false\n", "mdns = false\n" + keys), env)
     try:
         host.wait_ready()
@@ -117,7 +120,7 @@ def sweep_point(mode: str, pattern: str, seconds: float) -> dict[str, Any]:
     numbers = [f["n"] for f in res["frames"]]
     counters = st["counters"]
     return {
-        "mode": mode, "pattern": pattern, "seconds": seconds,
+        "mode": f"{mode}:{share}" if share else mode, "pattern": pattern, "seconds": seconds,
         "frames_sent": faults["frames"].get(label, 0),
         "frames_unrecoverable": counters.get("frames_unrecoverable", 0),
         # the issue's tests count after the first report window (before it nothing is known of the link)
