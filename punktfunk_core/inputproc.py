@@ -519,8 +519,9 @@ def main(argv: list[str]) -> int:
         first = more
     start = first[0]
     reader.buf[:0] = b"".join(_frame(m) for m in first[1:])  # (never more than the start frame, in practice)
-    logging.basicConfig(level=start.get("log_level", logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from punktfunk_core import logfmt
+
+    logging.basicConfig(level=start.get("log_level", logging.INFO), handlers=[logfmt.stderr_handler()])
     try:
         child = _Child(sock, reader, start, fds, pm)
     except Exception:  # noqa: BLE001 - said once; the host logs that input is gone
