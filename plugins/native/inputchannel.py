@@ -47,6 +47,10 @@ _BATCH_MOD = 1 << 32
 MAX_BATCH_BYTES = MAX_INPUT_PAYLOAD - _LEN.size
 #: how long the client waits for an ack before it sends its unacknowledged batches again
 RETRANSMIT_S = 0.03
+#: the host acks at most this often while datagrams keep coming (each ack wakes the client; the
+#: client's next datagram repeats what is unacknowledged anyway): a third of RETRANSMIT_S, so a
+#: steady flow is acked before the client retransmits, and the end of a burst costs one retransmission
+ACK_INTERVAL_S = 0.01
 #: unacknowledged batches the client keeps; beyond them the oldest are given up (the host counts the gap)
 MAX_UNACKED = 4096
 #: datagrams the host reads in one round before it answers
@@ -69,6 +73,7 @@ class HostInputChannel:
         self._opener = PacketOpener(bytes.fromhex(k_c2h), DIR_INPUT_CLIENT_TO_HOST)
         self._acks = AESGCM(bytes.fromhex(k_h2c))
         self._ack_seq = 0
+        self._acked_at = 0.0
         #: the next batch number to take
         self.expected = 0
         #: where the latest authentic datagram came from: the acks go there
@@ -87,7 +92,8 @@ class HostInputChannel:
 
     def receive(self) -> list[tuple[list[InputEvent], int]]:
         """Every datagram waiting (up to MAX_ROUND), as the events of each new batch in order with
-        its receive stamp; one ack for the round. Bad datagrams and records are counted, never raised."""
+        its receive stamp; one ack for the round (at most every ACK_INTERVAL_S). Bad datagrams and
+        records are counted, never raised."""
         out: list[tuple[list[InputEvent], int]] = []
         authentic = False
         for _ in range(MAX_ROUND):
@@ -110,7 +116,9 @@ class HostInputChannel:
             self.peer = src
             self._count("input_datagrams")
             self._take(plain, hdr.au_seq, received_ns, out)
-        if authentic and self.peer is not None:
+        now = time.monotonic()
+        if authentic and self.peer is not None and now - self._acked_at >= ACK_INTERVAL_S:
+            self._acked_at = now
             self._ack_seq += 1
             try:
                 self.sock.sendto(_seal(self._acks, DIR_INPUT_ACK_HOST_TO_CLIENT, PKT_INPUT_ACK, self._ack_seq,

@@ -37,8 +37,8 @@ from punktfunk_native.client.terminal import Terminal
 from punktfunk_native.control import ControlChannel
 from punktfunk_native.datapath import NativeReceiver
 from punktfunk_native.identity import Identity, KnownHosts, client_context, load_or_create_identity
-from punktfunk_native.inputchannel import ClientInputChannel
 from punktfunk_native.input import MAX_INPUT_EVENTS, MalformedInput, decode_feedback, encode_batch, encode_feedback
+from punktfunk_native.inputchannel import ClientInputChannel
 from punktfunk_native.pairing import BadSpakeMessage, ClientPairing
 from punktfunk_native.wire import (
     PROTOCOL_VERSION,
@@ -217,7 +217,7 @@ class NativeClient:
         self._input_due = 0.0
         #: input events handed to the connection (or the input datagrams)
         self.input_sent = 0
-        #: the session's input datagrams, when the host offered an input port (else input goes on the control connection)
+        #: the input datagrams, when the host offered an input port (else input goes on the control connection)
         self.input_channel: ClientInputChannel | None = None
         self.script: ScriptPlayer | None = None
         self.photon: ClickToPhoton | None = None
@@ -312,7 +312,8 @@ class NativeClient:
                 wait = min(wait, again)
         readable, _, _ = select.select(watch, [], [], wait)
         if channel is not None:
-            channel.read_acks()
+            if channel in readable:
+                channel.read_acks()
             if channel.retransmit_in(time.monotonic()) == 0:  # unacknowledged input goes again
                 channel.retransmit()
         return ctl.sock in readable
