@@ -249,3 +249,23 @@ def test_an_ack_not_sealed_by_the_host_acknowledges_nothing():
         relay.close()
         client.close()
         host.sock.close()
+
+
+def test_a_long_run_of_events_is_split_into_batches_the_host_takes_whole():
+    from punktfunk_core.inputevents import ControllerRemoval, Text
+
+    host, client, relay = _pair(lambda i, d: [d])
+    try:
+        # 600 two-byte records (more than the 256 a batch may hold), then texts of 771-byte records (two
+        # of them do not fit in a datagram): batches of 256, 256, 88 and a text, then one text each
+        events = [ControllerRemoval(i % 16) for i in range(600)] + [Text("€" * 256) for _ in range(4)]
+        client.send_events(events)
+        got = _run_until(host, client, len(events))
+        assert got == events
+        counts = host.take_counts()
+        assert counts.get("input_oversized", 0) == 0 and counts.get("input_malformed", 0) == 0, counts
+        assert counts["input_messages"] == 6, counts
+    finally:
+        relay.close()
+        client.close()
+        host.sock.close()

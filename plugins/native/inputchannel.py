@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from punktfunk_native.datapath import PacketOpener
-from punktfunk_native.input import BatchTooLarge, decode_batch, encode_batch
+from punktfunk_native.input import MAX_INPUT_EVENTS, BatchTooLarge, decode_batch, encode_batch
 from punktfunk_native.wire import (
     DIR_INPUT_ACK_HOST_TO_CLIENT,
     DIR_INPUT_CLIENT_TO_HOST,
@@ -183,13 +183,20 @@ class ClientInputChannel:
 
     def send_events(self, events: list[InputEvent]) -> None:
         """Number ``events`` as one batch or more (each fits a datagram) and send what is unacknowledged."""
-        records = bytearray()
+        if len(events) <= MAX_INPUT_EVENTS:
+            whole = encode_batch(events)  # the usual case: a few events, one batch
+            if len(whole) <= MAX_BATCH_BYTES:
+                self._queue(whole)
+                self._send()
+                return
+        records, count = bytearray(), 0
         for event in events:
             rec = encode_batch((event,))
-            if records and len(records) + len(rec) > MAX_BATCH_BYTES:
+            if records and (len(records) + len(rec) > MAX_BATCH_BYTES or count == MAX_INPUT_EVENTS):
                 self._queue(bytes(records))
-                records = bytearray()
+                records, count = bytearray(), 0
             records += rec
+            count += 1
         if records:
             self._queue(bytes(records))
         self._send()
