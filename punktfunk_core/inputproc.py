@@ -25,8 +25,8 @@ session treats both alike. Host and child speak length-prefixed pickles over
 a Unix socket pair (the first frame hands over the channel's socket and the
 shared pointer with ``SCM_RIGHTS``): the child is this package, started by the
 host. Starting Python and loading the plugins takes a second or more, so the
-host keeps one child started ahead (:func:`prepare_spare`), which a session
-takes and gives its settings. A child ends when its socket closes (the host
+host starts one child ahead (:func:`prepare_spare`, when a client that may
+ask for a session comes), which the session takes and gives its settings. A child ends when its socket closes (the host
 went away).
 """
 
@@ -179,13 +179,14 @@ def discard_spare() -> None:
 
 
 def _take_spawned() -> _Spawned:
-    """The process started ahead when there is one (and a new one started for the next session)."""
+    """The process started ahead when there is one, else a new one. (The next spare is the
+    plane's to ask for, when a client comes: one started here would load its plugins while
+    this session's stream starts, on the same cores.)"""
     global _spare
     with _spare_lock:
         spare, _spare = _spare, None
     if spare is None or spare.proc.poll() is not None:
         spare = _Spawned()
-    prepare_spare()
     return spare
 
 
