@@ -25,8 +25,9 @@ session treats both alike. Host and child speak length-prefixed pickles over
 a Unix socket pair (the first frame hands over the channel's socket and the
 shared pointer with ``SCM_RIGHTS``): the child is this package, started by the
 host. Starting Python and loading the plugins takes a second or more, so the
-host starts one child ahead (:func:`prepare_spare`, when a client that may
-ask for a session comes), which the session takes and gives its settings. A child ends when its socket closes (the host
+host starts one child ahead (:func:`prepare_spare`: when a client that may
+ask for a session comes and none waits, and when a session's process closed),
+which the next session takes and gives its settings. A child ends when its socket closes (the host
 went away).
 """
 
@@ -179,9 +180,9 @@ def discard_spare() -> None:
 
 
 def _take_spawned() -> _Spawned:
-    """The process started ahead when there is one, else a new one. (The next spare is the
-    plane's to ask for, when a client comes: one started here would load its plugins while
-    this session's stream starts, on the same cores.)"""
+    """The process started ahead when there is one, else a new one. (The next one starts when
+    this session's closes: one started here would load its plugins while this session's
+    stream starts, on the same cores.)"""
     global _spare
     with _spare_lock:
         spare, _spare = _spare, None
@@ -376,6 +377,7 @@ class InputProcess:
             self._proc.wait(1.0)
         self._reader.join(1.0)
         self._sock.close()
+        prepare_spare()  # the next session's, loaded now that this stream is over
 
 
 class _Named:
