@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 from punktfunk_core import __version__
 from punktfunk_core.apps import AppLauncher
@@ -248,6 +248,18 @@ class Host:
         audio.start()
         return audio
 
+    @overload
+    def start_input(self, session: Session, feedback: Callable[[FeedbackEvent], None] | None = None, *,
+                    channel: None = None, process: Literal[False] = False,
+                    on_counts: Callable[[dict[str, int]], None] | None = None,
+                    allowed: bool = True) -> InputSink | None: ...
+
+    @overload
+    def start_input(self, session: Session, feedback: Callable[[FeedbackEvent], None] | None = None, *,
+                    channel: InputChannel | None = None, process: bool = False,
+                    on_counts: Callable[[dict[str, int]], None] | None = None,
+                    allowed: bool = True) -> InputSink | InputProcess | None: ...
+
     def start_input(self, session: Session,
                     feedback: Callable[[FeedbackEvent], None] | None = None, *,
                     channel: InputChannel | None = None, process: bool = False,
@@ -272,7 +284,7 @@ class Host:
         sink: InputSink | InputProcess | None = None
         if process or channel is not None:
             try:
-                sink = InputProcess(dict(self.config.get("input", {})), session.spec, screen, name=name,
+                sink = InputProcess(dict(self.config["input"]), session.spec, screen, name=name,
                                     channel=channel, feedback=feedback, on_counts=on_counts, allowed=allowed)
                 track_session_sink(sink)
             except Exception as exc:  # noqa: BLE001 - input in this process is better than none

@@ -17,12 +17,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from test_native_input import _streaming_client, input_host, native_counters, pointer
 from x11_helpers import keysym_char, private_xvfb
 
 from punktfunk_core.inputevents import Key, PointerPosition
+
 from punktfunk_native.inputchannel import ClientInputChannel, HostInputChannel
 
 pytest.importorskip("Xlib", reason="python-xlib is not installed")
@@ -172,9 +174,10 @@ def _run_until(host: HostInputChannel, client: ClientInputChannel, want: int, se
     """Both ends' loops (the injector's select, the client's acks and retransmissions) until
     ``want`` events arrived and all is acknowledged."""
     got: list = []
+    watch: list[Any] = [host, client]
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and (len(got) < want or client.unacked):
-        readable, _, _ = select.select([host, client], [], [], 0.005)
+        readable, _, _ = select.select(watch, [], [], 0.005)
         if host in readable:
             for events, _received in host.receive():
                 got.extend(events)
