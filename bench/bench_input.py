@@ -230,13 +230,25 @@ def _video_cost(samples: list[dict[str, Any]]) -> dict[str, Any]:
     def inside_input(s: dict[str, Any]) -> bool:
         return (s.get("input_events") or 0) >= 0.8 * RATE * (s.get("window_ms") or 0) / 1000
 
-    busy = [s["host_p50_us"] for s in samples if inside_input(s) and s.get("host_p50_us")]
-    idle = [s["host_p50_us"] for s in samples[1:] if s.get("input_events") is None and s.get("host_p50_us")]
+    busy_samples = [s for s in samples if inside_input(s) and s.get("host_p50_us")]
+    idle_samples = [s for s in samples[1:] if s.get("input_events") is None and s.get("host_p50_us")]
+    busy = [s["host_p50_us"] for s in busy_samples]
+    idle = [s["host_p50_us"] for s in idle_samples]
     with_ms = statistics.median(busy) / 1e3 if busy else None
     without_ms = statistics.median(idle) / 1e3 if idle else None
     cost = (with_ms - without_ms) / (1000 / FPS) if with_ms is not None and without_ms is not None else None
+
+    def stage_ms(windows: list[dict[str, Any]]) -> dict[str, float]:
+        """Each stage's median p50 (ms) over ``windows``: where a rise of the host time is."""
+        per: dict[str, list[float]] = {}
+        for s in windows:
+            for st in s.get("stages", []):
+                per.setdefault(st["name"], []).append(st["p50_us"])
+        return {name: round(statistics.median(v) / 1e3, 3) for name, v in per.items()}
+
     return {"windows_with": len(busy), "windows_without": len(idle), "host_p50_ms_with": with_ms,
-            "host_p50_ms_without": without_ms, "cost_of_frame_interval": cost, "busy_us": busy, "idle_us": idle}
+            "host_p50_ms_without": without_ms, "cost_of_frame_interval": cost, "busy_us": busy, "idle_us": idle,
+            "stages_ms_with": stage_ms(busy_samples), "stages_ms_without": stage_ms(idle_samples)}
 
 
 def _gamestream_cost(base: Path, display: str, xvfb_pid: int, phase_s: float, rounds: int) -> dict[str, Any]:
@@ -311,6 +323,8 @@ def _click_to_photon(base: Path, port: int, seconds: float, ipc: IpcClient | Non
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+#: the runner's steps as a native session's stats windows name them
+STAGES = ("capture", "encode", "queue", "send")
 #: the two input paths of punktfunk/1 the benchmark compares
 MODES = (("control", "control connection, host process (peer)"), ("process", "input datagrams, injector process "
                                                                              "(default)"))
@@ -403,6 +417,11 @@ def run(quick: bool) -> dict[str, Any]:
              "rows": [[label, costs[mode]["windows_with"], costs[mode]["windows_without"],
                        costs[mode]["host_p50_ms_with"], costs[mode]["host_p50_ms_without"],
                        pct(costs[mode]["cost_of_frame_interval"]), costs[mode]["events_per_message"]]
+                      for mode, label in MODES]},
+            {"title": "where the per-frame time goes: each stage's median p50 (ms), windows with input / without",
+             "headers": ["input path", *STAGES],
+             "rows": [[label, *(f"{costs[mode]['stages_ms_with'].get(st, '–')} / "
+                                f"{costs[mode]['stages_ms_without'].get(st, '–')}" for st in STAGES)]
                       for mode, label in MODES]},
             {"title": "CPU per input event (µs; input phases minus quiet phases of the same session)",
              "headers": ["input path", *CPU_OF],
