@@ -115,6 +115,31 @@ def test_a_killed_injector_process_costs_the_session_its_input_not_its_stream(ho
     assert h.log().count("the input process ended") == 1, h.log()[-3000:]
 
 
+def test_the_x_server_going_away_is_logged_once_by_the_injector_and_the_stream_goes_on(host_factory, tmp_path,
+                                                                                      xserver, window):
+    from test_native_e2e import start_host
+    from test_native_input import INPUT_TOML
+
+    # the test pattern: the capture does not need the X server that goes away
+    h = start_host(host_factory, tmp_path, extra=INPUT_TOML.format(display=xserver.name))
+    client, runner, result = _streaming_client(h, tmp_path, seconds=4)
+    client.send_input(Key(0x41, True), Key(0x41, False))
+    window.wait_for(lambda evs: any(e.kind == "key_release" for e in evs))
+    window.close()
+    xserver.kill()
+    time.sleep(0.3)
+    decoded = client.stats.frames_decoded
+    for _ in range(20):  # input keeps coming after the loss
+        client.send_input(Key(0x42, True), Key(0x42, False))
+        time.sleep(0.05)
+    runner.join(30)
+    assert not runner.is_alive()
+    assert result["frames_decoded"] > decoded + 30, result  # the stream went on
+    log = h.log()
+    assert log.count("is gone") == 1, log[-3000:]  # said once, by the injector process
+    assert "the input process ended" not in log  # which lived on without its backend
+
+
 # ---- the channel alone, over real sockets ------------------------------------------------------
 
 
