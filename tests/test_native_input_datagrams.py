@@ -140,6 +140,30 @@ def test_the_x_server_going_away_is_logged_once_by_the_injector_and_the_stream_g
     assert "the input process ended" not in log  # which lived on without its backend
 
 
+def test_a_reload_switching_the_keyboard_off_reaches_the_running_injector_process(host_factory, tmp_path, xserver,
+                                                                                  window):
+    h = input_host(host_factory, tmp_path, xserver.name)
+    client, runner, result = _streaming_client(h, tmp_path, seconds=5)
+    client.send_input(Key(0x41, True), Key(0x41, False))
+    window.wait_for(lambda evs: any(e.kind == "key_release" for e in evs))
+    h.config_path.write_text(h.config_path.read_text().replace('backend = "xtest"',
+                                                               'backend = "xtest"\nkeyboard = false'))
+    h.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "config reloaded from" not in h.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the switch travels to the injector process over its socket
+    client.send_input(Key(0x42, True), Key(0x42, False))  # switched off now
+    client.send_input(PointerPosition(80, 45, 319, 179))  # the mouse still goes
+    deadline = time.monotonic() + 10
+    while pointer(window) != (160, 90) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pointer(window) == (160, 90)
+    runner.join(30)
+    assert [keysym_char(e.keysym) for e in window.snapshot("key_press")] == ["a"]
+    assert native_counters(h)["input_datagrams"] >= 2
+
+
 # ---- the channel alone, over real sockets ------------------------------------------------------
 
 

@@ -68,6 +68,8 @@ HANDSHAKE_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 30.0  # before a session starts
 PROBE_TIMEOUT_S = 5.0
 SEND_TIMEOUT_S = 5.0
+#: how long session_started waits for the session's injector process to have opened its backend
+INPUT_READY_WAIT_S = 3.0
 #: feedback events waiting for the control thread; beyond it the oldest go (a newer rumble supersedes)
 FEEDBACK_QUEUE = 256
 #: the one answer to every failed pairing confirmation: which failure it was would tell a guesser about the PIN
@@ -543,7 +545,6 @@ class NativePlane(ProtocolPlane):
             audio_error = self._start_audio(session, audio_channels, k_h2c, fec, udp, client_udp)
             if audio_error:
                 started["audio_error"] = audio_error
-        ctl.send(started)
         # the session's sink (absolute positions land on the desktop part the capture shows);
         # the session closes it after its last stats window, which carries its input figures
         feedback: deque[FeedbackEvent] = deque(maxlen=FEEDBACK_QUEUE)  # append: never blocks the backend
@@ -555,8 +556,13 @@ class NativePlane(ProtocolPlane):
                                              allowed=self._may_control(client_fp))
             finally:
                 insock.close()  # the injector process has its own
+            if isinstance(sink, InputProcess):
+                # the client sends input once it is told the session started: by then the process takes it
+                # as it comes (a first session may have had to start one: a second or so)
+                sink.wait_ready(INPUT_READY_WAIT_S)
         else:
             sink = self.host.start_input(session, feedback.append)
+        ctl.send(started)
         try:
             self._control_loop(ctl, session, interval, timeout, _SessionInput(sink, client_fp, feedback))
         finally:
