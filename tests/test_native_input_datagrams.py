@@ -20,8 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import test_native_input
 from test_native_input import _streaming_client, input_host, native_counters, pointer
-from x11_helpers import keysym_char, private_xvfb
+from x11_helpers import keysym_char
 
 from punktfunk_core.inputevents import Key, PointerPosition
 
@@ -30,22 +31,9 @@ from punktfunk_native.inputchannel import ClientInputChannel, HostInputChannel
 pytest.importorskip("Xlib", reason="python-xlib is not installed")
 pytest.importorskip("mss", reason="mss is not installed (x11 capture)")
 
-SCREEN = (640, 360)
-
-
-@pytest.fixture
-def xserver():
-    with private_xvfb(*SCREEN) as x:
-        yield x
-
-
-@pytest.fixture
-def window(xserver):
-    from x11_helpers import XWindowRecorder
-
-    rec = XWindowRecorder(xserver.name)
-    yield rec
-    rec.close()
+#: the private Xvfb and the X client window that records what arrives (tests/test_native_input.py's)
+xserver = test_native_input.xserver
+window = test_native_input.window
 
 
 def _session_input(h) -> dict:

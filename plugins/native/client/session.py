@@ -506,6 +506,8 @@ class NativeClient:
         rx.start()
         try:
             started = ctl.recv(20.0, "session_started")
+            if self.photon is not None:
+                self.photon.start()  # a move handed over before this would wait for the control loop
             if o.input_script:
                 self.script = ScriptPlayer(o.input_script, self.send_input)
                 self.script.start()
