@@ -505,7 +505,7 @@ class NativeClient:
         os.set_blocking(self._wake_w, False)
         rx.start()
         try:
-            started = ctl.recv(20.0, "session_started")
+            started = self._await_started(ctl, get_int(acc, "keepalive_timeout_ms", 200, 600_000, 3000) / 1000)
             if self.photon is not None:
                 self.photon.start()  # a move handed over before this would wait for the control loop
             if o.input_script:
@@ -540,6 +540,22 @@ class NativeClient:
                 self.audio.close()
             self.terminal.end_status_line()
         return self.summary()
+
+    def _await_started(self, ctl: HostControl, host_timeout: float) -> dict[str, Any]:
+        """``session_started`` (the host may first wait for its input to be ready, while the video
+        already flows): a host whose video stopped for ``host_timeout`` is given up, as in the stream."""
+        deadline = time.monotonic() + 20.0
+        seen, alive = self.stats.datagrams, time.monotonic()
+        while True:
+            now = time.monotonic()
+            if self.stats.datagrams != seen:
+                seen, alive = self.stats.datagrams, now
+            if seen and now - alive > host_timeout:
+                raise ClientError(f"the host went silent for {host_timeout:g} s (keepalive timeout)", EXIT_CONNECT)
+            if now >= deadline:
+                raise ClientError("the host did not answer in time", EXIT_CONNECT)
+            if ctl.pending or ctl.sock.pending() or select.select([ctl.sock], [], [], min(0.1, deadline - now))[0]:
+                return ctl.recv(max(1.0, deadline - now), "session_started")
 
     def _open_audio(self, layout: Any, k_h2c: bytes, udp: socket.socket, decoder: Decoder) -> None:
         """The audio receiver for the layout the host announced (none: the host streams no audio)."""
