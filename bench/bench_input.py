@@ -9,24 +9,23 @@ streams over punktfunk/1 on loopback.
 
 - **receive → injected**: the client sends 1000 key events per second (Shift
   down and up in turn: never merged, harmless on the desktop) through
-  `NativeClient.send_input` while it streams; the session's input sink stamps
-  each event when its datagram or control message arrived and again when XTest
-  took it and the X connection was flushed. p50/p99 are the sink's over its
-  latest 4096 events (`details.input` of the session in `punktfunk status`).
-  Two hosts run side by side, one with the default input path (input
-  datagrams read by the session's injector process, `[native] input_process =
-  true`), one with input on the control connection, decoded and injected in
-  the host process (`false`, the peer: the path before the injector process);
-  their sessions alternate.
-- **cost to the video**: one session of each host with a stats capture; the
-  client sends 1000 key events per second for 5 s, then nothing for as long,
-  four times. The capture's windows (2 s) wholly inside input phases are
-  compared with those without any input: the per-frame host time (capture →
-  sent, the windows' median `host_p50_us`) and its difference as a share of
-  the frame interval (16.7 ms at 60 fps). The CPU each process used per event
-  is the input phases' CPU rate minus the quiet phases', over the event rate.
-  The client sends what is queued as one batch at most every 2 ms; the table
-  shows how many events a batch carried.
+  `NativeClient.send_input` while it streams; the host's input sink stamps
+  each event when the control message arrived and again when XTest took it
+  and the X connection was flushed. p50/p99 are the sink's over its latest
+  4096 events (`details.input` of the session in `punktfunk status`). Two
+  hosts run side by side, one injecting on the control thread that received
+  the input (`[input] inject_on_receive = true`, the default), one handing
+  every event to the session's injector thread (`false`, the peer); their
+  sessions alternate.
+- **cost to the video**: one session of the default host with a stats
+  capture; the client sends 1000 key events per second for 5 s, then nothing
+  for as long, four times. The capture's windows (2 s) wholly inside input
+  phases are compared with those without any input: the per-frame host time
+  (capture → sent, the windows' median `host_p50_us`) and its difference as a
+  share of the frame interval (16.7 ms at 60 fps). The CPU each process used
+  per event is the input phases' CPU rate minus the quiet phases', over the
+  event rate. The client sends what is queued as one binary batch at most
+  every 2 ms; the table shows how many events a message carried.
 - **the same through GameStream**: a GameStream host on the same desktop and
   moonlight-python's moonlight-common-c (tests/gamestream_helpers.py, op
   `input`) calling `LiSendKeyboardEvent` about 1000 times a second in phases
@@ -70,10 +69,11 @@ log_level = "warning"
 bind = "127.0.0.1"
 port = 0
 """
-HOST_TOML = _SERVE.replace("port = 0", "port = 0\ninput_process = {process}") + """
+HOST_TOML = _SERVE + """
 [input]
 backend = "xtest"
 backend_options = {{ display = "{display}" }}
+inject_on_receive = {inline}
 [stream]
 encoder = "x264"
 encoder_options = {{ preset = "ultrafast" }}
@@ -149,46 +149,28 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-#: the processes whose CPU per event the cost table shows
-CPU_OF = ("host process", "injector process", "X server", "client process")
-
-
-def _cpu_snapshot(host_pid: int, injector_pid: int | None, xvfb_pid: int) -> dict[str, float]:
+def _cpu_snapshot(host_pid: int, xvfb_pid: int) -> dict[str, float]:
     t = os.times()
-    return {"wall": time.monotonic(), "host process": _cpu_s(host_pid),
-            "injector process": _cpu_s(injector_pid) if injector_pid else 0.0, "X server": _cpu_s(xvfb_pid),
+    return {"wall": time.monotonic(), "host process": _cpu_s(host_pid), "X server": _cpu_s(xvfb_pid),
             "client process": t.user + t.system}
 
 
-def _injector_pid(ipc: IpcClient, timeout: float = 3.0) -> int | None:
-    """The pid of the session's injector process (``details.input.process``), None without one."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for s in ipc.call("sessions.list"):
-            pid = (s.get("details", {}).get("input") or {}).get("process")
-            if pid:
-                return int(pid)
-        time.sleep(0.1)
-    return None
-
-
 def _cost_to_video(ipc: IpcClient, base: Path, port: int, phase_s: float, rounds: int, host_pid: int,
-                   xvfb_pid: int, process: bool) -> dict[str, Any]:
-    """Per-frame host time in 2 s windows with and without input, one session, phases alternating;
+                   xvfb_pid: int) -> dict[str, Any]:
+    """Per-frame host time in 1 s windows with and without input, one session, phases alternating;
     and the CPU each process spent per input event (input phases minus quiet ones)."""
     ipc.call("stats.start")
     messages_before = _input_messages(ipc)
-    spent = {"busy": dict.fromkeys(("wall", *CPU_OF), 0.0)}
+    spent = {"busy": dict.fromkeys(("wall", "host process", "X server", "client process"), 0.0)}
     spent["idle"] = dict(spent["busy"])
     try:
         stream = _Stream(ipc, base, port, 2 * phase_s * rounds + 3, False)
-        injector = _injector_pid(ipc) if process else None
         for _ in range(rounds):
-            a = _cpu_snapshot(host_pid, injector, xvfb_pid)
+            a = _cpu_snapshot(host_pid, xvfb_pid)
             stream.send_keys(phase_s)
-            b = _cpu_snapshot(host_pid, injector, xvfb_pid)
+            b = _cpu_snapshot(host_pid, xvfb_pid)
             time.sleep(phase_s)
-            c = _cpu_snapshot(host_pid, injector, xvfb_pid)
+            c = _cpu_snapshot(host_pid, xvfb_pid)
             for k in a:
                 spent["busy"][k] += b[k] - a[k]
                 spent["idle"][k] += c[k] - b[k]
@@ -198,10 +180,7 @@ def _cost_to_video(ipc: IpcClient, base: Path, port: int, phase_s: float, rounds
         cap = ipc.call("stats.stop")
     samples = ipc.call("stats.load", id=cap["id"])["samples"] if cap else []
     bw, iw = spent["busy"].pop("wall"), spent["idle"].pop("wall")
-    cpu_us: dict[str, float | None] = {
-        k: round((spent["busy"][k] / bw - spent["idle"][k] / iw) / RATE * 1e6, 1) for k in spent["busy"]}
-    if not process:
-        cpu_us["injector process"] = None
+    cpu_us = {k: round((spent["busy"][k] / bw - spent["idle"][k] / iw) / RATE * 1e6, 1) for k in spent["busy"]}
     return {**_video_cost(samples), "cpu_us_per_event": cpu_us,
             "events_per_message": round(RATE * phase_s * rounds / messages, 2) if messages else None}
 
@@ -230,25 +209,13 @@ def _video_cost(samples: list[dict[str, Any]]) -> dict[str, Any]:
     def inside_input(s: dict[str, Any]) -> bool:
         return (s.get("input_events") or 0) >= 0.8 * RATE * (s.get("window_ms") or 0) / 1000
 
-    busy_samples = [s for s in samples if inside_input(s) and s.get("host_p50_us")]
-    idle_samples = [s for s in samples[1:] if s.get("input_events") is None and s.get("host_p50_us")]
-    busy = [s["host_p50_us"] for s in busy_samples]
-    idle = [s["host_p50_us"] for s in idle_samples]
+    busy = [s["host_p50_us"] for s in samples if inside_input(s) and s.get("host_p50_us")]
+    idle = [s["host_p50_us"] for s in samples[1:] if s.get("input_events") is None and s.get("host_p50_us")]
     with_ms = statistics.median(busy) / 1e3 if busy else None
     without_ms = statistics.median(idle) / 1e3 if idle else None
     cost = (with_ms - without_ms) / (1000 / FPS) if with_ms is not None and without_ms is not None else None
-
-    def stage_ms(windows: list[dict[str, Any]]) -> dict[str, float]:
-        """Each stage's median p50 (ms) over ``windows``: where a rise of the host time is."""
-        per: dict[str, list[float]] = {}
-        for s in windows:
-            for st in s.get("stages", []):
-                per.setdefault(st["name"], []).append(st["p50_us"])
-        return {name: round(statistics.median(v) / 1e3, 3) for name, v in per.items()}
-
     return {"windows_with": len(busy), "windows_without": len(idle), "host_p50_ms_with": with_ms,
-            "host_p50_ms_without": without_ms, "cost_of_frame_interval": cost, "busy_us": busy, "idle_us": idle,
-            "stages_ms_with": stage_ms(busy_samples), "stages_ms_without": stage_ms(idle_samples)}
+            "host_p50_ms_without": without_ms, "cost_of_frame_interval": cost, "busy_us": busy, "idle_us": idle}
 
 
 def _gamestream_cost(base: Path, display: str, xvfb_pid: int, phase_s: float, rounds: int) -> dict[str, Any]:
@@ -323,13 +290,6 @@ def _click_to_photon(base: Path, port: int, seconds: float, ipc: IpcClient | Non
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-#: the runner's steps as a native session's stats windows name them
-STAGES = ("capture", "encode", "queue", "send")
-#: the two input paths of punktfunk/1 the benchmark compares
-MODES = (("control", "control connection, host process (peer)"), ("process", "input datagrams, injector process "
-                                                                             "(default)"))
-
-
 def _ms(us: float | None) -> float | None:
     return round(us / 1000, 3) if us is not None else None
 
@@ -344,25 +304,21 @@ def run(quick: bool) -> dict[str, Any]:
     rounds = 1 if quick else 3
     base = Path(tempfile.mkdtemp(prefix="pf-input-"))
     hosts: dict[str, tuple[Any, IpcClient, int]] = {}
-    runs: dict[str, list[dict[str, Any]]] = {"control": [], "process": []}
-    costs: dict[str, dict[str, Any]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {"thread": [], "inline": []}
     try:
         with Desktop(W, H, content=False) as desk:
             try:
                 for mode in runs:
                     (base / mode).mkdir()
                     proc, ipc, port, _env = _start_host(base / mode, HOST_TOML.format(
-                        display=desk.display, process="true" if mode == "process" else "false"),
-                        DISPLAY=desk.display)
+                        display=desk.display, inline="true" if mode == "inline" else "false"), DISPLAY=desk.display)
                     hosts[mode] = (proc, ipc, port)
                 for n in range(rounds):  # alternate, so a change in the machine's load hits both
                     for mode, (_proc, ipc, port) in hosts.items():
                         runs[mode].append(_injected_latency(ipc, base, port, seconds, pair=n == 0))
-                for mode in ("control", "process"):  # the peer first: the default's figures are not the fresher
-                    proc, ipc, port = hosts[mode]
-                    costs[mode] = _cost_to_video(ipc, base, port, 3.0 if quick else 5.0, 2 if quick else 4,
-                                                 proc.pid, desk.xvfb_pid, mode == "process")
-                proc, ipc, port = hosts["process"]
+                proc, ipc, port = hosts["inline"]
+                cost = _cost_to_video(ipc, base, port, 3.0 if quick else 5.0, 2 if quick else 4, proc.pid,
+                                      desk.xvfb_pid)
                 ctp = _click_to_photon(base, port, 3.0 if quick else 10.0)
                 (base / "testpattern").mkdir()
                 proc, ipc, port, _env = _start_host(base / "testpattern", TESTPATTERN_TOML)
@@ -388,44 +344,34 @@ def run(quick: bool) -> dict[str, Any]:
         values = [r["counters"].get(key) for r in runs[mode] if r["counters"].get(key) is not None]
         return statistics.median(values) if values else None
 
-    process_p50, control_p50 = median("process", "latency_p50_us"), median("control", "latency_p50_us")
+    inline_p50, thread_p50 = median("inline", "latency_p50_us"), median("thread", "latency_p50_us")
     rows = []
-    for mode, label in MODES:
+    for mode, label in (("thread", "injector thread (peer)"), ("inline", "on the receiving thread (default)")):
         for i, r in enumerate(runs[mode]):
             got = r["counters"]
             rows.append([label, i + 1, r["events"], got.get("received"), got.get("injected"), got.get("merged"),
                          got.get("dropped_throttled"), _ms(got.get("latency_p50_us")),
                          _ms(got.get("latency_p99_us")), r["client"].get("fps")])
-    share, before = costs["process"]["cost_of_frame_interval"], costs["control"]["cost_of_frame_interval"]
-
-    def pct(v: float | None) -> str | None:
-        return f"{v * 100:.2f} %" if v is not None else None
-
+    share = cost["cost_of_frame_interval"]
     return {
         "title": "Input: receive → injected, cost to the video, click-to-photon (punktfunk/1, xtest, x11 capture)",
         "what": __doc__.split("\n\n", 1)[1].strip(),
         "tables": [
             {"title": f"receive → injected at {RATE} events/s while streaming {W}×{H}@{FPS} x264, "
                       f"{seconds:.0f} s per session, sessions alternating",
-             "headers": ["input path", "session", "events sent", "received", "injected", "merged",
+             "headers": ["injects", "session", "events sent", "received", "injected", "merged",
                          "dropped (throttled)", "p50 ms", "p99 ms", "video fps (client)"],
              "rows": rows},
             {"title": f"per-frame host time with and without {RATE} input events/s (stats windows of one session, "
                       "phases of input and none alternating)",
-             "headers": ["input path", "windows with input", "windows without", "host p50 ms with",
-                         "host p50 ms without", "difference / frame interval", "events per input message"],
-             "rows": [[label, costs[mode]["windows_with"], costs[mode]["windows_without"],
-                       costs[mode]["host_p50_ms_with"], costs[mode]["host_p50_ms_without"],
-                       pct(costs[mode]["cost_of_frame_interval"]), costs[mode]["events_per_message"]]
-                      for mode, label in MODES]},
-            {"title": "where the per-frame time goes: each stage's median p50 (ms), windows with input / without",
-             "headers": ["input path", *STAGES],
-             "rows": [[label, *(f"{costs[mode]['stages_ms_with'].get(st, '–')} / "
-                                f"{costs[mode]['stages_ms_without'].get(st, '–')}" for st in STAGES)]
-                      for mode, label in MODES]},
+             "headers": ["windows with input", "windows without", "host p50 ms with", "host p50 ms without",
+                         "difference / frame interval", "events per input message"],
+             "rows": [[cost["windows_with"], cost["windows_without"], cost["host_p50_ms_with"],
+                       cost["host_p50_ms_without"], f"{share * 100:.2f} %" if share is not None else None,
+                       cost["events_per_message"]]]},
             {"title": "CPU per input event (µs; input phases minus quiet phases of the same session)",
-             "headers": ["input path", *CPU_OF],
-             "rows": [[label, *(costs[mode]["cpu_us_per_event"].get(k) for k in CPU_OF)] for mode, label in MODES]},
+             "headers": list(cost["cpu_us_per_event"]),
+             "rows": [list(cost["cpu_us_per_event"].values())]},
             {"title": f"GameStream: the same through Moonlight's control stream (moonlight-common-c "
                       f"LiSendKeyboardEvent, paced at about {RATE}/s, into xtest)",
              "headers": ["events", "events/s", "windows with input", "windows without", "host p50 ms with",
@@ -433,8 +379,8 @@ def run(quick: bool) -> dict[str, Any]:
                          "X server CPU µs/event"],
              "rows": [[gs.get("events"), gs.get("event_rate"), gs.get("windows_with"), gs.get("windows_without"),
                        gs.get("host_p50_ms_with"), gs.get("host_p50_ms_without"),
-                       pct(gs.get("cost_of_frame_interval")) or gs.get("not_run"),
-                       (gs.get("cpu_us_per_event") or {}).get("host process"),
+                       f"{gs['cost_of_frame_interval'] * 100:.2f} %" if gs.get("cost_of_frame_interval") is not None
+                       else gs.get("not_run"), (gs.get("cpu_us_per_event") or {}).get("host process"),
                        (gs.get("cpu_us_per_event") or {}).get("X server")]]},
             {"title": f"click-to-photon, {W}×{H}@{FPS} x264 ultrafast",
              "headers": ["capture", "moves measured", "missed", "p50 ms", "p99 ms", "video e2e p50 ms (stamps)",
@@ -446,30 +392,26 @@ def run(quick: bool) -> dict[str, Any]:
                                       ("testpattern (pointer marker), no backend", ctp_pattern))]},
         ],
         "ratios": [
-            {"name": "receive → injected p50 / 0.5 ms goal", "value": process_p50 / 1000 / GOAL_P50_MS
-             if process_p50 else None, "target": "<= 1.0",
-             "ok": process_p50 is not None and process_p50 / 1000 <= GOAL_P50_MS},
-            {"name": "receive → injected p50, injector process / control connection",
-             "value": process_p50 / control_p50 if process_p50 and control_p50 else None, "target": None,
-             "ok": None},
+            {"name": "receive → injected p50 / 0.5 ms goal", "value": inline_p50 / 1000 / GOAL_P50_MS
+             if inline_p50 else None, "target": "<= 1.0",
+             "ok": inline_p50 is not None and inline_p50 / 1000 <= GOAL_P50_MS},
+            {"name": "receive → injected p50, on the receiving thread / injector thread",
+             "value": inline_p50 / thread_p50 if inline_p50 and thread_p50 else None, "target": None, "ok": None},
             {"name": "input's cost to the video: host time difference / frame interval", "value": share,
              "target": "< 0.01", "ok": share is not None and share < GOAL_COST},
-            {"name": "the same on the control connection (the peer, the path before the injector process)",
-             "value": before, "target": None, "ok": None},
             {"name": "GameStream input's cost to the video: host time difference / frame interval",
              "value": gs.get("cost_of_frame_interval"), "target": "< 0.01",
              "ok": gs.get("cost_of_frame_interval") is not None and gs["cost_of_frame_interval"] < GOAL_COST},
         ],
         "notes": ["client and host share the machine's cores; click-to-photon includes the next capture after the "
                   "injection (up to one frame interval), encoding, loopback, and PyAV decoding in Python",
-                  "injector process: the receive stamp is taken in that process when it read the datagram; control "
-                  "connection: when the host's control thread has the message, after it got the GIL back from its "
-                  "poll (docs/input.md, \"Latency and cost\")",
+                  "the receive stamp is taken when the control thread has the message, after it got the GIL back "
+                  "from its poll; a p99 of several ms is a wait for the GIL (5 ms switch interval) behind the "
+                  "capture/encode threads at a system call in the injection (docs/input.md, \"Latency and cost\")",
                   "the cost to the video is measured with the client on the same 2 cores (its CPU per event is in "
-                  "the table): the injector process and the X server compete with capture and x264 for the cores, "
-                  "not for the host's GIL; on the control connection each batch of the client (2-3 events at "
-                  "1000/s) is read, decoded and injected in Python holding the host's GIL; through GameStream each "
-                  "event is an ENet packet of its own, handled in the host process"],
-        "raw": {"injected": runs, "cost": costs, "gamestream": gs, "click_to_photon": ctp,
+                  "the table); in the host each batch of the client (2-3 events at 1000/s) is a control message "
+                  "read, decoded and injected in Python holding the GIL, which the capture and encode threads then "
+                  "wait for; through GameStream each event is an ENet packet of its own"],
+        "raw": {"injected": runs, "cost": cost, "gamestream": gs, "click_to_photon": ctp,
                 "click_to_photon_testpattern": ctp_pattern},
     }

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal, overload
+from typing import Any
 
 from punktfunk_core import __version__
 from punktfunk_core.apps import AppLauncher
@@ -18,8 +18,7 @@ from punktfunk_core.config import CoreSettings, protocol_enabled
 from punktfunk_core.counters import Counters
 from punktfunk_core.gate import MeasurementGate
 from punktfunk_core.inputevents import FeedbackEvent
-from punktfunk_core.inputproc import InputChannel, InputProcess
-from punktfunk_core.inputsink import InputSink, open_input_sink, track_session_sink
+from punktfunk_core.inputsink import InputSink, open_input_sink
 from punktfunk_core.ipc import IpcError, IpcServer
 from punktfunk_core.pairing import pairing_commands
 from punktfunk_core.paths import Paths
@@ -248,60 +247,26 @@ class Host:
         audio.start()
         return audio
 
-    @overload
-    def start_input(self, session: Session, feedback: Callable[[FeedbackEvent], None] | None = None, *,
-                    channel: None = None, process: Literal[False] = False,
-                    on_counts: Callable[[dict[str, int]], None] | None = None,
-                    allowed: bool = True) -> InputSink | None: ...
-
-    @overload
-    def start_input(self, session: Session, feedback: Callable[[FeedbackEvent], None] | None = None, *,
-                    channel: InputChannel | None = None, process: bool = False,
-                    on_counts: Callable[[dict[str, int]], None] | None = None,
-                    allowed: bool = True) -> InputSink | InputProcess | None: ...
-
     def start_input(self, session: Session,
-                    feedback: Callable[[FeedbackEvent], None] | None = None, *,
-                    channel: InputChannel | None = None, process: bool = False,
-                    on_counts: Callable[[dict[str, int]], None] | None = None,
-                    allowed: bool = True) -> InputSink | InputProcess | None:
+                    feedback: Callable[[FeedbackEvent], None] | None = None) -> InputSink | None:
         """Open the input sink of a running session as ``[input]`` says and attach it:
         absolute positions land on the part of the desktop its capture shows, the
         capture gets the session's pointer (the test pattern draws it), and
         ``feedback`` (rumble …, on the backend's thread, must not block) goes back to
         its client. The session closes it when it ends, after its last window. None
         when the session is already ending (nothing is left open). A backend that
-        cannot start leaves a sink without one: the stream never fails for input.
-
-        With ``process`` (or a ``channel``) the sink runs in an injector process of its
-        own (:mod:`punktfunk_core.inputproc`), which reads the protocol's input socket
-        ``channel`` itself: input then costs this process's threads no GIL time.
-        ``on_counts`` takes the protocol counters the channel reports; ``allowed``
-        False starts it view-only (:meth:`InputProcess.set_allowed` changes it)."""
+        cannot start leaves a sink without one: the stream never fails for input."""
         capture = session.pipeline.capture if session.pipeline is not None else None
         screen = capture.screen_area if capture is not None else None
-        name = f"session {session.id} input"
-        sink: InputSink | InputProcess | None = None
-        if process or channel is not None:
-            try:
-                sink = InputProcess(dict(self.config["input"]), session.spec, screen, name=name,
-                                    channel=channel, feedback=feedback, on_counts=on_counts, allowed=allowed)
-                track_session_sink(sink)
-            except Exception as exc:  # noqa: BLE001 - input in this process is better than none
-                log.warning("session %s: no injector process (%s); input is injected in the host process",
-                            session.id, exc)
-        if sink is None:
-            sink = open_input_sink(self.pm.stages, self.settings.input, session.spec, screen, feedback, name=name)
+        sink = open_input_sink(self.pm.stages, self.settings.input, session.spec, screen, feedback,
+                               name=f"session {session.id} input")
         if not session.attach_input(sink):
             sink.close()
             return None
         if capture is not None:
             capture.follow_pointer(sink.pointer)  # the test pattern draws it
-        if isinstance(sink, InputProcess):
-            log.info("session %s: input through an injector process (pid %s)", session.id, sink.pid)
-        else:
-            log.info("session %s: input to %s", session.id, sink.backend.name if sink.backend is not None
-                     else f"nowhere ({sink.gone})")
+        log.info("session %s: input to %s", session.id, sink.backend.name if sink.backend is not None
+                 else f"nowhere ({sink.gone})")
         return sink
 
     def start_loopback(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -531,7 +531,7 @@ def open_input_sink(registry: StageRegistry, settings: InputSettings, spec: Stre
     sink = InputSink(backend, enabled=allowed_classes(settings),
                      max_events_per_s=settings.max_events_per_s, burst=settings.burst, queue_size=settings.queue,
                      inject_on_receive=settings.inject_on_receive, stream_size=(spec.width, spec.height), name=name)
-    track_session_sink(sink)
+    _session_sinks.add(sink)
     return sink
 
 
@@ -544,13 +544,7 @@ def allowed_classes(settings: InputSettings) -> list[InputClass]:
 
 #: the sinks :func:`open_input_sink` made for sessions (one host per process), so a reload of
 #: ``[input]`` reaches running sessions; a sink leaves with its session
-_session_sinks: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def track_session_sink(sink: Any) -> None:
-    """Let a reload of ``[input]`` reach ``sink`` (anything with ``set_enabled``: an
-    :class:`InputSink`, or the host's end of an injector process)."""
-    _session_sinks.add(sink)
+_session_sinks: weakref.WeakSet[InputSink] = weakref.WeakSet()
 
 
 def apply_class_switches(settings: InputSettings) -> int:

@@ -12,7 +12,6 @@ from punktfunk_core.stages import StreamSpec
 
 if TYPE_CHECKING:
     from punktfunk_core.adaptive import AdaptiveControl
-    from punktfunk_core.inputproc import InputProcess
     from punktfunk_core.inputsink import InputSink
     from punktfunk_core.pipeline import AudioPipeline, Pipeline
     from punktfunk_core.stats import StatsSample
@@ -170,7 +169,7 @@ class Session:
         self.audio: AudioPipeline | None = None
         self._attach_lock = threading.Lock()  # audio and input attach vs. the end: never per frame
         self._audio_closed = False
-        self.input: InputSink | InputProcess | None = None
+        self.input: InputSink | None = None
         self._input_closed = False
         #: free-form protocol data shown in the console (e.g. encryption on/off)
         self.details: dict[str, Any] = {}
@@ -217,7 +216,7 @@ class Session:
             self._audio_closed = True
             return self.audio
 
-    def attach_input(self, sink: InputSink | InputProcess) -> bool:
+    def attach_input(self, sink: InputSink) -> bool:
         """Make ``sink`` this session's input; False when the session is ending
         or has an input sink already (the caller then owns it still)."""
         with self._attach_lock:
@@ -226,7 +225,7 @@ class Session:
             self.input = sink
             return True
 
-    def close_input(self) -> InputSink | InputProcess | None:
+    def close_input(self) -> InputSink | None:
         """The session is ending: no input sink may attach from now on; returns the one it has."""
         with self._attach_lock:
             self._input_closed = True

@@ -63,10 +63,6 @@ class NativeSettings(AdaptiveSettings):
     audio_source: str = setting("auto", "audio_source stage name: auto (the desktop's sound when a sound server "
                                         "answers, else the tone), desktop, tone", stage="audio_source",
                                 live=LIVE_NEW_SESSIONS)
-    input_process: bool = setting(True, "take the session's input in an injector process of its own, on a "
-                                        "datagram flow it reads itself (no GIL time of the video's process); "
-                                        "false: on the control connection, injected in the host process",
-                                  live=LIVE_NEW_SESSIONS)
     pairing_attempts: int = setting(5, "PIN guesses (pairing attempts started) per pairing window",
                                     minimum=1, maximum=100, live=LIVE_NOW)
 

@@ -27,7 +27,6 @@ from punktfunk_core.apps import DESKTOP_ID, DESKTOP_NAME, LaunchError, RunningAp
 from punktfunk_core.host import HostBusy
 from punktfunk_core.identity import PairedClients
 from punktfunk_core.inputevents import FeedbackEvent, InputEvent
-from punktfunk_core.inputproc import InputChannel, InputProcess, discard_spare, prepare_spare
 from punktfunk_core.inputsink import InputSink
 from punktfunk_core.ipc import IpcError
 from punktfunk_core.protocol import PIN_FROM_HOST, ProtocolPlane
@@ -68,8 +67,6 @@ HANDSHAKE_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 30.0  # before a session starts
 PROBE_TIMEOUT_S = 5.0
 SEND_TIMEOUT_S = 5.0
-#: how long session_started waits for the session's injector process to have opened its backend
-INPUT_READY_WAIT_S = 3.0
 #: feedback events waiting for the control thread; beyond it the oldest go (a newer rumble supersedes)
 FEEDBACK_QUEUE = 256
 #: the one answer to every failed pairing confirmation: which failure it was would tell a guesser about the PIN
@@ -102,7 +99,7 @@ class _SessionApp:
 class _SessionInput:
     """A session's input path: its sink and the client whose input it takes."""
 
-    sink: InputSink | InputProcess | None  # None: the session ended before its input could open
+    sink: InputSink | None  # None: the session ended before its input could open
     client_fp: str
     #: rumble … from the backend (its thread appends), sent by the control thread
     feedback: deque[FeedbackEvent]
@@ -128,8 +125,7 @@ class NativePlane(ProtocolPlane):
     counter_names = ("connections", "tls_failed", "tls_unpaired", "protocol_errors", "pairing_ok", "pairing_failed",
                      "sessions", "sessions_timed_out", "probes_rejected", "refused_busy", "unauthenticated_evicted",
                      "unauthenticated_timed_out", "input_messages", "input_malformed", "input_oversized",
-                     "input_view_only", "input_datagrams", "input_forged", "input_replayed", "input_lost",
-                     "feedback_sent", "audio_sessions", "audio_start_failed",
+                     "input_view_only", "feedback_sent", "audio_sessions", "audio_start_failed",
                      "apps_launched", "launch_failed")
 
     def __init__(self, host: Any) -> None:
@@ -177,7 +173,6 @@ class NativePlane(ProtocolPlane):
 
     def stop(self) -> None:
         self._stop.set()
-        discard_spare()
         if self._accept_thread is not None:
             self._accept_thread.join(0.5)
         if self._gate is not None:
@@ -300,8 +295,6 @@ class NativePlane(ProtocolPlane):
             ctl.error("busy", f"the host already serves {self.config.get('max_connections', 16)} paired connections "
                               "(native.max_connections)")
             return
-        if paired and self.config.get("input_process", True):
-            prepare_spare()  # a session may follow: its injector process starts while it is negotiated
         with self._pair_lock:
             pairing_open = self._pairing_open_locked()
         ctl.send({"type": "welcome", "version": PROTOCOL_VERSION, "host_name": self.host.hostname,
@@ -485,8 +478,6 @@ class NativePlane(ProtocolPlane):
             udp.close()
             ctl.error("busy", f"no UDP port for the session: {exc.strerror}")
             return
-        # the client's input datagrams: read by the session's injector process, not by this process
-        insock = self._input_socket(udp) if cfg.get("input_process", True) else None
         handed_over = False
         try:
             interval = float(cfg.get("keepalive_interval_s", 0.5))
@@ -501,7 +492,6 @@ class NativePlane(ProtocolPlane):
                 "keepalive_interval_ms": int(interval * 1000), "keepalive_timeout_ms": int(timeout * 1000),
                 "report_interval_ms": int(NATIVE_LAYOUT.window_s * 1000),
                 **({"audio": layout_message(audio_layout(audio_channels))} if audio_channels else {}),
-                **({"input_port": insock.getsockname()[1]} if insock is not None else {}),
             })
             client_udp = self._await_probe(udp, k_c2h)
             if client_udp is None:
@@ -526,8 +516,6 @@ class NativePlane(ProtocolPlane):
         finally:
             if not handed_over:
                 udp.close()
-                if insock is not None:
-                    insock.close()
         self.count("sessions")
         control.set_bitrate = session.set_bitrate
         session.adaptive = control
@@ -545,24 +533,11 @@ class NativePlane(ProtocolPlane):
             audio_error = self._start_audio(session, audio_channels, k_h2c, fec, udp, client_udp)
             if audio_error:
                 started["audio_error"] = audio_error
+        ctl.send(started)
         # the session's sink (absolute positions land on the desktop part the capture shows);
         # the session closes it after its last stats window, which carries its input figures
         feedback: deque[FeedbackEvent] = deque(maxlen=FEEDBACK_QUEUE)  # append: never blocks the backend
-        if insock is not None:
-            try:
-                channel = InputChannel("punktfunk_native.inputchannel:HostInputChannel", insock.fileno(),
-                                       {"k_c2h": k_c2h.hex(), "k_h2c": k_h2c.hex()})
-                sink = self.host.start_input(session, feedback.append, channel=channel, on_counts=self._count_all,
-                                             allowed=self._may_control(client_fp))
-            finally:
-                insock.close()  # the injector process has its own
-            if isinstance(sink, InputProcess):
-                # the client sends input once it is told the session started: by then the process takes it
-                # as it comes (a first session may have had to start one: a second or so)
-                sink.wait_ready(INPUT_READY_WAIT_S)
-        else:
-            sink = self.host.start_input(session, feedback.append)
-        ctl.send(started)
+        sink = self.host.start_input(session, feedback.append)
         try:
             self._control_loop(ctl, session, interval, timeout, _SessionInput(sink, client_fp, feedback))
         finally:
@@ -584,33 +559,13 @@ class NativePlane(ProtocolPlane):
         session.details["audio_channels"] = channels
         return ""
 
-    def _input_socket(self, udp: socket.socket) -> socket.socket | None:
-        """A UDP socket for the session's input datagrams, on the data socket's address."""
-        insock = socket.socket(udp.family, socket.SOCK_DGRAM)
-        try:
-            insock.bind((udp.getsockname()[0], 0))
-        except OSError as exc:
-            insock.close()
-            log.warning("native: no input port (%s); input goes on the control connection", exc.strerror)
-            return None
-        return insock
-
-    def _count_all(self, counts: dict[str, int]) -> None:
-        """The counters an injector process reports for the session's input datagrams."""
-        for name, n in counts.items():
-            self.count(name, n)
-
-    def _may_control(self, client_fp: str) -> bool:
-        """Whether the client may control the host now: paired and not view-only."""
-        assert self.paired is not None
-        client = self.paired.get(client_fp)
-        return client is not None and not client.view_only
-
     def _input(self, inp: _SessionInput, msg: dict[str, Any], received_ns: int) -> None:
         """One input message of the session's own client into its sink; what cannot be
         taken is counted and dropped (never raised: input never ends a stream)."""
         self.count("input_messages")
-        if not self._may_control(inp.client_fp):  # looked up per message: a change applies at once
+        assert self.paired is not None
+        client = self.paired.get(inp.client_fp)
+        if client is None or client.view_only:  # looked up per message: a change applies at once
             self.count("input_view_only")
             return
         batch = msg.get("batch")
@@ -722,8 +677,6 @@ class NativePlane(ProtocolPlane):
                         session.details["input"] = inp.sink.counters()  # live in `punktfunk status`
                 if inp.feedback:
                     self._send_feedback(ctl, inp.feedback)
-                if isinstance(inp.sink, InputProcess):  # its datagrams: view-only applies within a poll
-                    inp.sink.set_allowed(self._may_control(inp.client_fp))
                 try:
                     msgs = ctl.poll(0.05)
                 except EOFError:

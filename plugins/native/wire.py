@@ -178,10 +178,6 @@ DIR_CLIENT_TO_HOST = 2
 #: the nonce direction of the host's audio datagrams: under the same h2c key as video, so the
 #: two streams' sequence numbers (counted apart) never give the same nonce
 DIR_AUDIO_HOST_TO_CLIENT = 3
-#: the client's input datagrams (under the c2h key, apart from its probes) and the host's acks
-#: of them (under the h2c key, apart from video and audio): docs/protocol-native.md, "Input datagrams"
-DIR_INPUT_CLIENT_TO_HOST = 4
-DIR_INPUT_ACK_HOST_TO_CLIENT = 5
 KEY_BYTES = 16  # AES-128-GCM
 TAG_BYTES = 16
 
@@ -207,12 +203,6 @@ WIRE_VERSION = 1
 PKT_VIDEO = 1
 PKT_PROBE = 2
 PKT_AUDIO = 3
-#: client → host: batches of input records (au_seq: the first batch's number, au_len: payload bytes)
-PKT_INPUT = 4
-#: host → client: the input batches taken so far (au_seq: the next batch number it expects), no payload
-PKT_INPUT_ACK = 5
-#: the most payload bytes of an input datagram
-MAX_INPUT_PAYLOAD = 1200
 #: packet types whose datagrams carry shards of an access unit (a video frame, an Opus packet)
 SHARD_TYPES = (PKT_VIDEO, PKT_AUDIO)
 FLAG_KEYFRAME = 0x01
@@ -283,13 +273,6 @@ def parse_header(pkt: bytes | bytearray | memoryview) -> PacketHeader:
             raise PacketRejected("malformed", "probe with shard fields")
         if n != OVERHEAD + 8:
             raise PacketRejected("truncated", f"probe of {n} bytes")
-    elif ptype in (PKT_INPUT, PKT_INPUT_ACK):
-        if k or m or idx or slen or frame_id:
-            raise PacketRejected("malformed", "input datagram with shard fields")
-        if (ptype == PKT_INPUT and not 1 <= au_len <= MAX_INPUT_PAYLOAD) or (ptype == PKT_INPUT_ACK and au_len):
-            raise PacketRejected("malformed", f"input payload of {au_len} bytes")
-        if n != OVERHEAD + au_len:
-            raise PacketRejected("truncated", f"input datagram of {n} bytes for {au_len}")
     else:
         raise PacketRejected("malformed", f"packet type {ptype}")
     return PacketHeader(ptype, flags, seq, frame_id, au_seq, au_len, idx, k, m, slen)

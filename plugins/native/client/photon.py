@@ -62,8 +62,7 @@ class ClickToPhoton:
         self.send = send
         self.targets = [(width // 4, height // 4), (width * 3 // 4, height * 3 // 4)]
         self._next_target = 0
-        #: the first move waits for start(): before the host said the session started, input cannot go out
-        self._due = float("inf")
+        self._due = time.perf_counter() + INTERVAL_S
         #: the picture's sample in the frame before the move (to tell a still picture)
         self._armed: np.ndarray | None = None
         #: the target, its square before the move, when the move went, whether the picture moves by itself
@@ -83,10 +82,6 @@ class ClickToPhoton:
         if luma is None:
             return None
         return luma[max(0, y - HALF):y + HALF, max(0, x - HALF):x + HALF].astype(np.int16)
-
-    def start(self) -> None:
-        """The session started: moves may go from now on (any thread)."""
-        self._due = time.perf_counter() + INTERVAL_S
 
     def on_frame(self, frame: Any) -> None:
         """One decoded frame (receive thread)."""

@@ -37,7 +37,6 @@ from punktfunk_native.control import ControlChannel
 from punktfunk_native.datapath import NativeReceiver
 from punktfunk_native.identity import Identity, KnownHosts, client_context, load_or_create_identity
 from punktfunk_native.input import MAX_INPUT_EVENTS, MalformedInput, decode_feedback, encode_batch, encode_feedback
-from punktfunk_native.inputchannel import ClientInputChannel
 from punktfunk_native.pairing import BadSpakeMessage, ClientPairing
 from punktfunk_native.wire import (
     PROTOCOL_VERSION,
@@ -220,10 +219,8 @@ class NativeClient:
         self._wake_r = self._wake_w = -1
         #: queued input is sent no sooner than this (monotonic s): one batch per INPUT_TICK_S
         self._input_due = 0.0
-        #: input events handed to the connection (or the input datagrams)
+        #: input events handed to the connection
         self.input_sent = 0
-        #: the input datagrams, when the host offered an input port (else input goes on the control connection)
-        self.input_channel: ClientInputChannel | None = None
         self.script: ScriptPlayer | None = None
         self.photon: ClickToPhoton | None = None
         #: what the host's input backend sent back (rumble …), the first MAX_FEEDBACK_KEPT
@@ -290,14 +287,10 @@ class NativeClient:
         if items:
             self._input_due = now + INPUT_TICK_S
         events: list[InputEvent] = []
-        channel = self.input_channel
         for item in [*items, None]:  # events between raw messages go out in messages of their own
             if item is None or isinstance(item, (dict, bytes)):
-                if channel is not None and events:
-                    channel.send_events(events)
-                else:
-                    for i in range(0, len(events), MAX_INPUT_EVENTS):
-                        ctl.send_input_batch(encode_batch(events[i:i + MAX_INPUT_EVENTS]))
+                for i in range(0, len(events), MAX_INPUT_EVENTS):
+                    ctl.send_input_batch(encode_batch(events[i:i + MAX_INPUT_EVENTS]))
                 self.input_sent += len(events)
                 events = []
                 if isinstance(item, bytes):
@@ -311,22 +304,9 @@ class NativeClient:
         """Wait until the host sent something (True) or input is queued (False)."""
         if ctl.pending or ctl.sock.pending():  # TLS may hold a decrypted record already
             return True
-        now = time.monotonic()
-        hold = self._input_due - now  # queued input waits for its tick, the host does not
-        watch: list[Any] = [ctl.sock] if hold > 0 else [ctl.sock, self._wake_r]
-        wait = min(timeout, hold) if hold > 0 else timeout
-        channel = self.input_channel
-        if channel is not None:
-            watch.append(channel)  # the host's acks
-            again = channel.retransmit_in(now)
-            if again is not None:
-                wait = min(wait, again)
-        readable, _, _ = select.select(watch, [], [], wait)
-        if channel is not None:
-            if channel in readable:
-                channel.read_acks()
-            if channel.retransmit_in(time.monotonic()) == 0:  # unacknowledged input goes again
-                channel.retransmit()
+        hold = self._input_due - time.monotonic()  # queued input waits for its tick, the host does not
+        watch = [ctl.sock] if hold > 0 else [ctl.sock, self._wake_r]
+        readable, _, _ = select.select(watch, [], [], min(timeout, hold) if hold > 0 else timeout)
         return ctl.sock in readable
 
     # -- connecting -------------------------------------------------------------------
@@ -508,17 +488,12 @@ class NativeClient:
                                 cap_until_s=o.cap_until_s, seed=o.loss_seed)
         rx = StreamReceiver(udp, (host_ip, udp_port), k_c2h, self.receiver, decoder, self.stats, impair=impair,
                             audio=self.audio)
-        input_port = acc.get("input_port")
-        if isinstance(input_port, int) and not isinstance(input_port, bool) and 1 <= input_port <= 65535:
-            self.input_channel = ClientInputChannel((host_ip, input_port), k_c2h, k_h2c, ctl.sock.family)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         rx.start()
         try:
-            started = self._await_started(ctl, get_int(acc, "keepalive_timeout_ms", 200, 600_000, 3000) / 1000)
-            if self.photon is not None:
-                self.photon.start()  # a move handed over before this would wait for the control loop
+            started = ctl.recv(20.0, "session_started")
             if o.input_script:
                 self.script = ScriptPlayer(o.input_script, self.send_input)
                 self.script.start()
@@ -544,29 +519,11 @@ class NativeClient:
                 os.close(self._wake_w)
                 self._wake_r = self._wake_w = -1
             udp.close()
-            if self.input_channel is not None:
-                self.input_channel.close()
             decoder.close()
             if self.audio is not None:
                 self.audio.close()
             self.terminal.end_status_line()
         return self.summary()
-
-    def _await_started(self, ctl: HostControl, host_timeout: float) -> dict[str, Any]:
-        """``session_started`` (the host may first wait for its input to be ready, while the video
-        already flows): a host whose video stopped for ``host_timeout`` is given up, as in the stream."""
-        deadline = time.monotonic() + 20.0
-        seen, alive = self.stats.datagrams, time.monotonic()
-        while True:
-            now = time.monotonic()
-            if self.stats.datagrams != seen:
-                seen, alive = self.stats.datagrams, now
-            if seen and now - alive > host_timeout:
-                raise ClientError(f"the host went silent for {host_timeout:g} s (keepalive timeout)", EXIT_CONNECT)
-            if now >= deadline:
-                raise ClientError("the host did not answer in time", EXIT_CONNECT)
-            if ctl.pending or ctl.sock.pending() or select.select([ctl.sock], [], [], min(0.1, deadline - now))[0]:
-                return ctl.recv(max(1.0, deadline - now), "session_started")
 
     def _open_audio(self, layout: Any, k_h2c: bytes, udp: socket.socket, decoder: Decoder) -> None:
         """The audio receiver for the layout the host announced (none: the host streams no audio)."""
