@@ -37,13 +37,14 @@ def test_adaptive_layout_keeps_the_clients_minimum_and_255_shards(loss: float) -
     _lossy(fec, loss)
     pct = max(1, round(fec.percent))
     largest = 4 * (255 * 100 // (100 + pct))  # beyond 4 blocks a frame goes without FEC (as before)
+    asked: list[int] = []  # the controller's count for each block (dithered: it may differ between blocks)
+
+    def parity_for(k: int) -> int:
+        asked.append(fec.parity_for(k))
+        return asked[-1]
+
     for n in [*range(1, 300), largest // 2, largest]:
-        asked: list[int] = []  # the controller's count for each block (dithered: it may differ between blocks)
-
-        def parity_for(k: int) -> int:
-            asked.append(fec.parity_for(k))
-            return asked[-1]
-
+        asked.clear()
         blocks, _ = fec_layout(n, pct, 2, 0, parity_for)
         assert sum(k for k, _, _ in blocks) == n
         for (k, p, written), m in zip(blocks, asked, strict=True):
