@@ -181,7 +181,7 @@ def parity_plan(policy: FecPolicy, loss: float, burst: float, max_k: int = TABLE
             continue
         i = int(ok[0])
         table[k] = int(ms[i])
-        if i > 0:  # m-1 is above the floor: w·fail(m-1) + (1-w)·fail(m) = goal
+        if i > 0:  # m-1 is not below the floor: w·fail(m-1) + (1-w)·fail(m) = goal
             lower[k] = float((goal - fail[i]) / (fail[i - 1] - fail[i]))
     return table, lower
 
