@@ -153,17 +153,19 @@ def _tail_table(p: float, burst: float, n_max: int) -> np.ndarray:
     return tail
 
 
-def parity_table(policy: FecPolicy, loss: float, burst: float, max_k: int = TABLE_DATA_SHARDS,
-                 target: float | None = None) -> list[int]:
-    """``table[k]``: parity shards for a block of ``k`` data shards (index 0 unused) so that
-    P(more than m of k+m lost) <= ``target`` (default: the policy's) at loss rate ``loss`` and mean run ``burst``,
-    clamped to [floor, ceiling] of ``k`` (a small block may exceed the ceiling up to
-    SMALL_BLOCK_PARITY)."""
+def parity_plan(policy: FecPolicy, loss: float, burst: float, max_k: int = TABLE_DATA_SHARDS,
+                target: float | None = None) -> tuple[list[int], list[float]]:
+    """``(table, lower)``: ``table[k]`` as :func:`parity_table` says, and ``lower[k]`` the share of
+    the blocks of ``k`` data shards that may get one parity shard less, so that the mean of
+    P(unrecoverable) over the blocks is the goal rather than below it (0 where ``table[k]`` is the
+    floor or the ceiling binds). A whole shard is a coarse step for a small block (one of 5 data
+    shards is 20 %): mixing m-1 and m in this proportion spends only what the goal needs."""
     lo = [math.ceil(k * policy.floor_percent / 100 - 1e-9) for k in range(max_k + 1)]
     hi = [max(lo[k], math.floor(k * policy.ceiling_percent / 100 + 1e-9), SMALL_BLOCK_PARITY if k else 0)
           for k in range(max_k + 1)]
+    lower = [0.0] * (max_k + 1)
     if loss < CLEAN_LOSS:
-        return lo
+        return lo, lower
     loss = min(loss, 0.95)
     burst = max(burst, 1 / (1 - loss))  # a run is at least as long as independent loss makes it
     n_max = max_k + hi[max_k]
@@ -172,9 +174,25 @@ def parity_table(policy: FecPolicy, loss: float, burst: float, max_k: int = TABL
     table = [0] * (max_k + 1)
     for k in range(1, max_k + 1):
         ms = np.arange(lo[k], hi[k] + 1)
-        ok = np.nonzero(tail[k + ms, ms] <= goal)[0]
-        table[k] = int(ms[ok[0]]) if ok.size else hi[k]
-    return table
+        fail = tail[k + ms, ms]
+        ok = np.nonzero(fail <= goal)[0]
+        if not ok.size:  # the ceiling binds: every block gets it
+            table[k] = hi[k]
+            continue
+        i = int(ok[0])
+        table[k] = int(ms[i])
+        if i > 0:  # m-1 is not below the floor: w·fail(m-1) + (1-w)·fail(m) = goal
+            lower[k] = float((goal - fail[i]) / (fail[i - 1] - fail[i]))
+    return table, lower
+
+
+def parity_table(policy: FecPolicy, loss: float, burst: float, max_k: int = TABLE_DATA_SHARDS,
+                 target: float | None = None) -> list[int]:
+    """``table[k]``: parity shards for a block of ``k`` data shards (index 0 unused) so that
+    P(more than m of k+m lost) <= ``target`` (default: the policy's) at loss rate ``loss`` and mean run ``burst``,
+    clamped to [floor, ceiling] of ``k`` (a small block may exceed the ceiling up to
+    SMALL_BLOCK_PARITY)."""
+    return parity_plan(policy, loss, burst, max_k, target)[0]
 
 
 def block_failure(k: int, m: int, loss: float, burst: float) -> float:
@@ -218,7 +236,12 @@ class FecController:
         #: the first block (counted from 0) whose parity the last ``observe`` chose: every block
         #: from it on saw that table (the native host tells its client, docs/adaptive.md)
         self.informed_from: int | None = None
-        self._table: list[int] = []
+        #: (parity per data-shard count, share of those blocks that get one less): ``_publish``
+        #: rebinds it whole, so a block reads one table and its mixing shares together
+        self._plan: tuple[list[int], list[float]] = ([], [])
+        #: per data-shard count, the blocks owed one parity shard less (error diffusion: each block
+        #: adds its share, a whole one is paid out); written by the packetize thread only
+        self._owed = [0.0] * (TABLE_DATA_SHARDS + 1)
         self._publish()
 
     @property
@@ -274,14 +297,18 @@ class FecController:
     def _publish(self) -> None:
         p = self.policy
         if not self.adaptive or (not self.windows and p.start_fixed):  # fixed, or nothing known yet
-            self._table = [fixed_parity(k, p.fixed_percent, p.min_parity) for k in range(TABLE_DATA_SHARDS + 1)]
+            table = [fixed_parity(k, p.fixed_percent, p.min_parity) for k in range(TABLE_DATA_SHARDS + 1)]
+            self._plan = (table, [0.0] * len(table))
             self.residual_loss = 0.0
             return
         design = self.design_loss if self.windows or p.start_loss <= 0 else min(0.95, p.start_loss)
-        table = parity_table(p, design, self.burst_estimate, target=p.target * PLAN_SHARE)
-        m = table[REFERENCE_DATA_SHARDS]
-        self.residual_loss = block_failure(REFERENCE_DATA_SHARDS, m, self.loss_estimate, self.burst_estimate)
-        self._table = table  # one rebinding: the packetize thread sees the old table or the new one
+        table, lower = parity_plan(p, design, self.burst_estimate, target=p.target * PLAN_SHARE)
+        k, m, w = REFERENCE_DATA_SHARDS, table[REFERENCE_DATA_SHARDS], lower[REFERENCE_DATA_SHARDS]
+        residual = block_failure(k, m, self.loss_estimate, self.burst_estimate)
+        if w:  # the mean over the blocks that get m-1 and those that get m
+            residual += w * (block_failure(k, m - 1, self.loss_estimate, self.burst_estimate) - residual)
+        self.residual_loss = residual
+        self._plan = (table, lower)  # one rebinding: the packetize thread sees the old plan or the new one
 
     @property
     def design_loss(self) -> float:
@@ -310,9 +337,16 @@ class FecController:
         ``payload_bytes``, the block's size, is counted for the rate controller (what the
         encoder really sent, which may be less than its target)."""
         self.blocks += 1  # before the table is read: ``informed_from`` never counts a block that read an older one
-        table = self._table
+        table, lower = self._plan
         if data_shards < len(table):
             m = table[data_shards]
+            share = lower[data_shards]
+            if share:  # every 1/share-th block of this size gets one parity shard less
+                owed = self._owed[data_shards] + share
+                if owed >= 1.0:
+                    owed -= 1.0
+                    m -= 1
+                self._owed[data_shards] = owed
         elif not self.adaptive or (not self.windows and self.policy.start_fixed):
             p = self.policy
             m = fixed_parity(data_shards, p.fixed_percent, p.min_parity)
@@ -325,8 +359,9 @@ class FecController:
 
     @property
     def percent(self) -> float:
-        """The share chosen now for the reference block, in percent (for captures)."""
-        return 100.0 * self._table[REFERENCE_DATA_SHARDS] / REFERENCE_DATA_SHARDS
+        """The mean share chosen now for the reference block, in percent (for captures)."""
+        table, lower = self._plan
+        return 100.0 * (table[REFERENCE_DATA_SHARDS] - lower[REFERENCE_DATA_SHARDS]) / REFERENCE_DATA_SHARDS
 
 
 @dataclass(frozen=True)

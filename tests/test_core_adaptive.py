@@ -73,6 +73,62 @@ def test_bursty_loss_asks_for_more_parity_than_independent_loss():
     assert all(b >= i for b, i in zip(bursty[1:], independent[1:], strict=True))
 
 
+def dithered_blocks(fec: FecController, k: int, blocks: int) -> list[int]:
+    return [fec.parity_for(k) for _ in range(blocks)]
+
+
+@pytest.mark.parametrize("lost", [200, 500, 1000])  # 2 %, 5 %, 10 % of a 10 000-datagram window
+def test_dithered_parity_meets_the_plan_on_average_with_less_parity_than_the_table(lost):
+    """Blocks of one size get m-1 or m parity shards in the proportion that makes their mean
+    chance of loss the plan: exactly what the goal needs, where m alone spends up to a shard more."""
+    fec = FecController(FecPolicy())
+    fec.observe(report(lost=lost))
+    plan, loss = fec.policy.target * PLAN_SHARE, fec.design_loss
+    table = parity_table(fec.policy, loss, 1.0, target=plan)
+    saved = 0
+    for k in (1, 2, 5, 16, 64, 200):
+        parity = dithered_blocks(fec, k, 10_000)
+        m = table[k]
+        assert set(parity) <= {m - 1, m}, (k, m, set(parity))
+        mean_failure = sum(parity.count(p) * binomial_failure(k, p, loss) for p in (m - 1, m)) / len(parity)
+        if m - 1 in parity:
+            # the mean is the plan, to the one block the error diffusion may owe
+            assert mean_failure == pytest.approx(plan, abs=binomial_failure(k, m - 1, loss) / len(parity))
+            saved += 1
+        else:  # m-1 is below the floor, or the share of m-1 rounds to none in 10 000
+            assert mean_failure <= plan
+        assert sum(parity) / len(parity) <= m
+    assert saved >= 4, "most block sizes mix m-1 in"
+
+
+def test_dithering_is_deterministic_and_evenly_spread():
+    """No randomness: the same reports give the same parity sequence, and every run of blocks
+    of one size holds the share of m-1 that the plan says, to within one block."""
+    def run() -> tuple[list[int], float, int]:
+        fec = FecController(FecPolicy())
+        fec.observe(report(lost=500))
+        table = parity_table(fec.policy, fec.design_loss, 1.0, target=fec.policy.target * PLAN_SHARE)
+        return dithered_blocks(fec, 5, 2_000), fec.percent, table[5]
+
+    first, percent, m = run()
+    assert run() == (first, percent, m)
+    lower = first.count(m - 1) / len(first)
+    assert 0 < lower < 1
+    for start in range(0, 2_000, 97):  # any stretch, not just the whole sequence
+        stretch = first[start:start + 100]
+        assert abs(stretch.count(m - 1) - lower * len(stretch)) <= 1.0 + 1e-9, start
+
+
+def test_dithering_keeps_floor_and_ceiling():
+    policy = FecPolicy(floor_percent=10, ceiling_percent=30)
+    fec = FecController(policy)
+    fec.observe(report(lost=1))  # 0.01 %: the table is the floor, and m-1 would be below it
+    assert fec.loss_estimate > 0 and set(dithered_blocks(fec, 100, 500)) == {10}
+    fec.observe(report(lost=4000))  # 40 %: the ceiling binds, every block gets it
+    assert set(dithered_blocks(fec, 100, 500)) == {30}
+    assert fec.residual_loss > policy.target  # the rate controller sees that the ceiling binds
+
+
 def test_gilbert_elliott_failure_matches_a_simulated_chain():
     """The forward computation against 100 000 blocks drawn from the same chain."""
     p, burst, k, m = 0.08, 3.0, 20, 6

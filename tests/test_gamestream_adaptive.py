@@ -37,16 +37,23 @@ def test_adaptive_layout_keeps_the_clients_minimum_and_255_shards(loss: float) -
     _lossy(fec, loss)
     pct = max(1, round(fec.percent))
     largest = 4 * (255 * 100 // (100 + pct))  # beyond 4 blocks a frame goes without FEC (as before)
+    asked: list[int] = []  # the controller's count for each block (dithered: it may differ between blocks)
+
+    def parity_for(k: int) -> int:
+        asked.append(fec.parity_for(k))
+        return asked[-1]
+
     for n in [*range(1, 300), largest // 2, largest]:
-        blocks, _ = fec_layout(n, pct, 2, 0, fec.parity_for)
+        asked.clear()
+        blocks, _ = fec_layout(n, pct, 2, 0, parity_for)
         assert sum(k for k, _, _ in blocks) == n
-        for k, p, written in blocks:
+        for (k, p, written), m in zip(blocks, asked, strict=True):
             assert k + p <= 255, (n, k, p)
             assert p >= 2, f"{n} data shards: block of {k} got {p} parity, below the client's minimum"
             assert (k * written + 99) // 100 == p, "the client derives the parity count we sent"
             assert written <= 255
-            if k <= 255 - fec.parity_for(k) and fec.parity_for(k) <= (255 * k + 99) // 100:
-                assert p >= fec.parity_for(k), "the controller's count is sent where it fits"
+            if k <= 255 - m and m <= (255 * k + 99) // 100:
+                assert p >= m, "the controller's count is sent where it fits"
 
 
 def _fec_percents(batch) -> set[int]:
