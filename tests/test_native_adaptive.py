@@ -133,7 +133,8 @@ def test_bitrate_settles_under_a_bandwidth_cap_and_recovers_when_it_is_lifted(pr
     print(f"\ntarget kbps per window (cap {cap_mbps} Mbit/s until 22 s): {targets}\nclient fps: {fps}")
     print("wire Mbit/s, parity %, loss estimate %:",
           [(x["mbps"], x.get("fec_parity_pct"), x.get("loss_estimate_pct")) for x in samples])
-    print("why the host moved the rate:", [ln.split("session", 1)[-1] for ln in h.log().splitlines() if "bitrate" in ln])
+    print("why the host moved the rate:",
+          [ln.split("session", 1)[-1] for ln in h.log().splitlines() if "bitrate" in ln])
     assert s["details"]["injected_cap"] > 0, s  # the cap bit
     capped = targets[5:10]  # 10..20 s: settled under the cap
     assert capped and max(capped) < cap_mbps * 1000, targets
