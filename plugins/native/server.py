@@ -240,6 +240,8 @@ class NativePlane(ProtocolPlane):
                     return
                 time.sleep(0.05)
                 continue
+            # control messages are small and latency-bound (pongs, input): never held back by Nagle
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             assert self._gate is not None
             if not self._gate.admit(conn, addr):  # pending until a paired certificate shows (see _converse)
                 conn.close()

@@ -313,6 +313,7 @@ class NativeClient:
     def _connect(self, with_identity: bool) -> tuple[HostControl, bytes]:
         try:
             raw = socket.create_connection((self.opts.host, self.opts.port), timeout=5.0)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # pongs and input: never held back by Nagle
         except OSError as exc:
             raise ClientError(f"cannot reach {self.address}: {exc.strerror or exc} "
                               f"(is `punktfunk serve` running there with native enabled?)", EXIT_CONNECT) from None
