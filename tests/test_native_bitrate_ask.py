@@ -5,6 +5,7 @@ probes no higher (docs/protocol-native.md, ``set_bitrate``)."""
 from __future__ import annotations
 
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 from test_native_adaptive import _finish, _pair, _samples, _stream
@@ -31,13 +32,8 @@ def test_a_bitrate_the_client_asks_for_is_set_and_becomes_the_ceiling(host_facto
 
 
 def test_a_malformed_bitrate_ask_is_refused_before_connecting(tmp_path):
+    nowhere = SimpleNamespace(native_port=9)  # an argument error is reported before any connection is tried
     for bad in ("fast", "900@-1", "0@2", "900@nan"):
-        proc = subprocess.run(client_cmd_offline(bad), env=client_env(tmp_path), capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run(client_cmd(nowhere, "--seconds", "1", "--ask-bitrate", bad), env=client_env(tmp_path),
+                              capture_output=True, text=True, timeout=60)
         assert proc.returncode != 0 and "--ask-bitrate" in proc.stderr, (bad, proc.stderr)
-
-
-def client_cmd_offline(ask: str) -> list[str]:
-    class _NoHost:  # an argument error is reported before any connection is tried
-        native_port = 9
-    return client_cmd(_NoHost(), "--seconds", "1", "--ask-bitrate", ask)
